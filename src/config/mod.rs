@@ -1,0 +1,327 @@
+//! Capacity, overflow policy and limits: built in code or loaded from a TOML file.
+//!
+//! Every session has one bounded mailbox of [`Config::capacity`] messages, shared by all its
+//! topics. When a broadcast finds it full, the [`OverflowPolicy`] of the message's topic decides.
+//! [`TopicOverride`]s change the policy (and an admission limit) for topics under a prefix; the
+//! longest matching prefix wins, and what it leaves unset comes from the provider-wide values.
+//!
+//! ```toml
+//! capacity = 256
+//! policy = "drop_oldest"
+//!
+//! [[override]]
+//! prefix = "presence:"
+//! policy = "drop_newest"
+//! max_queued = 32
+//!
+//! [[override]]
+//! prefix = "billing:"
+//! policy = { block = { timeout_ms = 50, then = "disconnect" } }
+//!
+//! [limits]
+//! max_topic_bytes = 1024
+//! ```
+
+#[cfg(feature = "toml")]
+mod file;
+
+use std::fmt;
+use std::time::Duration;
+
+/// The largest mailbox capacity a config may ask for.
+pub const MAX_CAPACITY: usize = 1 << 20;
+
+/// What a broadcast does when it finds a session's mailbox full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// The new message is not queued for that session (counted as `drop_newest`).
+    DropNewest,
+    /// The oldest queued message is evicted to make room (counted as `drop_oldest`); the session
+    /// learns how many it missed.
+    DropOldest,
+    /// The session is a slow consumer: it is closed, unsubscribed from everything, and told why.
+    Disconnect,
+    /// The broadcaster waits up to `timeout` for room, then applies `then`.
+    Block {
+        /// How long one broadcast waits, in total, for full mailboxes to make room.
+        timeout: Duration,
+        /// What happens to a mailbox still full when the time is up.
+        then: Fallback,
+    },
+}
+
+/// The policy a [`OverflowPolicy::Block`] falls back to when its wait times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// As [`OverflowPolicy::DropNewest`].
+    DropNewest,
+    /// As [`OverflowPolicy::DropOldest`].
+    DropOldest,
+    /// As [`OverflowPolicy::Disconnect`].
+    Disconnect,
+}
+
+impl From<Fallback> for OverflowPolicy {
+    fn from(value: Fallback) -> Self {
+        match value {
+            Fallback::DropNewest => OverflowPolicy::DropNewest,
+            Fallback::DropOldest => OverflowPolicy::DropOldest,
+            Fallback::Disconnect => OverflowPolicy::Disconnect,
+        }
+    }
+}
+
+/// Overrides for every topic that starts with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOverride {
+    /// The topic prefix this override applies to (literal, non-empty).
+    pub prefix: String,
+    /// The overflow policy for these topics; `None` keeps the provider-wide one.
+    pub policy: Option<OverflowPolicy>,
+    /// Admit a message of these topics only while the session's mailbox holds fewer than this
+    /// many messages (at most [`Config::capacity`]); a fuller mailbox counts as full for them.
+    /// `None` admits up to the capacity.
+    pub max_queued: Option<usize>,
+}
+
+/// Size limits checked on every operation (G9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest accepted topic, in bytes. Default 1024.
+    pub max_topic_bytes: usize,
+    /// Largest accepted payload, in bytes. Default 8 MiB.
+    pub max_payload_bytes: usize,
+    /// Longest accepted session id, in bytes. Default 256.
+    pub max_session_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_topic_bytes: 1024,
+            max_payload_bytes: 8 * 1024 * 1024,
+            max_session_id_bytes: 256,
+        }
+    }
+}
+
+/// Configuration of the in-memory engine (and of the local side of distributed providers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Mailbox capacity of every session, in messages. Default 256.
+    pub capacity: usize,
+    /// Overflow policy for topics no override matches. Default [`OverflowPolicy::DropOldest`].
+    pub policy: OverflowPolicy,
+    /// Per-prefix overrides; the longest matching prefix wins.
+    pub overrides: Vec<TopicOverride>,
+    /// Size limits.
+    pub limits: Limits,
+    /// How long `stop()` waits for running handlers to finish before aborting their tasks.
+    /// Default 5 s.
+    pub stop_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            capacity: 256,
+            policy: OverflowPolicy::DropOldest,
+            overrides: Vec::new(),
+            limits: Limits::default(),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a config check found wrong: the key, where it is (for files) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The offending key, as a dotted path (`override[1].max_queued`), when known.
+    pub key: Option<String>,
+    /// 1-based line and column in the file, when loaded from one.
+    pub position: Option<(usize, usize)>,
+    /// The file, when loaded from one.
+    pub file: Option<String>,
+    /// What is wrong, naming the limit broken.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.position) {
+            (Some(file), Some((line, col))) => write!(f, "{file}:{line}:{col}: ")?,
+            (None, Some((line, col))) => write!(f, "line {line}, column {col}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            (None, None) => {}
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl ConfigError {
+    pub(crate) fn at_key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: Some(key.into()),
+            position: None,
+            file: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// The policy and admission limit that apply to one topic, resolved once per topic entry so a
+/// broadcast never matches prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeliveryRule {
+    pub(crate) policy: OverflowPolicy,
+    /// Messages of this topic are admitted while the mailbox holds fewer than this many.
+    pub(crate) max_queued: usize,
+}
+
+impl Config {
+    /// Sets the mailbox capacity.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Sets the provider-wide overflow policy.
+    pub fn with_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Adds a per-prefix override of the policy.
+    pub fn with_override(mut self, prefix: impl Into<String>, policy: OverflowPolicy) -> Self {
+        self.overrides.push(TopicOverride {
+            prefix: prefix.into(),
+            policy: Some(policy),
+            max_queued: None,
+        });
+        self
+    }
+
+    /// Sets the size limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets how long `stop()` waits for running handlers.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Checks every value; the error names the key and the bound it broke.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(ConfigError::at_key(
+                "capacity",
+                format!(
+                    "is {}; it must be between 1 and {MAX_CAPACITY}",
+                    self.capacity
+                ),
+            ));
+        }
+        check_policy("policy", &self.policy)?;
+        for (i, o) in self.overrides.iter().enumerate() {
+            if o.prefix.is_empty() {
+                return Err(ConfigError::at_key(
+                    format!("override[{i}].prefix"),
+                    "is empty",
+                ));
+            }
+            if let Some(j) = self.overrides[..i]
+                .iter()
+                .position(|p| p.prefix == o.prefix)
+            {
+                return Err(ConfigError::at_key(
+                    format!("override[{i}].prefix"),
+                    format!("`{}` is already used by override[{j}]", o.prefix),
+                ));
+            }
+            if let Some(policy) = &o.policy {
+                check_policy(&format!("override[{i}].policy"), policy)?;
+            }
+            if let Some(max) = o.max_queued {
+                if max == 0 || max > self.capacity {
+                    return Err(ConfigError::at_key(
+                        format!("override[{i}].max_queued"),
+                        format!(
+                            "is {max}; it must be between 1 and the capacity ({})",
+                            self.capacity
+                        ),
+                    ));
+                }
+            }
+        }
+        let limits = &self.limits;
+        for (key, value, max) in [
+            (
+                "limits.max_topic_bytes",
+                limits.max_topic_bytes,
+                u32::MAX as usize,
+            ),
+            (
+                "limits.max_payload_bytes",
+                limits.max_payload_bytes,
+                u32::MAX as usize,
+            ),
+            (
+                "limits.max_session_id_bytes",
+                limits.max_session_id_bytes,
+                u16::MAX as usize,
+            ),
+        ] {
+            if value == 0 || value > max {
+                return Err(ConfigError::at_key(
+                    key,
+                    format!("is {value}; it must be between 1 and {max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule for one topic: the longest matching override, else the provider-wide values.
+    pub(crate) fn rule_for(&self, topic: &str) -> DeliveryRule {
+        let best = self
+            .overrides
+            .iter()
+            .filter(|o| topic.starts_with(o.prefix.as_str()))
+            .max_by_key(|o| o.prefix.len());
+        DeliveryRule {
+            policy: best.and_then(|o| o.policy).unwrap_or(self.policy),
+            max_queued: best
+                .and_then(|o| o.max_queued)
+                .unwrap_or(self.capacity)
+                .min(self.capacity),
+        }
+    }
+}
+
+/// The longest `Block` timeout a config accepts.
+pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn check_policy(key: &str, policy: &OverflowPolicy) -> Result<(), ConfigError> {
+    if let OverflowPolicy::Block { timeout, .. } = policy {
+        if timeout.is_zero() || *timeout > MAX_BLOCK_TIMEOUT {
+            return Err(ConfigError::at_key(
+                format!("{key}.block.timeout_ms"),
+                format!(
+                    "is {} ms; it must be between 1 and {} ms",
+                    timeout.as_millis(),
+                    MAX_BLOCK_TIMEOUT.as_millis()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

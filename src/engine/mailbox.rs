@@ -1,0 +1,233 @@
+//! A session's bounded mailbox: many broadcasters push, one consumer pops.
+//!
+//! # Invariants
+//!
+//! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
+//!   locks (`crossbeam_queue::ArrayQueue`, a bounded lock-free ring).
+//! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
+//!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
+//!   pushes to a sleeping consumer costs one wake.
+//! - No lost wake-up. The consumer writes `parked = true`, issues a `SeqCst` fence, then looks at
+//!   the queue again; a producer pushes, issues a `SeqCst` fence, then reads `parked`. The two
+//!   fences order the pairs (store parked → load queue) and (store queue → load parked), so at
+//!   least one side sees the other's write: either the consumer finds the message, or the
+//!   producer sees `parked` and wakes it.
+//! - `blocked` counts broadcasters waiting for room (`block` policy). The consumer, after a pop,
+//!   fences and reads it; a waiter increments it, fences (the RMW is `SeqCst`), then retries its
+//!   push before sleeping on `room`. Same argument: the waiter either finds the room or is
+//!   notified. `Notify::notified` is enabled before the retry, so a notification between the
+//!   retry and the sleep is not lost.
+//! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
+//!   the count with its next pop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+
+use crate::message::Envelope;
+use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::Arc;
+
+pub(crate) struct Mailbox {
+    /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
+    /// pops), popped by the consumer.
+    queue: ArrayQueue<Arc<Envelope>>,
+    /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
+    parked: AtomicBool,
+    /// The sleeping consumer's waker. Registered before `parked` is set.
+    waker: AtomicWaker,
+    /// Evictions since the consumer's last pop. Incremented by evicting producers, taken by the
+    /// consumer.
+    missed: AtomicU64,
+    /// Broadcasters currently waiting for room (`block` policy).
+    blocked: AtomicUsize,
+    /// Notified by the consumer after a pop while `blocked > 0`, and on close.
+    room: Notify,
+}
+
+/// Why a push did not queue the message; the message is handed back.
+pub(crate) struct Full(pub(crate) Arc<Envelope>);
+
+impl Mailbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            queue: ArrayQueue::new(capacity),
+            parked: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            missed: AtomicU64::new(0),
+            blocked: AtomicUsize::new(0),
+            room: Notify::new(),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues `message` if the mailbox holds fewer than `limit` messages (and is not full).
+    #[inline]
+    pub(crate) fn try_push(&self, message: Arc<Envelope>, limit: usize) -> Result<(), Full> {
+        if limit < self.queue.capacity() && self.queue.len() >= limit {
+            return Err(Full(message));
+        }
+        self.queue.push(message).map_err(Full)?;
+        self.wake_consumer();
+        Ok(())
+    }
+
+    /// Queues `message`, evicting the oldest queued messages while the mailbox holds `limit` or
+    /// more. Returns how many were evicted (the caller counts them as `drop_oldest`).
+    pub(crate) fn push_evicting(&self, message: Arc<Envelope>, limit: usize) -> u64 {
+        let mut evicted = 0;
+        while limit < self.queue.capacity() && self.queue.len() >= limit {
+            if self.queue.pop().is_none() {
+                break;
+            }
+            evicted += 1;
+        }
+        if self.queue.force_push(message).is_some() {
+            evicted += 1;
+        }
+        if evicted > 0 {
+            self.missed.fetch_add(evicted, Ordering::Relaxed);
+        }
+        self.wake_consumer();
+        evicted
+    }
+
+    #[inline]
+    fn wake_consumer(&self) {
+        // Pairs with the fence in `poll_pop`: see "No lost wake-up" above.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    /// Pops the oldest message, with the evictions that preceded it.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<(Arc<Envelope>, u64)> {
+        let message = self.queue.pop()?;
+        let missed = if self.missed.load(Ordering::Relaxed) != 0 {
+            self.missed.swap(0, Ordering::Relaxed)
+        } else {
+            0
+        };
+        // Pairs with the `SeqCst` increment in `wait_for_room`.
+        fence(Ordering::SeqCst);
+        if self.blocked.load(Ordering::Relaxed) > 0 {
+            self.room.notify_waiters();
+        }
+        Some((message, missed))
+    }
+
+    /// Pops a message, or registers the consumer's waker and returns `Pending`. `is_closed` is
+    /// checked after registering, so a close that races the sleep still wakes it.
+    pub(crate) fn poll_pop(
+        &self,
+        cx: &mut Context<'_>,
+        is_closed: impl Fn() -> bool,
+    ) -> Poll<Option<(Arc<Envelope>, u64)>> {
+        if let Some(popped) = self.pop() {
+            return Poll::Ready(Some(popped));
+        }
+        self.waker.register(cx.waker());
+        self.parked.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `wake_consumer`.
+        fence(Ordering::SeqCst);
+        if let Some(popped) = self.pop() {
+            self.parked.store(false, Ordering::Relaxed);
+            return Poll::Ready(Some(popped));
+        }
+        if is_closed() {
+            self.parked.store(false, Ordering::Relaxed);
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    /// Wakes the consumer and every waiting broadcaster; called once the session is closed.
+    pub(crate) fn wake_all(&self) {
+        self.parked.store(false, Ordering::Relaxed);
+        self.waker.wake();
+        self.room.notify_waiters();
+    }
+
+    /// Waits until a pop may have made room, or the session closes (the caller re-checks both).
+    /// `give_up` bounds the wait.
+    pub(crate) async fn wait_for_room<F: Future>(
+        &self,
+        message: Arc<Envelope>,
+        limit: usize,
+        is_closed: impl Fn() -> bool,
+        give_up: Pin<&mut F>,
+    ) -> RoomOutcome {
+        let mut message = message;
+        let mut give_up = give_up;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.blocked.fetch_add(1, Ordering::SeqCst);
+            match self.try_push(message, limit) {
+                Ok(()) => {
+                    self.blocked.fetch_sub(1, Ordering::Relaxed);
+                    return RoomOutcome::Queued;
+                }
+                Err(Full(_)) if is_closed() => {
+                    self.blocked.fetch_sub(1, Ordering::Relaxed);
+                    return RoomOutcome::Closed;
+                }
+                Err(Full(back)) => message = back,
+            }
+            let timed_out = tokio::select! {
+                biased;
+                _ = &mut notified => false,
+                _ = give_up.as_mut() => true,
+            };
+            self.blocked.fetch_sub(1, Ordering::Relaxed);
+            if timed_out {
+                return RoomOutcome::TimedOut(message);
+            }
+        }
+    }
+
+    /// Takes every queued message (the session is closing); returns how many.
+    pub(crate) fn drain(&self) -> u64 {
+        let mut n = 0;
+        while self.queue.pop().is_some() {
+            n += 1;
+        }
+        n
+    }
+}
+
+/// How a wait for room ended.
+pub(crate) enum RoomOutcome {
+    Queued,
+    Closed,
+    TimedOut(Arc<Envelope>),
+}
+
+/// Future returned by [`Mailbox::poll_pop`] adapters; kept here so the receiver and the handler
+/// task share it.
+pub(crate) struct Pop<'a, C: Fn() -> bool> {
+    pub(crate) mailbox: &'a Mailbox,
+    pub(crate) is_closed: C,
+}
+
+impl<C: Fn() -> bool> Future for Pop<'_, C> {
+    type Output = Option<(Arc<Envelope>, u64)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.mailbox.poll_pop(cx, &self.is_closed)
+    }
+}

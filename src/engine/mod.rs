@@ -1,0 +1,713 @@
+//! The in-memory fanout engine: topics, sessions, mailboxes, and the broadcast path.
+//!
+//! [`InMemoryPubSub`](crate::InMemoryPubSub) runs handlers on top of it; Rust users can also use
+//! it directly and read sessions with a [`SessionReceiver`].
+//!
+//! # Shape
+//!
+//! - [`topic_registry`]: topic name → entry, a lock-free map (`papaya`).
+//! - [`subscribers`]: each entry's subscriber set, a table of immutable chunks replaced
+//!   copy-on-write (`arc_swap` through [`crate::sync::AtomicSnapshot`]).
+//! - [`mailbox`]: one bounded lock-free queue per session, shared by all its topics.
+//! - [`session`]: a session's open/closed state and its writer-side subscription record.
+//!
+//! # Who writes what
+//!
+//! | state | written by | under |
+//! | --- | --- | --- |
+//! | topic map | subscribe (insert), last unsubscribe (remove) | the topic entry's writer lock |
+//! | a topic's chunk table and chunks | subscribe, unsubscribe | the topic entry's writer lock |
+//! | session map | first subscribe / `open_session` (insert), retire (remove) | the session's writer lock (remove) |
+//! | a session's topic record and handler table | subscribe, unsubscribe, retire | the session's writer lock |
+//! | a session's state | `close`: open → closed once (CAS) | none (atomic) |
+//! | a session's mailbox | broadcasters push, its consumer pops | none (lock-free) |
+//!
+//! Lock order: a session's writer lock, then a topic's. Broadcast takes no lock: it pins the
+//! topic map, loads the chunk table and each chunk, and pushes into mailboxes.
+//!
+//! # Guarantees and where they come from
+//!
+//! - **G1**: subscribe stores the new chunk before it returns; a broadcast that starts later loads
+//!   the map, the table and the chunk after that store.
+//! - **G2**: unsubscribe stores the chunk without the session before it returns. `unsubscribe_all`
+//!   closes the session (a `SeqCst` CAS) before it returns; consumers check the state before each
+//!   delivery, and what was queued is discarded and counted.
+//! - **G4**: one FIFO mailbox per session, one consumer; a publisher's broadcast has pushed to
+//!   every recipient (or waited, under `block`) before it returns.
+//! - **G5**: a full mailbox is handled by its policy at push time; the broadcaster never waits on
+//!   a consumer except under `block`, and then only for the blocked sessions, after every other
+//!   recipient already has the message.
+//! - **G7**: mailboxes are bounded; a topic entry is removed with its last subscriber and a
+//!   session entry when it retires.
+//!
+//! # Disconnects
+//!
+//! A broadcaster that disconnects a slow session closes it (lock-free) and queues it for
+//! retirement; the retirement itself (removing it from its topics) takes writer locks, so it runs
+//! off the broadcast path: in the provider's reaper task, in the session's consumer, and at the
+//! start of every subscribe / unsubscribe.
+
+pub(crate) mod mailbox;
+mod receiver;
+pub(crate) mod session;
+pub(crate) mod subscribers;
+pub(crate) mod topic_registry;
+
+use std::future::poll_fn;
+use std::sync::OnceLock;
+use std::task::Poll;
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use crossbeam_queue::SegQueue;
+use smallvec::SmallVec;
+
+use crate::config::{Config, ConfigError, DeliveryRule, OverflowPolicy};
+use crate::error::{PubSubError, Result, SessionForm};
+use crate::handler::Handler;
+use crate::message::Envelope;
+use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot, Tally};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{lock, Arc, MutexGuard};
+use crate::topic::{check_payload, check_session_id, check_topic, Topic};
+
+use mailbox::{Full, RoomOutcome};
+pub use receiver::{Closed, SessionReceiver, TryRecvError};
+pub use session::CloseReason;
+use session::{Placement, Session, SessionWriter};
+use topic_registry::TopicRegistry;
+
+/// What one broadcast did, for the caller's information.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fanout {
+    /// Sessions subscribed to the topic when the broadcast read its subscriber set (less the
+    /// excluded sender).
+    pub recipients: usize,
+    /// Of those, sessions whose mailbox took the message.
+    pub queued: usize,
+    /// Messages dropped by overflow policies during this broadcast (the new one or evicted ones).
+    pub dropped: usize,
+}
+
+/// Something a session should know about, delivered to the hook set with
+/// [`Engine::set_notice_hook`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// The session was disconnected (slow consumer) and unsubscribed from everything.
+    Disconnected {
+        /// The session.
+        session_id: String,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// `drop_oldest` evicted messages from the session's mailbox (handler form; receivers see
+    /// [`Message::missed_before`](crate::Message::missed_before)).
+    Missed {
+        /// The session.
+        session_id: String,
+        /// How many messages it missed since the last notice.
+        count: u64,
+    },
+}
+
+/// A callback for [`Notice`]s. It runs on the thread that noticed; keep it short.
+pub type NoticeHook = Arc<dyn Fn(&Notice) + Send + Sync>;
+
+/// The in-memory fanout engine. Cheap to clone (one shared core).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    config: Config,
+    topics: TopicRegistry,
+    /// Session id → session. Inserted by the first subscribe or `open_session`, removed by
+    /// retire under the session's writer lock.
+    sessions: papaya::HashMap<Arc<str>, Arc<Session>>,
+    counters: Arc<Counters>,
+    /// Set once by `stop`. Writers re-check it under their session lock after inserting, and
+    /// `stop` sweeps the session map after setting it, so no session outlives `stop`.
+    stopped: AtomicBool,
+    /// Sessions closed by broadcasters (slow consumers), waiting to be retired off the hot path.
+    retiring: SegQueue<Arc<Session>>,
+    /// Wakes the reaper task when `retiring` gains an entry or the engine stops.
+    reaper: AtomicWaker,
+    notice_hook: OnceLock<NoticeHook>,
+}
+
+/// Sessions a `block` broadcast still has to wait for, after the lock-free pass.
+struct Blocked {
+    envelope: Arc<Envelope>,
+    rule: DeliveryRule,
+    sessions: SmallVec<[Arc<Session>; 4]>,
+}
+
+impl Engine {
+    /// Builds an engine; the config is validated first.
+    pub fn new(config: Config) -> std::result::Result<Engine, ConfigError> {
+        config.validate()?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                config,
+                topics: TopicRegistry::new(),
+                sessions: papaya::HashMap::new(),
+                counters: Arc::new(Counters::new()),
+                stopped: AtomicBool::new(false),
+                retiring: SegQueue::new(),
+                reaper: AtomicWaker::new(),
+                notice_hook: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Sets the callback that receives [`Notice`]s. Only the first call takes effect; it
+    /// returns `false` if a hook was already set.
+    pub fn set_notice_hook(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) -> bool {
+        self.inner.notice_hook.set(Arc::new(hook)).is_ok()
+    }
+
+    /// Opens a pull-form session: subscribe through the returned receiver and read its messages
+    /// with [`SessionReceiver::recv`] or as a `Stream`. Dropping the receiver unsubscribes it
+    /// from everything.
+    pub fn open_session(&self, session_id: &str) -> Result<SessionReceiver> {
+        self.check_running()?;
+        check_session_id(session_id, &self.inner.config.limits)?;
+        self.reap();
+        let (session, created) = self.session_for(session_id, SessionForm::Receiver)?;
+        if !created {
+            return Err(PubSubError::SessionIdInUse {
+                session_id: session_id.to_string(),
+                existing: SessionForm::Receiver,
+            });
+        }
+        let writer = lock(&session.writer);
+        if self.is_stopped() {
+            session.close(CloseReason::Stopped);
+            self.retire_locked(&session, writer);
+            return Err(PubSubError::Stopped);
+        }
+        drop(writer);
+        Ok(SessionReceiver::new(self.clone(), session))
+    }
+
+    /// Delivers `payload` to every session subscribed to `topic`.
+    ///
+    /// Returns once every recipient's mailbox has taken the message or its overflow policy has
+    /// decided; under `block`, that can take up to the policy's timeout. A `block` policy needs
+    /// a tokio runtime with timers enabled.
+    pub async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<Fanout> {
+        self.publish(topic, payload, None).await
+    }
+
+    /// As [`broadcast`](Self::broadcast), but skips the session `session_id`.
+    pub async fn broadcast_from(
+        &self,
+        session_id: &str,
+        topic: &str,
+        payload: Bytes,
+    ) -> Result<Fanout> {
+        check_session_id(session_id, &self.inner.config.limits)?;
+        let sender = self.inner.sessions.pin().get(session_id).cloned();
+        self.publish(topic, payload, sender.as_ref()).await
+    }
+
+    /// Closes the session `session_id` and removes every subscription it has (G2): once this
+    /// returns, none of its handlers starts again and its queued messages are discarded and
+    /// counted. Unknown ids succeed and do nothing. A later subscribe with the same id starts a
+    /// new session.
+    pub fn unsubscribe_all(&self, session_id: &str) -> Result<()> {
+        self.check_running()?;
+        check_session_id(session_id, &self.inner.config.limits)?;
+        self.reap();
+        let Some(session) = self.inner.sessions.pin().get(session_id).cloned() else {
+            return Ok(());
+        };
+        self.close_and_retire(&session, CloseReason::Unsubscribed);
+        Ok(())
+    }
+
+    /// A snapshot of the engine's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.counters.snapshot()
+    }
+
+    /// Figures for one live session.
+    pub fn session_stats(&self, session_id: &str) -> Option<SessionStats> {
+        let session = self.inner.sessions.pin().get(session_id).cloned()?;
+        let topics = lock(&session.writer).topics.len();
+        Some(SessionStats {
+            queued: session.mailbox.len(),
+            capacity: session.mailbox.capacity(),
+            topics,
+        })
+    }
+
+    /// Topics the session `session_id` is subscribed to.
+    pub fn session_topics(&self, session_id: &str) -> Vec<Topic> {
+        let Some(session) = self.inner.sessions.pin().get(session_id).cloned() else {
+            return Vec::new();
+        };
+        let writer = lock(&session.writer);
+        writer.topics.keys().cloned().collect()
+    }
+
+    /// Number of topic entries held (topics with at least one subscriber).
+    pub fn topic_count(&self) -> usize {
+        self.inner.topics.len()
+    }
+
+    /// Number of session entries held.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Whether [`stop`](Self::stop) has been called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops the engine: closes every session (queued messages are discarded and counted as
+    /// `stopped`), removes every topic, and makes later operations fail with
+    /// [`PubSubError::Stopped`]. Idempotent.
+    pub fn stop(&self) {
+        if self.inner.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let sessions: Vec<Arc<Session>> = self.inner.sessions.pin().values().cloned().collect();
+        for session in sessions {
+            self.close_and_retire(&session, CloseReason::Stopped);
+        }
+        self.reap();
+        self.inner.reaper.wake();
+    }
+
+    // ----- crate-internal: handler sessions, reaping -----
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    pub(crate) fn notice(&self, notice: Notice) {
+        if let Some(hook) = self.inner.notice_hook.get() {
+            hook(&notice);
+        }
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if self.inner.stopped.load(Ordering::Relaxed) {
+            return Err(PubSubError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Subscribes the handler-form session `session_id` (creating it if needed) to `topic`, or
+    /// replaces its handler for that topic (G3). Returns the session if this call created it, so
+    /// the caller can start its task.
+    pub(crate) fn subscribe_handler(
+        &self,
+        session_id: &str,
+        topic: &str,
+        handler: Handler,
+    ) -> Result<Option<Arc<Session>>> {
+        self.check_running()?;
+        check_session_id(session_id, &self.inner.config.limits)?;
+        check_topic(topic, &self.inner.config.limits)?;
+        self.reap();
+        loop {
+            let (session, created) = self.session_for(session_id, SessionForm::Handler)?;
+            let mut writer = lock(&session.writer);
+            if writer.retired {
+                continue;
+            }
+            if self.is_stopped() {
+                session.close(CloseReason::Stopped);
+                self.retire_locked(&session, writer);
+                return Err(PubSubError::Stopped);
+            }
+            // The handler goes in before the subscription, so a broadcast that sees the
+            // subscription finds the handler.
+            let mut table = (*session.handlers.load_full()).clone();
+            let key = match writer.topics.get_key_value(topic) {
+                Some((existing, _)) => existing.clone(),
+                None => Topic::from(topic),
+            };
+            table.insert(key, handler);
+            session.handlers.store(Arc::new(table));
+            self.attach(&session, &mut writer, topic);
+            drop(writer);
+            return Ok(created.then_some(session));
+        }
+    }
+
+    /// Removes one subscription of `session_id`; a handler-form session left with no topic is
+    /// retired (G7). Unknown sessions and topics succeed and do nothing (G3).
+    pub(crate) fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()> {
+        self.check_running()?;
+        check_session_id(session_id, &self.inner.config.limits)?;
+        check_topic(topic, &self.inner.config.limits)?;
+        self.reap();
+        let Some(session) = self.inner.sessions.pin().get(session_id).cloned() else {
+            return Ok(());
+        };
+        self.unsubscribe_session(&session, topic);
+        Ok(())
+    }
+
+    /// Subscribes a receiver-form session to `topic`.
+    pub(crate) fn subscribe_receiver(&self, session: &Arc<Session>, topic: &str) -> Result<()> {
+        self.check_running()?;
+        check_topic(topic, &self.inner.config.limits)?;
+        self.reap();
+        let mut writer = lock(&session.writer);
+        if writer.retired {
+            return Err(PubSubError::SessionClosed {
+                session_id: session.id.to_string(),
+                reason: session.close_reason().unwrap_or(CloseReason::Unsubscribed),
+            });
+        }
+        self.attach(session, &mut writer, topic);
+        Ok(())
+    }
+
+    pub(crate) fn unsubscribe_session(&self, session: &Arc<Session>, topic: &str) {
+        let mut writer = lock(&session.writer);
+        if writer.retired {
+            return;
+        }
+        let Some(placement) = writer.topics.remove(topic) else {
+            return;
+        };
+        self.detach(session, &placement);
+        if session.form == SessionForm::Handler {
+            if writer.topics.is_empty() {
+                session.close(CloseReason::Unsubscribed);
+                self.retire_locked(session, writer);
+            } else {
+                let mut table = (*session.handlers.load_full()).clone();
+                table.remove(topic);
+                session.handlers.store(Arc::new(table));
+            }
+        }
+    }
+
+    /// Adds `session` to `topic` unless it is already subscribed. Needs the session's writer.
+    fn attach(&self, session: &Arc<Session>, writer: &mut SessionWriter, topic: &str) {
+        if writer.topics.contains_key(topic) {
+            return;
+        }
+        let config = &self.inner.config;
+        let (entry, slot, created) = self
+            .inner
+            .topics
+            .subscribe(topic, session, || config.rule_for(topic));
+        if created {
+            self.inner.counters.topic_created();
+        }
+        self.inner.counters.subscribed();
+        writer
+            .topics
+            .insert(entry.name.clone(), Placement { entry, slot });
+    }
+
+    fn detach(&self, session: &Arc<Session>, placement: &Placement) {
+        let removed = self
+            .inner
+            .topics
+            .unsubscribe(&placement.entry, session, placement.slot);
+        if removed.was_member {
+            self.inner.counters.unsubscribed();
+        }
+        if removed.topic_retired {
+            self.inner.counters.topic_removed();
+        }
+    }
+
+    /// The live session `session_id`, created in `form` if absent; `true` if this call created
+    /// it.
+    fn session_for(&self, session_id: &str, form: SessionForm) -> Result<(Arc<Session>, bool)> {
+        let sessions = self.inner.sessions.pin();
+        let found = match sessions.get(session_id) {
+            Some(existing) => existing.clone(),
+            None => {
+                let fresh = Arc::new(Session::new(
+                    Arc::from(session_id),
+                    form,
+                    self.inner.config.capacity,
+                    Arc::clone(&self.inner.counters),
+                ));
+                match sessions.try_insert(Arc::clone(&fresh.id), Arc::clone(&fresh)) {
+                    Ok(_) => {
+                        self.inner.counters.session_opened();
+                        return Ok((fresh, true));
+                    }
+                    Err(occupied) => occupied.current.clone(),
+                }
+            }
+        };
+        if found.form != form {
+            return Err(PubSubError::SessionIdInUse {
+                session_id: session_id.to_string(),
+                existing: found.form,
+            });
+        }
+        Ok((found, false))
+    }
+
+    pub(crate) fn close_and_retire(&self, session: &Arc<Session>, reason: CloseReason) {
+        let writer = lock(&session.writer);
+        session.close(reason);
+        self.retire_locked(session, writer);
+    }
+
+    /// Removes a closed session from every topic and from the session map, and discards what
+    /// it still holds. Idempotent.
+    pub(crate) fn retire(&self, session: &Arc<Session>) {
+        let writer = lock(&session.writer);
+        self.retire_locked(session, writer);
+    }
+
+    fn retire_locked(&self, session: &Arc<Session>, mut writer: MutexGuard<'_, SessionWriter>) {
+        if writer.retired {
+            return;
+        }
+        writer.retired = true;
+        for (_, placement) in writer.topics.drain() {
+            self.detach(session, &placement);
+        }
+        session.handlers.store(Arc::new(Default::default()));
+        // Removed under the writer lock: a subscriber that then finds `retired` set and retries
+        // no longer finds this session in the map.
+        let _ = self
+            .inner
+            .sessions
+            .pin()
+            .remove_if(&*session.id, |_, current| Arc::ptr_eq(current, session));
+        drop(writer);
+        session.discard_queued();
+        self.inner.counters.session_closed();
+        if let Some(reason @ CloseReason::SlowConsumer) = session.close_reason() {
+            self.notice(Notice::Disconnected {
+                session_id: session.id.to_string(),
+                reason,
+            });
+        }
+    }
+
+    /// Retires sessions that broadcasters disconnected. Cheap when there are none.
+    pub(crate) fn reap(&self) {
+        while let Some(session) = self.inner.retiring.pop() {
+            self.retire(&session);
+        }
+    }
+
+    /// Runs until the engine stops, retiring disconnected sessions as broadcasters report them.
+    pub(crate) async fn run_reaper(&self) {
+        loop {
+            poll_fn(|cx| {
+                self.inner.reaper.register(cx.waker());
+                if !self.inner.retiring.is_empty() || self.is_stopped() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            self.reap();
+            if self.is_stopped() {
+                return;
+            }
+        }
+    }
+
+    // ----- the broadcast path -----
+
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        sender: Option<&Arc<Session>>,
+    ) -> Result<Fanout> {
+        self.check_running()?;
+        let limits = &self.inner.config.limits;
+        check_topic(topic, limits)?;
+        check_payload(&payload, limits)?;
+        let mut tally = Tally::default();
+        if let Some(blocked) = self.fan_out(topic, payload, sender, &mut tally) {
+            self.wait_for_blocked(blocked, &mut tally).await;
+        }
+        self.inner.counters.add_tally(&tally);
+        if tally.dropped_total() > 0 {
+            tracing::debug!(
+                topic,
+                recipients = tally.recipients,
+                dropped = tally.dropped_total(),
+                disconnects = tally.disconnects,
+                "broadcast dropped messages"
+            );
+        }
+        Ok(Fanout {
+            recipients: tally.recipients as usize,
+            queued: tally.queued as usize,
+            dropped: tally.dropped_total() as usize,
+        })
+    }
+
+    /// The lock-free pass: one push per subscriber. Returns the sessions a `block` policy must
+    /// wait for.
+    fn fan_out(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        sender: Option<&Arc<Session>>,
+        tally: &mut Tally,
+    ) -> Option<Blocked> {
+        self.inner
+            .topics
+            .with_entry(topic, |entry| {
+                let envelope = Arc::new(Envelope {
+                    topic: entry.name.clone(),
+                    payload,
+                });
+                let rule = entry.rule;
+                let mut blocked = SmallVec::new();
+                entry.subscribers.for_each(|session| {
+                    if sender.is_some_and(|s| Arc::ptr_eq(s, session)) {
+                        return;
+                    }
+                    tally.recipients += 1;
+                    if let Err(Full(back)) = self.offer(session, &envelope, rule, tally) {
+                        drop(back);
+                        blocked.push(Arc::clone(session));
+                    }
+                });
+                (!blocked.is_empty()).then_some(Blocked {
+                    envelope,
+                    rule,
+                    sessions: blocked,
+                })
+            })
+            .flatten()
+    }
+
+    /// Pushes one message to one session, applying the rule's policy if the mailbox is full.
+    /// Hands the message back only when the policy is `block`.
+    #[inline]
+    fn offer(
+        &self,
+        session: &Arc<Session>,
+        envelope: &Arc<Envelope>,
+        rule: DeliveryRule,
+        tally: &mut Tally,
+    ) -> std::result::Result<(), Full> {
+        if let Some(reason) = session.close_reason() {
+            tally.drop(reason.drop_reason());
+            return Ok(());
+        }
+        let Err(Full(message)) = session
+            .mailbox
+            .try_push(Arc::clone(envelope), rule.max_queued)
+        else {
+            tally.queued += 1;
+            return Ok(());
+        };
+        match rule.policy {
+            OverflowPolicy::DropNewest => tally.drop(DropReason::DropNewest),
+            OverflowPolicy::DropOldest => {
+                let evicted = session.mailbox.push_evicting(message, rule.max_queued);
+                for _ in 0..evicted {
+                    tally.drop(DropReason::DropOldest);
+                }
+                tally.queued += 1;
+            }
+            OverflowPolicy::Disconnect => {
+                drop(message);
+                tally.drop(DropReason::SlowConsumer);
+                self.disconnect(session, rule, tally);
+            }
+            OverflowPolicy::Block { .. } => return Err(Full(message)),
+        }
+        Ok(())
+    }
+
+    fn disconnect(&self, session: &Arc<Session>, rule: DeliveryRule, tally: &mut Tally) {
+        if session.close(CloseReason::SlowConsumer) {
+            tally.disconnects += 1;
+            tracing::info!(
+                session_id = &*session.id,
+                capacity = session.mailbox.capacity(),
+                max_queued = rule.max_queued,
+                "disconnecting slow session: its mailbox is full"
+            );
+            self.inner.retiring.push(Arc::clone(session));
+            self.inner.reaper.wake();
+        }
+    }
+
+    /// The `block` policy: wait, up to the timeout shared by the whole broadcast, for each full
+    /// mailbox to make room; then fall back.
+    async fn wait_for_blocked(&self, blocked: Blocked, tally: &mut Tally) {
+        let OverflowPolicy::Block { timeout, then } = blocked.rule.policy else {
+            return;
+        };
+        let fallback = DeliveryRule {
+            policy: then.into(),
+            max_queued: blocked.rule.max_queued,
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::warn!(
+                topic = &*blocked.envelope.topic,
+                "the block policy needs a tokio runtime to wait; falling back at once"
+            );
+            for session in blocked.sessions {
+                tally.block_timeouts += 1;
+                let _ = self.offer(&session, &blocked.envelope, fallback, tally);
+            }
+            return;
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        for session in blocked.sessions {
+            tally.block_waits += 1;
+            let outcome = session
+                .mailbox
+                .wait_for_room(
+                    Arc::clone(&blocked.envelope),
+                    blocked.rule.max_queued,
+                    || !session.is_open(),
+                    deadline.as_mut(),
+                )
+                .await;
+            match outcome {
+                RoomOutcome::Queued => tally.queued += 1,
+                RoomOutcome::Closed => {
+                    let reason = session.close_reason().unwrap_or(CloseReason::Unsubscribed);
+                    tally.drop(reason.drop_reason());
+                }
+                RoomOutcome::TimedOut(message) => {
+                    tally.block_timeouts += 1;
+                    drop(message);
+                    // The fallback policy never hands the message back.
+                    let _ = self.offer(&session, &blocked.envelope, fallback, tally);
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("sessions", &self.session_count())
+            .field("topics", &self.topic_count())
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}

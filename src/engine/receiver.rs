@@ -1,0 +1,181 @@
+//! The pull form of a session: read messages with `recv().await` or as a `Stream`.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use crate::error::Result;
+use crate::message::Message;
+use crate::sync::Arc;
+use crate::topic::{check_topic, Topic};
+
+use super::mailbox::Pop;
+use super::session::{CloseReason, Session};
+use super::Engine;
+
+/// A pull-form session, opened with [`Engine::open_session`] (or
+/// [`InMemoryPubSub::open_session`](crate::InMemoryPubSub::open_session)).
+///
+/// Messages from all its topics arrive in one FIFO mailbox, in each publisher's order (G4).
+/// Dropping the receiver (or [`close`](Self::close)) unsubscribes it from everything; messages
+/// still queued are discarded and counted.
+pub struct SessionReceiver {
+    engine: Engine,
+    session: Arc<Session>,
+}
+
+/// The session is closed: no more messages will come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session closed: {reason}")]
+pub struct Closed {
+    /// Why it was closed.
+    pub reason: CloseReason,
+}
+
+/// Why [`SessionReceiver::try_recv`] returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// Nothing is queued right now.
+    #[error("no message is queued")]
+    Empty,
+    /// The session is closed.
+    #[error(transparent)]
+    Closed(#[from] Closed),
+}
+
+impl SessionReceiver {
+    pub(crate) fn new(engine: Engine, session: Arc<Session>) -> Self {
+        Self { engine, session }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> &str {
+        &self.session.id
+    }
+
+    /// Subscribes the session to `topic`. Subscribing twice is one subscription (G3).
+    pub fn subscribe(&self, topic: &str) -> Result<()> {
+        self.engine.subscribe_receiver(&self.session, topic)
+    }
+
+    /// Unsubscribes the session from `topic` (G2); unknown topics succeed and do nothing.
+    pub fn unsubscribe(&self, topic: &str) -> Result<()> {
+        check_topic(topic, &self.engine.config().limits)?;
+        self.engine.unsubscribe_session(&self.session, topic);
+        Ok(())
+    }
+
+    /// The topics the session is subscribed to.
+    pub fn topics(&self) -> Vec<Topic> {
+        crate::sync::lock(&self.session.writer)
+            .topics
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Messages waiting in the mailbox.
+    pub fn queued(&self) -> usize {
+        self.session.mailbox.len()
+    }
+
+    /// Why the session was closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.session.close_reason()
+    }
+
+    /// Waits for the next message. Once the session is closed (unsubscribed, disconnected as a
+    /// slow consumer, or the provider stopped) it returns [`Closed`] with the reason, at once,
+    /// whatever is still queued.
+    pub async fn recv(&mut self) -> Result<Message, Closed> {
+        let session = &self.session;
+        let popped = Pop {
+            mailbox: &session.mailbox,
+            is_closed: || !session.is_open(),
+        }
+        .await;
+        self.accept(popped)
+    }
+
+    /// Takes the next message if one is queued.
+    pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
+        if !self.session.is_open() {
+            return Err(self.closed().into());
+        }
+        match self.session.mailbox.pop() {
+            Some(popped) => self.accept(Some(popped)).map_err(Into::into),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Closes the session and unsubscribes it from everything.
+    pub fn close(self) {
+        // Drop does it.
+    }
+
+    fn accept(
+        &self,
+        popped: Option<(Arc<crate::message::Envelope>, u64)>,
+    ) -> Result<Message, Closed> {
+        match popped {
+            Some((envelope, missed)) if self.session.is_open() => {
+                self.engine.counters().delivered(1);
+                Ok(Message::new(envelope, missed))
+            }
+            Some((envelope, _)) => {
+                drop(envelope);
+                let closed = self.closed();
+                self.engine
+                    .counters()
+                    .dropped(closed.reason.drop_reason(), 1);
+                Err(closed)
+            }
+            None => Err(self.closed()),
+        }
+    }
+
+    /// The session is closed: make sure it is retired (it may have been closed by a broadcaster)
+    /// and report why.
+    fn closed(&self) -> Closed {
+        self.engine.retire(&self.session);
+        Closed {
+            reason: self
+                .session
+                .close_reason()
+                .unwrap_or(CloseReason::Unsubscribed),
+        }
+    }
+}
+
+impl Stream for SessionReceiver {
+    type Item = Message;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let this = self.get_mut();
+        let session = &this.session;
+        match session.mailbox.poll_pop(cx, || !session.is_open()) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(popped) => Poll::Ready(this.accept(popped).ok()),
+        }
+    }
+}
+
+impl Drop for SessionReceiver {
+    fn drop(&mut self) {
+        self.engine
+            .close_and_retire(&self.session, CloseReason::Unsubscribed);
+    }
+}
+
+impl fmt::Debug for SessionReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionReceiver")
+            .field("id", &self.session.id)
+            .field("queued", &self.session.mailbox.len())
+            .field("close_reason", &self.session.close_reason())
+            .finish()
+    }
+}

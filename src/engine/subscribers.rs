@@ -1,0 +1,139 @@
+//! A topic's subscriber set: a table of fixed-size chunks, each an immutable snapshot.
+//!
+//! # Why chunks
+//!
+//! One snapshot of the whole set would make every subscribe copy every subscriber: building a
+//! topic of 100,000 sessions one subscribe at a time would copy five billion entries. Instead the
+//! set is a table of slots, each holding an immutable chunk of at most [`CHUNK`] sessions behind
+//! its own [`AtomicSnapshot`]. A subscribe or unsubscribe copies one chunk (at most `CHUNK`
+//! entries); the table itself is copied only when it doubles, so its cost amortises to a
+//! constant.
+//!
+//! # Invariants
+//!
+//! - Only writers holding the topic's writer lock (`TopicEntry::writer`, which owns the
+//!   [`Layout`]) store into `table` or any slot. Readers (broadcasts) never lock.
+//! - A session appears at most once in the whole set, in the slot recorded in its
+//!   `Placement`. A session never moves between slots, so a broadcast that reads the slots one
+//!   after another sees each session zero or one time, never twice.
+//! - Writers write only into the current table. When the table grows, the new table's slots start
+//!   with the old slots' chunks; a broadcast still holding the old table sees the set as it was
+//!   when it started, which is all G1/G2 ask of a broadcast that began before the change.
+//! - A subscribe returns after its `store`; a broadcast that begins afterwards `load`s the table
+//!   and then the slot, so it sees the session (G1). Symmetrically for unsubscribe (G2).
+
+use crate::sync::{Arc, AtomicSnapshot, SnapshotGuard};
+
+use super::session::Session;
+
+/// Sessions per chunk: the most a subscribe or unsubscribe copies.
+#[cfg(not(fanout_loom))]
+pub(crate) const CHUNK: usize = 32;
+/// Tiny under loom, so chunk boundaries and table growth are explored.
+#[cfg(fanout_loom)]
+pub(crate) const CHUNK: usize = 2;
+
+pub(crate) type Chunk = Vec<Arc<Session>>;
+
+pub(crate) struct Table {
+    slots: Box<[AtomicSnapshot<Chunk>]>,
+}
+
+pub(crate) struct SubscriberSet {
+    table: AtomicSnapshot<Table>,
+}
+
+/// Writer-side bookkeeping of the chunk table; lives under the topic's writer lock.
+#[derive(Default)]
+pub(crate) struct Layout {
+    /// Sessions in each slot of the current table.
+    fill: Vec<usize>,
+    /// Slots with room, used as a stack so new subscribers fill recent slots first.
+    open_slots: Vec<usize>,
+    /// Subscribers in the whole set.
+    pub(crate) len: usize,
+}
+
+impl SubscriberSet {
+    pub(crate) fn new() -> Self {
+        Self {
+            table: AtomicSnapshot::new(Arc::new(Table {
+                slots: Box::new([]),
+            })),
+        }
+    }
+
+    /// Calls `f` on every subscriber. Lock-free; `f` must not block.
+    #[inline]
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Session>)) {
+        let table: SnapshotGuard<Table> = self.table.load();
+        for slot in table.slots.iter() {
+            let chunk = slot.load();
+            for session in chunk.iter() {
+                f(session);
+            }
+        }
+    }
+
+    /// Adds `session` (not already a member); returns its slot.
+    pub(crate) fn insert(&self, layout: &mut Layout, session: &Arc<Session>) -> usize {
+        let slot = match layout.open_slots.last() {
+            Some(&slot) => slot,
+            None => self.grow(layout),
+        };
+        let table = self.table.load_full();
+        let old = table.slots[slot].load_full();
+        let mut chunk = Vec::with_capacity(old.len() + 1);
+        chunk.extend(old.iter().cloned());
+        chunk.push(Arc::clone(session));
+        table.slots[slot].store(Arc::new(chunk));
+        layout.fill[slot] += 1;
+        if layout.fill[slot] == CHUNK {
+            layout.open_slots.pop();
+        }
+        layout.len += 1;
+        slot
+    }
+
+    /// Removes `session` from `slot`; returns whether it was there.
+    pub(crate) fn remove(&self, layout: &mut Layout, session: &Arc<Session>, slot: usize) -> bool {
+        let table = self.table.load_full();
+        let Some(cell) = table.slots.get(slot) else {
+            return false;
+        };
+        let old = cell.load_full();
+        if !old.iter().any(|s| Arc::ptr_eq(s, session)) {
+            return false;
+        }
+        let chunk: Chunk = old
+            .iter()
+            .filter(|s| !Arc::ptr_eq(s, session))
+            .cloned()
+            .collect();
+        cell.store(Arc::new(chunk));
+        if layout.fill[slot] == CHUNK {
+            layout.open_slots.push(slot);
+        }
+        layout.fill[slot] -= 1;
+        layout.len -= 1;
+        true
+    }
+
+    /// Doubles the table (at least one slot); returns the first new slot.
+    fn grow(&self, layout: &mut Layout) -> usize {
+        let old = self.table.load_full();
+        let old_len = old.slots.len();
+        let new_len = (old_len * 2).max(1);
+        let slots: Box<[AtomicSnapshot<Chunk>]> = (0..new_len)
+            .map(|i| match old.slots.get(i) {
+                Some(cell) => AtomicSnapshot::new(cell.load_full()),
+                None => AtomicSnapshot::new(Arc::new(Vec::new())),
+            })
+            .collect();
+        self.table.store(Arc::new(Table { slots }));
+        layout.fill.resize(new_len, 0);
+        // Push in reverse so the lowest new slot is on top of the stack.
+        layout.open_slots.extend((old_len..new_len).rev());
+        old_len
+    }
+}

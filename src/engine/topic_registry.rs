@@ -1,0 +1,143 @@
+//! Topic name → topic entry, readable without locks under insert/remove churn.
+//!
+//! # Structure
+//!
+//! A [`papaya::HashMap`]: reads never block and never write shared memory beyond an epoch pin,
+//! resizing is incremental (no stop-the-world copy with a million topics), and removal is
+//! reclaimed safely after readers leave. We considered `scc::HashMap` (reads take bucket locks;
+//! its lock-free `HashIndex` makes every update copy an entry), `dashmap` (a `RwLock` per shard:
+//! broadcasts would take read locks) and one copy-on-write map per shard (every topic creation
+//! copies a shard: churn on a million topics copies thousands of entries each time).
+//!
+//! # Invariants
+//!
+//! - Each entry's `writer` mutex serialises subscribe / unsubscribe on that topic. `retired` is
+//!   set, and the entry removed from the map, under that lock, by the unsubscribe that empties the
+//!   set; removal is by identity (`remove_if` + `Arc::ptr_eq`), so it never removes a newer entry.
+//! - A subscribe takes the entry (inserting one if absent), locks it, and retries from the map if
+//!   the entry is retired. So a subscribe racing the last unsubscribe either lands in the old
+//!   entry before it is retired (and the unsubscribe then finds it non-empty) or in a new entry:
+//!   it is never lost.
+//! - A broadcast that reads a retired entry finds its set empty: nothing is delivered that G1
+//!   requires, since every live subscriber is in the current entry.
+
+use papaya::HashMap;
+
+use crate::config::DeliveryRule;
+use crate::sync::{lock, Arc, Mutex};
+use crate::topic::Topic;
+
+use super::session::Session;
+use super::subscribers::{Layout, SubscriberSet};
+
+pub(crate) struct TopicEntry {
+    pub(crate) name: Topic,
+    /// The policy for this topic, resolved from the config once, when the entry is created.
+    pub(crate) rule: DeliveryRule,
+    pub(crate) subscribers: SubscriberSet,
+    pub(crate) writer: Mutex<TopicWriter>,
+}
+
+pub(crate) struct TopicWriter {
+    pub(crate) retired: bool,
+    pub(crate) layout: Layout,
+}
+
+pub(crate) struct TopicRegistry {
+    map: HashMap<Topic, Arc<TopicEntry>>,
+}
+
+/// What removing a subscriber did to its topic.
+pub(crate) struct Removed {
+    pub(crate) was_member: bool,
+    pub(crate) topic_retired: bool,
+}
+
+impl TopicRegistry {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: HashMap::new(),
+        }
+    }
+
+    /// Runs `f` on the entry of `topic`, if any, without locking.
+    #[inline]
+    pub(crate) fn with_entry<R>(&self, topic: &str, f: impl FnOnce(&TopicEntry) -> R) -> Option<R> {
+        let map = self.map.pin();
+        map.get(topic).map(|entry| f(entry))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Adds `session` to `topic`; returns the entry and slot it landed in, and whether the entry
+    /// was created by this call.
+    pub(crate) fn subscribe(
+        &self,
+        topic: &str,
+        session: &Arc<Session>,
+        rule: impl Fn() -> DeliveryRule,
+    ) -> (Arc<TopicEntry>, usize, bool) {
+        loop {
+            let mut created = None;
+            let entry = {
+                let map = self.map.pin();
+                let entry = match map.get(topic) {
+                    Some(existing) => existing,
+                    None => map.get_or_insert_with(Topic::from(topic), || {
+                        let fresh = Arc::new(TopicEntry {
+                            name: Topic::from(topic),
+                            rule: rule(),
+                            subscribers: SubscriberSet::new(),
+                            writer: Mutex::new(TopicWriter {
+                                retired: false,
+                                layout: Layout::default(),
+                            }),
+                        });
+                        created = Some(Arc::clone(&fresh));
+                        fresh
+                    }),
+                };
+                Arc::clone(entry)
+            };
+            let is_new = created.as_ref().is_some_and(|c| Arc::ptr_eq(c, &entry));
+            let mut writer = lock(&entry.writer);
+            if writer.retired {
+                continue;
+            }
+            let slot = entry.subscribers.insert(&mut writer.layout, session);
+            drop(writer);
+            return (entry, slot, is_new);
+        }
+    }
+
+    /// Removes `session` from `entry` at `slot`; retires the entry when it empties.
+    pub(crate) fn unsubscribe(
+        &self,
+        entry: &Arc<TopicEntry>,
+        session: &Arc<Session>,
+        slot: usize,
+    ) -> Removed {
+        let mut writer = lock(&entry.writer);
+        if writer.retired {
+            return Removed {
+                was_member: false,
+                topic_retired: false,
+            };
+        }
+        let was_member = entry.subscribers.remove(&mut writer.layout, session, slot);
+        let topic_retired = writer.layout.len == 0;
+        if topic_retired {
+            writer.retired = true;
+            let map = self.map.pin();
+            let _ = map.remove_if(entry.name.as_str(), |_, current| {
+                Arc::ptr_eq(current, entry)
+            });
+        }
+        Removed {
+            was_member,
+            topic_retired,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Handlers: the async callables a session runs for each message, `(topic, message)`.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use crate::topic::Topic;
+
+/// What a handler invocation may fail with. Errors are logged and counted
+/// (`handler_errors`); the session goes on receiving (G5).
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The result of one handler invocation.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// What a handler's future may return: `()` or a `Result` whose error converts into
+/// [`HandlerError`].
+pub trait IntoHandlerResult {
+    /// Converts into the common form.
+    fn into_handler_result(self) -> HandlerResult;
+}
+
+impl IntoHandlerResult for () {
+    fn into_handler_result(self) -> HandlerResult {
+        Ok(())
+    }
+}
+
+impl<E: Into<HandlerError>> IntoHandlerResult for Result<(), E> {
+    fn into_handler_result(self) -> HandlerResult {
+        self.map_err(Into::into)
+    }
+}
+
+type HandlerFn = dyn Fn(Topic, Bytes) -> BoxFuture<'static, HandlerResult> + Send + Sync;
+
+/// An async callable `(topic, message)`, registered per (session, topic).
+///
+/// ```
+/// use fanout::Handler;
+///
+/// let handler = Handler::new(|topic, message| async move {
+///     println!("{topic}: {} bytes", message.len());
+/// });
+/// # let _ = handler;
+/// ```
+#[derive(Clone)]
+pub struct Handler {
+    call: Arc<HandlerFn>,
+}
+
+impl Handler {
+    /// Wraps an async closure. Its future may return `()` or `Result<(), E>`.
+    pub fn new<F, Fut, R>(f: F) -> Handler
+    where
+        F: Fn(Topic, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoHandlerResult + 'static,
+    {
+        Handler {
+            call: Arc::new(move |topic, message| {
+                f(topic, message)
+                    .map(IntoHandlerResult::into_handler_result)
+                    .boxed()
+            }),
+        }
+    }
+
+    /// A handler that decodes each message as JSON into `T` first. A message that does not
+    /// decode is a handler error (logged and counted); the session goes on.
+    #[cfg(feature = "json")]
+    pub fn json<T, F, Fut, R>(f: F) -> Handler
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        F: Fn(Topic, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoHandlerResult + 'static,
+    {
+        let f = Arc::new(f);
+        Handler::new(move |topic: Topic, message: Bytes| {
+            let decoded = serde_json::from_slice::<T>(&message);
+            let f = Arc::clone(&f);
+            async move {
+                match decoded {
+                    Ok(value) => f(topic, value).await.into_handler_result(),
+                    Err(e) => Err(HandlerError::from(format!(
+                        "message on `{topic}` is not the expected JSON: {e}"
+                    ))),
+                }
+            }
+        })
+    }
+
+    /// Runs the handler once.
+    pub fn call(&self, topic: Topic, message: Bytes) -> BoxFuture<'static, HandlerResult> {
+        (self.call)(topic, message)
+    }
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Handler")
+    }
+}

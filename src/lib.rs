@@ -1,0 +1,89 @@
+//! # fanout
+//!
+//! The pub/sub layer of a LiveView-style web server. Every connected browser tab is a
+//! *session*; sessions subscribe to *topics*; the server *broadcasts* a message on a topic and
+//! every subscribed session's handler runs, one message at a time, in publish order.
+//!
+//! - **Lock-free fanout.** A broadcast takes no lock: each topic's subscriber set is a table of
+//!   immutable chunks read through `arc_swap`, and each session has one bounded lock-free
+//!   mailbox.
+//! - **Safe under slow consumers.** A full mailbox is handled by a policy you choose per topic
+//!   prefix: drop the newest, drop the oldest, disconnect the slow session, or block the
+//!   broadcaster for a bounded time. Every drop is counted.
+//! - **Pluggable.** [`PubSubProvider`] is PyView's pluggable pub/sub interface in Rust; the
+//!   in-memory engine is the default provider, distributed ones plug in behind the same trait.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), fanout::PubSubError> {
+//! use fanout::{Handler, InMemoryPubSub, PubSubProvider};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! let pubsub = InMemoryPubSub::new();
+//! pubsub.start().await?;
+//!
+//! let renders = Arc::new(AtomicUsize::new(0));
+//! let seen = renders.clone();
+//! pubsub
+//!     .subscribe_topic("tab-1", "room:lobby", Handler::new(move |_topic, _message| {
+//!         let seen = seen.clone();
+//!         async move { seen.fetch_add(1, Ordering::Relaxed); }
+//!     }))
+//!     .await?;
+//! pubsub.broadcast("room:lobby", "hello".into()).await?;
+//!
+//! pubsub.stop().await?; // lets the session task finish what it holds first
+//! assert!(renders.load(Ordering::Relaxed) <= 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # The contract
+//!
+//! Every provider keeps the guarantees G1–G9 of the behaviour contract: delivery exactly once
+//! to sessions subscribed before the broadcast began (G1), nothing after unsubscribe (G2),
+//! idempotent subscribe/unsubscribe (G3), per-session one-at-a-time handling in each publisher's
+//! order (G4), isolation of panicking or stalled handlers (G5), literal topics (G6), bounded
+//! memory (G7), an idempotent `stop` that ends every task (G8), and typed errors for bad input
+//! (G9). See the README for each in full.
+//!
+//! # Forms of a session
+//!
+//! - **Handler form** ([`PubSubProvider::subscribe_topic`]): a task per session drains its
+//!   mailbox and runs the handler registered for each message's topic.
+//! - **Pull form** ([`Engine::open_session`]): a [`SessionReceiver`] read with `recv().await` or
+//!   as a `futures::Stream`.
+
+#![warn(missing_docs)]
+
+mod config;
+pub mod engine;
+mod error;
+mod handler;
+mod memory;
+mod message;
+mod provider;
+mod recording;
+mod session_pubsub;
+mod stats;
+mod sync;
+mod topic;
+
+pub use config::{
+    Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT,
+    MAX_CAPACITY,
+};
+pub use engine::{CloseReason, Closed, Engine, Fanout, Notice, SessionReceiver, TryRecvError};
+pub use error::{PubSubError, Result, SessionForm};
+pub use handler::{Handler, HandlerError, HandlerResult, IntoHandlerResult};
+pub use memory::InMemoryPubSub;
+pub use message::Message;
+#[cfg(feature = "json")]
+pub use provider::PubSubJsonExt;
+pub use provider::PubSubProvider;
+pub use recording::{Call, RecordingPubSub};
+pub use session_pubsub::SessionPubSub;
+pub use stats::{DropCounts, DropReason, SessionStats, StatsSnapshot};
+pub use topic::Topic;
+
+pub use bytes::Bytes;

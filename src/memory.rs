@@ -1,0 +1,283 @@
+//! `InMemoryPubSub`: the default provider. Handler-form sessions on the in-memory engine.
+//!
+//! Each session gets one task that drains its mailbox and runs its handlers one message at a
+//! time (G4), instead of a task per delivery: a LiveView's renders never interleave, and memory
+//! per session stays bounded by its mailbox. A reaper task retires sessions that broadcasters
+//! disconnected as slow consumers.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::runtime::Handle;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::mailbox::Pop;
+use crate::engine::session::Session;
+use crate::engine::{CloseReason, Engine, Notice, SessionReceiver};
+use crate::error::{PubSubError, Result};
+use crate::handler::Handler;
+use crate::provider::PubSubProvider;
+use crate::stats::{DropReason, SessionStats, StatsSnapshot};
+use crate::sync::{lock, Arc, Mutex};
+
+/// Messages a session task handles before yielding to the scheduler.
+const BATCH: u32 = 64;
+
+/// The in-process provider: lock-free fanout to handler-form sessions.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), fanout::PubSubError> {
+/// use fanout::{Handler, InMemoryPubSub, PubSubProvider};
+///
+/// let pubsub = InMemoryPubSub::new();
+/// pubsub.start().await?;
+/// pubsub
+///     .subscribe_topic("tab-1", "chat:42", Handler::new(|topic, message| async move {
+///         println!("{topic}: {}", String::from_utf8_lossy(&message));
+///     }))
+///     .await?;
+/// pubsub.broadcast("chat:42", "hello".into()).await?;
+/// pubsub.stop().await?;
+/// # Ok(()) }
+/// ```
+pub struct InMemoryPubSub {
+    engine: Engine,
+    tasks: Mutex<Tasks>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    /// One task per live handler-form session, plus the reaper.
+    set: JoinSet<()>,
+    reaper_started: bool,
+}
+
+impl Default for InMemoryPubSub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryPubSub {
+    /// A provider with [`Config::default`].
+    pub fn new() -> Self {
+        Self::from_engine(Engine::new(Config::default()).expect("the default config is valid"))
+    }
+
+    /// A provider with `config` (validated).
+    pub fn with_config(config: Config) -> std::result::Result<Self, ConfigError> {
+        Ok(Self::from_engine(Engine::new(config)?))
+    }
+
+    fn from_engine(engine: Engine) -> Self {
+        Self {
+            engine,
+            tasks: Mutex::new(Tasks::default()),
+        }
+    }
+
+    /// The engine underneath, for pull-form sessions and direct broadcasts.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Opens a pull-form session on the same engine (see [`Engine::open_session`]).
+    pub fn open_session(&self, session_id: &str) -> Result<SessionReceiver> {
+        self.engine.open_session(session_id)
+    }
+
+    /// Sets the callback for [`Notice`]s (slow-consumer disconnects, missed messages). Only the
+    /// first call takes effect; returns `false` if a hook was already set.
+    pub fn on_notice(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) -> bool {
+        self.engine.set_notice_hook(hook)
+    }
+
+    /// Figures for one live session.
+    pub fn session_stats(&self, session_id: &str) -> Option<SessionStats> {
+        self.engine.session_stats(session_id)
+    }
+
+    /// Background tasks still running (session tasks and the reaper).
+    pub fn running_tasks(&self) -> usize {
+        let mut tasks = lock(&self.tasks);
+        while tasks.set.try_join_next().is_some() {}
+        tasks.set.len()
+    }
+
+    fn spawn_session_task(&self, runtime: &Handle, session: Arc<Session>) {
+        let mut tasks = lock(&self.tasks);
+        while tasks.set.try_join_next().is_some() {}
+        if !tasks.reaper_started {
+            tasks.reaper_started = true;
+            let engine = self.engine.clone();
+            tasks
+                .set
+                .spawn_on(async move { engine.run_reaper().await }, runtime);
+        }
+        let engine = self.engine.clone();
+        tasks.set.spawn_on(run_session(engine, session), runtime);
+    }
+}
+
+#[async_trait]
+impl PubSubProvider for InMemoryPubSub {
+    async fn subscribe_topic(&self, session_id: &str, topic: &str, handler: Handler) -> Result<()> {
+        let runtime = Handle::try_current().map_err(|_| PubSubError::NoRuntime)?;
+        if let Some(session) = self.engine.subscribe_handler(session_id, topic, handler)? {
+            self.spawn_session_task(&runtime, session);
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()> {
+        self.engine.unsubscribe_topic(session_id, topic)
+    }
+
+    async fn unsubscribe_all(&self, session_id: &str) -> Result<()> {
+        self.engine.unsubscribe_all(session_id)
+    }
+
+    async fn broadcast(&self, topic: &str, message: Bytes) -> Result<()> {
+        self.engine.broadcast(topic, message).await.map(drop)
+    }
+
+    async fn broadcast_from(&self, session_id: &str, topic: &str, message: Bytes) -> Result<()> {
+        self.engine
+            .broadcast_from(session_id, topic, message)
+            .await
+            .map(drop)
+    }
+
+    async fn start(&self) -> Result<()> {
+        if self.engine.is_stopped() {
+            return Err(PubSubError::Stopped);
+        }
+        let mut tasks = lock(&self.tasks);
+        if !tasks.reaper_started {
+            if let Ok(runtime) = Handle::try_current() {
+                tasks.reaper_started = true;
+                let engine = self.engine.clone();
+                tasks
+                    .set
+                    .spawn_on(async move { engine.run_reaper().await }, &runtime);
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        self.engine.stop();
+        let mut set = std::mem::take(&mut lock(&self.tasks).set);
+        let grace = self.engine.config().stop_grace;
+        let drained =
+            tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = set.len(),
+                grace_ms = grace.as_millis() as u64,
+                "handlers still running after the stop grace period; aborting them"
+            );
+            set.abort_all();
+            while set.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.engine.stats()
+    }
+}
+
+impl std::fmt::Debug for InMemoryPubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryPubSub")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// A handler-form session's task: drains its mailbox, one handler invocation at a time.
+async fn run_session(engine: Engine, session: Arc<Session>) {
+    let counters = engine.counters();
+    let mut since_yield = 0;
+    loop {
+        let popped = Pop {
+            mailbox: &session.mailbox,
+            is_closed: || !session.is_open(),
+        }
+        .await;
+        let Some((envelope, missed)) = popped else {
+            break;
+        };
+        // G2: this load decides whether the invocation starts; a close ordered before it wins.
+        if let Some(reason) = session.close_reason() {
+            counters.dropped(reason.drop_reason(), 1);
+            break;
+        }
+        if missed > 0 {
+            engine.notice(Notice::Missed {
+                session_id: session.id.to_string(),
+                count: missed,
+            });
+        }
+        let handler = session.handlers.load().get(&envelope.topic).cloned();
+        let Some(handler) = handler else {
+            // Unsubscribed from this topic after the broadcast queued it.
+            counters.dropped(DropReason::Unsubscribed, 1);
+            continue;
+        };
+        counters.delivered(1);
+        let topic = envelope.topic.clone();
+        let invocation = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handler.call(topic.clone(), envelope.payload.clone())
+        }));
+        drop(envelope);
+        let outcome = match invocation {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                counters.handler_error();
+                tracing::warn!(session_id = &*session.id, topic = &*topic, %error, "handler returned an error");
+            }
+            Err(panic) => {
+                counters.handler_panic();
+                tracing::warn!(
+                    session_id = &*session.id,
+                    topic = &*topic,
+                    panic = panic_message(&*panic),
+                    "handler panicked; the session goes on"
+                );
+            }
+        }
+        since_yield += 1;
+        if since_yield == BATCH {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    engine.retire(&session);
+    if session.close_reason() == Some(CloseReason::Stopped) {
+        tracing::trace!(
+            session_id = &*session.id,
+            "session task ended: provider stopped"
+        );
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}

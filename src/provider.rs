@@ -1,0 +1,86 @@
+//! The provider trait every pub/sub backend implements.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::handler::Handler;
+use crate::stats::StatsSnapshot;
+
+/// A pub/sub provider: the operations of PyView's pluggable design, with the guarantees of
+/// the crate's contract (G1–G9, see the crate docs).
+///
+/// Dyn-compatible: hold it as `Arc<dyn PubSubProvider>`.
+///
+/// ```
+/// # async fn demo() -> Result<(), fanout::PubSubError> {
+/// use std::sync::Arc;
+/// use fanout::{Handler, InMemoryPubSub, PubSubProvider};
+///
+/// let pubsub: Arc<dyn PubSubProvider> = Arc::new(InMemoryPubSub::new());
+/// pubsub.start().await?;
+/// pubsub
+///     .subscribe_topic("session-1", "room:lobby", Handler::new(|_topic, _msg| async {}))
+///     .await?;
+/// pubsub.broadcast("room:lobby", "hello".into()).await?;
+/// pubsub.stop().await?;
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait PubSubProvider: Send + Sync {
+    /// Subscribes `session_id` to `topic` with `handler` (G1). Subscribing again replaces the
+    /// handler; it is still one subscription (G3).
+    async fn subscribe_topic(&self, session_id: &str, topic: &str, handler: Handler) -> Result<()>;
+
+    /// Removes one subscription (G2). Not subscribed: succeeds, does nothing (G3).
+    async fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()>;
+
+    /// Removes every subscription of the session, as on its disconnect (G2): once this returns,
+    /// none of its handlers starts again and its queued messages are discarded and counted.
+    async fn unsubscribe_all(&self, session_id: &str) -> Result<()>;
+
+    /// Delivers `message` to every subscriber of `topic` (G1).
+    async fn broadcast(&self, topic: &str, message: Bytes) -> Result<()>;
+
+    /// Delivers `message` to every subscriber of `topic` except `session_id`.
+    async fn broadcast_from(&self, session_id: &str, topic: &str, message: Bytes) -> Result<()>;
+
+    /// Called by the host application at start-up (G8).
+    async fn start(&self) -> Result<()>;
+
+    /// Called at shut-down: ends every background task the provider started. Idempotent;
+    /// afterwards operations fail with [`PubSubError::Stopped`](crate::PubSubError::Stopped).
+    async fn stop(&self) -> Result<()>;
+
+    /// A snapshot of the provider's counters.
+    fn stats(&self) -> StatsSnapshot;
+}
+
+/// JSON helpers for every provider.
+#[cfg(feature = "json")]
+#[async_trait]
+pub trait PubSubJsonExt: PubSubProvider {
+    /// Encodes `value` as JSON and broadcasts it.
+    async fn broadcast_json<T: serde::Serialize + Sync + ?Sized>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<()> {
+        let bytes = Bytes::from(serde_json::to_vec(value)?);
+        self.broadcast(topic, bytes).await
+    }
+
+    /// Encodes `value` as JSON and broadcasts it to everyone but `session_id`.
+    async fn broadcast_from_json<T: serde::Serialize + Sync + ?Sized>(
+        &self,
+        session_id: &str,
+        topic: &str,
+        value: &T,
+    ) -> Result<()> {
+        let bytes = Bytes::from(serde_json::to_vec(value)?);
+        self.broadcast_from(session_id, topic, bytes).await
+    }
+}
+
+#[cfg(feature = "json")]
+impl<P: PubSubProvider + ?Sized> PubSubJsonExt for P {}
