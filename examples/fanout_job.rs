@@ -69,8 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let stats = pubsub.stats();
-        if stats.delivered + stats.dropped.total() >= stats.recipients || Instant::now() > deadline
-        {
+        if stats.delivered + stats.dropped.total() >= stats.recipients || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -70,8 +70,7 @@ mod sync;
 mod topic;
 
 pub use config::{
-    Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT,
-    MAX_CAPACITY,
+    Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
 };
 pub use engine::{CloseReason, Closed, Engine, Fanout, Notice, SessionReceiver, TryRecvError};
 pub use error::{PubSubError, Result, SessionForm};

@@ -174,8 +174,7 @@ impl PubSubProvider for InMemoryPubSub {
         self.engine.stop();
         let mut set = std::mem::take(&mut lock(&self.tasks).set);
         let grace = self.engine.config().stop_grace;
-        let drained =
-            tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 remaining = set.len(),
@@ -265,10 +264,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
     }
     engine.retire(&session);
     if session.close_reason() == Some(CloseReason::Stopped) {
-        tracing::trace!(
-            session_id = &*session.id,
-            "session task ended: provider stopped"
-        );
+        tracing::trace!(session_id = &*session.id, "session task ended: provider stopped");
     }
 }
 

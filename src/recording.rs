@@ -174,9 +174,7 @@ impl RecordingPubSub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn record<T>(&self, result: Result<T>, call: impl FnOnce(bool) -> Call) -> Result<T> {

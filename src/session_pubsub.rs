@@ -44,9 +44,7 @@ impl SessionPubSub {
 
     /// Unsubscribes this session from `topic`.
     pub async fn unsubscribe(&self, topic: &str) -> Result<()> {
-        self.provider
-            .unsubscribe_topic(&self.session_id, topic)
-            .await
+        self.provider.unsubscribe_topic(&self.session_id, topic).await
     }
 
     /// Unsubscribes this session from everything (its disconnect).

@@ -204,11 +204,7 @@ fn key_at(source: &str, offset: usize) -> Option<String> {
     let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = source[line_start..].lines().next().unwrap_or("").trim();
     if line.starts_with('[') {
-        return Some(
-            line.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string(),
-        );
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     }
     let key = line.split_once('=')?.0.trim().trim_matches('"').to_string();
     if key.is_empty() {

@@ -224,24 +224,15 @@ impl Config {
         if self.capacity == 0 || self.capacity > MAX_CAPACITY {
             return Err(ConfigError::at_key(
                 "capacity",
-                format!(
-                    "is {}; it must be between 1 and {MAX_CAPACITY}",
-                    self.capacity
-                ),
+                format!("is {}; it must be between 1 and {MAX_CAPACITY}", self.capacity),
             ));
         }
         check_policy("policy", &self.policy)?;
         for (i, o) in self.overrides.iter().enumerate() {
             if o.prefix.is_empty() {
-                return Err(ConfigError::at_key(
-                    format!("override[{i}].prefix"),
-                    "is empty",
-                ));
+                return Err(ConfigError::at_key(format!("override[{i}].prefix"), "is empty"));
             }
-            if let Some(j) = self.overrides[..i]
-                .iter()
-                .position(|p| p.prefix == o.prefix)
-            {
+            if let Some(j) = self.overrides[..i].iter().position(|p| p.prefix == o.prefix) {
                 return Err(ConfigError::at_key(
                     format!("override[{i}].prefix"),
                     format!("`{}` is already used by override[{j}]", o.prefix),

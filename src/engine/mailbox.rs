@@ -176,16 +176,11 @@ impl Mailbox {
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.blocked.fetch_add(1, Ordering::SeqCst);
+            // Registered until the end of this iteration, or until the broadcast is cancelled.
+            let _waiting = BlockedWaiter::register(&self.blocked);
             match self.try_push(message, limit) {
-                Ok(()) => {
-                    self.blocked.fetch_sub(1, Ordering::Relaxed);
-                    return RoomOutcome::Queued;
-                }
-                Err(Full(_)) if is_closed() => {
-                    self.blocked.fetch_sub(1, Ordering::Relaxed);
-                    return RoomOutcome::Closed;
-                }
+                Ok(()) => return RoomOutcome::Queued,
+                Err(Full(_)) if is_closed() => return RoomOutcome::Closed,
                 Err(Full(back)) => message = back,
             }
             let timed_out = tokio::select! {
@@ -193,7 +188,6 @@ impl Mailbox {
                 _ = &mut notified => false,
                 _ = give_up.as_mut() => true,
             };
-            self.blocked.fetch_sub(1, Ordering::Relaxed);
             if timed_out {
                 return RoomOutcome::TimedOut(message);
             }
@@ -207,6 +201,24 @@ impl Mailbox {
             n += 1;
         }
         n
+    }
+}
+
+/// One broadcaster counted in `Mailbox::blocked`; uncounted on drop, so a cancelled broadcast
+/// leaves no stale count behind.
+struct BlockedWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> BlockedWaiter<'a> {
+    fn register(blocked: &'a AtomicUsize) -> Self {
+        // `SeqCst` RMW: pairs with the fence after the consumer's pop (see the module docs).
+        blocked.fetch_add(1, Ordering::SeqCst);
+        BlockedWaiter(blocked)
+    }
+}
+
+impl Drop for BlockedWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -138,6 +138,25 @@ struct EngineInner {
     notice_hook: OnceLock<NoticeHook>,
 }
 
+/// One broadcast's tallies, added to the shared counters when it ends, even if the broadcast
+/// future is dropped while a `block` policy waits: then the sessions still waited for count as
+/// `drop_newest` (their message was never queued), so the accounting identity holds.
+struct Publication<'a> {
+    counters: &'a Counters,
+    tally: Tally,
+    /// Blocked sessions not yet resolved.
+    unresolved: u64,
+}
+
+impl Drop for Publication<'_> {
+    fn drop(&mut self) {
+        for _ in 0..self.unresolved {
+            self.tally.drop(DropReason::DropNewest);
+        }
+        self.counters.add_tally(&self.tally);
+    }
+}
+
 /// Sessions a `block` broadcast still has to wait for, after the lock-free pass.
 struct Blocked {
     envelope: Arc<Envelope>,
@@ -208,12 +227,7 @@ impl Engine {
     }
 
     /// As [`broadcast`](Self::broadcast), but skips the session `session_id`.
-    pub async fn broadcast_from(
-        &self,
-        session_id: &str,
-        topic: &str,
-        payload: Bytes,
-    ) -> Result<Fanout> {
+    pub async fn broadcast_from(&self, session_id: &str, topic: &str, payload: Bytes) -> Result<Fanout> {
         check_session_id(session_id, &self.inner.config.limits)?;
         let sender = self.inner.sessions.pin().get(session_id).cloned();
         self.publish(topic, payload, sender.as_ref()).await
@@ -529,21 +543,21 @@ impl Engine {
 
     // ----- the broadcast path -----
 
-    async fn publish(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        sender: Option<&Arc<Session>>,
-    ) -> Result<Fanout> {
+    async fn publish(&self, topic: &str, payload: Bytes, sender: Option<&Arc<Session>>) -> Result<Fanout> {
         self.check_running()?;
         let limits = &self.inner.config.limits;
         check_topic(topic, limits)?;
         check_payload(&payload, limits)?;
-        let mut tally = Tally::default();
-        if let Some(blocked) = self.fan_out(topic, payload, sender, &mut tally) {
-            self.wait_for_blocked(blocked, &mut tally).await;
+        let mut publication = Publication {
+            counters: &self.inner.counters,
+            tally: Tally::default(),
+            unresolved: 0,
+        };
+        if let Some(blocked) = self.fan_out(topic, payload, sender, &mut publication.tally) {
+            publication.unresolved = blocked.sessions.len() as u64;
+            self.wait_for_blocked(blocked, &mut publication).await;
         }
-        self.inner.counters.add_tally(&tally);
+        let tally = publication.tally;
         if tally.dropped_total() > 0 {
             tracing::debug!(
                 topic,
@@ -611,10 +625,7 @@ impl Engine {
             tally.drop(reason.drop_reason());
             return Ok(());
         }
-        let Err(Full(message)) = session
-            .mailbox
-            .try_push(Arc::clone(envelope), rule.max_queued)
-        else {
+        let Err(Full(message)) = session.mailbox.try_push(Arc::clone(envelope), rule.max_queued) else {
             tally.queued += 1;
             return Ok(());
         };
@@ -653,7 +664,8 @@ impl Engine {
 
     /// The `block` policy: wait, up to the timeout shared by the whole broadcast, for each full
     /// mailbox to make room; then fall back.
-    async fn wait_for_blocked(&self, blocked: Blocked, tally: &mut Tally) {
+    async fn wait_for_blocked(&self, blocked: Blocked, publication: &mut Publication<'_>) {
+        let tally = &mut publication.tally;
         let OverflowPolicy::Block { timeout, then } = blocked.rule.policy else {
             return;
         };
@@ -670,6 +682,7 @@ impl Engine {
                 tally.block_timeouts += 1;
                 let _ = self.offer(&session, &blocked.envelope, fallback, tally);
             }
+            publication.unresolved = 0;
             return;
         }
         let deadline = tokio::time::sleep(timeout);
@@ -698,6 +711,7 @@ impl Engine {
                     let _ = self.offer(&session, &blocked.envelope, fallback, tally);
                 }
             }
+            publication.unresolved -= 1;
         }
     }
 }

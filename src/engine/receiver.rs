@@ -116,10 +116,7 @@ impl SessionReceiver {
         // Drop does it.
     }
 
-    fn accept(
-        &self,
-        popped: Option<(Arc<crate::message::Envelope>, u64)>,
-    ) -> Result<Message, Closed> {
+    fn accept(&self, popped: Option<(Arc<crate::message::Envelope>, u64)>) -> Result<Message, Closed> {
         match popped {
             Some((envelope, missed)) if self.session.is_open() => {
                 self.engine.counters().delivered(1);
@@ -128,9 +125,7 @@ impl SessionReceiver {
             Some((envelope, _)) => {
                 drop(envelope);
                 let closed = self.closed();
-                self.engine
-                    .counters()
-                    .dropped(closed.reason.drop_reason(), 1);
+                self.engine.counters().dropped(closed.reason.drop_reason(), 1);
                 Err(closed)
             }
             None => Err(self.closed()),
@@ -142,10 +137,7 @@ impl SessionReceiver {
     fn closed(&self) -> Closed {
         self.engine.retire(&self.session);
         Closed {
-            reason: self
-                .session
-                .close_reason()
-                .unwrap_or(CloseReason::Unsubscribed),
+            reason: self.session.close_reason().unwrap_or(CloseReason::Unsubscribed),
         }
     }
 }

@@ -101,12 +101,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(
-        id: Arc<str>,
-        form: SessionForm,
-        capacity: usize,
-        counters: Arc<Counters>,
-    ) -> Self {
+    pub(crate) fn new(id: Arc<str>, form: SessionForm, capacity: usize, counters: Arc<Counters>) -> Self {
         Self {
             id,
             form,

@@ -57,9 +57,7 @@ pub(crate) struct Layout {
 impl SubscriberSet {
     pub(crate) fn new() -> Self {
         Self {
-            table: AtomicSnapshot::new(Arc::new(Table {
-                slots: Box::new([]),
-            })),
+            table: AtomicSnapshot::new(Arc::new(Table { slots: Box::new([]) })),
         }
     }
 
@@ -105,11 +103,7 @@ impl SubscriberSet {
         if !old.iter().any(|s| Arc::ptr_eq(s, session)) {
             return false;
         }
-        let chunk: Chunk = old
-            .iter()
-            .filter(|s| !Arc::ptr_eq(s, session))
-            .cloned()
-            .collect();
+        let chunk: Chunk = old.iter().filter(|s| !Arc::ptr_eq(s, session)).cloned().collect();
         cell.store(Arc::new(chunk));
         if layout.fill[slot] == CHUNK {
             layout.open_slots.push(slot);

@@ -55,9 +55,7 @@ pub(crate) struct Removed {
 
 impl TopicRegistry {
     pub(crate) fn new() -> Self {
-        Self {
-            map: HashMap::new(),
-        }
+        Self { map: HashMap::new() }
     }
 
     /// Runs `f` on the entry of `topic`, if any, without locking.
@@ -131,9 +129,7 @@ impl TopicRegistry {
         if topic_retired {
             writer.retired = true;
             let map = self.map.pin();
-            let _ = map.remove_if(entry.name.as_str(), |_, current| {
-                Arc::ptr_eq(current, entry)
-            });
+            let _ = map.remove_if(entry.name.as_str(), |_, current| Arc::ptr_eq(current, entry));
         }
         Removed {
             was_member,
