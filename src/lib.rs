@@ -14,28 +14,32 @@
 //!   in-memory engine is the default provider, distributed ones plug in behind the same trait.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), fanout::PubSubError> {
 //! use fanout::{Handler, InMemoryPubSub, PubSubProvider};
-//! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use std::sync::Arc;
 //!
-//! let pubsub = InMemoryPubSub::new();
-//! pubsub.start().await?;
+//! #[tokio::main]
+//! async fn main() -> Result<(), fanout::PubSubError> {
+//!     let pubsub = InMemoryPubSub::new();
+//!     pubsub.start().await?;
 //!
-//! let renders = Arc::new(AtomicUsize::new(0));
-//! let seen = renders.clone();
-//! pubsub
-//!     .subscribe_topic("tab-1", "room:lobby", Handler::new(move |_topic, _message| {
-//!         let seen = seen.clone();
-//!         async move { seen.fetch_add(1, Ordering::Relaxed); }
-//!     }))
-//!     .await?;
-//! pubsub.broadcast("room:lobby", "hello".into()).await?;
+//!     // A LiveView socket subscribes its session to a topic with a handler
+//!     // (here the "render" goes to a channel so we can watch it happen).
+//!     let (rendered, mut renders) = tokio::sync::mpsc::unbounded_channel();
+//!     let handler = Handler::new(move |topic, message| {
+//!         let rendered = rendered.clone();
+//!         async move {
+//!             let _ = rendered.send(format!("{topic}: {}", String::from_utf8_lossy(&message)));
+//!         }
+//!     });
+//!     pubsub.subscribe_topic("tab-1", "room:lobby", handler).await?;
 //!
-//! pubsub.stop().await?; // lets the session task finish what it holds first
-//! assert!(renders.load(Ordering::Relaxed) <= 1);
-//! # Ok(()) }
+//!     // Anyone broadcasts; every subscribed session's handler runs, one message at a time.
+//!     pubsub.broadcast("room:lobby", "hello".into()).await?;
+//!     assert_eq!(renders.recv().await.as_deref(), Some("room:lobby: hello"));
+//!
+//!     pubsub.unsubscribe_all("tab-1").await?; // the tab closed
+//!     pubsub.stop().await?;
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # The contract
@@ -86,3 +90,8 @@ pub use stats::{DropCounts, DropReason, SessionStats, StatsSnapshot};
 pub use topic::Topic;
 
 pub use bytes::Bytes;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
