@@ -5,11 +5,11 @@
 //!
 //! # Shape
 //!
-//! - [`topic_registry`]: topic name → entry, a lock-free map (`papaya`).
-//! - [`subscribers`]: each entry's subscriber set, a table of immutable chunks replaced
-//!   copy-on-write (`arc_swap` through [`crate::sync::AtomicSnapshot`]).
-//! - [`mailbox`]: one bounded lock-free queue per session, shared by all its topics.
-//! - [`session`]: a session's open/closed state and its writer-side subscription record.
+//! - `topic_registry`: topic name → entry, a lock-free map (`papaya`).
+//! - `subscribers`: each entry's subscriber set, a table of immutable chunks replaced
+//!   copy-on-write (`arc_swap` through `crate::sync::AtomicSnapshot`).
+//! - `mailbox`: one bounded lock-free queue per session, shared by all its topics.
+//! - `session`: a session's open/closed state and its writer-side subscription record.
 //!
 //! # Who writes what
 //!
