@@ -213,19 +213,22 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
         let Some((envelope, missed)) = popped else {
             break;
         };
-        // G2: this load decides whether the invocation starts; a close ordered before it wins.
-        if let Some(reason) = session.close_reason() {
-            counters.dropped(reason.drop_reason(), 1);
-            break;
-        }
         if missed > 0 {
             engine.notice(Notice::Missed {
                 session_id: session.id.to_string(),
                 count: missed,
             });
         }
+        // G2: this decides whether the invocation starts. A close ordered before it wins; a
+        // close ordered after it waits (in `unsubscribe_all`) until the handler has been called.
+        if !session.begin_invocation() {
+            let reason = session.close_reason().unwrap_or(CloseReason::Unsubscribed);
+            counters.dropped(reason.drop_reason(), 1);
+            break;
+        }
         let handler = session.handlers.load().get(&envelope.topic).cloned();
         let Some(handler) = handler else {
+            session.end_invocation_start();
             // Unsubscribed from this topic after the broadcast queued it.
             counters.dropped(DropReason::Unsubscribed, 1);
             continue;
@@ -235,6 +238,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
         let invocation = std::panic::catch_unwind(AssertUnwindSafe(|| {
             handler.call(topic.clone(), envelope.payload.clone())
         }));
+        session.end_invocation_start();
         drop(envelope);
         let outcome = match invocation {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await,

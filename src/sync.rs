@@ -40,7 +40,13 @@ mod imp {
         pub(crate) fn store(&self, value: Arc<T>) {
             self.cell.store(value)
         }
+
+        pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
+            self.cell.swap(value)
+        }
     }
+
+    pub(crate) use std::thread::yield_now;
 }
 
 #[cfg(fanout_loom)]
@@ -77,7 +83,13 @@ mod imp {
         pub(crate) fn store(&self, value: Arc<T>) {
             *self.cell.lock().unwrap() = value;
         }
+
+        pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
+            std::mem::replace(&mut *self.cell.lock().unwrap(), value)
+        }
     }
+
+    pub(crate) use loom::thread::yield_now;
 }
 
 pub(crate) use imp::*;

@@ -281,6 +281,16 @@ impl Config {
         Ok(())
     }
 
+    /// Whether any topic may use the `block` policy.
+    pub(crate) fn may_block(&self) -> bool {
+        let blocks = |p: &OverflowPolicy| matches!(p, OverflowPolicy::Block { .. });
+        blocks(&self.policy)
+            || self
+                .overrides
+                .iter()
+                .any(|o| o.policy.as_ref().is_some_and(blocks))
+    }
+
     /// The rule for one topic: the longest matching override, else the provider-wide values.
     pub(crate) fn rule_for(&self, topic: &str) -> DeliveryRule {
         let best = self

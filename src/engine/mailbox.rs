@@ -47,13 +47,16 @@ pub(crate) struct Mailbox {
     blocked: AtomicUsize,
     /// Notified by the consumer after a pop while `blocked > 0`, and on close.
     room: Notify,
+    /// Whether any topic may use the `block` policy; if not, pops skip the fence and the check
+    /// of `blocked`.
+    signals_room: bool,
 }
 
 /// Why a push did not queue the message; the message is handed back.
 pub(crate) struct Full(pub(crate) Arc<Envelope>);
 
 impl Mailbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, signals_room: bool) -> Self {
         Self {
             queue: ArrayQueue::new(capacity),
             parked: AtomicBool::new(false),
@@ -61,6 +64,7 @@ impl Mailbox {
             missed: AtomicU64::new(0),
             blocked: AtomicUsize::new(0),
             room: Notify::new(),
+            signals_room,
         }
     }
 
@@ -121,10 +125,12 @@ impl Mailbox {
         } else {
             0
         };
-        // Pairs with the `SeqCst` increment in `wait_for_room`.
-        fence(Ordering::SeqCst);
-        if self.blocked.load(Ordering::Relaxed) > 0 {
-            self.room.notify_waiters();
+        if self.signals_room {
+            // Pairs with the `SeqCst` increment in `BlockedWaiter::register`.
+            fence(Ordering::SeqCst);
+            if self.blocked.load(Ordering::Relaxed) > 0 {
+                self.room.notify_waiters();
+            }
         }
         Some((message, missed))
     }
@@ -178,6 +184,9 @@ impl Mailbox {
             notified.as_mut().enable();
             // Registered until the end of this iteration, or until the broadcast is cancelled.
             let _waiting = BlockedWaiter::register(&self.blocked);
+            if is_closed() {
+                return RoomOutcome::Closed;
+            }
             match self.try_push(message, limit) {
                 Ok(()) => return RoomOutcome::Queued,
                 Err(Full(_)) if is_closed() => return RoomOutcome::Closed,

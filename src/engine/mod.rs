@@ -67,7 +67,7 @@ use crate::error::{PubSubError, Result, SessionForm};
 use crate::handler::Handler;
 use crate::message::Envelope;
 use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot, Tally};
-use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::atomic::{fence, AtomicBool, Ordering};
 use crate::sync::{lock, Arc, MutexGuard};
 use crate::topic::{check_payload, check_session_id, check_topic, Topic};
 
@@ -245,6 +245,7 @@ impl Engine {
             return Ok(());
         };
         self.close_and_retire(&session, CloseReason::Unsubscribed);
+        session.wait_for_invocation_start();
         Ok(())
     }
 
@@ -295,6 +296,8 @@ impl Engine {
         if self.inner.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
+        // Pairs with the fence after a session is inserted (`session_for`).
+        fence(Ordering::SeqCst);
         let sessions: Vec<Arc<Session>> = self.inner.sessions.pin().values().cloned().collect();
         for session in sessions {
             self.close_and_retire(&session, CloseReason::Stopped);
@@ -341,6 +344,12 @@ impl Engine {
             if writer.retired {
                 continue;
             }
+            if !session.is_open() {
+                // Disconnected by a broadcaster and not yet retired: finish that, then start a
+                // fresh session, as after `unsubscribe_all`.
+                self.retire_locked(&session, writer);
+                continue;
+            }
             if self.is_stopped() {
                 session.close(CloseReason::Stopped);
                 self.retire_locked(&session, writer);
@@ -354,9 +363,11 @@ impl Engine {
                 None => Topic::from(topic),
             };
             table.insert(key, handler);
-            session.handlers.store(Arc::new(table));
+            let replaced = session.handlers.swap(Arc::new(table));
             self.attach(&session, &mut writer, topic);
             drop(writer);
+            // Dropped outside the lock: a replaced handler's captures may run user code.
+            drop(replaced);
             return Ok(created.then_some(session));
         }
     }
@@ -381,7 +392,7 @@ impl Engine {
         check_topic(topic, &self.inner.config.limits)?;
         self.reap();
         let mut writer = lock(&session.writer);
-        if writer.retired {
+        if writer.retired || !session.is_open() {
             return Err(PubSubError::SessionClosed {
                 session_id: session.id.to_string(),
                 reason: session.close_reason().unwrap_or(CloseReason::Unsubscribed),
@@ -407,7 +418,9 @@ impl Engine {
             } else {
                 let mut table = (*session.handlers.load_full()).clone();
                 table.remove(topic);
-                session.handlers.store(Arc::new(table));
+                let replaced = session.handlers.swap(Arc::new(table));
+                drop(writer);
+                drop(replaced);
             }
         }
     }
@@ -455,10 +468,14 @@ impl Engine {
                     Arc::from(session_id),
                     form,
                     self.inner.config.capacity,
+                    self.inner.config.may_block(),
                     Arc::clone(&self.inner.counters),
                 ));
                 match sessions.try_insert(Arc::clone(&fresh.id), Arc::clone(&fresh)) {
                     Ok(_) => {
+                        // Pairs with the fence in `stop`: either our later check of `stopped`
+                        // sees it set, or `stop`'s sweep of the map sees this session.
+                        fence(Ordering::SeqCst);
                         self.inner.counters.session_opened();
                         return Ok((fresh, true));
                     }
@@ -496,7 +513,7 @@ impl Engine {
         for (_, placement) in writer.topics.drain() {
             self.detach(session, &placement);
         }
-        session.handlers.store(Arc::new(Default::default()));
+        let handlers = session.handlers.swap(Arc::new(Default::default()));
         // Removed under the writer lock: a subscriber that then finds `retired` set and retries
         // no longer finds this session in the map.
         let _ = self
@@ -505,6 +522,8 @@ impl Engine {
             .pin()
             .remove_if(&*session.id, |_, current| Arc::ptr_eq(current, session));
         drop(writer);
+        // Handlers are dropped outside the lock: their captures may run user code.
+        drop(handlers);
         session.discard_queued();
         self.inner.counters.session_closed();
         if let Some(reason @ CloseReason::SlowConsumer) = session.close_reason() {
@@ -673,10 +692,15 @@ impl Engine {
             policy: then.into(),
             max_queued: blocked.rule.max_queued,
         };
-        if tokio::runtime::Handle::try_current().is_err() {
+        // `sleep` panics on a runtime built without timers; that, like no runtime at all, makes
+        // the broadcast fall back at once instead of failing.
+        let deadline = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|_| std::panic::catch_unwind(|| tokio::time::sleep(timeout)).ok());
+        let Some(deadline) = deadline else {
             tracing::warn!(
                 topic = &*blocked.envelope.topic,
-                "the block policy needs a tokio runtime to wait; falling back at once"
+                "the block policy needs a tokio runtime with timers to wait; falling back at once"
             );
             for session in blocked.sessions {
                 tally.block_timeouts += 1;
@@ -684,8 +708,7 @@ impl Engine {
             }
             publication.unresolved = 0;
             return;
-        }
-        let deadline = tokio::time::sleep(timeout);
+        };
         tokio::pin!(deadline);
         for session in blocked.sessions {
             tally.block_waits += 1;

@@ -65,6 +65,11 @@ impl fmt::Display for CloseReason {
 }
 
 const OPEN: u8 = 0;
+/// The low bits of `Session::state`: `OPEN` or a close reason code.
+const REASON_MASK: u8 = 0b0000_0011;
+/// Set by a handler-form session's task from just before it checks the session is open until
+/// its handler has been called (the invocation has started).
+const INVOKING: u8 = 0b1000_0000;
 
 /// Where one subscription of a session lives: which topic entry, which chunk of its set.
 pub(crate) struct Placement {
@@ -87,10 +92,12 @@ pub(crate) struct Session {
     pub(crate) id: Arc<str>,
     pub(crate) form: SessionForm,
     pub(crate) mailbox: Mailbox,
-    /// `OPEN` or a `CloseReason` code. Written once (open → closed) by `close`, read by
-    /// broadcasters before each push and by the consumer before each delivery. `SeqCst`: the
-    /// close must be ordered before the consumer's check for G2 (no invocation starts after
-    /// `unsubscribe_all` returns).
+    /// Low bits: `OPEN` or a `CloseReason` code, written once (open → closed) by `close`, read
+    /// by broadcasters before each push and by the consumer before each delivery. High bit:
+    /// `INVOKING` (handler form). Both live in one atomic so that `close` and the task's
+    /// `begin_invocation` are totally ordered: either the invocation starts before the close
+    /// (and `unsubscribe_all` waits for `INVOKING` to clear before it returns) or it does not
+    /// start at all (G2).
     state: AtomicU8,
     /// Taken by subscribe / unsubscribe / retire; never by broadcast or the consumer.
     /// Lock order: a session's writer before any topic's writer.
@@ -101,11 +108,17 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(id: Arc<str>, form: SessionForm, capacity: usize, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        id: Arc<str>,
+        form: SessionForm,
+        capacity: usize,
+        signals_room: bool,
+        counters: Arc<Counters>,
+    ) -> Self {
         Self {
             id,
             form,
-            mailbox: Mailbox::new(capacity),
+            mailbox: Mailbox::new(capacity, signals_room),
             state: AtomicU8::new(OPEN),
             writer: Mutex::new(SessionWriter {
                 retired: false,
@@ -118,25 +131,67 @@ impl Session {
 
     #[inline]
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
-        CloseReason::from_code(self.state.load(Ordering::SeqCst))
+        CloseReason::from_code(self.state.load(Ordering::SeqCst) & REASON_MASK)
     }
 
     #[inline]
     pub(crate) fn is_open(&self) -> bool {
-        self.state.load(Ordering::SeqCst) == OPEN
+        self.state.load(Ordering::SeqCst) & REASON_MASK == OPEN
     }
 
     /// Closes the session; only the first close wins and returns `true`. Wakes the consumer and
     /// every broadcaster waiting for room.
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
-        let won = self
-            .state
-            .compare_exchange(OPEN, reason.code(), Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
-        if won {
-            self.mailbox.wake_all();
+        let mut current = self.state.load(Ordering::SeqCst);
+        loop {
+            if current & REASON_MASK != OPEN {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                current,
+                current | reason.code(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
         }
-        won
+        self.mailbox.wake_all();
+        true
+    }
+
+    /// Handler form: announces that an invocation is about to start. Returns `false` (and
+    /// announces nothing) if the session is closed. On `true`, call the handler, then
+    /// [`end_invocation_start`](Self::end_invocation_start).
+    pub(crate) fn begin_invocation(&self) -> bool {
+        let previous = self.state.fetch_or(INVOKING, Ordering::SeqCst);
+        if previous & REASON_MASK != OPEN {
+            self.state.fetch_and(!INVOKING, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// The handler has been called: its invocation has started.
+    pub(crate) fn end_invocation_start(&self) {
+        // Pairs with the `Acquire` load in `wait_for_invocation_start`.
+        self.state.fetch_and(!INVOKING, Ordering::Release);
+    }
+
+    /// After a close: waits until an invocation that began before the close has been started,
+    /// so that when the closer returns, no invocation is about to start (G2). The window is the
+    /// task's check of the state plus the synchronous part of the handler call.
+    pub(crate) fn wait_for_invocation_start(&self) {
+        let mut spins = 0u32;
+        while self.state.load(Ordering::Acquire) & INVOKING != 0 {
+            if spins < 64 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                crate::sync::yield_now();
+            }
+        }
     }
 
     /// Discards what is queued, counting it under the close reason.

@@ -14,14 +14,21 @@
 //! - Only writers holding the topic's writer lock (`TopicEntry::writer`, which owns the
 //!   [`Layout`]) store into `table` or any slot. Readers (broadcasts) never lock.
 //! - A session appears at most once in the whole set, in the slot recorded in its
-//!   `Placement`. A session never moves between slots, so a broadcast that reads the slots one
-//!   after another sees each session zero or one time, never twice.
+//!   `Placement`; a subscription never moves between slots.
+//! - A session that unsubscribes and subscribes again while a broadcast reads the slots can land
+//!   in a slot the broadcast has not read yet, after being seen in one it has read. So every
+//!   member carries the set's `epoch` at its insertion, and a broadcast skips members newer than
+//!   the epoch it read first: each broadcast reaches a session at most once (G1, G3). Everyone
+//!   subscribed before the broadcast began has an epoch at most the one it read (the writer
+//!   stores the epoch, `Release`, before the chunk; the broadcast loads it, `Acquire`, before
+//!   the table), so nobody G1 requires is skipped.
 //! - Writers write only into the current table. When the table grows, the new table's slots start
 //!   with the old slots' chunks; a broadcast still holding the old table sees the set as it was
 //!   when it started, which is all G1/G2 ask of a broadcast that began before the change.
 //! - A subscribe returns after its `store`; a broadcast that begins afterwards `load`s the table
 //!   and then the slot, so it sees the session (G1). Symmetrically for unsubscribe (G2).
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, AtomicSnapshot, SnapshotGuard};
 
 use super::session::Session;
@@ -33,7 +40,22 @@ pub(crate) const CHUNK: usize = 32;
 #[cfg(fanout_loom)]
 pub(crate) const CHUNK: usize = 2;
 
-pub(crate) type Chunk = Vec<Arc<Session>>;
+/// One subscription in a chunk: the session and the set's epoch when it was inserted.
+pub(crate) struct Member {
+    pub(crate) session: Arc<Session>,
+    epoch: u64,
+}
+
+impl Clone for Member {
+    fn clone(&self) -> Self {
+        Member {
+            session: Arc::clone(&self.session),
+            epoch: self.epoch,
+        }
+    }
+}
+
+pub(crate) type Chunk = Vec<Member>;
 
 pub(crate) struct Table {
     slots: Box<[AtomicSnapshot<Chunk>]>,
@@ -41,6 +63,8 @@ pub(crate) struct Table {
 
 pub(crate) struct SubscriberSet {
     table: AtomicSnapshot<Table>,
+    /// Bumped by every insert, under the topic's writer lock; see the invariants above.
+    epoch: AtomicU64,
 }
 
 /// Writer-side bookkeeping of the chunk table; lives under the topic's writer lock.
@@ -58,17 +82,22 @@ impl SubscriberSet {
     pub(crate) fn new() -> Self {
         Self {
             table: AtomicSnapshot::new(Arc::new(Table { slots: Box::new([]) })),
+            epoch: AtomicU64::new(0),
         }
     }
 
     /// Calls `f` on every subscriber. Lock-free; `f` must not block.
     #[inline]
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Session>)) {
+        // Pairs with the `Release` store in `insert`.
+        let epoch = self.epoch.load(Ordering::Acquire);
         let table: SnapshotGuard<Table> = self.table.load();
         for slot in table.slots.iter() {
             let chunk = slot.load();
-            for session in chunk.iter() {
-                f(session);
+            for member in chunk.iter() {
+                if member.epoch <= epoch {
+                    f(&member.session);
+                }
             }
         }
     }
@@ -79,11 +108,16 @@ impl SubscriberSet {
             Some(&slot) => slot,
             None => self.grow(layout),
         };
+        let epoch = self.epoch.load(Ordering::Relaxed) + 1;
+        self.epoch.store(epoch, Ordering::Release);
         let table = self.table.load_full();
         let old = table.slots[slot].load_full();
         let mut chunk = Vec::with_capacity(old.len() + 1);
         chunk.extend(old.iter().cloned());
-        chunk.push(Arc::clone(session));
+        chunk.push(Member {
+            session: Arc::clone(session),
+            epoch,
+        });
         table.slots[slot].store(Arc::new(chunk));
         layout.fill[slot] += 1;
         if layout.fill[slot] == CHUNK {
@@ -100,10 +134,14 @@ impl SubscriberSet {
             return false;
         };
         let old = cell.load_full();
-        if !old.iter().any(|s| Arc::ptr_eq(s, session)) {
+        if !old.iter().any(|m| Arc::ptr_eq(&m.session, session)) {
             return false;
         }
-        let chunk: Chunk = old.iter().filter(|s| !Arc::ptr_eq(s, session)).cloned().collect();
+        let chunk: Chunk = old
+            .iter()
+            .filter(|m| !Arc::ptr_eq(&m.session, session))
+            .cloned()
+            .collect();
         cell.store(Arc::new(chunk));
         if layout.fill[slot] == CHUNK {
             layout.open_slots.push(slot);

@@ -69,8 +69,8 @@ impl TopicRegistry {
         self.map.len()
     }
 
-    /// Adds `session` to `topic`; returns the entry and slot it landed in, and whether the entry
-    /// was created by this call.
+    /// Adds `session` to `topic`; returns the entry and slot it landed in, and whether it is the
+    /// entry's first subscriber (the topic came into existence).
     pub(crate) fn subscribe(
         &self,
         topic: &str,
@@ -78,13 +78,12 @@ impl TopicRegistry {
         rule: impl Fn() -> DeliveryRule,
     ) -> (Arc<TopicEntry>, usize, bool) {
         loop {
-            let mut created = None;
             let entry = {
                 let map = self.map.pin();
                 let entry = match map.get(topic) {
                     Some(existing) => existing,
                     None => map.get_or_insert_with(Topic::from(topic), || {
-                        let fresh = Arc::new(TopicEntry {
+                        Arc::new(TopicEntry {
                             name: Topic::from(topic),
                             rule: rule(),
                             subscribers: SubscriberSet::new(),
@@ -92,18 +91,18 @@ impl TopicRegistry {
                                 retired: false,
                                 layout: Layout::default(),
                             }),
-                        });
-                        created = Some(Arc::clone(&fresh));
-                        fresh
+                        })
                     }),
                 };
                 Arc::clone(entry)
             };
-            let is_new = created.as_ref().is_some_and(|c| Arc::ptr_eq(c, &entry));
             let mut writer = lock(&entry.writer);
             if writer.retired {
                 continue;
             }
+            // Entries start empty and retire when they empty again, so the first subscriber of
+            // an entry is the one that brings the topic into existence, whoever inserted it.
+            let is_new = writer.layout.len == 0;
             let slot = entry.subscribers.insert(&mut writer.layout, session);
             drop(writer);
             return (entry, slot, is_new);

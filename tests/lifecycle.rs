@@ -1,0 +1,545 @@
+//! Lifecycle (G8) and bounded state (G7): `start`/`stop`, what `stop` ends and discards, the
+//! `Stopped` error afterwards, and the registry emptying as sessions leave.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fanout::{
+    Bytes, CloseReason, Closed, Config, Handler, InMemoryPubSub, PubSubError, PubSubProvider, SessionPubSub,
+    TryRecvError,
+};
+use tokio::sync::Semaphore;
+
+/// The longest any condition is waited for.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Polls `done` until it holds; fails the test after [`WAIT`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Payloads a handler-form session received, in order.
+#[derive(Clone, Default)]
+struct Inbox(Arc<Mutex<Vec<String>>>);
+
+impl Inbox {
+    fn payloads(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn handler(&self) -> Handler {
+        let inbox = self.clone();
+        Handler::new(move |_topic, message: Bytes| {
+            inbox.0.lock().unwrap().push(text(&message));
+            async {}
+        })
+    }
+
+    /// Records each message, then holds it until the test adds a permit to `gate`.
+    fn stalled_handler(&self, gate: &Arc<Semaphore>) -> Handler {
+        let inbox = self.clone();
+        let gate = Arc::clone(gate);
+        Handler::new(move |_topic, message: Bytes| {
+            inbox.0.lock().unwrap().push(text(&message));
+            let gate = Arc::clone(&gate);
+            async move {
+                gate.acquire().await.expect("the gate is never closed").forget();
+            }
+        })
+    }
+}
+
+fn text(bytes: &Bytes) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Sets its flag when dropped: shows that a handler's future was torn down.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn short_grace() -> Config {
+    Config::default().with_stop_grace(Duration::from_millis(100))
+}
+
+async fn started(config: Config) -> InMemoryPubSub {
+    let pubsub = InMemoryPubSub::with_config(config).expect("the test config is valid");
+    pubsub.start().await.expect("start");
+    pubsub
+}
+
+fn assert_stopped<T: std::fmt::Debug>(what: &str, result: Result<T, PubSubError>) {
+    match result {
+        Err(PubSubError::Stopped) => {}
+        other => panic!("{what} after stop: expected `Stopped`, got {other:?}"),
+    }
+}
+
+/// Checks that the provider holds no topic, session or subscription (G7).
+fn assert_registry_empty(pubsub: &InMemoryPubSub) {
+    let engine = pubsub.engine();
+    assert_eq!(engine.topic_count(), 0, "topics left");
+    assert_eq!(engine.session_count(), 0, "sessions left");
+    let stats = pubsub.stats();
+    assert_eq!(
+        (stats.sessions, stats.topics, stats.subscriptions),
+        (0, 0, 0),
+        "gauges"
+    );
+}
+
+// ----- start and stop (G8) -----
+
+#[tokio::test]
+async fn start_is_idempotent_and_runs_one_reaper() {
+    let pubsub = InMemoryPubSub::new();
+    assert_eq!(pubsub.running_tasks(), 0);
+    pubsub.start().await.unwrap();
+    pubsub.start().await.unwrap();
+    assert_eq!(pubsub.running_tasks(), 1);
+    pubsub
+        .subscribe_topic("s", "room", Inbox::default().handler())
+        .await
+        .unwrap();
+    assert_eq!(pubsub.running_tasks(), 2, "the reaper and one session task");
+    pubsub.stop().await.unwrap();
+    assert_eq!(pubsub.running_tasks(), 0);
+}
+
+#[tokio::test]
+async fn stop_ends_every_task_even_with_a_handler_stalled_forever() {
+    let pubsub = started(short_grace()).await;
+    let (entered, torn_down) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (entered_in, torn_down_in) = (Arc::clone(&entered), Arc::clone(&torn_down));
+    let stuck = Handler::new(move |_topic, _message| {
+        let guard = SetOnDrop(Arc::clone(&torn_down_in));
+        let entered = Arc::clone(&entered_in);
+        async move {
+            let _guard = guard;
+            entered.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+    });
+    pubsub.subscribe_topic("stuck", "room", stuck).await.unwrap();
+    pubsub
+        .subscribe_topic("idle", "lobby", Inbox::default().handler())
+        .await
+        .unwrap();
+    assert_eq!(pubsub.running_tasks(), 3);
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    wait_until("the stuck handler to start", || entered.load(Ordering::SeqCst)).await;
+
+    let began = Instant::now();
+    tokio::time::timeout(WAIT, pubsub.stop())
+        .await
+        .expect("stop returns although a handler never does")
+        .unwrap();
+
+    assert!(
+        began.elapsed() >= pubsub.engine().config().stop_grace,
+        "stop waited for the grace period first"
+    );
+    assert_eq!(pubsub.running_tasks(), 0);
+    assert!(
+        torn_down.load(Ordering::SeqCst),
+        "the stalled handler's future was dropped with its task"
+    );
+    assert_registry_empty(&pubsub);
+}
+
+#[tokio::test]
+async fn stop_lets_a_running_handler_finish_within_the_grace() {
+    let pubsub = started(Config::default()).await;
+    let (entered, finished) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (entered_in, finished_in) = (Arc::clone(&entered), Arc::clone(&finished));
+    let slow = Handler::new(move |_topic, _message| {
+        let (entered, finished) = (Arc::clone(&entered_in), Arc::clone(&finished_in));
+        async move {
+            entered.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            finished.store(true, Ordering::SeqCst);
+        }
+    });
+    pubsub.subscribe_topic("s", "room", slow).await.unwrap();
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    wait_until("the handler to start", || entered.load(Ordering::SeqCst)).await;
+
+    pubsub.stop().await.unwrap();
+
+    assert!(finished.load(Ordering::SeqCst), "the handler ran to its end");
+    assert_eq!(pubsub.running_tasks(), 0);
+}
+
+#[tokio::test]
+async fn stop_is_idempotent() {
+    let pubsub = started(short_grace()).await;
+    pubsub
+        .subscribe_topic("s", "room", Inbox::default().handler())
+        .await
+        .unwrap();
+    pubsub.stop().await.unwrap();
+    let after_first = pubsub.stats();
+
+    pubsub.stop().await.unwrap();
+    pubsub.stop().await.unwrap();
+
+    assert_eq!(pubsub.stats(), after_first);
+    assert_eq!(pubsub.running_tasks(), 0);
+    assert!(pubsub.engine().is_stopped());
+}
+
+#[tokio::test]
+async fn stop_without_start_succeeds() {
+    let pubsub = InMemoryPubSub::new();
+    pubsub.stop().await.unwrap();
+    assert!(pubsub.engine().is_stopped());
+    assert_stopped("start", pubsub.start().await);
+}
+
+#[tokio::test]
+async fn every_operation_after_stop_returns_stopped() {
+    let pubsub = started(short_grace()).await;
+    let receiver = pubsub.open_session("reader").unwrap();
+    receiver.subscribe("room").unwrap();
+    pubsub
+        .subscribe_topic("writer", "room", Inbox::default().handler())
+        .await
+        .unwrap();
+    pubsub.stop().await.unwrap();
+
+    let handler = Inbox::default().handler();
+    assert_stopped(
+        "subscribe_topic",
+        pubsub.subscribe_topic("writer", "room", handler.clone()).await,
+    );
+    assert_stopped(
+        "subscribe_topic (new session)",
+        pubsub.subscribe_topic("new", "room", handler).await,
+    );
+    assert_stopped(
+        "unsubscribe_topic",
+        pubsub.unsubscribe_topic("writer", "room").await,
+    );
+    assert_stopped("unsubscribe_all", pubsub.unsubscribe_all("writer").await);
+    assert_stopped("broadcast", pubsub.broadcast("room", "m".into()).await);
+    assert_stopped(
+        "broadcast_from",
+        pubsub.broadcast_from("writer", "room", "m".into()).await,
+    );
+    assert_stopped("open_session", pubsub.open_session("another"));
+    assert_stopped("start", pubsub.start().await);
+    assert_stopped(
+        "engine broadcast",
+        pubsub.engine().broadcast("room", "m".into()).await,
+    );
+    assert_stopped("receiver subscribe", receiver.subscribe("elsewhere"));
+    // `stop` itself stays fine (idempotent), and nothing was recreated by the failed calls.
+    pubsub.stop().await.unwrap();
+    assert_eq!(pubsub.running_tasks(), 0);
+    assert_registry_empty(&pubsub);
+    assert_eq!(pubsub.stats().published, 0);
+}
+
+#[tokio::test]
+async fn stop_counts_queued_messages_as_stopped() {
+    let pubsub = started(short_grace()).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let stalled = Inbox::default();
+    pubsub
+        .subscribe_topic("stalled", "room", stalled.stalled_handler(&gate))
+        .await
+        .unwrap();
+    let mut reader = pubsub.open_session("reader").unwrap();
+    reader.subscribe("room").unwrap();
+
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    wait_until("the stalled handler to hold m0", || stalled.len() == 1).await;
+    for payload in ["m1", "m2", "m3"] {
+        pubsub.broadcast("room", payload.into()).await.unwrap();
+    }
+    assert_eq!(pubsub.session_stats("stalled").unwrap().queued, 3);
+    assert_eq!(reader.queued(), 4);
+
+    pubsub.stop().await.unwrap();
+
+    let stats = pubsub.stats();
+    assert_eq!(stats.dropped.stopped, 3 + 4);
+    assert_eq!(stats.delivered, 1, "only m0, held by the stalled handler");
+    assert_eq!(stats.recipients, stats.delivered + stats.dropped.total());
+    assert_eq!(
+        reader.recv().await.unwrap_err(),
+        Closed {
+            reason: CloseReason::Stopped
+        }
+    );
+    assert_eq!(
+        reader.try_recv().unwrap_err(),
+        TryRecvError::Closed(Closed {
+            reason: CloseReason::Stopped
+        })
+    );
+    assert_eq!(reader.close_reason(), Some(CloseReason::Stopped));
+    gate.add_permits(10);
+    assert_eq!(stalled.payloads(), ["m0"]);
+    assert_registry_empty(&pubsub);
+}
+
+#[tokio::test]
+async fn stop_wakes_a_receiver_waiting_in_recv() {
+    let pubsub = started(Config::default()).await;
+    let mut reader = pubsub.open_session("reader").unwrap();
+    reader.subscribe("room").unwrap();
+    let waiting = tokio::spawn(async move { reader.recv().await.map(|m| text(m.payload())) });
+    tokio::task::yield_now().await;
+
+    pubsub.stop().await.unwrap();
+
+    let outcome = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("stop wakes the receiver")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Err(Closed {
+            reason: CloseReason::Stopped
+        })
+    );
+}
+
+#[tokio::test]
+async fn receiver_stream_ends_when_the_provider_stops() {
+    use futures_util::StreamExt;
+
+    let pubsub = started(Config::default()).await;
+    let mut reader = pubsub.open_session("reader").unwrap();
+    reader.subscribe("room").unwrap();
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    let first = reader.next().await.expect("a message");
+    assert_eq!(text(first.payload()), "m0");
+
+    let rest = tokio::spawn(async move { reader.collect::<Vec<_>>().await.len() });
+    tokio::task::yield_now().await;
+    pubsub.stop().await.unwrap();
+
+    let collected = tokio::time::timeout(WAIT, rest)
+        .await
+        .expect("the stream ends at stop")
+        .unwrap();
+    assert_eq!(collected, 0);
+}
+
+// ----- the registry empties as sessions leave (G7) -----
+
+#[tokio::test]
+async fn registry_is_empty_after_every_session_unsubscribes() {
+    let pubsub = started(Config::default()).await;
+    for session in ["h1", "h2", "h3"] {
+        for topic in ["a", "b", "c"] {
+            pubsub
+                .subscribe_topic(session, topic, Inbox::default().handler())
+                .await
+                .unwrap();
+        }
+    }
+    let r1 = pubsub.open_session("r1").unwrap();
+    let r2 = pubsub.open_session("r2").unwrap();
+    for topic in ["b", "c", "d"] {
+        r1.subscribe(topic).unwrap();
+        r2.subscribe(topic).unwrap();
+    }
+    pubsub.broadcast("a", "m".into()).await.unwrap();
+    let stats = pubsub.stats();
+    assert_eq!((stats.sessions, stats.topics, stats.subscriptions), (5, 4, 15));
+    assert_eq!(pubsub.running_tasks(), 4);
+
+    // Every way out: topic by topic, all at once, the receiver's own unsubscribe, drop, close.
+    for topic in ["a", "b", "c"] {
+        pubsub.unsubscribe_topic("h1", topic).await.unwrap();
+    }
+    pubsub.unsubscribe_all("h2").await.unwrap();
+    pubsub.unsubscribe_topic("h3", "a").await.unwrap();
+    pubsub.unsubscribe_all("h3").await.unwrap();
+    for topic in ["b", "c", "d"] {
+        r1.unsubscribe(topic).unwrap();
+    }
+    drop(r1);
+    r2.close();
+
+    assert_registry_empty(&pubsub);
+    wait_until("the session tasks to end", || pubsub.running_tasks() == 1).await;
+    let fanout = pubsub.engine().broadcast("b", "m".into()).await.unwrap();
+    assert_eq!(fanout.recipients, 0);
+    assert_registry_empty(&pubsub);
+}
+
+#[tokio::test]
+async fn handler_session_whose_last_topic_is_unsubscribed_is_removed() {
+    let pubsub = started(Config::default()).await;
+    let inbox = Inbox::default();
+    pubsub.subscribe_topic("s", "a", inbox.handler()).await.unwrap();
+    pubsub.subscribe_topic("s", "b", inbox.handler()).await.unwrap();
+    assert_eq!(pubsub.running_tasks(), 2);
+
+    pubsub.unsubscribe_topic("s", "a").await.unwrap();
+    let topics = pubsub.engine().session_topics("s");
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0], "b");
+    assert_eq!(pubsub.engine().session_count(), 1);
+
+    pubsub.unsubscribe_topic("s", "b").await.unwrap();
+    assert!(pubsub.session_stats("s").is_none());
+    assert_registry_empty(&pubsub);
+    wait_until("the session task to end", || pubsub.running_tasks() == 1).await;
+    pubsub.broadcast("b", "late".into()).await.unwrap();
+    assert_eq!(pubsub.stats().recipients, 0);
+    assert!(inbox.payloads().is_empty());
+}
+
+#[tokio::test]
+async fn receiver_session_without_topics_stays_open() {
+    let pubsub = started(Config::default()).await;
+    let mut reader = pubsub.open_session("r").unwrap();
+    reader.subscribe("a").unwrap();
+    reader.unsubscribe("a").unwrap();
+
+    assert_eq!(reader.close_reason(), None);
+    assert_eq!(pubsub.engine().session_count(), 1);
+    assert_eq!(pubsub.engine().topic_count(), 0);
+    reader.subscribe("b").unwrap();
+    pubsub.broadcast("b", "m".into()).await.unwrap();
+    assert_eq!(text(reader.try_recv().unwrap().payload()), "m");
+}
+
+#[tokio::test]
+async fn unsubscribe_all_discards_queued() {
+    let pubsub = started(Config::default()).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let stalled = Inbox::default();
+    pubsub
+        .subscribe_topic("s", "room", stalled.stalled_handler(&gate))
+        .await
+        .unwrap();
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    wait_until("the handler to hold m0", || stalled.len() == 1).await;
+    for payload in ["m1", "m2"] {
+        pubsub.broadcast("room", payload.into()).await.unwrap();
+    }
+
+    pubsub.unsubscribe_all("s").await.unwrap();
+
+    // G2: the queued messages are discarded and counted; no handler starts for them.
+    assert_eq!(pubsub.stats().dropped.unsubscribed, 2);
+    gate.add_permits(10);
+    wait_until("the session task to end", || pubsub.running_tasks() == 1).await;
+    assert_eq!(stalled.payloads(), ["m0"]);
+    assert_registry_empty(&pubsub);
+}
+
+#[tokio::test]
+async fn session_id_reused_after_unsubscribe_all_starts_a_fresh_session() {
+    let pubsub = started(Config::default()).await;
+    let (old, new) = (Inbox::default(), Inbox::default());
+    pubsub.subscribe_topic("s", "a", old.handler()).await.unwrap();
+    pubsub.subscribe_topic("s", "b", old.handler()).await.unwrap();
+    pubsub.broadcast("a", "before".into()).await.unwrap();
+    wait_until("the first session to get `before`", || old.len() == 1).await;
+
+    pubsub.unsubscribe_all("s").await.unwrap();
+    pubsub.subscribe_topic("s", "a", new.handler()).await.unwrap();
+
+    // The new session has only what it subscribed to; the old handlers are gone.
+    let topics = pubsub.engine().session_topics("s");
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0], "a");
+    assert_eq!(pubsub.session_stats("s").unwrap().topics, 1);
+    pubsub.broadcast("b", "to-b".into()).await.unwrap();
+    pubsub.broadcast("a", "to-a".into()).await.unwrap();
+    wait_until("the new session to get `to-a`", || new.len() == 1).await;
+    assert_eq!(new.payloads(), ["to-a"]);
+    assert_eq!(old.payloads(), ["before"]);
+    assert_eq!(pubsub.engine().session_count(), 1);
+    assert_eq!(pubsub.running_tasks(), 2, "the reaper and the new session's task");
+}
+
+#[tokio::test]
+async fn dropping_a_receiver_unsubscribes_it() {
+    let pubsub = started(Config::default()).await;
+    let reader = pubsub.open_session("r").unwrap();
+    reader.subscribe("a").unwrap();
+    reader.subscribe("b").unwrap();
+    pubsub.broadcast("a", "m0".into()).await.unwrap();
+    pubsub.broadcast("b", "m1".into()).await.unwrap();
+
+    drop(reader);
+
+    assert_registry_empty(&pubsub);
+    assert_eq!(pubsub.stats().dropped.unsubscribed, 2);
+    let fanout = pubsub.engine().broadcast("a", "m2".into()).await.unwrap();
+    assert_eq!(fanout.recipients, 0);
+    // The id is free again.
+    let mut again = pubsub.open_session("r").unwrap();
+    again.subscribe("a").unwrap();
+    pubsub.broadcast("a", "m3".into()).await.unwrap();
+    let message = again.try_recv().unwrap();
+    assert_eq!(text(message.payload()), "m3");
+    assert_eq!(message.missed_before(), 0);
+}
+
+// ----- SessionPubSub -----
+
+#[tokio::test]
+async fn session_pubsub_wrapper_operations_work() {
+    let pubsub = Arc::new(started(short_grace()).await);
+    let provider: Arc<dyn PubSubProvider> = pubsub.clone();
+    let alice = SessionPubSub::new(Arc::clone(&provider), "alice");
+    let bob = SessionPubSub::new(provider, "bob");
+    assert_eq!(alice.session_id(), "alice");
+    let (alice_inbox, bob_inbox) = (Inbox::default(), Inbox::default());
+    alice.subscribe("room", alice_inbox.handler()).await.unwrap();
+    alice.subscribe("side", alice_inbox.handler()).await.unwrap();
+    bob.subscribe("room", bob_inbox.handler()).await.unwrap();
+
+    alice.broadcast_from("room", "from-alice".into()).await.unwrap();
+    bob.broadcast("room", "to-all".into()).await.unwrap();
+    wait_until("both messages to arrive", || {
+        alice_inbox.len() == 1 && bob_inbox.len() == 2
+    })
+    .await;
+    assert_eq!(alice_inbox.payloads(), ["to-all"]);
+    assert_eq!(bob_inbox.payloads(), ["from-alice", "to-all"]);
+
+    alice.unsubscribe("room").await.unwrap();
+    let topics = pubsub.engine().session_topics("alice");
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0], "side");
+    alice.unsubscribe_all().await.unwrap();
+    assert!(pubsub.engine().session_topics("alice").is_empty());
+    bob.broadcast("room", "after".into()).await.unwrap();
+    bob.broadcast("side", "after".into()).await.unwrap();
+    wait_until("bob to get `after`", || bob_inbox.len() == 3).await;
+    assert_eq!(alice_inbox.payloads(), ["to-all"]);
+
+    alice.provider().stop().await.unwrap();
+    assert_stopped("wrapper broadcast", bob.broadcast("room", "x".into()).await);
+    assert_stopped(
+        "wrapper subscribe",
+        bob.subscribe("room", bob_inbox.handler()).await,
+    );
+    assert_eq!(pubsub.running_tasks(), 0);
+}
