@@ -76,7 +76,7 @@ mod topic;
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
 };
-pub use engine::{CloseReason, Closed, Engine, Fanout, Notice, SessionReceiver, TryRecvError};
+pub use engine::{CloseReason, Closed, Engine, Fanout, Notice, SessionReceiver, TopicObserver, TryRecvError};
 pub use error::{PubSubError, Result, SessionForm};
 pub use handler::{Handler, HandlerError, HandlerResult, IntoHandlerResult};
 pub use memory::InMemoryPubSub;

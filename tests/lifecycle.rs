@@ -122,7 +122,7 @@ async fn start_is_idempotent_and_runs_one_reaper() {
     assert_eq!(pubsub.running_tasks(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_every_task_even_with_a_handler_stalled_forever() {
     let pubsub = started(short_grace()).await;
     let (entered, torn_down) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));

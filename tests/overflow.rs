@@ -4,7 +4,9 @@
 //! A "stalled" handler-form session records each message, then waits on a semaphore the test
 //! holds; a "stalled" pull-form session is a `SessionReceiver` nobody reads. The healthy
 //! session must get every message before the next one is broadcast (no fixed sleeps: each wait
-//! polls its condition for up to five seconds).
+//! polls its condition for up to five seconds). Handler-form isolation tests run on two worker
+//! threads, so the stalled and the healthy session really run in parallel; tests whose expected
+//! outcome depends on the order tasks run in use the current-thread runtime.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -160,7 +162,7 @@ fn block(timeout: Duration, then: Fallback) -> OverflowPolicy {
 
 // ----- drop_newest -----
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_newest_keeps_capacity_plus_the_message_in_the_handler() {
     let pubsub = started(config(4, OverflowPolicy::DropNewest)).await;
     let gate = Arc::new(Semaphore::new(0));
@@ -244,7 +246,7 @@ async fn drop_oldest_reports_missed_to_the_receiver() {
     assert_eq!(drain(&mut slow), vec![("m10".to_string(), 0)]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_sends_a_missed_notice_to_the_handler_session() {
     let pubsub = started(config(4, OverflowPolicy::DropOldest)).await;
     let notices = collect_notices(&pubsub);
@@ -285,7 +287,7 @@ async fn drop_oldest_sends_a_missed_notice_to_the_handler_session() {
 
 // ----- disconnect -----
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_unsubscribes_the_slow_handler_session_from_every_topic() {
     let pubsub = started(config(2, OverflowPolicy::Disconnect)).await;
     let notices = collect_notices(&pubsub);
@@ -434,7 +436,7 @@ async fn block_waits_until_the_consumer_makes_room() {
     assert_eq!(stats.delivered, 4);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_waits_until_the_handler_session_pops() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
     let gate = Arc::new(Semaphore::new(0));
@@ -826,7 +828,7 @@ async fn max_queued_with_drop_oldest_evicts_down_to_the_limit() {
 
 // ----- handlers that panic or fail (G5) -----
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_handler_is_isolated_and_its_session_goes_on() {
     let pubsub = started(Config::default()).await;
     let (flaky, healthy) = (Inbox::default(), Inbox::default());

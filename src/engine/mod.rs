@@ -75,6 +75,7 @@ use mailbox::{Full, RoomOutcome};
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 pub use session::CloseReason;
 use session::{Placement, Session, SessionWriter};
+pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
 
 /// What one broadcast did, for the caller's information.
@@ -113,7 +114,7 @@ pub enum Notice {
 }
 
 /// A callback for [`Notice`]s. It runs on the thread that noticed; keep it short.
-pub type NoticeHook = Arc<dyn Fn(&Notice) + Send + Sync>;
+pub type NoticeHook = std::sync::Arc<dyn Fn(&Notice) + Send + Sync>;
 
 /// The in-memory fanout engine. Cheap to clone (one shared core).
 #[derive(Clone)]
@@ -167,11 +168,27 @@ struct Blocked {
 impl Engine {
     /// Builds an engine; the config is validated first.
     pub fn new(config: Config) -> std::result::Result<Engine, ConfigError> {
+        Self::build(config, None)
+    }
+
+    /// Builds an engine that tells `observer` when topics gain their first subscriber and lose
+    /// their last (see [`TopicObserver`]).
+    pub fn with_observer(
+        config: Config,
+        observer: std::sync::Arc<dyn TopicObserver>,
+    ) -> std::result::Result<Engine, ConfigError> {
+        Self::build(config, Some(observer))
+    }
+
+    fn build(
+        config: Config,
+        observer: Option<std::sync::Arc<dyn TopicObserver>>,
+    ) -> std::result::Result<Engine, ConfigError> {
         config.validate()?;
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 config,
-                topics: TopicRegistry::new(),
+                topics: TopicRegistry::new(observer),
                 sessions: papaya::HashMap::new(),
                 counters: Arc::new(Counters::new()),
                 stopped: AtomicBool::new(false),
@@ -190,7 +207,7 @@ impl Engine {
     /// Sets the callback that receives [`Notice`]s. Only the first call takes effect; it
     /// returns `false` if a hook was already set.
     pub fn set_notice_hook(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) -> bool {
-        self.inner.notice_hook.set(Arc::new(hook)).is_ok()
+        self.inner.notice_hook.set(std::sync::Arc::new(hook)).is_ok()
     }
 
     /// Opens a pull-form session: subscribe through the returned receiver and read its messages

@@ -45,6 +45,22 @@ pub(crate) struct TopicWriter {
 
 pub(crate) struct TopicRegistry {
     map: HashMap<Topic, Arc<TopicEntry>>,
+    /// Told of each topic's first subscriber and of its retirement, under the entry's writer
+    /// lock, so the calls for one topic arrive in order.
+    observer: Option<std::sync::Arc<dyn TopicObserver>>,
+}
+
+/// Told when a topic gains its first subscriber and when it loses its last, for providers that
+/// mirror the set of live topics elsewhere (a broker subscription per topic).
+///
+/// Calls for one topic are made under that topic's writer lock, so they alternate
+/// added/removed in the order they happened. They must be quick, must not block, and must not
+/// call back into the engine (queue the work, e.g. on a channel).
+pub trait TopicObserver: Send + Sync + 'static {
+    /// `topic` now has a subscriber on this engine.
+    fn topic_added(&self, topic: &Topic);
+    /// `topic` has no subscriber left on this engine.
+    fn topic_removed(&self, topic: &Topic);
 }
 
 /// What removing a subscriber did to its topic.
@@ -54,8 +70,11 @@ pub(crate) struct Removed {
 }
 
 impl TopicRegistry {
-    pub(crate) fn new() -> Self {
-        Self { map: HashMap::new() }
+    pub(crate) fn new(observer: Option<std::sync::Arc<dyn TopicObserver>>) -> Self {
+        Self {
+            map: HashMap::new(),
+            observer,
+        }
     }
 
     /// Runs `f` on the entry of `topic`, if any, without locking.
@@ -103,6 +122,11 @@ impl TopicRegistry {
             // Entries start empty and retire when they empty again, so the first subscriber of
             // an entry is the one that brings the topic into existence, whoever inserted it.
             let is_new = writer.layout.len == 0;
+            if is_new {
+                if let Some(observer) = &self.observer {
+                    observer.topic_added(&entry.name);
+                }
+            }
             let slot = entry.subscribers.insert(&mut writer.layout, session);
             drop(writer);
             return (entry, slot, is_new);
@@ -129,6 +153,9 @@ impl TopicRegistry {
             writer.retired = true;
             let map = self.map.pin();
             let _ = map.remove_if(entry.name.as_str(), |_, current| Arc::ptr_eq(current, entry));
+            if let Some(observer) = &self.observer {
+                observer.topic_removed(&entry.name);
+            }
         }
         Removed {
             was_member,

@@ -1,0 +1,446 @@
+//! Concurrent stress: subscribes, unsubscribes, `unsubscribe_all`s and broadcasts at once on a
+//! small set of shared topics, on a multi-thread runtime. Checks that no session receives a
+//! message twice, that the stats account for every (broadcast, recipient) pair, and that churn
+//! leaves nothing behind (G7).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fanout::{Config, Engine, Handler, InMemoryPubSub, PubSubProvider, SessionReceiver, StatsSnapshot};
+
+// ----- helpers -----
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Polls `done` every millisecond until it holds or `WAIT` has passed; returns whether it held.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+/// A small deterministic generator (xorshift64), so each task's choices are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A message id unique across the whole test: its source in the high half, a counter below.
+fn message_id(source: u64, seq: u64) -> u64 {
+    (source << 32) | seq
+}
+
+fn id_payload(id: u64) -> Bytes {
+    Bytes::copy_from_slice(&id.to_be_bytes())
+}
+
+fn id_of(payload: &[u8]) -> u64 {
+    u64::from_be_bytes(payload.try_into().expect("an 8-byte message id"))
+}
+
+fn shared_topic(n: u64) -> String {
+    format!("shared-{n}")
+}
+
+/// One session's deliveries: (incarnation, message id) → how many times. A session id starts a
+/// new incarnation after `unsubscribe_all` or after it leaves its last topic (handler form), or
+/// when its receiver is dropped and reopened (pull form); the contract's "same session" is one
+/// incarnation.
+type Deliveries = Mutex<HashMap<(u64, u64), u32>>;
+
+fn record(deliveries: &Deliveries, incarnation: u64, id: u64) {
+    *deliveries.lock().unwrap().entry((incarnation, id)).or_default() += 1;
+}
+
+fn duplicates(all: &[Deliveries]) -> Vec<(usize, u64, u64, u32)> {
+    let mut found = Vec::new();
+    for (session, deliveries) in all.iter().enumerate() {
+        for (&(incarnation, id), &n) in deliveries.lock().unwrap().iter() {
+            if n > 1 {
+                found.push((session, incarnation, id, n));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn total(all: &[Deliveries]) -> u64 {
+    all.iter().map(|d| d.lock().unwrap().values().map(|&n| u64::from(n)).sum::<u64>()).sum()
+}
+
+fn assert_empty(stats: &StatsSnapshot, topic_count: usize, session_count: usize) {
+    assert_eq!(topic_count, 0, "topic entries left: {stats:?}");
+    assert_eq!(session_count, 0, "session entries left: {stats:?}");
+    assert_eq!((stats.sessions, stats.topics, stats.subscriptions), (0, 0, 0), "{stats:?}");
+}
+
+// ----- handler form -----
+
+/// Publishers broadcast unique ids on four shared topics while session actors subscribe,
+/// unsubscribe, `unsubscribe_all` and `broadcast_from` at random. No session incarnation may
+/// see an id twice; once every session is gone the stats must balance exactly, and handler
+/// invocations must equal `delivered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_churn_never_duplicates_and_accounting_holds() {
+    const TOPICS: u64 = 4;
+    const ACTORS: usize = 48;
+    const OPS_PER_ACTOR: u64 = 300;
+    const PUBLISHERS: u64 = 3;
+    const MESSAGES_PER_PUBLISHER: u64 = 2000;
+    let pubsub = Arc::new(InMemoryPubSub::with_config(Config::default().with_capacity(64)).unwrap());
+    pubsub.start().await.unwrap();
+    let deliveries: Arc<Vec<Deliveries>> = Arc::new((0..ACTORS).map(|_| Deliveries::default()).collect());
+    let invocations = Arc::new(AtomicU64::new(0));
+
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let pubsub = Arc::clone(&pubsub);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(1000 + p);
+            for seq in 0..MESSAGES_PER_PUBLISHER {
+                let topic = shared_topic(rng.below(TOPICS));
+                pubsub.broadcast(&topic, id_payload(message_id(p, seq))).await.unwrap();
+                if seq % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for actor in 0..ACTORS {
+        let (pubsub, deliveries, invocations) =
+            (Arc::clone(&pubsub), Arc::clone(&deliveries), Arc::clone(&invocations));
+        tasks.push(tokio::spawn(async move {
+            let session = format!("actor-{actor}");
+            let mut rng = Rng::new(actor as u64);
+            let mut incarnation = 0;
+            let mut subscribed = BTreeSet::new();
+            for op in 0..OPS_PER_ACTOR {
+                let topic = rng.below(TOPICS);
+                match rng.below(10) {
+                    0..=4 => {
+                        let deliveries = Arc::clone(&deliveries);
+                        let invocations = Arc::clone(&invocations);
+                        let handler = Handler::new(move |_topic, message| {
+                            invocations.fetch_add(1, SeqCst);
+                            record(&deliveries[actor], incarnation, id_of(&message));
+                            async {}
+                        });
+                        pubsub.subscribe_topic(&session, &shared_topic(topic), handler).await.unwrap();
+                        subscribed.insert(topic);
+                    }
+                    5..=7 => {
+                        pubsub.unsubscribe_topic(&session, &shared_topic(topic)).await.unwrap();
+                        // Leaving its last topic retires a handler-form session.
+                        if subscribed.remove(&topic) && subscribed.is_empty() {
+                            incarnation += 1;
+                        }
+                    }
+                    8 => {
+                        let id = message_id(100 + actor as u64, op);
+                        pubsub.broadcast_from(&session, &shared_topic(topic), id_payload(id)).await.unwrap();
+                    }
+                    _ => {
+                        pubsub.unsubscribe_all(&session).await.unwrap();
+                        subscribed.clear();
+                        incarnation += 1;
+                    }
+                }
+                if op % 4 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for actor in 0..ACTORS {
+        pubsub.unsubscribe_all(&format!("actor-{actor}")).await.unwrap();
+    }
+    let balanced = eventually(|| {
+        let stats = pubsub.stats();
+        stats.sessions == 0 && stats.recipients == stats.delivered + stats.dropped.total()
+    })
+    .await;
+    let stats = pubsub.stats();
+    assert!(balanced, "recipients must equal delivered + dropped once every session is gone: {stats:?}");
+    assert_empty(&stats, pubsub.engine().topic_count(), pubsub.engine().session_count());
+    assert!(stats.delivered > 0 && stats.dropped.unsubscribed > 0, "the test must exercise both: {stats:?}");
+
+    pubsub.stop().await.unwrap(); // joins every session task: no handler is still running
+    let stats = pubsub.stats();
+    assert_eq!(stats.recipients, stats.delivered + stats.dropped.total(), "{stats:?}");
+    assert_eq!(invocations.load(SeqCst), stats.delivered, "one handler invocation per counted delivery");
+    assert_eq!(total(&deliveries), stats.delivered);
+    let twice = duplicates(&deliveries);
+    assert!(twice.is_empty(), "{} (session, incarnation, id, times) delivered more than once: {:?}", twice.len(), &twice[..twice.len().min(20)]);
+}
+
+// ----- pull form -----
+
+/// As above, for pull sessions: actors subscribe, unsubscribe, read, and close and reopen their
+/// receivers while publishers broadcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pull_churn_never_duplicates_and_accounting_holds() {
+    const TOPICS: u64 = 4;
+    const ACTORS: usize = 32;
+    const OPS_PER_ACTOR: u64 = 400;
+    const PUBLISHERS: u64 = 3;
+    const MESSAGES_PER_PUBLISHER: u64 = 2000;
+    let engine = Engine::new(Config::default().with_capacity(64)).unwrap();
+    let deliveries: Arc<Vec<Deliveries>> = Arc::new((0..ACTORS).map(|_| Deliveries::default()).collect());
+
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(2000 + p);
+            for seq in 0..MESSAGES_PER_PUBLISHER {
+                let topic = shared_topic(rng.below(TOPICS));
+                engine.broadcast(&topic, id_payload(message_id(p, seq))).await.unwrap();
+                if seq % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    let mut actors = Vec::new();
+    for actor in 0..ACTORS {
+        let (engine, deliveries) = (engine.clone(), Arc::clone(&deliveries));
+        actors.push(tokio::spawn(async move {
+            let session = format!("reader-{actor}");
+            let mut rng = Rng::new(500 + actor as u64);
+            let mut incarnation = 0;
+            let mut receiver = engine.open_session(&session).unwrap();
+            let drain = |receiver: &mut SessionReceiver, incarnation: u64| {
+                while let Ok(message) = receiver.try_recv() {
+                    record(&deliveries[actor], incarnation, id_of(message.payload()));
+                }
+            };
+            for op in 0..OPS_PER_ACTOR {
+                let topic = shared_topic(rng.below(TOPICS));
+                match rng.below(10) {
+                    0..=3 => receiver.subscribe(&topic).unwrap(),
+                    4..=5 => receiver.unsubscribe(&topic).unwrap(),
+                    6..=7 => drain(&mut receiver, incarnation),
+                    8 => {
+                        let id = message_id(100 + actor as u64, op);
+                        engine.broadcast_from(&session, &topic, id_payload(id)).await.unwrap();
+                    }
+                    _ => {
+                        drain(&mut receiver, incarnation);
+                        drop(receiver);
+                        incarnation += 1;
+                        receiver = engine.open_session(&session).unwrap();
+                    }
+                }
+                if op % 4 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            (receiver, incarnation)
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for actor in actors {
+        let (mut receiver, incarnation) = actor.await.unwrap();
+        let actor: usize = receiver.id().trim_start_matches("reader-").parse().unwrap();
+        while let Ok(message) = receiver.try_recv() {
+            record(&deliveries[actor], incarnation, id_of(message.payload()));
+        }
+        drop(receiver);
+    }
+    let balanced = eventually(|| {
+        let stats = engine.stats();
+        stats.recipients == stats.delivered + stats.dropped.total()
+    })
+    .await;
+    let stats = engine.stats();
+    assert!(balanced, "recipients must equal delivered + dropped once every session is gone: {stats:?}");
+    assert_empty(&stats, engine.topic_count(), engine.session_count());
+    assert_eq!(total(&deliveries), stats.delivered, "every counted delivery reached a reader");
+    let twice = duplicates(&deliveries);
+    assert!(twice.is_empty(), "{} (session, incarnation, id, times) delivered more than once: {:?}", twice.len(), &twice[..twice.len().min(20)]);
+}
+
+/// G1 under churn: sessions that stay subscribed receive every broadcast exactly once, in
+/// order, while other sessions join and leave the same topics (growing and reshaping their
+/// subscriber sets) from several threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stable_subscribers_get_every_broadcast_despite_churn() {
+    const TOPICS: u64 = 2;
+    const STABLE: usize = 4;
+    const CHURNERS: u64 = 6;
+    const MESSAGES: u64 = 4000;
+    let engine = Engine::new(Config::default().with_capacity(1 << 14)).unwrap();
+    let stable: Vec<SessionReceiver> = (0..STABLE)
+        .map(|s| {
+            let receiver = engine.open_session(&format!("stable-{s}")).unwrap();
+            for t in 0..TOPICS {
+                receiver.subscribe(&shared_topic(t)).unwrap();
+            }
+            receiver
+        })
+        .collect();
+    let publishing = Arc::new(AtomicU64::new(1));
+    let mut churners = Vec::new();
+    for c in 0..CHURNERS {
+        let (engine, publishing) = (engine.clone(), Arc::clone(&publishing));
+        churners.push(tokio::spawn(async move {
+            let mut rng = Rng::new(3000 + c);
+            // Each churner holds up to 40 receivers, so the sets span several chunks.
+            let mut held: Vec<SessionReceiver> = Vec::new();
+            let mut opened = 0u64;
+            let mut ops = 0u64;
+            while publishing.load(SeqCst) == 1 {
+                match rng.below(4) {
+                    0 if held.len() < 40 => {
+                        let receiver = engine.open_session(&format!("churn-{c}-{opened}")).unwrap();
+                        opened += 1;
+                        receiver.subscribe(&shared_topic(rng.below(TOPICS))).unwrap();
+                        held.push(receiver);
+                    }
+                    1 if !held.is_empty() => {
+                        let i = rng.below(held.len() as u64) as usize;
+                        held.swap_remove(i);
+                    }
+                    _ if !held.is_empty() => {
+                        let receiver = &held[rng.below(held.len() as u64) as usize];
+                        let topic = shared_topic(rng.below(TOPICS));
+                        if rng.below(2) == 0 {
+                            receiver.subscribe(&topic).unwrap();
+                        } else {
+                            receiver.unsubscribe(&topic).unwrap();
+                        }
+                    }
+                    _ => {}
+                }
+                ops += 1;
+                if ops % 8 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            ops
+        }));
+    }
+    let publisher = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            for seq in 1..=MESSAGES {
+                engine.broadcast(&shared_topic(seq % TOPICS), id_payload(seq)).await.unwrap();
+                if seq % 8 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    publisher.await.unwrap();
+    publishing.store(0, SeqCst);
+    let mut churn_ops = 0;
+    for churner in churners {
+        churn_ops += churner.await.unwrap();
+    }
+    assert!(churn_ops > 1000, "the churners must have run while the publisher did ({churn_ops} ops)");
+
+    for mut receiver in stable {
+        let mut got = Vec::new();
+        while let Ok(message) = receiver.try_recv() {
+            got.push(id_of(message.payload()));
+        }
+        let want: Vec<u64> = (1..=MESSAGES).collect();
+        if got != want {
+            let missing = want.iter().filter(|id| !got.contains(id)).count();
+            panic!("{}: {} messages, {missing} missing, in order: {}", receiver.id(), got.len(), got.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+    assert_empty(&engine.stats(), engine.topic_count(), engine.session_count());
+}
+
+// ----- G7: churn leaves nothing behind -----
+
+/// 100,000 subscribe / unsubscribe pairs on distinct topics, from four tasks at once: half of
+/// the sessions keep an anchor topic (only the topic entries churn), half are created and
+/// retired with every pair. Afterwards no topic, session or subscription is left, and every
+/// session task has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn churn_of_distinct_topics_leaves_nothing_behind() {
+    const TASKS: u64 = 4;
+    const PAIRS: u64 = 100_000;
+    let pubsub = Arc::new(InMemoryPubSub::new());
+    pubsub.start().await.unwrap();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let pubsub = Arc::clone(&pubsub);
+            tokio::spawn(async move {
+                let session = format!("churner-{t}");
+                let anchored = t % 2 == 0;
+                if anchored {
+                    pubsub.subscribe_topic(&session, "anchor", Handler::new(|_, _| async {})).await.unwrap();
+                }
+                for i in (t..PAIRS).step_by(TASKS as usize) {
+                    let topic = format!("topic-{i}");
+                    pubsub.subscribe_topic(&session, &topic, Handler::new(|_, _| async {})).await.unwrap();
+                    if i % 1000 == t {
+                        pubsub.broadcast(&topic, id_payload(i)).await.unwrap();
+                    }
+                    pubsub.unsubscribe_topic(&session, &topic).await.unwrap();
+                }
+                if anchored {
+                    pubsub.unsubscribe_topic(&session, "anchor").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = pubsub.stats();
+    assert_empty(&stats, pubsub.engine().topic_count(), pubsub.engine().session_count());
+    assert_eq!(stats.published, PAIRS / 1000);
+    assert!(
+        eventually(|| pubsub.running_tasks() <= 1).await,
+        "only the reaper may be left, found {} tasks",
+        pubsub.running_tasks()
+    );
+    pubsub.stop().await.unwrap();
+    assert_eq!(pubsub.running_tasks(), 0);
+}
+
+/// The same churn through one pull session: 100,000 distinct topics subscribed and left.
+#[tokio::test]
+async fn pull_churn_of_distinct_topics_leaves_nothing_behind() {
+    const PAIRS: u64 = 100_000;
+    let engine = Engine::new(Config::default()).unwrap();
+    let receiver = engine.open_session("churner").unwrap();
+    for i in 0..PAIRS {
+        let topic = format!("topic-{i}");
+        receiver.subscribe(&topic).unwrap();
+        receiver.unsubscribe(&topic).unwrap();
+    }
+    assert_eq!(engine.topic_count(), 0);
+    assert!(receiver.topics().is_empty());
+    assert_eq!(engine.session_count(), 1);
+    drop(receiver);
+    assert_empty(&engine.stats(), engine.topic_count(), engine.session_count());
+}
