@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::mailbox::Pop;
-use crate::engine::session::Session;
+use crate::engine::session::{InvokingGuard, Session};
 use crate::engine::{CloseReason, Engine, Notice, SessionReceiver};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
@@ -74,7 +74,7 @@ impl InMemoryPubSub {
         Ok(Self::from_engine(Engine::new(config)?))
     }
 
-    fn from_engine(engine: Engine) -> Self {
+    pub(crate) fn from_engine(engine: Engine) -> Self {
         Self {
             engine,
             tasks: Mutex::new(Tasks::default()),
@@ -236,6 +236,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
         counters.delivered(1);
         let topic = envelope.topic.clone();
         let invocation = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let _invoking = InvokingGuard::enter(&session);
             handler.call(topic.clone(), envelope.payload.clone())
         }));
         session.end_invocation_start();

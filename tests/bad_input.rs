@@ -10,8 +10,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use fanout::{
-    Bytes, Config, Handler, InMemoryPubSub, Limits, PubSubError, PubSubProvider, SessionForm,
-    SessionReceiver, StatsSnapshot,
+    Bytes, Config, Handler, InMemoryPubSub, Limits, PubSubError, PubSubJsonExt, PubSubProvider, SessionForm,
+    SessionPubSub, SessionReceiver, StatsSnapshot,
 };
 
 /// The longest any condition is waited for.
@@ -279,6 +279,19 @@ async fn payload_over_the_limit_is_rejected_naming_the_limit() {
             "{what}: {error:?}"
         );
     }
+    // The JSON helpers check the encoded size: 40 characters and two quotes.
+    let text = "j".repeat(40);
+    let json_expected = "payload is 42 bytes; the limit is 32";
+    rejected(
+        "broadcast_json",
+        pubsub.broadcast_json("room", &text).await,
+        json_expected,
+    );
+    rejected(
+        "broadcast_from_json",
+        pubsub.broadcast_from_json("writer", "room", &text).await,
+        json_expected,
+    );
 
     f.assert_untouched().await;
 }
@@ -367,6 +380,31 @@ async fn session_id_over_the_limit_is_rejected_naming_the_limit() {
     }
 
     f.assert_untouched().await;
+}
+
+#[tokio::test]
+async fn session_pubsub_with_a_bad_session_id_fails_every_operation() {
+    let provider: Arc<dyn PubSubProvider> = Arc::new(InMemoryPubSub::with_config(small_limits()).unwrap());
+    for (session_id, expected) in [
+        ("", "session id is empty"),
+        ("ninebytes", "session id is 9 bytes; the limit is 8"),
+    ] {
+        let tab = SessionPubSub::new(Arc::clone(&provider), session_id);
+        rejected(
+            "subscribe",
+            tab.subscribe("room", Handler::new(|_, _| async {})).await,
+            expected,
+        );
+        rejected("unsubscribe", tab.unsubscribe("room").await, expected);
+        rejected("unsubscribe_all", tab.unsubscribe_all().await, expected);
+        rejected(
+            "broadcast_from",
+            tab.broadcast_from("room", "m".into()).await,
+            expected,
+        );
+    }
+    // Nothing was created or counted.
+    assert_eq!(provider.stats(), StatsSnapshot::default());
 }
 
 // ----- mixing the two forms of a session -----

@@ -230,6 +230,10 @@ fn unknown_key_in_a_table_is_named_with_its_table() {
         "[[override]]\nprefix = \"a:\"\n\n[[override]]\nprefix = \"b:\"\n  policcy = \"disconnect\"\n";
     let error = parse_error(source);
     assert_error(&error, "override[1].policcy", (6, 3), "policcy");
+
+    // An unknown table: its name, where the name starts.
+    let error = parse_error("capacity = 8\n[limitz]\nmax_topic_bytes = 5\n");
+    assert_error(&error, "limitz", (2, 2), "limitz");
 }
 
 #[test]
@@ -242,6 +246,15 @@ fn unknown_key_under_a_commented_table_header_is_named_with_its_table() {
         "[[override]] # first\nprefix = \"a:\"\n\n[[override]] # second\nprefix = \"b:\"\nmax_qeued = 1\n";
     let error = parse_error(source);
     assert_error(&error, "override[1].max_qeued", (6, 1), "max_qeued");
+
+    // An unknown table, its header commented.
+    let error = parse_error(
+        "capacity = 8
+[limitz] # typo
+max_topic_bytes = 5
+",
+    );
+    assert_error(&error, "limitz", (2, 2), "limitz");
 }
 
 #[test]

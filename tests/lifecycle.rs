@@ -1,13 +1,15 @@
 //! Lifecycle (G8) and bounded state (G7): `start`/`stop`, what `stop` ends and discards, the
 //! `Stopped` error afterwards, and the registry emptying as sessions leave.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fanout::{
-    Bytes, CloseReason, Closed, Config, Handler, InMemoryPubSub, PubSubError, PubSubProvider, SessionPubSub,
-    TryRecvError,
+    Bytes, CloseReason, Closed, Config, Fallback, Handler, InMemoryPubSub, OverflowPolicy, PubSubError,
+    PubSubProvider, SessionPubSub, TryRecvError,
 };
 use tokio::sync::Semaphore;
 
@@ -301,6 +303,39 @@ async fn stop_counts_queued_messages_as_stopped() {
 }
 
 #[tokio::test]
+async fn stop_releases_a_broadcaster_blocked_on_a_full_mailbox() {
+    let config = Config::default()
+        .with_capacity(1)
+        .with_policy(OverflowPolicy::Block {
+            timeout: Duration::from_secs(30),
+            then: Fallback::DropNewest,
+        });
+    let pubsub = started(config).await;
+    let reader = pubsub.open_session("reader").unwrap();
+    reader.subscribe("room").unwrap();
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    let engine = pubsub.engine().clone();
+    let publisher = tokio::spawn(async move { engine.broadcast("room", "m1".into()).await });
+    tokio::task::yield_now().await;
+    assert!(!publisher.is_finished(), "the broadcaster waits for room");
+
+    pubsub.stop().await.unwrap();
+
+    // G8: no operation hangs past stop.
+    let fanout = tokio::time::timeout(WAIT, publisher)
+        .await
+        .expect("stop releases the broadcaster")
+        .unwrap()
+        .unwrap();
+    assert_eq!((fanout.recipients, fanout.queued, fanout.dropped), (1, 0, 1));
+    let stats = pubsub.stats();
+    assert_eq!(stats.block_timeouts, 0);
+    assert_eq!(stats.dropped.stopped, 2, "m0 discarded, m1 never queued");
+    drop(reader);
+    assert_registry_empty(&pubsub);
+}
+
+#[tokio::test]
 async fn stop_wakes_a_receiver_waiting_in_recv() {
     let pubsub = started(Config::default()).await;
     let mut reader = pubsub.open_session("reader").unwrap();
@@ -475,6 +510,76 @@ async fn session_id_reused_after_unsubscribe_all_starts_a_fresh_session() {
     assert_eq!(old.payloads(), ["before"]);
     assert_eq!(pubsub.engine().session_count(), 1);
     assert_eq!(pubsub.running_tasks(), 2, "the reaper and the new session's task");
+}
+
+#[tokio::test]
+async fn handler_can_unsubscribe_its_own_session() {
+    let pubsub = Arc::new(started(Config::default()).await);
+    let inbox = Inbox::default();
+    let (record, provider) = (inbox.clone(), Arc::clone(&pubsub));
+    let handler = Handler::new(move |_topic, message: Bytes| {
+        record.0.lock().unwrap().push(text(&message));
+        let provider = Arc::clone(&provider);
+        async move {
+            if message == "leave" {
+                provider.unsubscribe_all("self").await.unwrap();
+            }
+        }
+    });
+    pubsub.subscribe_topic("self", "room", handler).await.unwrap();
+
+    pubsub.broadcast("room", "leave".into()).await.unwrap();
+    pubsub.broadcast("room", "after".into()).await.unwrap();
+
+    wait_until("the session to leave", || pubsub.engine().session_count() == 0).await;
+    wait_until("its task to end", || pubsub.running_tasks() == 1).await;
+    // G2: `after` was queued before the handler left; it is discarded, not handled.
+    assert_eq!(inbox.payloads(), ["leave"]);
+    assert_eq!(pubsub.stats().dropped.unsubscribed, 1);
+    assert_registry_empty(&pubsub);
+}
+
+/// Runs `test` on its own thread and current-thread runtime, and fails if it has not finished
+/// within [`WAIT`]: a hang fails this test instead of stopping the whole test binary.
+fn within_wait<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(test());
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(WAIT) {
+        Ok(()) => {}
+        Err(RecvTimeoutError::Timeout) => panic!("hung: not finished after {WAIT:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("failed on its thread (its panic is above)"),
+    }
+}
+
+#[test]
+fn handler_can_unsubscribe_its_own_session_through_the_engine() {
+    within_wait(|| async {
+        let pubsub = started(Config::default()).await;
+        let engine = pubsub.engine().clone();
+        let outcome = Arc::new(Mutex::new(None));
+        let record = Arc::clone(&outcome);
+        // The engine's `unsubscribe_all` is synchronous: a handler may call it before it
+        // returns its future.
+        let handler = Handler::new(move |_topic, _message| {
+            *record.lock().unwrap() = Some(engine.unsubscribe_all("self").is_ok());
+            async {}
+        });
+        pubsub.subscribe_topic("self", "room", handler).await.unwrap();
+
+        pubsub.broadcast("room", "leave".into()).await.unwrap();
+
+        wait_until("the session to leave", || pubsub.engine().session_count() == 0).await;
+        wait_until("the handler to return", || outcome.lock().unwrap().is_some()).await;
+        assert_eq!(*outcome.lock().unwrap(), Some(true));
+        pubsub.stop().await.unwrap();
+    });
 }
 
 #[tokio::test]

@@ -250,6 +250,7 @@ async fn drop_oldest_reports_missed_to_the_receiver() {
 async fn drop_oldest_sends_a_missed_notice_to_the_handler_session() {
     let pubsub = started(config(4, OverflowPolicy::DropOldest)).await;
     let notices = collect_notices(&pubsub);
+    assert!(!pubsub.on_notice(|_| {}), "only the first hook is kept");
     let gate = Arc::new(Semaphore::new(0));
     let (slow, healthy) = (Inbox::default(), Inbox::default());
     pubsub

@@ -198,13 +198,20 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// A line without its trailing `# comment` (table headers hold no `#` outside quotes here:
+/// every table and key this config knows is a bare word), trimmed.
+fn without_comment(line: &str) -> &str {
+    line.split('#').next().unwrap_or("").trim()
+}
+
 /// The dotted key written on the line holding `offset`, qualified by its table header.
 fn key_at(source: &str, offset: usize) -> Option<String> {
     let offset = floor_char_boundary(source, offset.min(source.len()));
     let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = source[line_start..].lines().next().unwrap_or("").trim();
     if line.starts_with('[') {
-        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        let header = without_comment(line);
+        return Some(header.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     }
     let key = line.split_once('=')?.0.trim().trim_matches('"').to_string();
     if key.is_empty() {
@@ -213,7 +220,7 @@ fn key_at(source: &str, offset: usize) -> Option<String> {
     let mut table: Option<String> = None;
     let mut array_index = 0usize;
     let mut array_name: Option<String> = None;
-    for header in source[..line_start].lines().map(str::trim) {
+    for header in source[..line_start].lines().map(without_comment) {
         if let Some(name) = header.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
             let name = name.trim().to_string();
             array_index = if array_name.as_deref() == Some(&name) {

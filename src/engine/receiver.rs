@@ -61,8 +61,13 @@ impl SessionReceiver {
         self.engine.subscribe_receiver(&self.session, topic)
     }
 
-    /// Unsubscribes the session from `topic` (G2); unknown topics succeed and do nothing.
+    /// Unsubscribes the session from `topic` (G2); unknown topics succeed and do nothing. After
+    /// the provider stopped it fails with [`PubSubError::Stopped`](crate::PubSubError::Stopped),
+    /// like every other operation (G8).
     pub fn unsubscribe(&self, topic: &str) -> Result<()> {
+        if self.engine.is_stopped() {
+            return Err(crate::PubSubError::Stopped);
+        }
         check_topic(topic, &self.engine.config().limits)?;
         self.engine.unsubscribe_session(&self.session, topic);
         Ok(())

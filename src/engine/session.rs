@@ -64,6 +64,27 @@ impl fmt::Display for CloseReason {
     }
 }
 
+thread_local! {
+    /// The session whose handler this thread is calling (its address), or 0.
+    static INVOKING_SESSION: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as calling `session`'s handler until dropped.
+pub(crate) struct InvokingGuard(usize);
+
+impl InvokingGuard {
+    pub(crate) fn enter(session: &Session) -> Self {
+        let previous = INVOKING_SESSION.with(|current| current.replace(session as *const Session as usize));
+        InvokingGuard(previous)
+    }
+}
+
+impl Drop for InvokingGuard {
+    fn drop(&mut self) {
+        INVOKING_SESSION.with(|current| current.set(self.0));
+    }
+}
+
 const OPEN: u8 = 0;
 /// The low bits of `Session::state`: `OPEN` or a close reason code.
 const REASON_MASK: u8 = 0b0000_0011;
@@ -181,8 +202,12 @@ impl Session {
 
     /// After a close: waits until an invocation that began before the close has been started,
     /// so that when the closer returns, no invocation is about to start (G2). The window is the
-    /// task's check of the state plus the synchronous part of the handler call.
+    /// task's check of the state plus the synchronous part of the handler call. A handler whose
+    /// synchronous part closes its own session is that invocation: it does not wait for itself.
     pub(crate) fn wait_for_invocation_start(&self) {
+        if INVOKING_SESSION.with(|current| current.get() == self as *const Session as usize) {
+            return;
+        }
         let mut spins = 0u32;
         while self.state.load(Ordering::Acquire) & INVOKING != 0 {
             if spins < 64 {
