@@ -1,0 +1,85 @@
+//! fanout's engine, pull form: a `SessionReceiver` per session, read in its own task.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fanout::{Config, Engine, OverflowPolicy, TryRecvError};
+
+use super::{topic_name, Layout, Peer, Sink};
+
+pub struct FanoutPull {
+    engine: Engine,
+    topics: Vec<String>,
+    consumers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FanoutPull {
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub async fn build_with(layout: &Layout, sink: Arc<Sink>, policy: OverflowPolicy) -> Self {
+        let config = Config::default()
+            .with_capacity(layout.capacity)
+            .with_policy(policy);
+        let engine = Engine::new(config).expect("valid config");
+        let topics: Vec<String> = (0..layout.topics).map(topic_name).collect();
+        let mut consumers = Vec::with_capacity(layout.sessions);
+        for s in 0..layout.sessions {
+            let mut receiver = engine.open_session(&format!("s{s}")).expect("open");
+            for t in layout.topics_of(s) {
+                receiver.subscribe(&topics[t]).expect("subscribe");
+            }
+            let sink = Arc::clone(&sink);
+            consumers.push(tokio::spawn(async move {
+                while receiver.recv().await.is_ok() {
+                    let mut n = 1;
+                    loop {
+                        match receiver.try_recv() {
+                            Ok(_) => n += 1,
+                            Err(TryRecvError::Empty) => break,
+                            Err(_) => {
+                                sink.add(s, n);
+                                return;
+                            }
+                        }
+                    }
+                    sink.add(s, n);
+                }
+            }));
+        }
+        FanoutPull {
+            engine,
+            topics,
+            consumers,
+        }
+    }
+}
+
+impl Peer for FanoutPull {
+    const NAME: &'static str = "fanout";
+
+    async fn build(layout: &Layout, sink: Arc<Sink>) -> Self {
+        Self::build_with(layout, sink, OverflowPolicy::DropOldest).await
+    }
+
+    async fn publish(&self, topic: usize, payload: Bytes) {
+        self.engine
+            .broadcast(&self.topics[topic], payload)
+            .await
+            .expect("broadcast");
+    }
+
+    async fn churn(&self, topic: usize, id: usize) {
+        let receiver = self.engine.open_session(&format!("churn-{id}")).expect("open");
+        receiver.subscribe(&self.topics[topic]).expect("subscribe");
+        receiver.close();
+    }
+
+    async fn shutdown(self) {
+        self.engine.stop();
+        for c in self.consumers {
+            let _ = c.await;
+        }
+    }
+}
