@@ -62,17 +62,22 @@
 
 mod config;
 pub mod engine;
+pub mod envelope;
 mod error;
 mod handler;
 mod memory;
 mod message;
 mod provider;
 mod recording;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod session_pubsub;
 mod stats;
 mod sync;
 mod topic;
 
+#[cfg(feature = "redis")]
+pub use crate::redis::{RedisConfig, RedisPubSub};
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
 };

@@ -1,0 +1,233 @@
+//! `RedisConfig`: where Redis is, how channels are named, and the timings of the connections.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::ConfigError;
+
+/// The environment variable [`RedisConfig::from_env`] reads the URL from.
+pub const REDIS_URL_ENV: &str = "REDIS_URL";
+
+/// The URL used when none is given: a Redis on this machine.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The largest message Redis accepts by default (`proto-max-bulk-len`), and so the largest
+/// [`RedisConfig::max_envelope_bytes`] allowed.
+pub const MAX_ENVELOPE_BYTES: usize = 512 * 1024 * 1024;
+
+/// Settings of the Redis side of a [`RedisPubSub`](super::RedisPubSub). The local side (mailboxes,
+/// policies, limits) is a [`Config`](crate::Config), as for the in-memory provider.
+///
+/// ```
+/// use std::time::Duration;
+/// use fanout::redis::RedisConfig;
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379/0")
+///     .with_channel_prefix("myapp:pubsub:")
+///     .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500));
+/// config.validate().unwrap();
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// The server, as a `redis://` (or `redis+unix://`) URL; user, password and database go in
+    /// it. Default [`DEFAULT_REDIS_URL`].
+    pub url: String,
+    /// Prepended to every topic to name its Redis channel, so several applications can share a
+    /// server. Default `"fanout:"`. Every instance of one application must use the same prefix.
+    pub channel_prefix: String,
+    /// Largest encoded envelope sent or accepted (header, topic, sender id and payload).
+    /// Default 8 MiB + 64 KiB, at most [`MAX_ENVELOPE_BYTES`].
+    pub max_envelope_bytes: usize,
+    /// Messages waiting for the publishing connection; a broadcast that finds the queue full
+    /// waits for room. Default 8192.
+    pub publish_queue: usize,
+    /// Most `PUBLISH` commands sent in one pipeline. Default 1024.
+    pub max_pipeline: usize,
+    /// How long one connection attempt may take. Default 2 s.
+    pub connect_timeout: Duration,
+    /// How long Redis may take to answer a command (a pipeline, a `SUBSCRIBE`, a `PING`) before
+    /// the connection is taken as lost. Default 2 s.
+    pub response_timeout: Duration,
+    /// How often an idle connection is checked with `PING`, so that a silent network cut is
+    /// noticed. Default 1 s.
+    pub health_check_interval: Duration,
+    /// Delay before the second reconnection attempt (the first is immediate); it doubles after
+    /// each failure. Default 20 ms.
+    pub reconnect_backoff_min: Duration,
+    /// The cap of the reconnection delay. Default 500 ms, so a restarted Redis is found again
+    /// within about half a second of answering.
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_REDIS_URL.to_string(),
+            channel_prefix: "fanout:".to_string(),
+            max_envelope_bytes: 8 * 1024 * 1024 + 64 * 1024,
+            publish_queue: 8192,
+            max_pipeline: 1024,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            health_check_interval: Duration::from_secs(1),
+            reconnect_backoff_min: Duration::from_millis(20),
+            reconnect_backoff_max: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults, with `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The defaults, with the URL from the `REDIS_URL` environment variable if it is set.
+    pub fn from_env() -> Self {
+        match std::env::var(REDIS_URL_ENV) {
+            Ok(url) if !url.is_empty() => Self::new(url),
+            _ => Self::default(),
+        }
+    }
+
+    /// Sets the channel prefix.
+    pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.channel_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the largest envelope.
+    pub fn with_max_envelope_bytes(mut self, bytes: usize) -> Self {
+        self.max_envelope_bytes = bytes;
+        self
+    }
+
+    /// Sets the publish queue's capacity.
+    pub fn with_publish_queue(mut self, messages: usize) -> Self {
+        self.publish_queue = messages;
+        self
+    }
+
+    /// Sets the connect and response timeouts.
+    pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.response_timeout = response;
+        self
+    }
+
+    /// Sets the health-check interval.
+    pub fn with_health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval = interval;
+        self
+    }
+
+    /// Sets the reconnection backoff: the first delay and the cap.
+    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_backoff_min = min;
+        self.reconnect_backoff_max = max;
+        self
+    }
+
+    /// Checks every value; the error names the key and the bound it broke.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(error) = redis::Client::open(self.url.as_str()) {
+            return Err(ConfigError::at_key(
+                "redis.url",
+                format!("`{}` is not a valid redis URL: {error}", redact(&self.url)),
+            ));
+        }
+        if self.max_envelope_bytes < crate::envelope::HEADER_BYTES + 1
+            || self.max_envelope_bytes > MAX_ENVELOPE_BYTES
+        {
+            return Err(ConfigError::at_key(
+                "redis.max_envelope_bytes",
+                format!(
+                    "is {}; it must be between {} and {MAX_ENVELOPE_BYTES}",
+                    self.max_envelope_bytes,
+                    crate::envelope::HEADER_BYTES + 1
+                ),
+            ));
+        }
+        positive("redis.publish_queue", self.publish_queue, 1 << 24)?;
+        positive("redis.max_pipeline", self.max_pipeline, 1 << 16)?;
+        for (key, value) in [
+            ("redis.connect_timeout", self.connect_timeout),
+            ("redis.response_timeout", self.response_timeout),
+            ("redis.health_check_interval", self.health_check_interval),
+            ("redis.reconnect_backoff_max", self.reconnect_backoff_max),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::at_key(key, "is zero; it must be positive"));
+            }
+        }
+        if self.reconnect_backoff_min > self.reconnect_backoff_max {
+            return Err(ConfigError::at_key(
+                "redis.reconnect_backoff_min",
+                format!(
+                    "is {:?}; it must be at most reconnect_backoff_max ({:?})",
+                    self.reconnect_backoff_min, self.reconnect_backoff_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return Err(ConfigError::at_key(
+            key,
+            format!("is {value}; it must be between 1 and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The URL with any password replaced by `***`, for logs and errors.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("channel_prefix", &self.channel_prefix)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("publish_queue", &self.publish_queue)
+            .field("max_pipeline", &self.max_pipeline)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("health_check_interval", &self.health_check_interval)
+            .field("reconnect_backoff_min", &self.reconnect_backoff_min)
+            .field("reconnect_backoff_max", &self.reconnect_backoff_max)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("redis://:secret@host:6379/0"), "redis://:***@host:6379/0");
+        assert_eq!(redact("redis://user:secret@host"), "redis://user:***@host");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}

@@ -1,0 +1,99 @@
+//! Opening the two connections, and the reconnection backoff they share.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::AsyncConnectionConfig;
+
+use super::Shared;
+
+/// What opening a connection failed with.
+pub(crate) type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens the subscription connection (RESP2 pub/sub; its stream ends when the connection does).
+pub(crate) async fn open_subscriber(shared: &Shared) -> Result<(PubSubSink, PubSubStream), ConnectError> {
+    let pubsub = tokio::time::timeout(shared.config.connect_timeout, shared.client.get_async_pubsub())
+        .await
+        .map_err(|_| timed_out("connecting", shared.config.connect_timeout))??;
+    Ok(pubsub.split())
+}
+
+/// Opens the publishing connection and names it `fanout-<instance>-publisher` in `CLIENT LIST`.
+pub(crate) async fn open_publisher(shared: &Shared) -> Result<MultiplexedConnection, ConnectError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(shared.config.connect_timeout))
+        .set_response_timeout(Some(shared.config.response_timeout));
+    let mut connection = tokio::time::timeout(
+        shared.config.connect_timeout,
+        shared
+            .client
+            .get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|_| timed_out("connecting", shared.config.connect_timeout))??;
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(format!("fanout-{}-publisher", shared.instance))
+        .exec_async(&mut connection)
+        .await?;
+    Ok(connection)
+}
+
+fn timed_out(what: &str, after: Duration) -> ConnectError {
+    format!("{what} timed out after {} ms", after.as_millis()).into()
+}
+
+/// Exponential backoff with jitter: the first attempt is immediate, then `min`, doubling up to
+/// `max`, each delay drawn between 75% and 100% of its nominal value so that instances
+/// restarted together do not reconnect in lockstep.
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, attempt: 0 }
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let attempt = self.attempt;
+        self.attempt = self.attempt.saturating_add(1);
+        if attempt == 0 {
+            return Duration::ZERO;
+        }
+        let nominal = self
+            .min
+            .saturating_mul(1u32 << (attempt - 1).min(20))
+            .min(self.max);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(attempt);
+        let jitter = (hasher.finish() % 1024) as u32;
+        nominal.mul_f64(0.75 + 0.25 * f64::from(jitter) / 1024.0)
+    }
+
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_immediately_doubles_and_caps() {
+        let min = Duration::from_millis(20);
+        let max = Duration::from_millis(500);
+        let mut backoff = Backoff::new(min, max);
+        assert_eq!(backoff.next_delay(), Duration::ZERO);
+        let first = backoff.next_delay();
+        assert!(first >= min.mul_f64(0.75) && first <= min, "{first:?}");
+        for _ in 0..40 {
+            assert!(backoff.next_delay() <= max);
+        }
+        assert!(backoff.next_delay() >= max.mul_f64(0.75));
+    }
+}

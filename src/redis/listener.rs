@@ -1,0 +1,525 @@
+//! The subscription connection's task: mirrors the engine's live topics as Redis channel
+//! subscriptions, delivers other instances' messages to local sessions, and reconnects.
+//!
+//! # Input
+//!
+//! The engine tells an [`Intake`] (its [`TopicObserver`]) when a topic gains its first local
+//! subscriber or loses its last. The intake keeps the latest wanted state per topic, so churn on
+//! one topic never queues more than one entry, and wakes the task. `subscribe_topic` adds a
+//! [`Waiter`] for its topic *after* its local subscribe, under the same lock, so the task always
+//! sees the topic's change before the waiter that depends on it.
+//!
+//! # State (owned by the task, no locks)
+//!
+//! - `wanted`: topics with a local subscriber, as the intake reported them.
+//! - `confirmed`: channels Redis has confirmed on the current connection.
+//! - `busy`: topics with a `SUBSCRIBE` or `UNSUBSCRIBE` in flight; at most one per topic, so the
+//!   commands for one topic reach Redis in order. When one completes the topic is reconciled
+//!   again against `wanted`.
+//! - `parked`: waiters for topics not yet confirmed, answered when the topic is confirmed (and
+//!   not busy), or with an error when the connection is lost.
+//!
+//! # Connection loss
+//!
+//! The stream ending, a command failing or a `PING` left unanswered past the response timeout
+//! (a silent network cut) all count as a loss: the outage is counted and logged, parked waiters
+//! fail, and the task reconnects with capped exponential backoff, subscribing every wanted topic
+//! again; the outage ends, and is logged with its length, when all are confirmed. Messages
+//! published by other instances in between are lost: Redis pub/sub is at-most-once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::engine::{Engine, TopicObserver};
+use crate::envelope::Envelope;
+use crate::error::PubSubError;
+use crate::sync::atomic::Ordering::Relaxed;
+use crate::sync::{lock, Mutex};
+use crate::topic::Topic;
+
+use super::connection::{open_subscriber, Backoff};
+use super::error::RedisPubSubError;
+use super::stats::RedisCounters;
+use super::Shared;
+
+/// Most channels named in one `SUBSCRIBE` or `UNSUBSCRIBE`.
+const CHANNELS_PER_COMMAND: usize = 1024;
+
+/// Inbound messages handled before the task looks at its other inputs again.
+const INBOUND_BATCH: usize = 64;
+
+/// Told by `subscribe_topic` once its topic is confirmed by Redis (or not).
+pub(crate) type Waiter = oneshot::Sender<Result<(), RedisPubSubError>>;
+
+/// What the engine and `subscribe_topic` hand the task.
+pub(crate) struct Intake {
+    /// Written by the engine's observer calls (under each topic's writer lock) and by
+    /// `subscribe_topic`; emptied by the task. Held only to insert or swap.
+    pending: Mutex<Pending>,
+    /// Wakes the task after `pending` gained something.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Topic → whether it has a local subscriber; the latest report wins.
+    changes: HashMap<Topic, bool>,
+    /// In arrival order, after the change of their topic.
+    waiters: Vec<(Topic, Waiter)>,
+}
+
+impl Intake {
+    pub(crate) fn new() -> Self {
+        Self {
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Asks the task to report when `topic` is confirmed by Redis.
+    pub(crate) fn wait_for(&self, topic: Topic) -> oneshot::Receiver<Result<(), RedisPubSubError>> {
+        let (waiter, confirmed) = oneshot::channel();
+        lock(&self.pending).waiters.push((topic, waiter));
+        self.wake.notify_one();
+        confirmed
+    }
+
+    fn change(&self, topic: &Topic, wanted: bool) {
+        lock(&self.pending).changes.insert(topic.clone(), wanted);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+}
+
+impl TopicObserver for Intake {
+    fn topic_added(&self, topic: &Topic) {
+        self.change(topic, true);
+    }
+
+    fn topic_removed(&self, topic: &Topic) {
+        self.change(topic, false);
+    }
+}
+
+/// The subscription connection task.
+pub(crate) struct Listener {
+    shared: Arc<Shared>,
+    intake: Arc<Intake>,
+    engine: Engine,
+    shutdown: watch::Receiver<bool>,
+    wanted: HashSet<Topic>,
+    confirmed: HashSet<Topic>,
+    busy: HashSet<Topic>,
+    /// Topics to reconcile against `wanted` at the next chance.
+    dirty: HashSet<Topic>,
+    parked: HashMap<Topic, Vec<Waiter>>,
+    /// When the current outage began, until every wanted topic is confirmed again.
+    outage: Option<Instant>,
+}
+
+/// One open subscription connection and the commands in flight on it.
+struct Live {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    commands: FuturesUnordered<BoxFuture<'static, Done>>,
+}
+
+#[derive(Clone, Copy)]
+enum Command {
+    Subscribe,
+    Unsubscribe,
+    Ping,
+}
+
+struct Done {
+    command: Command,
+    topics: Vec<Topic>,
+    result: Result<(), String>,
+}
+
+enum Exit {
+    Shutdown,
+    Lost(String),
+}
+
+impl Listener {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        intake: Arc<Intake>,
+        engine: Engine,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            shared,
+            intake,
+            engine,
+            shutdown,
+            wanted: HashSet::new(),
+            confirmed: HashSet::new(),
+            busy: HashSet::new(),
+            dirty: HashSet::new(),
+            parked: HashMap::new(),
+            outage: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self, first: (PubSubSink, PubSubStream)) {
+        let counters = &self.shared.counters;
+        counters.connected.store(true, Relaxed);
+        let mut connection = Some(first);
+        loop {
+            let (sink, stream) = match connection.take() {
+                Some(pair) => pair,
+                None => match self.reconnect().await {
+                    Some(pair) => pair,
+                    None => break,
+                },
+            };
+            let live = Live {
+                sink,
+                stream,
+                commands: FuturesUnordered::new(),
+            };
+            match self.serve(live).await {
+                Exit::Shutdown => break,
+                Exit::Lost(reason) => self.lost(&reason),
+            }
+        }
+        let counters = &self.shared.counters;
+        counters.connected.store(false, Relaxed);
+        counters.channels.store(0, Relaxed);
+        tracing::debug!(instance = %self.shared.instance, "redis listener stopped");
+    }
+
+    async fn serve(&mut self, mut live: Live) -> Exit {
+        let interval = self.shared.config.health_check_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.take_intake(true);
+        self.reconcile(&mut live);
+        loop {
+            if *self.shutdown.borrow() {
+                return Exit::Shutdown;
+            }
+            tokio::select! {
+                _ = self.shutdown.changed() => return Exit::Shutdown,
+                message = live.stream.next() => {
+                    let Some(message) = message else {
+                        return Exit::Lost("the connection closed".into());
+                    };
+                    self.inbound(message).await;
+                    for _ in 1..INBOUND_BATCH {
+                        match live.stream.next().now_or_never() {
+                            Some(Some(message)) => self.inbound(message).await,
+                            Some(None) => return Exit::Lost("the connection closed".into()),
+                            None => break,
+                        }
+                    }
+                }
+                Some(done) = live.commands.next(), if !live.commands.is_empty() => {
+                    if let Err(reason) = self.finish(done) {
+                        return Exit::Lost(reason);
+                    }
+                    self.reconcile(&mut live);
+                }
+                () = self.intake.wake.notified() => {
+                    self.take_intake(true);
+                    self.reconcile(&mut live);
+                }
+                _ = ping.tick() => live.commands.push(ping_command(live.sink.clone(), &self.shared)),
+            }
+        }
+    }
+
+    /// Applies what the intake gathered: topic changes first, then waiters.
+    fn take_intake(&mut self, connected: bool) {
+        let pending = self.intake.take();
+        for (topic, wanted) in pending.changes {
+            if wanted {
+                self.wanted.insert(topic.clone());
+            } else {
+                self.wanted.remove(&topic);
+            }
+            self.dirty.insert(topic);
+        }
+        for (topic, waiter) in pending.waiters {
+            if !self.wanted.contains(&topic) || self.is_settled(&topic) {
+                // Confirmed, or no longer wanted (its sessions left again): nothing to wait for.
+                let _ = waiter.send(Ok(()));
+            } else if connected {
+                self.parked.entry(topic).or_default().push(waiter);
+            } else {
+                let _ = waiter.send(Err(RedisPubSubError::SubscribeUnconfirmed));
+            }
+        }
+    }
+
+    fn is_settled(&self, topic: &Topic) -> bool {
+        self.confirmed.contains(topic) && !self.busy.contains(topic)
+    }
+
+    /// Starts the commands that bring the dirty topics to their wanted state.
+    fn reconcile(&mut self, live: &mut Live) {
+        let mut subscribe = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for topic in self.dirty.drain() {
+            if self.busy.contains(&topic) {
+                // Reconciled again when its command completes.
+                continue;
+            }
+            match (self.wanted.contains(&topic), self.confirmed.contains(&topic)) {
+                (true, false) => subscribe.push(topic),
+                (false, true) => unsubscribe.push(topic),
+                _ => {}
+            }
+        }
+        for (command, topics) in [
+            (Command::Subscribe, subscribe),
+            (Command::Unsubscribe, unsubscribe),
+        ] {
+            for chunk in topics.chunks(CHANNELS_PER_COMMAND) {
+                self.busy.extend(chunk.iter().cloned());
+                live.commands.push(channel_command(
+                    live.sink.clone(),
+                    &self.shared,
+                    command,
+                    chunk.to_vec(),
+                ));
+            }
+        }
+        self.end_outage_if_recovered();
+    }
+
+    /// Records a completed command. An error means the connection is lost.
+    fn finish(&mut self, done: Done) -> Result<(), String> {
+        for topic in &done.topics {
+            self.busy.remove(topic);
+        }
+        done.result?;
+        let counters = &self.shared.counters;
+        match done.command {
+            Command::Ping => {}
+            Command::Subscribe => {
+                for topic in done.topics {
+                    if self.confirmed.insert(topic.clone()) {
+                        RedisCounters::add(&counters.channels, 1);
+                    }
+                    if let Some(waiters) = self.parked.remove(&topic) {
+                        for waiter in waiters {
+                            let _ = waiter.send(Ok(()));
+                        }
+                    }
+                    self.dirty.insert(topic);
+                }
+            }
+            Command::Unsubscribe => {
+                for topic in done.topics {
+                    if self.confirmed.remove(&topic) {
+                        counters.channels.fetch_sub(1, Relaxed);
+                    }
+                    self.dirty.insert(topic);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn end_outage_if_recovered(&mut self) {
+        let Some(began) = self.outage else {
+            return;
+        };
+        if !self.busy.is_empty() || !self.wanted.iter().all(|t| self.confirmed.contains(t)) {
+            return;
+        }
+        self.outage = None;
+        let length = began.elapsed();
+        let counters = &self.shared.counters;
+        RedisCounters::add(&counters.reconnects, 1);
+        RedisCounters::add(
+            &counters.outage_time,
+            u64::try_from(length.as_nanos()).unwrap_or(u64::MAX),
+        );
+        counters.connected.store(true, Relaxed);
+        tracing::info!(
+            instance = %self.shared.instance,
+            outage_ms = length.as_millis() as u64,
+            topics = self.wanted.len(),
+            "redis subscription connection is back; every topic is subscribed again"
+        );
+    }
+
+    fn lost(&mut self, reason: &str) {
+        let counters = &self.shared.counters;
+        RedisCounters::add(&counters.outages, 1);
+        counters.connected.store(false, Relaxed);
+        counters.channels.store(0, Relaxed);
+        self.confirmed.clear();
+        self.busy.clear();
+        self.dirty = self.wanted.clone();
+        for (_, waiters) in self.parked.drain() {
+            for waiter in waiters {
+                let _ = waiter.send(Err(RedisPubSubError::SubscribeUnconfirmed));
+            }
+        }
+        if self.outage.is_none() {
+            self.outage = Some(Instant::now());
+        }
+        tracing::warn!(
+            instance = %self.shared.instance,
+            reason,
+            topics = self.wanted.len(),
+            "lost the redis subscription connection; reconnecting (messages other instances publish meanwhile are lost)"
+        );
+    }
+
+    /// Reconnects with backoff; `None` if the provider stops first.
+    async fn reconnect(&mut self) -> Option<(PubSubSink, PubSubStream)> {
+        let shared = Arc::clone(&self.shared);
+        let mut backoff = Backoff::new(
+            shared.config.reconnect_backoff_min,
+            shared.config.reconnect_backoff_max,
+        );
+        loop {
+            let delay = backoff.next_delay();
+            let attempt = async {
+                tokio::time::sleep(delay).await;
+                open_subscriber(&shared).await
+            };
+            tokio::pin!(attempt);
+            loop {
+                if *self.shutdown.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    _ = self.shutdown.changed() => return None,
+                    () = self.intake.wake.notified() => self.take_intake(false),
+                    result = &mut attempt => match result {
+                        Ok(pair) => return Some(pair),
+                        Err(error) => {
+                            tracing::debug!(
+                                instance = %shared.instance,
+                                attempt = backoff.attempts(),
+                                %error,
+                                "reconnecting the redis subscription connection failed"
+                            );
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// One message from Redis: decode, skip our own, deliver to local sessions.
+    async fn inbound(&self, message: redis::Msg) {
+        let shared = &*self.shared;
+        let channel = message.get_channel_name();
+        let Some(channel_topic) = channel.strip_prefix(shared.config.channel_prefix.as_str()) else {
+            self.skip(channel, &"the channel is outside the prefix");
+            return;
+        };
+        let envelope = match Envelope::decode(message.get_payload_bytes(), &shared.envelope_limits) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                self.skip(channel, &error);
+                return;
+            }
+        };
+        if envelope.origin == shared.instance {
+            RedisCounters::add(&shared.counters.echoes_skipped, 1);
+            return;
+        }
+        if envelope.topic != channel_topic {
+            self.skip(channel, &"the envelope's topic is not the channel's");
+            return;
+        }
+        let payload = Bytes::copy_from_slice(envelope.payload);
+        let delivered = match envelope.sender {
+            Some(sender) => self.engine.broadcast_from(sender, envelope.topic, payload).await,
+            None => self.engine.broadcast(envelope.topic, payload).await,
+        };
+        match delivered {
+            Ok(_) => RedisCounters::add(&shared.counters.received, 1),
+            Err(PubSubError::Stopped) => {}
+            Err(error) => self.skip(channel, &error),
+        }
+    }
+
+    /// Counts and logs an inbound message skipped as malformed. The first ten are logged as
+    /// warnings, then every power of two, so a flood cannot flood the log.
+    fn skip(&self, channel: &str, reason: &dyn std::fmt::Display) {
+        let skipped = self.shared.counters.malformed.fetch_add(1, Relaxed) + 1;
+        if skipped <= 10 || skipped.is_power_of_two() {
+            tracing::warn!(
+                instance = %self.shared.instance,
+                channel,
+                reason = %reason,
+                skipped_total = skipped,
+                "skipped a malformed message from redis"
+            );
+        } else {
+            tracing::debug!(channel, reason = %reason, skipped_total = skipped, "skipped a malformed message from redis");
+        }
+    }
+}
+
+fn channel_command(
+    mut sink: PubSubSink,
+    shared: &Shared,
+    command: Command,
+    topics: Vec<Topic>,
+) -> BoxFuture<'static, Done> {
+    let channels: Vec<String> = topics.iter().map(|topic| shared.channel(topic)).collect();
+    let timeout = shared.config.response_timeout;
+    async move {
+        let (name, sent) = match command {
+            Command::Subscribe => (
+                "SUBSCRIBE",
+                tokio::time::timeout(timeout, sink.subscribe(&channels)).await,
+            ),
+            _ => (
+                "UNSUBSCRIBE",
+                tokio::time::timeout(timeout, sink.unsubscribe(&channels)).await,
+            ),
+        };
+        let result = match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("{name} failed: {error}")),
+            Err(_) => Err(format!("no answer to {name} within {} ms", timeout.as_millis())),
+        };
+        Done {
+            command,
+            topics,
+            result,
+        }
+    }
+    .boxed()
+}
+
+fn ping_command(mut sink: PubSubSink, shared: &Shared) -> BoxFuture<'static, Done> {
+    let timeout = shared.config.response_timeout;
+    async move {
+        let result = match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("PING failed: {error}")),
+            Err(_) => Err(format!("no answer to PING within {} ms", timeout.as_millis())),
+        };
+        Done {
+            command: Command::Ping,
+            topics: Vec::new(),
+            result,
+        }
+    }
+    .boxed()
+}

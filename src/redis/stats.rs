@@ -1,0 +1,94 @@
+//! Counters of the Redis side: connections lost and regained, messages sent and received,
+//! inbound messages skipped.
+//!
+//! All counters are `Relaxed`: they order nothing, and a snapshot is a sum taken during the
+//! call, not an atomic cut. Each is written by one task (the listener or the publisher) or, for
+//! `unavailable` and `oversized`, by broadcasting callers.
+
+use std::time::Duration;
+
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of a [`RedisPubSub`](super::RedisPubSub)'s Redis-side counters. The local
+/// engine's counters are [`PubSubProvider::stats`](crate::PubSubProvider::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Times the subscription connection was lost (closed, killed, or silent past the health
+    /// check).
+    pub outages: u64,
+    /// Times it came back: reconnected and every topic subscribed again.
+    pub reconnects: u64,
+    /// Total length of the subscription connection's outages that have ended.
+    pub outage_time: Duration,
+    /// Whether the subscription connection is up with every topic confirmed.
+    pub connected: bool,
+    /// Times the publishing connection was lost.
+    pub publisher_outages: u64,
+    /// Times it came back.
+    pub publisher_reconnects: u64,
+    /// Whether the publishing connection is up.
+    pub publisher_connected: bool,
+    /// Messages sent to Redis (`PUBLISH` answered).
+    pub published: u64,
+    /// Messages lost because the publishing connection failed while they were queued or in
+    /// flight.
+    pub publish_errors: u64,
+    /// Broadcasts whose remote part was refused because the publishing connection was down
+    /// (they returned [`PublishUnavailable`](super::RedisPubSubError::PublishUnavailable)).
+    pub unavailable: u64,
+    /// Messages from other instances delivered to this instance's engine.
+    pub received: u64,
+    /// This instance's own messages, echoed by Redis and skipped.
+    pub echoes_skipped: u64,
+    /// Inbound messages skipped as malformed: undecodable, foreign, oversized, on the wrong
+    /// channel, or refused by the local engine's limits.
+    pub malformed: u64,
+    /// Redis channels currently subscribed (one per topic with a local subscriber).
+    pub channels: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct RedisCounters {
+    pub(crate) outages: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    /// Nanoseconds.
+    pub(crate) outage_time: AtomicU64,
+    pub(crate) connected: AtomicBool,
+    pub(crate) publisher_outages: AtomicU64,
+    pub(crate) publisher_reconnects: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_errors: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) echoes_skipped: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) channels: AtomicU64,
+}
+
+impl RedisCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self, publisher_connected: bool) -> RedisStats {
+        RedisStats {
+            outages: self.outages.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            outage_time: Duration::from_nanos(self.outage_time.load(Relaxed)),
+            connected: self.connected.load(Relaxed),
+            publisher_outages: self.publisher_outages.load(Relaxed),
+            publisher_reconnects: self.publisher_reconnects.load(Relaxed),
+            publisher_connected,
+            published: self.published.load(Relaxed),
+            publish_errors: self.publish_errors.load(Relaxed),
+            unavailable: self.unavailable.load(Relaxed),
+            received: self.received.load(Relaxed),
+            echoes_skipped: self.echoes_skipped.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            channels: self.channels.load(Relaxed),
+        }
+    }
+}
