@@ -855,11 +855,14 @@ async fn topics_are_literal_and_isolated() {
     }
 }
 
+/// What one handler received: (topic, payload) per invocation.
+type Received = Vec<(String, Bytes)>;
+
 #[tokio::test]
 async fn handler_topics_are_literal_and_isolated() {
     let pubsub: Arc<dyn PubSubProvider> = Arc::new(InMemoryPubSub::new());
     pubsub.start().await.unwrap();
-    let got: Arc<Mutex<HashMap<usize, Vec<(String, Bytes)>>>> = Arc::default();
+    let got: Arc<Mutex<HashMap<usize, Received>>> = Arc::default();
     for (i, &topic) in LITERAL_TOPICS.iter().enumerate() {
         let got = Arc::clone(&got);
         let handler = Handler::new(move |topic, message| {
@@ -884,7 +887,7 @@ async fn handler_topics_are_literal_and_isolated() {
     })
     .await;
     wait_until("the sessions to settle", || settled(&pubsub.stats())).await;
-    let got = got.lock().unwrap();
+    let got = got.lock().unwrap().clone();
     for (i, &topic) in LITERAL_TOPICS.iter().enumerate() {
         assert_eq!(
             got[&i],

@@ -46,18 +46,16 @@ fn topic(seq: u64, topics: u64) -> String {
     format!("topic-{}", seq % topics)
 }
 
+/// One session's log of (publisher, seq) tags, in handling order.
+type Log = Arc<Mutex<Vec<(u8, u64)>>>;
+
 fn settled(stats: &StatsSnapshot) -> bool {
     stats.recipients == stats.delivered + stats.dropped.total()
 }
 
 /// Subscribes `session` to every topic, with a different handler per topic, all appending the
 /// payload's tag to the session's log.
-async fn subscribe_logging(
-    pubsub: &InMemoryPubSub,
-    session: &str,
-    topics: u64,
-    log: &Arc<Mutex<Vec<(u8, u64)>>>,
-) {
+async fn subscribe_logging(pubsub: &InMemoryPubSub, session: &str, topics: u64, log: &Log) {
     for t in 0..topics {
         let log = Arc::clone(log);
         let handler = Handler::new(move |_topic, message| {
@@ -95,7 +93,7 @@ async fn one_publisher_order_holds_across_topics() {
     const MESSAGES: u64 = 4000;
     let pubsub = InMemoryPubSub::with_config(Config::default().with_capacity(8192)).unwrap();
     pubsub.start().await.unwrap();
-    let logs: Vec<Arc<Mutex<Vec<(u8, u64)>>>> = (0..SESSIONS).map(|_| Arc::default()).collect();
+    let logs: Vec<Log> = (0..SESSIONS).map(|_| Arc::default()).collect();
     for (s, log) in logs.iter().enumerate() {
         subscribe_logging(&pubsub, &format!("session-{s}"), TOPICS, log).await;
     }
@@ -210,7 +208,7 @@ async fn two_publishers_each_keep_their_order_per_session() {
     const MESSAGES: u64 = 3000;
     let pubsub = Arc::new(InMemoryPubSub::with_config(Config::default().with_capacity(8192)).unwrap());
     pubsub.start().await.unwrap();
-    let logs: Vec<Arc<Mutex<Vec<(u8, u64)>>>> = (0..SESSIONS).map(|_| Arc::default()).collect();
+    let logs: Vec<Log> = (0..SESSIONS).map(|_| Arc::default()).collect();
     for (s, log) in logs.iter().enumerate() {
         subscribe_logging(&pubsub, &format!("session-{s}"), TOPICS, log).await;
     }
