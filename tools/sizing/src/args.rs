@@ -1,0 +1,143 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use fanout::{Config, Fallback, OverflowPolicy};
+
+/// Size a fanout deployment: run a LiveView-like workload on a provider and report
+/// deliveries/s, publish and end-to-end latency percentiles, drops by reason, memory per session
+/// and per subscription, and CPU used.
+#[derive(Debug, Parser)]
+#[command(name = "fanout-sizing", version)]
+pub struct Args {
+    /// Connected sessions (browser tabs).
+    #[arg(long, default_value_t = 10_000)]
+    pub sessions: usize,
+    /// Distinct topics.
+    #[arg(long, default_value_t = 1_000)]
+    pub topics: usize,
+    /// Topics each session subscribes to.
+    #[arg(long, default_value_t = 5)]
+    pub topics_per_session: usize,
+    /// Publisher tasks (default: one per core).
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// Total publish rate in messages per second; 0 publishes flat out.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Payload size in bytes (at least 8: the send time travels in the payload).
+    #[arg(long, default_value_t = 64)]
+    pub message_size: usize,
+    /// Mailbox capacity per session (overrides the config file).
+    #[arg(long)]
+    pub capacity: Option<usize>,
+    /// Overflow policy (overrides the config file).
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyArg>,
+    /// For `--policy block`: how long a broadcast waits for room.
+    #[arg(long, default_value = "10")]
+    pub block_timeout_ms: u64,
+    /// For `--policy block`: what happens after the timeout.
+    #[arg(long, value_enum, default_value = "drop-newest")]
+    pub block_then: FallbackArg,
+    /// How long to publish, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Handler work per message in microseconds (simulated render), 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub handler_work_us: u64,
+    /// A fanout TOML config file (capacity, policy, overrides, limits).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The provider to size.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub provider: ProviderArg,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    DropNewest,
+    DropOldest,
+    Disconnect,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FallbackArg {
+    DropNewest,
+    DropOldest,
+    Disconnect,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProviderArg {
+    /// The in-memory default, `InMemoryPubSub`.
+    Memory,
+}
+
+impl Args {
+    /// The provider config: the file if given, then flag overrides; validated.
+    pub fn fanout_config(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_toml_file(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if let Some(capacity) = self.capacity {
+            config.capacity = capacity;
+        }
+        if let Some(policy) = self.policy {
+            config.policy = match policy {
+                PolicyArg::DropNewest => OverflowPolicy::DropNewest,
+                PolicyArg::DropOldest => OverflowPolicy::DropOldest,
+                PolicyArg::Disconnect => OverflowPolicy::Disconnect,
+                PolicyArg::Block => OverflowPolicy::Block {
+                    timeout: Duration::from_millis(self.block_timeout_ms),
+                    then: match self.block_then {
+                        FallbackArg::DropNewest => Fallback::DropNewest,
+                        FallbackArg::DropOldest => Fallback::DropOldest,
+                        FallbackArg::Disconnect => Fallback::Disconnect,
+                    },
+                },
+            };
+        }
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// Checks the flags that clap cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sessions == 0 || self.topics == 0 || self.topics_per_session == 0 {
+            return Err("--sessions, --topics and --topics-per-session must be at least 1".into());
+        }
+        if self.topics_per_session > self.topics {
+            return Err(format!(
+                "--topics-per-session is {}; it cannot exceed --topics ({})",
+                self.topics_per_session, self.topics
+            ));
+        }
+        if self.message_size < 8 {
+            return Err(format!(
+                "--message-size is {}; the minimum is 8",
+                self.message_size
+            ));
+        }
+        if !(self.duration > 0.0 && self.duration <= 3600.0) {
+            return Err(format!(
+                "--duration is {}; it must be in (0, 3600] seconds",
+                self.duration
+            ));
+        }
+        if self.publishers == Some(0) {
+            return Err("--publishers must be at least 1".into());
+        }
+        Ok(())
+    }
+}

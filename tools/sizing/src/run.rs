@@ -1,0 +1,274 @@
+//! Running a scenario on a provider and measuring it.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fanout::{Config, Handler, InMemoryPubSub, OverflowPolicy, PubSubProvider};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::alloc::live_bytes;
+use crate::args::Args;
+use crate::cpu::process_cpu_time;
+use crate::report::{Cpu, Dropped, Memory, Percentiles, Report, Scenario};
+
+/// End-to-end latencies, one histogram per thread that runs handlers (no contention while
+/// recording), merged at the end.
+type Shard = Arc<Mutex<Histogram<u64>>>;
+
+fn latency_shards() -> &'static Mutex<Vec<Shard>> {
+    static SHARDS: OnceLock<Mutex<Vec<Shard>>> = OnceLock::new();
+    SHARDS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Microseconds up to an hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record_latency(micros: u64) {
+    thread_local! {
+        static LOCAL: RefCell<Option<Shard>> = const { RefCell::new(None) };
+    }
+    LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        let shard = local.get_or_insert_with(|| {
+            let shard = Arc::new(Mutex::new(new_histogram()));
+            latency_shards().lock().expect("shards").push(Arc::clone(&shard));
+            shard
+        });
+        let _ = shard.lock().expect("shard").record(micros.max(1));
+    });
+}
+
+fn topic_of(session: usize, k: usize, topics: usize) -> usize {
+    (session * 7 + k * 13) % topics
+}
+
+fn policy_name(config: &Config) -> String {
+    match config.policy {
+        OverflowPolicy::DropNewest => "drop_newest".into(),
+        OverflowPolicy::DropOldest => "drop_oldest".into(),
+        OverflowPolicy::Disconnect => "disconnect".into(),
+        OverflowPolicy::Block { timeout, then } => {
+            format!(
+                "block({} ms, then {})",
+                timeout.as_millis(),
+                format!("{then:?}").to_lowercase()
+            )
+        }
+        _ => format!("{:?}", config.policy),
+    }
+}
+
+/// A small, fast pseudo-random sequence (xorshift64*), seeded per publisher.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Runs the scenario on the in-memory provider.
+pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
+    let clock = Instant::now();
+    let publishers = args
+        .publishers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let capacity = config.capacity;
+    let policy = policy_name(&config);
+    let pubsub = Arc::new(InMemoryPubSub::with_config(config)?);
+    pubsub.start().await?;
+
+    let handler = {
+        let work = Duration::from_micros(args.handler_work_us);
+        Handler::new(move |_topic, message: Bytes| {
+            let mut sent = [0u8; 8];
+            sent.copy_from_slice(&message[..8]);
+            let now = clock.elapsed().as_micros() as u64;
+            record_latency(now.saturating_sub(u64::from_le_bytes(sent)));
+            if !work.is_zero() {
+                let until = Instant::now() + work;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+            std::future::ready(())
+        })
+    };
+
+    // Memory: sessions with their first subscription, then the remaining subscriptions.
+    let base = live_bytes();
+    let topic_names: Vec<String> = (0..args.topics).map(|t| format!("room:{t}")).collect();
+    let session_names: Vec<String> = (0..args.sessions).map(|s| format!("session-{s}")).collect();
+    let names_bytes = live_bytes() - base;
+    for (s, name) in session_names.iter().enumerate() {
+        pubsub
+            .subscribe_topic(name, &topic_names[topic_of(s, 0, args.topics)], handler.clone())
+            .await?;
+    }
+    let after_sessions = live_bytes();
+    for (s, name) in session_names.iter().enumerate() {
+        for k in 1..args.topics_per_session {
+            pubsub
+                .subscribe_topic(name, &topic_names[topic_of(s, k, args.topics)], handler.clone())
+                .await?;
+        }
+    }
+    let after_all = live_bytes();
+    let subscriptions = pubsub.stats().subscriptions;
+    let extra = subscriptions.saturating_sub(args.sessions as u64);
+    let per_subscription = if extra > 0 {
+        (after_all - after_sessions) as f64 / extra as f64
+    } else {
+        0.0
+    };
+    let per_session = (after_sessions - base - names_bytes) as f64 / args.sessions as f64 - per_subscription;
+
+    // Publish.
+    let duration = Duration::from_secs_f64(args.duration);
+    let progress = if args.quiet || args.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(duration.as_millis() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {msg}")
+                .expect("valid template"),
+        );
+        bar
+    };
+    let cpu_before = process_cpu_time();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let per_publisher_rate = args.rate as f64 / publishers as f64;
+    let mut tasks = Vec::with_capacity(publishers);
+    for p in 0..publishers {
+        let pubsub = Arc::clone(&pubsub);
+        let topics = topic_names.clone();
+        let size = args.message_size;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (p as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9));
+            let mut latencies = new_histogram();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let publish_started = Instant::now();
+            while Instant::now() < deadline {
+                let due = if per_publisher_rate > 0.0 {
+                    tick.tick().await;
+                    (publish_started.elapsed().as_secs_f64() * per_publisher_rate) as u64
+                } else {
+                    sent + 64
+                };
+                while sent < due {
+                    let topic = &topics[(rng.next() % topics.len() as u64) as usize];
+                    let mut payload = BytesMut::with_capacity(size);
+                    payload.put_u64_le(clock.elapsed().as_micros() as u64);
+                    payload.resize(size, b'x');
+                    let t0 = Instant::now();
+                    pubsub
+                        .broadcast(topic, payload.freeze())
+                        .await
+                        .expect("broadcast");
+                    let _ = latencies.record((t0.elapsed().as_micros() as u64).max(1));
+                    sent += 1;
+                }
+                if per_publisher_rate <= 0.0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            latencies
+        }));
+    }
+    let ticker = {
+        let pubsub = Arc::clone(&pubsub);
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let delivered = pubsub.stats().delivered;
+                let rate = (delivered - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (Instant::now(), delivered);
+                progress.set_position(started.elapsed().as_millis() as u64);
+                progress.set_message(format!("{rate:>12.0} deliveries/s"));
+            }
+        })
+    };
+    let mut publish_latency = new_histogram();
+    for task in tasks {
+        publish_latency.add(task.await?)?;
+    }
+    // Drain: wait until every (broadcast, recipient) pair is delivered or dropped.
+    let drain_limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = pubsub.stats();
+        if s.delivered + s.dropped.total() >= s.recipients || Instant::now() > drain_limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = match (cpu_before, process_cpu_time()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => Duration::ZERO,
+    };
+    ticker.abort();
+    progress.finish_and_clear();
+    let stats = pubsub.stats();
+    let total_bytes = live_bytes() - base;
+    pubsub.stop().await?;
+
+    let mut end_to_end = new_histogram();
+    for shard in latency_shards().lock().expect("shards").iter() {
+        end_to_end.add(&*shard.lock().expect("shard"))?;
+    }
+    Ok(Report {
+        provider: "memory",
+        scenario: Scenario {
+            sessions: args.sessions,
+            topics: args.topics,
+            topics_per_session: args.topics_per_session,
+            subscriptions,
+            publishers,
+            rate: args.rate,
+            message_size: args.message_size,
+            capacity,
+            policy,
+            duration_seconds: args.duration,
+            handler_work_us: args.handler_work_us,
+        },
+        published: stats.published,
+        recipients: stats.recipients,
+        delivered: stats.delivered,
+        deliveries_per_second: stats.delivered as f64 / elapsed.as_secs_f64(),
+        publishes_per_second: stats.published as f64 / elapsed.as_secs_f64(),
+        publish_latency_us: Percentiles::of(&publish_latency),
+        end_to_end_latency_us: Percentiles::of(&end_to_end),
+        dropped: Dropped {
+            drop_newest: stats.dropped.drop_newest,
+            drop_oldest: stats.dropped.drop_oldest,
+            slow_consumer: stats.dropped.slow_consumer,
+            unsubscribed: stats.dropped.unsubscribed,
+            stopped: stats.dropped.stopped,
+        },
+        disconnects: stats.disconnects,
+        handler_panics: stats.handler_panics,
+        memory: Memory {
+            bytes_per_session: per_session,
+            bytes_per_subscription: per_subscription,
+            total_bytes,
+        },
+        cpu: Cpu {
+            seconds: cpu.as_secs_f64(),
+            cores_busy: cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        },
+        elapsed_seconds: elapsed.as_secs_f64(),
+    })
+}
