@@ -48,7 +48,7 @@
 //! # What `broadcast` and `subscribe_topic` return
 //!
 //! - `Ok(())` from `broadcast`: local sessions have the message (as with
-//!   [`InMemoryPubSub`](crate::InMemoryPubSub)) and it is queued for Redis. Redis pub/sub is
+//!   [`InMemoryPubSub`]) and it is queued for Redis. Redis pub/sub is
 //!   fire-and-forget: a message queued when the connection breaks is lost and counted
 //!   ([`RedisStats::publish_errors`]).
 //! - [`RedisPubSubError::PublishUnavailable`] (inside [`PubSubError::Backend`]) when the

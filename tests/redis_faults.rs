@@ -1,0 +1,615 @@
+//! Faults and hostile input against the real Redis: killed connections, an unreachable or
+//! silent server (through a local TCP proxy we can cut), garbage on our channels.
+//!
+//! `CLIENT KILL TYPE pubsub` hits every subscription connection on the server, so these tests
+//! take a lock and run one at a time; the conformance tests live in another test binary, which
+//! cargo runs separately.
+
+#![cfg(feature = "redis")]
+
+#[macro_use]
+mod conformance;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use conformance::redis::{admin, cluster, test_config, unique_prefix};
+use conformance::{eventually, Inbox};
+use fanout::envelope::{Envelope, InstanceId};
+use fanout::redis::{RedisConfig, RedisPubSub, RedisPubSubError};
+use fanout::{Config, PubSubError, PubSubProvider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Publishes `seq` numbers on `topic` every millisecond until dropped; `last` is the latest sent.
+struct Flow {
+    last: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flow {
+    fn start(provider: Arc<RedisPubSub>, topic: &'static str) -> Flow {
+        let last = Arc::new(AtomicU64::new(0));
+        let sent = Arc::clone(&last);
+        let task = tokio::spawn(async move {
+            for seq in 1.. {
+                // During a publisher outage the remote part is refused; keep going.
+                let _ = provider.broadcast(topic, Bytes::from(seq.to_string())).await;
+                sent.store(seq, SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        Flow { last, task }
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn seqs(inbox: &Inbox, session: &str) -> Vec<u64> {
+    inbox.of(session).iter().map(|m| m.parse().unwrap()).collect()
+}
+
+fn assert_increasing(seqs: &[u64]) {
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "duplicated or out of order: {seqs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_pubsub_while_messages_flow() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut admin) = admin().await else { return };
+    let Some(nodes) = cluster("kill-pubsub", 2, Config::default()).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let inbox = Inbox::default();
+    b.subscribe_topic("s", "flow", inbox.handler("s")).await.unwrap();
+    // A subscription on the publishing instance too, so both listeners are pubsub clients.
+    a.subscribe_topic("here", "other", inbox.handler("here"))
+        .await
+        .unwrap();
+    let flow = Flow::start(Arc::clone(a), "flow");
+    inbox.until("messages to flow", |i| i.of("s").len() >= 20).await;
+
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let at = Instant::now();
+    assert!(
+        killed >= 2,
+        "both instances' listeners are pubsub clients; killed {killed}"
+    );
+    eventually("the listener to resubscribe", || b.redis_stats().reconnects >= 1).await;
+    let back_after = at.elapsed();
+    assert!(
+        back_after < Duration::from_secs(1),
+        "resubscribed only after {back_after:?}"
+    );
+
+    let published_after = flow.last.load(SeqCst);
+    inbox
+        .until("a message published after the resubscribe", |i| {
+            seqs(i, "s").last().is_some_and(|&s| s > published_after + 5)
+        })
+        .await;
+    drop(flow);
+    let stats = b.redis_stats();
+    assert!(stats.outages >= 1 && stats.connected, "{stats:?}");
+    assert!(stats.outage_time > Duration::ZERO);
+    assert_increasing(&seqs(&inbox, "s"));
+    for node in &nodes {
+        node.stop().await.unwrap();
+        assert_eq!(node.running_tasks(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_of_the_publishing_connection() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut admin) = admin().await else { return };
+    let Some(nodes) = cluster("kill-publisher", 2, Config::default()).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let inbox = Inbox::default();
+    b.subscribe_topic("s", "flow", inbox.handler("s")).await.unwrap();
+    let flow = Flow::start(Arc::clone(a), "flow");
+    inbox.until("messages to flow", |i| i.of("s").len() >= 20).await;
+
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let name = format!("name=fanout-{}-publisher", a.instance_id());
+    let id = clients
+        .lines()
+        .find(|line| line.split(' ').any(|field| field == name))
+        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .expect("the publisher names its connection")
+        .to_string();
+    let () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query_async::<u64>(&mut admin)
+        .await
+        .map(|killed| assert_eq!(killed, 1))
+        .unwrap();
+    let at = Instant::now();
+    eventually("the publisher to reconnect", || {
+        a.redis_stats().publisher_reconnects >= 1
+    })
+    .await;
+    assert!(
+        at.elapsed() < Duration::from_secs(1),
+        "reconnected only after {:?}",
+        at.elapsed()
+    );
+
+    let published_after = flow.last.load(SeqCst);
+    inbox
+        .until("a message published after the reconnect", |i| {
+            seqs(i, "s").last().is_some_and(|&s| s > published_after + 5)
+        })
+        .await;
+    drop(flow);
+    let stats = a.redis_stats();
+    assert!(
+        stats.publisher_outages >= 1 && stats.publisher_connected,
+        "{stats:?}"
+    );
+    assert_increasing(&seqs(&inbox, "s"));
+    for node in &nodes {
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut admin) = admin().await else { return };
+    let prefix = unique_prefix("garbage");
+    let b = RedisPubSub::with_config(
+        test_config(&prefix).with_max_envelope_bytes(4096),
+        Config::default(),
+    )
+    .unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    b.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
+    let channel = b.channel_for("t");
+    let stranger = InstanceId(7);
+    let valid = |payload: &str| {
+        Envelope {
+            origin: stranger,
+            topic: "t",
+            sender: None,
+            payload: payload.as_bytes(),
+        }
+        .encode()
+    };
+    let good = valid("hello");
+    let mut wrong_version = good.clone();
+    wrong_version[4] = 99;
+    let mut lying_length = good.clone();
+    lying_length[30..34].copy_from_slice(&u32::MAX.to_be_bytes());
+    let other_topic = Envelope {
+        origin: stranger,
+        topic: "not-t",
+        sender: None,
+        payload: b"sneaky",
+    }
+    .encode();
+    let hostile: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"garbage".to_vec(),
+        br#"{"event":"foreign json"}"#.to_vec(),
+        good[..good.len() - 1].to_vec(),
+        good[..10].to_vec(),
+        [good.clone(), b"trailing".to_vec()].concat(),
+        wrong_version,
+        lying_length,
+        other_topic,
+        valid(&"x".repeat(10_000)),
+        vec![0xFF; 100_000],
+    ];
+    for message in &hostile {
+        let () = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(&message[..])
+            .query_async::<u64>(&mut admin)
+            .await
+            .map(|receivers| assert_eq!(receivers, 1))
+            .unwrap();
+    }
+    // Seeded mutations of a valid envelope: each is skipped, or (if it stays valid) delivered.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mutations = 200;
+    for _ in 0..mutations {
+        let mut message = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % message.len();
+            message[at] = next() as u8;
+        }
+        if next() % 3 == 0 {
+            message.truncate((next() as usize) % message.len());
+        }
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(&message[..])
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let () = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg(valid("after the garbage"))
+        .query_async::<u64>(&mut admin)
+        .await
+        .map(drop)
+        .unwrap();
+    inbox
+        .until("the valid message after the garbage", |i| {
+            i.has("s", "after the garbage")
+        })
+        .await;
+    let stats = b.redis_stats();
+    let sent = (hostile.len() + mutations + 1) as u64;
+    assert_eq!(stats.malformed + stats.received, sent, "{stats:?}");
+    assert!(stats.malformed >= hostile.len() as u64, "{stats:?}");
+    assert!(
+        stats.connected && stats.outages == 0,
+        "the listener must keep running: {stats:?}"
+    );
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn start_fails_clearly_when_redis_is_unreachable() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500));
+    let provider = RedisPubSub::new(config).unwrap();
+    let error = provider.start().await.expect_err("nothing listens there");
+    let message = error.to_string();
+    assert!(
+        matches!(
+            RedisPubSubError::of(&error),
+            Some(RedisPubSubError::Connect { .. })
+        ),
+        "{error:?}"
+    );
+    assert!(
+        message.contains(&format!("cannot connect to redis at 127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert_eq!(provider.running_tasks(), 0);
+    let refused = provider
+        .subscribe_topic("s", "t", Inbox::default().handler("s"))
+        .await
+        .expect_err("not started");
+    assert!(matches!(
+        RedisPubSubError::of(&refused),
+        Some(RedisPubSubError::NotStarted)
+    ));
+    provider.stop().await.unwrap();
+}
+
+// ----- outages through a proxy we control -----
+
+const PASS: u8 = 0;
+/// Accepted connections are closed at once: Redis is "down".
+const REFUSE: u8 = 1;
+/// Bytes are held, connections stay open: a silent network cut.
+const FREEZE: u8 = 2;
+
+struct Proxy {
+    addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (accept_mode, accept_links) = (Arc::clone(&mode), Arc::clone(&links));
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if accept_mode.load(SeqCst) != PASS {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let mut links = accept_links.lock().unwrap();
+                links.push(tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    Arc::clone(&accept_mode),
+                )));
+                links.push(tokio::spawn(pump(
+                    server_read,
+                    client_write,
+                    Arc::clone(&accept_mode),
+                )));
+            }
+        });
+        Proxy {
+            addr,
+            mode,
+            links,
+            accept,
+        }
+    }
+
+    /// Closes every proxied connection and refuses new ones.
+    fn take_down(&self) {
+        self.mode.store(REFUSE, SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn freeze(&self) {
+        self.mode.store(FREEZE, SeqCst);
+    }
+
+    fn restore(&self) {
+        self.mode.store(PASS, SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mode: Arc<AtomicU8>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if mode.load(SeqCst) == FREEZE {
+            // Hold the connection open and the bytes back, like a dead network path.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn redis_addr() -> SocketAddr {
+    let url = conformance::redis::url();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let addr = client.get_connection_info().addr().to_string();
+    tokio::net::lookup_host(addr).await.unwrap().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_local_delivery_goes_on_and_the_remote_part_is_refused() {
+    let _serial = SERIAL.lock().await;
+    if admin().await.is_none() {
+        return;
+    }
+    let proxy = Proxy::start(redis_addr().await).await;
+    let prefix = unique_prefix("outage");
+    let through_proxy = test_config(&prefix)
+        .url
+        .replace(&redis_addr().await.to_string(), &proxy.addr.to_string());
+    let a = Arc::new(
+        RedisPubSub::with_config(
+            RedisConfig {
+                url: through_proxy,
+                ..test_config(&prefix)
+            },
+            Config::default(),
+        )
+        .unwrap(),
+    );
+    a.start().await.unwrap();
+    let b = RedisPubSub::with_config(test_config(&prefix), Config::default()).unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    a.subscribe_topic("local", "t", inbox.handler("local"))
+        .await
+        .unwrap();
+    b.subscribe_topic("remote", "t", inbox.handler("remote"))
+        .await
+        .unwrap();
+    a.broadcast("t", Bytes::from("before")).await.unwrap();
+    inbox
+        .until("the first message on both sides", |i| {
+            i.has("local", "before") && i.has("remote", "before")
+        })
+        .await;
+
+    proxy.take_down();
+    eventually("both connections to be seen down", || {
+        let s = a.redis_stats();
+        !s.connected && !s.publisher_connected
+    })
+    .await;
+    let refused = a
+        .broadcast("t", Bytes::from("during"))
+        .await
+        .expect_err("the remote part is refused");
+    assert!(
+        matches!(
+            RedisPubSubError::of(&refused),
+            Some(RedisPubSubError::PublishUnavailable { .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("reached local sessions only"),
+        "{refused}"
+    );
+    inbox
+        .until("local delivery during the outage", |i| i.has("local", "during"))
+        .await;
+    let unconfirmed = a
+        .subscribe_topic("late", "u", inbox.handler("late"))
+        .await
+        .expect_err("redis cannot confirm");
+    assert!(matches!(
+        RedisPubSubError::of(&unconfirmed),
+        Some(RedisPubSubError::SubscribeUnconfirmed)
+    ));
+    assert!(a.redis_stats().unavailable >= 1);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    let at = Instant::now();
+    eventually("both connections back", || {
+        let s = a.redis_stats();
+        s.connected && s.publisher_connected && s.reconnects >= 1
+    })
+    .await;
+    assert!(
+        at.elapsed() < Duration::from_secs(1),
+        "back only after {:?}",
+        at.elapsed()
+    );
+    // The subscription made during the outage is on Redis now, and publishing works again.
+    b.broadcast("u", Bytes::from("to late")).await.unwrap();
+    a.broadcast("t", Bytes::from("after")).await.unwrap();
+    inbox
+        .until("messages after the outage", |i| {
+            i.has("late", "to late") && i.has("remote", "after")
+        })
+        .await;
+    assert!(
+        !inbox.has("remote", "during"),
+        "a refused message must not be sent later"
+    );
+    let stats = a.redis_stats();
+    assert!(stats.outages >= 1 && stats.publisher_outages >= 1, "{stats:?}");
+    assert!(stats.outage_time >= Duration::from_millis(300), "{stats:?}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    assert_eq!(a.running_tasks(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_network_cut_is_found_by_the_health_check() {
+    let _serial = SERIAL.lock().await;
+    if admin().await.is_none() {
+        return;
+    }
+    let proxy = Proxy::start(redis_addr().await).await;
+    let prefix = unique_prefix("cut");
+    let base = test_config(&prefix).with_timeouts(Duration::from_millis(500), Duration::from_millis(300));
+    let url = base
+        .url
+        .replace(&redis_addr().await.to_string(), &proxy.addr.to_string());
+    let a = RedisPubSub::with_config(RedisConfig { url, ..base.clone() }, Config::default()).unwrap();
+    a.start().await.unwrap();
+    let b = RedisPubSub::with_config(base, Config::default()).unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    a.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
+
+    proxy.freeze();
+    let at = Instant::now();
+    eventually("the health check to notice", || a.redis_stats().outages >= 1).await;
+    // Found within a check interval (250 ms) plus the response timeout (300 ms), with slack.
+    assert!(
+        at.elapsed() < Duration::from_secs(2),
+        "noticed only after {:?}",
+        at.elapsed()
+    );
+    proxy.take_down();
+    proxy.restore();
+    eventually("the listener to come back", || a.redis_stats().reconnects >= 1).await;
+    b.broadcast("t", Bytes::from("after the cut")).await.unwrap();
+    inbox
+        .until("delivery after the cut", |i| i.has("s", "after the cut"))
+        .await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsized_broadcast_is_refused_before_anything_is_delivered() {
+    let Some(nodes) = cluster("oversized", 1, Config::default()).await else {
+        return;
+    };
+    let provider = &nodes[0];
+    let small = RedisPubSub::with_config(
+        test_config(&unique_prefix("oversized")).with_max_envelope_bytes(100),
+        Config::default(),
+    )
+    .unwrap();
+    small.start().await.unwrap();
+    let inbox = Inbox::default();
+    small.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
+    let error = small
+        .broadcast("t", Bytes::from(vec![b'x'; 100]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            RedisPubSubError::of(&error),
+            Some(RedisPubSubError::EnvelopeTooLarge { len: 135, limit: 100 })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "backend error: envelope is 135 bytes; the limit is 100 (max_envelope_bytes)"
+    );
+    small.broadcast("t", Bytes::from("fits")).await.unwrap();
+    inbox.until("the message that fits", |i| i.has("s", "fits")).await;
+    assert_eq!(inbox.of("s"), vec!["fits"]);
+    assert!(matches!(
+        provider.broadcast("", Bytes::new()).await,
+        Err(PubSubError::EmptyTopic)
+    ));
+    small.stop().await.unwrap();
+    provider.stop().await.unwrap();
+}
