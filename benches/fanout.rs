@@ -219,11 +219,18 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements(BATCH * (SESSIONS as u64 - 1)));
-    let policies: [(&str, Option<OverflowPolicy>); 5] = [
+    let policies: [(&str, Option<OverflowPolicy>); 6] = [
         ("none_stalled", None),
         ("drop_newest", Some(OverflowPolicy::DropNewest)),
         ("drop_oldest", Some(OverflowPolicy::DropOldest)),
         ("disconnect", Some(OverflowPolicy::Disconnect)),
+        (
+            "block_1ms_then_disconnect",
+            Some(OverflowPolicy::Block {
+                timeout: Duration::from_millis(1),
+                then: Fallback::Disconnect,
+            }),
+        ),
         (
             "block_1ms_then_drop_newest",
             Some(OverflowPolicy::Block {
