@@ -613,3 +613,146 @@ async fn an_outsized_broadcast_is_refused_before_anything_is_delivered() {
     small.stop().await.unwrap();
     provider.stop().await.unwrap();
 }
+
+/// A private `redis-server` on a free port, so restarting it touches no other test.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Option<PrivateRedis> {
+        let spawned = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => Some(PrivateRedis {
+                port,
+                child: Some(child),
+            }),
+            Err(error) => {
+                if conformance::redis::services_required() {
+                    panic!("cannot run redis-server ({error}) and FANOUT_REQUIRE_SERVICES=1");
+                }
+                eprintln!("skipping: cannot run redis-server ({error})");
+                None
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn answering(&self) {
+        let url = format!("redis://127.0.0.1:{}", self.port);
+        eventually("the private redis-server to answer", || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        })
+        .await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
+    let _serial = SERIAL.lock().await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let Some(mut server) = PrivateRedis::start(port) else {
+        return;
+    };
+    server.answering().await;
+    let config = RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+        .with_channel_prefix(unique_prefix("restart"))
+        .with_health_check_interval(Duration::from_millis(250))
+        .with_reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200));
+    let a = RedisPubSub::with_config(config.clone(), Config::default()).unwrap();
+    let b = RedisPubSub::with_config(config, Config::default()).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    for topic in ["t1", "t2", "t3"] {
+        b.subscribe_topic("s", topic, inbox.handler("s")).await.unwrap();
+    }
+    a.broadcast("t1", Bytes::from("before")).await.unwrap();
+    inbox
+        .until("delivery before the restart", |i| i.has("s", "before"))
+        .await;
+
+    server.kill();
+    eventually("the outage to be seen by both", || {
+        let (sa, sb) = (a.redis_stats(), b.redis_stats());
+        !sa.connected && !sa.publisher_connected && !sb.connected
+    })
+    .await;
+    let local = Inbox::default();
+    a.subscribe_topic("here", "t1", local.handler("here"))
+        .await
+        .expect_err("redis cannot confirm while it is down");
+    let refused = a
+        .broadcast("t1", Bytes::from("during"))
+        .await
+        .expect_err("redis is down");
+    assert!(matches!(
+        RedisPubSubError::of(&refused),
+        Some(RedisPubSubError::PublishUnavailable { .. })
+    ));
+    local
+        .until("local delivery while redis is down", |i| i.has("here", "during"))
+        .await;
+
+    let mut server = PrivateRedis::start(port).expect("redis-server ran a moment ago");
+    server.answering().await;
+    let answered = Instant::now();
+    eventually("both instances back", || {
+        let (sa, sb) = (a.redis_stats(), b.redis_stats());
+        sa.connected && sa.publisher_connected && sb.connected && sb.reconnects >= 1
+    })
+    .await;
+    assert!(
+        answered.elapsed() < Duration::from_secs(1),
+        "back only {:?} after redis answered",
+        answered.elapsed()
+    );
+    for topic in ["t1", "t2", "t3"] {
+        a.broadcast(topic, Bytes::from(format!("after {topic}")))
+            .await
+            .unwrap();
+    }
+    inbox
+        .until("every topic delivered after the restart", |i| {
+            ["t1", "t2", "t3"]
+                .iter()
+                .all(|t| i.has("s", &format!("after {t}")))
+        })
+        .await;
+    assert!(!inbox.has("s", "during"));
+    assert_eq!(b.redis_stats().channels, 3);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    server.kill();
+}
