@@ -7,8 +7,6 @@
 //! All counters use `Relaxed`: they order nothing, and a snapshot is a sum taken at some moment
 //! during the call, not an atomic cut across counters.
 
-use std::cell::Cell;
-
 use crossbeam_utils::CachePadded;
 
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -165,8 +163,19 @@ fn shard_count() -> usize {
         .next_power_of_two()
 }
 
-/// This thread's shard: threads are numbered once, round robin.
+/// Under loom there is one shard, and no thread-local to model.
+#[cfg(fanout_loom)]
+#[inline]
+fn shard_index(_shards: usize) -> usize {
+    0
+}
+
+/// This thread's shard: threads are numbered once, round robin. The numbering is a placement
+/// hint, not synchronisation: any shard is correct.
+#[cfg(not(fanout_loom))]
 fn shard_index(shards: usize) -> usize {
+    use std::cell::Cell;
+
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     thread_local! {
         static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };

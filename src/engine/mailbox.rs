@@ -3,7 +3,7 @@
 //! # Invariants
 //!
 //! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
-//!   locks (`crossbeam_queue::ArrayQueue`, a bounded lock-free ring).
+//!   locks (`crossbeam_queue::ArrayQueue`, a bounded lock-free ring, through `crate::sync`).
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
 //!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
 //!   pushes to a sleeping consumer costs one wake.
@@ -15,22 +15,18 @@
 //! - `blocked` counts broadcasters waiting for room (`block` policy). The consumer, after a pop,
 //!   fences and reads it; a waiter increments it, fences (the RMW is `SeqCst`), then retries its
 //!   push before sleeping on `room`. Same argument: the waiter either finds the room or is
-//!   notified. `Notify::notified` is enabled before the retry, so a notification between the
-//!   retry and the sleep is not lost.
+//!   notified. The waiter starts listening on `room` before the retry, so a notification between
+//!   the retry and the sleep is not lost.
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
 //!   the count with its next pop.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use atomic_waker::AtomicWaker;
-use crossbeam_queue::ArrayQueue;
-use tokio::sync::Notify;
-
 use crate::message::Envelope;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::Arc;
+use crate::sync::{Arc, ArrayQueue, AtomicWaker, WaitList};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
@@ -46,7 +42,7 @@ pub(crate) struct Mailbox {
     /// Broadcasters currently waiting for room (`block` policy).
     blocked: AtomicUsize,
     /// Notified by the consumer after a pop while `blocked > 0`, and on close.
-    room: Notify,
+    room: WaitList,
     /// Whether any topic may use the `block` policy; if not, pops skip the fence and the check
     /// of `blocked`.
     signals_room: bool,
@@ -63,7 +59,7 @@ impl Mailbox {
             waker: AtomicWaker::new(),
             missed: AtomicU64::new(0),
             blocked: AtomicUsize::new(0),
-            room: Notify::new(),
+            room: WaitList::new(),
             signals_room,
         }
     }
@@ -129,7 +125,7 @@ impl Mailbox {
             // Pairs with the `SeqCst` increment in `BlockedWaiter::register`.
             fence(Ordering::SeqCst);
             if self.blocked.load(Ordering::Relaxed) > 0 {
-                self.room.notify_waiters();
+                self.room.notify_all();
             }
         }
         Some((message, missed))
@@ -164,7 +160,7 @@ impl Mailbox {
     pub(crate) fn wake_all(&self) {
         self.parked.store(false, Ordering::Relaxed);
         self.waker.wake();
-        self.room.notify_waiters();
+        self.room.notify_all();
     }
 
     /// Waits until a pop may have made room, or the session closes (the caller re-checks both).
@@ -179,9 +175,7 @@ impl Mailbox {
         let mut message = message;
         let mut give_up = give_up;
         loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let mut room = self.room.listen();
             // Registered until the end of this iteration, or until the broadcast is cancelled.
             let _waiting = BlockedWaiter::register(&self.blocked);
             if is_closed() {
@@ -192,11 +186,13 @@ impl Mailbox {
                 Err(Full(_)) if is_closed() => return RoomOutcome::Closed,
                 Err(Full(back)) => message = back,
             }
-            let timed_out = tokio::select! {
-                biased;
-                _ = &mut notified => false,
-                _ = give_up.as_mut() => true,
-            };
+            let timed_out = poll_fn(|cx| {
+                if Pin::new(&mut room).poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                give_up.as_mut().poll(cx).map(|_| true)
+            })
+            .await;
             if timed_out {
                 return RoomOutcome::TimedOut(message);
             }

@@ -54,12 +54,11 @@ pub(crate) mod subscribers;
 pub(crate) mod topic_registry;
 
 use std::future::poll_fn;
+use std::future::Future;
 use std::sync::OnceLock;
 use std::task::Poll;
 
-use atomic_waker::AtomicWaker;
 use bytes::Bytes;
-use crossbeam_queue::SegQueue;
 use smallvec::SmallVec;
 
 use crate::config::{Config, ConfigError, DeliveryRule, OverflowPolicy};
@@ -68,13 +67,13 @@ use crate::handler::Handler;
 use crate::message::Envelope;
 use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot, Tally};
 use crate::sync::atomic::{fence, AtomicBool, Ordering};
-use crate::sync::{lock, Arc, MutexGuard};
+use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, MutexGuard, SegQueue};
 use crate::topic::{check_payload, check_session_id, check_topic, Topic};
 
 use mailbox::{Full, RoomOutcome};
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 pub use session::CloseReason;
-use session::{Placement, Session, SessionWriter};
+use session::{Placement, Session, SessionId, SessionWriter};
 pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
 
@@ -127,7 +126,7 @@ struct EngineInner {
     topics: TopicRegistry,
     /// Session id → session. Inserted by the first subscribe or `open_session`, removed by
     /// retire under the session's writer lock.
-    sessions: papaya::HashMap<Arc<str>, Arc<Session>>,
+    sessions: ConcurrentMap<SessionId, Arc<Session>>,
     counters: Arc<Counters>,
     /// Set once by `stop`. Writers re-check it under their session lock after inserting, and
     /// `stop` sweeps the session map after setting it, so no session outlives `stop`.
@@ -136,6 +135,8 @@ struct EngineInner {
     retiring: SegQueue<Arc<Session>>,
     /// Wakes the reaper task when `retiring` gains an entry or the engine stops.
     reaper: AtomicWaker,
+    /// Set once, before use, by the embedding provider; read by `notice`. Plain `std`: it is
+    /// configuration, not part of the concurrent core loom checks.
     notice_hook: OnceLock<NoticeHook>,
 }
 
@@ -189,7 +190,7 @@ impl Engine {
             inner: Arc::new(EngineInner {
                 config,
                 topics: TopicRegistry::new(observer),
-                sessions: papaya::HashMap::new(),
+                sessions: ConcurrentMap::new(),
                 counters: Arc::new(Counters::new()),
                 stopped: AtomicBool::new(false),
                 retiring: SegQueue::new(),
@@ -246,7 +247,7 @@ impl Engine {
     /// As [`broadcast`](Self::broadcast), but skips the session `session_id`.
     pub async fn broadcast_from(&self, session_id: &str, topic: &str, payload: Bytes) -> Result<Fanout> {
         check_session_id(session_id, &self.inner.config.limits)?;
-        let sender = self.inner.sessions.pin().get(session_id).cloned();
+        let sender = self.inner.sessions.get(session_id);
         self.publish(topic, payload, sender.as_ref()).await
     }
 
@@ -258,7 +259,7 @@ impl Engine {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
         self.reap();
-        let Some(session) = self.inner.sessions.pin().get(session_id).cloned() else {
+        let Some(session) = self.inner.sessions.get(session_id) else {
             return Ok(());
         };
         self.close_and_retire(&session, CloseReason::Unsubscribed);
@@ -273,7 +274,7 @@ impl Engine {
 
     /// Figures for one live session.
     pub fn session_stats(&self, session_id: &str) -> Option<SessionStats> {
-        let session = self.inner.sessions.pin().get(session_id).cloned()?;
+        let session = self.inner.sessions.get(session_id)?;
         let topics = lock(&session.writer).topics.len();
         Some(SessionStats {
             queued: session.mailbox.len(),
@@ -284,7 +285,7 @@ impl Engine {
 
     /// Topics the session `session_id` is subscribed to.
     pub fn session_topics(&self, session_id: &str) -> Vec<Topic> {
-        let Some(session) = self.inner.sessions.pin().get(session_id).cloned() else {
+        let Some(session) = self.inner.sessions.get(session_id) else {
             return Vec::new();
         };
         let writer = lock(&session.writer);
@@ -315,7 +316,7 @@ impl Engine {
         }
         // Pairs with the fence after a session is inserted (`session_for`).
         fence(Ordering::SeqCst);
-        let sessions: Vec<Arc<Session>> = self.inner.sessions.pin().values().cloned().collect();
+        let sessions: Vec<Arc<Session>> = self.inner.sessions.values();
         for session in sessions {
             self.close_and_retire(&session, CloseReason::Stopped);
         }
@@ -396,7 +397,7 @@ impl Engine {
         check_session_id(session_id, &self.inner.config.limits)?;
         check_topic(topic, &self.inner.config.limits)?;
         self.reap();
-        let Some(session) = self.inner.sessions.pin().get(session_id).cloned() else {
+        let Some(session) = self.inner.sessions.get(session_id) else {
             return Ok(());
         };
         self.unsubscribe_session(&session, topic);
@@ -477,26 +478,26 @@ impl Engine {
     /// The live session `session_id`, created in `form` if absent; `true` if this call created
     /// it.
     fn session_for(&self, session_id: &str, form: SessionForm) -> Result<(Arc<Session>, bool)> {
-        let sessions = self.inner.sessions.pin();
+        let sessions = &self.inner.sessions;
         let found = match sessions.get(session_id) {
-            Some(existing) => existing.clone(),
+            Some(existing) => existing,
             None => {
                 let fresh = Arc::new(Session::new(
-                    Arc::from(session_id),
+                    SessionId::from(session_id),
                     form,
                     self.inner.config.capacity,
                     self.inner.config.may_block(),
                     Arc::clone(&self.inner.counters),
                 ));
-                match sessions.try_insert(Arc::clone(&fresh.id), Arc::clone(&fresh)) {
-                    Ok(_) => {
+                match sessions.try_insert(SessionId::clone(&fresh.id), Arc::clone(&fresh)) {
+                    Ok(()) => {
                         // Pairs with the fence in `stop`: either our later check of `stopped`
                         // sees it set, or `stop`'s sweep of the map sees this session.
                         fence(Ordering::SeqCst);
                         self.inner.counters.session_opened();
                         return Ok((fresh, true));
                     }
-                    Err(occupied) => occupied.current.clone(),
+                    Err(current) => current,
                 }
             }
         };
@@ -533,10 +534,8 @@ impl Engine {
         let handlers = session.handlers.swap(Arc::new(Default::default()));
         // Removed under the writer lock: a subscriber that then finds `retired` set and retries
         // no longer finds this session in the map.
-        let _ = self
-            .inner
+        self.inner
             .sessions
-            .pin()
             .remove_if(&*session.id, |_, current| Arc::ptr_eq(current, session));
         drop(writer);
         // Handlers are dropped outside the lock: their captures may run user code.
@@ -709,12 +708,7 @@ impl Engine {
             policy: then.into(),
             max_queued: blocked.rule.max_queued,
         };
-        // `sleep` panics on a runtime built without timers; that, like no runtime at all, makes
-        // the broadcast fall back at once instead of failing.
-        let deadline = tokio::runtime::Handle::try_current()
-            .ok()
-            .and_then(|_| std::panic::catch_unwind(|| tokio::time::sleep(timeout)).ok());
-        let Some(deadline) = deadline else {
+        let Some(deadline) = block_deadline(timeout) else {
             tracing::warn!(
                 topic = &*blocked.envelope.topic,
                 "the block policy needs a tokio runtime with timers to wait; falling back at once"
@@ -754,6 +748,23 @@ impl Engine {
             publication.unresolved -= 1;
         }
     }
+}
+
+/// The end of a `block` wait, `timeout` from now. `sleep` panics on a runtime built without
+/// timers; that, like no runtime at all, gives `None`: the broadcast falls back at once instead
+/// of failing.
+#[cfg(not(fanout_loom))]
+fn block_deadline(timeout: std::time::Duration) -> Option<impl Future<Output = ()>> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .and_then(|_| std::panic::catch_unwind(|| tokio::time::sleep(timeout)).ok())
+}
+
+/// Loom models have no timers: a blocked broadcaster waits until a pop or a close releases it.
+/// A model in which nothing does deadlocks, and loom reports it.
+#[cfg(fanout_loom)]
+fn block_deadline(_timeout: std::time::Duration) -> Option<impl Future<Output = ()>> {
+    Some(std::future::pending::<()>())
 }
 
 impl std::fmt::Debug for Engine {

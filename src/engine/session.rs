@@ -7,6 +7,7 @@ use crate::error::SessionForm;
 use crate::handler::Handler;
 use crate::stats::{Counters, DropReason};
 use crate::sync::atomic::{AtomicU8, Ordering};
+use crate::sync::thread_local;
 use crate::sync::{Arc, AtomicSnapshot, Mutex};
 use crate::topic::Topic;
 
@@ -64,9 +65,16 @@ impl fmt::Display for CloseReason {
     }
 }
 
+#[cfg(not(fanout_loom))]
 thread_local! {
     /// The session whose handler this thread is calling (its address), or 0.
     static INVOKING_SESSION: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// loom's `thread_local!` takes no `const` initialiser.
+#[cfg(fanout_loom)]
+thread_local! {
+    static INVOKING_SESSION: std::cell::Cell<usize> = std::cell::Cell::new(0);
 }
 
 /// Marks this thread as calling `session`'s handler until dropped.
@@ -109,8 +117,12 @@ pub(crate) struct SessionWriter {
 /// Handlers of a handler-form session, read by its task without locking.
 pub(crate) type HandlerTable = HashMap<Topic, Handler>;
 
+/// A session's id: immutable, shared by the session and its map key (a plain `std::sync::Arc`:
+/// it is data, not a synchronisation point).
+pub(crate) type SessionId = std::sync::Arc<str>;
+
 pub(crate) struct Session {
-    pub(crate) id: Arc<str>,
+    pub(crate) id: SessionId,
     pub(crate) form: SessionForm,
     pub(crate) mailbox: Mailbox,
     /// Low bits: `OPEN` or a `CloseReason` code, written once (open → closed) by `close`, read
@@ -130,7 +142,7 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(
-        id: Arc<str>,
+        id: SessionId,
         form: SessionForm,
         capacity: usize,
         signals_room: bool,
@@ -211,7 +223,7 @@ impl Session {
         let mut spins = 0u32;
         while self.state.load(Ordering::Acquire) & INVOKING != 0 {
             if spins < 64 {
-                std::hint::spin_loop();
+                crate::sync::spin_loop();
                 spins += 1;
             } else {
                 crate::sync::yield_now();

@@ -2,7 +2,7 @@
 //!
 //! # Structure
 //!
-//! A [`papaya::HashMap`]: reads never block and never write shared memory beyond an epoch pin,
+//! A `papaya::HashMap` (through `crate::sync::ConcurrentMap`): reads never block and never write shared memory beyond an epoch pin,
 //! resizing is incremental (no stop-the-world copy with a million topics), and removal is
 //! reclaimed safely after readers leave. We considered `scc::HashMap` (reads take bucket locks;
 //! its lock-free `HashIndex` makes every update copy an entry), `dashmap` (a `RwLock` per shard:
@@ -21,10 +21,8 @@
 //! - A broadcast that reads a retired entry finds its set empty: nothing is delivered that G1
 //!   requires, since every live subscriber is in the current entry.
 
-use papaya::HashMap;
-
 use crate::config::DeliveryRule;
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::{lock, Arc, ConcurrentMap, Mutex};
 use crate::topic::Topic;
 
 use super::session::Session;
@@ -44,7 +42,7 @@ pub(crate) struct TopicWriter {
 }
 
 pub(crate) struct TopicRegistry {
-    map: HashMap<Topic, Arc<TopicEntry>>,
+    map: ConcurrentMap<Topic, Arc<TopicEntry>>,
     /// Told of each topic's first subscriber and of its retirement, under the entry's writer
     /// lock, so the calls for one topic arrive in order.
     observer: Option<std::sync::Arc<dyn TopicObserver>>,
@@ -72,7 +70,7 @@ pub(crate) struct Removed {
 impl TopicRegistry {
     pub(crate) fn new(observer: Option<std::sync::Arc<dyn TopicObserver>>) -> Self {
         Self {
-            map: HashMap::new(),
+            map: ConcurrentMap::new(),
             observer,
         }
     }
@@ -80,8 +78,7 @@ impl TopicRegistry {
     /// Runs `f` on the entry of `topic`, if any, without locking.
     #[inline]
     pub(crate) fn with_entry<R>(&self, topic: &str, f: impl FnOnce(&TopicEntry) -> R) -> Option<R> {
-        let map = self.map.pin();
-        map.get(topic).map(|entry| f(entry))
+        self.map.with(topic, |entry| f(entry))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -97,23 +94,19 @@ impl TopicRegistry {
         rule: impl Fn() -> DeliveryRule,
     ) -> (Arc<TopicEntry>, usize, bool) {
         loop {
-            let entry = {
-                let map = self.map.pin();
-                let entry = match map.get(topic) {
-                    Some(existing) => existing,
-                    None => map.get_or_insert_with(Topic::from(topic), || {
-                        Arc::new(TopicEntry {
-                            name: Topic::from(topic),
-                            rule: rule(),
-                            subscribers: SubscriberSet::new(),
-                            writer: Mutex::new(TopicWriter {
-                                retired: false,
-                                layout: Layout::default(),
-                            }),
-                        })
-                    }),
-                };
-                Arc::clone(entry)
+            let entry = match self.map.get(topic) {
+                Some(existing) => existing,
+                None => self.map.get_or_insert_with(Topic::from(topic), || {
+                    Arc::new(TopicEntry {
+                        name: Topic::from(topic),
+                        rule: rule(),
+                        subscribers: SubscriberSet::new(),
+                        writer: Mutex::new(TopicWriter {
+                            retired: false,
+                            layout: Layout::default(),
+                        }),
+                    })
+                }),
             };
             let mut writer = lock(&entry.writer);
             if writer.retired {
@@ -151,8 +144,8 @@ impl TopicRegistry {
         let topic_retired = writer.layout.len == 0;
         if topic_retired {
             writer.retired = true;
-            let map = self.map.pin();
-            let _ = map.remove_if(entry.name.as_str(), |_, current| Arc::ptr_eq(current, entry));
+            self.map
+                .remove_if(entry.name.as_str(), |_, current| Arc::ptr_eq(current, entry));
             if let Some(observer) = &self.observer {
                 observer.topic_removed(&entry.name);
             }

@@ -1,16 +1,49 @@
-//! The one switch between `std` and `loom` synchronisation primitives.
+//! The one switch between real and `loom` synchronisation primitives.
 //!
-//! Library code takes atomics, `Arc`, `Mutex` and the copy-on-write snapshot cell from here and
-//! never from `std::sync` directly, so the concurrent core can be model-checked: under
-//! `--cfg fanout_loom` these names resolve to loom-visible stand-ins with the same API.
+//! Library code takes atomics, `Arc`, `Mutex`, the copy-on-write snapshot cell, the lock-free
+//! queues, the concurrent map, wakers and thread-locals from here and never from `std::sync`,
+//! `crossbeam`, `papaya`, `arc_swap` or `atomic_waker` directly, so the concurrent core can be
+//! model-checked: under `--cfg fanout_loom` these names resolve to loom-visible stand-ins with the
+//! same internal API (see `loom_stand_ins.rs`). In the normal build they are the real types,
+//! re-exported or wrapped in `#[inline]` forwarding methods, so the switch costs nothing.
+//!
+//! The stand-ins are coarser than the real structures (a loom `Mutex` around a `VecDeque` or a
+//! `HashMap`): each operation is one atomic step, which is the linearisable behaviour the real
+//! lock-free types promise. What loom checks is the engine's use of them: the orderings, fences
+//! and wake-ups of the code built on top. The real `ArcSwap`, `ArrayQueue` and `papaya` map stay
+//! covered by the stress tests.
+//!
+//! [`WaitList`] (the `block` policy's room signal) is built from these primitives in both builds,
+//! so the code loom checks is the code that runs.
+
+mod wait_list;
+
+pub(crate) use wait_list::WaitList;
+
+#[cfg(fanout_loom)]
+mod loom_stand_ins;
 
 #[cfg(not(fanout_loom))]
 mod imp {
+    use std::borrow::Borrow;
+    use std::hash::Hash;
+
     pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 
     pub(crate) mod atomic {
         pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
     }
+
+    /// One task's waker, registered and woken without locks (`register(&Waker)`, `wake`).
+    pub(crate) use atomic_waker::AtomicWaker;
+    /// A bounded lock-free MPMC ring (`push`, `force_push`, `pop`, `len`, `capacity`).
+    pub(crate) use crossbeam_queue::ArrayQueue;
+    /// An unbounded lock-free MPMC queue (`push`, `pop`, `is_empty`).
+    pub(crate) use crossbeam_queue::SegQueue;
+
+    pub(crate) use std::hint::spin_loop;
+    pub(crate) use std::thread::yield_now;
+    pub(crate) use std::thread_local;
 
     /// A copy-on-write cell: readers `load` an immutable `Arc<T>` without locking, writers
     /// `store` a replacement. Backed by `arc_swap::ArcSwap`.
@@ -46,7 +79,70 @@ mod imp {
         }
     }
 
-    pub(crate) use std::thread::yield_now;
+    /// A concurrent hash map whose reads never block: `papaya::HashMap`, behind the few
+    /// operations the engine uses. Values are cheap handles (`Arc`s) and are cloned out, except
+    /// in [`with`](Self::with), which lends the value for the duration of a call without
+    /// touching its reference count (the broadcast path).
+    pub(crate) struct ConcurrentMap<K, V> {
+        map: papaya::HashMap<K, V>,
+    }
+
+    impl<K: Hash + Eq, V: Clone> ConcurrentMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self {
+                map: papaya::HashMap::new(),
+            }
+        }
+
+        /// Calls `f` on the value of `key`, if any, without locking.
+        #[inline]
+        pub(crate) fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.map.pin().get(key).map(f)
+        }
+
+        #[inline]
+        pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.map.pin().get(key).cloned()
+        }
+
+        /// The value of `key`, inserting `make()` first if there is none.
+        pub(crate) fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> V {
+            self.map.pin().get_or_insert_with(key, make).clone()
+        }
+
+        /// Inserts `value` unless `key` is present; on conflict returns the present value.
+        pub(crate) fn try_insert(&self, key: K, value: V) -> Result<(), V> {
+            match self.map.pin().try_insert(key, value) {
+                Ok(_) => Ok(()),
+                Err(occupied) => Err(occupied.current.clone()),
+            }
+        }
+
+        /// Removes `key` if `should_remove` says so for its current value.
+        pub(crate) fn remove_if<Q>(&self, key: &Q, should_remove: impl FnMut(&K, &V) -> bool)
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            let _ = self.map.pin().remove_if(key, should_remove);
+        }
+
+        pub(crate) fn values(&self) -> Vec<V> {
+            self.map.pin().values().cloned().collect()
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.map.len()
+        }
+    }
 }
 
 #[cfg(fanout_loom)]
@@ -57,39 +153,13 @@ mod imp {
         pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
     }
 
-    /// Loom stand-in for `ArcSwap`: a loom mutex around the current `Arc`, so every load and
-    /// store is a visible synchronisation point in the model.
-    pub(crate) struct AtomicSnapshot<T> {
-        cell: Mutex<Arc<T>>,
-    }
+    pub(crate) use super::loom_stand_ins::{
+        ArrayQueue, AtomicSnapshot, AtomicWaker, ConcurrentMap, SegQueue, SnapshotGuard,
+    };
 
-    pub(crate) type SnapshotGuard<T> = Arc<T>;
-
-    impl<T> AtomicSnapshot<T> {
-        pub(crate) fn new(value: Arc<T>) -> Self {
-            Self {
-                cell: Mutex::new(value),
-            }
-        }
-
-        pub(crate) fn load(&self) -> SnapshotGuard<T> {
-            self.cell.lock().unwrap().clone()
-        }
-
-        pub(crate) fn load_full(&self) -> Arc<T> {
-            self.cell.lock().unwrap().clone()
-        }
-
-        pub(crate) fn store(&self, value: Arc<T>) {
-            *self.cell.lock().unwrap() = value;
-        }
-
-        pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
-            std::mem::replace(&mut *self.cell.lock().unwrap(), value)
-        }
-    }
-
+    pub(crate) use loom::hint::spin_loop;
     pub(crate) use loom::thread::yield_now;
+    pub(crate) use loom::thread_local;
 }
 
 pub(crate) use imp::*;

@@ -1,0 +1,233 @@
+//! Loom-visible stand-ins for the lock-free types the engine uses, with the same internal API.
+//!
+//! Compiled only under `--cfg fanout_loom`. Each operation takes a loom `Mutex` once, so it is
+//! one atomic step in the model, with the synchronisation the real type promises (a push
+//! happens-before the pop that takes its item; a store happens-before the loads that see it).
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::task::Waker;
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::{Arc, Mutex};
+
+fn locked<T>(mutex: &Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Stand-in for `arc_swap::ArcSwap`: a loom mutex around the current `Arc`.
+pub(crate) struct AtomicSnapshot<T> {
+    cell: Mutex<Arc<T>>,
+}
+
+/// The stand-in's read lease: an owned `Arc`.
+pub(crate) type SnapshotGuard<T> = Arc<T>;
+
+impl<T> AtomicSnapshot<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Self {
+            cell: Mutex::new(value),
+        }
+    }
+
+    pub(crate) fn load(&self) -> SnapshotGuard<T> {
+        locked(&self.cell).clone()
+    }
+
+    pub(crate) fn load_full(&self) -> Arc<T> {
+        locked(&self.cell).clone()
+    }
+
+    pub(crate) fn store(&self, value: Arc<T>) {
+        let previous = std::mem::replace(&mut *locked(&self.cell), value);
+        drop(previous);
+    }
+
+    pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
+        std::mem::replace(&mut *locked(&self.cell), value)
+    }
+}
+
+/// Stand-in for `crossbeam_queue::ArrayQueue`.
+///
+/// Not just a mutex around a deque: a mutex would order a failed `pop` (the consumer finding the
+/// mailbox empty) before a later `push`, an edge the real lock-free ring does not create, and
+/// that would hide a missing fence in the mailbox's wake-up protocol. So, as in the real ring,
+/// the operations that fail (`pop` on empty, `push` on full) and `len` only load a counter
+/// (`Acquire`, pairing with the `Release` store of the operation that last changed it); the ones
+/// that succeed take the lock and store the counter.
+pub(crate) struct ArrayQueue<T> {
+    items: Mutex<VecDeque<T>>,
+    /// Items in `items`; written under the lock, read without it.
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl<T> ArrayQueue<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "capacity must be non-zero");
+        Self {
+            items: Mutex::new(VecDeque::with_capacity(capacity)),
+            len: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn push(&self, value: T) -> Result<(), T> {
+        if self.len.load(Ordering::Acquire) >= self.capacity {
+            return Err(value);
+        }
+        let mut items = locked(&self.items);
+        if items.len() == self.capacity {
+            return Err(value);
+        }
+        items.push_back(value);
+        self.len.store(items.len(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Pushes, evicting and returning the oldest item if the queue is full.
+    pub(crate) fn force_push(&self, value: T) -> Option<T> {
+        let mut items = locked(&self.items);
+        let evicted = if items.len() == self.capacity {
+            items.pop_front()
+        } else {
+            None
+        };
+        items.push_back(value);
+        self.len.store(items.len(), Ordering::Release);
+        evicted
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut items = locked(&self.items);
+        let item = items.pop_front()?;
+        self.len.store(items.len(), Ordering::Release);
+        Some(item)
+    }
+}
+
+/// Stand-in for `crossbeam_queue::SegQueue`.
+pub(crate) struct SegQueue<T> {
+    items: Mutex<VecDeque<T>>,
+}
+
+impl<T> SegQueue<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            items: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub(crate) fn push(&self, value: T) {
+        locked(&self.items).push_back(value);
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        locked(&self.items).pop_front()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        locked(&self.items).is_empty()
+    }
+}
+
+/// `atomic_waker::AtomicWaker`'s API over `loom::future::AtomicWaker`.
+pub(crate) struct AtomicWaker {
+    inner: loom::future::AtomicWaker,
+}
+
+impl AtomicWaker {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: loom::future::AtomicWaker::new(),
+        }
+    }
+
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.inner.register_by_ref(waker);
+    }
+
+    pub(crate) fn wake(&self) {
+        self.inner.wake();
+    }
+}
+
+/// Stand-in for `papaya::HashMap` behind the engine's `ConcurrentMap` API.
+pub(crate) struct ConcurrentMap<K, V> {
+    map: Mutex<HashMap<K, V>>,
+}
+
+impl<K: Hash + Eq, V: Clone> ConcurrentMap<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The value is cloned out and the lock released before `f` runs, so a reader holds the
+    /// map no longer than a lock-free read would.
+    pub(crate) fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let value = self.get(key)?;
+        Some(f(&value))
+    }
+
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        locked(&self.map).get(key).cloned()
+    }
+
+    pub(crate) fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> V {
+        locked(&self.map).entry(key).or_insert_with(make).clone()
+    }
+
+    pub(crate) fn try_insert(&self, key: K, value: V) -> Result<(), V> {
+        let mut map = locked(&self.map);
+        if let Some(current) = map.get(&key) {
+            return Err(current.clone());
+        }
+        map.insert(key, value);
+        Ok(())
+    }
+
+    pub(crate) fn remove_if<Q>(&self, key: &Q, mut should_remove: impl FnMut(&K, &V) -> bool)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut map = locked(&self.map);
+        let remove = map.get_key_value(key).is_some_and(|(k, v)| should_remove(k, v));
+        if remove {
+            let removed = map.remove(key);
+            drop(map);
+            drop(removed);
+        }
+    }
+
+    pub(crate) fn values(&self) -> Vec<V> {
+        locked(&self.map).values().cloned().collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        locked(&self.map).len()
+    }
+}
