@@ -1,0 +1,81 @@
+//! What every model shares: tiny engines, payloads, and the accounting check.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use fanout::{Bytes, Config, Engine, Fallback, Message, OverflowPolicy, SessionReceiver, TryRecvError};
+
+/// An engine whose sessions hold `capacity` messages, under `policy` for every topic.
+pub fn engine(capacity: usize, policy: OverflowPolicy) -> Engine {
+    Engine::new(Config::default().with_capacity(capacity).with_policy(policy)).unwrap()
+}
+
+/// The `block` policy; under loom its timeout never fires (there are no timers), so a blocked
+/// broadcaster is released only by a pop or a close, or the model deadlocks.
+pub fn block() -> OverflowPolicy {
+    OverflowPolicy::Block {
+        timeout: Duration::from_secs(60),
+        then: Fallback::DropNewest,
+    }
+}
+
+/// A pull-form session subscribed to `topics`.
+pub fn session(engine: &Engine, id: &str, topics: &[&str]) -> SessionReceiver {
+    let receiver = engine.open_session(id).unwrap();
+    for topic in topics {
+        receiver.subscribe(topic).unwrap();
+    }
+    receiver
+}
+
+pub fn payload(text: &'static str) -> Bytes {
+    Bytes::from_static(text.as_bytes())
+}
+
+pub fn text(message: &Message) -> &str {
+    std::str::from_utf8(message.payload()).unwrap()
+}
+
+/// Broadcasts on `topic` and waits for it (under `block`, until released).
+pub fn broadcast(engine: &Engine, topic: &str, text: &'static str) -> fanout::Fanout {
+    loom::future::block_on(engine.broadcast(topic, payload(text))).unwrap()
+}
+
+/// Everything queued for `receiver` now, in order; stops at `Empty` or `Closed`.
+pub fn drain(receiver: &mut SessionReceiver) -> Vec<Message> {
+    let mut messages = Vec::new();
+    loop {
+        match receiver.try_recv() {
+            Ok(message) => messages.push(message),
+            Err(TryRecvError::Empty) | Err(TryRecvError::Closed(_)) => return messages,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Every (broadcast, recipient) pair ended exactly once: delivered, dropped for one reason, or
+/// still queued in a live session.
+pub fn assert_accounted(engine: &Engine, live: &[&SessionReceiver]) {
+    let stats = engine.stats();
+    let queued: u64 = live.iter().map(|r| r.queued() as u64).sum();
+    assert_eq!(
+        stats.recipients,
+        stats.delivered + stats.dropped.total() + queued,
+        "every message delivered or counted once, never both: {stats:?}, queued {queued}"
+    );
+}
+
+/// The engine holds nothing once every session is gone (G7).
+pub fn assert_empty(engine: &Engine) {
+    // Retires sessions a broadcaster disconnected and nobody reaped yet.
+    engine.unsubscribe_all("nobody").unwrap();
+    let stats = engine.stats();
+    assert_eq!(engine.topic_count(), 0, "topic entries left: {stats:?}");
+    assert_eq!(engine.session_count(), 0, "session entries left: {stats:?}");
+    assert_eq!(
+        (stats.sessions, stats.topics, stats.subscriptions),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}

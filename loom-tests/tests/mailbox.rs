@@ -1,0 +1,154 @@
+//! A session's mailbox under each overflow policy, with broadcasters and the consumer racing:
+//! every message is delivered or counted once, never both (G7), and a parked consumer always
+//! wakes.
+
+#![cfg(fanout_loom)]
+
+mod common;
+
+use common::*;
+use fanout::{CloseReason, OverflowPolicy, TryRecvError};
+use loom::thread;
+
+/// `drop_newest`: two broadcasts into a one-slot mailbox while the consumer pops.
+#[test]
+fn drop_newest_push_racing_pop() {
+    loom::model(|| {
+        let engine = engine(1, OverflowPolicy::DropNewest);
+        let mut receiver = session(&engine, "s", &["t"]);
+        let publisher = {
+            let engine = engine.clone();
+            thread::spawn(move || {
+                let first = broadcast(&engine, "t", "1");
+                let second = broadcast(&engine, "t", "2");
+                first.dropped + second.dropped
+            })
+        };
+        let mut got = drain(&mut receiver);
+        let dropped = publisher.join().unwrap();
+        got.extend(drain(&mut receiver));
+        let texts: Vec<&str> = got.iter().map(text).collect();
+        assert!(
+            matches!(texts.as_slice(), ["1"] | ["2"] | ["1", "2"]),
+            "{texts:?}"
+        );
+        assert_eq!(
+            texts.len() + dropped,
+            2,
+            "each message delivered or dropped, never both"
+        );
+        assert_eq!(engine.stats().dropped.drop_newest, dropped as u64);
+        assert_accounted(&engine, &[&receiver]);
+        drop(receiver);
+        assert_empty(&engine);
+    });
+}
+
+/// `drop_oldest`: a broadcast evicts the queued message while the consumer pops it. The
+/// consumer gets it or learns it missed it, never both, and is told before the next message.
+#[test]
+fn drop_oldest_eviction_racing_pop() {
+    loom::model(|| {
+        let engine = engine(1, OverflowPolicy::DropOldest);
+        let mut receiver = session(&engine, "s", &["t"]);
+        broadcast(&engine, "t", "1");
+        let publisher = {
+            let engine = engine.clone();
+            thread::spawn(move || broadcast(&engine, "t", "2"))
+        };
+        let mut got = drain(&mut receiver);
+        let fanout = publisher.join().unwrap();
+        got.extend(drain(&mut receiver));
+        let texts: Vec<&str> = got.iter().map(text).collect();
+        let missed: u64 = got.iter().map(|m| m.missed_before()).sum();
+        let evicted = engine.stats().dropped.drop_oldest;
+        assert_eq!(evicted, fanout.dropped as u64);
+        match texts.as_slice() {
+            ["1", "2"] => assert_eq!((evicted, missed), (0, 0)),
+            ["2"] => {
+                assert_eq!(evicted, 1);
+                assert_eq!(
+                    got[0].missed_before(),
+                    1,
+                    "told of the eviction with the next message"
+                );
+            }
+            other => panic!("received {other:?}"),
+        }
+        assert_accounted(&engine, &[&receiver]);
+        drop(receiver);
+        assert_empty(&engine);
+    });
+}
+
+/// `disconnect`: a broadcast finds the mailbox full and disconnects the session while the
+/// session itself calls `unsubscribe_all`. One close wins; both messages are counted once; the
+/// session and topic entries are gone.
+#[test]
+fn disconnect_racing_unsubscribe_all() {
+    loom::model(|| {
+        let engine = engine(1, OverflowPolicy::Disconnect);
+        let mut receiver = session(&engine, "s", &["t"]);
+        broadcast(&engine, "t", "1");
+        let publisher = {
+            let engine = engine.clone();
+            thread::spawn(move || broadcast(&engine, "t", "2"))
+        };
+        engine.unsubscribe_all("s").unwrap();
+        let fanout = publisher.join().unwrap();
+        let reason = match receiver.try_recv() {
+            Err(TryRecvError::Closed(closed)) => closed.reason,
+            other => panic!("G2: after unsubscribe_all, got {other:?}"),
+        };
+        assert!(matches!(
+            reason,
+            CloseReason::Unsubscribed | CloseReason::SlowConsumer
+        ));
+        let stats = engine.stats();
+        assert_eq!(stats.delivered, 0);
+        assert_eq!(stats.disconnects, u64::from(reason == CloseReason::SlowConsumer));
+        assert!(fanout.queued <= 1);
+        drop(receiver);
+        let stats = engine.stats();
+        assert_eq!(stats.recipients, stats.dropped.total(), "{stats:?}");
+        assert_empty(&engine);
+    });
+}
+
+/// No lost wake-up: the consumer parks in `recv` while a broadcaster pushes. If the wake-up
+/// were lost, the consumer would sleep forever and loom would report a deadlock.
+#[test]
+fn consumer_parking_racing_push() {
+    loom::model(|| {
+        let engine = engine(1, OverflowPolicy::DropNewest);
+        let mut receiver = session(&engine, "s", &["t"]);
+        let consumer = thread::spawn(move || {
+            let message = loom::future::block_on(receiver.recv()).unwrap();
+            assert_eq!(text(&message), "m");
+            receiver
+        });
+        broadcast(&engine, "t", "m");
+        let receiver = consumer.join().unwrap();
+        assert_accounted(&engine, &[&receiver]);
+        drop(receiver);
+        assert_empty(&engine);
+    });
+}
+
+/// No lost wake-up on close: the consumer parks in `recv` while the session is unsubscribed
+/// from everything; `recv` returns `Closed`.
+#[test]
+fn consumer_parking_racing_unsubscribe_all() {
+    loom::model(|| {
+        let engine = engine(1, OverflowPolicy::DropNewest);
+        let mut receiver = session(&engine, "s", &["t"]);
+        let consumer = thread::spawn(move || {
+            let closed = loom::future::block_on(receiver.recv()).unwrap_err();
+            assert_eq!(closed.reason, CloseReason::Unsubscribed);
+            receiver
+        });
+        engine.unsubscribe_all("s").unwrap();
+        drop(consumer.join().unwrap());
+        assert_empty(&engine);
+    });
+}
