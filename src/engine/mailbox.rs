@@ -18,7 +18,8 @@
 //!   notified. The waiter starts listening on `room` before the retry, so a notification between
 //!   the retry and the sleep is not lost.
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
-//!   the count with its next pop.
+//!   the count with its next pop. An evicting producer adds to it before it pushes the message
+//!   that replaces the evicted one, so that message carries the count.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -85,19 +86,25 @@ impl Mailbox {
 
     /// Queues `message`, evicting the oldest queued messages while the mailbox holds `limit` or
     /// more. Returns how many were evicted (the caller counts them as `drop_oldest`).
+    ///
+    /// Each eviction is added to `missed` before the message is pushed: the push releases it to
+    /// the consumer's pop, so the consumer learns of the evictions with the message that
+    /// follows them, never after it.
     pub(crate) fn push_evicting(&self, message: Arc<Envelope>, limit: usize) -> u64 {
+        let limit = limit.min(self.queue.capacity());
+        let mut message = message;
         let mut evicted = 0;
-        while limit < self.queue.capacity() && self.queue.len() >= limit {
-            if self.queue.pop().is_none() {
-                break;
+        loop {
+            if self.queue.len() < limit {
+                match self.queue.push(message) {
+                    Ok(()) => break,
+                    Err(back) => message = back,
+                }
             }
-            evicted += 1;
-        }
-        if self.queue.force_push(message).is_some() {
-            evicted += 1;
-        }
-        if evicted > 0 {
-            self.missed.fetch_add(evicted, Ordering::Relaxed);
+            if self.queue.pop().is_some() {
+                evicted += 1;
+                self.missed.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.wake_consumer();
         evicted

@@ -95,19 +95,6 @@ impl<T> ArrayQueue<T> {
         Ok(())
     }
 
-    /// Pushes, evicting and returning the oldest item if the queue is full.
-    pub(crate) fn force_push(&self, value: T) -> Option<T> {
-        let mut items = locked(&self.items);
-        let evicted = if items.len() == self.capacity {
-            items.pop_front()
-        } else {
-            None
-        };
-        items.push_back(value);
-        self.len.store(items.len(), Ordering::Release);
-        evicted
-    }
-
     pub(crate) fn pop(&self) -> Option<T> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;

@@ -36,7 +36,7 @@ mod imp {
 
     /// One task's waker, registered and woken without locks (`register(&Waker)`, `wake`).
     pub(crate) use atomic_waker::AtomicWaker;
-    /// A bounded lock-free MPMC ring (`push`, `force_push`, `pop`, `len`, `capacity`).
+    /// A bounded lock-free MPMC ring (`push`, `pop`, `len`, `capacity`).
     pub(crate) use crossbeam_queue::ArrayQueue;
     /// An unbounded lock-free MPMC queue (`push`, `pop`, `is_empty`).
     pub(crate) use crossbeam_queue::SegQueue;
