@@ -13,10 +13,13 @@
 //!   least one side sees the other's write: either the consumer finds the message, or the
 //!   producer sees `parked` and wakes it.
 //! - `blocked` counts broadcasters waiting for room (`block` policy). The consumer, after a pop,
-//!   fences and reads it; a waiter increments it, fences (the RMW is `SeqCst`), then retries its
-//!   push before sleeping on `room`. Same argument: the waiter either finds the room or is
+//!   fences and reads it; a waiter increments it, issues a `SeqCst` fence, then retries its push
+//!   before sleeping on `room`. Same argument: the waiter either finds the room or is
 //!   notified. The waiter starts listening on `room` before the retry, so a notification between
-//!   the retry and the sleep is not lost.
+//!   the retry and the sleep is not lost. (The fence is needed: a `SeqCst` increment orders
+//!   nothing for the retry's loads of the queue, which a full ring answers without a `SeqCst`
+//!   operation of its own. The loom model `blocked_broadcast_released_by_pop` found the missing
+//!   fence.)
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
 //!   the count with its next pop. An evicting producer adds to it before it pushes the message
 //!   that replaces the evicted one, so that message carries the count.
@@ -129,7 +132,7 @@ impl Mailbox {
             0
         };
         if self.signals_room {
-            // Pairs with the `SeqCst` increment in `BlockedWaiter::register`.
+            // Pairs with the fence in `BlockedWaiter::register`.
             fence(Ordering::SeqCst);
             if self.blocked.load(Ordering::Relaxed) > 0 {
                 self.room.notify_all();
@@ -222,8 +225,9 @@ struct BlockedWaiter<'a>(&'a AtomicUsize);
 
 impl<'a> BlockedWaiter<'a> {
     fn register(blocked: &'a AtomicUsize) -> Self {
-        // `SeqCst` RMW: pairs with the fence after the consumer's pop (see the module docs).
         blocked.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence after the consumer's pop (see the module docs).
+        fence(Ordering::SeqCst);
         BlockedWaiter(blocked)
     }
 }

@@ -1,0 +1,59 @@
+//! The `block` policy: a broadcaster waiting for room is released by the consumer's pop and by
+//! the session's disconnect. Under loom the wait has no timeout, so a broadcaster that is never
+//! released deadlocks the model, and loom reports it.
+
+#![cfg(fanout_loom)]
+
+mod common;
+
+use common::*;
+use fanout::TryRecvError;
+use loom::thread;
+
+/// A pop makes room: the waiting broadcaster queues its message.
+#[test]
+fn blocked_broadcast_released_by_pop() {
+    loom::model(|| {
+        let engine = engine(1, block());
+        let mut receiver = session(&engine, "s", &["t"]);
+        broadcast(&engine, "t", "1");
+        let publisher = {
+            let engine = engine.clone();
+            thread::spawn(move || broadcast(&engine, "t", "2"))
+        };
+        assert_eq!(text(&receiver.try_recv().unwrap()), "1");
+        let fanout = publisher.join().unwrap();
+        assert_eq!((fanout.queued, fanout.dropped), (1, 0));
+        assert_eq!(text(&receiver.try_recv().unwrap()), "2");
+        let stats = engine.stats();
+        assert!(stats.block_waits <= 1);
+        assert_eq!(stats.block_timeouts, 0);
+        assert_accounted(&engine, &[&receiver]);
+        drop(receiver);
+        assert_empty(&engine);
+    });
+}
+
+/// The session is unsubscribed from everything (its disconnect) while a broadcaster waits for
+/// room in its mailbox: the broadcaster returns, and both messages are counted as dropped.
+#[test]
+fn blocked_broadcast_released_by_disconnect() {
+    loom::model(|| {
+        let engine = engine(1, block());
+        let mut receiver = session(&engine, "s", &["t"]);
+        broadcast(&engine, "t", "1");
+        let publisher = {
+            let engine = engine.clone();
+            thread::spawn(move || broadcast(&engine, "t", "2"))
+        };
+        engine.unsubscribe_all("s").unwrap();
+        let fanout = publisher.join().unwrap();
+        assert!(fanout.queued <= 1);
+        assert!(matches!(receiver.try_recv(), Err(TryRecvError::Closed(_))));
+        drop(receiver);
+        let stats = engine.stats();
+        assert_eq!(stats.delivered, 0);
+        assert_eq!(stats.recipients, stats.dropped.total(), "{stats:?}");
+        assert_empty(&engine);
+    });
+}
