@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fanout::envelope::HEADER_BYTES;
+use fanout::envelope::{single_encoded_len, Record};
 use fanout::redis::{RedisConfig, RedisPubSub};
 use fanout::{Config, Handler, PubSubProvider};
 
@@ -41,7 +41,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "6379"));
 
     let prefix = format!("fanout-bench:{}:", std::process::id());
-    let envelope_bytes = HEADER_BYTES + TOPIC.len() + payload_bytes;
+    // The size of one message as an envelope of its own: what redis-benchmark publishes.
+    let envelope_bytes = single_encoded_len(
+        TOPIC,
+        &Record {
+            sender: None,
+            payload: &vec![0; payload_bytes],
+        },
+    );
 
     // ---- redis-benchmark, same server, same message size, pipelined ----
     let pipeline = 16;
@@ -164,8 +171,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentiles(&mut one_way)
     );
     println!(
-        "  redis side: published {} (errors {}), received {} (malformed {}), outages {} / {}",
+        "  redis side: published {} in {} PUBLISH ({:.1} per envelope; errors {}), received {} (malformed {}), outages {} / {}",
         stats_a.published,
+        stats_a.envelopes_published,
+        stats_a.published as f64 / stats_a.envelopes_published.max(1) as f64,
         stats_a.publish_errors,
         stats_b.received,
         stats_b.malformed,

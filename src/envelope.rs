@@ -1,10 +1,17 @@
-//! The wire envelope distributed providers put on their broker: one broadcast, with the
-//! instance it came from, its topic, the session it excludes and its payload.
+//! The wire envelope distributed providers put on their broker: one or more broadcasts on one
+//! topic, with the instance they came from and, for each, the session it excludes and its
+//! payload.
 //!
 //! Backend-neutral: Redis carries it today, NATS and PostgreSQL will carry the same bytes
 //! (PostgreSQL base64-encodes them, since `NOTIFY` payloads are text).
 //!
-//! # Format, version 1
+//! A provider's publisher coalesces a run of consecutive queued broadcasts on the same topic
+//! into one envelope (one broker message), which is what lets a broker forward many small
+//! messages at the rate it forwards one. Records keep their order, and only consecutive
+//! broadcasts of one topic share an envelope, so the order of the queue is the order of
+//! delivery (G4).
+//!
+//! # Format, version 2
 //!
 //! All integers are big-endian. Lengths are exact: the decoder checks every one against what
 //! is left, and rejects trailing bytes.
@@ -12,31 +19,47 @@
 //! | bytes | field |
 //! | --- | --- |
 //! | 4 | magic, `FNOT` ([`MAGIC`]) |
-//! | 1 | version, `1` ([`VERSION`]) |
-//! | 1 | flags: bit 0 set when a sender session follows; the other bits must be zero |
+//! | 1 | version, `2` ([`VERSION`]) |
+//! | 1 | flags, reserved: must be zero |
 //! | 16 | origin instance id ([`InstanceId`]) |
 //! | 4 | topic length `t` |
+//! | 4 | record count `n`, at least 1 |
+//! | `t` | topic, UTF-8, not empty |
+//! | … | `n` records, each: |
 //! | 4 | sender length `s` (zero when there is no sender) |
 //! | 4 | payload length `p` |
-//! | `t` | topic, UTF-8, not empty |
 //! | `s` | sender session id, UTF-8 |
 //! | `p` | payload |
 //!
+//! Version 1 (one message per envelope, written by development builds before batching) is
+//! refused as [`EnvelopeError::UnsupportedVersion`]: instances of both kinds on one broker do
+//! not hear each other, and count each other's messages as malformed.
+//!
 //! # Defensive decoding
 //!
-//! [`Envelope::decode`] never panics and never allocates: it checks the overall size first,
-//! then the magic (anything else is [`EnvelopeError::Foreign`]), the version and flags, every
-//! length against the bytes left and against [`EnvelopeLimits`], and UTF-8. A provider counts
-//! and logs a message that fails, and skips it (G9).
+//! [`Envelope::decode`] never panics and never allocates. It checks the overall size first,
+//! then the magic (anything else is [`EnvelopeError::Foreign`]), the version and flags, and
+//! then **every** record — each length against the bytes left and against
+//! [`EnvelopeLimits`], each sender's UTF-8 — before it returns, so an envelope is accepted or
+//! refused whole: a provider never delivers the first half of a malformed batch. A provider
+//! counts and logs an envelope that fails, and skips it (G9).
 //!
 //! ```
-//! use fanout::envelope::{Envelope, EnvelopeLimits, InstanceId};
+//! use fanout::envelope::{Envelope, EnvelopeLimits, EnvelopeWriter, InstanceId, Record};
 //!
 //! let origin = InstanceId::random();
-//! let bytes = Envelope { origin, topic: "room:1", sender: Some("tab-7"), payload: b"hi" }.encode();
-//! let decoded = Envelope::decode(&bytes, &EnvelopeLimits::default()).unwrap();
-//! assert_eq!(decoded.origin, origin);
-//! assert_eq!((decoded.topic, decoded.sender, decoded.payload), ("room:1", Some("tab-7"), &b"hi"[..]));
+//! let mut writer = EnvelopeWriter::new(origin, "room:1");
+//! writer.push(None, b"hello");
+//! writer.push(Some("tab-7"), b"hi");
+//! let bytes = writer.finish();
+//!
+//! let envelope = Envelope::decode(&bytes, &EnvelopeLimits::default()).unwrap();
+//! assert_eq!((envelope.origin, envelope.topic), (origin, "room:1"));
+//! let records: Vec<Record<'_>> = envelope.records().collect();
+//! assert_eq!(records, [
+//!     Record { sender: None, payload: b"hello" },
+//!     Record { sender: Some("tab-7"), payload: b"hi" },
+//! ]);
 //! ```
 
 use std::fmt;
@@ -48,12 +71,16 @@ use crate::config::Limits;
 pub const MAGIC: [u8; 4] = *b"FNOT";
 
 /// The envelope version this crate writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
-/// Bytes before the topic: magic, version, flags, origin, three lengths.
-pub const HEADER_BYTES: usize = 4 + 1 + 1 + 16 + 4 + 4 + 4;
+/// Bytes before the topic: magic, version, flags, origin, topic length, record count.
+pub const HEADER_BYTES: usize = 4 + 1 + 1 + 16 + 4 + 4;
 
-const FLAG_SENDER: u8 = 0b0000_0001;
+/// Bytes of each record before its sender and payload: the two lengths.
+pub const RECORD_HEADER_BYTES: usize = 4 + 4;
+
+/// Where the record count sits, patched by [`EnvelopeWriter::finish`].
+const COUNT_AT: usize = HEADER_BYTES - 4;
 
 /// Names one provider instance (one server process) on a broker, so it can skip its own
 /// messages when the broker echoes them back.
@@ -120,23 +147,126 @@ impl Default for EnvelopeLimits {
     /// The default [`Limits`], and an envelope big enough for the largest message they allow.
     fn default() -> Self {
         let limits = Limits::default();
-        let max =
-            HEADER_BYTES + limits.max_topic_bytes + limits.max_session_id_bytes + limits.max_payload_bytes;
+        let max = HEADER_BYTES
+            + limits.max_topic_bytes
+            + RECORD_HEADER_BYTES
+            + limits.max_session_id_bytes
+            + limits.max_payload_bytes;
         Self::new(&limits, max)
     }
 }
 
-/// One broadcast on the wire. Decoding borrows from the received bytes.
+/// One broadcast inside an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The session `broadcast_from` excludes, on every instance; `None` for `broadcast`.
+    pub sender: Option<&'a str>,
+    /// The message.
+    pub payload: &'a [u8],
+}
+
+impl Record<'_> {
+    /// The bytes this record adds to an envelope.
+    pub fn encoded_len(&self) -> usize {
+        RECORD_HEADER_BYTES + self.sender.map_or(0, str::len) + self.payload.len()
+    }
+}
+
+/// The encoded size of an envelope holding just `record` on `topic`: what a provider checks
+/// against its envelope limit before accepting a broadcast.
+pub fn single_encoded_len(topic: &str, record: &Record<'_>) -> usize {
+    HEADER_BYTES + topic.len() + record.encoded_len()
+}
+
+/// Builds one envelope: a header for one origin and topic, then records appended in order.
+///
+/// The writer does not check limits: the provider checks each broadcast against them when it
+/// is made, and bounds how many records it appends with [`encoded_len`](Self::encoded_len) and
+/// [`Record::encoded_len`].
+#[derive(Debug)]
+pub struct EnvelopeWriter {
+    bytes: Vec<u8>,
+    count: u32,
+}
+
+impl EnvelopeWriter {
+    /// An envelope from `origin` on `topic`, with no record yet.
+    ///
+    /// # Panics
+    ///
+    /// If `topic` is longer than `u32::MAX` bytes (providers check limits far below that first).
+    pub fn new(origin: InstanceId, topic: &str) -> Self {
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + topic.len() + RECORD_HEADER_BYTES + 64);
+        bytes.extend_from_slice(&MAGIC);
+        bytes.push(VERSION);
+        bytes.push(0);
+        bytes.extend_from_slice(&origin.0.to_be_bytes());
+        bytes.extend_from_slice(&len32(topic.len()).to_be_bytes());
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        bytes.extend_from_slice(topic.as_bytes());
+        Self { bytes, count: 0 }
+    }
+
+    /// Appends one record. A `Some("")` sender is written as no sender (session ids are never
+    /// empty).
+    ///
+    /// # Panics
+    ///
+    /// If a field is longer than `u32::MAX` bytes, or after `u32::MAX` records.
+    pub fn push(&mut self, sender: Option<&str>, payload: &[u8]) {
+        let sender = sender.unwrap_or("");
+        self.bytes
+            .reserve(RECORD_HEADER_BYTES + sender.len() + payload.len());
+        self.bytes.extend_from_slice(&len32(sender.len()).to_be_bytes());
+        self.bytes.extend_from_slice(&len32(payload.len()).to_be_bytes());
+        self.bytes.extend_from_slice(sender.as_bytes());
+        self.bytes.extend_from_slice(payload);
+        self.count = self.count.checked_add(1).expect("at most u32::MAX records");
+    }
+
+    /// Bytes written so far (the envelope's size if finished now).
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Records appended so far.
+    pub fn record_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// The finished envelope. One without records is not valid: decoders refuse it as
+    /// [`EnvelopeError::Empty`].
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bytes[COUNT_AT..COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
+        self.bytes
+    }
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).expect("envelope fields are checked against limits first")
+}
+
+/// A decoded envelope: its origin and topic, and records already checked. Borrows from the
+/// received bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Envelope<'a> {
     /// The instance that published it.
     pub origin: InstanceId,
     /// The topic, literal.
     pub topic: &'a str,
-    /// The session `broadcast_from` excludes, on every instance.
-    pub sender: Option<&'a str>,
-    /// The message.
-    pub payload: &'a [u8],
+    /// The records, every one checked by `decode`.
+    records: &'a [u8],
+    count: usize,
+}
+
+impl fmt::Debug for Envelope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("origin", &self.origin)
+            .field("topic", &self.topic)
+            .field("records", &self.records().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Why bytes are not a valid envelope. Each variant names the field or limit at fault.
@@ -170,8 +300,8 @@ pub enum EnvelopeError {
         /// Bytes that were left.
         left: usize,
     },
-    /// Bytes after the payload.
-    #[error("envelope has {0} bytes after the payload")]
+    /// Bytes after the last record.
+    #[error("envelope has {0} bytes after its last record")]
     TrailingBytes(usize),
     /// A text field is not UTF-8.
     #[error("envelope {0} is not valid UTF-8")]
@@ -179,9 +309,9 @@ pub enum EnvelopeError {
     /// The topic is empty.
     #[error("envelope topic is empty")]
     EmptyTopic,
-    /// The sender flag is set but the sender is empty.
-    #[error("envelope sender session id is empty")]
-    EmptySender,
+    /// The record count is zero.
+    #[error("envelope holds no records; the minimum is 1")]
+    Empty,
     /// Topic over [`EnvelopeLimits::max_topic_bytes`].
     #[error("envelope topic is {len} bytes; the limit is {limit}")]
     TopicTooLong {
@@ -209,40 +339,21 @@ pub enum EnvelopeError {
 }
 
 impl<'a> Envelope<'a> {
-    /// The encoded size, without encoding.
-    pub fn encoded_len(&self) -> usize {
-        HEADER_BYTES + self.topic.len() + self.sender.map_or(0, str::len) + self.payload.len()
+    /// Records in the envelope (at least one).
+    pub fn record_count(&self) -> usize {
+        self.count
     }
 
-    /// Appends the encoding to `out`.
-    ///
-    /// # Panics
-    ///
-    /// If a field is longer than `u32::MAX` bytes (providers check limits far below that first).
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let len32 = |n: usize| u32::try_from(n).expect("envelope fields are checked against limits first");
-        let sender = self.sender.unwrap_or("");
-        out.reserve(self.encoded_len());
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(if self.sender.is_some() { FLAG_SENDER } else { 0 });
-        out.extend_from_slice(&self.origin.0.to_be_bytes());
-        out.extend_from_slice(&len32(self.topic.len()).to_be_bytes());
-        out.extend_from_slice(&len32(sender.len()).to_be_bytes());
-        out.extend_from_slice(&len32(self.payload.len()).to_be_bytes());
-        out.extend_from_slice(self.topic.as_bytes());
-        out.extend_from_slice(sender.as_bytes());
-        out.extend_from_slice(self.payload);
+    /// The records, in the order they were written.
+    pub fn records(&self) -> Records<'a> {
+        Records {
+            reader: Reader { rest: self.records },
+            left: self.count,
+        }
     }
 
-    /// The encoding, in a new buffer.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        self.encode_into(&mut out);
-        out
-    }
-
-    /// Decodes `bytes`, checking every field (see the module docs). Never panics.
+    /// Decodes `bytes`, checking every field of every record (see the module docs). Never
+    /// panics.
     pub fn decode(bytes: &'a [u8], limits: &EnvelopeLimits) -> Result<Envelope<'a>, EnvelopeError> {
         if bytes.len() > limits.max_envelope_bytes {
             return Err(EnvelopeError::TooLarge {
@@ -260,15 +371,14 @@ impl<'a> Envelope<'a> {
             return Err(EnvelopeError::UnsupportedVersion(version));
         }
         let flags = reader.take("flags", 1)?[0];
-        if flags & !FLAG_SENDER != 0 {
+        if flags != 0 {
             return Err(EnvelopeError::UnknownFlags(flags));
         }
         let origin = InstanceId(u128::from_be_bytes(
             reader.take("origin", 16)?.try_into().expect("took 16 bytes"),
         ));
         let topic_len = reader.length("topic length")?;
-        let sender_len = reader.length("sender length")?;
-        let payload_len = reader.length("payload length")?;
+        let count = reader.length("record count")?;
         if topic_len == 0 {
             return Err(EnvelopeError::EmptyTopic);
         }
@@ -278,42 +388,93 @@ impl<'a> Envelope<'a> {
                 limit: limits.max_topic_bytes,
             });
         }
-        let has_sender = flags & FLAG_SENDER != 0;
-        if has_sender && sender_len == 0 {
-            return Err(EnvelopeError::EmptySender);
-        }
-        if !has_sender && sender_len != 0 {
-            return Err(EnvelopeError::UnknownFlags(flags));
-        }
-        if sender_len > limits.max_session_id_bytes {
-            return Err(EnvelopeError::SenderTooLong {
-                len: sender_len,
-                limit: limits.max_session_id_bytes,
-            });
-        }
-        if payload_len > limits.max_payload_bytes {
-            return Err(EnvelopeError::PayloadTooLarge {
-                len: payload_len,
-                limit: limits.max_payload_bytes,
-            });
+        if count == 0 {
+            return Err(EnvelopeError::Empty);
         }
         let topic = std::str::from_utf8(reader.take("topic", topic_len)?)
             .map_err(|_| EnvelopeError::InvalidUtf8("topic"))?;
-        let sender = std::str::from_utf8(reader.take("sender", sender_len)?)
-            .map_err(|_| EnvelopeError::InvalidUtf8("sender session id"))?;
-        let payload = reader.take("payload", payload_len)?;
+        let records = reader.rest;
+        // Each record takes at least RECORD_HEADER_BYTES, so a lying count fails as truncated
+        // after at most `bytes.len() / 8` steps.
+        for _ in 0..count {
+            read_record(&mut reader, limits)?;
+        }
         if !reader.rest.is_empty() {
             return Err(EnvelopeError::TrailingBytes(reader.rest.len()));
         }
         Ok(Envelope {
             origin,
             topic,
-            sender: has_sender.then_some(sender),
-            payload,
+            records,
+            count,
         })
     }
 }
 
+/// Reads one record, checking it against `limits`.
+fn read_record<'a>(reader: &mut Reader<'a>, limits: &EnvelopeLimits) -> Result<Record<'a>, EnvelopeError> {
+    let sender_len = reader.length("sender length")?;
+    let payload_len = reader.length("payload length")?;
+    if sender_len > limits.max_session_id_bytes {
+        return Err(EnvelopeError::SenderTooLong {
+            len: sender_len,
+            limit: limits.max_session_id_bytes,
+        });
+    }
+    if payload_len > limits.max_payload_bytes {
+        return Err(EnvelopeError::PayloadTooLarge {
+            len: payload_len,
+            limit: limits.max_payload_bytes,
+        });
+    }
+    let sender = std::str::from_utf8(reader.take("sender", sender_len)?)
+        .map_err(|_| EnvelopeError::InvalidUtf8("sender session id"))?;
+    let payload = reader.take("payload", payload_len)?;
+    Ok(Record {
+        sender: (!sender.is_empty()).then_some(sender),
+        payload,
+    })
+}
+
+/// The records of a decoded [`Envelope`], in order.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    reader: Reader<'a>,
+    left: usize,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // `decode` checked these very bytes; limits cannot fail a second time.
+        let unlimited = EnvelopeLimits {
+            max_envelope_bytes: usize::MAX,
+            max_topic_bytes: usize::MAX,
+            max_session_id_bytes: usize::MAX,
+            max_payload_bytes: usize::MAX,
+        };
+        match read_record(&mut self.reader, &unlimited) {
+            Ok(record) => Some(record),
+            Err(_) => {
+                self.left = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Records<'_> {}
+
+#[derive(Debug, Clone)]
 struct Reader<'a> {
     rest: &'a [u8],
 }

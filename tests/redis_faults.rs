@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use conformance::redis::{admin, cluster, test_config, unique_prefix};
 use conformance::{eventually, Inbox};
-use fanout::envelope::{Envelope, InstanceId};
+use fanout::envelope::{EnvelopeWriter, InstanceId, HEADER_BYTES};
 use fanout::redis::{RedisConfig, RedisPubSub, RedisPubSubError};
 use fanout::{Config, PubSubError, PubSubProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -196,26 +196,33 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
     let channel = b.channel_for("t");
     let stranger = InstanceId(7);
     let valid = |payload: &str| {
-        Envelope {
-            origin: stranger,
-            topic: "t",
-            sender: None,
-            payload: payload.as_bytes(),
-        }
-        .encode()
+        let mut writer = EnvelopeWriter::new(stranger, "t");
+        writer.push(None, payload.as_bytes());
+        writer.finish()
     };
     let good = valid("hello");
     let mut wrong_version = good.clone();
     wrong_version[4] = 99;
     let mut lying_length = good.clone();
-    lying_length[30..34].copy_from_slice(&u32::MAX.to_be_bytes());
-    let other_topic = Envelope {
-        origin: stranger,
-        topic: "not-t",
-        sender: None,
-        payload: b"sneaky",
-    }
-    .encode();
+    // The record's payload length, after the header, the topic and the sender length.
+    let payload_length_at = HEADER_BYTES + 1 + 4;
+    lying_length[payload_length_at..payload_length_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let other_topic = {
+        let mut writer = EnvelopeWriter::new(stranger, "not-t");
+        writer.push(None, b"sneaky");
+        writer.finish()
+    };
+    // Two good records, then one whose sender is not UTF-8: refused whole, nothing delivered.
+    let bad_last_record = {
+        let mut writer = EnvelopeWriter::new(stranger, "t");
+        writer.push(None, b"sneaky-1");
+        writer.push(Some("tab"), b"sneaky-2");
+        writer.push(Some("\u{1}"), b"sneaky-3");
+        let mut bytes = writer.finish();
+        let sender_at = bytes.len() - b"sneaky-3".len() - 1;
+        bytes[sender_at] = 0xFF;
+        bytes
+    };
     let hostile: Vec<Vec<u8>> = vec![
         b"".to_vec(),
         b"garbage".to_vec(),
@@ -225,6 +232,7 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
         [good.clone(), b"trailing".to_vec()].concat(),
         wrong_version,
         lying_length,
+        bad_last_record,
         other_topic,
         valid(&"x".repeat(10_000)),
         vec![0xFF; 100_000],
@@ -275,6 +283,11 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
             i.has("s", "after the garbage")
         })
         .await;
+    assert!(
+        !inbox.of("s").iter().any(|m| m.starts_with("sneaky")),
+        "{:?}",
+        inbox.of("s")
+    );
     let stats = b.redis_stats();
     let sent = (hostile.len() + mutations + 1) as u64;
     assert_eq!(stats.malformed + stats.received, sent, "{stats:?}");
@@ -595,13 +608,13 @@ async fn an_outsized_broadcast_is_refused_before_anything_is_delivered() {
     assert!(
         matches!(
             RedisPubSubError::of(&error),
-            Some(RedisPubSubError::EnvelopeTooLarge { len: 135, limit: 100 })
+            Some(RedisPubSubError::EnvelopeTooLarge { len: 139, limit: 100 })
         ),
         "{error:?}"
     );
     assert_eq!(
         error.to_string(),
-        "backend error: envelope is 135 bytes; the limit is 100 (max_envelope_bytes)"
+        "backend error: envelope is 139 bytes; the limit is 100 (max_envelope_bytes)"
     );
     small.broadcast("t", Bytes::from("fits")).await.unwrap();
     inbox.until("the message that fits", |i| i.has("s", "fits")).await;

@@ -41,7 +41,9 @@ pub struct RedisConfig {
     /// Messages waiting for the publishing connection; a broadcast that finds the queue full
     /// waits for room. Default 8192.
     pub publish_queue: usize,
-    /// Most `PUBLISH` commands sent in one pipeline. Default 1024.
+    /// Most queued messages the publisher takes for one pipeline (one round trip to Redis).
+    /// Consecutive messages on one topic among them share one envelope and one `PUBLISH`.
+    /// Default 1024.
     pub max_pipeline: usize,
     /// How long one connection attempt may take. Default 2 s.
     pub connect_timeout: Duration,

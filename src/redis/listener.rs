@@ -421,7 +421,8 @@ impl Listener {
         }
     }
 
-    /// One message from Redis: decode, skip our own, deliver to local sessions.
+    /// One message from Redis: decode (the whole envelope is checked before any record is
+    /// delivered), skip our own, deliver each record to local sessions in order.
     async fn inbound(&self, message: redis::Msg) {
         let shared = &*self.shared;
         let channel = message.get_channel_name();
@@ -436,24 +437,31 @@ impl Listener {
                 return;
             }
         };
+        let count = envelope.record_count() as u64;
         if envelope.origin == shared.instance {
-            RedisCounters::add(&shared.counters.echoes_skipped, 1);
+            RedisCounters::add(&shared.counters.echoes_skipped, count);
             return;
         }
         if envelope.topic != channel_topic {
             self.skip(channel, &"the envelope's topic is not the channel's");
             return;
         }
-        let payload = Bytes::copy_from_slice(envelope.payload);
-        let delivered = match envelope.sender {
-            Some(sender) => self.engine.broadcast_from(sender, envelope.topic, payload).await,
-            None => self.engine.broadcast(envelope.topic, payload).await,
-        };
-        match delivered {
-            Ok(_) => RedisCounters::add(&shared.counters.received, 1),
-            Err(PubSubError::Stopped) => {}
-            Err(error) => self.skip(channel, &error),
+        RedisCounters::add(&shared.counters.envelopes_received, 1);
+        let mut received = 0;
+        for record in envelope.records() {
+            // One small copy per message, so that a queued message never pins the whole batch.
+            let payload = Bytes::copy_from_slice(record.payload);
+            let delivered = match record.sender {
+                Some(sender) => self.engine.broadcast_from(sender, envelope.topic, payload).await,
+                None => self.engine.broadcast(envelope.topic, payload).await,
+            };
+            match delivered {
+                Ok(_) => received += 1,
+                Err(PubSubError::Stopped) => break,
+                Err(error) => self.skip(channel, &error),
+            }
         }
+        RedisCounters::add(&shared.counters.received, received);
     }
 
     /// Counts and logs an inbound message skipped as malformed. The first ten are logged as

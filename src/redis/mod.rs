@@ -36,14 +36,20 @@
 //!   session (G1 across instances).
 //! - **`broadcast_from`** excludes the sending session on every instance: the envelope carries
 //!   its id.
+//! - **Batching.** The publishing task coalesces each run of consecutive queued broadcasts on
+//!   one topic into one envelope, so a busy topic costs Redis one `PUBLISH` per batch rather
+//!   than per message. It takes only what is already queued: a lone broadcast is never held
+//!   back waiting for company.
 //! - **Order (G4).** One publishing connection, fed by one queue, sends pipelined `PUBLISH`
-//!   commands in queue order; Redis forwards one connection's messages in order; the listener
-//!   delivers them in order. So one publisher's messages reach every session, on every instance,
-//!   in publish order.
+//!   commands in queue order; batching never moves a message past one on another topic; Redis
+//!   forwards one connection's messages in order; the listener delivers an envelope's records
+//!   in order. So one publisher's messages reach every session, on every instance, in publish
+//!   order.
 //! - **Envelope.** The backend-neutral [`envelope`](crate::envelope) format: versioned, with the
-//!   origin, topic, optional sender and payload, at most
+//!   origin and topic, then each message's optional sender and payload, at most
 //!   [`RedisConfig::max_envelope_bytes`]. A malformed or foreign message on one of our channels
-//!   is counted ([`RedisStats::malformed`]), logged and skipped; the listener keeps running (G9).
+//!   is counted ([`RedisStats::malformed`]), logged and skipped whole; the listener keeps
+//!   running (G9).
 //!
 //! # What `broadcast` and `subscribe_topic` return
 //!
@@ -107,7 +113,7 @@ use self::publisher::{Outbound, Publisher, PublisherState};
 use self::stats::RedisCounters;
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, Notice};
-use crate::envelope::{Envelope, EnvelopeLimits};
+use crate::envelope::{single_encoded_len, EnvelopeLimits, Record};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
 use crate::memory::InMemoryPubSub;
@@ -270,22 +276,19 @@ impl RedisPubSub {
         if let Some(sender) = sender {
             check_session_id(sender, limits)?;
         }
-        let envelope = Envelope {
-            origin: self.shared.instance,
-            topic,
+        let record = Record {
             sender,
             payload: &payload,
         };
-        let len = envelope.encoded_len();
+        let len = single_encoded_len(topic, &record);
         let limit = self.shared.config.max_envelope_bytes;
         if len > limit {
             return Err(RedisPubSubError::EnvelopeTooLarge { len, limit }.into());
         }
-        let encoded = envelope.encode();
         let engine = self.local.engine();
         match sender {
-            Some(sender) => engine.broadcast_from(sender, topic, payload).await?,
-            None => engine.broadcast(topic, payload).await?,
+            Some(sender) => engine.broadcast_from(sender, topic, payload.clone()).await?,
+            None => engine.broadcast(topic, payload.clone()).await?,
         };
         let publisher = &self.shared.publisher;
         if !publisher.is_up() {
@@ -296,8 +299,9 @@ impl RedisPubSub {
             .into());
         }
         let outbound = Outbound {
-            channel: self.shared.channel(topic),
-            envelope: encoded,
+            topic: Topic::from(topic),
+            sender: sender.map(Box::from),
+            payload,
         };
         self.queue.send(outbound).await.map_err(|_| PubSubError::Stopped)
     }

@@ -1,14 +1,27 @@
-//! The publishing connection's task: sends queued envelopes as pipelined `PUBLISH` commands.
+//! The publishing connection's task: coalesces queued broadcasts into envelopes and sends them
+//! as pipelined `PUBLISH` commands.
 //!
-//! Broadcasting callers encode their envelope and push it on a bounded queue (they wait for
-//! room when it is full: backpressure, never unbounded buffering). The one task drains the
-//! queue — everything waiting, up to `max_pipeline` messages — into a single pipeline, sends it
-//! and reads the answers, then takes the next batch. Under load the batches grow on their own,
-//! so many publishers share one round trip; at rest a lone message goes out at once.
+//! Broadcasting callers push their message (topic, sender, payload: no encoding, no copy of
+//! the payload) on a bounded queue; they wait for room when it is full (backpressure, never
+//! unbounded buffering). The one task drains the queue — everything waiting, up to
+//! `max_pipeline` messages — and never waits for more: at rest a lone message goes out at
+//! once, under load the batches grow on their own while the previous pipeline is in flight.
 //!
-//! One queue, one task, one connection: messages reach Redis in the order they were queued, and
-//! Redis delivers one connection's messages to each subscriber in that order, so one
-//! publisher's messages arrive on every instance in publish order (G4).
+//! # Coalescing
+//!
+//! Within what it drained, the task turns each run of *consecutive* messages on one topic into
+//! one envelope (one `PUBLISH`), as long as the envelope stays within
+//! [`max_envelope_bytes`](super::RedisConfig::max_envelope_bytes); a longer run is split. Each
+//! record keeps its own sender, so `broadcast_from` is honoured per message. Messages are never
+//! moved past a message on another topic, so the queue's order is kept exactly; only the
+//! number of Redis messages shrinks. This is what lets a topic under load go through Redis at
+//! the rate Redis forwards *messages*, not one broadcast per Redis message.
+//!
+//! # Order (G4)
+//!
+//! One queue, one task, one connection: envelopes reach Redis in queue order, records within
+//! an envelope are in queue order, and Redis delivers one connection's messages to each
+//! subscriber in order, so one publisher's messages arrive on every instance in publish order.
 //!
 //! # Connection loss
 //!
@@ -21,20 +34,66 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
 
+use crate::envelope::{EnvelopeWriter, Record};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{lock, Mutex};
+use crate::topic::Topic;
 
 use super::connection::{open_publisher, Backoff};
 use super::stats::RedisCounters;
 use super::Shared;
 
-/// One message for Redis: its channel and its encoded envelope.
+/// One broadcast for Redis, already checked against every limit (the envelope limit as an
+/// envelope of its own).
 pub(crate) struct Outbound {
-    pub(crate) channel: String,
-    pub(crate) envelope: Vec<u8>,
+    pub(crate) topic: Topic,
+    pub(crate) sender: Option<Box<str>>,
+    pub(crate) payload: Bytes,
+}
+
+impl Outbound {
+    fn record(&self) -> Record<'_> {
+        Record {
+            sender: self.sender.as_deref(),
+            payload: &self.payload,
+        }
+    }
+}
+
+/// Encodes `batch` as envelopes: each run of consecutive messages on one topic becomes one
+/// envelope, split where it would exceed `max_envelope_bytes`. Returns (topic, envelope,
+/// records) in queue order.
+pub(crate) fn coalesce(
+    batch: &[Outbound],
+    origin: crate::envelope::InstanceId,
+    max_envelope_bytes: usize,
+) -> Vec<(&Topic, Vec<u8>, usize)> {
+    let mut envelopes = Vec::new();
+    let mut open: Option<(&Topic, EnvelopeWriter)> = None;
+    for message in batch {
+        let record = message.record();
+        let joins = open.as_ref().is_some_and(|(topic, writer)| {
+            **topic == message.topic && writer.encoded_len() + record.encoded_len() <= max_envelope_bytes
+        });
+        if !joins {
+            if let Some((topic, writer)) = open.take() {
+                let records = writer.record_count();
+                envelopes.push((topic, writer.finish(), records));
+            }
+        }
+        let (_, writer) =
+            open.get_or_insert_with(|| (&message.topic, EnvelopeWriter::new(origin, &message.topic)));
+        writer.push(record.sender, record.payload);
+    }
+    if let Some((topic, writer)) = open {
+        let records = writer.record_count();
+        envelopes.push((topic, writer.finish(), records));
+    }
+    envelopes
 }
 
 /// Whether the publishing connection is up, read by every broadcast.
@@ -144,22 +203,30 @@ impl Publisher {
     }
 
     async fn send(&self, conn: &mut MultiplexedConnection, batch: &[Outbound]) -> Result<(), String> {
+        let shared = &*self.shared;
+        let envelopes = coalesce(batch, shared.instance, shared.config.max_envelope_bytes);
         let mut pipe = redis::pipe();
-        for message in batch {
+        let mut channel = String::new();
+        for (topic, envelope, _) in &envelopes {
+            channel.clear();
+            channel.push_str(&shared.config.channel_prefix);
+            channel.push_str(topic);
             pipe.cmd("PUBLISH")
-                .arg(message.channel.as_bytes())
-                .arg(&message.envelope[..])
+                .arg(channel.as_bytes())
+                .arg(&envelope[..])
                 .ignore();
         }
-        let timeout = self.shared.config.response_timeout;
+        let timeout = shared.config.response_timeout;
         match tokio::time::timeout(timeout, pipe.exec_async(conn)).await {
             Ok(Ok(())) => {
-                RedisCounters::add(&self.shared.counters.published, batch.len() as u64);
+                RedisCounters::add(&shared.counters.published, batch.len() as u64);
+                RedisCounters::add(&shared.counters.envelopes_published, envelopes.len() as u64);
                 Ok(())
             }
             Ok(Err(error)) => Err(format!("PUBLISH failed: {error}")),
             Err(_) => Err(format!(
-                "no answer to {} PUBLISH within {} ms",
+                "no answer to {} PUBLISH ({} messages) within {} ms",
+                envelopes.len(),
                 batch.len(),
                 timeout.as_millis()
             )),
@@ -243,5 +310,86 @@ impl Publisher {
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Envelope, EnvelopeLimits, InstanceId};
+
+    fn outbound(topic: &str, sender: Option<&str>, payload: &str) -> Outbound {
+        Outbound {
+            topic: Topic::from(topic),
+            sender: sender.map(Box::from),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+        }
+    }
+
+    /// (topic, [(sender, payload)]) for each envelope.
+    fn shape(envelopes: &[(&Topic, Vec<u8>, usize)]) -> Vec<(String, Vec<(Option<String>, String)>)> {
+        envelopes
+            .iter()
+            .map(|(topic, bytes, count)| {
+                let envelope = Envelope::decode(bytes, &EnvelopeLimits::default()).unwrap();
+                assert_eq!(
+                    (envelope.topic, envelope.record_count()),
+                    (topic.as_str(), *count)
+                );
+                let records = envelope
+                    .records()
+                    .map(|r| {
+                        (
+                            r.sender.map(String::from),
+                            String::from_utf8_lossy(r.payload).into(),
+                        )
+                    })
+                    .collect();
+                (topic.to_string(), records)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn coalesce_joins_only_consecutive_runs_of_one_topic() {
+        let batch = [
+            outbound("a", None, "1"),
+            outbound("a", Some("tab"), "2"),
+            outbound("b", None, "3"),
+            outbound("a", None, "4"),
+            outbound("a", None, "5"),
+        ];
+        let envelopes = coalesce(&batch, InstanceId(1), usize::MAX);
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            shape(&envelopes),
+            [
+                (s("a"), vec![(None, s("1")), (Some(s("tab")), s("2"))]),
+                (s("b"), vec![(None, s("3"))]),
+                (s("a"), vec![(None, s("4")), (None, s("5"))]),
+            ]
+        );
+    }
+
+    #[test]
+    fn coalesce_splits_a_run_at_the_envelope_limit() {
+        let batch: Vec<Outbound> = (0..5).map(|i| outbound("t", None, &format!("{i:04}"))).collect();
+        let one = crate::envelope::single_encoded_len("t", &batch[0].record());
+        // Room for two records per envelope, not three.
+        let limit = one + batch[0].record().encoded_len();
+        let envelopes = coalesce(&batch, InstanceId(1), limit);
+        let counts: Vec<usize> = envelopes.iter().map(|(_, _, n)| *n).collect();
+        assert_eq!(counts, [2, 2, 1]);
+        assert!(envelopes.iter().all(|(_, bytes, _)| bytes.len() <= limit));
+        let payloads: Vec<String> = shape(&envelopes)
+            .into_iter()
+            .flat_map(|(_, records)| records.into_iter().map(|(_, p)| p))
+            .collect();
+        assert_eq!(payloads, ["0000", "0001", "0002", "0003", "0004"]);
+    }
+
+    #[test]
+    fn coalesce_of_nothing_is_nothing() {
+        assert!(coalesce(&[], InstanceId(1), usize::MAX).is_empty());
     }
 }

@@ -29,8 +29,11 @@ pub struct RedisStats {
     pub publisher_reconnects: u64,
     /// Whether the publishing connection is up.
     pub publisher_connected: bool,
-    /// Messages sent to Redis (`PUBLISH` answered).
+    /// Messages sent to Redis (their `PUBLISH` answered).
     pub published: u64,
+    /// `PUBLISH` commands that carried them: envelopes, each holding a run of consecutive
+    /// messages on one topic (`published / envelopes_published` is the mean batch).
+    pub envelopes_published: u64,
     /// Messages lost because the publishing connection failed while they were queued or in
     /// flight.
     pub publish_errors: u64,
@@ -39,10 +42,13 @@ pub struct RedisStats {
     pub unavailable: u64,
     /// Messages from other instances delivered to this instance's engine.
     pub received: u64,
-    /// This instance's own messages, echoed by Redis and skipped.
+    /// Envelopes from other instances that carried them.
+    pub envelopes_received: u64,
+    /// This instance's own messages, echoed by Redis and skipped (counted per message).
     pub echoes_skipped: u64,
-    /// Inbound messages skipped as malformed: undecodable, foreign, oversized, on the wrong
-    /// channel, or refused by the local engine's limits.
+    /// Inbound Redis messages skipped as malformed: undecodable, foreign, oversized or on the
+    /// wrong channel (a malformed envelope counts once, however many records it claims), and
+    /// records refused by the local engine.
     pub malformed: u64,
     /// Redis channels currently subscribed (one per topic with a local subscriber).
     pub channels: u64,
@@ -58,9 +64,11 @@ pub(crate) struct RedisCounters {
     pub(crate) publisher_outages: AtomicU64,
     pub(crate) publisher_reconnects: AtomicU64,
     pub(crate) published: AtomicU64,
+    pub(crate) envelopes_published: AtomicU64,
     pub(crate) publish_errors: AtomicU64,
     pub(crate) unavailable: AtomicU64,
     pub(crate) received: AtomicU64,
+    pub(crate) envelopes_received: AtomicU64,
     pub(crate) echoes_skipped: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) channels: AtomicU64,
@@ -83,9 +91,11 @@ impl RedisCounters {
             publisher_reconnects: self.publisher_reconnects.load(Relaxed),
             publisher_connected,
             published: self.published.load(Relaxed),
+            envelopes_published: self.envelopes_published.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
             unavailable: self.unavailable.load(Relaxed),
             received: self.received.load(Relaxed),
+            envelopes_received: self.envelopes_received.load(Relaxed),
             echoes_skipped: self.echoes_skipped.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             channels: self.channels.load(Relaxed),
