@@ -34,6 +34,13 @@ fn runtime() -> Runtime {
         .expect("runtime")
 }
 
+/// Shuts a peer down once the benchmark closures have released it.
+fn shutdown<P: Peer>(rt: &Runtime, peer: Arc<P>) {
+    if let Ok(peer) = Arc::try_unwrap(peer) {
+        rt.block_on(peer.shutdown());
+    }
+}
+
 fn payload() -> Bytes {
     Bytes::from_static(PAYLOAD)
 }
@@ -53,11 +60,17 @@ fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
             capacity: 1024,
         };
         let sink = Arc::new(Sink::default());
-        let peer = rt.block_on(P::build(&layout, Arc::clone(&sink)));
+        // Built on first use, so a filtered-out benchmark builds nothing.
+        let mut built: Option<Arc<P>> = None;
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
+                let peer = Arc::clone(
+                    built.get_or_insert_with(|| Arc::new(rt.block_on(P::build(&layout, Arc::clone(&sink))))),
+                );
+                let sink = Arc::clone(&sink);
+                // The publisher is a task on the runtime, as broadcasts are in a server.
+                rt.block_on(rt.spawn(async move {
                     let mut spent = Duration::ZERO;
                     let mut expected = sink.total();
                     for i in 0..iters {
@@ -72,10 +85,13 @@ fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
                     }
                     sink.wait_for(expected, LIMIT).await;
                     spent
-                })
+                }))
+                .expect("publisher task")
             })
         });
-        rt.block_on(peer.shutdown());
+        if let Some(peer) = built {
+            shutdown(rt, peer);
+        }
     }
     group.finish();
 }
@@ -96,11 +112,16 @@ fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
             capacity: 1024,
         };
         let sink = Arc::new(Sink::default());
-        let peer = rt.block_on(P::build(&layout, Arc::clone(&sink)));
+        // Built on first use, so a filtered-out benchmark builds nothing.
+        let mut built: Option<Arc<P>> = None;
         group.throughput(Throughput::Elements(BATCH * n as u64));
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
+                let peer = Arc::clone(
+                    built.get_or_insert_with(|| Arc::new(rt.block_on(P::build(&layout, Arc::clone(&sink))))),
+                );
+                let sink = Arc::clone(&sink);
+                rt.block_on(rt.spawn(async move {
                     let start = Instant::now();
                     let mut expected = sink.total();
                     for _ in 0..iters {
@@ -111,10 +132,13 @@ fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
                         sink.wait_for(expected, LIMIT).await;
                     }
                     start.elapsed()
-                })
+                }))
+                .expect("publisher task")
             })
         });
-        rt.block_on(peer.shutdown());
+        if let Some(peer) = built {
+            shutdown(rt, peer);
+        }
     }
     group.finish();
 }
@@ -127,7 +151,7 @@ fn liveview<P: Peer>(c: &mut Criterion, rt: &Runtime) {
         sessions: 10_000,
         topics: 1_000,
         per_session: 5,
-        capacity: 4096,
+        capacity: 256,
     };
     let publishers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let plan: Arc<Vec<Vec<usize>>> = Arc::new(
@@ -147,10 +171,13 @@ fn liveview<P: Peer>(c: &mut Criterion, rt: &Runtime) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(5));
     let sink = Arc::new(Sink::default());
-    let peer = Arc::new(rt.block_on(P::build(&layout, Arc::clone(&sink))));
+    let mut built: Option<Arc<P>> = None;
     group.throughput(Throughput::Elements(per_iteration));
     group.bench_function(BenchmarkId::new(P::NAME, "10k_sessions_5_of_1k_topics"), |b| {
         b.iter_custom(|iters| {
+            let peer = Arc::clone(
+                built.get_or_insert_with(|| Arc::new(rt.block_on(P::build(&layout, Arc::clone(&sink))))),
+            );
             rt.block_on(async {
                 let start = Instant::now();
                 let mut expected = sink.total();
@@ -176,8 +203,8 @@ fn liveview<P: Peer>(c: &mut Criterion, rt: &Runtime) {
             })
         })
     });
-    if let Ok(peer) = Arc::try_unwrap(peer) {
-        rt.block_on(peer.shutdown());
+    if let Some(peer) = built {
+        shutdown(rt, peer);
     }
     group.finish();
 }
@@ -196,15 +223,18 @@ fn churn<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
             per_session: 1,
             capacity: 16,
         };
-        let peer = rt.block_on(P::build(&layout, Arc::new(Sink::default())));
+        let mut built: Option<P> = None;
         let mut id = 0;
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
+            let peer = built.get_or_insert_with(|| rt.block_on(P::build(&layout, Arc::new(Sink::default()))));
             b.iter(|| {
                 id += 1;
                 rt.block_on(peer.churn(0, id))
             })
         });
-        rt.block_on(peer.shutdown());
+        if let Some(peer) = built {
+            rt.block_on(peer.shutdown());
+        }
     }
     group.finish();
 }
@@ -258,9 +288,11 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
             receiver.subscribe("room:0").expect("subscribe");
             receiver
         });
+        let peer = Arc::new(peer);
         group.bench_function(BenchmarkId::new("fanout", name), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
+                let (peer, sink) = (Arc::clone(&peer), Arc::clone(&sink));
+                rt.block_on(rt.spawn(async move {
                     let start = Instant::now();
                     let mut expected = sink.total();
                     for _ in 0..iters {
@@ -271,11 +303,12 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
                         sink.wait_for(expected, LIMIT).await;
                     }
                     start.elapsed()
-                })
+                }))
+                .expect("publisher task")
             })
         });
         drop(stalled);
-        rt.block_on(peer.shutdown());
+        shutdown(rt, peer);
     }
     group.finish();
 }
