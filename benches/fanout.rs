@@ -13,11 +13,13 @@
 
 mod peers;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use fanout::{Fallback, OverflowPolicy};
 use tokio::runtime::Runtime;
 
@@ -25,6 +27,8 @@ use peers::{AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPo
 
 const PAYLOAD: &[u8] = &[b'x'; 64];
 const LIMIT: Duration = Duration::from_secs(120);
+/// Messages per round in the end-to-end and slow-consumer scenarios.
+const BATCH: u64 = 200;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -45,32 +49,73 @@ fn payload() -> Bytes {
     Bytes::from_static(PAYLOAD)
 }
 
-/// Publisher-side cost of one broadcast to `n` subscribers of one topic, consumers draining.
-fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
-    let mut group = c.benchmark_group("publish_cost");
+/// A criterion group with the settings every scenario here uses.
+fn group<'a>(c: &'a mut Criterion, name: &str, measure: Duration) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+        .measurement_time(measure);
+    group
+}
+
+/// `n` sessions on one topic.
+fn one_topic(n: usize, capacity: usize) -> Layout {
+    Layout {
+        sessions: n,
+        topics: 1,
+        per_session: 1,
+        capacity,
+    }
+}
+
+/// A peer built on first use, so a benchmark that the filter leaves out builds nothing.
+struct Lazy<P> {
+    layout: Layout,
+    sink: Arc<Sink>,
+    built: Option<Arc<P>>,
+}
+
+impl<P: Peer> Lazy<P> {
+    fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            sink: Arc::new(Sink::default()),
+            built: None,
+        }
+    }
+
+    fn get(&mut self, rt: &Runtime) -> (Arc<P>, Arc<Sink>) {
+        let (layout, sink) = (&self.layout, &self.sink);
+        let peer = self
+            .built
+            .get_or_insert_with(|| Arc::new(rt.block_on(P::build(layout, Arc::clone(sink)))));
+        (Arc::clone(peer), Arc::clone(sink))
+    }
+
+    fn finish(self, rt: &Runtime) {
+        if let Some(peer) = self.built {
+            shutdown(rt, peer);
+        }
+    }
+}
+
+/// Runs `work` as a task on the runtime (publishers are tasks in a server) and returns what
+/// it measured.
+fn on_runtime(rt: &Runtime, work: impl Future<Output = Duration> + Send + 'static) -> Duration {
+    rt.block_on(rt.spawn(work)).expect("publisher task")
+}
+
+/// Publisher-side cost of one broadcast to `n` subscribers of one topic, consumers draining.
+fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
+    let mut group = group(c, "publish_cost", Duration::from_secs(3));
     for &n in sizes {
-        let layout = Layout {
-            sessions: n,
-            topics: 1,
-            per_session: 1,
-            capacity: 1024,
-        };
-        let sink = Arc::new(Sink::default());
-        // Built on first use, so a filtered-out benchmark builds nothing.
-        let mut built: Option<Arc<P>> = None;
+        let mut lazy = Lazy::<P>::new(one_topic(n, 1024));
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
-                let peer = Arc::clone(
-                    built.get_or_insert_with(|| Arc::new(rt.block_on(P::build(&layout, Arc::clone(&sink))))),
-                );
-                let sink = Arc::clone(&sink);
-                // The publisher is a task on the runtime, as broadcasts are in a server.
-                rt.block_on(rt.spawn(async move {
+                let (peer, sink) = lazy.get(rt);
+                on_runtime(rt, async move {
                     let mut spent = Duration::ZERO;
                     let mut expected = sink.total();
                     for i in 0..iters {
@@ -85,62 +130,49 @@ fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
                     }
                     sink.wait_for(expected, LIMIT).await;
                     spent
-                }))
-                .expect("publisher task")
+                })
             })
         });
-        if let Some(peer) = built {
-            shutdown(rt, peer);
-        }
+        lazy.finish(rt);
     }
     group.finish();
 }
 
 /// One publisher, one topic, `n` draining sessions: time until every session has every message.
 fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
-    const BATCH: u64 = 200;
-    let mut group = c.benchmark_group("end_to_end");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5));
+    let mut group = group(c, "end_to_end", Duration::from_secs(5));
     for &n in sizes {
-        let layout = Layout {
-            sessions: n,
-            topics: 1,
-            per_session: 1,
-            capacity: 1024,
-        };
-        let sink = Arc::new(Sink::default());
-        // Built on first use, so a filtered-out benchmark builds nothing.
-        let mut built: Option<Arc<P>> = None;
+        let mut lazy = Lazy::<P>::new(one_topic(n, 1024));
         group.throughput(Throughput::Elements(BATCH * n as u64));
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
-                let peer = Arc::clone(
-                    built.get_or_insert_with(|| Arc::new(rt.block_on(P::build(&layout, Arc::clone(&sink))))),
-                );
-                let sink = Arc::clone(&sink);
-                rt.block_on(rt.spawn(async move {
-                    let start = Instant::now();
-                    let mut expected = sink.total();
-                    for _ in 0..iters {
-                        for _ in 0..BATCH {
-                            peer.publish(0, payload()).await;
-                        }
-                        expected += BATCH * n as u64;
-                        sink.wait_for(expected, LIMIT).await;
-                    }
-                    start.elapsed()
-                }))
-                .expect("publisher task")
+                let (peer, sink) = lazy.get(rt);
+                on_runtime(rt, publish_batches(peer, sink, iters, BATCH * n as u64))
             })
         });
-        if let Some(peer) = built {
-            shutdown(rt, peer);
-        }
+        lazy.finish(rt);
     }
     group.finish();
+}
+
+/// Publishes `iters` batches of [`BATCH`] messages on topic 0, waiting after each until
+/// `deliveries_per_batch` more deliveries arrived; returns the time taken.
+async fn publish_batches<P: Peer>(
+    peer: Arc<P>,
+    sink: Arc<Sink>,
+    iters: u64,
+    deliveries_per_batch: u64,
+) -> Duration {
+    let start = Instant::now();
+    let mut expected = sink.total();
+    for _ in 0..iters {
+        for _ in 0..BATCH {
+            peer.publish(0, payload()).await;
+        }
+        expected += deliveries_per_batch;
+        sink.wait_for(expected, LIMIT).await;
+    }
+    start.elapsed()
 }
 
 /// 10,000 sessions each on 5 of 1,000 topics; a publisher per core broadcasting to pseudo-random
@@ -165,20 +197,14 @@ fn liveview<P: Peer>(c: &mut Criterion, rt: &Runtime) {
     );
     let fanout_of = layout.fanout_of_topics();
     let per_iteration: u64 = plan.iter().flatten().map(|&t| fanout_of[t]).sum();
-    let mut group = c.benchmark_group("liveview");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5));
-    let sink = Arc::new(Sink::default());
-    let mut built: Option<Arc<P>> = None;
+    let mut group = group(c, "liveview", Duration::from_secs(5));
+    let mut lazy = Lazy::<P>::new(layout);
     group.throughput(Throughput::Elements(per_iteration));
     group.bench_function(BenchmarkId::new(P::NAME, "10k_sessions_5_of_1k_topics"), |b| {
         b.iter_custom(|iters| {
-            let peer = Arc::clone(
-                built.get_or_insert_with(|| Arc::new(rt.block_on(P::build(&layout, Arc::clone(&sink))))),
-            );
-            rt.block_on(async {
+            let (peer, sink) = lazy.get(rt);
+            let plan = Arc::clone(&plan);
+            on_runtime(rt, async move {
                 let start = Instant::now();
                 let mut expected = sink.total();
                 for _ in 0..iters {
@@ -203,82 +229,51 @@ fn liveview<P: Peer>(c: &mut Criterion, rt: &Runtime) {
             })
         })
     });
-    if let Some(peer) = built {
-        shutdown(rt, peer);
-    }
+    lazy.finish(rt);
     group.finish();
 }
 
 /// Subscribe + unsubscribe of a new session into a topic already holding `n` subscribers.
 fn churn<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
-    let mut group = c.benchmark_group("churn");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = group(c, "churn", Duration::from_secs(3));
     for &n in sizes {
-        let layout = Layout {
-            sessions: n,
-            topics: 1,
-            per_session: 1,
-            capacity: 16,
-        };
-        let mut built: Option<P> = None;
+        let mut lazy = Lazy::<P>::new(one_topic(n, 16));
         let mut id = 0;
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
-            let peer = built.get_or_insert_with(|| rt.block_on(P::build(&layout, Arc::new(Sink::default()))));
+            let (peer, _) = lazy.get(rt);
             b.iter(|| {
                 id += 1;
                 rt.block_on(peer.churn(0, id))
             })
         });
-        if let Some(peer) = built {
-            rt.block_on(peer.shutdown());
-        }
+        lazy.finish(rt);
     }
     group.finish();
 }
 
 /// 1,000 sessions on one topic, one of them never reads: the others' end-to-end throughput.
 fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
-    const BATCH: u64 = 200;
     const SESSIONS: usize = 1_000;
-    let mut group = c.benchmark_group("slow_consumer");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(4));
+    let mut group = group(c, "slow_consumer", Duration::from_secs(4));
     group.throughput(Throughput::Elements(BATCH * (SESSIONS as u64 - 1)));
+    let block = |then| {
+        Some(OverflowPolicy::Block {
+            timeout: Duration::from_millis(1),
+            then,
+        })
+    };
     let policies: [(&str, Option<OverflowPolicy>); 6] = [
         ("none_stalled", None),
         ("drop_newest", Some(OverflowPolicy::DropNewest)),
         ("drop_oldest", Some(OverflowPolicy::DropOldest)),
         ("disconnect", Some(OverflowPolicy::Disconnect)),
-        (
-            "block_1ms_then_disconnect",
-            Some(OverflowPolicy::Block {
-                timeout: Duration::from_millis(1),
-                then: Fallback::Disconnect,
-            }),
-        ),
-        (
-            "block_1ms_then_drop_newest",
-            Some(OverflowPolicy::Block {
-                timeout: Duration::from_millis(1),
-                then: Fallback::DropNewest,
-            }),
-        ),
+        ("block_1ms_then_disconnect", block(Fallback::Disconnect)),
+        ("block_1ms_then_drop_newest", block(Fallback::DropNewest)),
     ];
     for (name, policy) in policies {
-        let layout = Layout {
-            sessions: SESSIONS - 1,
-            topics: 1,
-            per_session: 1,
-            capacity: 256,
-        };
         let sink = Arc::new(Sink::default());
         let peer = rt.block_on(FanoutPull::build_with(
-            &layout,
+            &one_topic(SESSIONS - 1, 256),
             Arc::clone(&sink),
             policy.unwrap_or(OverflowPolicy::DropOldest),
         ));
@@ -291,20 +286,11 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
         let peer = Arc::new(peer);
         group.bench_function(BenchmarkId::new("fanout", name), |b| {
             b.iter_custom(|iters| {
-                let (peer, sink) = (Arc::clone(&peer), Arc::clone(&sink));
-                rt.block_on(rt.spawn(async move {
-                    let start = Instant::now();
-                    let mut expected = sink.total();
-                    for _ in 0..iters {
-                        for _ in 0..BATCH {
-                            peer.publish(0, payload()).await;
-                        }
-                        expected += BATCH * (SESSIONS as u64 - 1);
-                        sink.wait_for(expected, LIMIT).await;
-                    }
-                    start.elapsed()
-                }))
-                .expect("publisher task")
+                let deliveries = BATCH * (SESSIONS as u64 - 1);
+                on_runtime(
+                    rt,
+                    publish_batches(Arc::clone(&peer), Arc::clone(&sink), iters, deliveries),
+                )
             })
         });
         drop(stalled);
