@@ -13,6 +13,7 @@ use loom::thread;
 /// A pop makes room: the waiting broadcaster queues its message.
 #[test]
 fn blocked_broadcast_released_by_pop() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(1, block());
         let mut receiver = session(&engine, "s", &["t"]);
@@ -26,18 +27,24 @@ fn blocked_broadcast_released_by_pop() {
         assert_eq!((fanout.queued, fanout.dropped), (1, 0));
         assert_eq!(text(&receiver.try_recv().unwrap()), "2");
         let stats = engine.stats();
-        assert!(stats.block_waits <= 1);
+        SEEN.saw(match stats.block_waits {
+            0 => "popped before the broadcast",
+            1 => "waited",
+            n => panic!("{n} waits"),
+        });
         assert_eq!(stats.block_timeouts, 0);
         assert_accounted(&engine, &[&receiver]);
         drop(receiver);
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["popped before the broadcast", "waited"]);
 }
 
 /// The session is unsubscribed from everything (its disconnect) while a broadcaster waits for
 /// room in its mailbox: the broadcaster returns, and both messages are counted as dropped.
 #[test]
 fn blocked_broadcast_released_by_disconnect() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(1, block());
         let mut receiver = session(&engine, "s", &["t"]);
@@ -54,6 +61,12 @@ fn blocked_broadcast_released_by_disconnect() {
         let stats = engine.stats();
         assert_eq!(stats.delivered, 0);
         assert_eq!(stats.recipients, stats.dropped.total(), "{stats:?}");
+        SEEN.saw(if stats.block_waits == 1 {
+            "waited"
+        } else {
+            "closed before the wait"
+        });
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["waited", "closed before the wait"]);
 }

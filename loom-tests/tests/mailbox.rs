@@ -10,44 +10,44 @@ use common::*;
 use fanout::{CloseReason, OverflowPolicy, TryRecvError};
 use loom::thread;
 
-/// `drop_newest`: two broadcasts into a one-slot mailbox while the consumer pops.
+/// `drop_newest`: a two-slot mailbox holds a message; a broadcaster publishes two more while
+/// the consumer pops, so the last one is dropped only if the pop came after both pushes. Each
+/// message is delivered or dropped, never both, in publish order.
 #[test]
 fn drop_newest_push_racing_pop() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
-        let engine = engine(1, OverflowPolicy::DropNewest);
+        let engine = engine(2, OverflowPolicy::DropNewest);
         let mut receiver = session(&engine, "s", &["t"]);
-        let publisher = {
-            let engine = engine.clone();
-            thread::spawn(move || {
-                let first = broadcast(&engine, "t", "1");
-                let second = broadcast(&engine, "t", "2");
-                first.dropped + second.dropped
-            })
-        };
-        let mut got = drain(&mut receiver);
-        let dropped = publisher.join().unwrap();
-        got.extend(drain(&mut receiver));
-        let texts: Vec<&str> = got.iter().map(text).collect();
-        assert!(
-            matches!(texts.as_slice(), ["1"] | ["2"] | ["1", "2"]),
-            "{texts:?}"
-        );
+        broadcast(&engine, "t", "1");
+        let consumer = thread::spawn(move || {
+            let got: Vec<String> = drain(&mut receiver).iter().map(|m| text(m).to_string()).collect();
+            (receiver, got)
+        });
+        let dropped = broadcast(&engine, "t", "2").dropped + broadcast(&engine, "t", "3").dropped;
+        let (mut receiver, mut got) = consumer.join().unwrap();
+        got.extend(drain(&mut receiver).iter().map(|m| text(m).to_string()));
+        assert_eq!(got.first().map(String::as_str), Some("1"), "{got:?}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in publish order: {got:?}");
         assert_eq!(
-            texts.len() + dropped,
-            2,
-            "each message delivered or dropped, never both"
+            got.len() + dropped,
+            3,
+            "each message delivered or dropped, never both: {got:?}"
         );
         assert_eq!(engine.stats().dropped.drop_newest, dropped as u64);
+        SEEN.saw(if dropped > 0 { "dropped" } else { "all delivered" });
         assert_accounted(&engine, &[&receiver]);
         drop(receiver);
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["dropped", "all delivered"]);
 }
 
 /// `drop_oldest`: a broadcast evicts the queued message while the consumer pops it. The
 /// consumer gets it or learns it missed it, never both, and is told before the next message.
 #[test]
 fn drop_oldest_eviction_racing_pop() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(1, OverflowPolicy::DropOldest);
         let mut receiver = session(&engine, "s", &["t"]);
@@ -64,14 +64,14 @@ fn drop_oldest_eviction_racing_pop() {
         let evicted = engine.stats().dropped.drop_oldest;
         assert_eq!(evicted, fanout.dropped as u64);
         match texts.as_slice() {
-            ["1", "2"] => assert_eq!((evicted, missed), (0, 0)),
+            ["1", "2"] => {
+                assert_eq!((evicted, missed), (0, 0));
+                SEEN.saw("popped before the eviction");
+            }
             ["2"] => {
                 assert_eq!(evicted, 1);
-                assert_eq!(
-                    got[0].missed_before(),
-                    1,
-                    "told of the eviction with the next message"
-                );
+                assert_eq!(got[0].missed_before(), 1, "told with the next message");
+                SEEN.saw("evicted");
             }
             other => panic!("received {other:?}"),
         }
@@ -79,6 +79,7 @@ fn drop_oldest_eviction_racing_pop() {
         drop(receiver);
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["popped before the eviction", "evicted"]);
 }
 
 /// `disconnect`: a broadcast finds the mailbox full and disconnects the session while the
@@ -86,6 +87,7 @@ fn drop_oldest_eviction_racing_pop() {
 /// session and topic entries are gone.
 #[test]
 fn disconnect_racing_unsubscribe_all() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(1, OverflowPolicy::Disconnect);
         let mut receiver = session(&engine, "s", &["t"]);
@@ -100,10 +102,11 @@ fn disconnect_racing_unsubscribe_all() {
             Err(TryRecvError::Closed(closed)) => closed.reason,
             other => panic!("G2: after unsubscribe_all, got {other:?}"),
         };
-        assert!(matches!(
-            reason,
-            CloseReason::Unsubscribed | CloseReason::SlowConsumer
-        ));
+        SEEN.saw(match reason {
+            CloseReason::SlowConsumer => "disconnect first",
+            CloseReason::Unsubscribed => "unsubscribe_all first",
+            other => panic!("closed as {other:?}"),
+        });
         let stats = engine.stats();
         assert_eq!(stats.delivered, 0);
         assert_eq!(stats.disconnects, u64::from(reason == CloseReason::SlowConsumer));
@@ -113,6 +116,7 @@ fn disconnect_racing_unsubscribe_all() {
         assert_eq!(stats.recipients, stats.dropped.total(), "{stats:?}");
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["disconnect first", "unsubscribe_all first"]);
 }
 
 /// No lost wake-up: the consumer parks in `recv` while a broadcaster pushes. If the wake-up

@@ -12,6 +12,7 @@ use loom::thread;
 /// session sees each publisher's messages in order, each exactly once.
 #[test]
 fn two_publishers_keep_their_order() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(4, OverflowPolicy::DropNewest);
         let mut first = session(&engine, "s1", &["t"]);
@@ -35,6 +36,14 @@ fn two_publishers_keep_their_order() {
         seen[1] = drain(&mut second);
         for messages in &seen {
             let texts: Vec<&str> = messages.iter().map(text).collect();
+            SEEN.saw(if texts.first() == Some(&"a1") {
+                "a1 first"
+            } else {
+                "b1 first"
+            });
+            if texts[..2] == ["a1", "b1"] || texts[..2] == ["b1", "a1"] {
+                SEEN.saw("interleaved");
+            }
             assert_eq!(texts.len(), 4, "{texts:?}");
             for publisher in ["a", "b"] {
                 let own: Vec<&&str> = texts.iter().filter(|t| t.starts_with(publisher)).collect();
@@ -51,4 +60,5 @@ fn two_publishers_keep_their_order() {
         drop((first, second));
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["a1 first", "b1 first", "interleaved"]);
 }

@@ -13,6 +13,7 @@ use loom::thread;
 /// G1: a broadcast that starts after `subscribe` returned is delivered, exactly once.
 #[test]
 fn subscribe_racing_broadcast() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(2, OverflowPolicy::DropNewest);
         let receiver = session(&engine, "s", &[]);
@@ -38,15 +39,22 @@ fn subscribe_racing_broadcast() {
             );
         }
         assert!(got.iter().all(|m| text(m) == "m"));
+        SEEN.saw(if got.is_empty() {
+            "broadcast first"
+        } else {
+            "delivered"
+        });
         assert_accounted(&engine, &[&receiver]);
         drop(receiver);
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["broadcast first", "delivered"]);
 }
 
 /// G2: nothing is delivered for a broadcast that starts after `unsubscribe` returned.
 #[test]
 fn unsubscribe_racing_broadcast() {
+    static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(2, OverflowPolicy::DropNewest);
         let receiver = session(&engine, "s", &["t"]);
@@ -73,10 +81,16 @@ fn unsubscribe_racing_broadcast() {
             0,
             "the last unsubscribe removes the topic entry"
         );
+        SEEN.saw(if got.is_empty() {
+            "not delivered"
+        } else {
+            "delivered"
+        });
         assert_accounted(&engine, &[&receiver]);
         drop(receiver);
         assert_empty(&engine);
     });
+    SEEN.assert_saw(&["not delivered", "delivered"]);
 }
 
 /// The last unsubscribe retires the topic entry while a new subscriber arrives: the new

@@ -79,3 +79,27 @@ pub fn assert_empty(engine: &Engine) {
         "{stats:?}"
     );
 }
+
+/// Outcomes a model's executions reached, checked after `loom::model` returns: proof that the
+/// exploration reached both sides of the race, not just one interleaving.
+pub struct Seen(std::sync::Mutex<std::collections::BTreeSet<&'static str>>);
+
+impl Seen {
+    pub const fn new() -> Self {
+        Seen(std::sync::Mutex::new(std::collections::BTreeSet::new()))
+    }
+
+    pub fn saw(&self, outcome: &'static str) {
+        self.0.lock().unwrap().insert(outcome);
+    }
+
+    pub fn assert_saw(&self, expected: &[&'static str]) {
+        let seen = self.0.lock().unwrap();
+        for outcome in expected {
+            assert!(
+                seen.contains(outcome),
+                "no execution reached {outcome:?}; saw {seen:?}"
+            );
+        }
+    }
+}
