@@ -54,6 +54,14 @@ pub struct Args {
     /// The provider to size.
     #[arg(long, value_enum, default_value = "memory")]
     pub provider: ProviderArg,
+    /// For `--provider redis`: the server (default: the `REDIS_URL` environment variable, or
+    /// redis://127.0.0.1:6379).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// For `--provider redis`: requests for the `redis-benchmark` run against the same server
+    /// before the workload (its rate is the baseline of the printed ratio); 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub redis_benchmark_requests: u64,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +89,9 @@ pub enum FallbackArg {
 pub enum ProviderArg {
     /// The in-memory default, `InMemoryPubSub`.
     Memory,
+    /// Two `RedisPubSub` instances on one Redis, in this process: every session on the second,
+    /// every publisher on the first, so every delivery crosses Redis.
+    Redis,
 }
 
 impl Args {

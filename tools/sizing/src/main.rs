@@ -4,11 +4,14 @@
 //! ```text
 //! cargo run --release -p fanout-sizing                      # the default scenario, ~15 s
 //! cargo run --release -p fanout-sizing -- --sessions 50000 --topics-per-session 10 --rate 0 --json
+//! cargo run --release -p fanout-sizing -- --provider redis --rate 0   # two instances on REDIS_URL
 //! ```
 
 mod alloc;
 mod args;
 mod cpu;
+mod redis_benchmark;
+mod redis_scenario;
 mod report;
 mod run;
 
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
     let report = runtime.block_on(async {
         match args.provider {
             ProviderArg::Memory => run::run_memory(&args, config).await,
+            ProviderArg::Redis => redis_scenario::run_redis(&args, config).await,
         }
     });
     match report {

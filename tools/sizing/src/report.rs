@@ -22,6 +22,42 @@ pub struct Report {
     pub memory: Memory,
     pub cpu: Cpu,
     pub elapsed_seconds: f64,
+    /// The Redis side, for `--provider redis`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSection>,
+}
+
+/// Two `RedisPubSub` instances on one Redis: publishers on the first, sessions on the second.
+#[derive(Debug, Serialize)]
+pub struct RedisSection {
+    /// The server, as `host:port`.
+    pub server: String,
+    /// Messages the publishing instance sent to Redis.
+    pub messages_sent: u64,
+    /// `PUBLISH` commands (envelopes) that carried them.
+    pub publish_commands: u64,
+    pub messages_per_publish: f64,
+    /// Messages the receiving instance got from Redis and handed to its sessions.
+    pub messages_received: u64,
+    /// `messages_received` over the whole run (publishing and draining).
+    pub cross_instance_messages_per_second: f64,
+    pub publish_errors: u64,
+    pub malformed: u64,
+    pub outages: u64,
+    /// CPU the Redis server used during the run (`INFO cpu`; the whole server, not just us).
+    pub server_cpu_seconds: Option<f64>,
+    /// Commands the Redis server processed during the run (`INFO stats`; the whole server).
+    pub server_commands: Option<u64>,
+    pub benchmark: Option<Benchmark>,
+    /// `cross_instance_messages_per_second` over the benchmark's requests per second.
+    pub ratio_to_benchmark: Option<f64>,
+}
+
+/// `redis-benchmark` run against the same server, just before the workload.
+#[derive(Debug, Serialize)]
+pub struct Benchmark {
+    pub command: String,
+    pub requests_per_second: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,7 +138,7 @@ impl Report {
             s.duration_seconds,
             if s.handler_work_us > 0 { format!(", {} us handler work", s.handler_work_us) } else { String::new() },
         );
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "published",
                 format!("{} ({:.0}/s)", self.published, self.publishes_per_second),
@@ -143,6 +179,9 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(redis) = &self.redis {
+            rows.extend(redis.rows(s.rate));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
             let _ = writeln!(out, "  {k:<width$}  {v}");
@@ -156,4 +195,66 @@ fn pct(p: &Percentiles) -> String {
         "p50 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
         p.p50, p.p99, p.p999, p.max, p.samples
     )
+}
+
+impl RedisSection {
+    fn rows(&self, rate: u64) -> Vec<(&'static str, String)> {
+        let mut rows = vec![
+            (
+                "redis: cross-instance",
+                format!(
+                    "{} messages received on the other instance ({:.0}/s)",
+                    self.messages_received, self.cross_instance_messages_per_second
+                ),
+            ),
+            (
+                "redis: publishing",
+                format!(
+                    "{} messages in {} PUBLISH ({:.1} per envelope), {} lost",
+                    self.messages_sent, self.publish_commands, self.messages_per_publish, self.publish_errors
+                ),
+            ),
+            (
+                "redis: faults",
+                format!("{} malformed, {} outages", self.malformed, self.outages),
+            ),
+            (
+                "redis: server",
+                format!(
+                    "{} at {}, {} commands",
+                    self.server_cpu_seconds
+                        .map_or("cpu unknown".to_string(), |s| format!("{s:.2} s cpu")),
+                    self.server,
+                    self.server_commands.map_or("?".to_string(), |n| n.to_string())
+                ),
+            ),
+        ];
+        match (&self.benchmark, self.ratio_to_benchmark) {
+            (Some(benchmark), Some(ratio)) => {
+                rows.push((
+                    "redis-benchmark",
+                    format!(
+                        "{:.0} req/s: {}",
+                        benchmark.requests_per_second, benchmark.command
+                    ),
+                ));
+                rows.push((
+                    "ratio",
+                    format!(
+                        "{:.0} / {:.0} = {:.0}% of redis-benchmark{}",
+                        self.cross_instance_messages_per_second,
+                        benchmark.requests_per_second,
+                        100.0 * ratio,
+                        if rate > 0 {
+                            " (publishing was capped by --rate; use --rate 0 to measure throughput)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            _ => rows.push(("redis-benchmark", "not run".to_string())),
+        }
+        rows
+    }
 }

@@ -47,7 +47,7 @@ fn topic_of(session: usize, k: usize, topics: usize) -> usize {
     (session * 7 + k * 13) % topics
 }
 
-fn policy_name(config: &Config) -> String {
+pub fn policy_name(config: &Config) -> String {
     match config.policy {
         OverflowPolicy::DropNewest => "drop_newest".into(),
         OverflowPolicy::DropOldest => "drop_oldest".into(),
@@ -75,17 +75,48 @@ impl Rng {
     }
 }
 
-/// Runs the scenario on the in-memory provider.
+/// Runs the scenario on the in-memory provider: sessions and publishers on one instance.
 pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
-    let clock = Instant::now();
-    let publishers = args
-        .publishers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let capacity = config.capacity;
     let policy = policy_name(&config);
     let pubsub = Arc::new(InMemoryPubSub::with_config(config)?);
     pubsub.start().await?;
+    let provider: Arc<dyn PubSubProvider> = pubsub;
+    let sides = Sides {
+        name: "memory",
+        publish: Arc::clone(&provider),
+        receive: Arc::clone(&provider),
+        capacity,
+        policy,
+    };
+    let report = measure(args, &sides, || true).await;
+    provider.stop().await?;
+    report
+}
 
+/// Where the workload runs: publishers call `publish`, sessions live on `receive` (the same
+/// provider for a single-instance run).
+pub struct Sides {
+    pub name: &'static str,
+    pub publish: Arc<dyn PubSubProvider>,
+    pub receive: Arc<dyn PubSubProvider>,
+    pub capacity: usize,
+    pub policy: String,
+}
+
+/// Subscribes the sessions on `sides.receive`, publishes on `sides.publish` for the duration,
+/// waits until every delivery is made or dropped (and `drained` holds), and reports. Stops
+/// neither provider.
+pub async fn measure(
+    args: &Args,
+    sides: &Sides,
+    drained: impl Fn() -> bool,
+) -> Result<Report, Box<dyn std::error::Error>> {
+    let clock = Instant::now();
+    let publishers = args
+        .publishers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let receiver = Arc::clone(&sides.receive);
     let handler = {
         let work = Duration::from_micros(args.handler_work_us);
         Handler::new(move |_topic, message: Bytes| {
@@ -109,20 +140,20 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
     let session_names: Vec<String> = (0..args.sessions).map(|s| format!("session-{s}")).collect();
     let names_bytes = live_bytes() - base;
     for (s, name) in session_names.iter().enumerate() {
-        pubsub
+        receiver
             .subscribe_topic(name, &topic_names[topic_of(s, 0, args.topics)], handler.clone())
             .await?;
     }
     let after_sessions = live_bytes();
     for (s, name) in session_names.iter().enumerate() {
         for k in 1..args.topics_per_session {
-            pubsub
+            receiver
                 .subscribe_topic(name, &topic_names[topic_of(s, k, args.topics)], handler.clone())
                 .await?;
         }
     }
     let after_all = live_bytes();
-    let subscriptions = pubsub.stats().subscriptions;
+    let subscriptions = receiver.stats().subscriptions;
     let extra = subscriptions.saturating_sub(args.sessions as u64);
     let per_subscription = if extra > 0 {
         (after_all - after_sessions) as f64 / extra as f64
@@ -149,7 +180,7 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
     let per_publisher_rate = args.rate as f64 / publishers as f64;
     let mut tasks = Vec::with_capacity(publishers);
     for p in 0..publishers {
-        let pubsub = Arc::clone(&pubsub);
+        let pubsub = Arc::clone(&sides.publish);
         let topics = topic_names.clone();
         let size = args.message_size;
         tasks.push(tokio::spawn(async move {
@@ -187,7 +218,7 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
         }));
     }
     let ticker = {
-        let pubsub = Arc::clone(&pubsub);
+        let pubsub = Arc::clone(&receiver);
         let progress = progress.clone();
         tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
@@ -208,8 +239,9 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
     // Drain: wait until every (broadcast, recipient) pair is delivered or dropped.
     let drain_limit = Instant::now() + Duration::from_secs(60);
     loop {
-        let s = pubsub.stats();
-        if s.delivered + s.dropped.total() >= s.recipients || Instant::now() > drain_limit {
+        let s = receiver.stats();
+        let done = s.delivered + s.dropped.total() >= s.recipients && drained();
+        if done || Instant::now() > drain_limit {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -221,16 +253,16 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
     };
     ticker.abort();
     progress.finish_and_clear();
-    let stats = pubsub.stats();
+    let published = sides.publish.stats().published;
+    let stats = receiver.stats();
     let total_bytes = live_bytes() - base;
-    pubsub.stop().await?;
 
     let mut end_to_end = new_histogram();
     for shard in latency_shards().lock().expect("shards").iter() {
         end_to_end.add(&*shard.lock().expect("shard"))?;
     }
     Ok(Report {
-        provider: "memory",
+        provider: sides.name,
         scenario: Scenario {
             sessions: args.sessions,
             topics: args.topics,
@@ -239,16 +271,16 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
             publishers,
             rate: args.rate,
             message_size: args.message_size,
-            capacity,
-            policy,
+            capacity: sides.capacity,
+            policy: sides.policy.clone(),
             duration_seconds: args.duration,
             handler_work_us: args.handler_work_us,
         },
-        published: stats.published,
+        published,
         recipients: stats.recipients,
         delivered: stats.delivered,
         deliveries_per_second: stats.delivered as f64 / elapsed.as_secs_f64(),
-        publishes_per_second: stats.published as f64 / elapsed.as_secs_f64(),
+        publishes_per_second: published as f64 / elapsed.as_secs_f64(),
         publish_latency_us: Percentiles::of(&publish_latency),
         end_to_end_latency_us: Percentiles::of(&end_to_end),
         dropped: Dropped {
@@ -270,5 +302,6 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
             cores_busy: cpu.as_secs_f64() / elapsed.as_secs_f64(),
         },
         elapsed_seconds: elapsed.as_secs_f64(),
+        redis: None,
     })
 }

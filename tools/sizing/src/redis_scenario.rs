@@ -1,0 +1,136 @@
+//! `--provider redis`: the scenario on two `RedisPubSub` instances sharing one Redis.
+//!
+//! Every session lives on the receiving instance and every publisher on the other, so every
+//! delivery crosses Redis: the figures are those of the slower, remote path (with sessions
+//! split between instances, the local share would be delivered in-process, at the memory
+//! provider's rate). Both instances run in this process, on one tokio runtime, so the CPU
+//! figure is both instances together; the Redis server's own CPU is reported beside it.
+//!
+//! Before the workload, `redis-benchmark` publishes to the same server, pipelined 16 deep, with
+//! messages the size of one of ours as a lone envelope; the report prints the ratio of the
+//! messages per second that crossed between the instances to its requests per second.
+
+use std::sync::Arc;
+
+use fanout::envelope::{single_encoded_len, Record};
+use fanout::redis::{RedisConfig, RedisPubSub};
+use fanout::{Config, PubSubProvider};
+
+use crate::args::Args;
+use crate::redis_benchmark;
+use crate::report::{RedisSection, Report};
+use crate::run::{measure, policy_name, Sides};
+
+/// Runs the scenario on two instances of the Redis provider.
+pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
+    let mut redis = RedisConfig::from_env();
+    if let Some(url) = &args.redis_url {
+        redis.url = url.clone();
+    }
+    let prefix = format!("fanout-sizing:{}:", std::process::id());
+    let redis = redis.with_channel_prefix(&prefix);
+    let client = ::redis::Client::open(redis.url.as_str())?;
+    let server = client.get_connection_info().addr().to_string();
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|error| format!("cannot reach redis at {server}: {error}"))?;
+
+    let benchmark = if args.redis_benchmark_requests > 0 {
+        // One message of ours, alone in its envelope, on a topic like the scenario's.
+        let message_bytes = single_encoded_len(
+            &format!("room:{}", args.topics.saturating_sub(1)),
+            &Record {
+                sender: None,
+                payload: &vec![0; args.message_size],
+            },
+        );
+        let channel = format!("{prefix}benchmark-nobody");
+        match redis_benchmark::run(&redis.url, &channel, message_bytes, args.redis_benchmark_requests) {
+            Ok(benchmark) => Some(benchmark),
+            Err(error) => {
+                eprintln!("fanout-sizing: {error}; no baseline");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let capacity = config.capacity;
+    let policy = policy_name(&config);
+    let publishing = Arc::new(RedisPubSub::with_config(redis.clone(), config.clone())?);
+    let receiving = Arc::new(RedisPubSub::with_config(redis, config)?);
+    publishing.start().await?;
+    receiving.start().await?;
+    let sides = Sides {
+        name: "redis",
+        publish: Arc::clone(&publishing) as Arc<dyn PubSubProvider>,
+        receive: Arc::clone(&receiving) as Arc<dyn PubSubProvider>,
+        capacity,
+        policy,
+    };
+    let server_before = server_figures(&mut admin).await;
+    // Drained once everything queued on the publishing side has been sent (or counted lost)
+    // and everything sent has reached the receiving side (or been counted malformed).
+    let drained = || {
+        let (sent, got) = (publishing.redis_stats(), receiving.redis_stats());
+        let broadcasts = publishing.stats().published;
+        sent.published + sent.publish_errors + sent.unavailable >= broadcasts
+            && got.received + got.malformed >= sent.published
+    };
+    let measured = measure(args, &sides, drained).await;
+    let server_after = server_figures(&mut admin).await;
+    let (sent, got) = (publishing.redis_stats(), receiving.redis_stats());
+    publishing.stop().await?;
+    receiving.stop().await?;
+    let mut report = measured?;
+
+    let per_second = got.received as f64 / report.elapsed_seconds;
+    let ratio = benchmark
+        .as_ref()
+        .map(|benchmark| per_second / benchmark.requests_per_second);
+    let (cpu, commands) = match (server_before, server_after) {
+        (Some(before), Some(after)) => (
+            Some(after.cpu_seconds - before.cpu_seconds),
+            Some(after.commands.saturating_sub(before.commands)),
+        ),
+        _ => (None, None),
+    };
+    report.redis = Some(RedisSection {
+        server,
+        messages_sent: sent.published,
+        publish_commands: sent.envelopes_published,
+        messages_per_publish: sent.published as f64 / sent.envelopes_published.max(1) as f64,
+        messages_received: got.received,
+        cross_instance_messages_per_second: per_second,
+        publish_errors: sent.publish_errors + sent.unavailable,
+        malformed: got.malformed,
+        outages: sent.publisher_outages + got.outages,
+        server_cpu_seconds: cpu,
+        server_commands: commands,
+        benchmark,
+        ratio_to_benchmark: ratio,
+    });
+    Ok(report)
+}
+
+struct ServerFigures {
+    cpu_seconds: f64,
+    commands: u64,
+}
+
+/// The server's CPU time and commands processed so far, from `INFO`; `None` if unavailable.
+async fn server_figures(admin: &mut ::redis::aio::MultiplexedConnection) -> Option<ServerFigures> {
+    let info: String = ::redis::cmd("INFO").arg("all").query_async(admin).await.ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let cpu = |name: &str| field(name)?.parse::<f64>().ok();
+    Some(ServerFigures {
+        cpu_seconds: cpu("used_cpu_sys")? + cpu("used_cpu_user")?,
+        commands: field("total_commands_processed")?.parse().ok()?,
+    })
+}
