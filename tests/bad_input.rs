@@ -5,55 +5,21 @@
 //! deliver.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
 
 use fanout::{
     Bytes, Config, Handler, InMemoryPubSub, Limits, PubSubError, PubSubJsonExt, PubSubProvider, SessionForm,
     SessionPubSub, SessionReceiver, StatsSnapshot,
 };
 
-/// The longest any condition is waited for.
-const WAIT: Duration = Duration::from_secs(5);
+mod support;
+
+use support::{wait_until, Inbox};
 
 const MAX_TOPIC: usize = 16;
 const MAX_PAYLOAD: usize = 32;
 const MAX_SESSION_ID: usize = 8;
-
-/// Polls `done` until it holds; fails the test after [`WAIT`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Payloads a handler received, in order.
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<String>>>);
-
-impl Inbox {
-    fn payloads(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn handler(&self) -> Handler {
-        let inbox = self.clone();
-        Handler::new(move |_topic, message: Bytes| {
-            inbox
-                .0
-                .lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&message).into_owned());
-            async {}
-        })
-    }
-}
 
 fn small_limits() -> Config {
     Config::default().with_limits(Limits {
@@ -128,42 +94,97 @@ fn rejected<T: std::fmt::Debug>(what: &str, result: Result<T, PubSubError>, expe
     }
 }
 
-#[tokio::test]
-async fn empty_topic_is_rejected_by_every_operation() {
-    let f = Fixture::new().await;
+/// What each operation that takes a topic returns for `topic`, named.
+async fn topic_operations(f: &Fixture, topic: &str) -> Vec<(&'static str, Result<(), PubSubError>)> {
     let (pubsub, engine) = (&f.pubsub, f.pubsub.engine());
-    let expected = "topic is empty";
-
-    let results = [
+    vec![
         (
             "subscribe_topic",
             pubsub
-                .subscribe_topic("writer", "", Handler::new(|_, _| async {}))
+                .subscribe_topic("writer", topic, Handler::new(|_, _| async {}))
                 .await,
         ),
         (
-            "subscribe_topic (new session)",
-            pubsub
-                .subscribe_topic("new", "", Handler::new(|_, _| async {}))
-                .await,
+            "unsubscribe_topic",
+            pubsub.unsubscribe_topic("writer", topic).await,
         ),
-        ("unsubscribe_topic", pubsub.unsubscribe_topic("writer", "").await),
-        ("broadcast", pubsub.broadcast("", "m".into()).await),
+        ("broadcast", pubsub.broadcast(topic, "m".into()).await),
         (
             "broadcast_from",
-            pubsub.broadcast_from("writer", "", "m".into()).await,
+            pubsub.broadcast_from("writer", topic, "m".into()).await,
         ),
         (
             "engine broadcast",
-            engine.broadcast("", "m".into()).await.map(drop),
+            engine.broadcast(topic, "m".into()).await.map(drop),
         ),
-        ("receiver subscribe", f.reader.subscribe("")),
-        ("receiver unsubscribe", f.reader.unsubscribe("")),
-    ];
+        ("receiver subscribe", f.reader.subscribe(topic)),
+        ("receiver unsubscribe", f.reader.unsubscribe(topic)),
+    ]
+}
+
+/// What each operation that takes a session id returns for `session_id`, named.
+async fn session_id_operations(
+    f: &Fixture,
+    session_id: &str,
+) -> Vec<(&'static str, Result<(), PubSubError>)> {
+    let (pubsub, engine) = (&f.pubsub, f.pubsub.engine());
+    vec![
+        (
+            "subscribe_topic",
+            pubsub
+                .subscribe_topic(session_id, "room", Handler::new(|_, _| async {}))
+                .await,
+        ),
+        (
+            "unsubscribe_topic",
+            pubsub.unsubscribe_topic(session_id, "room").await,
+        ),
+        ("unsubscribe_all", pubsub.unsubscribe_all(session_id).await),
+        (
+            "broadcast_from",
+            pubsub.broadcast_from(session_id, "room", "m".into()).await,
+        ),
+        (
+            "engine broadcast_from",
+            engine
+                .broadcast_from(session_id, "room", "m".into())
+                .await
+                .map(drop),
+        ),
+        ("open_session", pubsub.open_session(session_id).map(drop)),
+    ]
+}
+
+/// Asserts every result is rejected with `expected` as its `Display` and an error `is_expected`
+/// accepts.
+#[track_caller]
+fn assert_each_rejected(
+    results: Vec<(&str, Result<(), PubSubError>)>,
+    expected: &str,
+    is_expected: impl Fn(&PubSubError) -> bool,
+) {
     for (what, result) in results {
         let error = rejected(what, result, expected);
-        assert!(matches!(error, PubSubError::EmptyTopic), "{what}: {error:?}");
+        assert!(is_expected(&error), "{what}: {error:?}");
     }
+}
+
+#[tokio::test]
+async fn empty_topic_is_rejected_by_every_operation() {
+    let f = Fixture::new().await;
+    let mut results = topic_operations(&f, "").await;
+    results.insert(
+        1,
+        (
+            "subscribe_topic (new session)",
+            f.pubsub
+                .subscribe_topic("new", "", Handler::new(|_, _| async {}))
+                .await,
+        ),
+    );
+    assert_each_rejected(results, "topic is empty", |error| {
+        matches!(error, PubSubError::EmptyTopic)
+    });
 
     f.assert_untouched().await;
 }
@@ -171,40 +192,11 @@ async fn empty_topic_is_rejected_by_every_operation() {
 #[tokio::test]
 async fn topic_over_the_limit_is_rejected_naming_the_limit() {
     let f = Fixture::new().await;
-    let (pubsub, engine) = (&f.pubsub, f.pubsub.engine());
     let long = "t".repeat(MAX_TOPIC + 1);
-    let expected = "topic is 17 bytes; the limit is 16";
-
-    let results = [
-        (
-            "subscribe_topic",
-            pubsub
-                .subscribe_topic("writer", &long, Handler::new(|_, _| async {}))
-                .await,
-        ),
-        (
-            "unsubscribe_topic",
-            pubsub.unsubscribe_topic("writer", &long).await,
-        ),
-        ("broadcast", pubsub.broadcast(&long, "m".into()).await),
-        (
-            "broadcast_from",
-            pubsub.broadcast_from("writer", &long, "m".into()).await,
-        ),
-        (
-            "engine broadcast",
-            engine.broadcast(&long, "m".into()).await.map(drop),
-        ),
-        ("receiver subscribe", f.reader.subscribe(&long)),
-        ("receiver unsubscribe", f.reader.unsubscribe(&long)),
-    ];
-    for (what, result) in results {
-        let error = rejected(what, result, expected);
-        assert!(
-            matches!(error, PubSubError::TopicTooLong { len: 17, limit: 16 }),
-            "{what}: {error:?}"
-        );
-    }
+    let results = topic_operations(&f, &long).await;
+    assert_each_rejected(results, "topic is 17 bytes; the limit is 16", |error| {
+        matches!(error, PubSubError::TopicTooLong { len: 17, limit: 16 })
+    });
 
     f.assert_untouched().await;
 }
@@ -254,7 +246,7 @@ async fn payload_over_the_limit_is_rejected_naming_the_limit() {
     let big = Bytes::from(vec![b'p'; MAX_PAYLOAD + 1]);
     let expected = "payload is 33 bytes; the limit is 32";
 
-    let results = [
+    let results = vec![
         ("broadcast", pubsub.broadcast("room", big.clone()).await),
         (
             "broadcast_from",
@@ -272,13 +264,9 @@ async fn payload_over_the_limit_is_rejected_naming_the_limit() {
                 .map(drop),
         ),
     ];
-    for (what, result) in results {
-        let error = rejected(what, result, expected);
-        assert!(
-            matches!(error, PubSubError::PayloadTooLarge { len: 33, limit: 32 }),
-            "{what}: {error:?}"
-        );
-    }
+    assert_each_rejected(results, expected, |error| {
+        matches!(error, PubSubError::PayloadTooLarge { len: 33, limit: 32 })
+    });
     // The JSON helpers check the encoded size: 40 characters and two quotes.
     let text = "j".repeat(40);
     let json_expected = "payload is 42 bytes; the limit is 32";
@@ -315,32 +303,10 @@ async fn payload_at_the_limit_and_empty_payload_are_accepted() {
 #[tokio::test]
 async fn empty_session_id_is_rejected_by_every_operation() {
     let f = Fixture::new().await;
-    let (pubsub, engine) = (&f.pubsub, f.pubsub.engine());
-    let expected = "session id is empty";
-
-    let results = [
-        (
-            "subscribe_topic",
-            pubsub
-                .subscribe_topic("", "room", Handler::new(|_, _| async {}))
-                .await,
-        ),
-        ("unsubscribe_topic", pubsub.unsubscribe_topic("", "room").await),
-        ("unsubscribe_all", pubsub.unsubscribe_all("").await),
-        (
-            "broadcast_from",
-            pubsub.broadcast_from("", "room", "m".into()).await,
-        ),
-        (
-            "engine broadcast_from",
-            engine.broadcast_from("", "room", "m".into()).await.map(drop),
-        ),
-        ("open_session", pubsub.open_session("").map(drop)),
-    ];
-    for (what, result) in results {
-        let error = rejected(what, result, expected);
-        assert!(matches!(error, PubSubError::EmptySessionId), "{what}: {error:?}");
-    }
+    let results = session_id_operations(&f, "").await;
+    assert_each_rejected(results, "session id is empty", |error| {
+        matches!(error, PubSubError::EmptySessionId)
+    });
 
     f.assert_untouched().await;
 }
@@ -348,36 +314,11 @@ async fn empty_session_id_is_rejected_by_every_operation() {
 #[tokio::test]
 async fn session_id_over_the_limit_is_rejected_naming_the_limit() {
     let f = Fixture::new().await;
-    let (pubsub, engine) = (&f.pubsub, f.pubsub.engine());
     let long = "s".repeat(MAX_SESSION_ID + 1);
-    let expected = "session id is 9 bytes; the limit is 8";
-
-    let results = [
-        (
-            "subscribe_topic",
-            pubsub
-                .subscribe_topic(&long, "room", Handler::new(|_, _| async {}))
-                .await,
-        ),
-        ("unsubscribe_topic", pubsub.unsubscribe_topic(&long, "room").await),
-        ("unsubscribe_all", pubsub.unsubscribe_all(&long).await),
-        (
-            "broadcast_from",
-            pubsub.broadcast_from(&long, "room", "m".into()).await,
-        ),
-        (
-            "engine broadcast_from",
-            engine.broadcast_from(&long, "room", "m".into()).await.map(drop),
-        ),
-        ("open_session", pubsub.open_session(&long).map(drop)),
-    ];
-    for (what, result) in results {
-        let error = rejected(what, result, expected);
-        assert!(
-            matches!(error, PubSubError::SessionIdTooLong { len: 9, limit: 8 }),
-            "{what}: {error:?}"
-        );
-    }
+    let results = session_id_operations(&f, &long).await;
+    assert_each_rejected(results, "session id is 9 bytes; the limit is 8", |error| {
+        matches!(error, PubSubError::SessionIdTooLong { len: 9, limit: 8 })
+    });
 
     f.assert_untouched().await;
 }

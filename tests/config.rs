@@ -31,6 +31,14 @@ fn assert_error(error: &ConfigError, key: &str, position: (usize, usize), mentio
     assert_eq!(error.file, None);
 }
 
+/// Parses `source`, expecting an error with [`assert_error`]'s key, position and mention.
+#[track_caller]
+fn parse_error_at(source: &str, key: &str, position: (usize, usize), mentions: &str) -> ConfigError {
+    let error = parse_error(source);
+    assert_error(&error, key, position, mentions);
+    error
+}
+
 /// A file under the system temp dir, removed when dropped.
 struct TempFile(PathBuf);
 
@@ -213,8 +221,7 @@ fn block_policy_also_parses_as_a_table() {
 
 #[test]
 fn unknown_key_is_an_error_naming_it_and_its_position() {
-    let error = parse_error("capacity = 8\ncapasity = 9\n");
-    assert_error(&error, "capasity", (2, 1), "capasity");
+    let error = parse_error_at("capacity = 8\ncapasity = 9\n", "capasity", (2, 1), "capasity");
     assert_eq!(
         error.to_string().split(": ").take(2).collect::<Vec<_>>(),
         ["line 2, column 1", "`capasity`"]
@@ -223,62 +230,79 @@ fn unknown_key_is_an_error_naming_it_and_its_position() {
 
 #[test]
 fn unknown_key_in_a_table_is_named_with_its_table() {
-    let error = parse_error("[limits]\nmax_topic_bytes = 10\nmax_topics = 5\n");
-    assert_error(&error, "limits.max_topics", (3, 1), "max_topics");
+    parse_error_at(
+        "[limits]\nmax_topic_bytes = 10\nmax_topics = 5\n",
+        "limits.max_topics",
+        (3, 1),
+        "max_topics",
+    );
 
     let source =
         "[[override]]\nprefix = \"a:\"\n\n[[override]]\nprefix = \"b:\"\n  policcy = \"disconnect\"\n";
-    let error = parse_error(source);
-    assert_error(&error, "override[1].policcy", (6, 3), "policcy");
+    parse_error_at(source, "override[1].policcy", (6, 3), "policcy");
 
     // An unknown table: its name, where the name starts.
-    let error = parse_error("capacity = 8\n[limitz]\nmax_topic_bytes = 5\n");
-    assert_error(&error, "limitz", (2, 2), "limitz");
+    parse_error_at(
+        "capacity = 8\n[limitz]\nmax_topic_bytes = 5\n",
+        "limitz",
+        (2, 2),
+        "limitz",
+    );
 }
 
 #[test]
 fn unknown_key_under_a_commented_table_header_is_named_with_its_table() {
     let source = "[limits] # sizes\nmax_topics = 5\n";
-    let error = parse_error(source);
-    assert_error(&error, "limits.max_topics", (2, 1), "max_topics");
+    parse_error_at(source, "limits.max_topics", (2, 1), "max_topics");
 
     let source =
         "[[override]] # first\nprefix = \"a:\"\n\n[[override]] # second\nprefix = \"b:\"\nmax_qeued = 1\n";
-    let error = parse_error(source);
-    assert_error(&error, "override[1].max_qeued", (6, 1), "max_qeued");
+    parse_error_at(source, "override[1].max_qeued", (6, 1), "max_qeued");
 
     // An unknown table, its header commented.
-    let error = parse_error(
+    parse_error_at(
         "capacity = 8
 [limitz] # typo
 max_topic_bytes = 5
 ",
+        "limitz",
+        (2, 2),
+        "limitz",
     );
-    assert_error(&error, "limitz", (2, 2), "limitz");
 }
 
 #[test]
 fn wrong_type_is_an_error_at_the_value() {
-    let error = parse_error("capacity = \"big\"\n");
-    assert_error(&error, "capacity", (1, 12), "invalid type");
+    parse_error_at("capacity = \"big\"\n", "capacity", (1, 12), "invalid type");
 
-    let error = parse_error("[[override]]\nprefix = 5\n");
-    assert_error(&error, "override[0].prefix", (2, 10), "invalid type");
+    parse_error_at(
+        "[[override]]\nprefix = 5\n",
+        "override[0].prefix",
+        (2, 10),
+        "invalid type",
+    );
 }
 
 #[test]
 fn negative_number_is_an_error_at_the_value() {
-    let error = parse_error("[limits]\nmax_payload_bytes = -5\n");
-    assert_error(&error, "limits.max_payload_bytes", (2, 21), "-5");
+    parse_error_at(
+        "[limits]\nmax_payload_bytes = -5\n",
+        "limits.max_payload_bytes",
+        (2, 21),
+        "-5",
+    );
 
-    let error = parse_error("capacity = -1\n");
-    assert_error(&error, "capacity", (1, 12), "-1");
+    parse_error_at("capacity = -1\n", "capacity", (1, 12), "-1");
 }
 
 #[test]
 fn zero_capacity_is_an_error_naming_the_bound() {
-    let error = parse_error("policy = \"drop_newest\"\ncapacity = 0\n");
-    assert_error(&error, "capacity", (2, 12), "between 1 and 1048576");
+    let error = parse_error_at(
+        "policy = \"drop_newest\"\ncapacity = 0\n",
+        "capacity",
+        (2, 12),
+        "between 1 and 1048576",
+    );
     assert_eq!(
         error.to_string(),
         "line 2, column 12: `capacity`: is 0; it must be between 1 and 1048576"
@@ -288,9 +312,8 @@ fn zero_capacity_is_an_error_naming_the_bound() {
 #[test]
 fn max_queued_above_capacity_is_an_error() {
     let source = "capacity = 8\n\n[[override]]\nprefix = \"p:\"\nmax_queued = 9\n";
-    let error = parse_error(source);
-    assert_error(
-        &error,
+    parse_error_at(
+        source,
         "override[0].max_queued",
         (5, 14),
         "between 1 and the capacity (8)",
@@ -299,58 +322,88 @@ fn max_queued_above_capacity_is_an_error() {
 
 #[test]
 fn zero_block_timeout_is_an_error() {
-    let error = parse_error("policy = { block = { timeout_ms = 0, then = \"drop_newest\" } }\n");
     // The position is that of the policy value, the innermost span recorded.
-    assert_error(&error, "policy.block.timeout_ms", (1, 10), "is 0 ms");
+    parse_error_at(
+        "policy = { block = { timeout_ms = 0, then = \"drop_newest\" } }\n",
+        "policy.block.timeout_ms",
+        (1, 10),
+        "is 0 ms",
+    );
 
     let source =
         "[[override]]\nprefix = \"b:\"\npolicy = { block = { timeout_ms = 0, then = \"disconnect\" } }\n";
-    let error = parse_error(source);
-    assert_error(&error, "override[0].policy.block.timeout_ms", (3, 10), "is 0 ms");
+    parse_error_at(source, "override[0].policy.block.timeout_ms", (3, 10), "is 0 ms");
 }
 
 #[test]
 fn block_timeout_over_the_maximum_is_an_error() {
-    let error = parse_error("policy = { block = { timeout_ms = 3600001, then = \"drop_newest\" } }\n");
-    assert_error(&error, "policy.block.timeout_ms", (1, 10), "3600000 ms");
+    parse_error_at(
+        "policy = { block = { timeout_ms = 3600001, then = \"drop_newest\" } }\n",
+        "policy.block.timeout_ms",
+        (1, 10),
+        "3600000 ms",
+    );
 }
 
 #[test]
 fn duplicate_prefix_is_an_error_at_the_second() {
     let source = "[[override]]\nprefix = \"a:\"\n\n[[override]]\nprefix = \"a:\"\n";
-    let error = parse_error(source);
-    assert_error(&error, "override[1].prefix", (5, 10), "override[0]");
+    parse_error_at(source, "override[1].prefix", (5, 10), "override[0]");
 }
 
 #[test]
 fn empty_prefix_is_an_error() {
-    let error = parse_error("[[override]]\nprefix = \"\"\n");
-    assert_error(&error, "override[0].prefix", (2, 10), "empty");
+    parse_error_at(
+        "[[override]]\nprefix = \"\"\n",
+        "override[0].prefix",
+        (2, 10),
+        "empty",
+    );
 }
 
 #[test]
 fn unknown_policy_name_is_an_error() {
-    let error = parse_error("policy = \"drop_everything\"\n");
-    assert_error(&error, "policy", (1, 10), "drop_everything");
+    parse_error_at(
+        "policy = \"drop_everything\"\n",
+        "policy",
+        (1, 10),
+        "drop_everything",
+    );
 
     // A bad fallback inside the inline table: the line's key, the value's column.
-    let error = parse_error("policy = { block = { timeout_ms = 5, then = \"retry\" } }\n");
-    assert_error(&error, "policy", (1, 45), "retry");
+    parse_error_at(
+        "policy = { block = { timeout_ms = 5, then = \"retry\" } }\n",
+        "policy",
+        (1, 45),
+        "retry",
+    );
 }
 
 #[test]
 fn missing_prefix_is_an_error() {
-    let error = parse_error("[[override]]\npolicy = \"disconnect\"\n");
-    assert_error(&error, "override", (1, 1), "missing field `prefix`");
+    parse_error_at(
+        "[[override]]\npolicy = \"disconnect\"\n",
+        "override",
+        (1, 1),
+        "missing field `prefix`",
+    );
 }
 
 #[test]
 fn limits_out_of_range_are_errors() {
-    let error = parse_error("[limits]\nmax_session_id_bytes = 65536\n");
-    assert_error(&error, "limits.max_session_id_bytes", (2, 24), "65535");
+    parse_error_at(
+        "[limits]\nmax_session_id_bytes = 65536\n",
+        "limits.max_session_id_bytes",
+        (2, 24),
+        "65535",
+    );
 
-    let error = parse_error("[limits]\nmax_topic_bytes = 0\n");
-    assert_error(&error, "limits.max_topic_bytes", (2, 19), "is 0");
+    parse_error_at(
+        "[limits]\nmax_topic_bytes = 0\n",
+        "limits.max_topic_bytes",
+        (2, 19),
+        "is 0",
+    );
 }
 
 // ----- files -----

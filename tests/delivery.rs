@@ -9,31 +9,20 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use fanout::{
-    Config, Engine, Handler, InMemoryPubSub, OverflowPolicy, PubSubProvider, SessionReceiver, StatsSnapshot,
-    TryRecvError,
+    Config, Engine, Handler, InMemoryPubSub, OverflowPolicy, PubSubProvider, SessionReceiver, TryRecvError,
 };
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
+mod support;
+
+use support::{settled, wait_until, WAIT};
+
 // ----- helpers -----
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// Polls `done` every millisecond until it holds; fails the test after `WAIT`.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 fn seq_payload(seq: u64) -> Bytes {
     Bytes::copy_from_slice(&seq.to_be_bytes())
@@ -41,11 +30,6 @@ fn seq_payload(seq: u64) -> Bytes {
 
 fn seq_of(payload: &[u8]) -> u64 {
     u64::from_be_bytes(payload.try_into().expect("an 8-byte sequence number"))
-}
-
-/// Every (broadcast, recipient) pair has ended: delivered or dropped, none still queued.
-fn settled(stats: &StatsSnapshot) -> bool {
-    stats.recipients == stats.delivered + stats.dropped.total()
 }
 
 type Log = Arc<Mutex<Vec<(String, String, u64)>>>;
@@ -68,6 +52,79 @@ fn counting_handler(count: &Arc<AtomicUsize>) -> Handler {
         count.fetch_add(1, SeqCst);
         async {}
     })
+}
+
+/// A task broadcasting `seq_payload(1)`, `seq_payload(2)`, … on "feed" until stopped, yielding
+/// every `yield_every` messages. It stores a message's number in `started` before it starts
+/// broadcasting it.
+struct FeedPublisher {
+    started: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl FeedPublisher {
+    fn spawn<F, Fut>(yield_every: u64, broadcast: F) -> FeedPublisher
+    where
+        F: Fn(Bytes) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let started = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut seq = 0;
+                while !done.load(SeqCst) {
+                    seq += 1;
+                    started.store(seq, SeqCst);
+                    broadcast(seq_payload(seq)).await;
+                    if seq % yield_every == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                seq
+            })
+        };
+        FeedPublisher { started, done, task }
+    }
+
+    /// A publisher broadcasting through `pubsub`.
+    fn through_provider(pubsub: &Arc<InMemoryPubSub>, yield_every: u64) -> FeedPublisher {
+        let pubsub = Arc::clone(pubsub);
+        FeedPublisher::spawn(yield_every, move |payload| {
+            let pubsub = Arc::clone(&pubsub);
+            async move { pubsub.broadcast("feed", payload).await.unwrap() }
+        })
+    }
+
+    /// A publisher broadcasting through `engine`.
+    fn through_engine(engine: &Engine, yield_every: u64) -> FeedPublisher {
+        let engine = engine.clone();
+        FeedPublisher::spawn(yield_every, move |payload| {
+            let engine = engine.clone();
+            async move {
+                engine.broadcast("feed", payload).await.unwrap();
+            }
+        })
+    }
+
+    /// The number of the newest broadcast begun, once the publisher has begun 200 more: any
+    /// broadcast numbered above it began after this was called.
+    async fn cutoff(&self) -> u64 {
+        let cutoff = self.started.load(SeqCst);
+        wait_until("the publisher to go on", || {
+            self.started.load(SeqCst) >= cutoff + 200
+        })
+        .await;
+        cutoff
+    }
+
+    /// Stops the publisher; returns the number of the last message it broadcast.
+    async fn stop(self) -> u64 {
+        self.done.store(true, SeqCst);
+        self.task.await.unwrap()
+    }
 }
 
 fn big_mailboxes() -> Config {
@@ -198,40 +255,23 @@ async fn subscribing_during_publishing_receives_every_later_broadcast() {
     const JOINERS: usize = 8;
     const SPACING: u64 = 500;
     let engine = Engine::new(Config::default().with_capacity(1 << 16)).unwrap();
-    // The publisher stores a message's number here before it starts broadcasting it.
-    let started = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
     let mut joiners: Vec<SessionReceiver> = (0..JOINERS)
         .map(|j| engine.open_session(&format!("joiner-{j}")).unwrap())
         .collect();
-    let publisher = {
-        let (engine, started, done) = (engine.clone(), Arc::clone(&started), Arc::clone(&done));
-        tokio::spawn(async move {
-            let mut seq = 0;
-            while !done.load(SeqCst) {
-                seq += 1;
-                started.store(seq, SeqCst);
-                engine.broadcast("feed", seq_payload(seq)).await.unwrap();
-                if seq % 64 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            seq
-        })
-    };
+    let publisher = FeedPublisher::through_engine(&engine, 64);
+    let started = &publisher.started;
     let mut joined_at = Vec::new();
     let mut target = SPACING;
     for joiner in &joiners {
-        wait_for_seq(&started, target).await;
+        wait_for_seq(started, target).await;
         joiner.subscribe("feed").unwrap();
         // Every broadcast numbered above this one began after the subscribe returned.
         let after = started.load(SeqCst);
         joined_at.push(after);
         target = after + SPACING;
     }
-    wait_for_seq(&started, target).await;
-    done.store(true, SeqCst);
-    let last = publisher.await.unwrap();
+    wait_for_seq(started, target).await;
+    let last = publisher.stop().await;
 
     for (joiner, &after) in joiners.iter_mut().zip(&joined_at) {
         let mut got = Vec::new();
@@ -372,25 +412,16 @@ async fn broadcast_from_skips_only_the_sender() {
     let mut eve = pubsub.open_session("eve").unwrap();
     eve.subscribe("room").unwrap();
 
-    pubsub
-        .broadcast_from("alice", "room", seq_payload(1))
-        .await
-        .unwrap();
-    pubsub
-        .broadcast_from("eve", "room", seq_payload(2))
-        .await
-        .unwrap();
-    // A sender that is not subscribed (or does not exist) excludes nobody.
-    pubsub
-        .broadcast_from("dave", "room", seq_payload(3))
-        .await
-        .unwrap();
-    pubsub
-        .broadcast_from("nobody", "room", seq_payload(4))
-        .await
-        .unwrap();
+    // A sender that is not subscribed (dave) or does not exist (nobody) excludes nobody.
+    let sends = [(1, "alice"), (2, "eve"), (3, "dave"), (4, "nobody")];
+    for (seq, sender) in sends {
+        pubsub
+            .broadcast_from(sender, "room", seq_payload(seq))
+            .await
+            .unwrap();
+    }
     let mut want = Vec::new();
-    for (seq, sender) in [(1, "alice"), (2, "eve"), (3, "dave"), (4, "nobody")] {
+    for (seq, sender) in sends {
         for session in ["alice", "bob", "carol"] {
             if session != sender {
                 want.push((session.to_string(), "room".to_string(), seq));
@@ -453,23 +484,7 @@ async fn no_delivery_after_unsubscribe_topic_while_publishing() {
             .unwrap();
     }
 
-    // The publisher stores a message's number here before it starts broadcasting it.
-    let started = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (pubsub, started, done) = (Arc::clone(&pubsub), Arc::clone(&started), Arc::clone(&done));
-        tokio::spawn(async move {
-            let mut seq = 0;
-            while !done.load(SeqCst) {
-                seq += 1;
-                started.store(seq, SeqCst);
-                pubsub.broadcast("feed", seq_payload(seq)).await.unwrap();
-                if seq % 32 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        })
-    };
+    let publisher = FeedPublisher::through_provider(&pubsub, 32);
 
     let mut cutoffs = Vec::new();
     for s in 0..SESSIONS {
@@ -479,12 +494,9 @@ async fn no_delivery_after_unsubscribe_topic_while_publishing() {
             .await
             .unwrap();
         // Any broadcast numbered above this began after the unsubscribe returned.
-        let cutoff = started.load(SeqCst);
-        cutoffs.push(cutoff);
-        wait_until("the publisher to go on", || started.load(SeqCst) >= cutoff + 200).await;
+        cutoffs.push(publisher.cutoff().await);
     }
-    done.store(true, SeqCst);
-    publisher.await.unwrap();
+    publisher.stop().await;
     wait_until("every mailbox to drain", || {
         (0..SESSIONS).all(|s| {
             pubsub
@@ -517,22 +529,7 @@ async fn pull_no_delivery_after_unsubscribe_while_publishing() {
             receiver
         })
         .collect();
-    let started = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (engine, started, done) = (engine.clone(), Arc::clone(&started), Arc::clone(&done));
-        tokio::spawn(async move {
-            let mut seq = 0;
-            while !done.load(SeqCst) {
-                seq += 1;
-                started.store(seq, SeqCst);
-                engine.broadcast("feed", seq_payload(seq)).await.unwrap();
-                if seq % 32 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        })
-    };
+    let publisher = FeedPublisher::through_engine(&engine, 32);
 
     let mut cutoffs = Vec::new();
     for receiver in &mut receivers {
@@ -540,12 +537,9 @@ async fn pull_no_delivery_after_unsubscribe_while_publishing() {
             receiver.recv().await.unwrap();
         }
         receiver.unsubscribe("feed").unwrap();
-        let cutoff = started.load(SeqCst);
-        cutoffs.push(cutoff);
-        wait_until("the publisher to go on", || started.load(SeqCst) >= cutoff + 200).await;
+        cutoffs.push(publisher.cutoff().await);
     }
-    done.store(true, SeqCst);
-    publisher.await.unwrap();
+    publisher.stop().await;
 
     for (receiver, cutoff) in receivers.iter_mut().zip(cutoffs) {
         let mut late = Vec::new();
@@ -627,20 +621,7 @@ async fn no_handler_starts_after_unsubscribe_all_while_publishing() {
     const ROUNDS: usize = 200;
     let pubsub = Arc::new(InMemoryPubSub::new());
     pubsub.start().await.unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (pubsub, done) = (Arc::clone(&pubsub), Arc::clone(&done));
-        tokio::spawn(async move {
-            let mut seq = 0;
-            while !done.load(SeqCst) {
-                seq += 1;
-                pubsub.broadcast("feed", seq_payload(seq)).await.unwrap();
-                if seq % 16 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        })
-    };
+    let publisher = FeedPublisher::through_provider(&pubsub, 16);
     let violations = Arc::new(AtomicUsize::new(0));
     for round in 0..ROUNDS {
         let session = format!("session-{round}");
@@ -662,8 +643,7 @@ async fn no_handler_starts_after_unsubscribe_all_while_publishing() {
         pubsub.unsubscribe_all(&session).await.unwrap();
         gone.store(true, SeqCst);
     }
-    done.store(true, SeqCst);
-    publisher.await.unwrap();
+    publisher.stop().await;
     pubsub.stop().await.unwrap();
     assert_eq!(
         violations.load(SeqCst),

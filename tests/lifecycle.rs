@@ -13,59 +13,9 @@ use fanout::{
 };
 use tokio::sync::Semaphore;
 
-/// The longest any condition is waited for.
-const WAIT: Duration = Duration::from_secs(5);
+mod support;
 
-/// Polls `done` until it holds; fails the test after [`WAIT`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Payloads a handler-form session received, in order.
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<String>>>);
-
-impl Inbox {
-    fn payloads(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    fn handler(&self) -> Handler {
-        let inbox = self.clone();
-        Handler::new(move |_topic, message: Bytes| {
-            inbox.0.lock().unwrap().push(text(&message));
-            async {}
-        })
-    }
-
-    /// Records each message, then holds it until the test adds a permit to `gate`.
-    fn stalled_handler(&self, gate: &Arc<Semaphore>) -> Handler {
-        let inbox = self.clone();
-        let gate = Arc::clone(gate);
-        Handler::new(move |_topic, message: Bytes| {
-            inbox.0.lock().unwrap().push(text(&message));
-            let gate = Arc::clone(&gate);
-            async move {
-                gate.acquire().await.expect("the gate is never closed").forget();
-            }
-        })
-    }
-}
-
-fn text(bytes: &Bytes) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{started, text, wait_until, Inbox, WAIT};
 
 /// Sets its flag when dropped: shows that a handler's future was torn down.
 struct SetOnDrop(Arc<AtomicBool>);
@@ -78,12 +28,6 @@ impl Drop for SetOnDrop {
 
 fn short_grace() -> Config {
     Config::default().with_stop_grace(Duration::from_millis(100))
-}
-
-async fn started(config: Config) -> InMemoryPubSub {
-    let pubsub = InMemoryPubSub::with_config(config).expect("the test config is valid");
-    pubsub.start().await.expect("start");
-    pubsub
 }
 
 fn assert_stopped<T: std::fmt::Debug>(what: &str, result: Result<T, PubSubError>) {
@@ -518,7 +462,7 @@ async fn handler_can_unsubscribe_its_own_session() {
     let inbox = Inbox::default();
     let (record, provider) = (inbox.clone(), Arc::clone(&pubsub));
     let handler = Handler::new(move |_topic, message: Bytes| {
-        record.0.lock().unwrap().push(text(&message));
+        record.push(&message);
         let provider = Arc::clone(&provider);
         async move {
             if message == "leave" {

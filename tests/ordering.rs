@@ -3,30 +3,20 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fanout::{
     Config, Engine, Handler, InMemoryPubSub, Notice, OverflowPolicy, PubSubProvider, SessionReceiver,
-    StatsSnapshot, TryRecvError,
+    TryRecvError,
 };
 use futures_util::StreamExt;
 
+mod support;
+
+use support::{settled, started, wait_until, WAIT};
+
 // ----- helpers -----
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// Polls `done` every millisecond until it holds; fails the test after `WAIT`.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 /// A payload naming its publisher and its place in that publisher's sequence.
 fn tagged(publisher: u8, seq: u64) -> Bytes {
@@ -49,10 +39,6 @@ fn topic(seq: u64, topics: u64) -> String {
 /// One session's log of (publisher, seq) tags, in handling order.
 type Log = Arc<Mutex<Vec<(u8, u64)>>>;
 
-fn settled(stats: &StatsSnapshot) -> bool {
-    stats.recipients == stats.delivered + stats.dropped.total()
-}
-
 /// Subscribes `session` to every topic, with a different handler per topic, all appending the
 /// payload's tag to the session's log.
 async fn subscribe_logging(pubsub: &InMemoryPubSub, session: &str, topics: u64, log: &Log) {
@@ -67,6 +53,53 @@ async fn subscribe_logging(pubsub: &InMemoryPubSub, session: &str, topics: u64, 
             .await
             .unwrap();
     }
+}
+
+/// A started provider whose mailboxes hold every message these tests send.
+async fn started_roomy() -> Arc<InMemoryPubSub> {
+    Arc::new(started(Config::default().with_capacity(8192)).await)
+}
+
+/// Subscribes `session-0` … `session-{sessions - 1}` with [`subscribe_logging`]; returns their logs.
+async fn logging_sessions(pubsub: &InMemoryPubSub, sessions: usize, topics: u64) -> Vec<Log> {
+    let logs: Vec<Log> = (0..sessions).map(|_| Arc::default()).collect();
+    for (s, log) in logs.iter().enumerate() {
+        subscribe_logging(pubsub, &format!("session-{s}"), topics, log).await;
+    }
+    logs
+}
+
+/// Waits until every broadcast has ended and every log holds at least `n` entries.
+async fn wait_for_logs(pubsub: &InMemoryPubSub, logs: &[Log], n: u64) {
+    wait_until("every delivery", || settled(&pubsub.stats())).await;
+    wait_until("every handler to log", || {
+        logs.iter().all(|log| log.lock().unwrap().len() as u64 >= n)
+    })
+    .await;
+}
+
+/// Spawns one task per publisher in `publishers`, each broadcasting `tagged(p, 1..=messages)`
+/// on `topic_of(p, seq)` and yielding every `yield_every` messages.
+fn spawn_publishers(
+    pubsub: &Arc<InMemoryPubSub>,
+    publishers: std::ops::RangeInclusive<u8>,
+    messages: u64,
+    yield_every: u64,
+    topic_of: fn(u8, u64) -> String,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    publishers
+        .map(|p| {
+            let pubsub = Arc::clone(pubsub);
+            tokio::spawn(async move {
+                for seq in 1..=messages {
+                    pubsub.broadcast(&topic_of(p, seq), tagged(p, seq)).await.unwrap();
+                    if seq % yield_every == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// Asserts `seqs` is exactly 1..=n (complete and in order).
@@ -91,12 +124,8 @@ async fn one_publisher_order_holds_across_topics() {
     const SESSIONS: usize = 8;
     const TOPICS: u64 = 4;
     const MESSAGES: u64 = 4000;
-    let pubsub = InMemoryPubSub::with_config(Config::default().with_capacity(8192)).unwrap();
-    pubsub.start().await.unwrap();
-    let logs: Vec<Log> = (0..SESSIONS).map(|_| Arc::default()).collect();
-    for (s, log) in logs.iter().enumerate() {
-        subscribe_logging(&pubsub, &format!("session-{s}"), TOPICS, log).await;
-    }
+    let pubsub = started_roomy().await;
+    let logs = logging_sessions(&pubsub, SESSIONS, TOPICS).await;
     for seq in 1..=MESSAGES {
         if seq % 3 == 0 {
             pubsub
@@ -113,12 +142,7 @@ async fn one_publisher_order_holds_across_topics() {
             tokio::task::yield_now().await;
         }
     }
-    wait_until("every delivery", || settled(&pubsub.stats())).await;
-    wait_until("every handler to log", || {
-        logs.iter()
-            .all(|log| log.lock().unwrap().len() as u64 >= MESSAGES)
-    })
-    .await;
+    wait_for_logs(&pubsub, &logs, MESSAGES).await;
     assert_eq!(pubsub.stats().dropped.total(), 0);
     for (s, log) in logs.iter().enumerate() {
         let seqs: Vec<u64> = log.lock().unwrap().iter().map(|&(_, seq)| seq).collect();
@@ -136,8 +160,7 @@ async fn order_holds_under_drop_oldest_and_gaps_are_counted() {
     let config = Config::default()
         .with_capacity(8)
         .with_policy(OverflowPolicy::DropOldest);
-    let pubsub = InMemoryPubSub::with_config(config).unwrap();
-    pubsub.start().await.unwrap();
+    let pubsub = started(config).await;
     let missed = Arc::new(AtomicU64::new(0));
     {
         let missed = Arc::clone(&missed);
@@ -206,36 +229,16 @@ async fn two_publishers_each_keep_their_order_per_session() {
     const SESSIONS: usize = 6;
     const TOPICS: u64 = 3;
     const MESSAGES: u64 = 3000;
-    let pubsub = Arc::new(InMemoryPubSub::with_config(Config::default().with_capacity(8192)).unwrap());
-    pubsub.start().await.unwrap();
-    let logs: Vec<Log> = (0..SESSIONS).map(|_| Arc::default()).collect();
-    for (s, log) in logs.iter().enumerate() {
-        subscribe_logging(&pubsub, &format!("session-{s}"), TOPICS, log).await;
-    }
-    let publishers: Vec<_> = (1..=2u8)
-        .map(|p| {
-            let pubsub = Arc::clone(&pubsub);
-            tokio::spawn(async move {
-                for seq in 1..=MESSAGES {
-                    // The two publishers walk the topics in different orders.
-                    let t = if p == 1 { seq } else { MESSAGES - seq };
-                    pubsub.broadcast(&topic(t, TOPICS), tagged(p, seq)).await.unwrap();
-                    if seq % 128 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            })
-        })
-        .collect();
+    let pubsub = started_roomy().await;
+    let logs = logging_sessions(&pubsub, SESSIONS, TOPICS).await;
+    // The two publishers walk the topics in different orders.
+    let publishers = spawn_publishers(&pubsub, 1..=2, MESSAGES, 128, |p, seq| {
+        topic(if p == 1 { seq } else { MESSAGES - seq }, TOPICS)
+    });
     for publisher in publishers {
         publisher.await.unwrap();
     }
-    wait_until("every delivery", || settled(&pubsub.stats())).await;
-    wait_until("every handler to log", || {
-        logs.iter()
-            .all(|log| log.lock().unwrap().len() as u64 >= 2 * MESSAGES)
-    })
-    .await;
+    wait_for_logs(&pubsub, &logs, 2 * MESSAGES).await;
     assert_eq!(pubsub.stats().dropped.total(), 0);
     for (s, log) in logs.iter().enumerate() {
         let log = log.lock().unwrap();
@@ -258,8 +261,7 @@ async fn handlers_of_one_session_never_overlap() {
     const SESSIONS: usize = 4;
     const TOPICS: u64 = 3;
     const MESSAGES: u64 = 1500;
-    let pubsub = Arc::new(InMemoryPubSub::with_config(Config::default().with_capacity(8192)).unwrap());
-    pubsub.start().await.unwrap();
+    let pubsub = started_roomy().await;
     let in_flight: Arc<Vec<AtomicUsize>> = Arc::new((0..SESSIONS).map(|_| AtomicUsize::new(0)).collect());
     let most: Arc<Vec<AtomicUsize>> = Arc::new((0..SESSIONS).map(|_| AtomicUsize::new(0)).collect());
     let invocations = Arc::new(AtomicU64::new(0));
@@ -299,22 +301,9 @@ async fn handlers_of_one_session_never_overlap() {
                 .unwrap();
         }
     }
-    let publishers: Vec<_> = (1..=3u8)
-        .map(|p| {
-            let pubsub = Arc::clone(&pubsub);
-            tokio::spawn(async move {
-                for seq in 1..=MESSAGES {
-                    pubsub
-                        .broadcast(&topic(seq + u64::from(p), TOPICS), tagged(p, seq))
-                        .await
-                        .unwrap();
-                    if seq % 64 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            })
-        })
-        .collect();
+    let publishers = spawn_publishers(&pubsub, 1..=3, MESSAGES, 64, |p, seq| {
+        topic(seq + u64::from(p), TOPICS)
+    });
     // Replace handlers while messages flow: the replacement must not run beside the old one.
     for round in 0..20 {
         for s in 0..SESSIONS {

@@ -17,77 +17,16 @@ use fanout::{
 };
 use tokio::sync::Semaphore;
 
-/// The longest any condition is waited for.
-const WAIT: Duration = Duration::from_secs(5);
+mod support;
+
+use support::{started, text, wait_until, Inbox, WAIT};
 
 /// A block timeout no test reaches: a broadcaster that returns was released by something else.
 const LONG_BLOCK: Duration = Duration::from_secs(30);
 
-/// Polls `done` until it holds; fails the test after [`WAIT`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Payloads a handler-form session received, in order.
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<String>>>);
-
-impl Inbox {
-    fn push(&self, message: &Bytes) {
-        self.0.lock().unwrap().push(text(message));
-    }
-
-    fn payloads(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    /// Records each message.
-    fn handler(&self) -> Handler {
-        let inbox = self.clone();
-        Handler::new(move |_topic, message: Bytes| {
-            inbox.push(&message);
-            async {}
-        })
-    }
-
-    /// Records each message, then holds it until the test adds a permit to `gate`.
-    fn stalled_handler(&self, gate: &Arc<Semaphore>) -> Handler {
-        let inbox = self.clone();
-        let gate = Arc::clone(gate);
-        Handler::new(move |_topic, message: Bytes| {
-            inbox.push(&message);
-            let gate = Arc::clone(&gate);
-            async move {
-                gate.acquire().await.expect("the gate is never closed").forget();
-            }
-        })
-    }
-}
-
-fn text(bytes: &Bytes) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// `["m{first}", …, "m{last}"]`.
 fn numbered(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
     range.map(|i| format!("m{i}")).collect()
-}
-
-async fn started(config: Config) -> InMemoryPubSub {
-    let pubsub = InMemoryPubSub::with_config(config).expect("the test config is valid");
-    pubsub.start().await.expect("start");
-    pubsub
 }
 
 /// Collects every notice the provider emits.
@@ -96,6 +35,31 @@ fn collect_notices(pubsub: &InMemoryPubSub) -> Arc<Mutex<Vec<Notice>>> {
     let sink = Arc::clone(&notices);
     assert!(pubsub.on_notice(move |notice| sink.lock().unwrap().push(notice.clone())));
     notices
+}
+
+/// Subscribes a stalled handler session "slow" (held by the returned gate) and a healthy one
+/// to "room"; returns their inboxes and the gate.
+async fn stalled_and_healthy_handlers(pubsub: &InMemoryPubSub) -> (Inbox, Inbox, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let (slow, healthy) = (Inbox::default(), Inbox::default());
+    pubsub
+        .subscribe_topic("slow", "room", slow.stalled_handler(&gate))
+        .await
+        .unwrap();
+    pubsub
+        .subscribe_topic("healthy", "room", healthy.handler())
+        .await
+        .unwrap();
+    (slow, healthy, gate)
+}
+
+/// Opens receivers "slow" and "healthy", both subscribed to "room".
+fn slow_and_healthy_receivers(pubsub: &InMemoryPubSub) -> (SessionReceiver, SessionReceiver) {
+    let slow = pubsub.open_session("slow").unwrap();
+    let healthy = pubsub.open_session("healthy").unwrap();
+    slow.subscribe("room").unwrap();
+    healthy.subscribe("room").unwrap();
+    (slow, healthy)
 }
 
 /// Broadcasts `m{i}` for each `i`, waiting after each for the healthy handler session to have
@@ -165,16 +129,7 @@ fn block(timeout: Duration, then: Fallback) -> OverflowPolicy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_newest_keeps_capacity_plus_the_message_in_the_handler() {
     let pubsub = started(config(4, OverflowPolicy::DropNewest)).await;
-    let gate = Arc::new(Semaphore::new(0));
-    let (slow, healthy) = (Inbox::default(), Inbox::default());
-    pubsub
-        .subscribe_topic("slow", "room", slow.stalled_handler(&gate))
-        .await
-        .unwrap();
-    pubsub
-        .subscribe_topic("healthy", "room", healthy.handler())
-        .await
-        .unwrap();
+    let (slow, healthy, gate) = stalled_and_healthy_handlers(&pubsub).await;
 
     broadcast_with_healthy_handler(&pubsub, "room", 0..=0, &healthy).await;
     wait_until("the slow handler to hold m0", || slow.len() == 1).await;
@@ -202,10 +157,7 @@ async fn drop_newest_keeps_capacity_plus_the_message_in_the_handler() {
 #[tokio::test]
 async fn drop_newest_receiver_holds_exactly_its_capacity() {
     let pubsub = started(config(4, OverflowPolicy::DropNewest)).await;
-    let mut slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    healthy.subscribe("room").unwrap();
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
 
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=9, &mut healthy).await;
 
@@ -221,10 +173,7 @@ async fn drop_newest_receiver_holds_exactly_its_capacity() {
 #[tokio::test]
 async fn drop_oldest_reports_missed_to_the_receiver() {
     let pubsub = started(config(4, OverflowPolicy::DropOldest)).await;
-    let mut slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    healthy.subscribe("room").unwrap();
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
 
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=9, &mut healthy).await;
 
@@ -251,16 +200,7 @@ async fn drop_oldest_sends_a_missed_notice_to_the_handler_session() {
     let pubsub = started(config(4, OverflowPolicy::DropOldest)).await;
     let notices = collect_notices(&pubsub);
     assert!(!pubsub.on_notice(|_| {}), "only the first hook is kept");
-    let gate = Arc::new(Semaphore::new(0));
-    let (slow, healthy) = (Inbox::default(), Inbox::default());
-    pubsub
-        .subscribe_topic("slow", "room", slow.stalled_handler(&gate))
-        .await
-        .unwrap();
-    pubsub
-        .subscribe_topic("healthy", "room", healthy.handler())
-        .await
-        .unwrap();
+    let (slow, healthy, gate) = stalled_and_healthy_handlers(&pubsub).await;
 
     broadcast_with_healthy_handler(&pubsub, "room", 0..=0, &healthy).await;
     wait_until("the slow handler to hold m0", || slow.len() == 1).await;
@@ -406,10 +346,7 @@ fn spawn_broadcast(
 #[tokio::test]
 async fn block_waits_until_the_consumer_makes_room() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
-    let mut slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    healthy.subscribe("room").unwrap();
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
 
     let publisher = spawn_broadcast(&pubsub, "room", "m1");
@@ -440,16 +377,7 @@ async fn block_waits_until_the_consumer_makes_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_waits_until_the_handler_session_pops() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
-    let gate = Arc::new(Semaphore::new(0));
-    let (slow, healthy) = (Inbox::default(), Inbox::default());
-    pubsub
-        .subscribe_topic("slow", "room", slow.stalled_handler(&gate))
-        .await
-        .unwrap();
-    pubsub
-        .subscribe_topic("healthy", "room", healthy.handler())
-        .await
-        .unwrap();
+    let (slow, healthy, gate) = stalled_and_healthy_handlers(&pubsub).await;
     broadcast_with_healthy_handler(&pubsub, "room", 0..=0, &healthy).await;
     wait_until("the slow handler to hold m0", || slow.len() == 1).await;
     broadcast_with_healthy_handler(&pubsub, "room", 1..=1, &healthy).await;
@@ -479,10 +407,7 @@ async fn block_waits_until_the_handler_session_pops() {
 #[tokio::test]
 async fn block_wait_ends_when_the_session_unsubscribes() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
-    let mut slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    healthy.subscribe("room").unwrap();
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
 
     let publisher = spawn_broadcast(&pubsub, "room", "m1");
@@ -570,10 +495,7 @@ async fn block_wait_ends_when_the_session_is_disconnected() {
 #[tokio::test]
 async fn cancelled_block_broadcast_keeps_the_accounting_identity() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
-    let slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    healthy.subscribe("room").unwrap();
+    let (slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
 
     // The caller gives up on a broadcast that waits for the full mailbox.
@@ -599,68 +521,51 @@ async fn cancelled_block_broadcast_keeps_the_accounting_identity() {
     assert_eq!(stats.published, 2, "{stats:?}");
 }
 
-/// Fills `slow` (capacity 1) with m0, then broadcasts m1 and waits for the block to time out.
-/// Returns the broadcast's fan-out and how long it took.
+/// Under `block` with a 100 ms timeout and `then` as the fallback: fills `slow` (capacity 1)
+/// with m0, then broadcasts m1, which the healthy session gets at once, and checks the broadcast
+/// waited out the timeout once. Returns the provider, both receivers (the healthy one is kept
+/// open to the end of the test) and the broadcast's fan-out.
 async fn time_out_one_broadcast(
-    pubsub: &InMemoryPubSub,
-    slow: &mut SessionReceiver,
-    healthy: &mut SessionReceiver,
-) -> (fanout::Fanout, Duration) {
-    slow.subscribe("room").unwrap();
-    healthy.subscribe("room").unwrap();
-    broadcast_with_healthy_receiver(pubsub, "room", 0..=0, healthy).await;
+    then: Fallback,
+) -> (InMemoryPubSub, SessionReceiver, SessionReceiver, fanout::Fanout) {
+    let timeout = Duration::from_millis(100);
+    let pubsub = started(config(1, block(timeout, then))).await;
+    let (slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
+    broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
     let began = Instant::now();
     let fanout = pubsub.engine().broadcast("room", "m1".into()).await.unwrap();
     let took = began.elapsed();
     let message = healthy.try_recv().expect("the healthy session has m1");
     assert_eq!(text(message.payload()), "m1");
-    (fanout, took)
+
+    assert!(took >= timeout, "returned after {took:?}");
+    let stats = pubsub.stats();
+    assert_eq!((stats.block_waits, stats.block_timeouts), (1, 1));
+    (pubsub, slow, healthy, fanout)
 }
 
 #[tokio::test]
 async fn block_timeout_falls_back_to_drop_newest() {
-    let timeout = Duration::from_millis(100);
-    let pubsub = started(config(1, block(timeout, Fallback::DropNewest))).await;
-    let mut slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
+    let (pubsub, mut slow, _healthy, fanout) = time_out_one_broadcast(Fallback::DropNewest).await;
 
-    let (fanout, took) = time_out_one_broadcast(&pubsub, &mut slow, &mut healthy).await;
-
-    assert!(took >= timeout, "returned after {took:?}");
     assert_eq!((fanout.recipients, fanout.queued, fanout.dropped), (2, 1, 1));
-    let stats = pubsub.stats();
-    assert_eq!((stats.block_waits, stats.block_timeouts), (1, 1));
-    assert_eq!(stats.dropped.drop_newest, 1);
+    assert_eq!(pubsub.stats().dropped.drop_newest, 1);
     assert_eq!(drain(&mut slow), vec![("m0".to_string(), 0)]);
 }
 
 #[tokio::test]
 async fn block_timeout_falls_back_to_drop_oldest() {
-    let timeout = Duration::from_millis(100);
-    let pubsub = started(config(1, block(timeout, Fallback::DropOldest))).await;
-    let mut slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
+    let (pubsub, mut slow, _healthy, fanout) = time_out_one_broadcast(Fallback::DropOldest).await;
 
-    let (fanout, took) = time_out_one_broadcast(&pubsub, &mut slow, &mut healthy).await;
-
-    assert!(took >= timeout, "returned after {took:?}");
     assert_eq!((fanout.recipients, fanout.queued, fanout.dropped), (2, 2, 1));
-    let stats = pubsub.stats();
-    assert_eq!((stats.block_waits, stats.block_timeouts), (1, 1));
-    assert_eq!(stats.dropped.drop_oldest, 1);
+    assert_eq!(pubsub.stats().dropped.drop_oldest, 1);
     assert_eq!(drain(&mut slow), vec![("m1".to_string(), 1)]);
 }
 
 #[tokio::test]
 async fn block_timeout_falls_back_to_disconnect() {
-    let timeout = Duration::from_millis(100);
-    let pubsub = started(config(1, block(timeout, Fallback::Disconnect))).await;
-    let mut slow = pubsub.open_session("slow").unwrap();
-    let mut healthy = pubsub.open_session("healthy").unwrap();
+    let (pubsub, mut slow, _healthy, fanout) = time_out_one_broadcast(Fallback::Disconnect).await;
 
-    let (fanout, took) = time_out_one_broadcast(&pubsub, &mut slow, &mut healthy).await;
-
-    assert!(took >= timeout, "returned after {took:?}");
     assert_eq!((fanout.recipients, fanout.queued, fanout.dropped), (2, 1, 1));
     assert_eq!(
         slow.recv().await.unwrap_err(),
@@ -669,7 +574,6 @@ async fn block_timeout_falls_back_to_disconnect() {
         }
     );
     let stats = pubsub.stats();
-    assert_eq!((stats.block_waits, stats.block_timeouts), (1, 1));
     assert_eq!(stats.disconnects, 1);
     assert_eq!(stats.dropped.slow_consumer, 2, "m1, and m0 discarded");
     assert!(pubsub.engine().session_topics("slow").is_empty());

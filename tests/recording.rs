@@ -1,50 +1,12 @@
 //! `RecordingPubSub`: records every call, successful or not, and still delivers.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use fanout::{Bytes, Call, Config, Handler, PubSubError, PubSubProvider, RecordingPubSub, SessionPubSub};
+use fanout::{Bytes, Call, Config, PubSubError, PubSubProvider, RecordingPubSub, SessionPubSub};
 
-/// The longest any condition is waited for.
-const WAIT: Duration = Duration::from_secs(5);
+mod support;
 
-/// Polls `done` until it holds; fails the test after [`WAIT`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Payloads a handler received, in order.
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<String>>>);
-
-impl Inbox {
-    fn payloads(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    fn handler(&self) -> Handler {
-        let inbox = self.clone();
-        Handler::new(move |_topic, message: Bytes| {
-            inbox
-                .0
-                .lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&message).into_owned());
-            async {}
-        })
-    }
-}
+use support::{wait_until, Inbox};
 
 fn subscribed(session_id: &str, topic: &str, ok: bool) -> Call {
     Call::Subscribed {

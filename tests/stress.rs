@@ -6,26 +6,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fanout::{Config, Engine, Handler, InMemoryPubSub, PubSubProvider, SessionReceiver, StatsSnapshot};
 
+mod support;
+
+use support::{eventually, settled};
+
 // ----- helpers -----
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// Polls `done` every millisecond until it holds or `WAIT` has passed; returns whether it held.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    true
-}
 
 /// A small deterministic generator (xorshift64), so each task's choices are reproducible.
 struct Rng(u64);
@@ -99,6 +88,68 @@ fn assert_empty(stats: &StatsSnapshot, topic_count: usize, session_count: usize)
     );
 }
 
+/// Spawns `publishers` tasks; publisher `p` broadcasts `messages` ids unique to it, each on a
+/// shared topic `Rng::new(seed + p)` picks, yielding every 16 messages.
+fn spawn_publishers<F, Fut>(
+    publishers: u64,
+    messages: u64,
+    topics: u64,
+    seed: u64,
+    broadcast: F,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: Fn(String, Bytes) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    (0..publishers)
+        .map(|p| {
+            let broadcast = broadcast.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng::new(seed + p);
+                for seq in 0..messages {
+                    let topic = shared_topic(rng.below(topics));
+                    broadcast(topic, id_payload(message_id(p, seq))).await;
+                    if seq % 16 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits until `stats()` balances (and `also` holds), asserts it did and that `engine` holds
+/// nothing; returns the stats.
+async fn assert_balanced_and_empty(
+    engine: &Engine,
+    stats: impl Fn() -> StatsSnapshot,
+    also: impl Fn(&StatsSnapshot) -> bool,
+) -> StatsSnapshot {
+    let balanced = eventually(|| {
+        let stats = stats();
+        also(&stats) && settled(&stats)
+    })
+    .await;
+    let stats = stats();
+    assert!(
+        balanced,
+        "recipients must equal delivered + dropped once every session is gone: {stats:?}"
+    );
+    assert_empty(&stats, engine.topic_count(), engine.session_count());
+    stats
+}
+
+/// Asserts no session incarnation got any message twice.
+fn assert_no_duplicates(deliveries: &[Deliveries]) {
+    let twice = duplicates(deliveries);
+    assert!(
+        twice.is_empty(),
+        "{} (session, incarnation, id, times) delivered more than once: {:?}",
+        twice.len(),
+        &twice[..twice.len().min(20)]
+    );
+}
+
 // ----- handler form -----
 
 /// Publishers broadcast unique ids on four shared topics while session actors subscribe,
@@ -117,23 +168,19 @@ async fn concurrent_churn_never_duplicates_and_accounting_holds() {
     let deliveries: Arc<Vec<Deliveries>> = Arc::new((0..ACTORS).map(|_| Deliveries::default()).collect());
     let invocations = Arc::new(AtomicU64::new(0));
 
-    let mut tasks = Vec::new();
-    for p in 0..PUBLISHERS {
+    let mut tasks = {
         let pubsub = Arc::clone(&pubsub);
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(1000 + p);
-            for seq in 0..MESSAGES_PER_PUBLISHER {
-                let topic = shared_topic(rng.below(TOPICS));
-                pubsub
-                    .broadcast(&topic, id_payload(message_id(p, seq)))
-                    .await
-                    .unwrap();
-                if seq % 16 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        }));
-    }
+        spawn_publishers(
+            PUBLISHERS,
+            MESSAGES_PER_PUBLISHER,
+            TOPICS,
+            1000,
+            move |topic, payload| {
+                let pubsub = Arc::clone(&pubsub);
+                async move { pubsub.broadcast(&topic, payload).await.unwrap() }
+            },
+        )
+    };
     for actor in 0..ACTORS {
         let (pubsub, deliveries, invocations) = (
             Arc::clone(&pubsub),
@@ -197,21 +244,8 @@ async fn concurrent_churn_never_duplicates_and_accounting_holds() {
     for actor in 0..ACTORS {
         pubsub.unsubscribe_all(&format!("actor-{actor}")).await.unwrap();
     }
-    let balanced = eventually(|| {
-        let stats = pubsub.stats();
-        stats.sessions == 0 && stats.recipients == stats.delivered + stats.dropped.total()
-    })
-    .await;
-    let stats = pubsub.stats();
-    assert!(
-        balanced,
-        "recipients must equal delivered + dropped once every session is gone: {stats:?}"
-    );
-    assert_empty(
-        &stats,
-        pubsub.engine().topic_count(),
-        pubsub.engine().session_count(),
-    );
+    let stats =
+        assert_balanced_and_empty(pubsub.engine(), || pubsub.stats(), |stats| stats.sessions == 0).await;
     assert!(
         stats.delivered > 0 && stats.dropped.unsubscribed > 0,
         "the test must exercise both: {stats:?}"
@@ -230,13 +264,7 @@ async fn concurrent_churn_never_duplicates_and_accounting_holds() {
         "one handler invocation per counted delivery"
     );
     assert_eq!(total(&deliveries), stats.delivered);
-    let twice = duplicates(&deliveries);
-    assert!(
-        twice.is_empty(),
-        "{} (session, incarnation, id, times) delivered more than once: {:?}",
-        twice.len(),
-        &twice[..twice.len().min(20)]
-    );
+    assert_no_duplicates(&deliveries);
 }
 
 // ----- pull form -----
@@ -253,23 +281,21 @@ async fn concurrent_pull_churn_never_duplicates_and_accounting_holds() {
     let engine = Engine::new(Config::default().with_capacity(64)).unwrap();
     let deliveries: Arc<Vec<Deliveries>> = Arc::new((0..ACTORS).map(|_| Deliveries::default()).collect());
 
-    let mut tasks = Vec::new();
-    for p in 0..PUBLISHERS {
+    let tasks = {
         let engine = engine.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(2000 + p);
-            for seq in 0..MESSAGES_PER_PUBLISHER {
-                let topic = shared_topic(rng.below(TOPICS));
-                engine
-                    .broadcast(&topic, id_payload(message_id(p, seq)))
-                    .await
-                    .unwrap();
-                if seq % 16 == 0 {
-                    tokio::task::yield_now().await;
+        spawn_publishers(
+            PUBLISHERS,
+            MESSAGES_PER_PUBLISHER,
+            TOPICS,
+            2000,
+            move |topic, payload| {
+                let engine = engine.clone();
+                async move {
+                    engine.broadcast(&topic, payload).await.unwrap();
                 }
-            }
-        }));
-    }
+            },
+        )
+    };
     let mut actors = Vec::new();
     for actor in 0..ACTORS {
         let (engine, deliveries) = (engine.clone(), Arc::clone(&deliveries));
@@ -321,29 +347,13 @@ async fn concurrent_pull_churn_never_duplicates_and_accounting_holds() {
         }
         drop(receiver);
     }
-    let balanced = eventually(|| {
-        let stats = engine.stats();
-        stats.recipients == stats.delivered + stats.dropped.total()
-    })
-    .await;
-    let stats = engine.stats();
-    assert!(
-        balanced,
-        "recipients must equal delivered + dropped once every session is gone: {stats:?}"
-    );
-    assert_empty(&stats, engine.topic_count(), engine.session_count());
+    let stats = assert_balanced_and_empty(&engine, || engine.stats(), |_| true).await;
     assert_eq!(
         total(&deliveries),
         stats.delivered,
         "every counted delivery reached a reader"
     );
-    let twice = duplicates(&deliveries);
-    assert!(
-        twice.is_empty(),
-        "{} (session, incarnation, id, times) delivered more than once: {:?}",
-        twice.len(),
-        &twice[..twice.len().min(20)]
-    );
+    assert_no_duplicates(&deliveries);
 }
 
 /// G1 under churn: sessions that stay subscribed receive every broadcast exactly once, in
