@@ -326,8 +326,11 @@ mod tests {
         }
     }
 
+    /// (sender, payload) of one message in an envelope.
+    type Record = (Option<String>, String);
+
     /// (topic, [(sender, payload)]) for each envelope.
-    fn shape(envelopes: &[(&Topic, Vec<u8>, usize)]) -> Vec<(String, Vec<(Option<String>, String)>)> {
+    fn shape(envelopes: &[(&Topic, Vec<u8>, usize)]) -> Vec<(String, Vec<Record>)> {
         envelopes
             .iter()
             .map(|(topic, bytes, count)| {
