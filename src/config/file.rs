@@ -211,7 +211,9 @@ fn key_at(source: &str, offset: usize) -> Option<String> {
     let line = source[line_start..].lines().next().unwrap_or("").trim();
     if line.starts_with('[') {
         let header = without_comment(line);
-        return Some(header.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        let name = header.trim_matches(|c| c == '[' || c == ']').trim();
+        // An empty header (`[`, `[]`) names no key; the error keeps its position.
+        return (!name.is_empty()).then(|| name.to_string());
     }
     let key = line.split_once('=')?.0.trim().trim_matches('"').to_string();
     if key.is_empty() {
