@@ -27,7 +27,10 @@ use peers::{AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPo
 
 const PAYLOAD: &[u8] = &[b'x'; 64];
 const LIMIT: Duration = Duration::from_secs(120);
-/// Messages per round in the end-to-end and slow-consumer scenarios.
+/// Mailbox / channel capacity: fanout's default, and what peers get too.
+const CAPACITY: usize = 256;
+/// Messages per round in the end-to-end and slow-consumer scenarios (below `CAPACITY`, so no
+/// policy drops anything when nothing is stalled).
 const BATCH: u64 = 200;
 
 fn runtime() -> Runtime {
@@ -110,7 +113,7 @@ fn on_runtime(rt: &Runtime, work: impl Future<Output = Duration> + Send + 'stati
 fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
     let mut group = group(c, "publish_cost", Duration::from_secs(3));
     for &n in sizes {
-        let mut lazy = Lazy::<P>::new(one_topic(n, 1024));
+        let mut lazy = Lazy::<P>::new(one_topic(n, CAPACITY));
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
@@ -124,7 +127,7 @@ fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
                         spent += start.elapsed();
                         expected += n as u64;
                         // Let consumers catch up (untimed) before mailboxes could fill.
-                        if i % 256 == 255 {
+                        if i % (CAPACITY as u64 / 2) == CAPACITY as u64 / 2 - 1 {
                             sink.wait_for(expected, LIMIT).await;
                         }
                     }
@@ -142,7 +145,7 @@ fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
 fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
     let mut group = group(c, "end_to_end", Duration::from_secs(5));
     for &n in sizes {
-        let mut lazy = Lazy::<P>::new(one_topic(n, 1024));
+        let mut lazy = Lazy::<P>::new(one_topic(n, CAPACITY));
         group.throughput(Throughput::Elements(BATCH * n as u64));
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
