@@ -58,6 +58,23 @@ impl Backoff {
         Self { min, max, attempt: 0 }
     }
 
+    /// The backoff the config asks for, starting at the first (immediate) attempt.
+    pub(crate) fn from_config(config: &super::RedisConfig) -> Self {
+        Self::new(config.reconnect_backoff_min, config.reconnect_backoff_max)
+    }
+
+    /// Waits out the next delay, then runs `attempt`.
+    pub(crate) fn after_next_delay<F: std::future::Future>(
+        &mut self,
+        attempt: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        let delay = self.next_delay();
+        async move {
+            tokio::time::sleep(delay).await;
+            attempt.await
+        }
+    }
+
     pub(crate) fn next_delay(&mut self) -> Duration {
         let attempt = self.attempt;
         self.attempt = self.attempt.saturating_add(1);

@@ -386,16 +386,9 @@ impl Listener {
     /// Reconnects with backoff; `None` if the provider stops first.
     async fn reconnect(&mut self) -> Option<(PubSubSink, PubSubStream)> {
         let shared = Arc::clone(&self.shared);
-        let mut backoff = Backoff::new(
-            shared.config.reconnect_backoff_min,
-            shared.config.reconnect_backoff_max,
-        );
+        let mut backoff = Backoff::from_config(&shared.config);
         loop {
-            let delay = backoff.next_delay();
-            let attempt = async {
-                tokio::time::sleep(delay).await;
-                open_subscriber(&shared).await
-            };
+            let attempt = backoff.after_next_delay(open_subscriber(&shared));
             tokio::pin!(attempt);
             loop {
                 if *self.shutdown.borrow() {

@@ -270,16 +270,9 @@ impl Publisher {
 
     async fn reconnect(&mut self) -> Option<MultiplexedConnection> {
         let shared = Arc::clone(&self.shared);
-        let mut backoff = Backoff::new(
-            shared.config.reconnect_backoff_min,
-            shared.config.reconnect_backoff_max,
-        );
+        let mut backoff = Backoff::from_config(&shared.config);
         loop {
-            let delay = backoff.next_delay();
-            let attempt = async {
-                tokio::time::sleep(delay).await;
-                open_publisher(&shared).await
-            };
+            let attempt = backoff.after_next_delay(open_publisher(&shared));
             tokio::select! {
                 _ = self.shutdown.changed() => return None,
                 result = attempt => match result {
