@@ -318,5 +318,8 @@ fn fuzz_envelope_corpus_decodes_safely() {
         }
     }
     assert!(total > 0, "no corpus under {}", dir.display());
-    assert!(accepted > 0 && accepted < total, "{accepted} of {total} accepted: the corpus should hold both kinds");
+    assert!(
+        accepted > 0 && accepted < total,
+        "{accepted} of {total} accepted: the corpus should hold both kinds"
+    );
 }
