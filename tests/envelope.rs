@@ -2,10 +2,14 @@
 //! never panics, accepts or refuses an envelope whole, and whatever it accepts re-encodes to
 //! the same bytes).
 
+mod support;
+
 use fanout::envelope::{
     single_encoded_len, Envelope, EnvelopeError, EnvelopeLimits, EnvelopeWriter, InstanceId, Record,
     HEADER_BYTES, MAGIC, RECORD_HEADER_BYTES, VERSION,
 };
+
+use support::Rng;
 
 fn limits() -> EnvelopeLimits {
     EnvelopeLimits {
@@ -228,22 +232,6 @@ fn a_bad_last_record_refuses_the_whole_envelope() {
         Envelope::decode(&writer.finish(), &limits()).unwrap_err(),
         EnvelopeError::SenderTooLong { len: 33, limit: 32 }
     );
-}
-
-/// xorshift64*: a fixed seed, so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 #[test]

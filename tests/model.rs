@@ -5,6 +5,7 @@
 //! input; this is its stable twin, run by `cargo test`.
 
 mod reference_model;
+mod support;
 
 use reference_model as model;
 
@@ -12,25 +13,10 @@ use std::path::Path;
 
 use model::harness::{Op, Scenario};
 use model::reference::Stats;
+use support::Rng;
 
 /// Sequences per run. Each decodes 16 to 400 random bytes into a config and up to ~200 ops.
 const SEQUENCES: u64 = 4_000;
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn check(name: &str, data: &[u8]) -> Stats {
     let scenario = Scenario::decode(data);

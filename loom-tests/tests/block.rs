@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use fanout::TryRecvError;
-use loom::thread;
 
 /// A pop makes room: the waiting broadcaster queues its message.
 #[test]
@@ -18,10 +17,7 @@ fn blocked_broadcast_released_by_pop() {
         let engine = engine(1, block());
         let mut receiver = session(&engine, "s", &["t"]);
         broadcast(&engine, "t", "1");
-        let publisher = {
-            let engine = engine.clone();
-            thread::spawn(move || broadcast(&engine, "t", "2"))
-        };
+        let publisher = broadcast_in_thread(&engine, "t", "2");
         assert_eq!(text(&receiver.try_recv().unwrap()), "1");
         let fanout = publisher.join().unwrap();
         assert_eq!((fanout.queued, fanout.dropped), (1, 0));
@@ -49,10 +45,7 @@ fn blocked_broadcast_released_by_disconnect() {
         let engine = engine(1, block());
         let mut receiver = session(&engine, "s", &["t"]);
         broadcast(&engine, "t", "1");
-        let publisher = {
-            let engine = engine.clone();
-            thread::spawn(move || broadcast(&engine, "t", "2"))
-        };
+        let publisher = broadcast_in_thread(&engine, "t", "2");
         engine.unsubscribe_all("s").unwrap();
         let fanout = publisher.join().unwrap();
         assert!(fanout.queued <= 1);

@@ -52,10 +52,7 @@ fn drop_oldest_eviction_racing_pop() {
         let engine = engine(1, OverflowPolicy::DropOldest);
         let mut receiver = session(&engine, "s", &["t"]);
         broadcast(&engine, "t", "1");
-        let publisher = {
-            let engine = engine.clone();
-            thread::spawn(move || broadcast(&engine, "t", "2"))
-        };
+        let publisher = broadcast_in_thread(&engine, "t", "2");
         let mut got = drain(&mut receiver);
         let fanout = publisher.join().unwrap();
         got.extend(drain(&mut receiver));
@@ -92,10 +89,7 @@ fn disconnect_racing_unsubscribe_all() {
         let engine = engine(1, OverflowPolicy::Disconnect);
         let mut receiver = session(&engine, "s", &["t"]);
         broadcast(&engine, "t", "1");
-        let publisher = {
-            let engine = engine.clone();
-            thread::spawn(move || broadcast(&engine, "t", "2"))
-        };
+        let publisher = broadcast_in_thread(&engine, "t", "2");
         engine.unsubscribe_all("s").unwrap();
         let fanout = publisher.join().unwrap();
         let reason = match receiver.try_recv() {

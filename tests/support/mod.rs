@@ -87,3 +87,25 @@ pub async fn started(config: Config) -> InMemoryPubSub {
 pub fn settled(stats: &StatsSnapshot) -> bool {
     stats.recipients == stats.delivered + stats.dropped.total()
 }
+
+/// xorshift64*: a small seeded generator, so a failing sequence replays from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}

@@ -42,6 +42,16 @@ pub fn broadcast(engine: &Engine, topic: &str, text: &'static str) -> fanout::Fa
     loom::future::block_on(engine.broadcast(topic, payload(text))).unwrap()
 }
 
+/// Broadcasts on `topic` from a new loom thread: the publisher side of a race.
+pub fn broadcast_in_thread(
+    engine: &Engine,
+    topic: &'static str,
+    text: &'static str,
+) -> loom::thread::JoinHandle<fanout::Fanout> {
+    let engine = engine.clone();
+    loom::thread::spawn(move || broadcast(&engine, topic, text))
+}
+
 /// Everything queued for `receiver` now, in order; stops at `Empty` or `Closed`.
 pub fn drain(receiver: &mut SessionReceiver) -> Vec<Message> {
     let mut messages = Vec::new();
