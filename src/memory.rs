@@ -57,6 +57,18 @@ struct Tasks {
     reaper_started: bool,
 }
 
+impl Tasks {
+    /// Starts the reaper task unless it already runs.
+    fn start_reaper(&mut self, engine: &Engine, runtime: &Handle) {
+        if !self.reaper_started {
+            self.reaper_started = true;
+            let engine = engine.clone();
+            self.set
+                .spawn_on(async move { engine.run_reaper().await }, runtime);
+        }
+    }
+}
+
 impl Default for InMemoryPubSub {
     fn default() -> Self {
         Self::new()
@@ -112,13 +124,7 @@ impl InMemoryPubSub {
     fn spawn_session_task(&self, runtime: &Handle, session: Arc<Session>) {
         let mut tasks = lock(&self.tasks);
         while tasks.set.try_join_next().is_some() {}
-        if !tasks.reaper_started {
-            tasks.reaper_started = true;
-            let engine = self.engine.clone();
-            tasks
-                .set
-                .spawn_on(async move { engine.run_reaper().await }, runtime);
-        }
+        tasks.start_reaper(&self.engine, runtime);
         let engine = self.engine.clone();
         tasks.set.spawn_on(run_session(engine, session), runtime);
     }
@@ -158,14 +164,8 @@ impl PubSubProvider for InMemoryPubSub {
             return Err(PubSubError::Stopped);
         }
         let mut tasks = lock(&self.tasks);
-        if !tasks.reaper_started {
-            if let Ok(runtime) = Handle::try_current() {
-                tasks.reaper_started = true;
-                let engine = self.engine.clone();
-                tasks
-                    .set
-                    .spawn_on(async move { engine.run_reaper().await }, &runtime);
-            }
+        if let Ok(runtime) = Handle::try_current() {
+            tasks.start_reaper(&self.engine, &runtime);
         }
         Ok(())
     }
