@@ -957,3 +957,26 @@ async fn accounting_identity_holds_in_every_state() {
         "after stop: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn subscriber_count_follows_subscribe_and_unsubscribe() {
+    let engine = Engine::new(Config::default()).unwrap();
+    assert_eq!(engine.subscriber_count("room"), 0);
+    let a = engine.open_session("a").unwrap();
+    let b = engine.open_session("b").unwrap();
+    a.subscribe("room").unwrap();
+    b.subscribe("room").unwrap();
+    b.subscribe("other").unwrap();
+    // G3: subscribing again counts once.
+    a.subscribe("room").unwrap();
+    assert_eq!(engine.subscriber_count("room"), 2);
+    assert_eq!(engine.subscriber_count("other"), 1);
+    assert_eq!(engine.subscriber_count("ro"), 0);
+
+    a.unsubscribe("room").unwrap();
+    assert_eq!(engine.subscriber_count("room"), 1);
+    engine.unsubscribe_all("b").unwrap();
+    assert_eq!(engine.subscriber_count("room"), 0);
+    assert_eq!(engine.subscriber_count("other"), 0);
+    assert_eq!(engine.topic_count(), 0);
+}

@@ -297,6 +297,16 @@ impl Engine {
         self.inner.topics.len()
     }
 
+    /// Number of sessions subscribed to `topic` (0 for a topic nobody subscribes to). One
+    /// lock-free registry lookup: cheap enough for a request path, e.g. to skip rendering a
+    /// message nobody would receive.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.inner
+            .topics
+            .with_entry(topic, |entry| entry.subscribers.len())
+            .unwrap_or(0)
+    }
+
     /// Number of session entries held.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()

@@ -28,7 +28,7 @@
 //! - A subscribe returns after its `store`; a broadcast that begins afterwards `load`s the table
 //!   and then the slot, so it sees the session (G1). Symmetrically for unsubscribe (G2).
 
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, AtomicSnapshot, SnapshotGuard};
 
 use super::session::Session;
@@ -63,6 +63,9 @@ pub(crate) struct Table {
 
 pub(crate) struct SubscriberSet {
     table: AtomicSnapshot<Table>,
+    /// `Layout::len`, mirrored for readers outside the writer lock (a gauge: written under the
+    /// lock, read `Relaxed`, ordered with nothing).
+    len: AtomicUsize,
     /// Bumped by every insert, under the topic's writer lock; see the invariants above.
     epoch: AtomicU64,
 }
@@ -82,8 +85,14 @@ impl SubscriberSet {
     pub(crate) fn new() -> Self {
         Self {
             table: AtomicSnapshot::new(Arc::new(Table { slots: Box::new([]) })),
+            len: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Subscribers in the set as of the latest completed subscribe or unsubscribe.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Calls `f` on every subscriber. Lock-free; `f` must not block.
@@ -124,6 +133,7 @@ impl SubscriberSet {
             layout.open_slots.pop();
         }
         layout.len += 1;
+        self.len.store(layout.len, Ordering::Relaxed);
         slot
     }
 
@@ -148,6 +158,7 @@ impl SubscriberSet {
         }
         layout.fill[slot] -= 1;
         layout.len -= 1;
+        self.len.store(layout.len, Ordering::Relaxed);
         true
     }
 

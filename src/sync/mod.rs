@@ -90,7 +90,13 @@ mod imp {
     impl<K: Hash + Eq, V: Clone> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
             Self {
-                map: papaya::HashMap::new(),
+                // Blocking resizes: an incremental resize is finished only by later writes, and
+                // until then every read probes both tables (measured: a lookup among 1,000 live
+                // topics took 310 ns instead of 62 ns, `cargo bench --bench fanout --
+                // registry_lookup/fanout`). Reads are the broadcast path; writes can pay.
+                map: papaya::HashMap::builder()
+                    .resize_mode(papaya::ResizeMode::Blocking)
+                    .build(),
             }
         }
 
