@@ -376,9 +376,12 @@ async fn stable_subscribers_get_every_broadcast_despite_churn() {
         })
         .collect();
     let publishing = Arc::new(AtomicU64::new(1));
+    // Churn operations so far: the publisher paces itself on it, so the two interleave however
+    // fast either side runs.
+    let churned = Arc::new(AtomicU64::new(0));
     let mut churners = Vec::new();
     for c in 0..CHURNERS {
-        let (engine, publishing) = (engine.clone(), Arc::clone(&publishing));
+        let (engine, publishing, churned) = (engine.clone(), Arc::clone(&publishing), Arc::clone(&churned));
         churners.push(tokio::spawn(async move {
             let mut rng = Rng::new(3000 + c);
             // Each churner holds up to 40 receivers, so the sets span several chunks.
@@ -409,6 +412,7 @@ async fn stable_subscribers_get_every_broadcast_despite_churn() {
                     _ => {}
                 }
                 ops += 1;
+                churned.fetch_add(1, SeqCst);
                 if ops % 8 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -417,9 +421,12 @@ async fn stable_subscribers_get_every_broadcast_despite_churn() {
         }));
     }
     let publisher = {
-        let engine = engine.clone();
+        let (engine, churned) = (engine.clone(), Arc::clone(&churned));
         tokio::spawn(async move {
             for seq in 1..=MESSAGES {
+                while churned.load(SeqCst) < seq / 2 {
+                    tokio::task::yield_now().await;
+                }
                 engine
                     .broadcast(&shared_topic(seq % TOPICS), id_payload(seq))
                     .await
