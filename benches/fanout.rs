@@ -9,7 +9,8 @@
 //! Groups: `publish_cost` (publisher-side time per broadcast, per subscriber), `end_to_end`
 //! (one topic, every session draining; deliveries per second), `liveview` (10,000 sessions on 5
 //! of 1,000 topics, a publisher per core), `churn` (subscribe + unsubscribe into a populated
-//! topic), `slow_consumer` (1,000 sessions, one stalled, per overflow policy).
+//! topic), `registry_lookup` (one topic lookup among 1,000 and 1,000,000 live topics),
+//! `slow_consumer` (1,000 sessions, one stalled, per overflow policy).
 
 mod peers;
 
@@ -68,6 +69,7 @@ fn one_topic(n: usize, capacity: usize) -> Layout {
         sessions: n,
         topics: 1,
         per_session: 1,
+        stride: 13,
         capacity,
     }
 }
@@ -186,6 +188,7 @@ fn liveview<P: Peer>(c: &mut Criterion, rt: &Runtime) {
         sessions: 10_000,
         topics: 1_000,
         per_session: 5,
+        stride: 13,
         capacity: 256,
     };
     let publishers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -247,6 +250,43 @@ fn churn<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
             b.iter(|| {
                 id += 1;
                 rt.block_on(peer.churn(0, id))
+            })
+        });
+        lazy.finish(rt);
+    }
+    group.finish();
+}
+
+/// One registry lookup (a topic's subscriber count) among `n` live topics, spread over 1,000
+/// sessions of `n / 1,000` topics each; the names looked up are pseudo-random live topics.
+fn registry_lookup<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
+    const SESSIONS: usize = 1_000;
+    let mut group = group(c, "registry_lookup", Duration::from_secs(3));
+    for &n in sizes {
+        // Stride n / SESSIONS with 7 coprime to it: session s takes 7s + k * stride, and no
+        // two sessions share a topic, so all n topics are live.
+        let layout = Layout {
+            sessions: SESSIONS,
+            topics: n,
+            per_session: n / SESSIONS,
+            stride: n / SESSIONS,
+            capacity: 16,
+        };
+        let names: Vec<String> = (0..4_096).map(|i| peers::topic_name((i * 7_919) % n)).collect();
+        let mut lazy = Lazy::<P>::new(layout);
+        group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
+            b.iter_custom(|iters| {
+                let (peer, _) = lazy.get(rt);
+                let names = &names;
+                rt.block_on(async move {
+                    let start = Instant::now();
+                    for i in 0..iters as usize {
+                        let name = &names[i % names.len()];
+                        let count = std::hint::black_box(peer.subscriber_count(name).await);
+                        assert_eq!(count, 1, "{name} is live with one subscriber");
+                    }
+                    start.elapsed()
+                })
             })
         });
         lazy.finish(rt);
@@ -329,6 +369,12 @@ fn all_peers(c: &mut Criterion) {
     churn::<TokioBroadcast>(c, &rt, &churn_sizes);
     churn::<AsyncBroadcastPeer>(c, &rt, &churn_sizes);
     churn::<SeedPort>(c, &rt, &churn_sizes);
+
+    let registry_sizes = [1_000, 1_000_000];
+    registry_lookup::<FanoutPull>(c, &rt, &registry_sizes);
+    registry_lookup::<TokioBroadcast>(c, &rt, &registry_sizes);
+    registry_lookup::<AsyncBroadcastPeer>(c, &rt, &registry_sizes);
+    registry_lookup::<SeedPort>(c, &rt, &registry_sizes);
 
     slow_consumer(c, &rt);
 }

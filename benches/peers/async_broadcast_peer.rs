@@ -2,16 +2,19 @@
 //! like fanout's default instead of blocking the publisher); multi-topic sessions merge their
 //! receivers with `select_all`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_broadcast::{broadcast, InactiveReceiver, Receiver, Sender, TryRecvError};
 use bytes::Bytes;
 use futures_util::stream::{select_all, StreamExt};
 
-use super::{Layout, Peer, Sink};
+use super::{topic_name, Layout, Peer, Sink};
 
 pub struct AsyncBroadcastPeer {
     senders: Vec<Sender<Bytes>>,
+    /// Topic name to channel, built once and read without a lock (as for the tokio peer).
+    by_name: HashMap<String, usize>,
     keep_open: Vec<InactiveReceiver<Bytes>>,
     consumers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -61,6 +64,7 @@ impl Peer for AsyncBroadcastPeer {
         }
         drop(receivers);
         AsyncBroadcastPeer {
+            by_name: (0..senders.len()).map(|t| (topic_name(t), t)).collect(),
             senders,
             keep_open,
             consumers,
@@ -69,6 +73,12 @@ impl Peer for AsyncBroadcastPeer {
 
     async fn publish(&self, topic: usize, payload: Bytes) {
         let _ = self.senders[topic].broadcast_direct(payload).await;
+    }
+
+    async fn subscriber_count(&self, name: &str) -> usize {
+        self.by_name
+            .get(name)
+            .map_or(0, |&t| self.senders[t].receiver_count())
     }
 
     async fn churn(&self, topic: usize, _id: usize) {

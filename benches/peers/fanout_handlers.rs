@@ -44,6 +44,10 @@ impl Peer for FanoutHandlers {
             .expect("broadcast");
     }
 
+    async fn subscriber_count(&self, name: &str) -> usize {
+        self.pubsub.engine().subscriber_count(name)
+    }
+
     async fn churn(&self, topic: usize, id: usize) {
         let session = format!("churn-{id}");
         let handler = Handler::new(|_topic, _message| std::future::ready(()));

@@ -70,6 +70,10 @@ impl Peer for FanoutPull {
             .expect("broadcast");
     }
 
+    async fn subscriber_count(&self, name: &str) -> usize {
+        self.engine.subscriber_count(name)
+    }
+
     async fn churn(&self, topic: usize, id: usize) {
         let receiver = self.engine.open_session(&format!("churn-{id}")).expect("open");
         receiver.subscribe(&self.topics[topic]).expect("subscribe");

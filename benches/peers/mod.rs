@@ -31,9 +31,11 @@ pub use tokio_broadcast::TokioBroadcast;
 pub struct Layout {
     pub sessions: usize,
     pub topics: usize,
-    /// Topics per session; session `s` takes topics `(s * 7 + k * 13) % topics` for `k` in
+    /// Topics per session; session `s` takes topics `(s * 7 + k * stride) % topics` for `k` in
     /// `0..per_session` (deduplicated).
     pub per_session: usize,
+    /// See `per_session`; 13 unless a scenario needs every session on distinct topics.
+    pub stride: usize,
     /// Mailbox / channel capacity per session or channel.
     pub capacity: usize,
 }
@@ -41,7 +43,7 @@ pub struct Layout {
 impl Layout {
     pub fn topics_of(&self, session: usize) -> Vec<usize> {
         let mut topics: Vec<usize> = (0..self.per_session)
-            .map(|k| (session * 7 + k * 13) % self.topics)
+            .map(|k| (session * 7 + k * self.stride) % self.topics)
             .collect();
         topics.sort_unstable();
         topics.dedup();
@@ -89,15 +91,20 @@ impl Sink {
     }
 
     /// Waits until at least `target` deliveries have been counted; panics after `limit`.
+    ///
+    /// Yields (letting consumers on this worker run) for up to [`SPIN`] before it sleeps:
+    /// tokio's timer ticks once a millisecond, so sleeping as soon as the count lags would add
+    /// up to a millisecond to a round that needed microseconds more, and that noise would swamp
+    /// the shorter scenarios. Slow peers (whole seconds a round) sleep after the spin.
     pub async fn wait_for(&self, target: u64, limit: Duration) {
+        const SPIN: Duration = Duration::from_millis(5);
         let start = Instant::now();
-        let mut spins = 0u32;
         while self.total() < target {
-            if start.elapsed() > limit {
+            let waited = start.elapsed();
+            if waited > limit {
                 panic!("only {} of {target} deliveries after {limit:?}", self.total());
             }
-            spins += 1;
-            if spins < 100 {
+            if waited < SPIN {
                 tokio::task::yield_now().await;
             } else {
                 tokio::time::sleep(Duration::from_micros(50)).await;
@@ -113,6 +120,9 @@ pub trait Peer: Sized + Send + Sync + 'static {
     fn build(layout: &Layout, sink: Arc<Sink>) -> impl Future<Output = Self> + Send;
     /// Publishes one message on `topic`.
     fn publish(&self, topic: usize, payload: Bytes) -> impl Future<Output = ()> + Send;
+    /// How many sessions subscribe to the topic named `name`: one lookup in the peer's topic
+    /// registry (registry scenario).
+    fn subscriber_count(&self, name: &str) -> impl Future<Output = usize> + Send;
     /// Adds and removes one subscription on `topic` (churn scenario).
     fn churn(&self, topic: usize, id: usize) -> impl Future<Output = ()> + Send;
     /// Tears down consumers.

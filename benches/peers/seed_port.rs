@@ -94,6 +94,11 @@ impl Peer for SeedPort {
         self.broadcast(&self.topics[topic], payload).await;
     }
 
+    async fn subscriber_count(&self, name: &str) -> usize {
+        let maps = self.maps.lock().await;
+        maps.topic_subscribers.get(name).map_or(0, HashMap::len)
+    }
+
     async fn churn(&self, topic: usize, id: usize) {
         let session = format!("churn-{id}");
         let handler: Handler = Arc::new(|_topic, _message| Box::pin(async {}));

@@ -1,6 +1,7 @@
 //! `tokio::sync::broadcast`: one channel per topic. A session on one topic reads its receiver
 //! directly; a session on several merges its receivers with `tokio_stream::StreamMap`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,10 +9,13 @@ use tokio::sync::{broadcast, Mutex};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{StreamExt, StreamMap};
 
-use super::{Layout, Peer, Sink};
+use super::{topic_name, Layout, Peer, Sink};
 
 pub struct TokioBroadcast {
     senders: Vec<broadcast::Sender<Bytes>>,
+    /// Topic name to channel, as an application would keep it: built once, then read without a
+    /// lock (the cheapest registry such an application could have).
+    by_name: HashMap<String, usize>,
     consumers: Vec<tokio::task::JoinHandle<()>>,
     churned: Mutex<Vec<broadcast::Receiver<Bytes>>>,
 }
@@ -61,6 +65,7 @@ impl Peer for TokioBroadcast {
             }
         }
         TokioBroadcast {
+            by_name: (0..senders.len()).map(|t| (topic_name(t), t)).collect(),
             senders,
             consumers,
             churned: Mutex::new(Vec::new()),
@@ -69,6 +74,12 @@ impl Peer for TokioBroadcast {
 
     async fn publish(&self, topic: usize, payload: Bytes) {
         let _ = self.senders[topic].send(payload);
+    }
+
+    async fn subscriber_count(&self, name: &str) -> usize {
+        self.by_name
+            .get(name)
+            .map_or(0, |&t| self.senders[t].receiver_count())
     }
 
     async fn churn(&self, topic: usize, _id: usize) {
