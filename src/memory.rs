@@ -234,13 +234,14 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
             continue;
         };
         counters.delivered(1);
-        let topic = envelope.topic.clone();
+        // The envelope stays for the log lines below: one clone of the topic per delivery (the
+        // handler's), as every clone is an increment of a count all the topic's consumers share.
         let invocation = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let _invoking = InvokingGuard::enter(&session);
-            handler.call(topic.clone(), envelope.payload.clone())
+            handler.call(envelope.topic.clone(), envelope.payload.clone())
         }));
         session.end_invocation_start();
-        drop(envelope);
+        let topic = &*envelope.topic;
         let outcome = match invocation {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
             Err(panic) => Err(panic),
@@ -249,13 +250,13 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 counters.handler_error();
-                tracing::warn!(session_id = &*session.id, topic = &*topic, %error, "handler returned an error");
+                tracing::warn!(session_id = &*session.id, topic, %error, "handler returned an error");
             }
             Err(panic) => {
                 counters.handler_panic();
                 tracing::warn!(
                     session_id = &*session.id,
-                    topic = &*topic,
+                    topic,
                     panic = panic_message(&*panic),
                     "handler panicked; the session goes on"
                 );

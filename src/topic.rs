@@ -19,6 +19,12 @@ impl Topic {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether both are clones of one allocation (then they are equal, without reading either).
+    #[inline]
+    pub(crate) fn same_allocation(&self, other: &Topic) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Deref for Topic {

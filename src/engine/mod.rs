@@ -47,6 +47,7 @@
 //! off the broadcast path: in the provider's reaper task, in the session's consumer, and at the
 //! start of every subscribe / unsubscribe.
 
+pub(crate) mod handler_table;
 pub(crate) mod mailbox;
 mod receiver;
 pub(crate) mod session;
@@ -386,13 +387,18 @@ impl Engine {
             // The handler goes in before the subscription, so a broadcast that sees the
             // subscription finds the handler.
             let mut table = (*session.handlers.load_full()).clone();
+            // The key shares the topic entry's name where it can (see `handler_table`).
             let key = match writer.topics.get_key_value(topic) {
                 Some((existing, _)) => existing.clone(),
-                None => Topic::from(topic),
+                None => self
+                    .inner
+                    .topics
+                    .name_of(topic)
+                    .unwrap_or_else(|| Topic::from(topic)),
             };
-            table.insert(key, handler);
+            table.insert(key.clone(), handler);
             let replaced = session.handlers.swap(Arc::new(table));
-            self.attach(&session, &mut writer, topic);
+            self.attach(&session, &mut writer, &key);
             drop(writer);
             // Dropped outside the lock: a replaced handler's captures may run user code.
             drop(replaced);
@@ -426,7 +432,7 @@ impl Engine {
                 reason: session.close_reason().unwrap_or(CloseReason::Unsubscribed),
             });
         }
-        self.attach(session, &mut writer, topic);
+        self.attach(session, &mut writer, &Topic::from(topic));
         Ok(())
     }
 
@@ -454,8 +460,9 @@ impl Engine {
     }
 
     /// Adds `session` to `topic` unless it is already subscribed. Needs the session's writer.
-    fn attach(&self, session: &Arc<Session>, writer: &mut SessionWriter, topic: &str) {
-        if writer.topics.contains_key(topic) {
+    /// A topic entry created here takes `topic` as its name.
+    fn attach(&self, session: &Arc<Session>, writer: &mut SessionWriter, topic: &Topic) {
+        if writer.topics.contains_key(topic.as_str()) {
             return;
         }
         let config = &self.inner.config;

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::error::SessionForm;
-use crate::handler::Handler;
 use crate::stats::{Counters, DropReason};
 use crate::sync::atomic::{AtomicU8, Ordering};
 use crate::sync::thread_local;
 use crate::sync::{Arc, AtomicSnapshot, Mutex};
 use crate::topic::Topic;
 
+use super::handler_table::HandlerTable;
 use super::mailbox::Mailbox;
 use super::topic_registry::TopicEntry;
 
@@ -114,9 +114,6 @@ pub(crate) struct SessionWriter {
     pub(crate) topics: HashMap<Topic, Placement>,
 }
 
-/// Handlers of a handler-form session, read by its task without locking.
-pub(crate) type HandlerTable = HashMap<Topic, Handler>;
-
 /// A session's id: immutable, shared by the session and its map key (a plain `std::sync::Arc`:
 /// it is data, not a synchronisation point).
 pub(crate) type SessionId = std::sync::Arc<str>;
@@ -157,7 +154,7 @@ impl Session {
                 retired: false,
                 topics: HashMap::new(),
             }),
-            handlers: AtomicSnapshot::new(Arc::new(HashMap::new())),
+            handlers: AtomicSnapshot::new(Arc::new(HandlerTable::default())),
             counters,
         }
     }

@@ -85,20 +85,25 @@ impl TopicRegistry {
         self.map.len()
     }
 
+    /// The name of `topic`'s live entry, if any: a clone of the entry's own allocation.
+    pub(crate) fn name_of(&self, topic: &str) -> Option<Topic> {
+        self.with_entry(topic, |entry| entry.name.clone())
+    }
+
     /// Adds `session` to `topic`; returns the entry and slot it landed in, and whether it is the
     /// entry's first subscriber (the topic came into existence).
     pub(crate) fn subscribe(
         &self,
-        topic: &str,
+        topic: &Topic,
         session: &Arc<Session>,
         rule: impl Fn() -> DeliveryRule,
     ) -> (Arc<TopicEntry>, usize, bool) {
         loop {
-            let entry = match self.map.get(topic) {
+            let entry = match self.map.get(topic.as_str()) {
                 Some(existing) => existing,
-                None => self.map.get_or_insert_with(Topic::from(topic), || {
+                None => self.map.get_or_insert_with(topic.clone(), || {
                     Arc::new(TopicEntry {
-                        name: Topic::from(topic),
+                        name: topic.clone(),
                         rule: rule(),
                         subscribers: SubscriberSet::new(),
                         writer: Mutex::new(TopicWriter {

@@ -1,0 +1,150 @@
+//! A handler-form session's handlers by topic: read by the session's task once per delivery,
+//! replaced copy-on-write by subscribe / unsubscribe (see `Session::handlers`).
+//!
+//! # Why not a plain `HashMap`
+//!
+//! The lookup is on the delivery path. With `HashMap<Topic, Handler>` it hashed the topic with
+//! SipHash and compared the strings for every message: about 16% of the handler form's
+//! end-to-end time in `perf record` of `end_to_end/fanout-handlers/1000`. Most sessions hold a
+//! handful of topics, so up to [`FEW`] handlers live in a vector scanned in order, and each key
+//! is, where possible, the same allocation as the topic entry's name, which every queued
+//! message carries: the scan then matches on a pointer comparison, without reading the string.
+//! A session with more topics than that gets a `HashMap`.
+//!
+//! # Invariants
+//!
+//! - A topic appears at most once, in whichever representation is current.
+//! - `Few` holds at most [`FEW`] entries; an insert beyond that moves everything to `Many`. A
+//!   table never moves back (removals from a large table leave a `HashMap`), so a session that
+//!   hovers at the threshold does not convert on every change.
+
+use std::collections::HashMap;
+
+use crate::handler::Handler;
+use crate::topic::Topic;
+
+/// The most handlers kept in a scanned vector.
+pub(crate) const FEW: usize = 8;
+
+#[derive(Clone)]
+pub(crate) enum HandlerTable {
+    Few(Vec<(Topic, Handler)>),
+    Many(HashMap<Topic, Handler>),
+}
+
+impl Default for HandlerTable {
+    fn default() -> Self {
+        HandlerTable::Few(Vec::new())
+    }
+}
+
+impl HandlerTable {
+    /// The handler for `topic`. Matches a key that shares `topic`'s allocation first, then by
+    /// string.
+    #[inline]
+    pub(crate) fn get(&self, topic: &Topic) -> Option<&Handler> {
+        match self {
+            HandlerTable::Few(entries) => entries
+                .iter()
+                .find(|(key, _)| key.same_allocation(topic))
+                .or_else(|| entries.iter().find(|(key, _)| key == topic))
+                .map(|(_, handler)| handler),
+            HandlerTable::Many(map) => map.get(topic),
+        }
+    }
+
+    /// Sets the handler for `topic`; returns the one it replaced (G3).
+    pub(crate) fn insert(&mut self, topic: Topic, handler: Handler) -> Option<Handler> {
+        match self {
+            HandlerTable::Few(entries) => {
+                if let Some((_, existing)) = entries.iter_mut().find(|(key, _)| *key == topic) {
+                    return Some(std::mem::replace(existing, handler));
+                }
+                if entries.len() < FEW {
+                    entries.push((topic, handler));
+                    return None;
+                }
+                let mut map: HashMap<Topic, Handler> = entries.drain(..).collect();
+                map.insert(topic, handler);
+                *self = HandlerTable::Many(map);
+                None
+            }
+            HandlerTable::Many(map) => map.insert(topic, handler),
+        }
+    }
+
+    /// Removes the handler for `topic`, if any, and returns it.
+    pub(crate) fn remove(&mut self, topic: &str) -> Option<Handler> {
+        match self {
+            HandlerTable::Few(entries) => {
+                let at = entries.iter().position(|(key, _)| key.as_str() == topic)?;
+                Some(entries.swap_remove(at).1)
+            }
+            HandlerTable::Many(map) => map.remove(topic),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            HandlerTable::Few(entries) => entries.len(),
+            HandlerTable::Many(map) => map.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler() -> Handler {
+        Handler::new(|_topic, _message| std::future::ready(()))
+    }
+
+    fn topics(n: usize) -> Vec<Topic> {
+        (0..n).map(|i| Topic::from(format!("t{i}"))).collect()
+    }
+
+    #[test]
+    fn finds_by_string_when_the_allocation_differs() {
+        let mut table = HandlerTable::default();
+        table.insert(Topic::from("room"), handler());
+        assert!(table.get(&Topic::from("room")).is_some());
+        assert!(table.get(&Topic::from("roo")).is_none());
+    }
+
+    #[test]
+    fn grows_into_a_map_past_few_and_keeps_every_topic() {
+        let mut table = HandlerTable::default();
+        let names = topics(FEW + 3);
+        for (i, topic) in names.iter().enumerate() {
+            assert!(table.insert(topic.clone(), handler()).is_none());
+            assert_eq!(table.len(), i + 1);
+            assert_eq!(matches!(table, HandlerTable::Few(_)), i < FEW);
+        }
+        for topic in &names {
+            assert!(table.get(topic).is_some(), "{topic} lost in the move to a map");
+        }
+    }
+
+    #[test]
+    fn insert_replaces_and_remove_forgets_in_both_forms() {
+        for n in [2, FEW + 2] {
+            let mut table = HandlerTable::default();
+            let names = topics(n);
+            for topic in &names {
+                table.insert(topic.clone(), handler());
+            }
+            assert!(
+                table.insert(Topic::from("t1"), handler()).is_some(),
+                "G3: replaced"
+            );
+            assert_eq!(table.len(), n);
+            assert!(table.remove("t1").is_some());
+            assert!(table.remove("t1").is_none());
+            assert!(table.get(&names[1]).is_none());
+            assert!(table.get(&names[0]).is_some());
+            assert_eq!(table.len(), n - 1);
+        }
+    }
+}
