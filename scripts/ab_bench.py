@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""A/B comparison of two builds of the criterion bench binary on a noisy host.
+
+Runs the two binaries alternately (A, B, A, B, ...) on the same filter, so slow drifts of the
+host (other tenants, thermal state) hit both sides alike, and reports per benchmark the median
+of each side's per-run medians and the ratio B/A.
+
+    cargo bench --bench fanout --no-run            # build A, then copy the binary away
+    cp target/release/deps/fanout-<hash> /tmp/A     # (the newest non-.d file)
+    # change the code, build again, copy to /tmp/B
+    scripts/ab_bench.py /tmp/A /tmp/B 'end_to_end/fanout/' --rounds 5
+
+The times compared are criterion's point estimates (the middle of `time: [lo mid hi]`).
+"""
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+
+UNITS = {"ps": 1e-12, "ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+LINE = re.compile(r"^(\S+)\s*time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", re.M)
+NAME_ONLY = re.compile(r"^(\S+/\S+)\s*$", re.M)
+
+
+def run(binary, bench_filter, seconds):
+    out = subprocess.run(
+        [binary, "--bench", bench_filter, "--noplot", "--measurement-time", str(seconds)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    # criterion prints a long id on its own line and `time:` on the next
+    out = re.sub(r"^(\S+/\S+)\n\s+time:", r"\1 time:", out, flags=re.M)
+    return {name: float(value) * UNITS[unit] for name, value, unit in LINE.findall(out)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("filter")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3, help="criterion measurement time per benchmark")
+    args = parser.parse_args()
+    times = {"A": {}, "B": {}}
+    for r in range(args.rounds):
+        for side, binary in (("A", args.a), ("B", args.b)):
+            for name, t in run(binary, args.filter, args.seconds).items():
+                times[side].setdefault(name, []).append(t)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    print("| benchmark | A median | B median | B/A time | A runs (ms) | B runs (ms) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in sorted(times["A"]):
+        a = statistics.median(times["A"][name])
+        b = statistics.median(times["B"].get(name, [float("nan")]))
+        runs = {side: " ".join(f"{t * 1e3:.3g}" for t in times[side].get(name, [])) for side in "AB"}
+        print(f"| {name} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {b / a:.2f} | {runs['A']} | {runs['B']} |")
+
+
+if __name__ == "__main__":
+    main()
