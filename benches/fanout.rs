@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use fanout::{Fallback, OverflowPolicy};
+use fanout::{Config, Fallback, OverflowPolicy};
 use tokio::runtime::Runtime;
 
 use peers::{AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPort, Sink, TokioBroadcast};
@@ -152,7 +152,7 @@ fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
                 let (peer, sink) = lazy.get(rt);
-                on_runtime(rt, publish_batches(peer, sink, iters, BATCH * n as u64))
+                on_runtime(rt, publish_batches(peer, sink, 0, iters, BATCH * n as u64))
             })
         });
         lazy.finish(rt);
@@ -160,11 +160,12 @@ fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
     group.finish();
 }
 
-/// Publishes `iters` batches of [`BATCH`] messages on topic 0, waiting after each until
+/// Publishes `iters` batches of [`BATCH`] messages on `topic`, waiting after each until
 /// `deliveries_per_batch` more deliveries arrived; returns the time taken.
 async fn publish_batches<P: Peer>(
     peer: Arc<P>,
     sink: Arc<Sink>,
+    topic: usize,
     iters: u64,
     deliveries_per_batch: u64,
 ) -> Duration {
@@ -172,7 +173,7 @@ async fn publish_batches<P: Peer>(
     let mut expected = sink.total();
     for _ in 0..iters {
         for _ in 0..BATCH {
-            peer.publish(0, payload()).await;
+            peer.publish(topic, payload()).await;
         }
         expected += deliveries_per_batch;
         sink.wait_for(expected, LIMIT).await;
@@ -294,52 +295,75 @@ fn registry_lookup<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
     group.finish();
 }
 
-/// 1,000 sessions on one topic, one of them never reads: the others' end-to-end throughput.
+/// 1,000 sessions on one topic, one of them never reads: the others' end-to-end throughput,
+/// per overflow policy.
+///
+/// All scenarios share one engine and one set of 999 reading sessions, each subscribed to one
+/// topic per scenario; each policy is a per-prefix override on its topic, and each stalled
+/// scenario has its own never-reading session on its topic. So the baseline and every policy
+/// run on the same sessions, mailboxes and runtime: this host's run-to-run noise (2x between
+/// processes, less within one) does not land between the baseline and the policies.
 fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
     const SESSIONS: usize = 1_000;
-    let mut group = group(c, "slow_consumer", Duration::from_secs(4));
-    group.throughput(Throughput::Elements(BATCH * (SESSIONS as u64 - 1)));
-    let block = |then| {
-        Some(OverflowPolicy::Block {
-            timeout: Duration::from_millis(1),
-            then,
-        })
+    let block = |then| OverflowPolicy::Block {
+        timeout: Duration::from_millis(1),
+        then,
     };
-    let policies: [(&str, Option<OverflowPolicy>); 6] = [
+    // Topic `room:{i}` runs scenario i; `None` is the baseline (nobody stalled).
+    let scenarios: [(&str, Option<OverflowPolicy>); 6] = [
         ("none_stalled", None),
         ("drop_newest", Some(OverflowPolicy::DropNewest)),
         ("drop_oldest", Some(OverflowPolicy::DropOldest)),
         ("disconnect", Some(OverflowPolicy::Disconnect)),
-        ("block_1ms_then_disconnect", block(Fallback::Disconnect)),
-        ("block_1ms_then_drop_newest", block(Fallback::DropNewest)),
+        ("block_1ms_then_disconnect", Some(block(Fallback::Disconnect))),
+        ("block_1ms_then_drop_newest", Some(block(Fallback::DropNewest))),
     ];
-    for (name, policy) in policies {
-        let sink = Arc::new(Sink::default());
-        let peer = rt.block_on(FanoutPull::build_with(
-            &one_topic(SESSIONS - 1, 256),
-            Arc::clone(&sink),
-            policy.unwrap_or(OverflowPolicy::DropOldest),
-        ));
-        // The stalled session: subscribed, never read.
-        let stalled = policy.map(|_| {
-            let receiver = peer.engine().open_session("stalled").expect("open");
-            receiver.subscribe("room:0").expect("subscribe");
+    let mut config = Config::default().with_policy(OverflowPolicy::DropOldest);
+    for (i, (_, policy)) in scenarios.iter().enumerate() {
+        if let Some(policy) = policy {
+            config = config.with_override(peers::topic_name(i), *policy);
+        }
+    }
+    let layout = Layout {
+        sessions: SESSIONS - 1,
+        topics: scenarios.len(),
+        per_session: scenarios.len(),
+        stride: 1,
+        capacity: 256,
+    };
+    let sink = Arc::new(Sink::default());
+    let peer = Arc::new(rt.block_on(FanoutPull::build_with(&layout, Arc::clone(&sink), config)));
+    // The stalled sessions: subscribed, never read.
+    let stalled: Vec<_> = scenarios
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, policy))| policy.is_some())
+        .map(|(i, (name, _))| {
+            let receiver = peer
+                .engine()
+                .open_session(&format!("stalled-{name}"))
+                .expect("open");
+            receiver.subscribe(&peers::topic_name(i)).expect("subscribe");
             receiver
-        });
-        let peer = Arc::new(peer);
+        })
+        .collect();
+
+    let mut group = group(c, "slow_consumer", Duration::from_secs(4));
+    group.throughput(Throughput::Elements(BATCH * (SESSIONS as u64 - 1)));
+    for (topic, (name, _)) in scenarios.iter().enumerate() {
         group.bench_function(BenchmarkId::new("fanout", name), |b| {
             b.iter_custom(|iters| {
                 let deliveries = BATCH * (SESSIONS as u64 - 1);
                 on_runtime(
                     rt,
-                    publish_batches(Arc::clone(&peer), Arc::clone(&sink), iters, deliveries),
+                    publish_batches(Arc::clone(&peer), Arc::clone(&sink), topic, iters, deliveries),
                 )
             })
         });
-        drop(stalled);
-        shutdown(rt, peer);
     }
     group.finish();
+    drop(stalled);
+    shutdown(rt, peer);
 }
 
 fn all_peers(c: &mut Criterion) {

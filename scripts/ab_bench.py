@@ -11,6 +11,11 @@ of each side's per-run medians and the ratio B/A.
     scripts/ab_bench.py /tmp/A /tmp/B 'end_to_end/fanout/' --rounds 5
 
 The times compared are criterion's point estimates (the middle of `time: [lo mid hi]`).
+
+With `--paired ID` it also reports, per benchmark, the median over runs of its time divided by
+the time of benchmark ID *in the same run* (e.g. each slow-consumer policy against the
+`none_stalled` baseline): ratios within one process, which this host's run-to-run noise
+disturbs far less than times across processes. Pass the same binary as A and B to just repeat.
 """
 import argparse
 import re
@@ -40,12 +45,19 @@ def main():
     parser.add_argument("filter")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3, help="criterion measurement time per benchmark")
+    parser.add_argument("--paired", metavar="ID", help="also report times relative to benchmark ID, run by run")
     args = parser.parse_args()
     times = {"A": {}, "B": {}}
+    paired = {"A": {}, "B": {}}
     for r in range(args.rounds):
         for side, binary in (("A", args.a), ("B", args.b)):
-            for name, t in run(binary, args.filter, args.seconds).items():
+            results = run(binary, args.filter, args.seconds)
+            for name, t in results.items():
                 times[side].setdefault(name, []).append(t)
+            base = next((t for name, t in results.items() if args.paired and name.endswith(args.paired)), None)
+            if base:
+                for name, t in results.items():
+                    paired[side].setdefault(name, []).append(t / base)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     print("| benchmark | A median | B median | B/A time | A runs (ms) | B runs (ms) |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -54,6 +66,15 @@ def main():
         b = statistics.median(times["B"].get(name, [float("nan")]))
         runs = {side: " ".join(f"{t * 1e3:.3g}" for t in times[side].get(name, [])) for side in "AB"}
         print(f"| {name} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {b / a:.2f} | {runs['A']} | {runs['B']} |")
+    if args.paired:
+        print()
+        print(f"| benchmark | A: time / {args.paired}, median | B: same | A ratios | B ratios |")
+        print("| --- | --- | --- | --- | --- |")
+        for name in sorted(paired["A"]):
+            ratios = {side: paired[side].get(name, []) for side in "AB"}
+            med = {side: statistics.median(r) if r else float("nan") for side, r in ratios.items()}
+            listed = {side: " ".join(f"{x:.2f}" for x in r) for side, r in ratios.items()}
+            print(f"| {name} | {med['A']:.3f} | {med['B']:.3f} | {listed['A']} | {listed['B']} |")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ pub struct StatsSnapshot {
     pub block_waits: u64,
     /// Of those, waits that timed out and fell back.
     pub block_timeouts: u64,
+    /// Full mailboxes under `block` that were not waited for: an earlier wait for the same
+    /// session timed out and it has taken no message since, so the fallback applied at once.
+    pub block_skips: u64,
     /// Handler invocations that panicked (caught; the session goes on).
     pub handler_panics: u64,
     /// Handler invocations that returned an error.
@@ -120,6 +123,7 @@ struct Shard {
     disconnects: AtomicU64,
     block_waits: AtomicU64,
     block_timeouts: AtomicU64,
+    block_skips: AtomicU64,
     handler_panics: AtomicU64,
     handler_errors: AtomicU64,
 }
@@ -141,6 +145,7 @@ pub(crate) struct Tally {
     pub(crate) disconnects: u64,
     pub(crate) block_waits: u64,
     pub(crate) block_timeouts: u64,
+    pub(crate) block_skips: u64,
 }
 
 impl Tally {
@@ -216,6 +221,7 @@ impl Counters {
         add_nonzero(&shard.disconnects, tally.disconnects);
         add_nonzero(&shard.block_waits, tally.block_waits);
         add_nonzero(&shard.block_timeouts, tally.block_timeouts);
+        add_nonzero(&shard.block_skips, tally.block_skips);
     }
 
     pub(crate) fn delivered(&self, n: u64) {
@@ -271,6 +277,7 @@ impl Counters {
             s.disconnects += shard.disconnects.load(Relaxed);
             s.block_waits += shard.block_waits.load(Relaxed);
             s.block_timeouts += shard.block_timeouts.load(Relaxed);
+            s.block_skips += shard.block_skips.load(Relaxed);
             s.handler_panics += shard.handler_panics.load(Relaxed);
             s.handler_errors += shard.handler_errors.load(Relaxed);
         }

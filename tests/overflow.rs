@@ -831,3 +831,47 @@ async fn json_handler_counts_undecodable_messages_as_errors() {
     assert_eq!(*numbers.lock().unwrap(), [1, 3]);
     assert_eq!(pubsub.stats().handler_errors, 1);
 }
+
+#[tokio::test]
+async fn block_does_not_wait_again_for_a_session_that_has_not_read_since_it_timed_out() {
+    // The timeout `time_out_one_broadcast` uses.
+    let timeout = Duration::from_millis(100);
+    let (pubsub, mut slow, mut healthy, _) = time_out_one_broadcast(Fallback::DropNewest).await;
+    let _ = healthy.try_recv();
+
+    // The slow session still holds m0 and has read nothing: no more waiting for it.
+    let began = Instant::now();
+    for i in 2..12 {
+        let fanout = pubsub
+            .engine()
+            .broadcast("room", format!("m{i}").into())
+            .await
+            .unwrap();
+        assert_eq!((fanout.recipients, fanout.queued, fanout.dropped), (2, 1, 1));
+        assert_eq!(text(healthy.try_recv().unwrap().payload()), format!("m{i}"));
+    }
+    assert!(
+        began.elapsed() < timeout,
+        "ten broadcasts took {:?}",
+        began.elapsed()
+    );
+    let stats = pubsub.stats();
+    assert_eq!(
+        (stats.block_waits, stats.block_timeouts, stats.block_skips),
+        (1, 1, 10)
+    );
+    assert_eq!(stats.dropped.drop_newest, 11);
+
+    // Once it reads, a full mailbox is waited for again.
+    assert_eq!(drain(&mut slow), vec![("m0".to_string(), 0)]);
+    pubsub.broadcast("room", "m12".into()).await.unwrap();
+    assert_eq!(text(healthy.try_recv().unwrap().payload()), "m12");
+    let began = Instant::now();
+    pubsub.broadcast("room", "m13".into()).await.unwrap();
+    assert!(began.elapsed() >= timeout, "waited {:?}", began.elapsed());
+    let stats = pubsub.stats();
+    assert_eq!(
+        (stats.block_waits, stats.block_timeouts, stats.block_skips),
+        (2, 2, 10)
+    );
+}

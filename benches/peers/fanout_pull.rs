@@ -18,10 +18,9 @@ impl FanoutPull {
         &self.engine
     }
 
-    pub async fn build_with(layout: &Layout, sink: Arc<Sink>, policy: OverflowPolicy) -> Self {
-        let config = Config::default()
-            .with_capacity(layout.capacity)
-            .with_policy(policy);
+    /// Builds with `config` (its capacity is replaced by the layout's).
+    pub async fn build_with(layout: &Layout, sink: Arc<Sink>, config: Config) -> Self {
+        let config = config.with_capacity(layout.capacity);
         let engine = Engine::new(config).expect("valid config");
         let topics: Vec<String> = (0..layout.topics).map(topic_name).collect();
         let mut consumers = Vec::with_capacity(layout.sessions);
@@ -60,7 +59,12 @@ impl Peer for FanoutPull {
     const NAME: &'static str = "fanout";
 
     async fn build(layout: &Layout, sink: Arc<Sink>) -> Self {
-        Self::build_with(layout, sink, OverflowPolicy::DropOldest).await
+        Self::build_with(
+            layout,
+            sink,
+            Config::default().with_policy(OverflowPolicy::DropOldest),
+        )
+        .await
     }
 
     async fn publish(&self, topic: usize, payload: Bytes) {

@@ -43,6 +43,11 @@ pub enum OverflowPolicy {
     /// The session is a slow consumer: it is closed, unsubscribed from everything, and told why.
     Disconnect,
     /// The broadcaster waits up to `timeout` for room, then applies `then`.
+    ///
+    /// A session whose wait timed out is not waited for again until it has taken a message:
+    /// until then, broadcasts that find its mailbox full apply `then` at once (counted in
+    /// `block_skips`). So a session that stopped reading costs each broadcast one push attempt,
+    /// not one `timeout`.
     Block {
         /// How long one broadcast waits, in total, for full mailboxes to make room.
         timeout: Duration,

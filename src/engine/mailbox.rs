@@ -20,6 +20,11 @@
 //!   nothing for the retry's loads of the queue, which a full ring answers without a `SeqCst`
 //!   operation of its own. The loom model `blocked_broadcast_released_by_pop` found the missing
 //!   fence.)
+//! - `stalled` is advisory: set by a broadcaster whose `block` wait for this mailbox timed out,
+//!   cleared by the consumer's next pop. While it is set, broadcasts under `block` apply the
+//!   fallback at once instead of waiting again, so a session that stopped reading costs each
+//!   broadcast one push attempt, not one timeout. A race either way costs one extra wait or
+//!   one fallback without a wait, both allowed by the policy's contract.
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
 //!   the count with its next pop. An evicting producer adds to it before it pushes the message
 //!   that replaces the evicted one, so that message carries the count.
@@ -43,6 +48,8 @@ pub(crate) struct Mailbox {
     /// Evictions since the consumer's last pop. Incremented by evicting producers, taken by the
     /// consumer.
     missed: AtomicU64,
+    /// See "stalled" in the module docs. `Relaxed`: it orders nothing.
+    stalled: AtomicBool,
     /// Broadcasters currently waiting for room (`block` policy).
     blocked: AtomicUsize,
     /// Notified by the consumer after a pop while `blocked > 0`, and on close.
@@ -62,6 +69,7 @@ impl Mailbox {
             parked: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             missed: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
             room: WaitList::new(),
             signals_room,
@@ -131,6 +139,9 @@ impl Mailbox {
         } else {
             0
         };
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+        }
         if self.signals_room {
             // Pairs with the fence in `BlockedWaiter::register`.
             fence(Ordering::SeqCst);
@@ -164,6 +175,17 @@ impl Mailbox {
             return Poll::Ready(None);
         }
         Poll::Pending
+    }
+
+    /// Records that a `block` wait for this mailbox timed out (see "stalled" above).
+    pub(crate) fn mark_stalled(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a `block` wait timed out and the consumer has taken nothing since.
+    #[inline]
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     /// Wakes the consumer and every waiting broadcaster; called once the session is closed.

@@ -695,6 +695,15 @@ impl Engine {
                 tally.drop(DropReason::SlowConsumer);
                 self.disconnect(session, rule, tally);
             }
+            OverflowPolicy::Block { then, .. } if session.mailbox.is_stalled() => {
+                tally.block_skips += 1;
+                let fallback = DeliveryRule {
+                    policy: then.into(),
+                    max_queued: rule.max_queued,
+                };
+                drop(message);
+                return self.offer(session, envelope, fallback, tally);
+            }
             OverflowPolicy::Block { .. } => return Err(Full(message)),
         }
         Ok(())
@@ -757,6 +766,7 @@ impl Engine {
                 }
                 RoomOutcome::TimedOut(message) => {
                     tally.block_timeouts += 1;
+                    session.mailbox.mark_stalled();
                     drop(message);
                     // The fallback policy never hands the message back.
                     let _ = self.offer(&session, &blocked.envelope, fallback, tally);
