@@ -350,20 +350,48 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
 
     let mut group = group(c, "slow_consumer", Duration::from_secs(4));
     group.throughput(Throughput::Elements(BATCH * (SESSIONS as u64 - 1)));
+    let deliveries = BATCH * (SESSIONS as u64 - 1);
+    // Per scenario: (time of its rounds, time of the baseline rounds run alternately with
+    // them). Criterion times each scenario alone; this pairs every round with a baseline
+    // round a few milliseconds away, which the host's drift cannot separate.
+    let mut paired = vec![(Duration::ZERO, Duration::ZERO); scenarios.len()];
     for (topic, (name, _)) in scenarios.iter().enumerate() {
+        let pair = &mut paired[topic];
         group.bench_function(BenchmarkId::new("fanout", name), |b| {
             b.iter_custom(|iters| {
-                let deliveries = BATCH * (SESSIONS as u64 - 1);
-                on_runtime(
-                    rt,
-                    publish_batches(Arc::clone(&peer), Arc::clone(&sink), topic, iters, deliveries),
-                )
+                let (peer, sink) = (Arc::clone(&peer), Arc::clone(&sink));
+                let (spent, baseline) = rt
+                    .block_on(rt.spawn(async move {
+                        let (mut spent, mut baseline) = (Duration::ZERO, Duration::ZERO);
+                        for _ in 0..iters {
+                            spent +=
+                                publish_batches(Arc::clone(&peer), Arc::clone(&sink), topic, 1, deliveries)
+                                    .await;
+                            if topic != 0 {
+                                baseline +=
+                                    publish_batches(Arc::clone(&peer), Arc::clone(&sink), 0, 1, deliveries)
+                                        .await;
+                            }
+                        }
+                        (spent, baseline)
+                    }))
+                    .expect("publisher task");
+                pair.0 += spent;
+                pair.1 += baseline;
+                spent
             })
         });
     }
     group.finish();
     drop(stalled);
     shutdown(rt, peer);
+    // Read by scripts/bench_report.py.
+    for ((name, _), (spent, baseline)) in scenarios.iter().zip(paired).skip(1) {
+        println!(
+            "slow_consumer paired: {name} {:.4} of the interleaved baseline's throughput",
+            baseline.as_secs_f64() / spent.as_secs_f64()
+        );
+    }
 }
 
 fn all_peers(c: &mut Criterion) {
