@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Turn criterion's output into the README's performance table and plot.
 
-    cargo bench --bench fanout
-    python3 scripts/bench_report.py [target/criterion] [docs]
+    cargo bench --bench fanout | tee target/bench.log
+    python3 scripts/bench_report.py [target/criterion] [docs] [target/bench.log]
 
 Reads every `<group>/<peer>/<parameter>/new/{estimates,benchmark}.json` under the criterion
 directory and writes, into the output directory:
@@ -11,6 +11,9 @@ directory and writes, into the output directory:
   and the ratio of fanout to each peer in the same group and parameter);
 - `fanout-vs-peers.svg`: deliveries per second against subscriber count for the
   `end_to_end` and `publish_cost` groups, one line per implementation, log-log axes.
+
+With the bench's log, the slow-consumer ratios it prints (each policy's throughput against a
+baseline round run right after each of its rounds) are added to `bench-results.md`.
 
 Only the standard library is used, so it runs on a fresh machine.
 """
@@ -172,6 +175,26 @@ def svg(rows, groups=("end_to_end", "publish_cost")):
     return "\n".join(out) + "\n"
 
 
+def paired_section(log_path):
+    """The `slow_consumer paired:` lines of a bench log, as a table."""
+    lines = []
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        for line in log:
+            if line.startswith("slow_consumer paired: "):
+                name, ratio = line.split()[2:4]
+                lines.append(f"| {name} | {float(ratio):.3f} | {(1 - float(ratio)) * 100:+.1f}% |")
+    if not lines:
+        return ""
+    return (
+        "\n## Slow consumer, paired with the baseline\n\n"
+        "Each round of a policy's scenario is followed by a round of the baseline (nobody stalled) on the\n"
+        "same sessions; the ratio is the baseline's total time over the scenario's (throughput relative\n"
+        "to the baseline; below 1 the stalled session slowed the others).\n\n"
+        "| policy (one of 1,000 sessions stalled) | throughput vs baseline | slowdown |\n"
+        "| --- | --- | --- |\n" + "\n".join(lines) + "\n"
+    )
+
+
 def main():
     criterion_dir = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
     out_dir = sys.argv[2] if len(sys.argv) > 2 else "docs"
@@ -181,6 +204,8 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench-results.md"), "w") as f:
         f.write(table(rows))
+        if len(sys.argv) > 3:
+            f.write(paired_section(sys.argv[3]))
     with open(os.path.join(out_dir, "fanout-vs-peers.svg"), "w") as f:
         f.write(svg(rows))
     print(f"wrote {out_dir}/bench-results.md and {out_dir}/fanout-vs-peers.svg from {len(rows)} benchmarks")
