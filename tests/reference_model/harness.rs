@@ -267,6 +267,7 @@ fn compare(live: &Live, reference: &Reference) -> Result<(), String> {
         disconnects: stats.disconnects,
         block_waits: stats.block_waits,
         block_timeouts: stats.block_timeouts,
+        block_skips: stats.block_skips,
         sessions: stats.sessions,
         topics: stats.topics,
         subscriptions: stats.subscriptions,

@@ -40,6 +40,7 @@ pub struct Stats {
     pub disconnects: u64,
     pub block_waits: u64,
     pub block_timeouts: u64,
+    pub block_skips: u64,
     pub sessions: u64,
     pub topics: u64,
     pub subscriptions: u64,
@@ -88,6 +89,9 @@ struct Session {
     topics: BTreeSet<String>,
     queue: VecDeque<(String, String)>,
     missed: u64,
+    /// A `block` wait for it timed out and it has popped nothing since: `block` falls back at
+    /// once.
+    stalled: bool,
 }
 
 /// Sessions are numbered by instance: an id reopened after its session retired is a new one.
@@ -234,6 +238,7 @@ impl Reference {
             topics: BTreeSet::new(),
             queue: VecDeque::new(),
             missed: 0,
+            stalled: false,
         });
         self.by_id.insert(id.to_string(), session);
         self.stats.sessions += 1;
@@ -293,6 +298,7 @@ impl Reference {
             None => Popped::Empty,
             Some((topic, payload)) => {
                 self.stats.delivered += 1;
+                s.stalled = false;
                 Popped::Message {
                     topic,
                     payload,
@@ -332,6 +338,7 @@ impl Reference {
                 continue;
             }
             self.stats.block_timeouts += 1;
+            self.sessions[session].stalled = true;
             let rule = Rule {
                 policy: policy(fallback.into()),
                 limit: rule.limit,
@@ -387,6 +394,14 @@ impl Reference {
                     self.stats.disconnects += 1;
                     self.retiring.push_back(session);
                 }
+            }
+            Policy::Block(fallback) if s.stalled => {
+                self.stats.block_skips += 1;
+                let rule = Rule {
+                    policy: policy(fallback.into()),
+                    limit: rule.limit,
+                };
+                return self.offer(session, topic, payload, rule, tally);
             }
             Policy::Block(_) => return false,
         }
