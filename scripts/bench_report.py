@@ -4,6 +4,11 @@
     cargo bench --bench fanout | tee target/bench.log
     python3 scripts/bench_report.py [target/criterion] [docs] [target/bench.log]
 
+Several runs (this host's results move up to 2x from one process to the next): copy
+`target/criterion` and the log away after each run and pass them comma-separated,
+`run1/criterion,run2/criterion docs run1.log,run2.log`. Each time is then the median over the
+runs, and each ratio the median over runs of the ratio within the run (peers in one process).
+
 Reads every `<group>/<peer>/<parameter>/new/{estimates,benchmark}.json` under the criterion
 directory and writes, into the output directory:
 
@@ -21,6 +26,7 @@ Only the standard library is used, so it runs on a fresh machine.
 import json
 import math
 import os
+import statistics
 import sys
 from collections import defaultdict
 
@@ -89,26 +95,46 @@ def param_key(p):
         return (1, p)
 
 
-def table(rows):
+def merge(runs):
+    """One row per benchmark: times from every run, the median for the table."""
+    merged = {}
+    for run_index, rows in enumerate(runs):
+        for r in rows:
+            key = (r["group"], r["peer"], r["param"])
+            m = merged.setdefault(key, dict(r, times={}))
+            m["times"][run_index] = r["median_ns"]
+    for m in merged.values():
+        m["median_ns"] = statistics.median(m["times"].values())
+        if m["per_second"]:
+            elements = m["per_second"] * next(iter(m["times"].values())) * 1e-9
+            m["per_second"] = elements / (m["median_ns"] * 1e-9)
+    return list(merged.values())
+
+
+def table(rows, run_count=1):
     by_case = defaultdict(dict)
     for r in rows:
         by_case[(r["group"], r["param"])][r["peer"]] = r
     lines = [
-        "| group | parameter | implementation | median time / iteration | throughput | fanout vs this |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| group | parameter | implementation | median time / iteration | throughput | fanout vs this | ratio per run |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (group, param) in sorted(by_case, key=lambda k: (k[0], param_key(k[1]))):
         peers = by_case[(group, param)]
         ours = peers.get("fanout")
         for peer in sorted(peers, key=lambda p: (p != "fanout", p)):
             r = peers[peer]
-            ratio = "—"
+            ratio, per_run = "—", "—"
             if ours and peer != "fanout":
-                ratio = f"{r['median_ns'] / ours['median_ns']:.1f}x"
+                ratios = [r["times"][i] / ours["times"][i] for i in r["times"] if i in ours["times"]]
+                if ratios:
+                    ratio = f"{statistics.median(ratios):.1f}x"
+                    per_run = " ".join(f"{x:.2f}" for x in ratios)
             lines.append(
-                f"| {group} | {param} | {peer} | {human_time(r['median_ns'])} | {human_rate(r['per_second'])} | {ratio} |"
+                f"| {group} | {param} | {peer} | {human_time(r['median_ns'])} | {human_rate(r['per_second'])} | {ratio} | {per_run} |"
             )
-    return "\n".join(lines) + "\n"
+    header = f"Medians over {run_count} run(s) of `cargo bench --bench fanout`; ratios are within each run.\n\n"
+    return header + "\n".join(lines) + "\n"
 
 
 def svg(rows, groups=("end_to_end", "publish_cost")):
@@ -175,40 +201,47 @@ def svg(rows, groups=("end_to_end", "publish_cost")):
     return "\n".join(out) + "\n"
 
 
-def paired_section(log_path):
-    """The `slow_consumer paired:` lines of a bench log, as a table."""
-    lines = []
-    with open(log_path, encoding="utf-8", errors="replace") as log:
-        for line in log:
-            if line.startswith("slow_consumer paired: "):
-                name, ratio = line.split()[2:4]
-                lines.append(f"| {name} | {float(ratio):.3f} | {(1 - float(ratio)) * 100:+.1f}% |")
-    if not lines:
+def paired_section(log_paths):
+    """The `slow_consumer paired:` lines of the bench logs, as a table (median over logs)."""
+    ratios = defaultdict(list)
+    for log_path in log_paths:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            for line in log:
+                if line.startswith("slow_consumer paired: "):
+                    name, ratio = line.split()[2:4]
+                    ratios[name].append(float(ratio))
+    if not ratios:
         return ""
+    lines = []
+    for name, values in ratios.items():
+        m = statistics.median(values)
+        listed = " ".join(f"{v:.3f}" for v in values)
+        lines.append(f"| {name} | {m:.3f} | {(1 - m) * 100:+.1f}% | {listed} |")
     return (
         "\n## Slow consumer, paired with the baseline\n\n"
         "Each round of a policy's scenario is followed by a round of the baseline (nobody stalled) on the\n"
         "same sessions; the ratio is the baseline's total time over the scenario's (throughput relative\n"
         "to the baseline; below 1 the stalled session slowed the others).\n\n"
-        "| policy (one of 1,000 sessions stalled) | throughput vs baseline | slowdown |\n"
-        "| --- | --- | --- |\n" + "\n".join(lines) + "\n"
+        "| policy (one of 1,000 sessions stalled) | throughput vs baseline (median) | slowdown | per run |\n"
+        "| --- | --- | --- | --- |\n" + "\n".join(lines) + "\n"
     )
 
 
 def main():
-    criterion_dir = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
+    criterion_dirs = (sys.argv[1] if len(sys.argv) > 1 else "target/criterion").split(",")
     out_dir = sys.argv[2] if len(sys.argv) > 2 else "docs"
-    rows = load(criterion_dir)
-    if not rows:
-        sys.exit(f"no criterion results under {criterion_dir}; run `cargo bench --bench fanout` first")
+    runs = [load(d) for d in criterion_dirs]
+    if not any(runs):
+        sys.exit(f"no criterion results under {criterion_dirs}; run `cargo bench --bench fanout` first")
+    rows = merge(runs)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench-results.md"), "w") as f:
-        f.write(table(rows))
+        f.write(table(rows, len(runs)))
         if len(sys.argv) > 3:
-            f.write(paired_section(sys.argv[3]))
+            f.write(paired_section(sys.argv[3].split(",")))
     with open(os.path.join(out_dir, "fanout-vs-peers.svg"), "w") as f:
         f.write(svg(rows))
-    print(f"wrote {out_dir}/bench-results.md and {out_dir}/fanout-vs-peers.svg from {len(rows)} benchmarks")
+    print(f"wrote {out_dir}/bench-results.md and {out_dir}/fanout-vs-peers.svg from {len(rows)} benchmarks, {len(runs)} run(s)")
 
 
 if __name__ == "__main__":
