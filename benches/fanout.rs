@@ -2,7 +2,7 @@
 //! `tokio::sync::broadcast`, `async-broadcast`, and a port of the seed design.
 //!
 //! ```text
-//! cargo bench --bench fanout                      # everything (about 20 minutes)
+//! cargo bench --bench fanout                      # everything (about 6 minutes here)
 //! cargo bench --bench fanout -- end_to_end        # one group
 //! ```
 //!
