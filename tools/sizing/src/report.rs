@@ -18,6 +18,7 @@ pub struct Report {
     pub end_to_end_latency_us: Percentiles,
     pub dropped: Dropped,
     pub disconnects: u64,
+    pub block: Block,
     pub handler_panics: u64,
     pub memory: Memory,
     pub cpu: Cpu,
@@ -105,6 +106,16 @@ pub struct Dropped {
     pub stopped: u64,
 }
 
+/// The `block` policy's waits: how many broadcasts waited for a full mailbox, how many of those
+/// waits timed out, and how many full mailboxes were not waited for (the session had timed out
+/// before and read nothing since).
+#[derive(Debug, Serialize)]
+pub struct Block {
+    pub waits: u64,
+    pub timeouts: u64,
+    pub skips: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Memory {
     pub bytes_per_session: f64,
@@ -161,6 +172,13 @@ impl Report {
                 ),
             ),
             ("disconnects", self.disconnects.to_string()),
+            (
+                "block",
+                format!(
+                    "{} waits, {} timed out, {} skipped (still stalled)",
+                    self.block.waits, self.block.timeouts, self.block.skips
+                ),
+            ),
             ("handler panics", self.handler_panics.to_string()),
             (
                 "memory",

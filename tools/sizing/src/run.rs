@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::alloc::live_bytes;
 use crate::args::Args;
 use crate::cpu::process_cpu_time;
-use crate::report::{Cpu, Dropped, Memory, Percentiles, Report, Scenario};
+use crate::report::{Block, Cpu, Dropped, Memory, Percentiles, Report, Scenario};
 
 /// End-to-end latencies, one histogram per thread that runs handlers (no contention while
 /// recording), merged at the end.
@@ -291,6 +291,11 @@ pub async fn measure(
             stopped: stats.dropped.stopped,
         },
         disconnects: stats.disconnects,
+        block: Block {
+            waits: stats.block_waits,
+            timeouts: stats.block_timeouts,
+            skips: stats.block_skips,
+        },
         handler_panics: stats.handler_panics,
         memory: Memory {
             bytes_per_session: per_session,
