@@ -309,14 +309,22 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
         timeout: Duration::from_millis(1),
         then,
     };
+    let block_once = |then| OverflowPolicy::BlockOnce {
+        timeout: Duration::from_millis(1),
+        then,
+    };
     // Topic `room:{i}` runs scenario i; `None` is the baseline (nobody stalled).
-    let scenarios: [(&str, Option<OverflowPolicy>); 6] = [
+    let scenarios: [(&str, Option<OverflowPolicy>); 7] = [
         ("none_stalled", None),
         ("drop_newest", Some(OverflowPolicy::DropNewest)),
         ("drop_oldest", Some(OverflowPolicy::DropOldest)),
         ("disconnect", Some(OverflowPolicy::Disconnect)),
         ("block_1ms_then_disconnect", Some(block(Fallback::Disconnect))),
         ("block_1ms_then_drop_newest", Some(block(Fallback::DropNewest))),
+        (
+            "block_once_1ms_then_drop_newest",
+            Some(block_once(Fallback::DropNewest)),
+        ),
     ];
     let mut config = Config::default().with_policy(OverflowPolicy::DropOldest);
     for (i, (_, policy)) in scenarios.iter().enumerate() {

@@ -197,6 +197,13 @@ fn every_policy_name_parses() {
                 then: Fallback::Disconnect,
             },
         ),
+        (
+            r#"{ block_once = { timeout_ms = 5, then = "drop_newest" } }"#,
+            OverflowPolicy::BlockOnce {
+                timeout: Duration::from_millis(5),
+                then: Fallback::DropNewest,
+            },
+        ),
     ];
     for (value, expected) in cases {
         let config = Config::from_toml_str(&format!("policy = {value}")).unwrap();
@@ -333,6 +340,12 @@ fn zero_block_timeout_is_an_error() {
     let source =
         "[[override]]\nprefix = \"b:\"\npolicy = { block = { timeout_ms = 0, then = \"disconnect\" } }\n";
     parse_error_at(source, "override[0].policy.block.timeout_ms", (3, 10), "is 0 ms");
+    parse_error_at(
+        "policy = { block_once = { timeout_ms = 0, then = \"drop_newest\" } }\n",
+        "policy.block_once.timeout_ms",
+        (1, 10),
+        "is 0 ms",
+    );
 }
 
 #[test]

@@ -528,8 +528,19 @@ async fn cancelled_block_broadcast_keeps_the_accounting_identity() {
 async fn time_out_one_broadcast(
     then: Fallback,
 ) -> (InMemoryPubSub, SessionReceiver, SessionReceiver, fanout::Fanout) {
-    let timeout = Duration::from_millis(100);
-    let pubsub = started(config(1, block(timeout, then))).await;
+    time_out_one_broadcast_under(block(TIMED_OUT_AFTER, then)).await
+}
+
+/// The timeout `time_out_one_broadcast` uses.
+const TIMED_OUT_AFTER: Duration = Duration::from_millis(100);
+
+/// As `time_out_one_broadcast`, under `policy` (a `block` or `block_once` with a
+/// [`TIMED_OUT_AFTER`] timeout).
+async fn time_out_one_broadcast_under(
+    policy: OverflowPolicy,
+) -> (InMemoryPubSub, SessionReceiver, SessionReceiver, fanout::Fanout) {
+    let timeout = TIMED_OUT_AFTER;
+    let pubsub = started(config(1, policy)).await;
     let (slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
     let began = Instant::now();
@@ -833,10 +844,30 @@ async fn json_handler_counts_undecodable_messages_as_errors() {
 }
 
 #[tokio::test]
-async fn block_does_not_wait_again_for_a_session_that_has_not_read_since_it_timed_out() {
-    // The timeout `time_out_one_broadcast` uses.
-    let timeout = Duration::from_millis(100);
-    let (pubsub, mut slow, mut healthy, _) = time_out_one_broadcast(Fallback::DropNewest).await;
+async fn block_waits_again_for_a_session_that_timed_out() {
+    let (pubsub, _slow, mut healthy, _) = time_out_one_broadcast(Fallback::DropNewest).await;
+    let _ = healthy.try_recv();
+
+    // The contract's `block`: every broadcast that finds the mailbox full waits its timeout.
+    let began = Instant::now();
+    let fanout = pubsub.engine().broadcast("room", "m2".into()).await.unwrap();
+    assert!(began.elapsed() >= TIMED_OUT_AFTER, "waited {:?}", began.elapsed());
+    assert_eq!((fanout.queued, fanout.dropped), (1, 1));
+    let stats = pubsub.stats();
+    assert_eq!(
+        (stats.block_waits, stats.block_timeouts, stats.block_skips),
+        (2, 2, 0)
+    );
+}
+
+#[tokio::test]
+async fn block_once_does_not_wait_again_for_a_session_that_has_not_read_since_it_timed_out() {
+    let timeout = TIMED_OUT_AFTER;
+    let policy = OverflowPolicy::BlockOnce {
+        timeout,
+        then: Fallback::DropNewest,
+    };
+    let (pubsub, mut slow, mut healthy, _) = time_out_one_broadcast_under(policy).await;
     let _ = healthy.try_recv();
 
     // The slow session still holds m0 and has read nothing: no more waiting for it.

@@ -28,6 +28,7 @@ enum RawPolicy {
     DropOldest,
     Disconnect,
     Block { timeout_ms: u64, then: RawFallback },
+    BlockOnce { timeout_ms: u64, then: RawFallback },
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -62,12 +63,22 @@ impl RawPolicy {
             RawPolicy::Disconnect => OverflowPolicy::Disconnect,
             RawPolicy::Block { timeout_ms, then } => OverflowPolicy::Block {
                 timeout: Duration::from_millis(timeout_ms),
-                then: match then {
-                    RawFallback::DropNewest => Fallback::DropNewest,
-                    RawFallback::DropOldest => Fallback::DropOldest,
-                    RawFallback::Disconnect => Fallback::Disconnect,
-                },
+                then: then.into_fallback(),
             },
+            RawPolicy::BlockOnce { timeout_ms, then } => OverflowPolicy::BlockOnce {
+                timeout: Duration::from_millis(timeout_ms),
+                then: then.into_fallback(),
+            },
+        }
+    }
+}
+
+impl RawFallback {
+    fn into_fallback(self) -> Fallback {
+        match self {
+            RawFallback::DropNewest => Fallback::DropNewest,
+            RawFallback::DropOldest => Fallback::DropOldest,
+            RawFallback::Disconnect => Fallback::Disconnect,
         }
     }
 }

@@ -42,21 +42,30 @@ pub enum OverflowPolicy {
     DropOldest,
     /// The session is a slow consumer: it is closed, unsubscribed from everything, and told why.
     Disconnect,
-    /// The broadcaster waits up to `timeout` for room, then applies `then`.
-    ///
-    /// A session whose wait timed out is not waited for again until it has taken a message:
-    /// until then, broadcasts that find its mailbox full apply `then` at once (counted in
-    /// `block_skips`). So a session that stopped reading costs each broadcast one push attempt,
-    /// not one `timeout`.
+    /// The broadcaster waits up to `timeout` for room, then applies `then`. A session that
+    /// stopped reading costs every broadcast that finds it full the whole `timeout`.
     Block {
         /// How long one broadcast waits, in total, for full mailboxes to make room.
         timeout: Duration,
         /// What happens to a mailbox still full when the time is up.
         then: Fallback,
     },
+    /// As [`Block`](Self::Block), but a session whose wait timed out is not waited for again
+    /// until it has taken a message: until then, broadcasts that find its mailbox full apply
+    /// `then` at once (counted in `block_skips`). Backpressure for sessions that are slow, not
+    /// for sessions that stopped: a stalled session costs each broadcast one push attempt
+    /// instead of one `timeout`.
+    BlockOnce {
+        /// How long one broadcast waits, in total, for full mailboxes to make room.
+        timeout: Duration,
+        /// What happens to a mailbox still full when the time is up, and to the mailbox of a
+        /// session not waited for.
+        then: Fallback,
+    },
 }
 
-/// The policy a [`OverflowPolicy::Block`] falls back to when its wait times out.
+/// The policy a [`OverflowPolicy::Block`] or [`OverflowPolicy::BlockOnce`] falls back to when
+/// its wait times out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fallback {
@@ -288,7 +297,8 @@ impl Config {
 
     /// Whether any topic may use the `block` policy.
     pub(crate) fn may_block(&self) -> bool {
-        let blocks = |p: &OverflowPolicy| matches!(p, OverflowPolicy::Block { .. });
+        let blocks =
+            |p: &OverflowPolicy| matches!(p, OverflowPolicy::Block { .. } | OverflowPolicy::BlockOnce { .. });
         blocks(&self.policy)
             || self
                 .overrides
@@ -317,10 +327,15 @@ impl Config {
 pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn check_policy(key: &str, policy: &OverflowPolicy) -> Result<(), ConfigError> {
-    if let OverflowPolicy::Block { timeout, .. } = policy {
+    let timed = match policy {
+        OverflowPolicy::Block { timeout, .. } => Some(("block", timeout)),
+        OverflowPolicy::BlockOnce { timeout, .. } => Some(("block_once", timeout)),
+        _ => None,
+    };
+    if let Some((name, timeout)) = timed {
         if timeout.is_zero() || *timeout > MAX_BLOCK_TIMEOUT {
             return Err(ConfigError::at_key(
-                format!("{key}.block.timeout_ms"),
+                format!("{key}.{name}.timeout_ms"),
                 format!(
                     "is {} ms; it must be between 1 and {} ms",
                     timeout.as_millis(),

@@ -20,11 +20,12 @@
 //!   nothing for the retry's loads of the queue, which a full ring answers without a `SeqCst`
 //!   operation of its own. The loom model `blocked_broadcast_released_by_pop` found the missing
 //!   fence.)
-//! - `stalled` is advisory: set by a broadcaster whose `block` wait for this mailbox timed out,
-//!   cleared by the consumer's next pop. While it is set, broadcasts under `block` apply the
-//!   fallback at once instead of waiting again, so a session that stopped reading costs each
-//!   broadcast one push attempt, not one timeout. A race either way costs one extra wait or
-//!   one fallback without a wait, both allowed by the policy's contract.
+//! - `stalled` is advisory: set by a broadcaster whose `block` / `block_once` wait for this
+//!   mailbox timed out, cleared by the consumer's next pop. While it is set, broadcasts under
+//!   `block_once` apply the fallback at once instead of waiting again (that is the policy's
+//!   definition; `block` ignores the flag). A race costs one extra wait or one fallback
+//!   without a wait, both within `block_once`'s definition of a session that has "taken
+//!   nothing since its wait timed out", up to the pop in flight.
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
 //!   the count with its next pop. An evicting producer adds to it before it pushes the message
 //!   that replaces the evicted one, so that message carries the count.

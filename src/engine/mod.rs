@@ -695,7 +695,7 @@ impl Engine {
                 tally.drop(DropReason::SlowConsumer);
                 self.disconnect(session, rule, tally);
             }
-            OverflowPolicy::Block { then, .. } if session.mailbox.is_stalled() => {
+            OverflowPolicy::BlockOnce { then, .. } if session.mailbox.is_stalled() => {
                 tally.block_skips += 1;
                 let fallback = DeliveryRule {
                     policy: then.into(),
@@ -704,7 +704,7 @@ impl Engine {
                 drop(message);
                 return self.offer(session, envelope, fallback, tally);
             }
-            OverflowPolicy::Block { .. } => return Err(Full(message)),
+            OverflowPolicy::Block { .. } | OverflowPolicy::BlockOnce { .. } => return Err(Full(message)),
         }
         Ok(())
     }
@@ -727,8 +727,11 @@ impl Engine {
     /// mailbox to make room; then fall back.
     async fn wait_for_blocked(&self, blocked: Blocked, publication: &mut Publication<'_>) {
         let tally = &mut publication.tally;
-        let OverflowPolicy::Block { timeout, then } = blocked.rule.policy else {
-            return;
+        let (timeout, then) = match blocked.rule.policy {
+            OverflowPolicy::Block { timeout, then } | OverflowPolicy::BlockOnce { timeout, then } => {
+                (timeout, then)
+            }
+            _ => return,
         };
         let fallback = DeliveryRule {
             policy: then.into(),

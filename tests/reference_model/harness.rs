@@ -53,16 +53,20 @@ impl Bytes8<'_> {
 }
 
 fn decode_policy(kind: u8) -> OverflowPolicy {
-    let fallback = match (kind / 4) % 3 {
+    let fallback = match (kind / 5) % 3 {
         0 => Fallback::DropNewest,
         1 => Fallback::DropOldest,
         _ => Fallback::Disconnect,
     };
-    match kind % 4 {
+    match kind % 5 {
         0 => OverflowPolicy::DropNewest,
         1 => OverflowPolicy::DropOldest,
         2 => OverflowPolicy::Disconnect,
-        _ => OverflowPolicy::Block {
+        3 => OverflowPolicy::Block {
+            timeout: Duration::from_millis(10),
+            then: fallback,
+        },
+        _ => OverflowPolicy::BlockOnce {
             timeout: Duration::from_millis(10),
             then: fallback,
         },

@@ -72,6 +72,8 @@ enum Policy {
     DropOldest,
     Disconnect,
     Block(Fallback),
+    /// `BlockOnce`: as `Block`, but a stalled session is not waited for.
+    BlockOnce(Fallback),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +118,7 @@ fn policy(policy: OverflowPolicy) -> Policy {
         OverflowPolicy::DropOldest => Policy::DropOldest,
         OverflowPolicy::Disconnect => Policy::Disconnect,
         OverflowPolicy::Block { then, .. } => Policy::Block(then),
+        OverflowPolicy::BlockOnce { then, .. } => Policy::BlockOnce(then),
         other => panic!("the reference model does not know {other:?}"),
     }
 }
@@ -322,7 +325,7 @@ impl Reference {
         for session in recipients {
             tally.recipients += 1;
             self.stats.recipients += 1;
-            if let Policy::Block(fallback) = rule.policy {
+            if let Policy::Block(fallback) | Policy::BlockOnce(fallback) = rule.policy {
                 if !self.offer(session, topic, payload, rule, &mut tally) {
                     blocked.push((session, fallback));
                 }
@@ -395,7 +398,7 @@ impl Reference {
                     self.retiring.push_back(session);
                 }
             }
-            Policy::Block(fallback) if s.stalled => {
+            Policy::BlockOnce(fallback) if s.stalled => {
                 self.stats.block_skips += 1;
                 let rule = Rule {
                     policy: policy(fallback.into()),
@@ -403,7 +406,7 @@ impl Reference {
                 };
                 return self.offer(session, topic, payload, rule, tally);
             }
-            Policy::Block(_) => return false,
+            Policy::Block(_) | Policy::BlockOnce(_) => return false,
         }
         true
     }

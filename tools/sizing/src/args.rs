@@ -76,6 +76,7 @@ pub enum PolicyArg {
     DropOldest,
     Disconnect,
     Block,
+    BlockOnce,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +96,14 @@ pub enum ProviderArg {
 }
 
 impl Args {
+    fn fallback(&self) -> Fallback {
+        match self.block_then {
+            FallbackArg::DropNewest => Fallback::DropNewest,
+            FallbackArg::DropOldest => Fallback::DropOldest,
+            FallbackArg::Disconnect => Fallback::Disconnect,
+        }
+    }
+
     /// The provider config: the file if given, then flag overrides; validated.
     pub fn fanout_config(&self) -> Result<Config, String> {
         let mut config = match &self.config {
@@ -111,11 +120,11 @@ impl Args {
                 PolicyArg::Disconnect => OverflowPolicy::Disconnect,
                 PolicyArg::Block => OverflowPolicy::Block {
                     timeout: Duration::from_millis(self.block_timeout_ms),
-                    then: match self.block_then {
-                        FallbackArg::DropNewest => Fallback::DropNewest,
-                        FallbackArg::DropOldest => Fallback::DropOldest,
-                        FallbackArg::Disconnect => Fallback::Disconnect,
-                    },
+                    then: self.fallback(),
+                },
+                PolicyArg::BlockOnce => OverflowPolicy::BlockOnce {
+                    timeout: Duration::from_millis(self.block_timeout_ms),
+                    then: self.fallback(),
                 },
             };
         }

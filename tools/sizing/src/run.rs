@@ -59,6 +59,13 @@ pub fn policy_name(config: &Config) -> String {
                 format!("{then:?}").to_lowercase()
             )
         }
+        OverflowPolicy::BlockOnce { timeout, then } => {
+            format!(
+                "block_once({} ms, then {})",
+                timeout.as_millis(),
+                format!("{then:?}").to_lowercase()
+            )
+        }
         _ => format!("{:?}", config.policy),
     }
 }
