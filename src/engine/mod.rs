@@ -300,7 +300,9 @@ impl Engine {
 
     /// Number of sessions subscribed to `topic` (0 for a topic nobody subscribes to). One
     /// lock-free registry lookup: cheap enough for a request path, e.g. to skip rendering a
-    /// message nobody would receive.
+    /// message nobody would receive. It counts sessions disconnected as slow consumers until
+    /// they are retired (soon after, off the broadcast path), and it counts the sender that a
+    /// `broadcast_from` would skip.
     pub fn subscriber_count(&self, topic: &str) -> usize {
         self.inner
             .topics
