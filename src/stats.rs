@@ -87,7 +87,7 @@ pub struct StatsSnapshot {
     pub block_waits: u64,
     /// Of those, waits that timed out and fell back.
     pub block_timeouts: u64,
-    /// Full mailboxes under `block` that were not waited for: an earlier wait for the same
+    /// Full mailboxes under `block_once` that were not waited for: an earlier wait for the same
     /// session timed out and it has taken no message since, so the fallback applied at once.
     pub block_skips: u64,
     /// Handler invocations that panicked (caught; the session goes on).

@@ -232,18 +232,9 @@ async fn drop_oldest_sends_a_missed_notice_to_the_handler_session() {
 async fn disconnect_unsubscribes_the_slow_handler_session_from_every_topic() {
     let pubsub = started(config(2, OverflowPolicy::Disconnect)).await;
     let notices = collect_notices(&pubsub);
-    let gate = Arc::new(Semaphore::new(0));
-    let (slow, healthy) = (Inbox::default(), Inbox::default());
-    pubsub
-        .subscribe_topic("slow", "room", slow.stalled_handler(&gate))
-        .await
-        .unwrap();
+    let (slow, healthy, gate) = stalled_and_healthy_handlers(&pubsub).await;
     pubsub
         .subscribe_topic("slow", "side", slow.stalled_handler(&gate))
-        .await
-        .unwrap();
-    pubsub
-        .subscribe_topic("healthy", "room", healthy.handler())
         .await
         .unwrap();
     assert_eq!(pubsub.engine().topic_count(), 2);

@@ -198,6 +198,29 @@ pub(crate) struct DeliveryRule {
     pub(crate) max_queued: usize,
 }
 
+impl DeliveryRule {
+    /// The same admission limit under a `block` policy's fallback.
+    pub(crate) fn falling_back_to(self, then: Fallback) -> DeliveryRule {
+        DeliveryRule {
+            policy: then.into(),
+            max_queued: self.max_queued,
+        }
+    }
+}
+
+impl OverflowPolicy {
+    /// For the waiting policies (`block`, `block_once`): how long a broadcast waits and what
+    /// applies after.
+    pub(crate) fn wait(&self) -> Option<(Duration, Fallback)> {
+        match *self {
+            OverflowPolicy::Block { timeout, then } | OverflowPolicy::BlockOnce { timeout, then } => {
+                Some((timeout, then))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Config {
     /// Sets the mailbox capacity.
     pub fn with_capacity(mut self, capacity: usize) -> Self {
@@ -297,8 +320,7 @@ impl Config {
 
     /// Whether any topic may use the `block` policy.
     pub(crate) fn may_block(&self) -> bool {
-        let blocks =
-            |p: &OverflowPolicy| matches!(p, OverflowPolicy::Block { .. } | OverflowPolicy::BlockOnce { .. });
+        let blocks = |p: &OverflowPolicy| p.wait().is_some();
         blocks(&self.policy)
             || self
                 .overrides

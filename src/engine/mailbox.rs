@@ -20,10 +20,9 @@
 //!   nothing for the retry's loads of the queue, which a full ring answers without a `SeqCst`
 //!   operation of its own. The loom model `blocked_broadcast_released_by_pop` found the missing
 //!   fence.)
-//! - `stalled` is advisory: set by a broadcaster whose `block` / `block_once` wait for this
-//!   mailbox timed out, cleared by the consumer's next pop. While it is set, broadcasts under
-//!   `block_once` apply the fallback at once instead of waiting again (that is the policy's
-//!   definition; `block` ignores the flag). A race costs one extra wait or one fallback
+//! - `stalled` is advisory: set by a broadcaster whose `block_once` wait for this mailbox timed
+//!   out, cleared by the consumer's next pop. While it is set, broadcasts under `block_once`
+//!   apply the fallback at once instead of waiting again (the policy's definition). A race costs one extra wait or one fallback
 //!   without a wait, both within `block_once`'s definition of a session that has "taken
 //!   nothing since its wait timed out", up to the pop in flight.
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
@@ -178,12 +177,12 @@ impl Mailbox {
         Poll::Pending
     }
 
-    /// Records that a `block` wait for this mailbox timed out (see "stalled" above).
+    /// Records that a `block_once` wait for this mailbox timed out (see "stalled" above).
     pub(crate) fn mark_stalled(&self) {
         self.stalled.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a `block` wait timed out and the consumer has taken nothing since.
+    /// Whether a `block_once` wait timed out and the consumer has taken nothing since.
     #[inline]
     pub(crate) fn is_stalled(&self) -> bool {
         self.stalled.load(Ordering::Relaxed)

@@ -699,12 +699,8 @@ impl Engine {
             }
             OverflowPolicy::BlockOnce { then, .. } if session.mailbox.is_stalled() => {
                 tally.block_skips += 1;
-                let fallback = DeliveryRule {
-                    policy: then.into(),
-                    max_queued: rule.max_queued,
-                };
                 drop(message);
-                return self.offer(session, envelope, fallback, tally);
+                return self.offer(session, envelope, rule.falling_back_to(then), tally);
             }
             OverflowPolicy::Block { .. } | OverflowPolicy::BlockOnce { .. } => return Err(Full(message)),
         }
@@ -729,16 +725,10 @@ impl Engine {
     /// mailbox to make room; then fall back.
     async fn wait_for_blocked(&self, blocked: Blocked, publication: &mut Publication<'_>) {
         let tally = &mut publication.tally;
-        let (timeout, then) = match blocked.rule.policy {
-            OverflowPolicy::Block { timeout, then } | OverflowPolicy::BlockOnce { timeout, then } => {
-                (timeout, then)
-            }
-            _ => return,
+        let Some((timeout, then)) = blocked.rule.policy.wait() else {
+            return;
         };
-        let fallback = DeliveryRule {
-            policy: then.into(),
-            max_queued: blocked.rule.max_queued,
-        };
+        let fallback = blocked.rule.falling_back_to(then);
         let Some(deadline) = block_deadline(timeout) else {
             tracing::warn!(
                 topic = &*blocked.envelope.topic,
@@ -771,7 +761,9 @@ impl Engine {
                 }
                 RoomOutcome::TimedOut(message) => {
                     tally.block_timeouts += 1;
-                    session.mailbox.mark_stalled();
+                    if matches!(blocked.rule.policy, OverflowPolicy::BlockOnce { .. }) {
+                        session.mailbox.mark_stalled();
+                    }
                     drop(message);
                     // The fallback policy never hands the message back.
                     let _ = self.offer(&session, &blocked.envelope, fallback, tally);

@@ -83,6 +83,16 @@ struct Rule {
     limit: usize,
 }
 
+impl Rule {
+    /// The same limit under a `block` policy's fallback.
+    fn falling_back_to(self, fallback: Fallback) -> Rule {
+        Rule {
+            policy: policy(fallback.into()),
+            limit: self.limit,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Session {
     id: String,
@@ -341,12 +351,16 @@ impl Reference {
                 continue;
             }
             self.stats.block_timeouts += 1;
-            self.sessions[session].stalled = true;
-            let rule = Rule {
-                policy: policy(fallback.into()),
-                limit: rule.limit,
-            };
-            assert!(self.offer(session, topic, payload, rule, &mut tally));
+            if let Policy::BlockOnce(_) = rule.policy {
+                self.sessions[session].stalled = true;
+            }
+            assert!(self.offer(
+                session,
+                topic,
+                payload,
+                rule.falling_back_to(fallback),
+                &mut tally
+            ));
         }
         tally
     }
@@ -400,11 +414,7 @@ impl Reference {
             }
             Policy::BlockOnce(fallback) if s.stalled => {
                 self.stats.block_skips += 1;
-                let rule = Rule {
-                    policy: policy(fallback.into()),
-                    limit: rule.limit,
-                };
-                return self.offer(session, topic, payload, rule, tally);
+                return self.offer(session, topic, payload, rule.falling_back_to(fallback), tally);
             }
             Policy::Block(_) | Policy::BlockOnce(_) => return false,
         }

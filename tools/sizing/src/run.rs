@@ -52,16 +52,13 @@ pub fn policy_name(config: &Config) -> String {
         OverflowPolicy::DropNewest => "drop_newest".into(),
         OverflowPolicy::DropOldest => "drop_oldest".into(),
         OverflowPolicy::Disconnect => "disconnect".into(),
-        OverflowPolicy::Block { timeout, then } => {
+        OverflowPolicy::Block { timeout, then } | OverflowPolicy::BlockOnce { timeout, then } => {
+            let name = match config.policy {
+                OverflowPolicy::Block { .. } => "block",
+                _ => "block_once",
+            };
             format!(
-                "block({} ms, then {})",
-                timeout.as_millis(),
-                format!("{then:?}").to_lowercase()
-            )
-        }
-        OverflowPolicy::BlockOnce { timeout, then } => {
-            format!(
-                "block_once({} ms, then {})",
+                "{name}({} ms, then {})",
                 timeout.as_millis(),
                 format!("{then:?}").to_lowercase()
             )
