@@ -25,7 +25,6 @@ import sys
 
 UNITS = {"ps": 1e-12, "ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 LINE = re.compile(r"^(\S+)\s*time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", re.M)
-NAME_ONLY = re.compile(r"^(\S+/\S+)\s*$", re.M)
 
 
 def run(binary, bench_filter, seconds):

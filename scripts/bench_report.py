@@ -66,6 +66,7 @@ def load(criterion_dir):
                         "peer": peer,
                         "param": param,
                         "median_ns": median_ns,
+                        "elements": elements,
                         "per_second": elements / (median_ns * 1e-9) if elements else None,
                     }
                 )
@@ -105,9 +106,8 @@ def merge(runs):
             m["times"][run_index] = r["median_ns"]
     for m in merged.values():
         m["median_ns"] = statistics.median(m["times"].values())
-        if m["per_second"]:
-            elements = m["per_second"] * next(iter(m["times"].values())) * 1e-9
-            m["per_second"] = elements / (m["median_ns"] * 1e-9)
+        if m["elements"]:
+            m["per_second"] = m["elements"] / (m["median_ns"] * 1e-9)
     return list(merged.values())
 
 
