@@ -150,3 +150,31 @@ fn consumer_parking_racing_unsubscribe_all() {
         assert_empty(&engine);
     });
 }
+
+/// A broadcast racing `unsubscribe_all` while the receiver is still held: the broadcaster may
+/// pass the open check before the close and push after the closer drained the mailbox. The
+/// message must still be counted (dropped as unsubscribed) by the time both have returned, not
+/// only when the session's memory is freed, which a concurrent map may defer indefinitely.
+#[test]
+fn broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
+    static SEEN: Seen = Seen::new();
+    loom::model(|| {
+        let engine = engine(2, OverflowPolicy::DropNewest);
+        let receiver = session(&engine, "s", &["t"]);
+        let publisher = broadcast_in_thread(&engine, "t", "1");
+        engine.unsubscribe_all("s").unwrap();
+        let fanout = publisher.join().unwrap();
+        SEEN.saw(if fanout.recipients == 1 {
+            "reached"
+        } else {
+            "missed"
+        });
+        assert_eq!(receiver.queued(), 0, "nothing left behind in a closed mailbox");
+        let stats = engine.stats();
+        assert_eq!(stats.delivered, 0);
+        assert_eq!(stats.recipients, stats.dropped.total(), "{stats:?}");
+        drop(receiver);
+        assert_empty(&engine);
+    });
+    SEEN.assert_saw(&["reached", "missed"]);
+}

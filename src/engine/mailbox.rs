@@ -25,6 +25,9 @@
 //!   apply the fallback at once instead of waiting again (the policy's definition). A race costs one extra wait or one fallback
 //!   without a wait, both within `block_once`'s definition of a session that has "taken
 //!   nothing since its wait timed out", up to the pop in flight.
+//! - Nothing is left behind in a closed mailbox: every push path ends in a `SeqCst` fence,
+//!   after which the broadcaster checks the session's state and drains a mailbox it finds
+//!   closed (the pairing is spelled out at `Session::discard_if_closed`).
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
 //!   the count with its next pop. An evicting producer adds to it before it pushes the message
 //!   that replaces the evicted one, so that message carries the count.
@@ -85,6 +88,9 @@ impl Mailbox {
     }
 
     /// Queues `message` if the mailbox holds fewer than `limit` messages (and is not full).
+    /// A successful push is followed by a `SeqCst` fence before this returns (in
+    /// `wake_consumer`), as [`push_evicting`](Self::push_evicting)'s; the session's
+    /// `discard_if_closed` relies on it.
     #[inline]
     pub(crate) fn try_push(&self, message: Arc<Envelope>, limit: usize) -> Result<(), Full> {
         if limit < self.queue.capacity() && self.queue.len() >= limit {

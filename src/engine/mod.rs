@@ -681,6 +681,7 @@ impl Engine {
         }
         let Err(Full(message)) = session.mailbox.try_push(Arc::clone(envelope), rule.max_queued) else {
             tally.queued += 1;
+            session.discard_if_closed();
             return Ok(());
         };
         match rule.policy {
@@ -691,6 +692,7 @@ impl Engine {
                     tally.drop(DropReason::DropOldest);
                 }
                 tally.queued += 1;
+                session.discard_if_closed();
             }
             OverflowPolicy::Disconnect => {
                 drop(message);
@@ -754,7 +756,10 @@ impl Engine {
                 )
                 .await;
             match outcome {
-                RoomOutcome::Queued => tally.queued += 1,
+                RoomOutcome::Queued => {
+                    tally.queued += 1;
+                    session.discard_if_closed();
+                }
                 RoomOutcome::Closed => {
                     let reason = session.close_reason().unwrap_or(CloseReason::Unsubscribed);
                     tally.drop(reason.drop_reason());

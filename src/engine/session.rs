@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::error::SessionForm;
 use crate::stats::{Counters, DropReason};
-use crate::sync::atomic::{AtomicU8, Ordering};
+use crate::sync::atomic::{fence, AtomicU8, Ordering};
 use crate::sync::thread_local;
 use crate::sync::{Arc, AtomicSnapshot, Mutex};
 use crate::topic::Topic;
@@ -229,10 +229,34 @@ impl Session {
     }
 
     /// Discards what is queued, counting it under the close reason.
+    ///
+    /// Called by the closer after `close` (through retire), and by a broadcaster that queued a
+    /// message and then found the session closed ([`discard_if_closed`](Self::discard_if_closed)).
     pub(crate) fn discard_queued(&self) {
+        // Pairs with the fence a broadcaster issues after its push (see `discard_if_closed`).
+        fence(Ordering::SeqCst);
         let reason = self.close_reason().unwrap_or(CloseReason::Unsubscribed);
         let n = self.mailbox.drain();
         self.counters.dropped(reason.drop_reason(), n);
+    }
+
+    /// A broadcaster that has just queued a message calls this: if the session closed
+    /// meanwhile, the closer's drain may have run before the push, so the broadcaster discards
+    /// (and counts) what is queued itself. Without it the message would sit uncounted until
+    /// the session's memory is freed, which the session map may defer indefinitely.
+    ///
+    /// Dekker pairing: the broadcaster pushes, issues a `SeqCst` fence (every push path ends in
+    /// `Mailbox::wake_consumer`, which issues it), then loads the state here; the closer
+    /// writes the state (`SeqCst`), issues a `SeqCst` fence in `discard_queued`, then drains.
+    /// At least one of them sees the other's write: the closer drains the message, or the
+    /// broadcaster sees the close and drains it. Both draining is harmless: each message is
+    /// popped, and counted, once. The loom model
+    /// `broadcast_racing_unsubscribe_all_is_counted_when_both_return` checks this.
+    #[inline]
+    pub(crate) fn discard_if_closed(&self) {
+        if !self.is_open() {
+            self.discard_queued();
+        }
     }
 }
 
