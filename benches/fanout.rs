@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! cargo bench --bench fanout                      # everything (about 6 minutes here)
-//! cargo bench --bench fanout -- end_to_end        # one group
+//! cargo bench --bench fanout -- end_to_end        # one group (and end_to_end_heap)
+//! FANOUT_BENCH_PROTOTYPE=1 cargo bench --bench fanout -- 'end_to_end|liveview'
+//!                                                 # with the topic-log prototype
 //! ```
 //!
 //! Groups: `publish_cost` (publisher-side time per broadcast, per subscriber), `end_to_end`
-//! (one topic, every session draining; deliveries per second), `liveview` (10,000 sessions on 5
+//! (one topic, every session draining; deliveries per second; a static payload) and
+//! `end_to_end_heap` (the same with a payload allocated per broadcast), `liveview` (10,000 sessions on 5
 //! of 1,000 topics, a publisher per core), `churn` (subscribe + unsubscribe into a populated
 //! topic), `registry_lookup` (one topic lookup among 1,000 and 1,000,000 live topics),
 //! `slow_consumer` (1,000 sessions, one stalled, per overflow policy).
@@ -24,7 +27,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Cr
 use fanout::{Config, Fallback, OverflowPolicy};
 use tokio::runtime::Runtime;
 
-use peers::{AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPort, Sink, TokioBroadcast};
+use peers::{
+    AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPort, Sink, TokioBroadcast,
+    TopicLogPrototype,
+};
 
 const PAYLOAD: &[u8] = &[b'x'; 64];
 const LIMIT: Duration = Duration::from_secs(120);
@@ -49,8 +55,36 @@ fn shutdown<P: Peer>(rt: &Runtime, peer: Arc<P>) {
     }
 }
 
+/// A 64-byte static payload (what every scenario publishes unless it says otherwise).
 fn payload() -> Bytes {
-    Bytes::from_static(PAYLOAD)
+    Payload::Static.make()
+}
+
+/// What the end-to-end scenario publishes.
+#[derive(Clone, Copy)]
+enum Payload {
+    /// 64 static bytes: cloning them costs nothing, which flatters a peer that clones the
+    /// payload for every receiver.
+    Static,
+    /// 64 bytes allocated for each broadcast, as a rendered update is: a peer that clones the
+    /// payload for every receiver pays a shared reference-count increment per delivery.
+    Heap,
+}
+
+impl Payload {
+    fn make(self) -> Bytes {
+        match self {
+            Payload::Static => Bytes::from_static(PAYLOAD),
+            Payload::Heap => Bytes::from(PAYLOAD.to_vec()),
+        }
+    }
+
+    fn end_to_end_group(self) -> &'static str {
+        match self {
+            Payload::Static => "end_to_end",
+            Payload::Heap => "end_to_end_heap",
+        }
+    }
 }
 
 /// A criterion group with the settings every scenario here uses.
@@ -144,15 +178,16 @@ fn publish_cost<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
 }
 
 /// One publisher, one topic, `n` draining sessions: time until every session has every message.
-fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
-    let mut group = group(c, "end_to_end", Duration::from_secs(5));
+/// The group is named after the payload ([`Payload::end_to_end_group`]).
+fn end_to_end<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize], kind: Payload) {
+    let mut group = group(c, kind.end_to_end_group(), Duration::from_secs(5));
     for &n in sizes {
         let mut lazy = Lazy::<P>::new(one_topic(n, CAPACITY));
         group.throughput(Throughput::Elements(BATCH * n as u64));
         group.bench_function(BenchmarkId::new(P::NAME, n), |b| {
             b.iter_custom(|iters| {
                 let (peer, sink) = lazy.get(rt);
-                on_runtime(rt, publish_batches(peer, sink, 0, iters, BATCH * n as u64))
+                on_runtime(rt, publish_batches(peer, sink, 0, iters, BATCH * n as u64, kind))
             })
         });
         lazy.finish(rt);
@@ -168,12 +203,13 @@ async fn publish_batches<P: Peer>(
     topic: usize,
     iters: u64,
     deliveries_per_batch: u64,
+    kind: Payload,
 ) -> Duration {
     let start = Instant::now();
     let mut expected = sink.total();
     for _ in 0..iters {
         for _ in 0..BATCH {
-            peer.publish(topic, payload()).await;
+            peer.publish(topic, kind.make()).await;
         }
         expected += deliveries_per_batch;
         sink.wait_for(expected, LIMIT).await;
@@ -371,11 +407,25 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
                 let (spent, baseline) = on_runtime(rt, async move {
                     let (mut spent, mut baseline) = (Duration::ZERO, Duration::ZERO);
                     for _ in 0..iters {
-                        spent +=
-                            publish_batches(Arc::clone(&peer), Arc::clone(&sink), topic, 1, deliveries).await;
+                        spent += publish_batches(
+                            Arc::clone(&peer),
+                            Arc::clone(&sink),
+                            topic,
+                            1,
+                            deliveries,
+                            Payload::Static,
+                        )
+                        .await;
                         if topic != 0 {
-                            baseline +=
-                                publish_batches(Arc::clone(&peer), Arc::clone(&sink), 0, 1, deliveries).await;
+                            baseline += publish_batches(
+                                Arc::clone(&peer),
+                                Arc::clone(&sink),
+                                0,
+                                1,
+                                deliveries,
+                                Payload::Static,
+                            )
+                            .await;
                         }
                     }
                     (spent, baseline)
@@ -409,13 +459,25 @@ fn all_peers(c: &mut Criterion) {
     publish_cost::<AsyncBroadcastPeer>(c, &rt, &publish_sizes);
     publish_cost::<SeedPort>(c, &rt, &publish_sizes[..4]);
 
-    let e2e_sizes = [1_000, 10_000];
-    end_to_end::<FanoutPull>(c, &rt, &e2e_sizes);
-    end_to_end::<FanoutHandlers>(c, &rt, &e2e_sizes);
-    end_to_end::<TokioBroadcast>(c, &rt, &e2e_sizes);
-    end_to_end::<AsyncBroadcastPeer>(c, &rt, &e2e_sizes);
-    end_to_end::<SeedPort>(c, &rt, &e2e_sizes);
+    // The topic-log design's measurement prototype (benches/peers/topic_log_prototype.rs) runs
+    // beside the peers in the same groups only when asked for.
+    let prototype = std::env::var_os("FANOUT_BENCH_PROTOTYPE").is_some();
 
+    let e2e_sizes = [1_000, 10_000];
+    for kind in [Payload::Static, Payload::Heap] {
+        if prototype {
+            end_to_end::<TopicLogPrototype>(c, &rt, &e2e_sizes, kind);
+        }
+        end_to_end::<FanoutPull>(c, &rt, &e2e_sizes, kind);
+        end_to_end::<FanoutHandlers>(c, &rt, &e2e_sizes, kind);
+        end_to_end::<TokioBroadcast>(c, &rt, &e2e_sizes, kind);
+        end_to_end::<AsyncBroadcastPeer>(c, &rt, &e2e_sizes, kind);
+        end_to_end::<SeedPort>(c, &rt, &e2e_sizes, kind);
+    }
+
+    if prototype {
+        liveview::<TopicLogPrototype>(c, &rt);
+    }
     liveview::<FanoutPull>(c, &rt);
     liveview::<FanoutHandlers>(c, &rt);
     liveview::<TokioBroadcast>(c, &rt);
