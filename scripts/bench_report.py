@@ -15,7 +15,8 @@ directory and writes, into the output directory:
 - `bench-results.md`: one row per benchmark (median time per iteration, median throughput,
   and the ratio of fanout to each peer in the same group and parameter);
 - `fanout-vs-peers.svg`: deliveries per second against subscriber count for the
-  `end_to_end` and `publish_cost` groups, one line per implementation, log-log axes.
+  `end_to_end`, `end_to_end_heap` and `publish_cost` groups, one line per implementation,
+  log-log axes.
 
 With the bench's log, the slow-consumer ratios it prints (each policy's throughput against a
 baseline round run right after each of its rounds) are added to `bench-results.md`.
@@ -36,6 +37,7 @@ COLORS = {
     "tokio-broadcast": "#1f77b4",
     "async-broadcast": "#2ca02c",
     "seed-port": "#7f7f7f",
+    "prototype-topic-log": "#9467bd",
 }
 
 
@@ -137,7 +139,7 @@ def table(rows, run_count=1):
     return header + "\n".join(lines) + "\n"
 
 
-def svg(rows, groups=("end_to_end", "publish_cost")):
+def svg(rows, groups=("end_to_end", "end_to_end_heap", "publish_cost")):
     panels = [g for g in groups if any(r["group"] == g and r["per_second"] for r in rows)]
     width, height, margin = 460, 340, 60
     out = [
@@ -171,7 +173,8 @@ def svg(rows, groups=("end_to_end", "publish_cost")):
             return margin + plot_h - (math.log10(y) - y0) / (y1 - y0) * plot_h
 
         title = {
-            "end_to_end": "end to end: deliveries/s (one topic, all draining)",
+            "end_to_end": "end to end: deliveries/s (one topic, static payload)",
+            "end_to_end_heap": "end to end: deliveries/s (payload allocated per broadcast)",
             "publish_cost": "publisher side: subscribers served per second",
         }.get(group, group)
         out.append(f'<text x="{left}" y="{margin - 25}" font-size="13">{title}</text>')
