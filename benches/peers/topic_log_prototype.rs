@@ -10,8 +10,8 @@
 //! which the next append empties and wakes. Each delivery hands the consumer an owned
 //! message (one reference-count increment and decrement, as the engine's `recv` does) or,
 //! with `FANOUT_PROTOTYPE_LEND=1`, a borrow for the duration of the read (an `arc-swap`
-//! guard: no write to a line another core reads), which is what a lending receive or a
-//! handler taking `&Message` could do.
+//! guard: an uncontended locked write to the reading thread's own debt slot, and no write to
+//! the message), which is what a lending receive or a handler taking `&Message` could do.
 //!
 //! What it leaves out (so its numbers are a ceiling, not a prediction): overflow policies
 //! (a lapped reader skips ahead, i.e. `drop_oldest` without the count), unsubscribe,
@@ -173,7 +173,28 @@ struct Reader {
 
 impl Reader {
     /// The ready head with the smallest global sequence, advancing that cursor.
+    ///
+    /// G4 for one publisher across topics: a scan can find topic `a` empty, then the publisher
+    /// appends A to `a` and B to `b`, then the scan finds B. Having loaded B (`Acquire` on its
+    /// stamp), A's slot is visible, so scanning again finds A with a smaller sequence; each
+    /// re-pick lowers the candidate, so the loop ends. One log needs no second scan.
     fn next(&mut self) -> Option<u64> {
+        let mut best = self.smallest_head()?;
+        if self.logs.len() > 1 {
+            while let Some(again) = self.smallest_head() {
+                if again.1 >= best.1 {
+                    break;
+                }
+                best = again;
+            }
+        }
+        let (i, entry) = best;
+        self.cursors[i] += 1;
+        Some(entry)
+    }
+
+    /// The ready head with the smallest global sequence: (log index, sequence).
+    fn smallest_head(&mut self) -> Option<(usize, u64)> {
         let mut best: Option<(usize, u64)> = None;
         for (i, log) in self.logs.iter().enumerate() {
             let entry = loop {
@@ -189,12 +210,7 @@ impl Reader {
                 }
             }
         }
-        // A head that became ready during the scan has a larger sequence than anything the
-        // same publisher published before the candidate (the logs are sorted), so one scan
-        // suffices for one publisher's order; cross-publisher order is not promised.
-        let (i, entry) = best?;
-        self.cursors[i] += 1;
-        Some(entry)
+        best
     }
 }
 

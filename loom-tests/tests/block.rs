@@ -15,10 +15,7 @@ fn blocked_broadcast_released_by_pop() {
     static SEEN: Seen = Seen::new();
     loom::model(|| {
         let engine = engine(1, block());
-        let mut receiver = session(&engine, "s", &["t"]);
-        broadcast(&engine, "t", "1");
-        let publisher = broadcast_in_thread(&engine, "t", "2");
-        assert_eq!(text(&receiver.try_recv().unwrap()), "1");
+        let (mut receiver, publisher) = blocked_broadcast_then_pop(&engine);
         let fanout = publisher.join().unwrap();
         assert_eq!((fanout.queued, fanout.dropped), (1, 0));
         assert_eq!(text(&receiver.try_recv().unwrap()), "2");

@@ -155,6 +155,7 @@ fn consumer_parking_racing_unsubscribe_all() {
 /// pass the open check before the close and push after the closer drained the mailbox. The
 /// message must still be counted (dropped as unsubscribed) by the time both have returned, not
 /// only when the session's memory is freed, which a concurrent map may defer indefinitely.
+/// This is the `try_push` path; the two models below take the other push paths.
 #[test]
 fn broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
     static SEEN: Seen = Seen::new();
@@ -169,12 +170,46 @@ fn broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
         } else {
             "missed"
         });
-        assert_eq!(receiver.queued(), 0, "nothing left behind in a closed mailbox");
-        let stats = engine.stats();
-        assert_eq!(stats.delivered, 0);
-        assert_eq!(stats.recipients, stats.dropped.total(), "{stats:?}");
-        drop(receiver);
-        assert_empty(&engine);
+        assert_nothing_left_behind(&engine, receiver, 0);
     });
     SEEN.assert_saw(&["reached", "missed"]);
+}
+
+/// As above on the `drop_oldest` path: the broadcast evicts the queued message and pushes its
+/// own while the session is closed and drained.
+#[test]
+fn evicting_broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
+    loom::model(|| {
+        let engine = engine(1, OverflowPolicy::DropOldest);
+        let receiver = session(&engine, "s", &["t"]);
+        broadcast(&engine, "t", "1");
+        let publisher = broadcast_in_thread(&engine, "t", "2");
+        engine.unsubscribe_all("s").unwrap();
+        publisher.join().unwrap();
+        assert_nothing_left_behind(&engine, receiver, 0);
+    });
+}
+
+/// As above on the `block` path: the broadcaster waits for room, the consumer's pop makes it,
+/// and the session is closed while the broadcaster retries its push.
+#[test]
+fn blocked_broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
+    loom::model(|| {
+        let engine = engine(1, block());
+        let (receiver, publisher) = blocked_broadcast_then_pop(&engine);
+        engine.unsubscribe_all("s").unwrap();
+        publisher.join().unwrap();
+        assert_nothing_left_behind(&engine, receiver, 1);
+    });
+}
+
+/// After a close and every broadcast racing it returned: the closed session's mailbox is empty,
+/// `delivered` messages were delivered and every other one is counted as dropped.
+fn assert_nothing_left_behind(engine: &fanout::Engine, receiver: fanout::SessionReceiver, delivered: u64) {
+    assert_eq!(receiver.queued(), 0, "nothing left behind in a closed mailbox");
+    let stats = engine.stats();
+    assert_eq!(stats.delivered, delivered, "{stats:?}");
+    assert_eq!(stats.recipients, delivered + stats.dropped.total(), "{stats:?}");
+    drop(receiver);
+    assert_empty(engine);
 }

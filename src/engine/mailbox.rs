@@ -25,9 +25,11 @@
 //!   apply the fallback at once instead of waiting again (the policy's definition). A race costs one extra wait or one fallback
 //!   without a wait, both within `block_once`'s definition of a session that has "taken
 //!   nothing since its wait timed out", up to the pop in flight.
-//! - Nothing is left behind in a closed mailbox: every push path ends in a `SeqCst` fence,
-//!   after which the broadcaster checks the session's state and drains a mailbox it finds
-//!   closed (the pairing is spelled out at `Session::discard_if_closed`).
+//! - Nothing is left behind in a closed mailbox once the closer and every broadcaster racing
+//!   it have returned: the closer (an unsubscribe, a retire, or the broadcaster that
+//!   disconnects the session) drains after its close; every push path ends in a `SeqCst`
+//!   fence, after which the broadcaster checks the session's state and drains a mailbox it
+//!   finds closed (the pairing is spelled out at `Session::discard_if_closed`).
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
 //!   the count with its next pop. An evicting producer adds to it before it pushes the message
 //!   that replaces the evicted one, so that message carries the count.
@@ -129,7 +131,9 @@ impl Mailbox {
 
     #[inline]
     fn wake_consumer(&self) {
-        // Pairs with the fence in `poll_pop`: see "No lost wake-up" above.
+        // Pairs with the fence in `poll_pop` ("No lost wake-up" above), and with the one in
+        // `Session::discard_queued` ("Nothing is left behind in a closed mailbox"): the
+        // caller's `discard_if_closed` relies on it. Keep it on every push path.
         fence(Ordering::SeqCst);
         if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
             self.waker.wake();

@@ -85,7 +85,9 @@ pub struct Fanout {
     /// Sessions subscribed to the topic when the broadcast read its subscriber set (less the
     /// excluded sender).
     pub recipients: usize,
-    /// Of those, sessions whose mailbox took the message.
+    /// Of those, sessions whose mailbox took the message. A session closed right after the
+    /// push is counted here, though its queued messages are then discarded (and counted in
+    /// [`Engine::stats`] as dropped for the close's reason).
     pub queued: usize,
     /// Messages dropped by overflow policies during this broadcast (the new one or evicted ones).
     pub dropped: usize,
@@ -718,6 +720,8 @@ impl Engine {
                 max_queued = rule.max_queued,
                 "disconnecting slow session: its mailbox is full"
             );
+            // Its queued messages are counted now, not when the reaper retires it.
+            session.discard_queued();
             self.inner.retiring.push(Arc::clone(session));
             self.inner.reaper.wake();
         }

@@ -113,3 +113,16 @@ impl Seen {
         }
     }
 }
+
+/// The set-up of the races on a blocked broadcaster: session `s` on `t` with its one-slot
+/// mailbox holding "1", a broadcaster of "2" on another loom thread (waiting for room unless the
+/// pop came first), and the consumer's pop of "1".
+pub fn blocked_broadcast_then_pop(
+    engine: &Engine,
+) -> (SessionReceiver, loom::thread::JoinHandle<fanout::Fanout>) {
+    let mut receiver = session(engine, "s", &["t"]);
+    broadcast(engine, "t", "1");
+    let publisher = broadcast_in_thread(engine, "t", "2");
+    assert_eq!(text(&receiver.try_recv().unwrap()), "1");
+    (receiver, publisher)
+}
