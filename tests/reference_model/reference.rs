@@ -409,6 +409,9 @@ impl Reference {
                 self.count_drop(Reason::SlowConsumer, tally);
                 if self.close(session, CloseReason::SlowConsumer) {
                     self.stats.disconnects += 1;
+                    // The disconnecting broadcast discards what the session held, at once.
+                    let discarded = std::mem::take(&mut self.sessions[session].queue).len() as u64;
+                    self.stats.dropped[Reason::SlowConsumer as usize] += discarded;
                     self.retiring.push_back(session);
                 }
             }
