@@ -11,7 +11,8 @@
 //! message (one reference-count increment and decrement, as the engine's `recv` does) or,
 //! with `FANOUT_PROTOTYPE_LEND=1`, a borrow for the duration of the read (an `arc-swap`
 //! guard: an uncontended locked write to the reading thread's own debt slot, and no write to
-//! the message), which is what a lending receive or a handler taking `&Message` could do.
+//! the message), which is what a lending receive or a handler taking `&Message` could do; with
+//! `FANOUT_PROTOTYPE_LEND=stamp`, no reference at all (the ceiling of free reclamation).
 //!
 //! What it leaves out (so its numbers are a ceiling, not a prediction): overflow policies
 //! (a lapped reader skips ahead, i.e. `drop_oldest` without the count), unsubscribe,
@@ -41,6 +42,21 @@ struct Entry {
 struct Slot {
     stamp: AtomicU64,
     value: ArcSwapOption<Entry>,
+    /// The entry's sequence, for `Reads::StampOnly`.
+    seq: AtomicU64,
+}
+
+/// How a reader takes a message (`FANOUT_PROTOTYPE_LEND`: unset, `1`, or `stamp`).
+#[derive(Clone, Copy, PartialEq)]
+enum Reads {
+    /// An owned reference: a count increment, and a decrement when the consumer is done.
+    Owned,
+    /// A borrow for the duration of the read: an `arc-swap` guard.
+    Borrowed,
+    /// No reference at all, only the slot's stamp and sequence: the cost of a borrowed read
+    /// whose reclamation is free (an epoch pinned once per batch comes close). A ceiling, not
+    /// something a real reader could do with the payload.
+    StampOnly,
 }
 
 /// A parked session, as listed on its topics' waiter lists.
@@ -58,8 +74,7 @@ struct TopicLog {
     waiters: Mutex<Vec<(Arc<Wake>, usize)>>,
     has_waiters: AtomicBool,
     subscribers: AtomicU64,
-    /// Hand readers a borrow instead of an owned reference (`FANOUT_PROTOTYPE_LEND=1`).
-    lend: bool,
+    reads: Reads,
 }
 
 enum Read {
@@ -76,6 +91,7 @@ impl TopicLog {
                 .map(|_| Slot {
                     stamp: AtomicU64::new(0),
                     value: ArcSwapOption::empty(),
+                    seq: AtomicU64::new(0),
                 })
                 .collect(),
             mask: capacity as u64 - 1,
@@ -83,7 +99,11 @@ impl TopicLog {
             waiters: Mutex::new(Vec::new()),
             has_waiters: AtomicBool::new(false),
             subscribers: AtomicU64::new(0),
-            lend: std::env::var_os("FANOUT_PROTOTYPE_LEND").is_some(),
+            reads: match std::env::var("FANOUT_PROTOTYPE_LEND").as_deref() {
+                Err(_) => Reads::Owned,
+                Ok("stamp") => Reads::StampOnly,
+                Ok(_) => Reads::Borrowed,
+            },
         }
     }
 
@@ -100,6 +120,7 @@ impl TopicLog {
             let slot = &self.slots[(p & self.mask) as usize];
             slot.stamp.store(2 * p + 1, Ordering::Relaxed);
             fence(Ordering::Release);
+            slot.seq.store(entry.seq, Ordering::Relaxed);
             slot.value.store(Some(entry));
             slot.stamp.store(2 * p + 2, Ordering::Release);
             *next = p + 1;
@@ -128,13 +149,13 @@ impl TopicLog {
         if before > 2 * p + 2 {
             return Read::Lapped;
         }
-        // What the consumer is handed: an owned reference (a count increment, and a decrement
-        // when the consumer is done), or a borrow for the duration of the read (`lend`).
-        let seq = if self.lend {
-            slot.value.load().as_ref().map(|entry| entry.seq)
-        } else {
-            let owned = slot.value.load_full();
-            owned.map(|entry| std::hint::black_box(entry).seq)
+        let seq = match self.reads {
+            Reads::Borrowed => slot.value.load().as_ref().map(|entry| entry.seq),
+            Reads::Owned => {
+                let owned = slot.value.load_full();
+                owned.map(|entry| std::hint::black_box(entry).seq)
+            }
+            Reads::StampOnly => Some(slot.seq.load(Ordering::Relaxed)),
         };
         fence(Ordering::Acquire);
         match seq {
