@@ -214,6 +214,15 @@ impl Reader {
         Some(entry)
     }
 
+    /// Reads every message ready now; returns how many.
+    fn drain(&mut self) -> u64 {
+        let mut n = 0;
+        while self.next().is_some() {
+            n += 1;
+        }
+        n
+    }
+
     /// The ready head with the smallest global sequence: (log index, sequence).
     fn smallest_head(&mut self) -> Option<(usize, u64)> {
         let mut best: Option<(usize, u64)> = None;
@@ -269,10 +278,7 @@ impl Peer for TopicLogPrototype {
             consumers.push(tokio::spawn(async move {
                 loop {
                     let n = poll_fn(|cx| {
-                        let mut n = 0u64;
-                        while reader.next().is_some() {
-                            n += 1;
-                        }
+                        let mut n = reader.drain();
                         if n > 0 {
                             return Poll::Ready(Some(n));
                         }
@@ -285,9 +291,7 @@ impl Peer for TopicLogPrototype {
                         }
                         // Pairs with the fence in `append`.
                         fence(Ordering::SeqCst);
-                        while reader.next().is_some() {
-                            n += 1;
-                        }
+                        n += reader.drain();
                         if n > 0 {
                             Poll::Ready(Some(n))
                         } else if closed.load(Ordering::SeqCst) {

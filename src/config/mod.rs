@@ -209,6 +209,18 @@ impl DeliveryRule {
 }
 
 impl OverflowPolicy {
+    /// The policy's name as a config file spells it: `drop_newest`, `drop_oldest`,
+    /// `disconnect`, `block` or `block_once`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OverflowPolicy::DropNewest => "drop_newest",
+            OverflowPolicy::DropOldest => "drop_oldest",
+            OverflowPolicy::Disconnect => "disconnect",
+            OverflowPolicy::Block { .. } => "block",
+            OverflowPolicy::BlockOnce { .. } => "block_once",
+        }
+    }
+
     /// For the waiting policies (`block`, `block_once`): how long a broadcast waits and what
     /// applies after.
     pub(crate) fn wait(&self) -> Option<(Duration, Fallback)> {
@@ -349,15 +361,10 @@ impl Config {
 pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn check_policy(key: &str, policy: &OverflowPolicy) -> Result<(), ConfigError> {
-    let timed = match policy {
-        OverflowPolicy::Block { timeout, .. } => Some(("block", timeout)),
-        OverflowPolicy::BlockOnce { timeout, .. } => Some(("block_once", timeout)),
-        _ => None,
-    };
-    if let Some((name, timeout)) = timed {
-        if timeout.is_zero() || *timeout > MAX_BLOCK_TIMEOUT {
+    if let Some((timeout, _)) = policy.wait() {
+        if timeout.is_zero() || timeout > MAX_BLOCK_TIMEOUT {
             return Err(ConfigError::at_key(
-                format!("{key}.{name}.timeout_ms"),
+                format!("{key}.{}.timeout_ms", policy.name()),
                 format!(
                     "is {} ms; it must be between 1 and {} ms",
                     timeout.as_millis(),

@@ -22,9 +22,10 @@
 //!   fence.)
 //! - `stalled` is advisory: set by a broadcaster whose `block_once` wait for this mailbox timed
 //!   out, cleared by the consumer's next pop. While it is set, broadcasts under `block_once`
-//!   apply the fallback at once instead of waiting again (the policy's definition). A race costs one extra wait or one fallback
-//!   without a wait, both within `block_once`'s definition of a session that has "taken
-//!   nothing since its wait timed out", up to the pop in flight.
+//!   apply the fallback at once instead of waiting again (the policy's definition). A race
+//!   costs one extra wait or one fallback without a wait, both within `block_once`'s
+//!   definition of a session that has "taken nothing since its wait timed out", up to the pop
+//!   in flight.
 //! - Nothing is left behind in a closed mailbox once the closer and every broadcaster racing
 //!   it have returned: the closer (an unsubscribe, a retire, or the broadcaster that
 //!   disconnects the session) drains after its close; every push path ends in a `SeqCst`

@@ -682,8 +682,7 @@ impl Engine {
             return Ok(());
         }
         let Err(Full(message)) = session.mailbox.try_push(Arc::clone(envelope), rule.max_queued) else {
-            tally.queued += 1;
-            session.discard_if_closed();
+            count_queued(session, tally);
             return Ok(());
         };
         match rule.policy {
@@ -693,8 +692,7 @@ impl Engine {
                 for _ in 0..evicted {
                     tally.drop(DropReason::DropOldest);
                 }
-                tally.queued += 1;
-                session.discard_if_closed();
+                count_queued(session, tally);
             }
             OverflowPolicy::Disconnect => {
                 drop(message);
@@ -760,10 +758,7 @@ impl Engine {
                 )
                 .await;
             match outcome {
-                RoomOutcome::Queued => {
-                    tally.queued += 1;
-                    session.discard_if_closed();
-                }
+                RoomOutcome::Queued => count_queued(&session, tally),
                 RoomOutcome::Closed => {
                     let reason = session.close_reason().unwrap_or(CloseReason::Unsubscribed);
                     tally.drop(reason.drop_reason());
@@ -781,6 +776,15 @@ impl Engine {
             publication.unresolved -= 1;
         }
     }
+}
+
+/// Counts a message that `session`'s mailbox took, and discards it again if the session closed
+/// meanwhile (`Session::discard_if_closed`, which relies on the fence every push path ends in).
+/// Every successful push goes through here.
+#[inline]
+fn count_queued(session: &Session, tally: &mut Tally) {
+    tally.queued += 1;
+    session.discard_if_closed();
 }
 
 /// The end of a `block` wait, `timeout` from now. `sleep` panics on a runtime built without

@@ -8,10 +8,11 @@
 //! topics, a few hundred milliseconds for that one subscribe, while other writers wait and
 //! readers go on). papaya's incremental mode avoids that pause but leaves every read probing
 //! two tables until later writes finish the move: a lookup among 1,000 topics took 310 ns
-//! instead of 62, and building a million topics 10.8 s instead of 4.7. We considered `scc::HashMap` (reads take bucket locks;
-//! its lock-free `HashIndex` makes every update copy an entry), `dashmap` (a `RwLock` per shard:
-//! broadcasts would take read locks) and one copy-on-write map per shard (every topic creation
-//! copies a shard: churn on a million topics copies thousands of entries each time).
+//! instead of 62, and building a million topics 10.8 s instead of 4.7. We considered
+//! `scc::HashMap` (reads take bucket locks; its lock-free `HashIndex` makes every update copy
+//! an entry), `dashmap` (a `RwLock` per shard: broadcasts would take read locks) and one
+//! copy-on-write map per shard (every topic creation copies a shard: churn on a million topics
+//! copies thousands of entries each time).
 //!
 //! # Invariants
 //!

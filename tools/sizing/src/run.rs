@@ -48,22 +48,14 @@ fn topic_of(session: usize, k: usize, topics: usize) -> usize {
 }
 
 pub fn policy_name(config: &Config) -> String {
+    let name = config.policy.name();
     match config.policy {
-        OverflowPolicy::DropNewest => "drop_newest".into(),
-        OverflowPolicy::DropOldest => "drop_oldest".into(),
-        OverflowPolicy::Disconnect => "disconnect".into(),
-        OverflowPolicy::Block { timeout, then } | OverflowPolicy::BlockOnce { timeout, then } => {
-            let name = match config.policy {
-                OverflowPolicy::Block { .. } => "block",
-                _ => "block_once",
-            };
-            format!(
-                "{name}({} ms, then {})",
-                timeout.as_millis(),
-                format!("{then:?}").to_lowercase()
-            )
-        }
-        _ => format!("{:?}", config.policy),
+        OverflowPolicy::Block { timeout, then } | OverflowPolicy::BlockOnce { timeout, then } => format!(
+            "{name}({} ms, then {})",
+            timeout.as_millis(),
+            format!("{then:?}").to_lowercase()
+        ),
+        _ => name.into(),
     }
 }
 
