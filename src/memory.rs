@@ -226,20 +226,23 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
             counters.dropped(reason.drop_reason(), 1);
             break;
         }
-        let handler = session.handlers.load().get(&envelope.topic).cloned();
-        let Some(handler) = handler else {
-            session.end_invocation_start();
-            // Unsubscribed from this topic after the broadcast queued it.
-            counters.dropped(DropReason::Unsubscribed, 1);
-            continue;
+        // The table is read under a snapshot guard, released before the handler's future is
+        // awaited (the guard is not `Send`): the handler is called under it, not cloned.
+        let invocation = {
+            let table = session.handlers.load();
+            let Some((topic, handler)) = table.get(&envelope.topic) else {
+                session.end_invocation_start();
+                // Unsubscribed from this topic after the broadcast queued it.
+                counters.dropped(DropReason::Unsubscribed, 1);
+                continue;
+            };
+            counters.delivered(1);
+            // The table's key: the session's own copy of the topic (see `handler_table`).
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let _invoking = InvokingGuard::enter(&session);
+                handler.call(topic.clone(), envelope.payload.clone())
+            }))
         };
-        counters.delivered(1);
-        // The envelope stays for the log lines below: one clone of the topic per delivery (the
-        // handler's), as every clone is an increment of a count all the topic's consumers share.
-        let invocation = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let _invoking = InvokingGuard::enter(&session);
-            handler.call(envelope.topic.clone(), envelope.payload.clone())
-        }));
         session.end_invocation_start();
         let topic = &*envelope.topic;
         let outcome = match invocation {

@@ -6,10 +6,17 @@
 //! The lookup is on the delivery path. With `HashMap<Topic, Handler>` it hashed the topic with
 //! SipHash and compared the strings for every message: about 16% of the handler form's
 //! end-to-end time in `perf record` of `end_to_end/fanout-handlers/1000`. Most sessions hold a
-//! handful of topics, so up to [`FEW`] handlers live in a vector scanned in order, and each key
-//! is, where possible, the same allocation as the topic entry's name, which every queued
-//! message carries: the scan then matches on a pointer comparison, without reading the string.
-//! A session with more topics than that gets a `HashMap`.
+//! handful of topics, so up to [`FEW`] handlers live in a vector scanned in order (a short name
+//! is compared inline, without a pointer to follow). A session with more topics than that gets a
+//! `HashMap`.
+//!
+//! # Why the keys are the session's own
+//!
+//! A handler takes its topic by value, so every delivery clones one. The key is what is handed
+//! out, and it is [`Topic::unshared`]: for a name over 23 bytes, cloning the topic entry's name
+//! would increment a count that every subscriber of the topic writes, from every core, once per
+//! delivery (with inline names that was half of `end_to_end/fanout-handlers/1000`'s samples);
+//! the key's own allocation is touched only by this session.
 //!
 //! # Invariants
 //!
@@ -39,37 +46,39 @@ impl Default for HandlerTable {
 }
 
 impl HandlerTable {
-    /// The handler for `topic`. Matches a key that shares `topic`'s allocation first, then by
-    /// string.
+    /// The handler for `topic`, and the session's own copy of the topic to hand it.
     #[inline]
-    pub(crate) fn get(&self, topic: &Topic) -> Option<&Handler> {
+    pub(crate) fn get(&self, topic: &Topic) -> Option<(&Topic, &Handler)> {
         match self {
             HandlerTable::Few(entries) => entries
                 .iter()
-                .find(|(key, _)| key.same_allocation(topic))
-                .or_else(|| entries.iter().find(|(key, _)| key == topic))
-                .map(|(_, handler)| handler),
-            HandlerTable::Many(map) => map.get(topic),
+                .find(|(key, _)| key == topic)
+                .map(|(key, handler)| (key, handler)),
+            HandlerTable::Many(map) => map.get_key_value(topic),
         }
     }
 
-    /// Sets the handler for `topic`; returns the one it replaced (G3).
-    pub(crate) fn insert(&mut self, topic: Topic, handler: Handler) -> Option<Handler> {
+    /// Sets the handler for `topic`; returns the one it replaced (G3). A new key is an
+    /// unshared copy of `topic` (see the module docs).
+    pub(crate) fn insert(&mut self, topic: &Topic, handler: Handler) -> Option<Handler> {
         match self {
             HandlerTable::Few(entries) => {
-                if let Some((_, existing)) = entries.iter_mut().find(|(key, _)| *key == topic) {
+                if let Some((_, existing)) = entries.iter_mut().find(|(key, _)| key == topic) {
                     return Some(std::mem::replace(existing, handler));
                 }
                 if entries.len() < FEW {
-                    entries.push((topic, handler));
+                    entries.push((topic.unshared(), handler));
                     return None;
                 }
                 let mut map: HashMap<Topic, Handler> = entries.drain(..).collect();
-                map.insert(topic, handler);
+                map.insert(topic.unshared(), handler);
                 *self = HandlerTable::Many(map);
                 None
             }
-            HandlerTable::Many(map) => map.insert(topic, handler),
+            HandlerTable::Many(map) => match map.get_mut(topic.as_str()) {
+                Some(existing) => Some(std::mem::replace(existing, handler)),
+                None => map.insert(topic.unshared(), handler),
+            },
         }
     }
 
@@ -108,7 +117,7 @@ mod tests {
     #[test]
     fn finds_by_string_when_the_allocation_differs() {
         let mut table = HandlerTable::default();
-        table.insert(Topic::from("room"), handler());
+        table.insert(&Topic::from("room"), handler());
         assert!(table.get(&Topic::from("room")).is_some());
         assert!(table.get(&Topic::from("roo")).is_none());
     }
@@ -118,7 +127,7 @@ mod tests {
         let mut table = HandlerTable::default();
         let names = topics(FEW + 3);
         for (i, topic) in names.iter().enumerate() {
-            assert!(table.insert(topic.clone(), handler()).is_none());
+            assert!(table.insert(topic, handler()).is_none());
             assert_eq!(table.len(), i + 1);
             assert_eq!(matches!(table, HandlerTable::Few(_)), i < FEW);
         }
@@ -133,10 +142,10 @@ mod tests {
             let mut table = HandlerTable::default();
             let names = topics(n);
             for topic in &names {
-                table.insert(topic.clone(), handler());
+                table.insert(topic, handler());
             }
             assert!(
-                table.insert(Topic::from("t1"), handler()).is_some(),
+                table.insert(&Topic::from("t1"), handler()).is_some(),
                 "G3: replaced"
             );
             assert_eq!(table.len(), n);
@@ -145,6 +154,26 @@ mod tests {
             assert!(table.get(&names[1]).is_none());
             assert!(table.get(&names[0]).is_some());
             assert_eq!(table.len(), n - 1);
+        }
+    }
+
+    #[test]
+    fn keys_handed_to_handlers_are_not_the_topic_entrys_allocation() {
+        for name in ["room:1", "a-topic-name-longer-than-twenty-three-bytes"] {
+            let mut table = HandlerTable::default();
+            let entry_name = Topic::from(name);
+            table.insert(&entry_name, handler());
+            let (key, _) = table.get(&entry_name).expect("handler");
+            assert_eq!(key, &entry_name);
+            assert_eq!(key.is_shared(), name.len() > 23, "{name}");
+            assert_ne!(
+                key.as_ptr(),
+                entry_name.as_ptr(),
+                "{name}: the entry's count is shared"
+            );
+            table.insert(&entry_name, handler());
+            let (replaced, _) = table.get(&entry_name).expect("handler");
+            assert_eq!(replaced, &entry_name, "G3: still one key");
         }
     }
 }

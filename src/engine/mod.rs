@@ -391,7 +391,6 @@ impl Engine {
             // The handler goes in before the subscription, so a broadcast that sees the
             // subscription finds the handler.
             let mut table = (*session.handlers.load_full()).clone();
-            // The key shares the topic entry's name where it can (see `handler_table`).
             let key = match writer.topics.get_key_value(topic) {
                 Some((existing, _)) => existing.clone(),
                 None => self
@@ -400,7 +399,7 @@ impl Engine {
                     .name_of(topic)
                     .unwrap_or_else(|| Topic::from(topic)),
             };
-            table.insert(key.clone(), handler);
+            table.insert(&key, handler);
             let replaced = session.handlers.swap(Arc::new(table));
             self.attach(&session, &mut writer, &key);
             drop(writer);
