@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ConfigError};
+use crate::engine::handler_table::HandlerTable;
 use crate::engine::mailbox::Pop;
 use crate::engine::session::{InvokingGuard, Session};
 use crate::engine::{CloseReason, Engine, Notice, SessionReceiver};
@@ -22,7 +23,7 @@ use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
 use crate::provider::PubSubProvider;
 use crate::stats::{DropReason, SessionStats, StatsSnapshot};
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::{lock, Arc, Mutex, SnapshotCache};
 
 /// Messages a session task handles before yielding to the scheduler.
 const BATCH: u32 = 64;
@@ -203,13 +204,24 @@ impl std::fmt::Debug for InMemoryPubSub {
 /// A handler-form session's task: drains its mailbox, one handler invocation at a time.
 async fn run_session(engine: Engine, session: Arc<Session>) {
     let counters = engine.counters();
+    // The handler table, read once per delivery: a cached load writes nothing while the table
+    // is unchanged. Let go whenever the mailbox is empty, so a handler removed by an
+    // unsubscribe is dropped by the unsubscribe (or by this task's next delivery), never kept
+    // by an idle session.
+    let mut handlers: Option<SnapshotCache<'_, HandlerTable>> = None;
     let mut since_yield = 0;
     loop {
-        let popped = Pop {
-            mailbox: &session.mailbox,
-            is_closed: || !session.is_open(),
-        }
-        .await;
+        let popped = match session.mailbox.pop() {
+            Some(popped) => Some(popped),
+            None => {
+                handlers = None;
+                Pop {
+                    mailbox: &session.mailbox,
+                    is_closed: || !session.is_open(),
+                }
+                .await
+            }
+        };
         let Some((envelope, missed)) = popped else {
             break;
         };
@@ -226,11 +238,10 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
             counters.dropped(reason.drop_reason(), 1);
             break;
         }
-        // The table is read under a snapshot guard, released before the handler's future is
-        // awaited (the guard is not `Send`): the handler is called under it, not cloned.
+        // The handler is called from the cached table, not cloned out of it.
         let invocation = {
-            let table = session.handlers.load();
-            let Some((topic, handler)) = table.get(&envelope.topic) else {
+            let table = handlers.get_or_insert_with(|| SnapshotCache::new(&session.handlers));
+            let Some((topic, handler)) = table.load().get(&envelope.topic) else {
                 session.end_invocation_start();
                 // Unsubscribed from this topic after the broadcast queued it.
                 counters.dropped(DropReason::Unsubscribed, 1);

@@ -49,6 +49,26 @@ impl<T> AtomicSnapshot<T> {
     }
 }
 
+/// Stand-in for the cached reader of a snapshot: loads the current value on every `load`, one
+/// atomic step, as the real cache's pointer comparison is.
+pub(crate) struct SnapshotCache<'a, T> {
+    snapshot: &'a AtomicSnapshot<T>,
+    current: Option<Arc<T>>,
+}
+
+impl<'a, T> SnapshotCache<'a, T> {
+    pub(crate) fn new(snapshot: &'a AtomicSnapshot<T>) -> Self {
+        Self {
+            snapshot,
+            current: None,
+        }
+    }
+
+    pub(crate) fn load(&mut self) -> &Arc<T> {
+        self.current.insert(self.snapshot.load_full())
+    }
+}
+
 /// Stand-in for `crossbeam_queue::ArrayQueue`.
 ///
 /// Not just a mutex around a deque: a mutex would order a failed `pop` (the consumer finding the

@@ -79,6 +79,28 @@ mod imp {
         }
     }
 
+    /// A reader's cached copy of an [`AtomicSnapshot`]'s value: `load` costs one atomic load
+    /// while the value is unchanged (no write, unlike [`AtomicSnapshot::load`]'s debt slot),
+    /// and takes the new value once it is replaced. It keeps the value it last returned alive
+    /// until the next `load`. Backed by `arc_swap::cache::Cache`.
+    pub(crate) struct SnapshotCache<'a, T> {
+        cache: arc_swap::cache::Cache<&'a arc_swap::ArcSwap<T>, Arc<T>>,
+    }
+
+    impl<'a, T> SnapshotCache<'a, T> {
+        pub(crate) fn new(snapshot: &'a AtomicSnapshot<T>) -> Self {
+            Self {
+                cache: arc_swap::cache::Cache::new(&snapshot.cell),
+            }
+        }
+
+        /// The current value.
+        #[inline]
+        pub(crate) fn load(&mut self) -> &Arc<T> {
+            self.cache.load()
+        }
+    }
+
     /// A concurrent hash map whose reads never block: `papaya::HashMap`, behind the few
     /// operations the engine uses. Values are cheap handles (`Arc`s) and are cloned out, except
     /// in [`with`](Self::with), which lends the value for the duration of a call without
@@ -160,7 +182,7 @@ mod imp {
     }
 
     pub(crate) use super::loom_stand_ins::{
-        ArrayQueue, AtomicSnapshot, AtomicWaker, ConcurrentMap, SegQueue, SnapshotGuard,
+        ArrayQueue, AtomicSnapshot, AtomicWaker, ConcurrentMap, SegQueue, SnapshotCache, SnapshotGuard,
     };
 
     pub(crate) use loom::hint::spin_loop;
