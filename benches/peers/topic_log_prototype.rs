@@ -13,6 +13,8 @@
 //! guard: an uncontended locked write to the reading thread's own debt slot, and no write to
 //! the message), which is what a lending receive or a handler taking `&Message` could do; with
 //! `FANOUT_PROTOTYPE_LEND=stamp`, no reference at all (the ceiling of free reclamation).
+//! `FANOUT_PROTOTYPE_WAKE=yield` makes a reader that finds nothing yield once before it parks
+//! (fewer wakes per burst, at one extra poll per park).
 //!
 //! What it leaves out (so its numbers are a ceiling, not a prediction): overflow policies
 //! (a lapped reader skips ahead, i.e. `drop_oldest` without the count), unsubscribe,
@@ -260,6 +262,7 @@ impl Peer for TopicLogPrototype {
             .map(|_| Arc::new(TopicLog::new(layout.capacity)))
             .collect();
         let closed = Arc::new(AtomicBool::new(false));
+        let yield_first = std::env::var("FANOUT_PROTOTYPE_WAKE").as_deref() == Ok("yield");
         let mut consumers = Vec::with_capacity(layout.sessions);
         for s in 0..layout.sessions {
             let topics = layout.topics_of(s);
@@ -276,15 +279,26 @@ impl Peer for TopicLogPrototype {
             }
             let (sink, closed) = (Arc::clone(&sink), Arc::clone(&closed));
             consumers.push(tokio::spawn(async move {
+                let mut yielded = false;
                 loop {
                     let n = poll_fn(|cx| {
                         let mut n = reader.drain();
                         if n > 0 {
+                            yielded = false;
                             return Poll::Ready(Some(n));
                         }
                         if closed.load(Ordering::Relaxed) {
                             return Poll::Ready(None);
                         }
+                        // `FANOUT_PROTOTYPE_WAKE=yield`: a reader that finds nothing goes to
+                        // the back of the run queue once before it parks, so a burst of appends
+                        // finds it not parked (no wake) and it reads more per poll.
+                        if yield_first && !yielded {
+                            yielded = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        yielded = false;
                         reader.wake.waker.register(cx.waker());
                         for (t, log) in reader.logs.iter().enumerate() {
                             log.park(&reader.wake, t);
