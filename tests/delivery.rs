@@ -879,6 +879,52 @@ async fn handler_topics_are_literal_and_isolated() {
     pubsub.stop().await.unwrap();
 }
 
+// ----- cooperative scheduling -----
+
+const QUEUED: u64 = 1_000;
+
+/// Takes `QUEUED` messages (with `recv`, or as a stream); returns how many it had taken when a
+/// task spawned just before first ran (`None`: only after the last).
+async fn taken_before_a_spawned_task_ran(receiver: &mut SessionReceiver, as_stream: bool) -> Option<u64> {
+    let ran = Arc::new(AtomicBool::new(false));
+    let other = tokio::spawn({
+        let ran = Arc::clone(&ran);
+        async move { ran.store(true, SeqCst) }
+    });
+    let mut taken_when_it_ran = None;
+    for n in 0..QUEUED {
+        if as_stream {
+            receiver.next().await.expect("queued");
+        } else {
+            receiver.recv().await.expect("queued");
+        }
+        if taken_when_it_ran.is_none() && ran.load(SeqCst) {
+            taken_when_it_ran = Some(n);
+        }
+    }
+    other.await.unwrap();
+    taken_when_it_ran
+}
+
+/// A receiver whose mailbox never empties still lets the other tasks on its worker run: `recv`
+/// and the stream spend tokio's cooperative budget, as tokio's own channels do.
+#[tokio::test(flavor = "current_thread")]
+async fn busy_receiver_lets_other_tasks_on_its_worker_run() {
+    let engine = Engine::new(big_mailboxes()).unwrap();
+    for as_stream in [false, true] {
+        let mut receiver = engine.open_session(&format!("stream-{as_stream}")).unwrap();
+        receiver.subscribe("t").unwrap();
+        for n in 0..QUEUED {
+            engine.broadcast("t", seq_payload(n)).await.unwrap();
+        }
+        let form = if as_stream { "stream" } else { "recv" };
+        let taken = taken_before_a_spawned_task_ran(&mut receiver, as_stream)
+            .await
+            .unwrap_or_else(|| panic!("{form}: the other task waited for all {QUEUED} messages"));
+        assert!(taken <= 256, "{form}: the other task ran after {taken} messages");
+    }
+}
+
 // ----- stats accounting -----
 
 /// `recipients == delivered + dropped.total() + queued`, with messages in every state: delivered,

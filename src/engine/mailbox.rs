@@ -188,6 +188,24 @@ impl Mailbox {
         Poll::Pending
     }
 
+    /// [`poll_pop`](Self::poll_pop) inside tokio's cooperative budget, as tokio's own channels
+    /// receive: each message taken spends one unit of the task's budget, and a task that has
+    /// spent it gets `Pending` (and is woken at once) so that a consumer whose mailbox never
+    /// empties still lets the other tasks on its worker run. Outside a tokio runtime the budget
+    /// is unlimited.
+    pub(crate) fn poll_pop_cooperative(
+        &self,
+        cx: &mut Context<'_>,
+        is_closed: impl Fn() -> bool,
+    ) -> Poll<Option<(Arc<Envelope>, u64)>> {
+        let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let popped = self.poll_pop(cx, is_closed);
+        if popped.is_ready() {
+            budget.made_progress();
+        }
+        popped
+    }
+
     /// Records that a `block_once` wait for this mailbox timed out (see "stalled" above).
     pub(crate) fn mark_stalled(&self) {
         self.stalled.store(true, Ordering::Relaxed);
@@ -289,6 +307,6 @@ impl<C: Fn() -> bool> Future for Pop<'_, C> {
     type Output = Option<(Arc<Envelope>, u64)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.mailbox.poll_pop(cx, &self.is_closed)
+        self.mailbox.poll_pop_cooperative(cx, &self.is_closed)
     }
 }

@@ -153,7 +153,7 @@ impl Stream for SessionReceiver {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         let this = self.get_mut();
         let session = &this.session;
-        match session.mailbox.poll_pop(cx, || !session.is_open()) {
+        match session.mailbox.poll_pop_cooperative(cx, || !session.is_open()) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(popped) => Poll::Ready(this.accept(popped).ok()),
         }
