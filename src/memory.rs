@@ -6,7 +6,10 @@
 //! disconnected as slow consumers.
 
 use std::any::Any;
+use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::Poll;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -205,9 +208,10 @@ impl std::fmt::Debug for InMemoryPubSub {
 async fn run_session(engine: Engine, session: Arc<Session>) {
     let counters = engine.counters();
     // The handler table, read once per delivery: a cached load writes nothing while the table
-    // is unchanged. Let go whenever the mailbox is empty, so a handler removed by an
-    // unsubscribe is dropped by the unsubscribe (or by this task's next delivery), never kept
-    // by an idle session.
+    // is unchanged. Held only while this task runs handlers back to back: let go before it
+    // waits for its mailbox, for a handler's future, or for its turn after a yield, so a
+    // handler removed by an unsubscribe is dropped by the unsubscribe or by this task's next
+    // step, never kept while the session waits.
     let mut handlers: Option<SnapshotCache<'_, HandlerTable>> = None;
     let mut since_yield = 0;
     loop {
@@ -257,7 +261,18 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
         session.end_invocation_start();
         let topic = &*envelope.topic;
         let outcome = match invocation {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Ok(future) => {
+                // Polled once with the table still cached (most handlers finish there); one that
+                // has to wait lets go of the table first.
+                let mut running = AssertUnwindSafe(future).catch_unwind();
+                match poll_fn(|cx| Poll::Ready(Pin::new(&mut running).poll(cx))).await {
+                    Poll::Ready(outcome) => outcome,
+                    Poll::Pending => {
+                        handlers = None;
+                        running.await
+                    }
+                }
+            }
             Err(panic) => Err(panic),
         };
         match outcome {
@@ -279,6 +294,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
         since_yield += 1;
         if since_yield == BATCH {
             since_yield = 0;
+            handlers = None;
             tokio::task::yield_now().await;
         }
     }

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 mod support;
 
-use support::{started, text, wait_until, Inbox, WAIT};
+use support::{eventually, started, text, wait_until, Inbox, WAIT};
 
 /// Sets its flag when dropped: shows that a handler's future was torn down.
 struct SetOnDrop(Arc<AtomicBool>);
@@ -321,6 +321,43 @@ async fn receiver_stream_ends_when_the_provider_stops() {
         .expect("the stream ends at stop")
         .unwrap();
     assert_eq!(collected, 0);
+}
+
+/// The same while the session is busy in another handler: a handler removed by
+/// `unsubscribe_topic` is released while the session's handler on another topic is still
+/// waiting, not when that handler finishes.
+#[tokio::test]
+async fn unsubscribed_handler_is_released_while_another_handler_waits() {
+    let pubsub = started(Config::default()).await;
+    let released = Arc::new(AtomicBool::new(false));
+    let guard = Arc::new(SetOnDrop(Arc::clone(&released)));
+    let on_a = Handler::new(move |_topic, _message| {
+        let _captured = &guard;
+        std::future::ready(())
+    });
+    let gate = Arc::new(Semaphore::new(0));
+    let waiting = Arc::new(AtomicBool::new(false));
+    let on_b = {
+        let (gate, waiting) = (Arc::clone(&gate), Arc::clone(&waiting));
+        Handler::new(move |_topic, _message| {
+            let (gate, waiting) = (Arc::clone(&gate), Arc::clone(&waiting));
+            async move {
+                waiting.store(true, Ordering::SeqCst);
+                let _permit = gate.acquire().await;
+            }
+        })
+    };
+    pubsub.subscribe_topic("h", "a", on_a).await.unwrap();
+    pubsub.subscribe_topic("h", "b", on_b).await.unwrap();
+    pubsub.broadcast("b", "m".into()).await.unwrap();
+    wait_until("the handler on b waits", || waiting.load(Ordering::SeqCst)).await;
+    pubsub.unsubscribe_topic("h", "a").await.unwrap();
+    let early = eventually(|| released.load(Ordering::SeqCst)).await;
+    gate.add_permits(1);
+    assert!(
+        early,
+        "the removed handler was kept while the handler on b waited"
+    );
 }
 
 // ----- the registry empties as sessions leave (G7) -----

@@ -95,6 +95,12 @@ impl SessionReceiver {
     /// Waits for the next message. Once the session is closed (unsubscribed, disconnected as a
     /// slow consumer, or the provider stopped) it returns [`Closed`] with the reason, at once,
     /// whatever is still queued.
+    ///
+    /// Like tokio's channels, each message taken spends one unit of the task's cooperative
+    /// budget (and so does the [`Stream`] form): once a task has spent it, `recv` yields
+    /// (`Pending`, woken at once) even with messages queued, so a session that never catches
+    /// up does not starve the other tasks on its worker. [`try_recv`](Self::try_recv) never
+    /// yields.
     pub async fn recv(&mut self) -> Result<Message, Closed> {
         let session = &self.session;
         let popped = Pop {

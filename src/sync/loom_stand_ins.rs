@@ -16,9 +16,12 @@ fn locked<T>(mutex: &Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Stand-in for `arc_swap::ArcSwap`: a loom mutex around the current `Arc`.
+/// Stand-in for `arc_swap::ArcSwap`: a loom mutex around the current `Arc`, and a version
+/// that every replacement bumps (what [`SnapshotCache`] compares, as the real cache compares
+/// the pointer).
 pub(crate) struct AtomicSnapshot<T> {
     cell: Mutex<Arc<T>>,
+    version: AtomicUsize,
 }
 
 /// The stand-in's read lease: an owned `Arc`.
@@ -28,6 +31,7 @@ impl<T> AtomicSnapshot<T> {
     pub(crate) fn new(value: Arc<T>) -> Self {
         Self {
             cell: Mutex::new(value),
+            version: AtomicUsize::new(0),
         }
     }
 
@@ -39,33 +43,46 @@ impl<T> AtomicSnapshot<T> {
         locked(&self.cell).clone()
     }
 
+    /// The current value and its version, read together.
+    fn load_versioned(&self) -> (Arc<T>, usize) {
+        let cell = locked(&self.cell);
+        (cell.clone(), self.version.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn store(&self, value: Arc<T>) {
-        let previous = std::mem::replace(&mut *locked(&self.cell), value);
-        drop(previous);
+        drop(self.swap(value));
     }
 
     pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
-        std::mem::replace(&mut *locked(&self.cell), value)
+        let mut cell = locked(&self.cell);
+        self.version.fetch_add(1, Ordering::Relaxed);
+        std::mem::replace(&mut *cell, value)
     }
 }
 
-/// Stand-in for the cached reader of a snapshot: loads the current value on every `load`, one
-/// atomic step, as the real cache's pointer comparison is.
+/// Stand-in for the cached reader of a snapshot. Like the real cache, it checks for a change
+/// with a `Relaxed` load (of the version, where the real one loads the pointer) and takes the
+/// value under synchronisation only when it changed, so loom sees a reader that can miss a
+/// replacement nothing orders it after.
 pub(crate) struct SnapshotCache<'a, T> {
     snapshot: &'a AtomicSnapshot<T>,
-    current: Option<Arc<T>>,
+    cached: Option<(Arc<T>, usize)>,
 }
 
 impl<'a, T> SnapshotCache<'a, T> {
     pub(crate) fn new(snapshot: &'a AtomicSnapshot<T>) -> Self {
         Self {
             snapshot,
-            current: None,
+            cached: None,
         }
     }
 
     pub(crate) fn load(&mut self) -> &Arc<T> {
-        self.current.insert(self.snapshot.load_full())
+        let version = self.snapshot.version.load(Ordering::Relaxed);
+        if self.cached.as_ref().is_none_or(|(_, seen)| *seen != version) {
+            self.cached = Some(self.snapshot.load_versioned());
+        }
+        &self.cached.as_ref().expect("filled above").0
     }
 }
 
