@@ -323,6 +323,36 @@ async fn receiver_stream_ends_when_the_provider_stops() {
     assert_eq!(collected, 0);
 }
 
+// ----- the registry empties as sessions leave (G7) -----
+
+/// A handler removed by `unsubscribe_topic` is released (its captures dropped) even though the
+/// session stays subscribed elsewhere and receives nothing more: an idle session task holds no
+/// copy of its handler table.
+#[tokio::test]
+async fn unsubscribed_handler_is_released_while_its_session_stays_idle() {
+    let pubsub = started(Config::default()).await;
+    let released = Arc::new(AtomicBool::new(false));
+    let guard = Arc::new(SetOnDrop(Arc::clone(&released)));
+    let inbox = Inbox::default();
+    let ran = Arc::new(AtomicBool::new(false));
+    let handler = {
+        let ran = Arc::clone(&ran);
+        Handler::new(move |_topic, _message| {
+            let _captured = &guard;
+            ran.store(true, Ordering::SeqCst);
+            std::future::ready(())
+        })
+    };
+    pubsub.subscribe_topic("h", "a", handler).await.unwrap();
+    pubsub.subscribe_topic("h", "b", inbox.handler()).await.unwrap();
+    pubsub.broadcast("a", "m".into()).await.unwrap();
+    wait_until("the handler on a ran", || ran.load(Ordering::SeqCst)).await;
+    pubsub.unsubscribe_topic("h", "a").await.unwrap();
+    wait_until("the removed handler released", || released.load(Ordering::SeqCst)).await;
+    pubsub.broadcast("b", "n".into()).await.unwrap();
+    wait_until("the session still delivers on b", || inbox.len() == 1).await;
+}
+
 /// The same while the session is busy in another handler: a handler removed by
 /// `unsubscribe_topic` is released while the session's handler on another topic is still
 /// waiting, not when that handler finishes.
@@ -358,36 +388,6 @@ async fn unsubscribed_handler_is_released_while_another_handler_waits() {
         early,
         "the removed handler was kept while the handler on b waited"
     );
-}
-
-// ----- the registry empties as sessions leave (G7) -----
-
-/// A handler removed by `unsubscribe_topic` is released (its captures dropped) even though the
-/// session stays subscribed elsewhere and receives nothing more: an idle session task holds no
-/// copy of its handler table.
-#[tokio::test]
-async fn unsubscribed_handler_is_released_while_its_session_stays_idle() {
-    let pubsub = started(Config::default()).await;
-    let released = Arc::new(AtomicBool::new(false));
-    let guard = Arc::new(SetOnDrop(Arc::clone(&released)));
-    let inbox = Inbox::default();
-    let ran = Arc::new(AtomicBool::new(false));
-    let handler = {
-        let ran = Arc::clone(&ran);
-        Handler::new(move |_topic, _message| {
-            let _captured = &guard;
-            ran.store(true, Ordering::SeqCst);
-            std::future::ready(())
-        })
-    };
-    pubsub.subscribe_topic("h", "a", handler).await.unwrap();
-    pubsub.subscribe_topic("h", "b", inbox.handler()).await.unwrap();
-    pubsub.broadcast("a", "m".into()).await.unwrap();
-    wait_until("the handler on a ran", || ran.load(Ordering::SeqCst)).await;
-    pubsub.unsubscribe_topic("h", "a").await.unwrap();
-    wait_until("the removed handler released", || released.load(Ordering::SeqCst)).await;
-    pubsub.broadcast("b", "n".into()).await.unwrap();
-    wait_until("the session still delivers on b", || inbox.len() == 1).await;
 }
 
 #[tokio::test]

@@ -15,8 +15,9 @@
 //! A handler takes its topic by value, so every delivery clones one. The key is what is handed
 //! out, and it is [`Topic::unshared`]: for a name over 23 bytes, cloning the topic entry's name
 //! would increment a count that every subscriber of the topic writes, from every core, once per
-//! delivery (with inline names that was half of `end_to_end/fanout-handlers/1000`'s samples);
-//! the key's own allocation is touched only by this session.
+//! delivery (before short names were stored inline, that count was half of
+//! `end_to_end/fanout-handlers/1000`'s samples); the key's own allocation is touched only by
+//! this session.
 //!
 //! # Invariants
 //!
