@@ -3,7 +3,9 @@
 //! # Invariants
 //!
 //! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
-//!   locks (`crossbeam_queue::ArrayQueue`, a bounded lock-free ring, through `crate::sync`).
+//!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by a counter, whose
+//!   memory follows what it holds, so an idle or keeping-up session costs one small block, not a
+//!   buffer of `capacity` slots).
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
 //!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
 //!   pushes to a sleeping consumer costs one wake.
@@ -17,7 +19,7 @@
 //!   before sleeping on `room`. Same argument: the waiter either finds the room or is
 //!   notified. The waiter starts listening on `room` before the retry, so a notification between
 //!   the retry and the sleep is not lost. (The fence is needed: a `SeqCst` increment orders
-//!   nothing for the retry's loads of the queue, which a full ring answers without a `SeqCst`
+//!   nothing for the retry's loads of the queue, which a full queue answers without a `SeqCst`
 //!   operation of its own. The loom model `blocked_broadcast_released_by_pop` found the missing
 //!   fence.)
 //! - `stalled` is advisory: set by a broadcaster whose `block_once` wait for this mailbox timed
@@ -41,12 +43,12 @@ use std::task::{Context, Poll};
 
 use crate::message::Envelope;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, ArrayQueue, AtomicWaker, WaitList};
+use crate::sync::{spin_loop, Arc, AtomicWaker, BoundedQueue, WaitList};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
     /// pops), popped by the consumer.
-    queue: ArrayQueue<Arc<Envelope>>,
+    queue: BoundedQueue<Arc<Envelope>>,
     /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
     parked: AtomicBool,
     /// The sleeping consumer's waker. Registered before `parked` is set.
@@ -71,7 +73,7 @@ pub(crate) struct Full(pub(crate) Arc<Envelope>);
 impl Mailbox {
     pub(crate) fn new(capacity: usize, signals_room: bool) -> Self {
         Self {
-            queue: ArrayQueue::new(capacity),
+            queue: BoundedQueue::new(capacity),
             parked: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             missed: AtomicU64::new(0),
@@ -96,10 +98,7 @@ impl Mailbox {
     /// `discard_if_closed` relies on it.
     #[inline]
     pub(crate) fn try_push(&self, message: Arc<Envelope>, limit: usize) -> Result<(), Full> {
-        if limit < self.queue.capacity() && self.queue.len() >= limit {
-            return Err(Full(message));
-        }
-        self.queue.push(message).map_err(Full)?;
+        self.queue.push_within(message, limit).map_err(Full)?;
         self.wake_consumer();
         Ok(())
     }
@@ -111,19 +110,21 @@ impl Mailbox {
     /// the consumer's pop, so the consumer learns of the evictions with the message that
     /// follows them, never after it.
     pub(crate) fn push_evicting(&self, message: Arc<Envelope>, limit: usize) -> u64 {
-        let limit = limit.min(self.queue.capacity());
         let mut message = message;
         let mut evicted = 0;
         loop {
-            if self.queue.len() < limit {
-                match self.queue.push(message) {
-                    Ok(()) => break,
-                    Err(back) => message = back,
-                }
+            match self.queue.push_within(message, limit) {
+                Ok(()) => break,
+                Err(back) => message = back,
             }
             if self.queue.pop().is_some() {
                 evicted += 1;
                 self.missed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                // Full, yet nothing to evict: a pop is between taking its message and giving
+                // its place back, or a push between claiming a place and inserting (a few
+                // instructions; see `BoundedQueue`). Wait for it to finish.
+                spin_loop();
             }
         }
         self.wake_consumer();

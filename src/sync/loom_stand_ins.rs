@@ -86,50 +86,32 @@ impl<'a, T> SnapshotCache<'a, T> {
     }
 }
 
-/// Stand-in for `crossbeam_queue::ArrayQueue`.
+/// Stand-in for `crossbeam_queue::SegQueue`.
 ///
-/// Not just a mutex around a deque: a mutex would order a failed `pop` (the consumer finding the
-/// mailbox empty) before a later `push`, an edge the real lock-free ring does not create, and
-/// that would hide a missing fence in the mailbox's wake-up protocol. So, as in the real ring,
-/// the operations that fail (`pop` on empty, `push` on full) and `len` only load a counter
-/// (`Acquire`, pairing with the `Release` store of the operation that last changed it); the ones
-/// that succeed take the lock and store the counter.
-pub(crate) struct ArrayQueue<T> {
+/// Not just a mutex around a deque: a mutex would order a failed `pop` (the consumer finding its
+/// mailbox empty) before a later `push`, an edge the real lock-free queue does not create, and
+/// that would hide a missing fence in the mailbox's wake-up protocol. So, as in the real queue,
+/// `pop` on empty and `is_empty` only load a counter (`Acquire`, pairing with the `Release`
+/// store of the operation that last changed it); the operations that change the queue take the
+/// lock and store the counter.
+pub(crate) struct SegQueue<T> {
     items: Mutex<VecDeque<T>>,
     /// Items in `items`; written under the lock, read without it.
     len: AtomicUsize,
-    capacity: usize,
 }
 
-impl<T> ArrayQueue<T> {
-    pub(crate) fn new(capacity: usize) -> Self {
-        assert!(capacity > 0, "capacity must be non-zero");
+impl<T> SegQueue<T> {
+    pub(crate) fn new() -> Self {
         Self {
-            items: Mutex::new(VecDeque::with_capacity(capacity)),
+            items: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
-            capacity,
         }
     }
 
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn push(&self, value: T) -> Result<(), T> {
-        if self.len.load(Ordering::Acquire) >= self.capacity {
-            return Err(value);
-        }
+    pub(crate) fn push(&self, value: T) {
         let mut items = locked(&self.items);
-        if items.len() == self.capacity {
-            return Err(value);
-        }
         items.push_back(value);
         self.len.store(items.len(), Ordering::Release);
-        Ok(())
     }
 
     pub(crate) fn pop(&self) -> Option<T> {
@@ -141,30 +123,9 @@ impl<T> ArrayQueue<T> {
         self.len.store(items.len(), Ordering::Release);
         Some(item)
     }
-}
-
-/// Stand-in for `crossbeam_queue::SegQueue`.
-pub(crate) struct SegQueue<T> {
-    items: Mutex<VecDeque<T>>,
-}
-
-impl<T> SegQueue<T> {
-    pub(crate) fn new() -> Self {
-        Self {
-            items: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    pub(crate) fn push(&self, value: T) {
-        locked(&self.items).push_back(value);
-    }
-
-    pub(crate) fn pop(&self) -> Option<T> {
-        locked(&self.items).pop_front()
-    }
 
     pub(crate) fn is_empty(&self) -> bool {
-        locked(&self.items).is_empty()
+        self.len.load(Ordering::Acquire) == 0
     }
 }
 

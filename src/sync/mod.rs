@@ -10,14 +10,16 @@
 //! The stand-ins are coarser than the real structures (a loom `Mutex` around a `VecDeque` or a
 //! `HashMap`): each operation is one atomic step, which is the linearisable behaviour the real
 //! lock-free types promise. What loom checks is the engine's use of them: the orderings, fences
-//! and wake-ups of the code built on top. The real `ArcSwap`, `ArrayQueue` and `papaya` map stay
+//! and wake-ups of the code built on top. The real `ArcSwap`, `SegQueue` and `papaya` map stay
 //! covered by the stress tests.
 //!
-//! [`WaitList`] (the `block` policy's room signal) is built from these primitives in both builds,
-//! so the code loom checks is the code that runs.
+//! [`WaitList`] (the `block` policy's room signal) and [`BoundedQueue`] (a mailbox's queue) are
+//! built from these primitives in both builds, so the code loom checks is the code that runs.
 
+mod bounded_queue;
 mod wait_list;
 
+pub(crate) use bounded_queue::BoundedQueue;
 pub(crate) use wait_list::WaitList;
 
 #[cfg(fanout_loom)]
@@ -36,8 +38,6 @@ mod imp {
 
     /// One task's waker, registered and woken without locks (`register(&Waker)`, `wake`).
     pub(crate) use atomic_waker::AtomicWaker;
-    /// A bounded lock-free MPMC ring (`push`, `pop`, `len`, `capacity`).
-    pub(crate) use crossbeam_queue::ArrayQueue;
     /// An unbounded lock-free MPMC queue (`push`, `pop`, `is_empty`).
     pub(crate) use crossbeam_queue::SegQueue;
 
@@ -182,7 +182,7 @@ mod imp {
     }
 
     pub(crate) use super::loom_stand_ins::{
-        ArrayQueue, AtomicSnapshot, AtomicWaker, ConcurrentMap, SegQueue, SnapshotCache, SnapshotGuard,
+        AtomicSnapshot, AtomicWaker, ConcurrentMap, SegQueue, SnapshotCache, SnapshotGuard,
     };
 
     pub(crate) use loom::hint::spin_loop;
