@@ -43,6 +43,37 @@ fn drop_newest_push_racing_pop() {
     SEEN.assert_saw(&["dropped", "all delivered"]);
 }
 
+/// Two broadcasters race for a one-message mailbox's only place while the consumer takes the
+/// message that fills it (`drop_newest`). The bound is a reservation counter claimed before the
+/// insert, so at most one of them gets in, and only after the pop: the session never holds
+/// more than its capacity (G7), and each message is delivered or dropped once.
+#[test]
+fn two_broadcasters_race_for_the_last_place() {
+    static SEEN: Seen = Seen::new();
+    loom::model(|| {
+        let engine = engine(1, OverflowPolicy::DropNewest);
+        let mut receiver = session(&engine, "s", &["t"]);
+        broadcast(&engine, "t", "1");
+        let first = broadcast_in_thread(&engine, "t", "2");
+        let second = broadcast_in_thread(&engine, "t", "3");
+        let popped = receiver.try_recv().expect("\"1\" was queued before the race");
+        assert_eq!(text(&popped), "1");
+        let dropped = first.join().unwrap().dropped + second.join().unwrap().dropped;
+        let after = drain(&mut receiver);
+        assert!(after.len() <= 1, "never more than one queued: {after:?}");
+        assert_eq!(1 + after.len() + dropped, 3, "each delivered or dropped once");
+        SEEN.saw(if after.is_empty() {
+            "both dropped"
+        } else {
+            "one got in"
+        });
+        assert_accounted(&engine, &[&receiver]);
+        drop(receiver);
+        assert_empty(&engine);
+    });
+    SEEN.assert_saw(&["both dropped", "one got in"]);
+}
+
 /// `drop_oldest`: a broadcast evicts the queued message while the consumer pops it. The
 /// consumer gets it or learns it missed it, never both, and is told before the next message.
 #[test]
