@@ -106,7 +106,8 @@ pub struct StatsSnapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionStats {
-    /// Messages waiting in the mailbox.
+    /// Messages waiting in the mailbox (a broadcast or a receive in progress may already be
+    /// counted).
     pub queued: usize,
     /// The mailbox capacity.
     pub capacity: usize,

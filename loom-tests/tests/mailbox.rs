@@ -51,14 +51,10 @@ fn drop_newest_push_racing_pop() {
 fn two_broadcasters_race_for_the_last_place() {
     static SEEN: Seen = Seen::new();
     loom::model(|| {
-        let engine = engine(1, OverflowPolicy::DropNewest);
-        let mut receiver = session(&engine, "s", &["t"]);
-        broadcast(&engine, "t", "1");
-        let first = broadcast_in_thread(&engine, "t", "2");
-        let second = broadcast_in_thread(&engine, "t", "3");
+        let (engine, mut receiver, racing) = full_mailbox_then_two_broadcasts(OverflowPolicy::DropNewest);
         let popped = receiver.try_recv().expect("\"1\" was queued before the race");
         assert_eq!(text(&popped), "1");
-        let dropped = first.join().unwrap().dropped + second.join().unwrap().dropped;
+        let dropped = dropped_by(racing);
         let after = drain(&mut receiver);
         assert!(after.len() <= 1, "never more than one queued: {after:?}");
         assert_eq!(1 + after.len() + dropped, 3, "each delivered or dropped once");
@@ -108,6 +104,30 @@ fn drop_oldest_eviction_racing_pop() {
         assert_empty(&engine);
     });
     SEEN.assert_saw(&["popped before the eviction", "evicted"]);
+}
+
+/// `drop_oldest`: two broadcasters evict from a full one-message mailbox at once. One of them
+/// can find it full with nothing left to evict while the other is between claiming the place
+/// and inserting; it waits (spins, then yields) instead of giving up. One message stays, the
+/// other two are evicted, and the survivor reports both. (With a consumer popping as well, the
+/// model exceeds loom's branch limit: loom keeps scheduling the yielding broadcasters.)
+#[test]
+fn two_evicting_broadcasters_race() {
+    static SEEN: Seen = Seen::new();
+    loom::model(|| {
+        let (engine, mut receiver, racing) = full_mailbox_then_two_broadcasts(OverflowPolicy::DropOldest);
+        let dropped = dropped_by(racing);
+        let got = drain(&mut receiver);
+        assert_eq!(got.len(), 1, "one place: {got:?}");
+        assert_eq!(dropped, 2);
+        assert_eq!(got[0].missed_before(), 2, "the survivor reports both evictions");
+        assert_eq!(engine.stats().dropped.drop_oldest, 2);
+        SEEN.saw(if text(&got[0]) == "2" { "2 last" } else { "3 last" });
+        assert_accounted(&engine, &[&receiver]);
+        drop(receiver);
+        assert_empty(&engine);
+    });
+    SEEN.assert_saw(&["2 last", "3 last"]);
 }
 
 /// `disconnect`: a broadcast finds the mailbox full and disconnects the session while the
@@ -243,4 +263,31 @@ fn assert_nothing_left_behind(engine: &fanout::Engine, receiver: fanout::Session
     assert_eq!(stats.recipients, delivered + stats.dropped.total(), "{stats:?}");
     drop(receiver);
     assert_empty(engine);
+}
+
+/// A one-message mailbox holding "1" under `policy`, and two broadcasts ("2", "3") started in
+/// their own threads.
+fn full_mailbox_then_two_broadcasts(
+    policy: OverflowPolicy,
+) -> (
+    fanout::Engine,
+    fanout::SessionReceiver,
+    [thread::JoinHandle<fanout::Fanout>; 2],
+) {
+    let engine = engine(1, policy);
+    let receiver = session(&engine, "s", &["t"]);
+    broadcast(&engine, "t", "1");
+    let racing = [
+        broadcast_in_thread(&engine, "t", "2"),
+        broadcast_in_thread(&engine, "t", "3"),
+    ];
+    (engine, receiver, racing)
+}
+
+/// Joins the broadcasts; how many messages they dropped in all.
+fn dropped_by(racing: [thread::JoinHandle<fanout::Fanout>; 2]) -> usize {
+    racing
+        .into_iter()
+        .map(|broadcast| broadcast.join().unwrap().dropped)
+        .sum()
 }

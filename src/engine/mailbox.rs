@@ -43,7 +43,7 @@ use std::task::{Context, Poll};
 
 use crate::message::Envelope;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{spin_loop, Arc, AtomicWaker, BoundedQueue, WaitList};
+use crate::sync::{Arc, AtomicWaker, BoundedQueue, SpinThenYield, WaitList};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
@@ -88,6 +88,7 @@ impl Mailbox {
         self.queue.capacity()
     }
 
+    /// Messages held, counting a push or pop in progress (see `BoundedQueue::len`).
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
@@ -112,6 +113,7 @@ impl Mailbox {
     pub(crate) fn push_evicting(&self, message: Arc<Envelope>, limit: usize) -> u64 {
         let mut message = message;
         let mut evicted = 0;
+        let mut backoff = SpinThenYield::new();
         loop {
             match self.queue.push_within(message, limit) {
                 Ok(()) => break,
@@ -122,9 +124,9 @@ impl Mailbox {
                 self.missed.fetch_add(1, Ordering::Relaxed);
             } else {
                 // Full, yet nothing to evict: a pop is between taking its message and giving
-                // its place back, or a push between claiming a place and inserting (a few
-                // instructions; see `BoundedQueue`). Wait for it to finish.
-                spin_loop();
+                // its place back, or a push between claiming a place and inserting (see
+                // `BoundedQueue`). Wait for it to finish; yield if its thread was preempted.
+                backoff.wait();
             }
         }
         self.wake_consumer();

@@ -82,7 +82,8 @@ impl SessionReceiver {
             .collect()
     }
 
-    /// Messages waiting in the mailbox.
+    /// Messages waiting in the mailbox (a broadcast or a receive in progress may already be
+    /// counted).
     pub fn queued(&self) -> usize {
         self.session.mailbox.len()
     }

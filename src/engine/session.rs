@@ -217,14 +217,9 @@ impl Session {
         if INVOKING_SESSION.with(|current| current.get() == self as *const Session as usize) {
             return;
         }
-        let mut spins = 0u32;
+        let mut backoff = crate::sync::SpinThenYield::new();
         while self.state.load(Ordering::Acquire) & INVOKING != 0 {
-            if spins < 64 {
-                crate::sync::spin_loop();
-                spins += 1;
-            } else {
-                crate::sync::yield_now();
-            }
+            backoff.wait();
         }
     }
 

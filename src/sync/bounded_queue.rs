@@ -17,13 +17,18 @@
 //!   inserts; a pop gives one back *after* it removes. So the items in `items` never exceed
 //!   `reserved`, and `reserved` never exceeds `capacity`: the bound (G7) holds at every moment.
 //! - A push fails only if `reserved` is at its limit at that moment. `reserved` can be above the
-//!   number of items visible to a pop by the pushes between their claim and their insert, and
-//!   the pops between their removal and their give-back: a few instructions each, the same
-//!   window a ring has between moving its index and stamping its slot.
+//!   number of items a pop can see by the pushes between their claim and their insert, and the
+//!   pops between their removal and their give-back. Each window is short (on every 31st
+//!   operation it includes allocating or freeing a block), and a push that fails inside a pop's
+//!   window fails although the pop is about to make room: the pop has not returned, so this is
+//!   the same as the push coming first (linearisable; the bound is never exceeded). A ring's
+//!   push, in that window, would wait for the pop and succeed: under `drop_newest` or
+//!   `disconnect` the policy can now fire a few instructions early.
 //! - `reserved` orders nothing (`Relaxed`): the items' hand-over is ordered by [`SegQueue`], and
 //!   the mailbox's wake-up and room protocols pair `SeqCst` fences around these operations (see
-//!   `engine::mailbox`). An operation that fails (a pop on empty, a push at the limit) only loads,
-//!   as in a ring, so it creates no edge the fences would otherwise have to provide.
+//!   `engine::mailbox`). The mailbox relies on no ordering from a push that fails at the limit
+//!   (it only loads) or from a pop that finds nothing (the real queue happens to fence there;
+//!   its loom stand-in only loads, so a missing fence in the mailbox would show).
 
 use super::atomic::{AtomicUsize, Ordering};
 use super::SegQueue;
@@ -52,7 +57,8 @@ impl<T> BoundedQueue<T> {
         self.capacity
     }
 
-    /// Items held, counting pushes and pops in flight (see the invariants).
+    /// Items held, counting pushes and pops in progress (see the invariants): what the bound
+    /// is checked against.
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.reserved.load(Ordering::Relaxed)

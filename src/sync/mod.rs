@@ -192,6 +192,30 @@ mod imp {
 
 pub(crate) use imp::*;
 
+/// Waits for another thread to finish a step of a few instructions: spins briefly, then
+/// yields the thread, so a waiter on a thread that was preempted mid-step gives its core back
+/// instead of spinning out its time slice. Under loom both are scheduling points.
+pub(crate) struct SpinThenYield {
+    spins: u32,
+}
+
+impl SpinThenYield {
+    const SPINS: u32 = 64;
+
+    pub(crate) fn new() -> Self {
+        Self { spins: 0 }
+    }
+
+    pub(crate) fn wait(&mut self) {
+        if self.spins < Self::SPINS {
+            spin_loop();
+            self.spins += 1;
+        } else {
+            yield_now();
+        }
+    }
+}
+
 /// Locks a writer-side mutex. Writer sections never run user code, so a poisoned lock can only
 /// come from a bug already reported by its panic; the data is still consistent at every
 /// statement boundary we unlock from, so we keep going rather than cascade the panic.
