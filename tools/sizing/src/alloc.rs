@@ -1,5 +1,5 @@
 //! A global allocator that counts live heap bytes, so the tool can report memory per session
-//! and per subscription without guessing.
+//! and per subscription without guessing, and the peak reached while messages are queued.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -8,6 +8,18 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 pub struct CountingAllocator;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+/// The most `LIVE_BYTES` has been since the last [`reset_peak`].
+static PEAK_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+/// Adds `delta` to the live count and raises the peak if it was passed.
+#[inline]
+fn grow(delta: isize) {
+    let live = LIVE_BYTES.fetch_add(delta, Ordering::Relaxed) + delta;
+    // A load first: once the peak is reached, most allocations stay below it.
+    if live > PEAK_BYTES.load(Ordering::Relaxed) {
+        PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
 // `GlobalAlloc` contract is `System`'s; the counter is bookkeeping only.
@@ -16,7 +28,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grow(layout.size() as isize);
         }
         ptr
     }
@@ -31,7 +43,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         // SAFETY: forwarded as is.
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grow(layout.size() as isize);
         }
         ptr
     }
@@ -40,7 +52,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            grow(new_size as isize - layout.size() as isize);
         }
         new
     }
@@ -49,4 +61,36 @@ unsafe impl GlobalAlloc for CountingAllocator {
 /// Heap bytes live right now.
 pub fn live_bytes() -> i64 {
     LIVE_BYTES.load(Ordering::Relaxed) as i64
+}
+
+/// The most heap bytes live at once since the last [`reset_peak`].
+pub fn peak_bytes() -> i64 {
+    PEAK_BYTES.load(Ordering::Relaxed) as i64
+}
+
+/// Starts a new peak from what is live now.
+pub fn reset_peak() {
+    PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{live_bytes, peak_bytes, reset_peak};
+
+    #[test]
+    fn peak_keeps_the_most_held_at_once() {
+        reset_peak();
+        let before = live_bytes();
+        let block = vec![1u8; 1 << 20];
+        let held = live_bytes();
+        drop(block);
+        assert!(held - before >= 1 << 20, "the allocator counts live bytes");
+        assert!(peak_bytes() >= held, "the peak covers the megabyte held");
+        assert!(live_bytes() < peak_bytes(), "and outlives its release");
+        reset_peak();
+        assert!(
+            peak_bytes() - live_bytes() < 1 << 20,
+            "a reset starts from what is live"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use fanout::{Config, Fallback, OverflowPolicy};
 
 /// Size a fanout deployment: run a LiveView-like workload on a provider and report
 /// deliveries/s, publish and end-to-end latency percentiles, drops by reason, memory per session
-/// and per subscription, and CPU used.
+/// and per subscription (and the heap's peak while publishing), and CPU used.
 #[derive(Debug, Parser)]
 #[command(name = "fanout-sizing", version)]
 pub struct Args {

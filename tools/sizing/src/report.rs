@@ -121,6 +121,9 @@ pub struct Memory {
     pub bytes_per_session: f64,
     pub bytes_per_subscription: f64,
     pub total_bytes: i64,
+    /// The most the run's heap held at once while publishing (queued messages and mailbox
+    /// blocks included), above the same base as `total_bytes`.
+    pub peak_bytes: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,10 +186,11 @@ impl Report {
             (
                 "memory",
                 format!(
-                    "{:.0} B per session, {:.0} B per subscription, {:.1} MiB in all",
+                    "{:.0} B per session, {:.0} B per subscription, {:.1} MiB in all, {:.1} MiB at peak",
                     self.memory.bytes_per_session,
                     self.memory.bytes_per_subscription,
-                    self.memory.total_bytes as f64 / (1024.0 * 1024.0)
+                    self.memory.total_bytes as f64 / (1024.0 * 1024.0),
+                    self.memory.peak_bytes as f64 / (1024.0 * 1024.0)
                 ),
             ),
             (

@@ -9,7 +9,7 @@ use fanout::{Config, Handler, InMemoryPubSub, OverflowPolicy, PubSubProvider};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::alloc::live_bytes;
+use crate::alloc::{live_bytes, peak_bytes, reset_peak};
 use crate::args::Args;
 use crate::cpu::process_cpu_time;
 use crate::report::{Block, Cpu, Dropped, Memory, Percentiles, Report, Scenario};
@@ -170,6 +170,7 @@ pub async fn measure(
         );
         bar
     };
+    reset_peak();
     let cpu_before = process_cpu_time();
     let started = Instant::now();
     let deadline = started + duration;
@@ -252,6 +253,7 @@ pub async fn measure(
     let published = sides.publish.stats().published;
     let stats = receiver.stats();
     let total_bytes = live_bytes() - base;
+    let peak_bytes = peak_bytes() - base;
 
     let mut end_to_end = new_histogram();
     for shard in latency_shards().lock().expect("shards").iter() {
@@ -297,6 +299,7 @@ pub async fn measure(
             bytes_per_session: per_session,
             bytes_per_subscription: per_subscription,
             total_bytes,
+            peak_bytes,
         },
         cpu: Cpu {
             seconds: cpu.as_secs_f64(),
