@@ -69,18 +69,13 @@ impl<T> BoundedQueue<T> {
     #[inline]
     pub(crate) fn push_within(&self, value: T, limit: usize) -> Result<(), T> {
         let limit = limit.min(self.capacity);
-        let mut held = self.reserved.load(Ordering::Relaxed);
-        loop {
-            if held >= limit {
-                return Err(value);
-            }
-            match self
-                .reserved
-                .compare_exchange(held, held + 1, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => held = now,
-            }
+        let claimed = self
+            .reserved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < limit).then_some(held + 1)
+            });
+        if claimed.is_err() {
+            return Err(value);
         }
         self.items.push(value);
         Ok(())
