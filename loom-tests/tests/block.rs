@@ -26,9 +26,7 @@ fn blocked_broadcast_released_by_pop() {
             n => panic!("{n} waits"),
         });
         assert_eq!(stats.block_timeouts, 0);
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
     SEEN.assert_saw(&["popped before the broadcast", "waited"]);
 }

@@ -36,9 +36,7 @@ fn drop_newest_push_racing_pop() {
         );
         assert_eq!(engine.stats().dropped.drop_newest, dropped as u64);
         SEEN.saw(if dropped > 0 { "dropped" } else { "all delivered" });
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
     SEEN.assert_saw(&["dropped", "all delivered"]);
 }
@@ -63,9 +61,7 @@ fn two_broadcasters_race_for_the_last_place() {
         } else {
             "one got in"
         });
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
     SEEN.assert_saw(&["both dropped", "one got in"]);
 }
@@ -99,9 +95,7 @@ fn drop_oldest_eviction_racing_pop() {
             }
             other => panic!("received {other:?}"),
         }
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
     SEEN.assert_saw(&["popped before the eviction", "evicted"]);
 }
@@ -123,9 +117,7 @@ fn two_evicting_broadcasters_race() {
         assert_eq!(got[0].missed_before(), 2, "the survivor reports both evictions");
         assert_eq!(engine.stats().dropped.drop_oldest, 2);
         SEEN.saw(if text(&got[0]) == "2" { "2 last" } else { "3 last" });
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
     SEEN.assert_saw(&["2 last", "3 last"]);
 }
@@ -178,9 +170,7 @@ fn consumer_parking_racing_push() {
         });
         broadcast(&engine, "t", "m");
         let receiver = consumer.join().unwrap();
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
 }
 

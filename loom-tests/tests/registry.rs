@@ -44,9 +44,7 @@ fn subscribe_racing_broadcast() {
         } else {
             "delivered"
         });
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
     SEEN.assert_saw(&["broadcast first", "delivered"]);
 }
@@ -86,9 +84,7 @@ fn unsubscribe_racing_broadcast() {
         } else {
             "delivered"
         });
-        assert_accounted(&engine, &[&receiver]);
-        drop(receiver);
-        assert_empty(&engine);
+        assert_accounted_then_empty(&engine, receiver);
     });
     SEEN.assert_saw(&["not delivered", "delivered"]);
 }

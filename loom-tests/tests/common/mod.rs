@@ -76,6 +76,14 @@ pub fn assert_accounted(engine: &Engine, live: &[&SessionReceiver]) {
     );
 }
 
+/// A model's closing check for its one live session: everything is accounted for while it
+/// lives ([`assert_accounted`]), and nothing is left once it is dropped ([`assert_empty`]).
+pub fn assert_accounted_then_empty(engine: &Engine, receiver: SessionReceiver) {
+    assert_accounted(engine, &[&receiver]);
+    drop(receiver);
+    assert_empty(engine);
+}
+
 /// The engine holds nothing once every session is gone (G7).
 pub fn assert_empty(engine: &Engine) {
     // Retires sessions a broadcaster disconnected and nobody reaped yet.
