@@ -2,11 +2,12 @@
 
 use bytes::Bytes;
 
-use crate::sync::Arc;
+use crate::sync::Shared;
 use crate::topic::Topic;
 
 /// One broadcast, shared by every mailbox it is queued in: a single allocation per broadcast,
-/// one reference count increment per delivery, and no clone of the topic or payload.
+/// its references to the recipients paid for in one step (`sync::Prepaid`), and no clone of
+/// the topic or payload.
 #[derive(Debug)]
 pub(crate) struct Envelope {
     pub(crate) topic: Topic,
@@ -16,12 +17,12 @@ pub(crate) struct Envelope {
 /// A message received by a pull-form session ([`SessionReceiver`](crate::SessionReceiver)).
 #[derive(Debug, Clone)]
 pub struct Message {
-    envelope: Arc<Envelope>,
+    envelope: Shared<Envelope>,
     missed: u64,
 }
 
 impl Message {
-    pub(crate) fn new(envelope: Arc<Envelope>, missed: u64) -> Self {
+    pub(crate) fn new(envelope: Shared<Envelope>, missed: u64) -> Self {
         Self { envelope, missed }
     }
 

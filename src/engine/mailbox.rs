@@ -43,12 +43,12 @@ use std::task::{Context, Poll};
 
 use crate::message::Envelope;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, AtomicWaker, BoundedQueue, SpinThenYield, WaitList};
+use crate::sync::{AtomicWaker, BoundedQueue, Shared, SpinThenYield, WaitList};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
     /// pops), popped by the consumer.
-    queue: BoundedQueue<Arc<Envelope>>,
+    queue: BoundedQueue<Shared<Envelope>>,
     /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
     parked: AtomicBool,
     /// The sleeping consumer's waker. Registered before `parked` is set.
@@ -68,7 +68,7 @@ pub(crate) struct Mailbox {
 }
 
 /// Why a push did not queue the message; the message is handed back.
-pub(crate) struct Full(pub(crate) Arc<Envelope>);
+pub(crate) struct Full(pub(crate) Shared<Envelope>);
 
 impl Mailbox {
     pub(crate) fn new(capacity: usize, signals_room: bool) -> Self {
@@ -98,7 +98,7 @@ impl Mailbox {
     /// `wake_consumer`), as [`push_evicting`](Self::push_evicting)'s; the session's
     /// `discard_if_closed` relies on it.
     #[inline]
-    pub(crate) fn try_push(&self, message: Arc<Envelope>, limit: usize) -> Result<(), Full> {
+    pub(crate) fn try_push(&self, message: Shared<Envelope>, limit: usize) -> Result<(), Full> {
         self.queue.push_within(message, limit).map_err(Full)?;
         self.wake_consumer();
         Ok(())
@@ -110,7 +110,7 @@ impl Mailbox {
     /// Each eviction is added to `missed` before the message is pushed: the push releases it to
     /// the consumer's pop, so the consumer learns of the evictions with the message that
     /// follows them, never after it.
-    pub(crate) fn push_evicting(&self, message: Arc<Envelope>, limit: usize) -> u64 {
+    pub(crate) fn push_evicting(&self, message: Shared<Envelope>, limit: usize) -> u64 {
         let mut message = message;
         let mut evicted = 0;
         let mut backoff = SpinThenYield::new();
@@ -146,7 +146,7 @@ impl Mailbox {
 
     /// Pops the oldest message, with the evictions that preceded it.
     #[inline]
-    pub(crate) fn pop(&self) -> Option<(Arc<Envelope>, u64)> {
+    pub(crate) fn pop(&self) -> Option<(Shared<Envelope>, u64)> {
         let message = self.queue.pop()?;
         let missed = if self.missed.load(Ordering::Relaxed) != 0 {
             self.missed.swap(0, Ordering::Relaxed)
@@ -172,7 +172,7 @@ impl Mailbox {
         &self,
         cx: &mut Context<'_>,
         is_closed: impl Fn() -> bool,
-    ) -> Poll<Option<(Arc<Envelope>, u64)>> {
+    ) -> Poll<Option<(Shared<Envelope>, u64)>> {
         if let Some(popped) = self.pop() {
             return Poll::Ready(Some(popped));
         }
@@ -200,7 +200,7 @@ impl Mailbox {
         &self,
         cx: &mut Context<'_>,
         is_closed: impl Fn() -> bool,
-    ) -> Poll<Option<(Arc<Envelope>, u64)>> {
+    ) -> Poll<Option<(Shared<Envelope>, u64)>> {
         let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let popped = self.poll_pop(cx, is_closed);
         if popped.is_ready() {
@@ -231,7 +231,7 @@ impl Mailbox {
     /// `give_up` bounds the wait.
     pub(crate) async fn wait_for_room<F: Future>(
         &self,
-        message: Arc<Envelope>,
+        message: Shared<Envelope>,
         limit: usize,
         is_closed: impl Fn() -> bool,
         give_up: Pin<&mut F>,
@@ -296,7 +296,7 @@ impl Drop for BlockedWaiter<'_> {
 pub(crate) enum RoomOutcome {
     Queued,
     Closed,
-    TimedOut(Arc<Envelope>),
+    TimedOut(Shared<Envelope>),
 }
 
 /// Future returned by [`Mailbox::poll_pop`] adapters; kept here so the receiver and the handler
@@ -307,7 +307,7 @@ pub(crate) struct Pop<'a, C: Fn() -> bool> {
 }
 
 impl<C: Fn() -> bool> Future for Pop<'_, C> {
-    type Output = Option<(Arc<Envelope>, u64)>;
+    type Output = Option<(Shared<Envelope>, u64)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.mailbox.poll_pop_cooperative(cx, &self.is_closed)

@@ -68,7 +68,7 @@ use crate::handler::Handler;
 use crate::message::Envelope;
 use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot, Tally};
 use crate::sync::atomic::{fence, AtomicBool, Ordering};
-use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, MutexGuard, SegQueue};
+use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, MutexGuard, Prepaid, SegQueue, Shared};
 use crate::topic::{check_payload, check_session_id, check_topic, Topic};
 
 use mailbox::{Full, RoomOutcome};
@@ -164,7 +164,7 @@ impl Drop for Publication<'_> {
 
 /// Sessions a `block` broadcast still has to wait for, after the lock-free pass.
 struct Blocked {
-    envelope: Arc<Envelope>,
+    envelope: Shared<Envelope>,
     rule: DeliveryRule,
     sessions: SmallVec<[Arc<Session>; 4]>,
 }
@@ -641,10 +641,15 @@ impl Engine {
         self.inner
             .topics
             .with_entry(topic, |entry| {
-                let envelope = Arc::new(Envelope {
-                    topic: entry.name.clone(),
-                    payload,
-                });
+                // One reference per subscriber paid for at once; the sender's, if skipped, and
+                // any a policy did not queue are given back when `envelope` drops.
+                let mut envelope = Prepaid::new(
+                    Envelope {
+                        topic: entry.name.clone(),
+                        payload,
+                    },
+                    entry.subscribers.len(),
+                );
                 let rule = entry.rule;
                 let mut blocked = SmallVec::new();
                 entry.subscribers.for_each(|session| {
@@ -652,13 +657,13 @@ impl Engine {
                         return;
                     }
                     tally.recipients += 1;
-                    if let Err(Full(back)) = self.offer(session, &envelope, rule, tally) {
+                    if let Err(Full(back)) = self.offer(session, envelope.issue(), rule, tally) {
                         drop(back);
                         blocked.push(Arc::clone(session));
                     }
                 });
-                (!blocked.is_empty()).then_some(Blocked {
-                    envelope,
+                (!blocked.is_empty()).then(|| Blocked {
+                    envelope: envelope.issue(),
                     rule,
                     sessions: blocked,
                 })
@@ -672,7 +677,7 @@ impl Engine {
     fn offer(
         &self,
         session: &Arc<Session>,
-        envelope: &Arc<Envelope>,
+        message: Shared<Envelope>,
         rule: DeliveryRule,
         tally: &mut Tally,
     ) -> std::result::Result<(), Full> {
@@ -680,7 +685,7 @@ impl Engine {
             tally.drop(reason.drop_reason());
             return Ok(());
         }
-        let Err(Full(message)) = session.mailbox.try_push(Arc::clone(envelope), rule.max_queued) else {
+        let Err(Full(message)) = session.mailbox.try_push(message, rule.max_queued) else {
             count_queued(session, tally);
             return Ok(());
         };
@@ -700,8 +705,7 @@ impl Engine {
             }
             OverflowPolicy::BlockOnce { then, .. } if session.mailbox.is_stalled() => {
                 tally.block_skips += 1;
-                drop(message);
-                return self.offer(session, envelope, rule.falling_back_to(then), tally);
+                return self.offer(session, message, rule.falling_back_to(then), tally);
             }
             OverflowPolicy::Block { .. } | OverflowPolicy::BlockOnce { .. } => return Err(Full(message)),
         }
@@ -739,7 +743,7 @@ impl Engine {
             );
             for session in blocked.sessions {
                 tally.block_timeouts += 1;
-                let _ = self.offer(&session, &blocked.envelope, fallback, tally);
+                let _ = self.offer(&session, blocked.envelope.clone(), fallback, tally);
             }
             publication.unresolved = 0;
             return;
@@ -750,7 +754,7 @@ impl Engine {
             let outcome = session
                 .mailbox
                 .wait_for_room(
-                    Arc::clone(&blocked.envelope),
+                    blocked.envelope.clone(),
                     blocked.rule.max_queued,
                     || !session.is_open(),
                     deadline.as_mut(),
@@ -767,9 +771,8 @@ impl Engine {
                     if matches!(blocked.rule.policy, OverflowPolicy::BlockOnce { .. }) {
                         session.mailbox.mark_stalled();
                     }
-                    drop(message);
                     // The fallback policy never hands the message back.
-                    let _ = self.offer(&session, &blocked.envelope, fallback, tally);
+                    let _ = self.offer(&session, message, fallback, tally);
                 }
             }
             publication.unresolved -= 1;

@@ -7,8 +7,9 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use crate::error::Result;
+use crate::message::Envelope;
 use crate::message::Message;
-use crate::sync::Arc;
+use crate::sync::{Arc, Shared};
 use crate::topic::{check_topic, Topic};
 
 use super::mailbox::Pop;
@@ -128,7 +129,7 @@ impl SessionReceiver {
         // Drop does it.
     }
 
-    fn accept(&self, popped: Option<(Arc<crate::message::Envelope>, u64)>) -> Result<Message, Closed> {
+    fn accept(&self, popped: Option<(Shared<Envelope>, u64)>) -> Result<Message, Closed> {
         match popped {
             Some((envelope, missed)) if self.session.is_open() => {
                 self.engine.counters().delivered(1);

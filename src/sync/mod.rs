@@ -13,13 +13,16 @@
 //! and wake-ups of the code built on top. The real `ArcSwap`, `SegQueue` and `papaya` map stay
 //! covered by the stress tests.
 //!
-//! [`WaitList`] (the `block` policy's room signal) and [`BoundedQueue`] (a mailbox's queue) are
-//! built from these primitives in both builds, so the code loom checks is the code that runs.
+//! [`WaitList`] (the `block` policy's room signal), [`BoundedQueue`] (a mailbox's queue) and
+//! [`Shared`] / [`Prepaid`] (a broadcast's message, its references paid for in bulk) are built
+//! from these primitives in both builds, so the code loom checks is the code that runs.
 
 mod bounded_queue;
+mod shared;
 mod wait_list;
 
 pub(crate) use bounded_queue::BoundedQueue;
+pub(crate) use shared::{Prepaid, Shared};
 pub(crate) use wait_list::WaitList;
 
 #[cfg(fanout_loom)]
