@@ -12,32 +12,57 @@
 //!
 //! # Invariants
 //!
-//! - `reserved` counts pushes that have claimed a place and not yet been given back by a pop. A
-//!   push claims one (compare-and-swap, only while `reserved` is below its limit) *before* it
-//!   inserts; a pop gives one back *after* it removes. So the items in `items` never exceed
-//!   `reserved`, and `reserved` never exceeds `capacity`: the bound (G7) holds at every moment.
-//! - A push fails only if `reserved` is at its limit at that moment. `reserved` can be above the
-//!   number of items a pop can see by the pushes between their claim and their insert, and the
-//!   pops between their removal and their give-back. Each window is short (on every 31st
-//!   operation it includes allocating or freeing a block), and a push that fails inside a pop's
-//!   window fails although the pop is about to make room: the pop has not returned, so this is
-//!   the same as the push coming first (linearisable; the bound is never exceeded). A ring's
-//!   push, in that window, would wait for the pop and succeed: under `drop_newest` or
-//!   `disconnect` the policy can now fire a few instructions early.
-//! - `reserved` orders nothing (`Relaxed`): the items' hand-over is ordered by [`SegQueue`], and
-//!   the mailbox's wake-up and room protocols pair `SeqCst` fences around these operations (see
-//!   `engine::mailbox`). The mailbox relies on no ordering from a push that fails at the limit
-//!   (it only loads) or from a pop that finds nothing (the real queue happens to fence there;
-//!   its loom stand-in only loads, so a missing fence in the mailbox would show).
+//! - The bound is kept by two monotonic counters: `claimed`, the places pushes have claimed
+//!   ever, and `released`, the places pops have given back ever. A push claims one
+//!   (compare-and-swap on `claimed`, only while `claimed - released` is below its limit)
+//!   *before* it inserts; a pop gives one back (increments `released`) *after* it removes. So
+//!   `released <= items removed <= items inserted <= claimed`, the items held never exceed
+//!   `claimed - released`, and that never exceeds `capacity`: the bound (G7) holds at every
+//!   moment.
+//! - Producers check the bound against `released_seen`, a copy of `released` kept on their own
+//!   cache line, and load `released` itself only when the copy says the queue is at its limit.
+//!   The copy only ever lags (`released` only grows), so a lagging copy can make a push look
+//!   at the limit, never below it: the check is conservative, and a push fails only after it
+//!   has loaded `released` and still found the limit reached. This keeps the two sides off
+//!   each other's lines: a keeping-up producer writes `claimed` and reads its copy, the
+//!   consumer writes `released`, and neither line moves between cores on each message (one
+//!   shared counter that both sides updated moved on every push and every pop; measured in
+//!   `docs/design-topic-log.md`).
+//! - A push fails only if the limit is reached at the moment it loads `released`.
+//!   `claimed - released` can be above the number of items a pop can see by the pushes between
+//!   their claim and their insert, and the pops between their removal and their give-back.
+//!   Each window is short (on every 31st operation it includes allocating or freeing a block),
+//!   and a push that fails inside a pop's window fails although the pop is about to make room:
+//!   the pop has not returned, so this is the same as the push coming first (linearisable; the
+//!   bound is never exceeded). A ring's push, in that window, would wait for the pop and
+//!   succeed: under `drop_newest` or `disconnect` the policy can fire a few instructions early.
+//! - The counters order nothing (`Relaxed`): the items' hand-over is ordered by [`SegQueue`],
+//!   and the mailbox's wake-up and room protocols pair `SeqCst` fences around these operations
+//!   (see `engine::mailbox`). A push that fails at the limit only loads, and its load of
+//!   `released` is the one a `block` waiter's retry relies on (after its fence). The mailbox
+//!   relies on no ordering from a pop that finds nothing (the real queue happens to fence
+//!   there; its loom stand-in only loads, so a missing fence in the mailbox would show).
+
+use crossbeam_utils::CachePadded;
 
 use super::atomic::{AtomicUsize, Ordering};
 use super::SegQueue;
 
 pub(crate) struct BoundedQueue<T> {
     items: SegQueue<T>,
-    /// Places claimed by pushes and not yet given back by pops; `<= capacity`.
-    reserved: AtomicUsize,
+    /// Written by producers only.
+    producers: CachePadded<ProducerSide>,
+    /// Places given back by pops, ever. Written by pops only (the consumer, and a `drop_oldest`
+    /// broadcaster evicting).
+    released: CachePadded<AtomicUsize>,
     capacity: usize,
+}
+
+struct ProducerSide {
+    /// Places claimed by pushes, ever. `claimed - released <= capacity`.
+    claimed: AtomicUsize,
+    /// A copy of `released` that may lag it; see the invariants.
+    released_seen: AtomicUsize,
 }
 
 impl<T> BoundedQueue<T> {
@@ -48,7 +73,11 @@ impl<T> BoundedQueue<T> {
         assert!(capacity > 0, "capacity must be non-zero");
         Self {
             items: SegQueue::new(),
-            reserved: AtomicUsize::new(0),
+            producers: CachePadded::new(ProducerSide {
+                claimed: AtomicUsize::new(0),
+                released_seen: AtomicUsize::new(0),
+            }),
+            released: CachePadded::new(AtomicUsize::new(0)),
             capacity,
         }
     }
@@ -58,10 +87,13 @@ impl<T> BoundedQueue<T> {
     }
 
     /// Items held, counting pushes and pops in progress (see the invariants): what the bound
-    /// is checked against.
+    /// is checked against. Two loads, not one snapshot: `released` is loaded first, so a
+    /// racing pop can make this one high, never above capacity.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.reserved.load(Ordering::Relaxed)
+        let released = self.released.load(Ordering::Relaxed);
+        let claimed = self.producers.claimed.load(Ordering::Relaxed);
+        claimed.saturating_sub(released).min(self.capacity)
     }
 
     /// Inserts `value` if the queue holds fewer than `limit` items (and fewer than its
@@ -69,13 +101,30 @@ impl<T> BoundedQueue<T> {
     #[inline]
     pub(crate) fn push_within(&self, value: T, limit: usize) -> Result<(), T> {
         let limit = limit.min(self.capacity);
-        let claimed = self
-            .reserved
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held < limit).then_some(held + 1)
-            });
-        if claimed.is_err() {
-            return Err(value);
+        let producers = &*self.producers;
+        let mut released = producers.released_seen.load(Ordering::Relaxed);
+        let mut claimed = producers.claimed.load(Ordering::Relaxed);
+        loop {
+            // `claimed` may be stale (another producer claimed since): then it can even be
+            // below `released`, and the compare-and-swap below fails and reloads it.
+            if claimed.saturating_sub(released) >= limit {
+                let fresh = self.released.load(Ordering::Relaxed);
+                if fresh == released {
+                    return Err(value);
+                }
+                released = fresh;
+                producers.released_seen.store(fresh, Ordering::Relaxed);
+                continue;
+            }
+            match producers.claimed.compare_exchange_weak(
+                claimed,
+                claimed + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => claimed = actual,
+            }
         }
         self.items.push(value);
         Ok(())
@@ -85,7 +134,7 @@ impl<T> BoundedQueue<T> {
     #[inline]
     pub(crate) fn pop(&self) -> Option<T> {
         let value = self.items.pop()?;
-        self.reserved.fetch_sub(1, Ordering::Relaxed);
+        self.released.fetch_add(1, Ordering::Relaxed);
         Some(value)
     }
 }
