@@ -3,7 +3,7 @@
 //! # Invariants
 //!
 //! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
-//!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by a counter, whose
+//!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by counters, whose
 //!   memory follows what it holds, so an idle or keeping-up session costs one small block, not a
 //!   buffer of `capacity` slots).
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
@@ -124,8 +124,9 @@ impl Mailbox {
                 self.missed.fetch_add(1, Ordering::Relaxed);
             } else {
                 // Full, yet nothing to evict: a pop is between taking its message and giving
-                // its place back, or a push between claiming a place and inserting (see
-                // `BoundedQueue`). Wait for it to finish; yield if its thread was preempted.
+                // its place back, a push between claiming a place and inserting, or this
+                // thread's load of the pops' count does not show a finished pop yet (see
+                // `BoundedQueue`). Wait for it; yield if the other thread was preempted.
                 backoff.wait();
             }
         }

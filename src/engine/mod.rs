@@ -641,8 +641,10 @@ impl Engine {
         self.inner
             .topics
             .with_entry(topic, |entry| {
-                // One reference per subscriber paid for at once; the sender's, if skipped, and
-                // any a policy did not queue are given back when `envelope` drops.
+                // One reference per subscriber paid for at once. A reference a policy did not
+                // queue is given back by its own decrement where it is dropped; the unissued
+                // ones (the skipped sender's, or more than the set's gauge counted) in one
+                // decrement when `envelope` drops.
                 let mut envelope = Prepaid::new(
                     Envelope {
                         topic: entry.name.clone(),

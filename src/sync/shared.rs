@@ -8,15 +8,20 @@
 //! out in one increment ([`Prepaid::new`]), hands them out without touching the count
 //! ([`Prepaid::issue`]), and gives the unused ones back in one decrement when it is done.
 //!
-//! Built from this module's switch, so loom checks it in every engine model; under loom each
-//! allocation also holds a loom `Arc`, so a message never freed fails the model as a leak.
+//! Built from this module's switch, so loom checks it in every engine model: under loom each
+//! allocation also holds a loom `Arc`, so a message never freed fails the model as a leak, and
+//! a loom cell that every holder reads just before giving its reference back and the freer
+//! writes just before freeing, so a free not ordered after every holder's last use (a missing
+//! `Release` or `Acquire`) fails the model as a data race.
 //!
 //! # Invariants
 //!
-//! - `refs` is at least the number of live [`Shared`] handles plus the references a live
-//!   [`Prepaid`] still holds (`1 + unissued`); it equals that sum whenever no handle or
-//!   `Prepaid` is between its decrement and its return. So it reaches zero exactly once, after
-//!   every holder is done, and the one that takes it to zero frees the allocation.
+//! - Whenever no holder is between its increment or decrement and the end of that call,
+//!   `refs` equals the number of live [`Shared`] handles plus the references a live
+//!   [`Prepaid`] holds (`1 + unissued`). An increment comes before the new handle exists and a
+//!   decrement after the handle stopped being used, so the count never reaches zero while a
+//!   holder can still use the value; it reaches zero exactly once, and the holder that takes it
+//!   there frees the allocation.
 //! - Increments are `Relaxed` (a holder already has a reference, as with `Arc::clone`: the
 //!   allocation cannot be freed under it). Decrements are `Release`, and the one that reaches
 //!   zero issues an `Acquire` fence before freeing, so every holder's reads of the value happen
@@ -42,6 +47,10 @@ struct Inner<T> {
     /// leaked if the allocation is never freed.
     #[cfg(fanout_loom)]
     _leak_sentinel: super::Arc<()>,
+    /// Under loom, read by every holder before it gives its reference back and written by the
+    /// freer: loom reports a data race if the free is not ordered after every holder's use.
+    #[cfg(fanout_loom)]
+    last_use: loom::cell::UnsafeCell<()>,
 }
 
 /// A counted reference to a shared, immutable value (like `Arc<T>`, without weak references).
@@ -115,6 +124,8 @@ impl<T> Prepaid<T> {
             value,
             #[cfg(fanout_loom)]
             _leak_sentinel: super::Arc::new(()),
+            #[cfg(fanout_loom)]
+            last_use: loom::cell::UnsafeCell::new(()),
         });
         Self {
             inner: NonNull::from(Box::leak(inner)),
@@ -177,11 +188,15 @@ fn add_refs(refs: &AtomicUsize, n: usize) {
 #[inline]
 unsafe fn release<T>(inner: NonNull<Inner<T>>, n: usize) {
     // SAFETY: the caller's references keep the allocation live until this decrement.
-    let refs = unsafe { &inner.as_ref().refs };
-    if refs.fetch_sub(n, Ordering::Release) != n {
+    let live = unsafe { inner.as_ref() };
+    #[cfg(fanout_loom)]
+    live.last_use.with(|_| ());
+    if live.refs.fetch_sub(n, Ordering::Release) != n {
         return;
     }
     fence(Ordering::Acquire);
+    #[cfg(fanout_loom)]
+    live.last_use.with_mut(|_| ());
     // SAFETY: the count reached zero, so no handle or `Prepaid` is left (invariants); the
     // allocation came from `Box::leak` in `Prepaid::new`.
     drop(unsafe { Box::from_raw(inner.as_ptr()) });
