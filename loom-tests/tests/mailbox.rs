@@ -42,8 +42,9 @@ fn drop_newest_push_racing_pop() {
 }
 
 /// Two broadcasters race for a one-message mailbox's only place while the consumer takes the
-/// message that fills it (`drop_newest`). The bound is a reservation counter claimed before the
-/// insert, so at most one of them gets in, and only after the pop: the session never holds
+/// message that fills it (`drop_newest`). A place is claimed by compare-and-swap on the count of
+/// claimed places, checked against the pops' count, before the insert, so at most one of them
+/// gets in, and only after the pop: the session never holds
 /// more than its capacity (G7), and each message is delivered or dropped once.
 #[test]
 fn two_broadcasters_race_for_the_last_place() {
