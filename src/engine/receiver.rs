@@ -7,8 +7,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use crate::error::Result;
-use crate::message::Envelope;
-use crate::message::Message;
+use crate::message::{Envelope, Message};
 use crate::sync::{Arc, Shared};
 use crate::topic::{check_topic, Topic};
 

@@ -66,6 +66,15 @@ unsafe impl<T: Send + Sync> Send for Shared<T> {}
 unsafe impl<T: Send + Sync> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
+    /// A handle holding one of `inner`'s references, which the caller has already counted and
+    /// hands over.
+    fn holding(inner: NonNull<Inner<T>>) -> Self {
+        Self {
+            inner,
+            _owns: PhantomData,
+        }
+    }
+
     fn inner(&self) -> &Inner<T> {
         // SAFETY: this handle holds a reference, so the allocation is live (invariants above).
         unsafe { self.inner.as_ref() }
@@ -85,10 +94,7 @@ impl<T> Clone for Shared<T> {
     #[inline]
     fn clone(&self) -> Self {
         add_refs(&self.inner().refs, 1);
-        Self {
-            inner: self.inner,
-            _owns: PhantomData,
-        }
+        Self::holding(self.inner)
     }
 }
 
@@ -144,19 +150,7 @@ impl<T> Prepaid<T> {
             // SAFETY: this `Prepaid` holds a reference, so the allocation is live.
             add_refs(unsafe { &self.inner.as_ref().refs }, 1);
         }
-        Shared {
-            inner: self.inner,
-            _owns: PhantomData,
-        }
-    }
-}
-
-impl<T> Deref for Prepaid<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        // SAFETY: this `Prepaid` holds a reference, so the allocation is live.
-        unsafe { &self.inner.as_ref().value }
+        Shared::holding(self.inner)
     }
 }
 
