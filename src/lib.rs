@@ -78,6 +78,13 @@ mod topic;
 
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisConfig, RedisPubSub};
+
+/// Internals the loom models exercise on their own; only in builds with `--cfg fanout_loom`.
+#[cfg(fanout_loom)]
+#[doc(hidden)]
+pub mod loom_internals {
+    pub use crate::sync::{BoundedQueue, PointerItem};
+}
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
 };

@@ -3,9 +3,11 @@
 //! # Invariants
 //!
 //! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
-//!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by counters, whose
-//!   memory follows what it holds, so an idle or keeping-up session costs one small block, not a
-//!   buffer of `capacity` slots).
+//!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by its positions,
+//!   whose memory follows its largest backlog, so a keeping-up session cycles through two small
+//!   blocks, not a buffer of `capacity` slots). Its pop may answer "empty" while a push that
+//!   claimed an earlier place is still writing it; every protocol below is argued from each
+//!   push's own fence and check, which that push still makes.
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
 //!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
 //!   pushes to a sleeping consumer costs one wake.
@@ -123,10 +125,10 @@ impl Mailbox {
                 evicted += 1;
                 self.missed.fetch_add(1, Ordering::Relaxed);
             } else {
-                // Full, yet nothing to evict: a pop is between taking its message and giving
-                // its place back, a push between claiming a place and inserting, or this
-                // thread's load of the pops' count does not show a finished pop yet (see
-                // `BoundedQueue`). Wait for it; yield if the other thread was preempted.
+                // Full, yet nothing to evict: a push is between claiming the head's place and
+                // writing it, or this thread's load of the head does not show a finished pop
+                // yet (see `BoundedQueue`). Wait for it; yield if the other thread was
+                // preempted.
                 backoff.wait();
             }
         }

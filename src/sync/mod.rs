@@ -21,7 +21,12 @@ mod bounded_queue;
 mod shared;
 mod wait_list;
 
+#[cfg(not(fanout_loom))]
 pub(crate) use bounded_queue::BoundedQueue;
+/// Under loom the queue is public (through `fanout::loom_internals`) so that
+/// `loom-tests/tests/queue.rs` can model it on its own.
+#[cfg(fanout_loom)]
+pub use bounded_queue::{BoundedQueue, PointerItem};
 pub(crate) use shared::{Prepaid, Shared};
 pub(crate) use wait_list::WaitList;
 
@@ -36,7 +41,9 @@ mod imp {
     pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+        pub(crate) use std::sync::atomic::{
+            fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        };
     }
 
     /// One task's waker, registered and woken without locks (`register(&Waker)`, `wake`).
@@ -181,7 +188,9 @@ mod imp {
     pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+        pub(crate) use loom::sync::atomic::{
+            fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        };
     }
 
     pub(crate) use super::loom_stand_ins::{

@@ -35,6 +35,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 
 use super::atomic::{fence, AtomicUsize, Ordering};
+use super::bounded_queue::PointerItem;
 
 /// Above this many references the count could be driven to overflow by leaked handles (as
 /// `Arc` guards against); a process holding that many has a bug, so it aborts.
@@ -103,6 +104,20 @@ impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
         // SAFETY: this handle holds one reference and gives it back here, once.
         unsafe { release(self.inner, 1) }
+    }
+}
+
+// SAFETY: the raw pointer is the handle's allocation, and the reference it held stays counted
+// while only the pointer exists; `from_raw` rebuilds the handle that holds it.
+unsafe impl<T: Send + Sync> PointerItem for Shared<T> {
+    fn into_raw(self) -> NonNull<()> {
+        let inner = self.inner;
+        std::mem::forget(self);
+        inner.cast()
+    }
+
+    unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        Self::holding(raw.cast())
     }
 }
 

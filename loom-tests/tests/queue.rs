@@ -1,0 +1,210 @@
+//! A session's queue on its own (`BoundedQueue`, two slots per block under loom): pushes and
+//! pops racing across block boundaries, two pops racing for one item, a pop whose block is
+//! recycled under it, and producers racing to put a block in place. Every pushed item is
+//! popped exactly once, each thread sees items in queue order, and no block is lost (each
+//! block holds a loom `Arc`, so a block never freed fails the model as a leak).
+
+#![cfg(fanout_loom)]
+
+mod common;
+
+use common::Seen;
+use fanout::loom_internals::BoundedQueue;
+use loom::sync::Arc;
+use loom::thread;
+
+type Queue = BoundedQueue<Box<u64>>;
+
+fn queue_holding(capacity: usize, items: &[u64]) -> Arc<Queue> {
+    let queue = Arc::new(Queue::new(capacity));
+    for &item in items {
+        push(&queue, item).expect("room for the prefill");
+    }
+    queue
+}
+
+fn push(queue: &Queue, item: u64) -> Result<(), u64> {
+    queue
+        .push_within(Box::new(item), usize::MAX)
+        .map_err(|back| *back)
+}
+
+fn pop(queue: &Queue) -> Option<u64> {
+    queue.pop().map(|item| *item)
+}
+
+fn pop_all(queue: &Queue) -> Vec<u64> {
+    std::iter::from_fn(|| pop(queue)).collect()
+}
+
+/// Items popped by one thread come in queue order: increasing, as every model pushes them.
+fn assert_in_order(popped: &[u64]) {
+    assert!(popped.windows(2).all(|w| w[0] < w[1]), "out of order: {popped:?}");
+}
+
+/// Every item in `expected` exactly once across `popped`.
+fn assert_each_once(popped: &[&[u64]], expected: &[u64]) {
+    let mut all: Vec<u64> = popped.iter().flat_map(|p| p.iter().copied()).collect();
+    all.sort_unstable();
+    assert_eq!(all, expected, "each item popped exactly once");
+}
+
+/// A producer pushes the last item of the first block (and so puts the second in place) and
+/// the first of the second while the consumer pops: the consumer never skips an item or sees
+/// one twice, whichever side of the boundary it reaches first.
+#[test]
+fn pop_racing_push_across_a_block_boundary() {
+    static SEEN: Seen = Seen::new();
+    loom::model(|| {
+        let queue = queue_holding(3, &[0]);
+        let producer = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || {
+                push(&queue, 1).expect("room");
+                push(&queue, 2).expect("room");
+            })
+        };
+        let mut popped: Vec<u64> = (0..3).filter_map(|_| pop(&queue)).collect();
+        let during = popped.len();
+        producer.join().unwrap();
+        popped.extend(pop_all(&queue));
+        assert_eq!(popped, [0, 1, 2]);
+        SEEN.saw(if during == 3 {
+            "all during the race"
+        } else {
+            "some after"
+        });
+    });
+    SEEN.assert_saw(&["all during the race", "some after"]);
+}
+
+/// Two pops race for the two items of a full block while a producer starts the next block;
+/// then more pushes reuse the recycled first block. Each item is taken by one pop only.
+#[test]
+fn two_pops_race_for_a_blocks_items() {
+    loom::model(|| {
+        let queue = queue_holding(4, &[0, 1]);
+        let other = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || pop(&queue).into_iter().collect::<Vec<_>>())
+        };
+        let producer = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || push(&queue, 2).expect("room"))
+        };
+        let mine: Vec<u64> = pop(&queue).into_iter().collect();
+        let theirs = other.join().unwrap();
+        producer.join().unwrap();
+        // Indices 3 and 4: the second block's last slot, then the recycled first block.
+        push(&queue, 3).expect("room");
+        push(&queue, 4).expect("room");
+        let rest = pop_all(&queue);
+        assert_in_order(&mine);
+        assert_in_order(&rest);
+        assert_each_once(&[&mine, &theirs, &rest], &[0, 1, 2, 3, 4]);
+    });
+}
+
+/// A pop reads the head slot, and before its compare-and-swap the other thread pops past the
+/// whole block, and pushes until the block is recycled and written again. The stale pop must
+/// neither take the new item as the old one (its CAS fails on the moved head) nor report the
+/// queue empty: items pushed before the race are still there, and no push is left in flight
+/// before them.
+#[test]
+fn stale_pop_while_its_block_is_recycled() {
+    static SEEN: Seen = Seen::new();
+    loom::model(|| {
+        // Indices 0..=3 fill the first two blocks; 4 and 5 the third; 6 the first block again.
+        let queue = queue_holding(8, &[0, 1, 2, 3]);
+        let stale = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || pop(&queue))
+        };
+        let mut mine: Vec<u64> = (0..2).filter_map(|_| pop(&queue)).collect();
+        for item in 4..7 {
+            push(&queue, item).expect("room");
+        }
+        let theirs = stale.join().unwrap().expect("items 2 and 3 were there all along");
+        mine.extend(pop_all(&queue));
+        assert_in_order(&mine);
+        assert_each_once(&[&mine, &[theirs]], &[0, 1, 2, 3, 4, 5, 6]);
+        SEEN.saw(if theirs < 2 {
+            "from the first block"
+        } else {
+            "after it was recycled"
+        });
+    });
+    SEEN.assert_saw(&["from the first block", "after it was recycled"]);
+}
+
+/// Two producers race for the first block's last index (whose claimer puts the next block in
+/// place while the other waits) and the next one, while the consumer pops.
+#[test]
+fn two_producers_race_at_a_block_boundary() {
+    loom::model(|| {
+        let popped = popped_while_two_push(queue_holding(3, &[0]), [10, 20]);
+        assert_eq!(popped.first(), Some(&0), "{popped:?}");
+        assert_each_once(&[&popped], &[0, 10, 20]);
+    });
+}
+
+/// The first two pushes into a new queue race to put its first block in place (the loser
+/// frees its own) while the consumer pops.
+#[test]
+fn first_pushes_race_to_allocate_the_first_block() {
+    loom::model(|| {
+        let mut popped = popped_while_two_push(Arc::new(Queue::new(2)), [1, 2]);
+        popped.sort_unstable();
+        assert_eq!(popped, [1, 2]);
+    });
+}
+
+/// Two threads push one item each while this one pops once; then everything left is popped.
+/// Returns what was popped, in the order it was.
+fn popped_while_two_push(queue: Arc<Queue>, items: [u64; 2]) -> Vec<u64> {
+    let producers: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || push(&queue, item).expect("room"))
+        })
+        .collect();
+    let mut popped: Vec<u64> = pop(&queue).into_iter().collect();
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    popped.extend(pop_all(&queue));
+    popped
+}
+
+/// A one-item queue, full; a push races the pop that empties it: the push gets in only if the
+/// pop came first, so the queue never holds two (G7), and nothing is lost.
+#[test]
+fn push_at_capacity_racing_pop() {
+    static SEEN: Seen = Seen::new();
+    loom::model(|| {
+        let queue = queue_holding(1, &[0]);
+        let producer = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || push(&queue, 1))
+        };
+        let popped = pop(&queue);
+        let pushed = producer.join().unwrap();
+        let rest = pop_all(&queue);
+        assert!(rest.len() <= 1, "never more than capacity: {rest:?}");
+        assert_eq!(popped, Some(0));
+        match pushed {
+            Ok(()) => assert_eq!(rest, [1]),
+            Err(back) => {
+                assert_eq!(back, 1, "handed back");
+                assert!(rest.is_empty());
+            }
+        }
+        SEEN.saw(if pushed.is_ok() {
+            "pushed after the pop"
+        } else {
+            "full"
+        });
+    });
+    SEEN.assert_saw(&["pushed after the pop", "full"]);
+}
