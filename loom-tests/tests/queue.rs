@@ -1,8 +1,10 @@
 //! A session's queue on its own (`BoundedQueue`, two slots per block under loom): pushes and
 //! pops racing across block boundaries, two pops racing for one item, a pop whose block is
-//! recycled under it, and producers racing to put a block in place. Every pushed item is
-//! popped exactly once, each thread sees items in queue order, and no block is lost (each
-//! block holds a loom `Arc`, so a block never freed fails the model as a leak).
+//! recycled under it, producers racing to put a block in place, a block recycled by one thread
+//! and reused by another, the bound under racing producers, and a queue dropped with items in
+//! it. Every pushed item is popped exactly once, each thread sees items in queue order, and
+//! nothing is lost: each block and each item holds a loom `Arc`, so a block or an item never
+//! freed fails the model as a leak.
 
 #![cfg(fanout_loom)]
 
@@ -13,7 +15,13 @@ use fanout::loom_internals::BoundedQueue;
 use loom::sync::Arc;
 use loom::thread;
 
-type Queue = BoundedQueue<Box<u64>>;
+/// An item that loom tracks: leaking it fails the model.
+struct Item {
+    value: u64,
+    _alive: Arc<()>,
+}
+
+type Queue = BoundedQueue<Box<Item>>;
 
 fn queue_holding(capacity: usize, items: &[u64]) -> Arc<Queue> {
     let queue = Arc::new(Queue::new(capacity));
@@ -24,13 +32,19 @@ fn queue_holding(capacity: usize, items: &[u64]) -> Arc<Queue> {
 }
 
 fn push(queue: &Queue, item: u64) -> Result<(), u64> {
-    queue
-        .push_within(Box::new(item), usize::MAX)
-        .map_err(|back| *back)
+    push_within(queue, item, usize::MAX)
+}
+
+fn push_within(queue: &Queue, item: u64, limit: usize) -> Result<(), u64> {
+    let item = Box::new(Item {
+        value: item,
+        _alive: Arc::new(()),
+    });
+    queue.push_within(item, limit).map_err(|back| back.value)
 }
 
 fn pop(queue: &Queue) -> Option<u64> {
-    queue.pop().map(|item| *item)
+    queue.pop().map(|item| item.value)
 }
 
 fn pop_all(queue: &Queue) -> Vec<u64> {
@@ -207,4 +221,80 @@ fn push_at_capacity_racing_pop() {
         });
     });
     SEEN.assert_saw(&["pushed after the pop", "full"]);
+}
+
+/// One thread pops a block's items, so it recycles the block, while another pushes until it
+/// takes that block off the free list and writes it again, and a third pops: the reuse on one
+/// thread is ordered after the reads on the others (each item arrives intact, once, in order).
+#[test]
+fn block_recycled_on_one_thread_reused_on_another() {
+    loom::model(|| {
+        let queue = queue_holding(6, &[0, 1, 2]);
+        let popper = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || (0..2).filter_map(|_| pop(&queue)).collect::<Vec<_>>())
+        };
+        let producer = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || {
+                for item in 3..6 {
+                    push(&queue, item).expect("room");
+                }
+            })
+        };
+        let mut mine: Vec<u64> = pop(&queue).into_iter().collect();
+        let theirs = popper.join().unwrap();
+        producer.join().unwrap();
+        mine.extend(pop_all(&queue));
+        assert_in_order(&theirs);
+        assert_in_order(&mine);
+        assert_each_once(&[&mine, &theirs], &[0, 1, 2, 3, 4, 5]);
+    });
+}
+
+/// Two producers push at a limit below the capacity while a pop makes room: the producers'
+/// lagging copy of the head never lets the queue hold more than the limit, and a push is
+/// refused only when the limit was reached.
+#[test]
+fn two_producers_at_a_limit_racing_pop() {
+    static SEEN: Seen = Seen::new();
+    loom::model(|| {
+        let queue = queue_holding(4, &[0, 1]);
+        let producers: Vec<_> = [2, 3]
+            .into_iter()
+            .map(|item| {
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || push_within(&queue, item, 2).is_ok())
+            })
+            .collect();
+        let popped = pop(&queue);
+        let accepted = producers
+            .into_iter()
+            .filter_map(|producer| producer.join().unwrap().then_some(()))
+            .count();
+        let rest = pop_all(&queue);
+        assert_eq!(popped, Some(0));
+        assert!(rest.len() <= 2, "never more than the limit: {rest:?}");
+        assert_eq!(rest.len(), 1 + accepted, "each accepted item is there: {rest:?}");
+        SEEN.saw(if accepted == 1 { "one got the freed place" } else { "both refused" });
+    });
+    SEEN.assert_saw(&["one got the freed place", "both refused"]);
+}
+
+/// A queue dropped with items in two blocks and a recycled block on its free list, after racing
+/// pushes and pops: every item and block is freed (loom reports a leak otherwise).
+#[test]
+fn dropped_with_items_left() {
+    loom::model(|| {
+        let queue = queue_holding(5, &[0, 1, 2]);
+        let popper = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || pop(&queue))
+        };
+        push(&queue, 3).expect("room");
+        let first = pop(&queue);
+        let theirs = popper.join().unwrap();
+        assert!(first.is_some() && theirs.is_some());
+        drop(queue);
+    });
 }
