@@ -1,8 +1,8 @@
 //! A session's queue on its own (`BoundedQueue`, two slots per block under loom): pushes and
 //! pops racing across block boundaries, two pops racing for one item, a pop whose block is
 //! recycled under it, producers racing to put a block in place, a block recycled by one thread
-//! and reused by another, the bound under racing producers, and a queue dropped with items in
-//! it. Every pushed item is popped exactly once, each thread sees items in queue order, and
+//! and reused by another, the bound under racing producers, a queue dropped with items in it,
+//! and the settled pop `try_recv` uses. Every pushed item is popped exactly once, each thread sees items in queue order, and
 //! nothing is lost: each block and each item holds a loom `Arc`, so a block or an item never
 //! freed fails the model as a leak.
 
@@ -276,7 +276,11 @@ fn two_producers_at_a_limit_racing_pop() {
         assert_eq!(popped, Some(0));
         assert!(rest.len() <= 2, "never more than the limit: {rest:?}");
         assert_eq!(rest.len(), 1 + accepted, "each accepted item is there: {rest:?}");
-        SEEN.saw(if accepted == 1 { "one got the freed place" } else { "both refused" });
+        SEEN.saw(if accepted == 1 {
+            "one got the freed place"
+        } else {
+            "both refused"
+        });
     });
     SEEN.assert_saw(&["one got the freed place", "both refused"]);
 }
@@ -296,5 +300,39 @@ fn dropped_with_items_left() {
         let theirs = popper.join().unwrap();
         assert!(first.is_some() && theirs.is_some());
         drop(queue);
+    });
+}
+
+/// `pop_settled` (what `try_recv` uses): once a push has returned, it is found, even while a
+/// push that claimed an earlier place is still writing it; the plain `pop` may answer
+/// "empty" then.
+#[test]
+fn settled_pop_finds_a_finished_push_behind_an_unfinished_one() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    loom::model(|| {
+        let queue = Arc::new(Queue::new(4));
+        let second_returned = Arc::new(AtomicBool::new(false));
+        let first = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || push(&queue, 1).expect("room"))
+        };
+        let second = {
+            let (queue, returned) = (Arc::clone(&queue), Arc::clone(&second_returned));
+            thread::spawn(move || {
+                push(&queue, 2).expect("room");
+                returned.store(true, Ordering::Release);
+            })
+        };
+        while !second_returned.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        let got = queue.pop_settled().map(|item| item.value);
+        first.join().unwrap();
+        second.join().unwrap();
+        let mut popped: Vec<u64> = got.into_iter().collect();
+        assert_eq!(popped.len(), 1, "a push had returned");
+        popped.extend(pop_all(&queue));
+        popped.sort_unstable();
+        assert_eq!(popped, [1, 2]);
     });
 }

@@ -6,8 +6,11 @@
 //!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by its positions,
 //!   whose memory follows its largest backlog, so a keeping-up session cycles through two small
 //!   blocks, not a buffer of `capacity` slots). Its pop may answer "empty" while a push that
-//!   claimed an earlier place is still writing it; every protocol below is argued from each
-//!   push's own fence and check, which that push still makes.
+//!   claimed an earlier place is still writing it, or after reading a head another pop has
+//!   since moved. Every protocol below rests on this: whatever place a pop finds unwritten, the
+//!   push that writes it (now or later) issues its own `SeqCst` fence after writing and then
+//!   checks `parked` and the session's state. Keep that on every push path. (`try_recv` uses
+//!   `pop_settled`, which waits for such a write instead of answering "empty".)
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
 //!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
 //!   pushes to a sleeping consumer costs one wake.
@@ -124,6 +127,7 @@ impl Mailbox {
             if self.queue.pop().is_some() {
                 evicted += 1;
                 self.missed.fetch_add(1, Ordering::Relaxed);
+                backoff = SpinThenYield::new();
             } else {
                 // Full, yet nothing to evict: a push is between claiming the head's place and
                 // writing it, or this thread's load of the head does not show a finished pop
@@ -133,6 +137,11 @@ impl Mailbox {
             }
         }
         self.wake_consumer();
+        if evicted > 0 {
+            // A topic whose limit is below the capacity evicts down to its limit, which may be
+            // room for a `block` topic's broadcaster waiting at a higher one.
+            self.signal_room();
+        }
         evicted
     }
 
@@ -150,7 +159,19 @@ impl Mailbox {
     /// Pops the oldest message, with the evictions that preceded it.
     #[inline]
     pub(crate) fn pop(&self) -> Option<(Shared<Envelope>, u64)> {
-        let message = self.queue.pop()?;
+        self.took(self.queue.pop()?)
+    }
+
+    /// [`pop`](Self::pop) that answers "empty" only if no broadcaster is still writing a
+    /// message into the mailbox (it waits for that write instead): what `try_recv` promises,
+    /// so a caller told that a broadcast was queued finds it.
+    pub(crate) fn pop_settled(&self) -> Option<(Shared<Envelope>, u64)> {
+        self.took(self.queue.pop_settled()?)
+    }
+
+    /// The consumer's side of a pop that took `message`.
+    #[inline]
+    fn took(&self, message: Shared<Envelope>) -> Option<(Shared<Envelope>, u64)> {
         let missed = if self.missed.load(Ordering::Relaxed) != 0 {
             self.missed.swap(0, Ordering::Relaxed)
         } else {
@@ -159,6 +180,13 @@ impl Mailbox {
         if self.stalled.load(Ordering::Relaxed) {
             self.stalled.store(false, Ordering::Relaxed);
         }
+        self.signal_room();
+        Some((message, missed))
+    }
+
+    /// Tells broadcasters waiting for room (`block`) that a pop made some.
+    #[inline]
+    fn signal_room(&self) {
         if self.signals_room {
             // Pairs with the fence in `BlockedWaiter::register`.
             fence(Ordering::SeqCst);
@@ -166,7 +194,6 @@ impl Mailbox {
                 self.room.notify_all();
             }
         }
-        Some((message, missed))
     }
 
     /// Pops a message, or registers the consumer's waker and returns `Pending`. `is_closed` is

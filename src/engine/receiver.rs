@@ -117,7 +117,7 @@ impl SessionReceiver {
         if !self.session.is_open() {
             return Err(self.closed().into());
         }
-        match self.session.mailbox.pop() {
+        match self.session.mailbox.pop_settled() {
             Some(popped) => self.accept(Some(popped)).map_err(Into::into),
             None => Err(TryRecvError::Empty),
         }

@@ -43,6 +43,14 @@
 //!   A pop can therefore miss a completed push while an earlier-claimed push is still writing
 //!   its slot; the mailbox's protocols do not rely on more (every push is followed by its
 //!   producer's own `SeqCst` fence and check, see `engine::mailbox`).
+//!   [`pop_settled`](BoundedQueue::pop_settled) is the pop that does not miss it: on "empty"
+//!   it reads `tail`, and waits while a claimed place is unwritten (`try_recv`; not on the
+//!   path of a consumer that parks).
+//! - **Progress.** A producer stalled between its claim and its write holds back every item
+//!   behind it (pops answer "empty" until it writes; `pop_settled` and an evicting push wait
+//!   for it), and a stalled installer holds back its side; waiters spin briefly, then yield
+//!   their thread. So operations are lock-free
+//!   except across those windows of a few instructions, as with crossbeam's segmented queue.
 //! - **Reuse, never free.** A block is recycled onto the free list by the pop that claimed its
 //!   last index, after it moved `head_block` on, and taken off it by the producer that claims
 //!   the last index of the tail block, which is one thread at a time (the next one can only
@@ -50,7 +58,9 @@
 //!   freed before the queue is dropped, because a pop reads the slot before its CAS tells it
 //!   whether the block is still its index's: such a stale read only ever loads atomics of a
 //!   live block, and its CAS then fails. A mailbox therefore keeps the blocks of its largest
-//!   backlog (at most `capacity / BLOCK_SLOTS + 2`) until the session closes.
+//!   backlog until the session closes: the chain spans at most `capacity / BLOCK_SLOTS + 2`
+//!   blocks, and a pop between claiming a block's last index and recycling it keeps one more
+//!   off the free list (the consumer, an evicting broadcaster, a closer draining).
 //! - **Recycling after the last read.** Each pop's item load comes before its CAS on `head`
 //!   (`AcqRel`), and the CASes of one block form a release sequence up to the CAS that claims
 //!   its last index (nothing but CASes writes `head` within a block). So every pop's read of a
@@ -333,6 +343,28 @@ impl<T: PointerItem> BoundedQueue<T> {
             // SAFETY: the stamp showed item `index` in the slot, and the CAS made this pop the
             // one that takes it; the pointer came from `into_raw` in `push_within`.
             return Some(unsafe { T::from_raw(NonNull::new_unchecked(item)) });
+        }
+    }
+
+    /// [`pop`](Self::pop), except that it answers `None` only if every claimed place has been
+    /// written and taken: while a push has claimed the head's place and not yet written it, it
+    /// waits (spins, then yields) instead. Reads the producers' line when the head slot is
+    /// empty, which [`pop`](Self::pop) never does.
+    pub fn pop_settled(&self) -> Option<T> {
+        let mut wait = SpinThenYield::new();
+        loop {
+            if let Some(item) = self.pop() {
+                return Some(item);
+            }
+            // `tail` is read after the pop's load of `head`, and both only grow: a claim that
+            // happened before this call is counted, and a claim it counts that `head` has
+            // passed since is caught by the comparison.
+            let tail = self.producers.tail.load(Ordering::Acquire) >> 1;
+            let head = self.consumers.head.load(Ordering::Acquire) >> 1;
+            if tail <= head {
+                return None;
+            }
+            wait.wait();
         }
     }
 
