@@ -630,6 +630,44 @@ async fn override_policy_applies_only_under_its_prefix() {
     assert_eq!(pubsub.stats().disconnects, 1);
 }
 
+/// A `drop_oldest` topic with a lower `max_queued` evicts down to its limit, which is room for
+/// a broadcaster waiting under `block` at the full capacity: the eviction releases it at once,
+/// not at its timeout (before session 7 only a pop signalled room).
+#[tokio::test]
+async fn eviction_below_a_lower_limit_releases_a_blocked_broadcast() {
+    let mut config = config(4, block(LONG_BLOCK, Fallback::DropNewest));
+    config.overrides.push(TopicOverride {
+        prefix: "capped:".into(),
+        policy: Some(OverflowPolicy::DropOldest),
+        max_queued: Some(2),
+    });
+    let pubsub = started(config).await;
+    let mut session = pubsub.open_session("s").unwrap();
+    session.subscribe("room").unwrap();
+    session.subscribe("capped:1").unwrap();
+    for i in 0..4 {
+        pubsub.broadcast("room", format!("r{i}").into()).await.unwrap();
+    }
+    let publisher = spawn_broadcast(&pubsub, "room", "r4");
+    // This test's runtime has one thread: the broadcaster runs until it waits for room.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!publisher.is_finished(), "the mailbox is full: it waits");
+
+    let evicting = pubsub.engine().broadcast("capped:1", "c".into()).await.unwrap();
+    assert_eq!(evicting.dropped, 3, "r0..r2 evicted down to the limit of 2");
+    let released = tokio::time::timeout(WAIT, publisher)
+        .await
+        .expect("released by the eviction, long before its timeout")
+        .unwrap()
+        .unwrap();
+    assert_eq!((released.queued, released.dropped), (1, 0));
+    let queued = drain(&mut session);
+    let texts: Vec<&str> = queued.iter().map(|(text, _)| text.as_str()).collect();
+    assert_eq!(texts, ["r3", "c", "r4"]);
+    assert_eq!(queued.iter().map(|(_, missed)| missed).sum::<u64>(), 3);
+    assert_eq!(pubsub.stats().block_timeouts, 0);
+}
+
 #[tokio::test]
 async fn longest_matching_prefix_wins() {
     let config = config(1, OverflowPolicy::DropOldest)
