@@ -47,6 +47,15 @@ fn pop(queue: &Queue) -> Option<u64> {
     queue.pop().map(|item| item.value)
 }
 
+/// Runs `f` on a new loom thread with its own handle to `queue`.
+fn on_thread<R: Send + 'static>(
+    queue: &Arc<Queue>,
+    f: impl FnOnce(&Queue) -> R + Send + 'static,
+) -> thread::JoinHandle<R> {
+    let queue = Arc::clone(queue);
+    thread::spawn(move || f(&queue))
+}
+
 fn pop_all(queue: &Queue) -> Vec<u64> {
     std::iter::from_fn(|| pop(queue)).collect()
 }
@@ -71,13 +80,10 @@ fn pop_racing_push_across_a_block_boundary() {
     static SEEN: Seen = Seen::new();
     loom::model(|| {
         let queue = queue_holding(3, &[0]);
-        let producer = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || {
-                push(&queue, 1).expect("room");
-                push(&queue, 2).expect("room");
-            })
-        };
+        let producer = on_thread(&queue, |queue| {
+            push(queue, 1).expect("room");
+            push(queue, 2).expect("room");
+        });
         let mut popped: Vec<u64> = (0..3).filter_map(|_| pop(&queue)).collect();
         let during = popped.len();
         producer.join().unwrap();
@@ -98,14 +104,8 @@ fn pop_racing_push_across_a_block_boundary() {
 fn two_pops_race_for_a_blocks_items() {
     loom::model(|| {
         let queue = queue_holding(4, &[0, 1]);
-        let other = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || pop(&queue).into_iter().collect::<Vec<_>>())
-        };
-        let producer = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || push(&queue, 2).expect("room"))
-        };
+        let other = on_thread(&queue, |queue| pop(queue).into_iter().collect::<Vec<_>>());
+        let producer = on_thread(&queue, |queue| push(queue, 2).expect("room"));
         let mine: Vec<u64> = pop(&queue).into_iter().collect();
         let theirs = other.join().unwrap();
         producer.join().unwrap();
@@ -130,10 +130,7 @@ fn stale_pop_while_its_block_is_recycled() {
     loom::model(|| {
         // Indices 0..=3 fill the first two blocks; 4 and 5 the third; 6 the first block again.
         let queue = queue_holding(8, &[0, 1, 2, 3]);
-        let stale = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || pop(&queue))
-        };
+        let stale = on_thread(&queue, |queue| pop(queue));
         let mut mine: Vec<u64> = (0..2).filter_map(|_| pop(&queue)).collect();
         for item in 4..7 {
             push(&queue, item).expect("room");
@@ -178,10 +175,7 @@ fn first_pushes_race_to_allocate_the_first_block() {
 fn popped_while_two_push(queue: Arc<Queue>, items: [u64; 2]) -> Vec<u64> {
     let producers: Vec<_> = items
         .into_iter()
-        .map(|item| {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || push(&queue, item).expect("room"))
-        })
+        .map(|item| on_thread(&queue, move |queue| push(queue, item).expect("room")))
         .collect();
     let mut popped: Vec<u64> = pop(&queue).into_iter().collect();
     for producer in producers {
@@ -198,10 +192,7 @@ fn push_at_capacity_racing_pop() {
     static SEEN: Seen = Seen::new();
     loom::model(|| {
         let queue = queue_holding(1, &[0]);
-        let producer = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || push(&queue, 1))
-        };
+        let producer = on_thread(&queue, |queue| push(queue, 1));
         let popped = pop(&queue);
         let pushed = producer.join().unwrap();
         let rest = pop_all(&queue);
@@ -230,18 +221,14 @@ fn push_at_capacity_racing_pop() {
 fn block_recycled_on_one_thread_reused_on_another() {
     loom::model(|| {
         let queue = queue_holding(6, &[0, 1, 2]);
-        let popper = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || (0..2).filter_map(|_| pop(&queue)).collect::<Vec<_>>())
-        };
-        let producer = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || {
-                for item in 3..6 {
-                    push(&queue, item).expect("room");
-                }
-            })
-        };
+        let popper = on_thread(&queue, |queue| {
+            (0..2).filter_map(|_| pop(queue)).collect::<Vec<_>>()
+        });
+        let producer = on_thread(&queue, |queue| {
+            for item in 3..6 {
+                push(queue, item).expect("room");
+            }
+        });
         let mut mine: Vec<u64> = pop(&queue).into_iter().collect();
         let theirs = popper.join().unwrap();
         producer.join().unwrap();
@@ -262,15 +249,13 @@ fn two_producers_at_a_limit_racing_pop() {
         let queue = queue_holding(4, &[0, 1]);
         let producers: Vec<_> = [2, 3]
             .into_iter()
-            .map(|item| {
-                let queue = Arc::clone(&queue);
-                thread::spawn(move || push_within(&queue, item, 2).is_ok())
-            })
+            .map(|item| on_thread(&queue, move |queue| push_within(queue, item, 2).is_ok()))
             .collect();
         let popped = pop(&queue);
         let accepted = producers
             .into_iter()
-            .filter_map(|producer| producer.join().unwrap().then_some(()))
+            .map(|producer| producer.join().unwrap())
+            .filter(|&accepted| accepted)
             .count();
         let rest = pop_all(&queue);
         assert_eq!(popped, Some(0));
@@ -291,10 +276,7 @@ fn two_producers_at_a_limit_racing_pop() {
 fn dropped_with_items_left() {
     loom::model(|| {
         let queue = queue_holding(5, &[0, 1, 2]);
-        let popper = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || pop(&queue))
-        };
+        let popper = on_thread(&queue, |queue| pop(queue));
         push(&queue, 3).expect("room");
         let first = pop(&queue);
         let theirs = popper.join().unwrap();
@@ -312,17 +294,12 @@ fn settled_pop_finds_a_finished_push_behind_an_unfinished_one() {
     loom::model(|| {
         let queue = Arc::new(Queue::new(4));
         let second_returned = Arc::new(AtomicBool::new(false));
-        let first = {
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || push(&queue, 1).expect("room"))
-        };
-        let second = {
-            let (queue, returned) = (Arc::clone(&queue), Arc::clone(&second_returned));
-            thread::spawn(move || {
-                push(&queue, 2).expect("room");
-                returned.store(true, Ordering::Release);
-            })
-        };
+        let first = on_thread(&queue, |queue| push(queue, 1).expect("room"));
+        let returned = Arc::clone(&second_returned);
+        let second = on_thread(&queue, move |queue| {
+            push(queue, 2).expect("room");
+            returned.store(true, Ordering::Release);
+        });
         while !second_returned.load(Ordering::Acquire) {
             thread::yield_now();
         }

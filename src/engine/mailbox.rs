@@ -159,19 +159,19 @@ impl Mailbox {
     /// Pops the oldest message, with the evictions that preceded it.
     #[inline]
     pub(crate) fn pop(&self) -> Option<(Shared<Envelope>, u64)> {
-        self.took(self.queue.pop()?)
+        self.queue.pop().map(|message| self.took(message))
     }
 
     /// [`pop`](Self::pop) that answers "empty" only if no broadcaster is still writing a
     /// message into the mailbox (it waits for that write instead): what `try_recv` promises,
     /// so a caller told that a broadcast was queued finds it.
     pub(crate) fn pop_settled(&self) -> Option<(Shared<Envelope>, u64)> {
-        self.took(self.queue.pop_settled()?)
+        self.queue.pop_settled().map(|message| self.took(message))
     }
 
     /// The consumer's side of a pop that took `message`.
     #[inline]
-    fn took(&self, message: Shared<Envelope>) -> Option<(Shared<Envelope>, u64)> {
+    fn took(&self, message: Shared<Envelope>) -> (Shared<Envelope>, u64) {
         let missed = if self.missed.load(Ordering::Relaxed) != 0 {
             self.missed.swap(0, Ordering::Relaxed)
         } else {
@@ -181,7 +181,7 @@ impl Mailbox {
             self.stalled.store(false, Ordering::Relaxed);
         }
         self.signal_room();
-        Some((message, missed))
+        (message, missed)
     }
 
     /// Tells broadcasters waiting for room (`block`) that a pop made some.

@@ -89,6 +89,24 @@ const BLOCK_SLOTS: u64 = 2;
 /// The low bit of a position: the side's next block is being put in place.
 const INSTALLING: u64 = 1;
 
+/// The index a position stands for.
+fn index_of(position: u64) -> u64 {
+    position >> 1
+}
+
+/// The position of `index`, not installing.
+fn position_of(index: u64) -> u64 {
+    index << 1
+}
+
+/// What the CAS that takes `index` (a push's claim, a pop's removal) writes to its side's
+/// position, and whether `index` is its block's last: then the position is `INSTALLING`, and
+/// the taker puts the next block in place before it stores `position_of(index + 1)`.
+fn taking(index: u64) -> (u64, bool) {
+    let last = index % BLOCK_SLOTS == BLOCK_SLOTS - 1;
+    (position_of(index + 1) | if last { INSTALLING } else { 0 }, last)
+}
+
 /// An owning handle that is one non-null pointer, so the queue can keep it in an atomic.
 ///
 /// # Safety
@@ -141,6 +159,12 @@ struct Block {
 }
 
 impl Block {
+    /// The slot of `index`, which lives in this block.
+    fn slot(&self, index: u64) -> &Slot {
+        // Lossless: below `BLOCK_SLOTS`.
+        &self.slots[(index % BLOCK_SLOTS) as usize]
+    }
+
     fn allocate() -> *mut Block {
         Box::into_raw(Box::new(Block {
             slots: std::array::from_fn(|_| Slot {
@@ -227,8 +251,8 @@ impl<T: PointerItem> BoundedQueue<T> {
     /// racing it can be off by those in flight either way; it is kept within `0..=capacity`.
     #[inline]
     pub fn len(&self) -> usize {
-        let head = self.consumers.head.load(Ordering::Relaxed) >> 1;
-        let tail = self.producers.tail.load(Ordering::Relaxed) >> 1;
+        let head = index_of(self.consumers.head.load(Ordering::Relaxed));
+        let tail = index_of(self.producers.tail.load(Ordering::Relaxed));
         // Lossless: at most `capacity`, which came from a `usize`.
         tail.saturating_sub(head).min(self.producers.capacity) as usize
     }
@@ -248,11 +272,11 @@ impl<T: PointerItem> BoundedQueue<T> {
                 wait.wait();
                 continue;
             }
-            let index = tail >> 1;
+            let index = index_of(tail);
             // `released` may be a copy stored after a newer `head` than this `tail` was read
             // against (racing producers): then it can be above `index`, and the CAS fails.
             if index.saturating_sub(released) >= limit {
-                let fresh = self.consumers.head.load(Ordering::Relaxed) >> 1;
+                let fresh = index_of(self.consumers.head.load(Ordering::Relaxed));
                 if fresh == released {
                     return Err(item);
                 }
@@ -265,9 +289,7 @@ impl<T: PointerItem> BoundedQueue<T> {
                 self.install_first_block();
                 continue;
             }
-            let offset = index % BLOCK_SLOTS;
-            let last = offset == BLOCK_SLOTS - 1;
-            let claimed = ((index + 1) << 1) | if last { INSTALLING } else { 0 };
+            let (claimed, last) = taking(index);
             if producers
                 .tail
                 .compare_exchange_weak(tail, claimed, Ordering::AcqRel, Ordering::Relaxed)
@@ -283,10 +305,9 @@ impl<T: PointerItem> BoundedQueue<T> {
                 let next = self.take_free_block();
                 block.next.store(next, Ordering::Release);
                 producers.tail_block.store(next, Ordering::Release);
-                producers.tail.store((index + 1) << 1, Ordering::Release);
+                producers.tail.store(position_of(index + 1), Ordering::Release);
             }
-            // Lossless: `offset < BLOCK_SLOTS`.
-            let slot = &block.slots[offset as usize];
+            let slot = block.slot(index);
             slot.item.store(item.into_raw().as_ptr(), Ordering::Relaxed);
             slot.stamp.store(index + 1, Ordering::Release);
             return Ok(());
@@ -309,14 +330,12 @@ impl<T: PointerItem> BoundedQueue<T> {
             if block.is_null() {
                 return None;
             }
-            let index = head >> 1;
-            let offset = index % BLOCK_SLOTS;
+            let index = index_of(head);
             // SAFETY: blocks are freed only when the queue drops. `block` may have been moved
             // on from since `head` was read; then only atomics are read here, and the CAS
             // below fails.
             let block = unsafe { &*block };
-            // Lossless: `offset < BLOCK_SLOTS`.
-            let slot = &block.slots[offset as usize];
+            let slot = block.slot(index);
             if slot.stamp.load(Ordering::Acquire) != index + 1 {
                 if consumers.head.load(Ordering::Relaxed) == head {
                     return None;
@@ -324,8 +343,7 @@ impl<T: PointerItem> BoundedQueue<T> {
                 continue;
             }
             let item = slot.item.load(Ordering::Relaxed);
-            let last = offset == BLOCK_SLOTS - 1;
-            let taken = ((index + 1) << 1) | if last { INSTALLING } else { 0 };
+            let (taken, last) = taking(index);
             if consumers
                 .head
                 .compare_exchange_weak(head, taken, Ordering::AcqRel, Ordering::Relaxed)
@@ -337,7 +355,7 @@ impl<T: PointerItem> BoundedQueue<T> {
                 // Linked before the stamp this pop saw was stored.
                 let next = block.next.load(Ordering::Acquire);
                 consumers.head_block.store(next, Ordering::Release);
-                consumers.head.store((index + 1) << 1, Ordering::Release);
+                consumers.head.store(position_of(index + 1), Ordering::Release);
                 self.recycle(block);
             }
             // SAFETY: the stamp showed item `index` in the slot, and the CAS made this pop the
@@ -359,8 +377,8 @@ impl<T: PointerItem> BoundedQueue<T> {
             // `tail` is read after the pop's load of `head`, and both only grow: a claim that
             // happened before this call is counted, and a claim it counts that `head` has
             // passed since is caught by the comparison.
-            let tail = self.producers.tail.load(Ordering::Acquire) >> 1;
-            let head = self.consumers.head.load(Ordering::Acquire) >> 1;
+            let tail = index_of(self.producers.tail.load(Ordering::Acquire));
+            let head = index_of(self.consumers.head.load(Ordering::Acquire));
             if tail <= head {
                 return None;
             }
@@ -438,19 +456,19 @@ impl<T: PointerItem> Drop for BoundedQueue<T> {
         // Exclusive access: every operation has returned, so no position is installing, the
         // chain runs from `block(head)` to `block(tail)`, and every other block is on the free
         // list.
-        let head = self.consumers.head.load(Ordering::Relaxed) >> 1;
-        let tail = self.producers.tail.load(Ordering::Relaxed) >> 1;
+        let head = index_of(self.consumers.head.load(Ordering::Relaxed));
+        let tail = index_of(self.producers.tail.load(Ordering::Relaxed));
         let tail_block = self.producers.tail_block.load(Ordering::Relaxed);
-        let mut block = self.consumers.head_block.load(Ordering::Relaxed);
-        if !block.is_null() {
+        let head_block = self.consumers.head_block.load(Ordering::Relaxed);
+        if !head_block.is_null() {
+            let mut block = head_block;
             for index in head..tail {
-                let offset = index % BLOCK_SLOTS;
-                if offset == 0 && index != head {
+                if index % BLOCK_SLOTS == 0 && index != head {
                     // SAFETY: chain blocks are live until freed below.
                     block = unsafe { (*block).next.load(Ordering::Relaxed) };
                 }
-                // SAFETY: as above. Lossless: `offset < BLOCK_SLOTS`.
-                let slot = unsafe { &(*block).slots[offset as usize] };
+                // SAFETY: as above.
+                let slot = unsafe { (*block).slot(index) };
                 if slot.stamp.load(Ordering::Relaxed) == index + 1 {
                     if let Some(item) = NonNull::new(slot.item.load(Ordering::Relaxed)) {
                         // SAFETY: item `index` was pushed and never popped.
@@ -458,7 +476,7 @@ impl<T: PointerItem> Drop for BoundedQueue<T> {
                     }
                 }
             }
-            let mut block = self.consumers.head_block.load(Ordering::Relaxed);
+            let mut block = head_block;
             loop {
                 let next = if block == tail_block || tail_block.is_null() {
                     ptr::null_mut()
