@@ -9,8 +9,10 @@
 //!   claimed an earlier place is still writing it, or after reading a head another pop has
 //!   since moved. Every protocol below rests on this: whatever place a pop finds unwritten, the
 //!   push that writes it (now or later) issues its own `SeqCst` fence after writing and then
-//!   checks `parked` and the session's state. Keep that on every push path. (`try_recv` uses
-//!   `pop_settled`, which waits for such a write instead of answering "empty".)
+//!   checks `parked` and the session's state. Keep that on every push path, including a
+//!   broadcast's claimed chunk (`engine::claimed`), whose one fence follows all its writes.
+//!   (`try_recv` uses `pop_settled`, which waits for such a write instead of answering
+//!   "empty".)
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
 //!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
 //!   pushes to a sleeping consumer costs one wake.
@@ -48,7 +50,7 @@ use std::task::{Context, Poll};
 
 use crate::message::Envelope;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{AtomicWaker, BoundedQueue, Shared, SpinThenYield, WaitList};
+use crate::sync::{AtomicWaker, BoundedQueue, Claimed, Shared, SpinThenYield, WaitList};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
@@ -145,12 +147,30 @@ impl Mailbox {
         evicted
     }
 
+    /// The first half of [`try_push`](Self::try_push), for a broadcast that claims places in
+    /// several mailboxes before it writes them (`engine::fan_out`): claims a place for
+    /// `message` if the mailbox holds fewer than `limit` messages. The caller publishes the
+    /// claim, issues a `SeqCst` fence, then calls [`wake_if_parked`](Self::wake_if_parked) and
+    /// checks the session's state, as `try_push` does; and waits for nothing while it holds
+    /// the claim ("Claims" in `BoundedQueue`'s docs).
+    #[inline]
+    pub(crate) fn try_claim(&self, message: Shared<Envelope>, limit: usize) -> Result<Claimed<'_>, Full> {
+        self.queue.claim_within(message, limit).map_err(Full)
+    }
+
     #[inline]
     fn wake_consumer(&self) {
         // Pairs with the fence in `poll_pop` ("No lost wake-up" above), and with the one in
         // `Session::discard_queued` ("Nothing is left behind in a closed mailbox"): the
         // caller's `discard_if_closed` relies on it. Keep it on every push path.
         fence(Ordering::SeqCst);
+        self.wake_if_parked();
+    }
+
+    /// Wakes the consumer if it is parked. Only after a push and a `SeqCst` fence that follows
+    /// it ("No lost wake-up" above).
+    #[inline]
+    pub(crate) fn wake_if_parked(&self) {
         if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
             self.waker.wake();
         }

@@ -10,6 +10,8 @@
 //!   copy-on-write (`arc_swap` through `crate::sync::AtomicSnapshot`).
 //! - `mailbox`: one bounded lock-free queue per session, shared by all its topics.
 //! - `session`: a session's open/closed state and its writer-side subscription record.
+//! - `claimed`: a broadcast's pushes to one chunk of subscribers, claimed together, written
+//!   together, and fenced once.
 //!
 //! # Who writes what
 //!
@@ -23,7 +25,8 @@
 //! | a session's mailbox | broadcasters push, its consumer pops | none (lock-free) |
 //!
 //! Lock order: a session's writer lock, then a topic's. Broadcast takes no lock: it pins the
-//! topic map, loads the chunk table and each chunk, and pushes into mailboxes.
+//! topic map, loads the chunk table and each chunk, and pushes into the chunk's mailboxes
+//! (claims a place in each, then writes them all).
 //!
 //! # Guarantees and where they come from
 //!
@@ -47,6 +50,7 @@
 //! off the broadcast path: in the provider's reaper task, in the session's consumer, and at the
 //! start of every subscribe / unsubscribe.
 
+mod claimed;
 pub(crate) mod handler_table;
 pub(crate) mod mailbox;
 mod receiver;
@@ -71,6 +75,7 @@ use crate::sync::atomic::{fence, AtomicBool, Ordering};
 use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, MutexGuard, Prepaid, SegQueue, Shared};
 use crate::topic::{check_payload, check_session_id, check_topic, Topic};
 
+use claimed::ClaimedDeliveries;
 use mailbox::{Full, RoomOutcome};
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 pub use session::CloseReason;
@@ -654,15 +659,31 @@ impl Engine {
                 );
                 let rule = entry.rule;
                 let mut blocked = SmallVec::new();
-                entry.subscribers.for_each(|session| {
-                    if sender.is_some_and(|s| Arc::ptr_eq(s, session)) {
-                        return;
+                entry.subscribers.for_each_chunk(|members| {
+                    let mut claimed = ClaimedDeliveries::new();
+                    for session in members {
+                        if sender.is_some_and(|s| Arc::ptr_eq(s, session)) {
+                            continue;
+                        }
+                        tally.recipients += 1;
+                        if let Some(reason) = session.close_reason() {
+                            tally.drop(reason.drop_reason());
+                            continue;
+                        }
+                        match session.mailbox.try_claim(envelope.issue(), rule.max_queued) {
+                            Ok(claim) => claimed.hold(session, claim),
+                            Err(Full(message)) => {
+                                // The policy may wait for another broadcaster's claim: hold
+                                // none meanwhile (see `claimed`).
+                                claimed.publish(tally);
+                                if let Err(Full(back)) = self.overflow(session, message, rule, tally) {
+                                    drop(back);
+                                    blocked.push(Arc::clone(session));
+                                }
+                            }
+                        }
                     }
-                    tally.recipients += 1;
-                    if let Err(Full(back)) = self.offer(session, envelope.issue(), rule, tally) {
-                        drop(back);
-                        blocked.push(Arc::clone(session));
-                    }
+                    claimed.publish(tally);
                 });
                 (!blocked.is_empty()).then(|| Blocked {
                     envelope: envelope.issue(),
@@ -691,6 +712,18 @@ impl Engine {
             count_queued(session, tally);
             return Ok(());
         };
+        self.overflow(session, message, rule, tally)
+    }
+
+    /// Applies the rule's policy to `message`, which `session`'s full mailbox refused. Hands
+    /// the message back only when the policy is `block`.
+    fn overflow(
+        &self,
+        session: &Arc<Session>,
+        message: Shared<Envelope>,
+        rule: DeliveryRule,
+        tally: &mut Tally,
+    ) -> std::result::Result<(), Full> {
         match rule.policy {
             OverflowPolicy::DropNewest => tally.drop(DropReason::DropNewest),
             OverflowPolicy::DropOldest => {

@@ -70,6 +70,25 @@ pub(crate) struct SubscriberSet {
     epoch: AtomicU64,
 }
 
+/// The subscribers of one chunk a broadcast reaches: those inserted no later than the epoch
+/// it read first (see the invariants above).
+pub(crate) struct ChunkMembers<'a> {
+    members: std::slice::Iter<'a, Member>,
+    epoch: u64,
+}
+
+impl<'a> Iterator for ChunkMembers<'a> {
+    type Item = &'a Arc<Session>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let epoch = self.epoch;
+        self.members
+            .find(|member| member.epoch <= epoch)
+            .map(|member| &member.session)
+    }
+}
+
 /// Writer-side bookkeeping of the chunk table; lives under the topic's writer lock.
 #[derive(Default)]
 pub(crate) struct Layout {
@@ -95,19 +114,19 @@ impl SubscriberSet {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Calls `f` on every subscriber. Lock-free; `f` must not block.
+    /// Calls `f` on the subscribers of each chunk in turn (at most [`CHUNK`] at a time, each
+    /// once): a broadcast handles a chunk's deliveries together. Lock-free; `f` must not block.
     #[inline]
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Session>)) {
+    pub(crate) fn for_each_chunk(&self, mut f: impl FnMut(ChunkMembers<'_>)) {
         // Pairs with the `Release` store in `insert`.
         let epoch = self.epoch.load(Ordering::Acquire);
         let table: SnapshotGuard<Table> = self.table.load();
         for slot in table.slots.iter() {
             let chunk = slot.load();
-            for member in chunk.iter() {
-                if member.epoch <= epoch {
-                    f(&member.session);
-                }
-            }
+            f(ChunkMembers {
+                members: chunk.iter(),
+                epoch,
+            });
         }
     }
 

@@ -46,6 +46,15 @@
 //!   [`pop_settled`](BoundedQueue::pop_settled) is the pop that does not miss it: on "empty"
 //!   it reads `tail`, and waits while a claimed place is unwritten (`try_recv`; not on the
 //!   path of a consumer that parks).
+//! - **Claims.** A push is a claim (the CAS on `tail`, [`BoundedQueue::claim_within`]) and a
+//!   write (the item and the stamp, [`Claimed::publish`]); `push_within` does both at once, and
+//!   a broadcast may claim places in many queues before it writes them all, so the writes'
+//!   cache misses overlap (`engine::fan_out`). Nothing above depends on the two being
+//!   adjacent: a claimed place reads as unwritten until its stamp is stored, however long that
+//!   takes. What does depend on it is progress: a claim holds back its queue's later items, so
+//!   the holder must not wait, while it holds one, for anything another thread does with a
+//!   queue (an evicting push or `pop_settled` waiting for a claim held by a thread that is
+//!   itself waiting for theirs would never end). A `Claimed` dropped unpublished publishes.
 //! - **Progress.** A producer stalled between its claim and its write holds back every item
 //!   behind it (pops answer "empty" until it writes; `pop_settled` and an evicting push wait
 //!   for it), and a stalled installer holds back its side; waiters spin briefly, then yield
@@ -179,6 +188,36 @@ impl Block {
     }
 }
 
+/// A place claimed by [`BoundedQueue::claim_within`], with the item that goes there. Writing
+/// it ([`publish`](Self::publish), or dropping it) puts the item in the queue.
+#[must_use = "the claimed place holds back the queue until the claim is published"]
+pub struct Claimed<'q> {
+    slot: &'q Slot,
+    index: u64,
+    /// The item, given up by `into_raw`; the queue's `T`.
+    item: NonNull<()>,
+}
+
+impl Claimed<'_> {
+    /// Writes the item into its place: the hand-over's item then stamp (`Release`).
+    #[inline]
+    pub fn publish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Claimed<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.slot.item.store(self.item.as_ptr(), Ordering::Relaxed);
+        self.slot.stamp.store(self.index + 1, Ordering::Release);
+    }
+}
+
+// SAFETY: a claim carries an item of a `PointerItem` queue (`Send`) and a reference to a slot
+// of atomics.
+unsafe impl Send for Claimed<'_> {}
+
 /// A bounded MPMC queue of pointer-sized items; see the module docs.
 pub struct BoundedQueue<T: PointerItem> {
     /// Written by producers only.
@@ -261,6 +300,20 @@ impl<T: PointerItem> BoundedQueue<T> {
     /// capacity); otherwise hands it back.
     #[inline]
     pub fn push_within(&self, item: T, limit: usize) -> Result<(), T> {
+        self.claim_within(item, limit).map(Claimed::publish)
+    }
+
+    /// The first half of [`push_within`](Self::push_within): claims the next place for `item`
+    /// if the queue holds fewer than `limit` items (and fewer than its capacity), without
+    /// writing it yet; otherwise hands `item` back. The item is in the queue once the returned
+    /// [`Claimed`] is published (or dropped).
+    ///
+    /// Until then every pop answers "empty" at this place, and every item claimed after it
+    /// waits behind it: [`pop_settled`](Self::pop_settled) and an evicting push spin on it. So
+    /// a caller holding a claim must publish it before it waits for anything another thread
+    /// may be doing with this queue (see "Claims" in the module docs).
+    #[inline]
+    pub fn claim_within(&self, item: T, limit: usize) -> Result<Claimed<'_>, T> {
         let producers = &*self.producers;
         // Lossless: `usize` is at most 64 bits on every target Rust supports.
         let limit = (limit as u64).min(producers.capacity);
@@ -307,10 +360,11 @@ impl<T: PointerItem> BoundedQueue<T> {
                 producers.tail_block.store(next, Ordering::Release);
                 producers.tail.store(position_of(index + 1), Ordering::Release);
             }
-            let slot = block.slot(index);
-            slot.item.store(item.into_raw().as_ptr(), Ordering::Relaxed);
-            slot.stamp.store(index + 1, Ordering::Release);
-            return Ok(());
+            return Ok(Claimed {
+                slot: block.slot(index),
+                index,
+                item: item.into_raw(),
+            });
         }
     }
 

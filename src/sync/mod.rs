@@ -22,11 +22,11 @@ mod shared;
 mod wait_list;
 
 #[cfg(not(fanout_loom))]
-pub(crate) use bounded_queue::BoundedQueue;
+pub(crate) use bounded_queue::{BoundedQueue, Claimed};
 /// Under loom the queue is public (through `fanout::loom_internals`) so that
 /// `loom-tests/tests/queue.rs` can model it on its own.
 #[cfg(fanout_loom)]
-pub use bounded_queue::{BoundedQueue, PointerItem};
+pub use bounded_queue::{BoundedQueue, Claimed, PointerItem};
 pub(crate) use shared::{Prepaid, Shared};
 pub(crate) use wait_list::WaitList;
 
