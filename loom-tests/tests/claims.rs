@@ -22,7 +22,7 @@ fn claim_held_while_a_push_behind_it_and_a_pop_race() {
     loom::model(|| {
         let queue = Arc::new(BoundedQueue::<Box<u64>>::new(4));
         queue.push_within(Box::new(0), usize::MAX).expect("room");
-        let claim = queue.claim_within(Box::new(1), usize::MAX).ok().expect("room");
+        let claim = queue.claim_within(Box::new(1), usize::MAX).expect("room");
         let pusher = {
             let queue = Arc::clone(&queue);
             thread::spawn(move || queue.push_within(Box::new(2), usize::MAX).expect("room"))
