@@ -158,6 +158,13 @@ impl Mailbox {
         self.queue.claim_within(message, limit).map_err(Full)
     }
 
+    /// Starts loading what [`try_claim`](Self::try_claim) writes; a hint, see
+    /// `crate::sync::prefetch_for_write`.
+    #[inline(always)]
+    pub(crate) fn prefetch_claim(&self) {
+        self.queue.prefetch_claim();
+    }
+
     #[inline]
     fn wake_consumer(&self) {
         // Pairs with the fence in `poll_pop` ("No lost wake-up" above), and with the one in

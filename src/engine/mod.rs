@@ -660,6 +660,11 @@ impl Engine {
                 let rule = entry.rule;
                 let mut blocked = SmallVec::new();
                 entry.subscribers.for_each_chunk(|members| {
+                    // Each claim below is a locked instruction, which lets no later load start
+                    // before it: without this, the chunk's misses would be taken one by one.
+                    for session in members.clone() {
+                        session.prefetch_for_broadcast();
+                    }
                     let mut claimed = ClaimedDeliveries::new();
                     for session in members {
                         if sender.is_some_and(|s| Arc::ptr_eq(s, session)) {

@@ -159,6 +159,17 @@ impl Session {
         }
     }
 
+    /// Starts loading the lines a broadcast's push to this session touches first: its state
+    /// (read) and its mailbox's producers' line (compare-and-swapped). Both are fetched for
+    /// writing: with a read prefetch of the state's line the broadcast measured no faster
+    /// than with none (`docs/design-topic-log.md`, session 8). A hint, see
+    /// `crate::sync::prefetch_for_write`.
+    #[inline(always)]
+    pub(crate) fn prefetch_for_broadcast(&self) {
+        crate::sync::prefetch_for_write(&self.state);
+        self.mailbox.prefetch_claim();
+    }
+
     #[inline]
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         CloseReason::from_code(self.state.load(Ordering::SeqCst) & REASON_MASK)

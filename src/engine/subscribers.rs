@@ -72,6 +72,7 @@ pub(crate) struct SubscriberSet {
 
 /// The subscribers of one chunk a broadcast reaches: those inserted no later than the epoch
 /// it read first (see the invariants above).
+#[derive(Clone)]
 pub(crate) struct ChunkMembers<'a> {
     members: std::slice::Iter<'a, Member>,
     epoch: u64,

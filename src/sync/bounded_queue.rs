@@ -368,6 +368,13 @@ impl<T: PointerItem> BoundedQueue<T> {
         }
     }
 
+    /// Starts loading the producers' line, which [`claim_within`](Self::claim_within) will
+    /// compare-and-swap (see `crate::sync::prefetch_for_write`).
+    #[inline(always)]
+    pub fn prefetch_claim(&self) {
+        super::prefetch_for_write(&self.producers.tail);
+    }
+
     /// Removes the oldest item, or returns `None` if the head slot holds nothing yet (see
     /// "Hand-over" in the module docs).
     #[inline]
