@@ -634,8 +634,8 @@ impl Engine {
         })
     }
 
-    /// The lock-free pass: one push per subscriber. Returns the sessions a `block` policy must
-    /// wait for.
+    /// The lock-free pass: one push per subscriber, a chunk of subscribers at a time (claimed,
+    /// written, fenced once: `claimed`). Returns the sessions a `block` policy must wait for.
     fn fan_out(
         &self,
         topic: &str,
