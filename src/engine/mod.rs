@@ -671,8 +671,7 @@ impl Engine {
                             continue;
                         }
                         tally.recipients += 1;
-                        if let Some(reason) = session.close_reason() {
-                            tally.drop(reason.drop_reason());
+                        if dropped_as_closed(session, tally) {
                             continue;
                         }
                         match session.mailbox.try_claim(envelope.issue(), rule.max_queued) {
@@ -709,8 +708,7 @@ impl Engine {
         rule: DeliveryRule,
         tally: &mut Tally,
     ) -> std::result::Result<(), Full> {
-        if let Some(reason) = session.close_reason() {
-            tally.drop(reason.drop_reason());
+        if dropped_as_closed(session, tally) {
             return Ok(());
         }
         let Err(Full(message)) = session.mailbox.try_push(message, rule.max_queued) else {
@@ -818,6 +816,17 @@ impl Engine {
             publication.unresolved -= 1;
         }
     }
+}
+
+/// Counts a message for a closed session as dropped, for the reason it closed; returns whether
+/// the session was closed (then nothing is pushed).
+#[inline]
+fn dropped_as_closed(session: &Session, tally: &mut Tally) -> bool {
+    let Some(reason) = session.close_reason() else {
+        return false;
+    };
+    tally.drop(reason.drop_reason());
+    true
 }
 
 /// Counts a message that `session`'s mailbox took, and discards it again if the session closed
