@@ -12,6 +12,11 @@ of each side's per-run medians and the ratio B/A.
 
 The times compared are criterion's point estimates (the middle of `time: [lo mid hi]`).
 
+Use five rounds or more for a change expected below 2x: on the 2-vCPU hosts this project runs
+on, one binary's time for a scenario moves by 1.5-2x between processes (a fast and a slow mode),
+and three rounds once showed 0.55 for a change that seven rounds measured at 1.75
+(`docs/design-topic-log.md`, session 9). Read the per-round columns, not only the medians.
+
 With `--paired ID` it also reports, per benchmark, the median over runs of its time divided by
 the time of benchmark ID *in the same run* (e.g. each slow-consumer policy against the
 `none_stalled` baseline): ratios within one process, which this host's run-to-run noise
