@@ -11,16 +11,21 @@ use loom::thread;
 /// Two publishers on one topic, two sessions, one consumer popping while they publish: each
 /// session sees each publisher's messages in order, each exactly once.
 ///
-/// Explored with at most two preemptions, whatever `LOOM_MAX_PREEMPTIONS` says: the two
-/// sessions share a chunk, so each broadcast holds two claims before it writes them, and the
-/// consumer's `try_recv` waits out every claim it meets. At three preemptions that ran for
-/// over 12 minutes without finishing (it took 69 s before broadcasts claimed by chunk); at
-/// two it takes about 70 s.
+/// Explored with at most two preemptions, whatever `LOOM_MAX_PREEMPTIONS` says (set
+/// `FANOUT_ORDERING_PREEMPTIONS` to explore more, by hand): the two sessions share a chunk, so
+/// each broadcast holds two claims before it writes them, and the consumer's `try_recv` waits
+/// out every claim it meets. At three preemptions that ran for over 12 minutes without
+/// finishing (it took 69 s before broadcasts claimed by chunk); at two it takes about 70 s.
 #[test]
 fn two_publishers_keep_their_order() {
     static SEEN: Seen = Seen::new();
     let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(2);
+    model.preemption_bound = Some(
+        std::env::var("FANOUT_ORDERING_PREEMPTIONS")
+            .ok()
+            .and_then(|bound| bound.parse().ok())
+            .unwrap_or(2),
+    );
     model.check(|| {
         let engine = engine(4, OverflowPolicy::DropNewest);
         let mut first = session(&engine, "s1", &["t"]);
