@@ -13,7 +13,9 @@
 //! `end_to_end_heap` (the same with a payload allocated per broadcast), `liveview` (10,000 sessions on 5
 //! of 1,000 topics, a publisher per core), `churn` (subscribe + unsubscribe into a populated
 //! topic), `registry_lookup` (one topic lookup among 1,000 and 1,000,000 live topics),
-//! `slow_consumer` (1,000 sessions, one stalled, per overflow policy).
+//! `slow_consumer` (1,000 sessions, one stalled, per overflow policy); and `machine`, the
+//! round trip of a cache line between the two cores at the start and the end of the run (the
+//! host's placement of the vCPUs, which every other figure moves with).
 
 mod peers;
 
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use crossbeam_utils::CachePadded;
 use fanout::{Config, Fallback, OverflowPolicy};
 use tokio::runtime::Runtime;
 
@@ -451,7 +454,54 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
     }
 }
 
+/// Not fanout but the machine: one cache line handed back and forth between two threads, whose
+/// round trip is what moving a line between the two cores costs. Measured at the start and at
+/// the end of every run. On session 9's VM the host placed the two vCPUs on near cores (about
+/// 90 ns) or far ones (about 340 ns), changing within minutes, and `publish_cost/fanout/1000`
+/// took 13 or 26 µs with it (`docs/design-topic-log.md`, session 9): compare runs, and A/B
+/// sides, only at the same round trip.
+fn core_to_core(c: &mut Criterion, when: &str) {
+    let mut group = group(c, "machine", Duration::from_secs(1));
+    group.bench_function(BenchmarkId::new("core_to_core_round_trip", when), |b| {
+        b.iter_custom(round_trips)
+    });
+    group.finish();
+}
+
+/// Times `n` round trips of a line between this thread and a second one.
+fn round_trips(n: u64) -> Duration {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let line = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let other = Arc::clone(&line);
+    // The other thread says it is running (`READY`), then answers each odd value with the next
+    // even one; the clock starts once it runs.
+    const READY: u64 = u64::MAX;
+    let echo = std::thread::spawn(move || {
+        other.store(READY, Ordering::Release);
+        for i in 0..n {
+            while other.load(Ordering::Acquire) != 2 * i + 1 {
+                std::hint::spin_loop();
+            }
+            other.store(2 * i + 2, Ordering::Release);
+        }
+    });
+    while line.load(Ordering::Acquire) != READY {
+        std::hint::spin_loop();
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        line.store(2 * i + 1, Ordering::Release);
+        while line.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let took = start.elapsed();
+    echo.join().expect("echo thread");
+    took
+}
+
 fn all_peers(c: &mut Criterion) {
+    core_to_core(c, "start");
     let rt = runtime();
     let publish_sizes = [1, 10, 1_000, 10_000, 100_000];
     publish_cost::<FanoutPull>(c, &rt, &publish_sizes);
@@ -498,6 +548,8 @@ fn all_peers(c: &mut Criterion) {
     registry_lookup::<SeedPort>(c, &rt, &registry_sizes);
 
     slow_consumer(c, &rt);
+    drop(rt);
+    core_to_core(c, "end");
 }
 
 criterion_group!(benches, all_peers);

@@ -17,7 +17,11 @@ on, one binary's time for a scenario moves by 1.5-2x between processes (a fast a
 and three rounds once showed 0.55 for a change that seven rounds measured at 1.75
 (`docs/design-topic-log.md`, session 9). Read the per-round columns, not only the medians.
 "B/A fastest" compares each side's fastest run: on such a host, where the slow mode comes and
-goes between processes, the fastest run is the steadier figure for a change's own cost.
+goes between processes, the fastest run is the steadier figure for a change's own cost. The
+slow mode is the host placing the two vCPUs far apart: each run also measures a cache line's
+round trip between the cores (`machine/core_to_core_round_trip`, about 90 ns near and 340 ns
+far on session 9's EPYC), listed per round beside the times, so rounds can be compared at the
+same placement.
 
 With `--paired ID` it also reports, per benchmark, the median over runs of its time divided by
 the time of benchmark ID *in the same run* (e.g. each slow-consumer policy against the
@@ -35,8 +39,10 @@ LINE = re.compile(r"^(\S+)\s*time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", re.M)
 
 
 def run(binary, bench_filter, seconds):
+    # Every run also measures the machine's core-to-core round trip (the `machine` group), so
+    # each round's placement of the vCPUs shows beside its times.
     out = subprocess.run(
-        [binary, "--bench", bench_filter, "--noplot", "--measurement-time", str(seconds)],
+        [binary, "--bench", f"({bench_filter})|^machine/", "--noplot", "--measurement-time", str(seconds)],
         capture_output=True, text=True, check=True,
     ).stdout
     # criterion prints a long id on its own line and `time:` on the next
@@ -65,15 +71,17 @@ def main():
                 for name, t in results.items():
                     paired[side].setdefault(name, []).append(t / base)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    print("| benchmark | A median | B median | B/A time | B/A fastest | A runs (ms) | B runs (ms) |")
+    print("| benchmark | A median | B median | B/A time | B/A fastest | A runs | B runs |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in sorted(times["A"]):
         a = statistics.median(times["A"][name])
         b = statistics.median(times["B"].get(name, [float("nan")]))
         fastest = min(times["B"].get(name, [float("nan")])) / min(times["A"][name])
-        runs = {side: " ".join(f"{t * 1e3:.3g}" for t in times[side].get(name, [])) for side in "AB"}
+        # One unit per row, the one that suits its A median.
+        unit, scale = next((u, f) for u, f in (("s", 1), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)) if a >= f or u == "ns")
+        runs = {side: " ".join(f"{t / scale:.3g}" for t in times[side].get(name, [])) for side in "AB"}
         print(
-            f"| {name} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {b / a:.2f} | {fastest:.2f} "
+            f"| {name} | {a / scale:.3f} {unit} | {b / scale:.3f} {unit} | {b / a:.2f} | {fastest:.2f} "
             f"| {runs['A']} | {runs['B']} |"
         )
     if args.paired:

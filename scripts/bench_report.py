@@ -127,7 +127,10 @@ def table(rows, run_count=1):
         for peer in sorted(peers, key=lambda p: (p != "fanout", p)):
             r = peers[peer]
             ratio, per_run = "—", "—"
-            if ours and peer != "fanout":
+            if group == "machine":
+                # Not a peer: list the figure itself, run by run.
+                per_run = " ".join(human_time(r["times"][i]) for i in sorted(r["times"]))
+            elif ours and peer != "fanout":
                 ratios = [r["times"][i] / ours["times"][i] for i in r["times"] if i in ours["times"]]
                 if ratios:
                     ratio = f"{statistics.median(ratios):.1f}x"
