@@ -200,16 +200,17 @@ async fn pull_sessions_get_each_broadcast_exactly_once() {
     let mut by_recv = pubsub.open_session("by-recv").unwrap();
     let mut by_try_recv = pubsub.open_session("by-try-recv").unwrap();
     let mut by_stream = pubsub.engine().open_session("by-stream").unwrap();
-    for receiver in [&by_recv, &by_try_recv, &by_stream] {
+    let mut by_recv_many = pubsub.open_session("by-recv-many").unwrap();
+    for receiver in [&by_recv, &by_try_recv, &by_stream, &by_recv_many] {
         receiver.subscribe("news").unwrap();
         receiver.subscribe("sports").unwrap();
         receiver.subscribe("news").unwrap(); // G3: still one subscription
     }
-    assert_eq!(pubsub.stats().subscriptions, 6);
+    assert_eq!(pubsub.stats().subscriptions, 8);
     for n in 0..PER_TOPIC {
         let fanout = pubsub.engine().broadcast("news", seq_payload(n)).await.unwrap();
-        assert_eq!(fanout.recipients, 3);
-        assert_eq!(fanout.queued, 3);
+        assert_eq!(fanout.recipients, 4);
+        assert_eq!(fanout.queued, 4);
         pubsub.broadcast("sports", seq_payload(1000 + n)).await.unwrap();
     }
     let expected: Vec<(String, u64)> = (0..PER_TOPIC)
@@ -242,10 +243,87 @@ async fn pull_sessions_get_each_broadcast_exactly_once() {
     assert_eq!(got, expected, "Stream");
     assert_eq!(by_stream.queued(), 0);
 
+    // In batches of at most 7: every call but the last takes a full batch.
+    let mut got = Vec::new();
+    let mut batch = Vec::new();
+    while got.len() < expected.len() {
+        let taken = by_recv_many.recv_many(&mut batch, 7).await.unwrap();
+        assert_eq!(taken, batch.len());
+        assert_eq!(
+            taken,
+            7.min(expected.len() - got.len()),
+            "takes all queued up to the limit"
+        );
+        got.extend(
+            batch
+                .drain(..)
+                .map(|m| (m.topic().to_string(), seq_of(m.payload()))),
+        );
+    }
+    assert_eq!(got, expected, "recv_many()");
+    assert_eq!(by_recv_many.queued(), 0);
+
     let stats = pubsub.stats();
-    assert_eq!(stats.delivered, 3 * expected.len() as u64);
+    assert_eq!(stats.delivered, 4 * expected.len() as u64);
     assert_eq!(stats.recipients, stats.delivered);
     assert_eq!(stats.dropped.total(), 0);
+}
+
+/// `recv_many`: a zero limit returns at once; otherwise it waits for a first message, appends to
+/// what the buffer holds, and once the session is closed returns `Closed` with the reason,
+/// discarding (and counting) what was still queued.
+#[tokio::test]
+async fn recv_many_waits_for_one_then_takes_what_is_queued() {
+    let pubsub = InMemoryPubSub::with_config(big_mailboxes()).unwrap();
+    pubsub.start().await.unwrap();
+    let mut reader = pubsub.open_session("reader").unwrap();
+    reader.subscribe("t").unwrap();
+    let mut batch = Vec::new();
+    assert_eq!(
+        reader.recv_many(&mut batch, 0).await,
+        Ok(0),
+        "limit 0, nothing queued"
+    );
+
+    let waiting = tokio::spawn(async move {
+        let mut batch = vec![];
+        let taken = reader.recv_many(&mut batch, 10).await;
+        (reader, batch, taken)
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "waits while nothing is queued");
+    pubsub.broadcast("t", seq_payload(0)).await.unwrap();
+    let (mut reader, got, taken) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert_eq!(taken, Ok(1));
+    assert_eq!(seq_of(got[0].payload()), 0);
+
+    for n in 1..=5 {
+        pubsub.broadcast("t", seq_payload(n)).await.unwrap();
+    }
+    batch.push(got.into_iter().next().unwrap());
+    assert_eq!(
+        reader.recv_many(&mut batch, 0).await,
+        Ok(0),
+        "limit 0 takes nothing"
+    );
+    assert_eq!(reader.recv_many(&mut batch, 3).await, Ok(3));
+    let seqs: Vec<u64> = batch.iter().map(|m| seq_of(m.payload())).collect();
+    assert_eq!(seqs, [0, 1, 2, 3], "appended after what the buffer held");
+
+    pubsub.unsubscribe_all("reader").await.unwrap();
+    assert_eq!(
+        reader.recv_many(&mut batch, 10).await,
+        Err(fanout::Closed {
+            reason: fanout::CloseReason::Unsubscribed
+        })
+    );
+    assert_eq!(batch.len(), 4, "nothing appended once closed");
+    let stats = pubsub.stats();
+    assert_eq!(
+        (stats.delivered, stats.dropped.total()),
+        (4, 2),
+        "two discarded on close"
+    );
 }
 
 /// G1 under concurrency: a session that subscribes while a publisher is running receives every

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fanout::{Config, Engine, OverflowPolicy, TryRecvError};
+use fanout::{Config, Engine, OverflowPolicy};
 
 use super::{topic_name, Layout, Peer, Sink};
 
@@ -24,6 +24,7 @@ impl FanoutPull {
         let engine = Engine::new(config).expect("valid config");
         let topics: Vec<String> = (0..layout.topics).map(topic_name).collect();
         let mut consumers = Vec::with_capacity(layout.sessions);
+        let batch_limit = layout.capacity;
         for s in 0..layout.sessions {
             let mut receiver = engine.open_session(&format!("s{s}")).expect("open");
             for t in layout.topics_of(s) {
@@ -31,19 +32,10 @@ impl FanoutPull {
             }
             let sink = Arc::clone(&sink);
             consumers.push(tokio::spawn(async move {
-                while receiver.recv().await.is_ok() {
-                    let mut n = 1;
-                    loop {
-                        match receiver.try_recv() {
-                            Ok(_) => n += 1,
-                            Err(TryRecvError::Empty) => break,
-                            Err(_) => {
-                                sink.add(s, n);
-                                return;
-                            }
-                        }
-                    }
-                    sink.add(s, n);
+                let mut batch = Vec::with_capacity(batch_limit);
+                while let Ok(n) = receiver.recv_many(&mut batch, batch_limit).await {
+                    batch.clear();
+                    sink.add(s, n as u64);
                 }
             }));
         }

@@ -112,6 +112,36 @@ impl SessionReceiver {
         self.accept(popped)
     }
 
+    /// Waits for the next message, then takes it and whatever else is queued right now, up to
+    /// `limit` in all, appending them to `buffer` in mailbox order; returns how many it took.
+    ///
+    /// What a session that re-renders once for a burst of updates wants, and cheaper per
+    /// message than a `recv` and `try_recv` loop: after the first it never waits, not even for
+    /// a broadcast still writing its message (which [`try_recv`](Self::try_recv) waits for);
+    /// that message comes with the next call. A `limit` of 0 takes nothing and returns `Ok(0)`
+    /// at once. Once the session is closed it returns [`Closed`], as `recv` does; if it closes
+    /// after the first message was taken, the call returns what it took and the next one
+    /// returns `Closed`. Spends one unit of the cooperative budget per call, not per message.
+    pub async fn recv_many(&mut self, buffer: &mut Vec<Message>, limit: usize) -> Result<usize, Closed> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        buffer.push(self.recv().await?);
+        let mut taken = 1;
+        while taken < limit {
+            let Some(popped) = self.session.mailbox.pop() else {
+                break;
+            };
+            // A message popped after the session closed is counted as dropped by `accept`.
+            let Ok(message) = self.accept(Some(popped)) else {
+                break;
+            };
+            buffer.push(message);
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
     /// Takes the next message if one is queued.
     pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
         if !self.session.is_open() {
