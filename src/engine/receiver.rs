@@ -132,13 +132,15 @@ impl SessionReceiver {
             let Some(popped) = self.session.mailbox.pop() else {
                 break;
             };
-            // A message popped after the session closed is counted as dropped by `accept`.
-            let Ok(message) = self.accept(Some(popped)) else {
+            // A message popped after the session closed is counted as dropped by `take`.
+            let Ok(message) = self.take(Some(popped)) else {
                 break;
             };
             buffer.push(message);
             taken += 1;
         }
+        // The first was counted by `recv`; the rest with one increment.
+        self.engine.counters().delivered(taken as u64 - 1);
         Ok(taken)
     }
 
@@ -158,12 +160,19 @@ impl SessionReceiver {
         // Drop does it.
     }
 
+    /// Hands over a popped message, counted as delivered; or, once the session is closed,
+    /// discards it (counted as dropped) and reports why.
     fn accept(&self, popped: Option<(Shared<Envelope>, u64)>) -> Result<Message, Closed> {
+        let message = self.take(popped)?;
+        self.engine.counters().delivered(1);
+        Ok(message)
+    }
+
+    /// [`accept`](Self::accept) without counting the delivery: the caller counts it.
+    #[inline]
+    fn take(&self, popped: Option<(Shared<Envelope>, u64)>) -> Result<Message, Closed> {
         match popped {
-            Some((envelope, missed)) if self.session.is_open() => {
-                self.engine.counters().delivered(1);
-                Ok(Message::new(envelope, missed))
-            }
+            Some((envelope, missed)) if self.session.is_open() => Ok(Message::new(envelope, missed)),
             Some((envelope, _)) => {
                 drop(envelope);
                 let closed = self.closed();

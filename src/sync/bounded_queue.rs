@@ -199,6 +199,14 @@ pub struct Claimed<'q> {
 }
 
 impl Claimed<'_> {
+    /// Starts loading the claimed slot's line for writing, so that a caller holding many
+    /// claims has their misses in flight together before it writes them (a hint, see
+    /// `crate::sync::prefetch_for_write`).
+    #[inline(always)]
+    pub fn prefetch(&self) {
+        super::prefetch_for_write(self.slot);
+    }
+
     /// Writes the item into its place: the hand-over's item then stamp (`Release`).
     #[inline]
     pub fn publish(self) {
