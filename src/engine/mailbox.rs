@@ -15,7 +15,11 @@
 //!   "empty".)
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
 //!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
-//!   pushes to a sleeping consumer costs one wake.
+//!   pushes to a sleeping consumer costs one wake. `parked` and the waker ([`Sleep`]) live on
+//!   the queue's producers' line: a push reads `parked` after claiming on that line, and the
+//!   consumer writes them only when it runs dry, so a push touches one line fewer. (A
+//!   consumer going to sleep takes the line from the producers, who would have missed on
+//!   `parked` anyway.)
 //! - No lost wake-up. The consumer writes `parked = true`, issues a `SeqCst` fence, then looks at
 //!   the queue again; a producer pushes, issues a `SeqCst` fence, then reads `parked`. The two
 //!   fences order the pairs (store parked → load queue) and (store queue → load parked), so at
@@ -55,11 +59,7 @@ use crate::sync::{AtomicWaker, BoundedQueue, Claimed, Shared, SpinThenYield, Wai
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
     /// pops), popped by the consumer.
-    queue: BoundedQueue<Shared<Envelope>>,
-    /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
-    parked: AtomicBool,
-    /// The sleeping consumer's waker. Registered before `parked` is set.
-    waker: AtomicWaker,
+    queue: BoundedQueue<Shared<Envelope>, Sleep>,
     /// Evictions since the consumer's last pop. Incremented by evicting producers, taken by the
     /// consumer.
     missed: AtomicU64,
@@ -74,21 +74,45 @@ pub(crate) struct Mailbox {
     signals_room: bool,
 }
 
+/// The consumer's sleep, on the queue's producers' line: every push reads `parked` after its
+/// claim, and the consumer writes it only when it runs out of messages.
+pub(crate) struct Sleep {
+    /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
+    parked: AtomicBool,
+    /// The sleeping consumer's waker. Registered before `parked` is set.
+    waker: AtomicWaker,
+}
+
+#[cfg(not(fanout_loom))]
+const _: () = assert!(
+    std::mem::size_of::<Sleep>() <= crate::sync::COMPANION_ROOM,
+    "the consumer's sleep shares the producers' line"
+);
+
 /// Why a push did not queue the message; the message is handed back.
 pub(crate) struct Full(pub(crate) Shared<Envelope>);
 
 impl Mailbox {
     pub(crate) fn new(capacity: usize, signals_room: bool) -> Self {
         Self {
-            queue: BoundedQueue::new(capacity),
-            parked: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
+            queue: BoundedQueue::with_companion(
+                capacity,
+                Sleep {
+                    parked: AtomicBool::new(false),
+                    waker: AtomicWaker::new(),
+                },
+            ),
             missed: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
             room: WaitList::new(),
             signals_room,
         }
+    }
+
+    #[inline(always)]
+    fn sleep(&self) -> &Sleep {
+        self.queue.companion()
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -178,8 +202,8 @@ impl Mailbox {
     /// it ("No lost wake-up" above).
     #[inline]
     pub(crate) fn wake_if_parked(&self) {
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
-            self.waker.wake();
+        if self.sleep().parked.load(Ordering::Relaxed) && self.sleep().parked.swap(false, Ordering::AcqRel) {
+            self.sleep().waker.wake();
         }
     }
 
@@ -233,16 +257,16 @@ impl Mailbox {
         if let Some(popped) = self.pop() {
             return Poll::Ready(Some(popped));
         }
-        self.waker.register(cx.waker());
-        self.parked.store(true, Ordering::Relaxed);
+        self.sleep().waker.register(cx.waker());
+        self.sleep().parked.store(true, Ordering::Relaxed);
         // Pairs with the fence in `wake_consumer`.
         fence(Ordering::SeqCst);
         if let Some(popped) = self.pop() {
-            self.parked.store(false, Ordering::Relaxed);
+            self.sleep().parked.store(false, Ordering::Relaxed);
             return Poll::Ready(Some(popped));
         }
         if is_closed() {
-            self.parked.store(false, Ordering::Relaxed);
+            self.sleep().parked.store(false, Ordering::Relaxed);
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -279,8 +303,8 @@ impl Mailbox {
 
     /// Wakes the consumer and every waiting broadcaster; called once the session is closed.
     pub(crate) fn wake_all(&self) {
-        self.parked.store(false, Ordering::Relaxed);
-        self.waker.wake();
+        self.sleep().parked.store(false, Ordering::Relaxed);
+        self.sleep().waker.wake();
         self.room.notify_all();
     }
 

@@ -8,7 +8,9 @@
 //!
 //! The queue is laid out for the hand-over a delivery is: producers (broadcasters) write one
 //! line of their own and the item's slot, the consumer reads the slot and writes one line of
-//! its own. It replaces crossbeam's `SegQueue` plus two counters, with which a push also
+//! its own. The owner may keep a small `companion` on the producers' line: the mailbox keeps
+//! its consumer's sleep there (`parked` and the waker), which every push reads right after
+//! its claim and the consumer writes only when it runs dry, so a push touches one line fewer. It replaces crossbeam's `SegQueue` plus two counters, with which a push also
 //! locked the slot's line and the queue's tail (which every pop read to tell empty from not),
 //! and blocks were allocated by one thread and freed by another (measured in
 //! `docs/design-topic-log.md`, session 7).
@@ -94,6 +96,11 @@ use super::SpinThenYield;
 const BLOCK_SLOTS: u64 = 8;
 #[cfg(fanout_loom)]
 const BLOCK_SLOTS: u64 = 2;
+
+/// The bytes a companion may take and still share a 64-byte line with the producers' own
+/// fields (`BoundedQueue::with_companion`).
+#[cfg(not(fanout_loom))]
+pub(crate) const COMPANION_ROOM: usize = 64 - std::mem::size_of::<ProducerSide<()>>();
 
 /// The low bit of a position: the side's next block is being put in place.
 const INSTALLING: u64 = 1;
@@ -227,16 +234,16 @@ impl Drop for Claimed<'_> {
 unsafe impl Send for Claimed<'_> {}
 
 /// A bounded MPMC queue of pointer-sized items; see the module docs.
-pub struct BoundedQueue<T: PointerItem> {
-    /// Written by producers only.
-    producers: CachePadded<ProducerSide>,
+pub struct BoundedQueue<T: PointerItem, H = ()> {
+    /// Written by producers only, except `companion`.
+    producers: CachePadded<ProducerSide<H>>,
     /// Written by pops only (the consumer, a `drop_oldest` broadcaster evicting, a closer
     /// draining), except the free list, which the producer installing a block takes from.
     consumers: CachePadded<ConsumerSide>,
     _items: PhantomData<T>,
 }
 
-struct ProducerSide {
+struct ProducerSide<H> {
     /// Position of the next index to claim.
     tail: AtomicU64,
     /// `block(tail)` while `tail` is not installing; null until the first push.
@@ -245,6 +252,9 @@ struct ProducerSide {
     /// back); never ahead of it.
     released_seen: AtomicU64,
     capacity: u64,
+    /// The owner's state that every push touches after its claim, kept on the producers' line
+    /// so that a push touches one line fewer ([`BoundedQueue::companion`]).
+    companion: H,
 }
 
 struct ConsumerSide {
@@ -258,9 +268,9 @@ struct ConsumerSide {
 
 // SAFETY: the queue moves items between threads (`T: Send` through `PointerItem`) and shares
 // nothing of them; its own state is atomics.
-unsafe impl<T: PointerItem> Sync for BoundedQueue<T> {}
+unsafe impl<T: PointerItem, H: Sync> Sync for BoundedQueue<T, H> {}
 // SAFETY: as above.
-unsafe impl<T: PointerItem> Send for BoundedQueue<T> {}
+unsafe impl<T: PointerItem, H: Send> Send for BoundedQueue<T, H> {}
 
 impl<T: PointerItem> BoundedQueue<T> {
     /// An empty queue; its first block is allocated by the first push.
@@ -268,7 +278,19 @@ impl<T: PointerItem> BoundedQueue<T> {
     /// # Panics
     ///
     /// If `capacity` is zero (configuration validation rejects it before a mailbox is built).
+    #[cfg_attr(not(any(test, fanout_loom)), allow(dead_code))]
     pub fn new(capacity: usize) -> Self {
+        Self::with_companion(capacity, ())
+    }
+}
+
+impl<T: PointerItem, H> BoundedQueue<T, H> {
+    /// An empty queue that keeps `companion` on its producers' cache line.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is zero (configuration validation rejects it before a mailbox is built).
+    pub fn with_companion(capacity: usize, companion: H) -> Self {
         assert!(capacity > 0, "capacity must be non-zero");
         Self {
             producers: CachePadded::new(ProducerSide {
@@ -277,6 +299,7 @@ impl<T: PointerItem> BoundedQueue<T> {
                 released_seen: AtomicU64::new(0),
                 // Lossless: `usize` is at most 64 bits on every target Rust supports.
                 capacity: capacity as u64,
+                companion,
             }),
             consumers: CachePadded::new(ConsumerSide {
                 head: AtomicU64::new(0),
@@ -285,6 +308,12 @@ impl<T: PointerItem> BoundedQueue<T> {
             }),
             _items: PhantomData,
         }
+    }
+
+    /// The state kept on the producers' line.
+    #[inline(always)]
+    pub fn companion(&self) -> &H {
+        &self.producers.companion
     }
 
     /// The most items the queue holds.
@@ -520,7 +549,7 @@ impl<T: PointerItem> BoundedQueue<T> {
     }
 }
 
-impl<T: PointerItem> Drop for BoundedQueue<T> {
+impl<T: PointerItem, H> Drop for BoundedQueue<T, H> {
     fn drop(&mut self) {
         // Exclusive access: every operation has returned, so no position is installing, the
         // chain runs from `block(head)` to `block(tail)`, and every other block is on the free
@@ -574,7 +603,7 @@ impl<T: PointerItem> Drop for BoundedQueue<T> {
 
 #[cfg(all(test, not(fanout_loom)))]
 mod tests {
-    use super::{BoundedQueue, BLOCK_SLOTS};
+    use super::{BoundedQueue, ProducerSide, BLOCK_SLOTS, COMPANION_ROOM};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -584,6 +613,20 @@ mod tests {
 
     fn pop(queue: &BoundedQueue<Box<u64>>) -> Option<u64> {
         queue.pop().map(|item| *item)
+    }
+
+    #[test]
+    fn a_companion_of_companion_room_bytes_shares_the_producers_line() {
+        assert_eq!(COMPANION_ROOM, 32);
+        assert_eq!(std::mem::size_of::<ProducerSide<[u64; COMPANION_ROOM / 8]>>(), 64);
+        let queue = BoundedQueue::<Box<u64>, _>::with_companion(4, [7u64; COMPANION_ROOM / 8]);
+        let line = std::ptr::from_ref(&*queue.producers) as usize;
+        let companion = std::ptr::from_ref(queue.companion()) as usize;
+        assert_eq!(line % 64, 0, "the producers' fields start a line");
+        assert!(
+            companion + COMPANION_ROOM <= line + 64,
+            "and the companion ends in it"
+        );
     }
 
     #[test]

@@ -21,12 +21,12 @@ mod bounded_queue;
 mod shared;
 mod wait_list;
 
-#[cfg(not(fanout_loom))]
-pub(crate) use bounded_queue::{BoundedQueue, Claimed};
 /// Under loom the queue is public (through `fanout::loom_internals`) so that
 /// `loom-tests/tests/queue.rs` can model it on its own.
 #[cfg(fanout_loom)]
 pub use bounded_queue::{BoundedQueue, Claimed, PointerItem};
+#[cfg(not(fanout_loom))]
+pub(crate) use bounded_queue::{BoundedQueue, Claimed, COMPANION_ROOM};
 pub(crate) use shared::{Prepaid, Shared};
 pub(crate) use wait_list::WaitList;
 
