@@ -110,6 +110,7 @@ impl Mailbox {
         }
     }
 
+    /// The consumer's sleep, kept on the queue's producers' line.
     #[inline(always)]
     fn sleep(&self) -> &Sleep {
         self.queue.companion()
@@ -202,8 +203,9 @@ impl Mailbox {
     /// it ("No lost wake-up" above).
     #[inline]
     pub(crate) fn wake_if_parked(&self) {
-        if self.sleep().parked.load(Ordering::Relaxed) && self.sleep().parked.swap(false, Ordering::AcqRel) {
-            self.sleep().waker.wake();
+        let sleep = self.sleep();
+        if sleep.parked.load(Ordering::Relaxed) && sleep.parked.swap(false, Ordering::AcqRel) {
+            sleep.waker.wake();
         }
     }
 
@@ -257,16 +259,17 @@ impl Mailbox {
         if let Some(popped) = self.pop() {
             return Poll::Ready(Some(popped));
         }
-        self.sleep().waker.register(cx.waker());
-        self.sleep().parked.store(true, Ordering::Relaxed);
+        let sleep = self.sleep();
+        sleep.waker.register(cx.waker());
+        sleep.parked.store(true, Ordering::Relaxed);
         // Pairs with the fence in `wake_consumer`.
         fence(Ordering::SeqCst);
         if let Some(popped) = self.pop() {
-            self.sleep().parked.store(false, Ordering::Relaxed);
+            sleep.parked.store(false, Ordering::Relaxed);
             return Poll::Ready(Some(popped));
         }
         if is_closed() {
-            self.sleep().parked.store(false, Ordering::Relaxed);
+            sleep.parked.store(false, Ordering::Relaxed);
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -303,8 +306,9 @@ impl Mailbox {
 
     /// Wakes the consumer and every waiting broadcaster; called once the session is closed.
     pub(crate) fn wake_all(&self) {
-        self.sleep().parked.store(false, Ordering::Relaxed);
-        self.sleep().waker.wake();
+        let sleep = self.sleep();
+        sleep.parked.store(false, Ordering::Relaxed);
+        sleep.waker.wake();
         self.room.notify_all();
     }
 

@@ -10,10 +10,12 @@
 //! line of their own and the item's slot, the consumer reads the slot and writes one line of
 //! its own. The owner may keep a small `companion` on the producers' line: the mailbox keeps
 //! its consumer's sleep there (`parked` and the waker), which every push reads right after
-//! its claim and the consumer writes only when it runs dry, so a push touches one line fewer. It replaces crossbeam's `SegQueue` plus two counters, with which a push also
-//! locked the slot's line and the queue's tail (which every pop read to tell empty from not),
-//! and blocks were allocated by one thread and freed by another (measured in
-//! `docs/design-topic-log.md`, session 7).
+//! its claim and the consumer writes only when it runs dry, so a push touches one line fewer.
+//!
+//! It replaces crossbeam's `SegQueue` plus two counters, with which a push also locked the
+//! slot's line and the queue's tail (which every pop read to tell empty from not), and blocks
+//! were allocated by one thread and freed by another (measured in `docs/design-topic-log.md`,
+//! session 7).
 //!
 //! Built from this module's switch, so the same code runs in the normal build and under loom
 //! (`loom-tests/tests/queue.rs`, with two slots per block so the models cross blocks).
