@@ -83,7 +83,7 @@ pub use crate::redis::{RedisConfig, RedisPubSub};
 #[cfg(fanout_loom)]
 #[doc(hidden)]
 pub mod loom_internals {
-    pub use crate::sync::{BoundedQueue, Claimed, PointerItem};
+    pub use crate::sync::{BoundedQueue, Claimed, PointerItem, StartGate};
 }
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,

@@ -15,11 +15,14 @@
 //!   "empty".)
 //! - `parked` is `true` only while the consumer is about to sleep or sleeping. Producers wake the
 //!   consumer only if they see it set, so a busy consumer costs a producer one load, and a batch of
-//!   pushes to a sleeping consumer costs one wake. `parked` and the waker ([`Sleep`]) live on
-//!   the queue's producers' line: a push reads `parked` after claiming on that line, and the
-//!   consumer writes them only when it runs dry, so a push touches one line fewer. (A
-//!   consumer going to sleep takes the line from the producers, who would have missed on
-//!   `parked` anyway.)
+//!   pushes to a sleeping consumer costs one wake.
+//! - What a push reads besides its claim lives on the queue's producers' line, where it claims
+//!   ([`PushLine`]): `parked`, the waker and the session's state. So a push touches two lines,
+//!   that one and its slot's. The consumer writes the line only when it runs dry (`parked`,
+//!   the waker), and the state is written once, by the close; the consumer's reads of the
+//!   state miss on it, as they did on the state's own line, which broadcasters fetched for
+//!   writing. (A consumer going to sleep takes the line from the producers, who would have
+//!   missed on `parked` anyway.)
 //! - No lost wake-up. The consumer writes `parked = true`, issues a `SeqCst` fence, then looks at
 //!   the queue again; a producer pushes, issues a `SeqCst` fence, then reads `parked`. The two
 //!   fences order the pairs (store parked → load queue) and (store queue → load parked), so at
@@ -53,13 +56,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::message::Envelope;
-use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{AtomicWaker, BoundedQueue, Claimed, Shared, SpinThenYield, WaitList};
+use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicWaker, BoundedQueue, Claimed, Shared, SpinThenYield, StartGate, WaitList};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
     /// pops), popped by the consumer.
-    queue: BoundedQueue<Shared<Envelope>, Sleep>,
+    queue: BoundedQueue<Shared<Envelope>, PushLine>,
     /// Evictions since the consumer's last pop. Incremented by evicting producers, taken by the
     /// consumer.
     missed: AtomicU64,
@@ -72,33 +75,43 @@ pub(crate) struct Mailbox {
     /// Whether any topic may use the `block` policy; if not, pops skip the fence and the check
     /// of `blocked`.
     signals_room: bool,
+    /// Handler form: the session's task announces each invocation's start here
+    /// (`Session::begin_invocation`). Not the session's state, whose line every broadcaster
+    /// reads before each push: here, beside the fields the consumer reads on every pop, the
+    /// task's two writes per delivery stay on its own core.
+    pub(crate) invocations: StartGate,
 }
 
-/// The consumer's sleep, on the queue's producers' line: every push reads `parked` after its
-/// claim, and the consumer writes it only when it runs out of messages.
-pub(crate) struct Sleep {
+/// What every push reads besides its claim, kept on the queue's producers' line (its
+/// companion), so that a push touches that line and its slot's, and no other: the consumer's
+/// sleep, and the session's state. The consumer writes the line only when it runs out of
+/// messages (`parked`, the waker); the state is written once, by the close.
+pub(crate) struct PushLine {
     /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
     parked: AtomicBool,
+    /// `Session::state`: see there. Here because a broadcast reads it before each push.
+    session_state: AtomicU8,
     /// The sleeping consumer's waker. Registered before `parked` is set.
     waker: AtomicWaker,
 }
 
 #[cfg(not(fanout_loom))]
 const _: () = assert!(
-    std::mem::size_of::<Sleep>() <= crate::sync::COMPANION_ROOM,
-    "the consumer's sleep shares the producers' line"
+    std::mem::size_of::<PushLine>() <= crate::sync::COMPANION_ROOM,
+    "what a push reads shares the producers' line"
 );
 
 /// Why a push did not queue the message; the message is handed back.
 pub(crate) struct Full(pub(crate) Shared<Envelope>);
 
 impl Mailbox {
-    pub(crate) fn new(capacity: usize, signals_room: bool) -> Self {
+    pub(crate) fn new(capacity: usize, signals_room: bool, session_state: u8) -> Self {
         Self {
             queue: BoundedQueue::with_companion(
                 capacity,
-                Sleep {
+                PushLine {
                     parked: AtomicBool::new(false),
+                    session_state: AtomicU8::new(session_state),
                     waker: AtomicWaker::new(),
                 },
             ),
@@ -107,13 +120,20 @@ impl Mailbox {
             blocked: AtomicUsize::new(0),
             room: WaitList::new(),
             signals_room,
+            invocations: StartGate::new(),
         }
     }
 
-    /// The consumer's sleep, kept on the queue's producers' line.
+    /// The consumer's sleep and the session's state, kept on the queue's producers' line.
     #[inline(always)]
-    fn sleep(&self) -> &Sleep {
+    fn sleep(&self) -> &PushLine {
         self.queue.companion()
+    }
+
+    /// The session's state word (`Session::state`), kept on the queue's producers' line.
+    #[inline(always)]
+    pub(crate) fn session_state(&self) -> &AtomicU8 {
+        &self.queue.companion().session_state
     }
 
     pub(crate) fn capacity(&self) -> usize {

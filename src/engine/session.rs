@@ -93,12 +93,8 @@ impl Drop for InvokingGuard {
     }
 }
 
+/// `Session::state` before the close: afterwards it holds the close reason's code.
 const OPEN: u8 = 0;
-/// The low bits of `Session::state`: `OPEN` or a close reason code.
-const REASON_MASK: u8 = 0b0000_0011;
-/// Set by a handler-form session's task from just before it checks the session is open until
-/// its handler has been called (the invocation has started).
-const INVOKING: u8 = 0b1000_0000;
 
 /// Where one subscription of a session lives: which topic entry, which chunk of its set.
 pub(crate) struct Placement {
@@ -122,13 +118,6 @@ pub(crate) struct Session {
     pub(crate) id: SessionId,
     pub(crate) form: SessionForm,
     pub(crate) mailbox: Mailbox,
-    /// Low bits: `OPEN` or a `CloseReason` code, written once (open → closed) by `close`, read
-    /// by broadcasters before each push and by the consumer before each delivery. High bit:
-    /// `INVOKING` (handler form). Both live in one atomic so that `close` and the task's
-    /// `begin_invocation` are totally ordered: either the invocation starts before the close
-    /// (and `unsubscribe_all` waits for `INVOKING` to clear before it returns) or it does not
-    /// start at all (G2).
-    state: AtomicU8,
     /// Taken by subscribe / unsubscribe / retire; never by broadcast or the consumer.
     /// Lock order: a session's writer before any topic's writer.
     pub(crate) writer: Mutex<SessionWriter>,
@@ -148,8 +137,7 @@ impl Session {
         Self {
             id,
             form,
-            mailbox: Mailbox::new(capacity, signals_room),
-            state: AtomicU8::new(OPEN),
+            mailbox: Mailbox::new(capacity, signals_room, OPEN),
             writer: Mutex::new(SessionWriter {
                 retired: false,
                 topics: HashMap::new(),
@@ -159,44 +147,44 @@ impl Session {
         }
     }
 
-    /// Starts loading the lines a broadcast's push to this session touches first: its state
-    /// (read) and its mailbox's producers' line (compare-and-swapped). Both are fetched for
-    /// writing: with a read prefetch of the state's line the broadcast measured no faster
-    /// than with none (`docs/design-topic-log.md`, session 8). A hint, see
-    /// `crate::sync::prefetch_for_write`.
+    /// Starts loading the line a broadcast's push to this session touches first: its mailbox's
+    /// producers' line, which also holds the session's state (compare-and-swapped for the
+    /// claim, so fetched for writing). A hint, see `crate::sync::prefetch_for_write`.
     #[inline(always)]
     pub(crate) fn prefetch_for_broadcast(&self) {
-        crate::sync::prefetch_for_write(&self.state);
         self.mailbox.prefetch_claim();
+    }
+
+    /// `OPEN` or a `CloseReason` code, written once (open → closed) by `close`, read by
+    /// broadcasters before each push and by the consumer before each delivery. It lives on
+    /// the mailbox queue's producers' line, which every push claims on anyway, so a push
+    /// touches two lines (that one and its slot's), not three. A handler invocation's start is
+    /// ordered against the close by the mailbox's `invocations` gate (G2; `begin_invocation`),
+    /// so the consumer never writes the state.
+    #[inline(always)]
+    fn state(&self) -> &AtomicU8 {
+        self.mailbox.session_state()
     }
 
     #[inline]
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
-        CloseReason::from_code(self.state.load(Ordering::SeqCst) & REASON_MASK)
+        CloseReason::from_code(self.state().load(Ordering::SeqCst))
     }
 
     #[inline]
     pub(crate) fn is_open(&self) -> bool {
-        self.state.load(Ordering::SeqCst) & REASON_MASK == OPEN
+        self.state().load(Ordering::SeqCst) == OPEN
     }
 
     /// Closes the session; only the first close wins and returns `true`. Wakes the consumer and
     /// every broadcaster waiting for room.
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
-        let mut current = self.state.load(Ordering::SeqCst);
-        loop {
-            if current & REASON_MASK != OPEN {
-                return false;
-            }
-            match self.state.compare_exchange_weak(
-                current,
-                current | reason.code(),
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
+        if self
+            .state()
+            .compare_exchange(OPEN, reason.code(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
         }
         self.mailbox.wake_all();
         true
@@ -204,20 +192,17 @@ impl Session {
 
     /// Handler form: announces that an invocation is about to start. Returns `false` (and
     /// announces nothing) if the session is closed. On `true`, call the handler, then
-    /// [`end_invocation_start`](Self::end_invocation_start).
+    /// [`end_invocation_start`](Self::end_invocation_start). The session's task is the only
+    /// caller (the gate's one starter).
+    #[inline]
     pub(crate) fn begin_invocation(&self) -> bool {
-        let previous = self.state.fetch_or(INVOKING, Ordering::SeqCst);
-        if previous & REASON_MASK != OPEN {
-            self.state.fetch_and(!INVOKING, Ordering::Release);
-            return false;
-        }
-        true
+        self.mailbox.invocations.begin(|| self.is_open())
     }
 
     /// The handler has been called: its invocation has started.
+    #[inline]
     pub(crate) fn end_invocation_start(&self) {
-        // Pairs with the `Acquire` load in `wait_for_invocation_start`.
-        self.state.fetch_and(!INVOKING, Ordering::Release);
+        self.mailbox.invocations.end();
     }
 
     /// After a close: waits until an invocation that began before the close has been started,
@@ -228,10 +213,13 @@ impl Session {
         if INVOKING_SESSION.with(|current| current.get() == self as *const Session as usize) {
             return;
         }
-        let mut backoff = crate::sync::SpinThenYield::new();
-        while self.state.load(Ordering::Acquire) & INVOKING != 0 {
-            backoff.wait();
-        }
+        // The gate's argument, as the fence rule is written, uses a write of the closed state
+        // by this thread before the gate's fence. If another thread closed the session, this
+        // thread's `close` only read it: this read-modify-write, which changes nothing, is
+        // that write. (The loom model passes without it, by happens-before; it costs one
+        // locked instruction per `unsubscribe_all`.)
+        self.state().fetch_or(0, Ordering::SeqCst);
+        self.mailbox.invocations.wait_for_starts();
     }
 
     /// Discards what is queued, counting it under the close reason.

@@ -13,12 +13,14 @@
 //! and wake-ups of the code built on top. The real `ArcSwap`, `SegQueue` and `papaya` map stay
 //! covered by the stress tests.
 //!
-//! [`WaitList`] (the `block` policy's room signal), [`BoundedQueue`] (a mailbox's queue) and
-//! [`Shared`] / [`Prepaid`] (a broadcast's message, its references paid for in bulk) are built
+//! [`WaitList`] (the `block` policy's room signal), [`BoundedQueue`] (a mailbox's queue),
+//! [`StartGate`] (a handler invocation's start against a close) and [`Shared`] / [`Prepaid`] (a
+//! broadcast's message, its references paid for in bulk) are built
 //! from these primitives in both builds, so the code loom checks is the code that runs.
 
 mod bounded_queue;
 mod shared;
+mod start_gate;
 mod wait_list;
 
 /// Under loom the queue is public (through `fanout::loom_internals`) so that
@@ -28,6 +30,11 @@ pub use bounded_queue::{BoundedQueue, Claimed, PointerItem};
 #[cfg(not(fanout_loom))]
 pub(crate) use bounded_queue::{BoundedQueue, Claimed, COMPANION_ROOM};
 pub(crate) use shared::{Prepaid, Shared};
+/// Public under loom, as the queue, for `loom-tests/tests/start_gate.rs`.
+#[cfg(fanout_loom)]
+pub use start_gate::StartGate;
+#[cfg(not(fanout_loom))]
+pub(crate) use start_gate::StartGate;
 pub(crate) use wait_list::WaitList;
 
 #[cfg(fanout_loom)]
