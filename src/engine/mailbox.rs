@@ -19,7 +19,8 @@
 //! - What a push reads besides its claim lives on the queue's producers' line, where it claims
 //!   ([`PushLine`]): `parked`, the waker and the session's state. So a push touches two lines,
 //!   that one and its slot's. The consumer writes the line only when it runs dry (`parked`,
-//!   the waker), and the state is written once, by the close; the consumer's reads of the
+//!   the waker), and the state is written by the close (and rewritten unchanged by
+//!   `unsubscribe_all`'s wait for an invocation's start); the consumer's reads of the
 //!   state miss on it, as they did on the state's own line, which broadcasters fetched for
 //!   writing. (A consumer going to sleep takes the line from the producers, who would have
 //!   missed on `parked` anyway.)
@@ -76,16 +77,19 @@ pub(crate) struct Mailbox {
     /// of `blocked`.
     signals_room: bool,
     /// Handler form: the session's task announces each invocation's start here
-    /// (`Session::begin_invocation`). Not the session's state, whose line every broadcaster
-    /// reads before each push: here, beside the fields the consumer reads on every pop, the
-    /// task's two writes per delivery stay on its own core.
+    /// (`Session::begin_invocation`). Not beside the session's state, on the line every
+    /// broadcaster claims on: here, beside the fields the consumer reads on every pop, which a
+    /// push does not touch (broadcasters write `missed` only to evict, `blocked` only to wait
+    /// for room; a closer reads the gate once), the task's two writes per delivery stay on its
+    /// own core.
     pub(crate) invocations: StartGate,
 }
 
 /// What every push reads besides its claim, kept on the queue's producers' line (its
 /// companion), so that a push touches that line and its slot's, and no other: the consumer's
 /// sleep, and the session's state. The consumer writes the line only when it runs out of
-/// messages (`parked`, the waker); the state is written once, by the close.
+/// messages (`parked`, the waker); the state is written by the close (and rewritten unchanged
+/// by `unsubscribe_all`, see `Session::wait_for_invocation_start`).
 pub(crate) struct PushLine {
     /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
     parked: AtomicBool,

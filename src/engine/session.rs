@@ -155,8 +155,9 @@ impl Session {
         self.mailbox.prefetch_claim();
     }
 
-    /// `OPEN` or a `CloseReason` code, written once (open → closed) by `close`, read by
-    /// broadcasters before each push and by the consumer before each delivery. It lives on
+    /// `OPEN` or a `CloseReason` code, changed once (open → closed) by `close` (and rewritten
+    /// unchanged by `wait_for_invocation_start`), read by broadcasters before each push and by
+    /// the consumer before each delivery. It lives on
     /// the mailbox queue's producers' line, which every push claims on anyway, so a push
     /// touches two lines (that one and its slot's), not three. A handler invocation's start is
     /// ordered against the close by the mailbox's `invocations` gate (G2; `begin_invocation`),
