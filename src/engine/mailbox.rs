@@ -130,14 +130,14 @@ impl Mailbox {
 
     /// The consumer's sleep and the session's state, kept on the queue's producers' line.
     #[inline(always)]
-    fn sleep(&self) -> &PushLine {
+    fn push_line(&self) -> &PushLine {
         self.queue.companion()
     }
 
     /// The session's state word (`Session::state`), kept on the queue's producers' line.
     #[inline(always)]
     pub(crate) fn session_state(&self) -> &AtomicU8 {
-        &self.queue.companion().session_state
+        &self.push_line().session_state
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -227,9 +227,9 @@ impl Mailbox {
     /// it ("No lost wake-up" above).
     #[inline]
     pub(crate) fn wake_if_parked(&self) {
-        let sleep = self.sleep();
-        if sleep.parked.load(Ordering::Relaxed) && sleep.parked.swap(false, Ordering::AcqRel) {
-            sleep.waker.wake();
+        let line = self.push_line();
+        if line.parked.load(Ordering::Relaxed) && line.parked.swap(false, Ordering::AcqRel) {
+            line.waker.wake();
         }
     }
 
@@ -283,17 +283,17 @@ impl Mailbox {
         if let Some(popped) = self.pop() {
             return Poll::Ready(Some(popped));
         }
-        let sleep = self.sleep();
-        sleep.waker.register(cx.waker());
-        sleep.parked.store(true, Ordering::Relaxed);
+        let line = self.push_line();
+        line.waker.register(cx.waker());
+        line.parked.store(true, Ordering::Relaxed);
         // Pairs with the fence in `wake_consumer`.
         fence(Ordering::SeqCst);
         if let Some(popped) = self.pop() {
-            sleep.parked.store(false, Ordering::Relaxed);
+            line.parked.store(false, Ordering::Relaxed);
             return Poll::Ready(Some(popped));
         }
         if is_closed() {
-            sleep.parked.store(false, Ordering::Relaxed);
+            line.parked.store(false, Ordering::Relaxed);
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -330,9 +330,9 @@ impl Mailbox {
 
     /// Wakes the consumer and every waiting broadcaster; called once the session is closed.
     pub(crate) fn wake_all(&self) {
-        let sleep = self.sleep();
-        sleep.parked.store(false, Ordering::Relaxed);
-        sleep.waker.wake();
+        let line = self.push_line();
+        line.parked.store(false, Ordering::Relaxed);
+        line.waker.wake();
         self.room.notify_all();
     }
 

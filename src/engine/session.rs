@@ -157,11 +157,11 @@ impl Session {
 
     /// `OPEN` or a `CloseReason` code, changed once (open → closed) by `close` (and rewritten
     /// unchanged by `wait_for_invocation_start`), read by broadcasters before each push and by
-    /// the consumer before each delivery. It lives on
-    /// the mailbox queue's producers' line, which every push claims on anyway, so a push
-    /// touches two lines (that one and its slot's), not three. A handler invocation's start is
-    /// ordered against the close by the mailbox's `invocations` gate (G2; `begin_invocation`),
-    /// so the consumer never writes the state.
+    /// the consumer before each delivery. It lives on the mailbox queue's producers' line,
+    /// which every push claims on anyway, so a push touches two lines (that one and its
+    /// slot's), not three. A handler invocation's start is ordered against the close by the
+    /// mailbox's `invocations` gate (G2; `begin_invocation`), so the consumer never writes the
+    /// state.
     #[inline(always)]
     fn state(&self) -> &AtomicU8 {
         self.mailbox.session_state()

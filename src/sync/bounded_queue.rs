@@ -9,8 +9,9 @@
 //! The queue is laid out for the hand-over a delivery is: producers (broadcasters) write one
 //! line of their own and the item's slot, the consumer reads the slot and writes one line of
 //! its own. The owner may keep a small `companion` on the producers' line: the mailbox keeps
-//! its consumer's sleep there (`parked` and the waker), which every push reads right after
-//! its claim and the consumer writes only when it runs dry, so a push touches one line fewer.
+//! there what every push reads besides its claim: its consumer's sleep (`parked` and the
+//! waker), which the consumer writes only when it runs dry, and its session's state, written by
+//! the close. So a push touches that line and its slot's, and no other.
 //!
 //! It replaces crossbeam's `SegQueue` plus two counters, with which a push also locked the
 //! slot's line and the queue's tail (which every pop read to tell empty from not), and blocks

@@ -58,7 +58,7 @@ impl StartGate {
         if is_open() {
             return true;
         }
-        self.starting.store(false, Ordering::Release);
+        self.end();
         false
     }
 
