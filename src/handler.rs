@@ -48,6 +48,12 @@ type HandlerFn = dyn Fn(Topic, Bytes) -> BoxFuture<'static, HandlerResult> + Sen
 /// });
 /// # let _ = handler;
 /// ```
+///
+/// The closure's synchronous part (what runs before it returns its future) is the start of an
+/// invocation: `unsubscribe_all` of the session, and retiring it, wait for a synchronous part
+/// already begun (G2). Keep it short and do the work in the future. A synchronous part may
+/// unsubscribe its own session; two that wait on each other's sessions, through
+/// `Engine::unsubscribe_all` or a last `unsubscribe_topic`, never return.
 #[derive(Clone)]
 pub struct Handler {
     call: Arc<HandlerFn>,

@@ -736,6 +736,99 @@ async fn no_handler_starts_after_unsubscribe_all_while_publishing() {
     );
 }
 
+/// How the session is closed before `unsubscribe_all` runs, while its handler call is being made.
+#[derive(Clone, Copy, Debug)]
+enum FirstClose {
+    /// A broadcast finds its mailbox full and disconnects it (the reaper, or the next
+    /// operation's reaping, retires it).
+    Disconnected,
+    /// Its last topic is unsubscribed, which retires a handler-form session (G7).
+    LastTopicUnsubscribed,
+}
+
+/// G2 when the session was closed first: a handler call that began before that close holds
+/// `unsubscribe_all` until it has been made, also once the session has been retired and its id
+/// finds nothing. The handler's synchronous part is inside that window (the task's open check
+/// to the call's return): here it blocks until released.
+async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) {
+    let config = Config::default()
+        .with_capacity(1)
+        .with_policy(OverflowPolicy::Disconnect);
+    let pubsub = Arc::new(InMemoryPubSub::with_config(config).unwrap());
+    pubsub.start().await.unwrap();
+    let (entered, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let window = Mutex::new((entered, release_rx));
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let handled = Arc::clone(&handled);
+        Handler::new(move |_topic, message: Bytes| {
+            handled.lock().unwrap().push(message.clone());
+            if message == "first" {
+                let window = window.lock().unwrap();
+                window.0.send(()).unwrap();
+                window.1.recv_timeout(WAIT).unwrap();
+            }
+            async {}
+        })
+    };
+    pubsub.subscribe_topic("slow", "room", handler).await.unwrap();
+    pubsub.broadcast("room", "first".into()).await.unwrap();
+    entered_rx
+        .recv_timeout(WAIT)
+        .expect("the handler's call to begin");
+
+    let engine = pubsub.engine().clone();
+    let mut first_closer = None;
+    match first_close {
+        FirstClose::Disconnected => {
+            // The first fills the one-slot mailbox; the second finds it full.
+            pubsub.broadcast("room", "queued".into()).await.unwrap();
+            pubsub.broadcast("room", "overflow".into()).await.unwrap();
+            assert_eq!(pubsub.stats().disconnects, 1);
+        }
+        FirstClose::LastTopicUnsubscribed => {
+            let pubsub = Arc::clone(&pubsub);
+            first_closer = Some(tokio::spawn(async move {
+                pubsub.unsubscribe_topic("slow", "room").await.unwrap()
+            }));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let returned = Arc::new(AtomicBool::new(false));
+    let unsubscriber = {
+        let returned = Arc::clone(&returned);
+        std::thread::spawn(move || {
+            engine.unsubscribe_all("slow").unwrap();
+            returned.store(true, SeqCst);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let returned_early = returned.load(SeqCst);
+    release.send(()).unwrap();
+    unsubscriber.join().unwrap();
+    if let Some(first_closer) = first_closer {
+        first_closer.await.unwrap();
+    }
+    assert!(
+        !returned_early,
+        "{first_close:?}: unsubscribe_all returned while a handler call begun before was still being made"
+    );
+    wait_until("the session to leave", || pubsub.engine().session_count() == 0).await;
+    assert_eq!(*handled.lock().unwrap(), ["first"]);
+    pubsub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_all_waits_for_a_handler_call_begun_before_a_disconnect() {
+    unsubscribe_all_waits_for_a_call_begun_before(FirstClose::Disconnected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_all_waits_for_a_handler_call_begun_before_its_last_unsubscribe() {
+    unsubscribe_all_waits_for_a_call_begun_before(FirstClose::LastTopicUnsubscribed).await;
+}
+
 // ----- G3: idempotence -----
 
 #[tokio::test]

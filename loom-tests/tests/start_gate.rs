@@ -5,6 +5,11 @@
 //! closer closes the state with a `SeqCst` compare-and-swap, writes it once more
 //! (`wait_for_invocation_start`'s read-modify-write), then waits at the gate. Once the closer
 //! returns, no invocation starts.
+//!
+//! The last model adds the session map: a session closed by someone else (a broadcast
+//! disconnecting it, or its last topic unsubscribed) is retired, and `retire` waits at the gate
+//! before it removes the session from the map, so an `unsubscribe_all` that no longer finds the
+//! session has no start to wait for.
 
 #![cfg(fanout_loom)]
 
@@ -13,7 +18,7 @@ mod common;
 use common::Seen;
 use fanout::loom_internals::StartGate;
 use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use loom::sync::Arc;
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 const OPEN: u8 = 0;
@@ -56,9 +61,14 @@ impl Session {
     /// invocations started by then.
     fn close_and_wait(&self) -> usize {
         self.close();
+        self.wait();
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// `Session::wait_for_invocation_start`, after a close by this thread or another.
+    fn wait(&self) {
         self.state.fetch_or(0, Ordering::SeqCst);
         self.gate.wait_for_starts();
-        self.started.load(Ordering::Relaxed)
     }
 
     /// Once every thread has been joined: nothing started after the closer returned, having
@@ -114,4 +124,46 @@ fn no_invocation_starts_after_a_closer_that_found_it_closed_returns() {
         session.assert_none_started_after(seen, &OUTCOMES);
     });
     OUTCOMES.assert_saw(&["none started", "one started"]);
+}
+
+/// A broadcast disconnects the session (closes it) and the reaper retires it, racing the task
+/// and `unsubscribe_all`. `retire` waits at the gate, then removes the session from the map
+/// (a lock, as the map's removal is under the session's writer lock). `unsubscribe_all` closes
+/// and waits only if it finds the session; if it finds none, the wait was the retirer's.
+/// (Without the retirer's wait this model fails: the task checks the state before the close,
+/// the reaper removes the session, `unsubscribe_all` finds nothing and returns, and then the
+/// handler is called.)
+///
+/// When `unsubscribe_all` finds the session, it lets the reaper finish before its own close
+/// and wait: two threads spinning on the one flag send loom's scheduler back and forth between
+/// them without end. That branch's own wait is what the models above check.
+#[test]
+fn no_invocation_starts_after_unsubscribe_all_of_a_retired_session_returns() {
+    static OUTCOMES: Seen = Seen::new();
+    loom::model(|| {
+        let session = Session::new();
+        let in_map = Arc::new(Mutex::new(true));
+        let task = spawn_task(&session, 1);
+        let reaper = {
+            let (session, in_map) = (Arc::clone(&session), Arc::clone(&in_map));
+            thread::spawn(move || {
+                session.close();
+                session.wait();
+                *in_map.lock().unwrap() = false;
+            })
+        };
+        let found = *in_map.lock().unwrap();
+        let seen = if found {
+            reaper.join().unwrap();
+            session.close_and_wait()
+        } else {
+            let seen = session.started.load(Ordering::Relaxed);
+            reaper.join().unwrap();
+            seen
+        };
+        task.join().unwrap();
+        session.assert_none_started_after(seen, &OUTCOMES);
+        OUTCOMES.saw(if found { "found in the map" } else { "not found" });
+    });
+    OUTCOMES.assert_saw(&["none started", "one started", "found in the map", "not found"]);
 }

@@ -34,7 +34,9 @@
 //!   the map, the table and the chunk after that store.
 //! - **G2**: unsubscribe stores the chunk without the session before it returns. `unsubscribe_all`
 //!   closes the session (a `SeqCst` CAS) before it returns; consumers check the state before each
-//!   delivery, and what was queued is discarded and counted.
+//!   delivery, and what was queued is discarded and counted. A handler-form session leaves the
+//!   session map only after a wait at its start gate that follows its close (`retire`), so an
+//!   `unsubscribe_all` that finds no session, or a newer one, has no earlier start to wait for.
 //! - **G4**: one FIFO mailbox per session, one consumer; a publisher's broadcast has pushed to
 //!   every recipient (or waited, under `block`) before it returns.
 //! - **G5**: a full mailbox is handled by its policy at push time; the broadcaster never waits on
@@ -270,8 +272,8 @@ impl Engine {
         let Some(session) = self.inner.sessions.get(session_id) else {
             return Ok(());
         };
+        // Waits for a handler call begun before the close (G2), as every retire does.
         self.close_and_retire(&session, CloseReason::Unsubscribed);
-        session.wait_for_invocation_start();
         Ok(())
     }
 
@@ -385,7 +387,8 @@ impl Engine {
             if !session.is_open() {
                 // Disconnected by a broadcaster and not yet retired: finish that, then start a
                 // fresh session, as after `unsubscribe_all`.
-                self.retire_locked(&session, writer);
+                drop(writer);
+                self.retire(&session);
                 continue;
             }
             if self.is_stopped() {
@@ -456,7 +459,8 @@ impl Engine {
         if session.form == SessionForm::Handler {
             if writer.topics.is_empty() {
                 session.close(CloseReason::Unsubscribed);
-                self.retire_locked(session, writer);
+                drop(writer);
+                self.retire(session);
             } else {
                 let mut table = (*session.handlers.load_full()).clone();
                 table.remove(topic);
@@ -535,19 +539,33 @@ impl Engine {
         Ok((found, false))
     }
 
+    /// Closes `session` (under its writer lock), then [`retire`](Self::retire)s it.
     pub(crate) fn close_and_retire(&self, session: &Arc<Session>, reason: CloseReason) {
         let writer = lock(&session.writer);
         session.close(reason);
-        self.retire_locked(session, writer);
+        drop(writer);
+        self.retire(session);
     }
 
     /// Removes a closed session from every topic and from the session map, and discards what
     /// it still holds. Idempotent.
+    ///
+    /// G2: first waits, holding no lock, until a handler call that began before the close has
+    /// been made (`Session::wait_for_invocation_start`), so the session leaves the map only
+    /// after that: an `unsubscribe_all` that no longer finds it has nothing to wait for. Not
+    /// under the writer lock: the handler's synchronous part may take it (`session_topics`, a
+    /// subscribe). Not once the engine has stopped: `stop` must not wait on a handler stalled
+    /// in its synchronous part, and every later operation fails anyway.
     pub(crate) fn retire(&self, session: &Arc<Session>) {
+        if !self.is_stopped() {
+            session.wait_for_invocation_start();
+        }
         let writer = lock(&session.writer);
         self.retire_locked(session, writer);
     }
 
+    /// [`retire`](Self::retire)'s work, for a caller that holds the writer lock and needs no
+    /// wait: a session that never ran a handler, or one closed because the engine stopped.
     fn retire_locked(&self, session: &Arc<Session>, mut writer: MutexGuard<'_, SessionWriter>) {
         if writer.retired {
             return;
@@ -576,7 +594,17 @@ impl Engine {
     }
 
     /// Retires sessions that broadcasters disconnected. Cheap when there are none.
+    ///
+    /// Not from inside a handler's synchronous part: each retire may wait for another session's
+    /// handler call, and two such calls waiting on each other would never end. The reaper task
+    /// retires them instead.
     pub(crate) fn reap(&self) {
+        if session::in_handler_call() {
+            if !self.inner.retiring.is_empty() {
+                self.inner.reaper.wake();
+            }
+            return;
+        }
         while let Some(session) = self.inner.retiring.pop() {
             self.retire(&session);
         }

@@ -87,6 +87,11 @@ impl InvokingGuard {
     }
 }
 
+/// Whether this thread is inside a handler call (its synchronous part).
+pub(crate) fn in_handler_call() -> bool {
+    INVOKING_SESSION.with(|current| current.get() != 0)
+}
+
 impl Drop for InvokingGuard {
     fn drop(&mut self) {
         INVOKING_SESSION.with(|current| current.set(self.0));
