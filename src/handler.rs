@@ -50,10 +50,12 @@ type HandlerFn = dyn Fn(Topic, Bytes) -> BoxFuture<'static, HandlerResult> + Sen
 /// ```
 ///
 /// The closure's synchronous part (what runs before it returns its future) is the start of an
-/// invocation: `unsubscribe_all` of the session, and retiring it, wait for a synchronous part
-/// already begun (G2). Keep it short and do the work in the future. A synchronous part may
-/// unsubscribe its own session; two that wait on each other's sessions, through
-/// `Engine::unsubscribe_all` or a last `unsubscribe_topic`, never return.
+/// invocation, so an operation that ends the session waits for a synchronous part already
+/// begun (G2): `unsubscribe_all` of its id, the last `unsubscribe_topic` of its id, and a
+/// subscribe with its id after a broadcast disconnected it. Keep the synchronous part short
+/// and do the work in the future. It may end its own session; it must not wait for a thread
+/// that is ending its session (for a lock that thread holds, say), and two synchronous parts
+/// that end each other's sessions never return. Operations on other ids never wait for it.
 #[derive(Clone)]
 pub struct Handler {
     call: Arc<HandlerFn>,

@@ -236,7 +236,8 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
             });
         }
         // G2: this decides whether the invocation starts. A close ordered before it wins; a
-        // close ordered after it waits (in `unsubscribe_all`) until the handler has been called.
+        // close ordered after it waits (in whoever retires the session, before it leaves the
+        // session map) until the handler has been called.
         if !session.begin_invocation() {
             let reason = session.close_reason().unwrap_or(CloseReason::Unsubscribed);
             counters.dropped(reason.drop_reason(), 1);

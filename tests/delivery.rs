@@ -786,13 +786,33 @@ async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) 
             pubsub.broadcast("room", "queued".into()).await.unwrap();
             pubsub.broadcast("room", "overflow".into()).await.unwrap();
             assert_eq!(pubsub.stats().disconnects, 1);
+            // An operation on another id retires disconnected sessions it finds queued, but it
+            // never waits for their handlers: it returns while this one is still blocked.
+            let (done, done_rx) = std::sync::mpsc::channel();
+            let engine = engine.clone();
+            std::thread::spawn(move || done.send(engine.unsubscribe_all("bystander")).unwrap());
+            let outcome = done_rx.recv_timeout(WAIT / 5);
+            assert!(
+                matches!(outcome, Ok(Ok(()))),
+                "an operation on another session waited for this one's handler call: {outcome:?}"
+            );
         }
         FirstClose::LastTopicUnsubscribed => {
-            let pubsub = Arc::clone(&pubsub);
-            first_closer = Some(tokio::spawn(async move {
-                pubsub.unsubscribe_topic("slow", "room").await.unwrap()
+            // On a thread of its own, not a worker: it waits for the handler call, and the
+            // runtime's other worker has to stay free for this test's timers.
+            let (unsubscriber, runtime) = (Arc::clone(&pubsub), tokio::runtime::Handle::current());
+            first_closer = Some(std::thread::spawn(move || {
+                runtime
+                    .block_on(unsubscriber.unsubscribe_topic("slow", "room"))
+                    .unwrap()
             }));
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Its detach comes before its close, under the session's lock; the sleep lets it
+            // reach the close.
+            wait_until("the unsubscribe", || {
+                pubsub.engine().subscriber_count("room") == 0
+            })
+            .await;
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
     let returned = Arc::new(AtomicBool::new(false));
@@ -808,7 +828,7 @@ async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) 
     release.send(()).unwrap();
     unsubscriber.join().unwrap();
     if let Some(first_closer) = first_closer {
-        first_closer.await.unwrap();
+        first_closer.join().unwrap();
     }
     assert!(
         !returned_early,

@@ -71,6 +71,12 @@ impl Session {
         self.gate.wait_for_starts();
     }
 
+    /// `Session::invocation_start_pending`: the wait's one non-blocking step.
+    fn start_pending(&self) -> bool {
+        self.state.fetch_or(0, Ordering::SeqCst);
+        self.gate.start_in_progress()
+    }
+
     /// Once every thread has been joined: nothing started after the closer returned, having
     /// seen `seen` invocations started. Records how many started.
     fn assert_none_started_after(&self, seen: usize, outcomes: &Seen) {
@@ -126,13 +132,14 @@ fn no_invocation_starts_after_a_closer_that_found_it_closed_returns() {
     OUTCOMES.assert_saw(&["none started", "one started"]);
 }
 
-/// A broadcast disconnects the session (closes it) and the reaper retires it, racing the task
-/// and `unsubscribe_all`. `retire` waits at the gate, then removes the session from the map
-/// (a lock, as the map's removal is under the session's writer lock). `unsubscribe_all` closes
-/// and waits only if it finds the session; if it finds none, the wait was the retirer's.
-/// (Without the retirer's wait this model fails: the task checks the state before the close,
-/// the reaper removes the session, `unsubscribe_all` finds nothing and returns, and then the
-/// handler is called.)
+/// A broadcast disconnects the session (closes it) and the reaper retires it (one thread
+/// here), racing the task and `unsubscribe_all`. The reaper asks the gate until no start is
+/// in progress (yielding between asks, as the reaper task does), then removes the session from
+/// the map (a lock, as the map's removal is under the session's writer lock).
+/// `unsubscribe_all` closes and waits only if it finds the session; if it finds none, the wait
+/// was the reaper's. (Without the reaper's wait this model fails: the task checks the state
+/// before the close, the reaper removes the session, `unsubscribe_all` finds nothing and
+/// returns, and then the handler is called.)
 ///
 /// When `unsubscribe_all` finds the session, it lets the reaper finish before its own close
 /// and wait: two threads spinning on the one flag send loom's scheduler back and forth between
@@ -148,7 +155,9 @@ fn no_invocation_starts_after_unsubscribe_all_of_a_retired_session_returns() {
             let (session, in_map) = (Arc::clone(&session), Arc::clone(&in_map));
             thread::spawn(move || {
                 session.close();
-                session.wait();
+                while session.start_pending() {
+                    thread::yield_now();
+                }
                 *in_map.lock().unwrap() = false;
             })
         };

@@ -20,7 +20,7 @@
 //!   ([`PushLine`]): `parked`, the waker and the session's state. So a push touches two lines,
 //!   that one and its slot's. The consumer writes the line only when it runs dry (`parked`,
 //!   the waker), and the state is written by the close (and rewritten unchanged by
-//!   `unsubscribe_all`'s wait for an invocation's start); the consumer's reads of the
+//!   a retire's wait for an invocation's start); the consumer's reads of the
 //!   state miss on it, as they did on the state's own line, which broadcasters fetched for
 //!   writing. (A consumer going to sleep takes the line from the producers, who would have
 //!   missed on `parked` anyway.)
@@ -89,7 +89,7 @@ pub(crate) struct Mailbox {
 /// companion), so that a push touches that line and its slot's, and no other: the consumer's
 /// sleep, and the session's state. The consumer writes the line only when it runs out of
 /// messages (`parked`, the waker); the state is written by the close (and rewritten unchanged
-/// by `unsubscribe_all`, see `Session::wait_for_invocation_start`).
+/// by a retire's wait at the start gate, see `Session::wait_for_invocation_start`).
 pub(crate) struct PushLine {
     /// Set by the consumer before it sleeps; cleared by the producer that wakes it.
     parked: AtomicBool,

@@ -34,9 +34,10 @@
 //!   the map, the table and the chunk after that store.
 //! - **G2**: unsubscribe stores the chunk without the session before it returns. `unsubscribe_all`
 //!   closes the session (a `SeqCst` CAS) before it returns; consumers check the state before each
-//!   delivery, and what was queued is discarded and counted. A handler-form session leaves the
-//!   session map only after a wait at its start gate that follows its close (`retire`), so an
-//!   `unsubscribe_all` that finds no session, or a newer one, has no earlier start to wait for.
+//!   delivery, and what was queued is discarded and counted. While the engine runs, a
+//!   handler-form session leaves the session map only after a wait at its start gate that
+//!   follows its close (`retire`, `reap`), so an `unsubscribe_all` that finds no session, or a
+//!   newer one, has no earlier start to wait for. (`stop` removes sessions without waiting.)
 //! - **G4**: one FIFO mailbox per session, one consumer; a publisher's broadcast has pushed to
 //!   every recipient (or waited, under `block`) before it returns.
 //! - **G5**: a full mailbox is handled by its policy at push time; the broadcaster never waits on
@@ -50,7 +51,9 @@
 //! A broadcaster that disconnects a slow session closes it (lock-free) and queues it for
 //! retirement; the retirement itself (removing it from its topics) takes writer locks, so it runs
 //! off the broadcast path: in the provider's reaper task, in the session's consumer, and at the
-//! start of every subscribe / unsubscribe.
+//! start of every subscribe / unsubscribe. Retiring waits for a handler call the session's task
+//! began before the close (G2); only the reaper task waits for one of another session, and it
+//! waits by yielding, so an operation on one session never waits on another's handler.
 
 mod claimed;
 pub(crate) mod handler_table;
@@ -272,7 +275,7 @@ impl Engine {
         let Some(session) = self.inner.sessions.get(session_id) else {
             return Ok(());
         };
-        // Waits for a handler call begun before the close (G2), as every retire does.
+        // Waits for a handler call begun before the close (G2).
         self.close_and_retire(&session, CloseReason::Unsubscribed);
         Ok(())
     }
@@ -340,7 +343,11 @@ impl Engine {
         fence(Ordering::SeqCst);
         let sessions: Vec<Arc<Session>> = self.inner.sessions.values();
         for session in sessions {
-            self.close_and_retire(&session, CloseReason::Stopped);
+            // Without waiting for a handler call in progress: one stalled in its synchronous
+            // part must not hold `stop`.
+            let writer = lock(&session.writer);
+            session.close(CloseReason::Stopped);
+            self.retire_locked(&session, writer);
         }
         self.reap();
         self.inner.reaper.wake();
@@ -554,18 +561,17 @@ impl Engine {
     /// been made (`Session::wait_for_invocation_start`), so the session leaves the map only
     /// after that: an `unsubscribe_all` that no longer finds it has nothing to wait for. Not
     /// under the writer lock: the handler's synchronous part may take it (`session_topics`, a
-    /// subscribe). Not once the engine has stopped: `stop` must not wait on a handler stalled
-    /// in its synchronous part, and every later operation fails anyway.
+    /// subscribe). Its callers retire a session their own caller named (an unsubscribe, a
+    /// subscribe that found it disconnected) or their own (its task, its receiver); sessions
+    /// that broadcasters disconnected are `reap`'s, which never waits.
     pub(crate) fn retire(&self, session: &Arc<Session>) {
-        if !self.is_stopped() {
-            session.wait_for_invocation_start();
-        }
+        session.wait_for_invocation_start();
         let writer = lock(&session.writer);
         self.retire_locked(session, writer);
     }
 
     /// [`retire`](Self::retire)'s work, for a caller that holds the writer lock and needs no
-    /// wait: a session that never ran a handler, or one closed because the engine stopped.
+    /// wait (a session that never ran a handler, or the engine stopping), or that has waited.
     fn retire_locked(&self, session: &Arc<Session>, mut writer: MutexGuard<'_, SessionWriter>) {
         if writer.retired {
             return;
@@ -595,18 +601,24 @@ impl Engine {
 
     /// Retires sessions that broadcasters disconnected. Cheap when there are none.
     ///
-    /// Not from inside a handler's synchronous part: each retire may wait for another session's
-    /// handler call, and two such calls waiting on each other would never end. The reaper task
-    /// retires them instead.
+    /// Never waits: a session whose task is making a handler call it began before the
+    /// disconnect (G2) is left to the reaper task, which waits for it by yielding. Waiting here
+    /// would make an operation on one session wait on another's handler (which may want a
+    /// lock the caller holds).
     pub(crate) fn reap(&self) {
-        if session::in_handler_call() {
-            if !self.inner.retiring.is_empty() {
-                self.inner.reaper.wake();
-            }
-            return;
-        }
+        let mut busy: SmallVec<[Arc<Session>; 4]> = SmallVec::new();
         while let Some(session) = self.inner.retiring.pop() {
-            self.retire(&session);
+            if self.is_stopped() || !session.invocation_start_pending() {
+                self.retire_locked(&session, lock(&session.writer));
+            } else {
+                busy.push(session);
+            }
+        }
+        if !busy.is_empty() {
+            for session in busy {
+                self.inner.retiring.push(session);
+            }
+            self.inner.reaper.wake();
         }
     }
 
@@ -622,7 +634,14 @@ impl Engine {
                 }
             })
             .await;
-            self.reap();
+            while let Some(session) = self.inner.retiring.pop() {
+                // G2, as in `reap`, but this task can wait: it yields until the handler call
+                // begun before the disconnect has been made.
+                while !self.is_stopped() && session.invocation_start_pending() {
+                    tokio::task::yield_now().await;
+                }
+                self.retire_locked(&session, lock(&session.writer));
+            }
             if self.is_stopped() {
                 return;
             }

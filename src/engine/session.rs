@@ -87,11 +87,6 @@ impl InvokingGuard {
     }
 }
 
-/// Whether this thread is inside a handler call (its synchronous part).
-pub(crate) fn in_handler_call() -> bool {
-    INVOKING_SESSION.with(|current| current.get() != 0)
-}
-
 impl Drop for InvokingGuard {
     fn drop(&mut self) {
         INVOKING_SESSION.with(|current| current.set(self.0));
@@ -161,7 +156,7 @@ impl Session {
     }
 
     /// `OPEN` or a `CloseReason` code, changed once (open → closed) by `close` (and rewritten
-    /// unchanged by `wait_for_invocation_start`), read by broadcasters before each push and by
+    /// unchanged by a retire's wait at the start gate), read by broadcasters before each push and by
     /// the consumer before each delivery. It lives on the mailbox queue's producers' line,
     /// which every push claims on anyway, so a push touches two lines (that one and its
     /// slot's), not three. A handler invocation's start is ordered against the close by the
@@ -216,16 +211,35 @@ impl Session {
     /// task's check of the state plus the synchronous part of the handler call. A handler whose
     /// synchronous part closes its own session is that invocation: it does not wait for itself.
     pub(crate) fn wait_for_invocation_start(&self) {
-        if INVOKING_SESSION.with(|current| current.get() == self as *const Session as usize) {
+        if self.is_invoking_on_this_thread() {
             return;
         }
-        // The gate's argument, as the fence rule is written, uses a write of the closed state
-        // by this thread before the gate's fence. If another thread closed the session, this
-        // thread's `close` only read it: this read-modify-write, which changes nothing, is
-        // that write. (The loom model passes without it, by happens-before; it costs one
-        // locked instruction per `unsubscribe_all`.)
-        self.state().fetch_or(0, Ordering::SeqCst);
+        self.rewrite_closed_state();
         self.mailbox.invocations.wait_for_starts();
+    }
+
+    /// After a close, without blocking: whether an invocation that began before the close may
+    /// still be about to start. `false` means what
+    /// [`wait_for_invocation_start`](Self::wait_for_invocation_start) returning means.
+    pub(crate) fn invocation_start_pending(&self) -> bool {
+        if self.is_invoking_on_this_thread() {
+            return false;
+        }
+        self.rewrite_closed_state();
+        self.mailbox.invocations.start_in_progress()
+    }
+
+    fn is_invoking_on_this_thread(&self) -> bool {
+        INVOKING_SESSION.with(|current| current.get() == self as *const Session as usize)
+    }
+
+    /// The gate's argument, as the fence rule is written, uses a write of the closed state by
+    /// the closer before the gate's fence. If another thread closed the session, this thread's
+    /// `close` only read it: this read-modify-write, which changes nothing, is that write. (The
+    /// loom model passes without it, by happens-before; it costs one locked instruction per
+    /// retire.)
+    fn rewrite_closed_state(&self) {
+        self.state().fetch_or(0, Ordering::SeqCst);
     }
 
     /// Discards what is queued, counting it under the close reason.

@@ -72,11 +72,18 @@ impl StartGate {
     /// The closer, after its close: waits until no start that may have missed the close is in
     /// progress. The wait is the starter's open check plus the start of its action.
     pub fn wait_for_starts(&self) {
-        // Pairs with the fence in `begin`.
-        fence(Ordering::SeqCst);
         let mut backoff = SpinThenYield::new();
-        while self.starting.load(Ordering::Acquire) {
+        while self.start_in_progress() {
             backoff.wait();
         }
+    }
+
+    /// The closer, after its close, when it must not block: whether a start that may have
+    /// missed the close is still in progress. `false` is what [`wait_for_starts`]
+    /// (Self::wait_for_starts) returning means; on `true`, ask again later.
+    pub fn start_in_progress(&self) -> bool {
+        // Pairs with the fence in `begin`.
+        fence(Ordering::SeqCst);
+        self.starting.load(Ordering::Acquire)
     }
 }
