@@ -25,7 +25,7 @@ use crate::engine::{CloseReason, Engine, Notice, SessionReceiver};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
 use crate::provider::PubSubProvider;
-use crate::stats::{DropReason, SessionStats, StatsSnapshot};
+use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot};
 use crate::sync::{lock, Arc, Mutex, SnapshotCache};
 
 /// Messages a session task handles before yielding to the scheduler.
@@ -204,6 +204,27 @@ impl std::fmt::Debug for InMemoryPubSub {
     }
 }
 
+/// Deliveries a session's task has counted and not yet added to the engine's counters: added
+/// whenever the task is about to wait or yield, and when it ends (on drop, also if aborted),
+/// so the counters are exact whenever the session is idle, for one locked add per burst
+/// instead of one per delivery.
+struct UnreportedDeliveries<'a> {
+    counters: &'a Counters,
+    count: u64,
+}
+
+impl UnreportedDeliveries<'_> {
+    fn report(&mut self) {
+        self.counters.delivered(std::mem::take(&mut self.count));
+    }
+}
+
+impl Drop for UnreportedDeliveries<'_> {
+    fn drop(&mut self) {
+        self.report();
+    }
+}
+
 /// A handler-form session's task: drains its mailbox, one handler invocation at a time.
 async fn run_session(engine: Engine, session: Arc<Session>) {
     let counters = engine.counters();
@@ -213,12 +234,14 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
     // handler removed by an unsubscribe is dropped by the unsubscribe or by this task's next
     // step, never kept while the session waits.
     let mut handlers: Option<SnapshotCache<'_, HandlerTable>> = None;
+    let mut delivered = UnreportedDeliveries { counters, count: 0 };
     let mut since_yield = 0;
     loop {
         let popped = match session.mailbox.pop() {
             Some(popped) => Some(popped),
             None => {
                 handlers = None;
+                delivered.report();
                 Pop {
                     mailbox: &session.mailbox,
                     is_closed: || !session.is_open(),
@@ -252,7 +275,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                 counters.dropped(DropReason::Unsubscribed, 1);
                 continue;
             };
-            counters.delivered(1);
+            delivered.count += 1;
             // The table's key: the session's own copy of the topic (see `handler_table`).
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let _invoking = InvokingGuard::enter(&session);
@@ -270,6 +293,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                     Poll::Ready(outcome) => outcome,
                     Poll::Pending => {
                         handlers = None;
+                        delivered.report();
                         running.await
                     }
                 }
@@ -296,9 +320,11 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
         if since_yield == BATCH {
             since_yield = 0;
             handlers = None;
+            delivered.report();
             tokio::task::yield_now().await;
         }
     }
+    delivered.report();
     engine.retire(&session);
     if session.close_reason() == Some(CloseReason::Stopped) {
         tracing::trace!(session_id = &*session.id, "session task ended: provider stopped");

@@ -68,8 +68,10 @@ impl DropCounts {
 /// A snapshot of a provider's counters.
 ///
 /// Accounting identity: every (broadcast, recipient) pair ends exactly once, delivered or dropped
-/// for one reason, so at any moment `recipients == delivered + dropped.total() + queued` where
-/// `queued` is what sessions still hold ([`SessionStats::queued`]).
+/// for one reason, so `recipients == delivered + dropped.total() + queued` where `queued` is
+/// what sessions still hold ([`SessionStats::queued`]). It holds exactly whenever no session is
+/// in the middle of a burst: a handler-form session's task adds its deliveries once per burst
+/// (before it waits for its mailbox or a handler's future, yields, or ends), not one by one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
