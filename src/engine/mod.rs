@@ -55,6 +55,11 @@
 //! began before the close (G2); only the reaper task waits for one of another session, and it
 //! waits by yielding, so an operation on one session never waits on another's handler.
 
+/// The reaper waits for a disconnected session's handler call by yielding this many times,
+/// then by pausing [`REAPER_PAUSE`] between asks.
+const REAPER_YIELDS: u32 = 64;
+const REAPER_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 mod claimed;
 pub(crate) mod handler_table;
 pub(crate) mod mailbox;
@@ -636,9 +641,20 @@ impl Engine {
             .await;
             while let Some(session) = self.inner.retiring.pop() {
                 // G2, as in `reap`, but this task can wait: it yields until the handler call
-                // begun before the disconnect has been made.
+                // begun before the disconnect has been made. A handler stalled in its
+                // synchronous part is asked after every millisecond instead (where the runtime
+                // has timers), so the reaper does not spin a worker meanwhile.
+                let mut asked = 0u32;
                 while !self.is_stopped() && session.invocation_start_pending() {
-                    tokio::task::yield_now().await;
+                    asked += 1;
+                    // `block_deadline` is the `block` policy's timer: `None` without timers.
+                    let pause = (asked > REAPER_YIELDS)
+                        .then(|| block_deadline(REAPER_PAUSE))
+                        .flatten();
+                    match pause {
+                        Some(pause) => pause.await,
+                        None => tokio::task::yield_now().await,
+                    }
                 }
                 self.retire_locked(&session, lock(&session.writer));
             }
