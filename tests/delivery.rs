@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 mod support;
 
-use support::{settled, wait_until, WAIT};
+use support::{settled, wait_until, StalledSession, WAIT};
 
 // ----- helpers -----
 
@@ -751,41 +751,14 @@ enum FirstClose {
 /// finds nothing. The handler's synchronous part is inside that window (the task's open check
 /// to the call's return): here it blocks until released.
 async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) {
-    let config = Config::default()
-        .with_capacity(1)
-        .with_policy(OverflowPolicy::Disconnect);
-    let pubsub = Arc::new(InMemoryPubSub::with_config(config).unwrap());
-    pubsub.start().await.unwrap();
-    let (entered, entered_rx) = std::sync::mpsc::channel::<()>();
-    let (release, release_rx) = std::sync::mpsc::channel::<()>();
-    let window = Mutex::new((entered, release_rx));
-    let handled = Arc::new(Mutex::new(Vec::new()));
-    let handler = {
-        let handled = Arc::clone(&handled);
-        Handler::new(move |_topic, message: Bytes| {
-            handled.lock().unwrap().push(message.clone());
-            if message == "first" {
-                let window = window.lock().unwrap();
-                window.0.send(()).unwrap();
-                window.1.recv_timeout(WAIT).unwrap();
-            }
-            async {}
-        })
-    };
-    pubsub.subscribe_topic("slow", "room", handler).await.unwrap();
-    pubsub.broadcast("room", "first".into()).await.unwrap();
-    entered_rx
-        .recv_timeout(WAIT)
-        .expect("the handler's call to begin");
+    let stalled = StalledSession::start().await;
+    let pubsub = Arc::clone(&stalled.pubsub);
 
     let engine = pubsub.engine().clone();
     let mut first_closer = None;
     match first_close {
         FirstClose::Disconnected => {
-            // The first fills the one-slot mailbox; the second finds it full.
-            pubsub.broadcast("room", "queued".into()).await.unwrap();
-            pubsub.broadcast("room", "overflow".into()).await.unwrap();
-            assert_eq!(pubsub.stats().disconnects, 1);
+            stalled.disconnect().await;
             // An operation on another id retires disconnected sessions it finds queued, but it
             // never waits for their handlers: it returns while this one is still blocked.
             let (done, done_rx) = std::sync::mpsc::channel();
@@ -825,7 +798,7 @@ async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) 
     };
     std::thread::sleep(std::time::Duration::from_millis(200));
     let returned_early = returned.load(SeqCst);
-    release.send(()).unwrap();
+    stalled.release.send(()).unwrap();
     unsubscriber.join().unwrap();
     if let Some(first_closer) = first_closer {
         first_closer.join().unwrap();
@@ -835,7 +808,7 @@ async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) 
         "{first_close:?}: unsubscribe_all returned while a handler call begun before was still being made"
     );
     wait_until("the session to leave", || pubsub.engine().session_count() == 0).await;
-    assert_eq!(*handled.lock().unwrap(), ["first"]);
+    assert_eq!(*stalled.handled.lock().unwrap(), ["first"]);
     pubsub.stop().await.unwrap();
 }
 

@@ -2,14 +2,13 @@
 //! while a handler is stalled in its synchronous part, the process stays near idle. Its own
 //! test binary, so no other test's CPU is counted.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use fanout::{Bytes, Config, Handler, InMemoryPubSub, OverflowPolicy, PubSubProvider};
+use fanout::PubSubProvider;
 
 mod support;
 
-use support::{wait_until, WAIT};
+use support::{wait_until, StalledSession};
 
 /// This process's CPU time (user and system) in clock ticks, from `/proc/self/stat`; `None`
 /// where there is no such file.
@@ -27,37 +26,16 @@ async fn reaper_waits_for_a_stalled_handler_without_spinning() {
         println!("skipped: no /proc/self/stat to read this process's CPU time from");
         return;
     };
-    let config = Config::default()
-        .with_capacity(1)
-        .with_policy(OverflowPolicy::Disconnect);
-    let pubsub = InMemoryPubSub::with_config(config).unwrap();
-    pubsub.start().await.unwrap();
-    let (entered, entered_rx) = std::sync::mpsc::channel::<()>();
-    let (release, release_rx) = std::sync::mpsc::channel::<()>();
-    let window = Mutex::new((entered, release_rx));
-    let handler = Handler::new(move |_topic, message: Bytes| {
-        if message == "first" {
-            let window = window.lock().unwrap();
-            window.0.send(()).unwrap();
-            window.1.recv_timeout(WAIT).unwrap();
-        }
-        async {}
-    });
-    pubsub.subscribe_topic("slow", "room", handler).await.unwrap();
-    pubsub.broadcast("room", "first".into()).await.unwrap();
-    entered_rx
-        .recv_timeout(WAIT)
-        .expect("the handler's call to begin");
-    // Disconnect it: the reaper now waits for the call above, which stays stalled.
-    pubsub.broadcast("room", "queued".into()).await.unwrap();
-    pubsub.broadcast("room", "overflow".into()).await.unwrap();
-    assert_eq!(pubsub.stats().disconnects, 1);
+    let stalled = StalledSession::start().await;
+    // Disconnect it: the reaper now waits for the call begun above, which stays stalled.
+    stalled.disconnect().await;
 
     std::thread::sleep(Duration::from_millis(100));
     let before = cpu_ticks().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let used = cpu_ticks().unwrap() - before;
-    release.send(()).unwrap();
+    stalled.release.send(()).unwrap();
+    let pubsub = &stalled.pubsub;
     wait_until("the session to be retired", || {
         pubsub.engine().session_count() == 0
     })

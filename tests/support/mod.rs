@@ -109,3 +109,60 @@ impl Rng {
         (0..len).map(|_| self.next() as u8).collect()
     }
 }
+
+/// A handler-form session `slow` on topic `room`, under `disconnect` with a one-message mailbox,
+/// whose handler's call for its first message (`first`) is stalled in its synchronous part
+/// until [`release`](Self::release) is sent to: the window between the task's open check and
+/// the call's return (G2).
+pub struct StalledSession {
+    pub pubsub: Arc<InMemoryPubSub>,
+    pub release: std::sync::mpsc::Sender<()>,
+    /// The messages the handler was called with, in order.
+    pub handled: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl StalledSession {
+    /// Starts a provider, subscribes the session and returns once its handler's call for
+    /// `first` has begun.
+    pub async fn start() -> Self {
+        let config = Config::default()
+            .with_capacity(1)
+            .with_policy(fanout::OverflowPolicy::Disconnect);
+        let pubsub = Arc::new(InMemoryPubSub::with_config(config).unwrap());
+        pubsub.start().await.unwrap();
+        let (entered, entered_rx) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let window = Mutex::new((entered, release_rx));
+        let handled = Arc::new(Mutex::new(Vec::new()));
+        let handler = {
+            let handled = Arc::clone(&handled);
+            Handler::new(move |_topic, message: Bytes| {
+                handled.lock().unwrap().push(message.clone());
+                if message == "first" {
+                    let window = window.lock().unwrap();
+                    window.0.send(()).unwrap();
+                    window.1.recv_timeout(WAIT).unwrap();
+                }
+                async {}
+            })
+        };
+        pubsub.subscribe_topic("slow", "room", handler).await.unwrap();
+        pubsub.broadcast("room", "first".into()).await.unwrap();
+        entered_rx
+            .recv_timeout(WAIT)
+            .expect("the handler's call to begin");
+        StalledSession {
+            pubsub,
+            release,
+            handled,
+        }
+    }
+
+    /// Two broadcasts: the first fills the one-slot mailbox, the second finds it full and
+    /// disconnects the session.
+    pub async fn disconnect(&self) {
+        self.pubsub.broadcast("room", "queued".into()).await.unwrap();
+        self.pubsub.broadcast("room", "overflow".into()).await.unwrap();
+        assert_eq!(self.pubsub.stats().disconnects, 1);
+    }
+}
