@@ -71,7 +71,9 @@ impl DropCounts {
 /// for one reason, so `recipients == delivered + dropped.total() + queued` where `queued` is
 /// what sessions still hold ([`SessionStats::queued`]). It holds exactly whenever no session is
 /// in the middle of a burst: a handler-form session's task adds its deliveries once per burst
-/// (before it waits for its mailbox or a handler's future, yields, or ends), not one by one.
+/// (before it waits for its mailbox or a handler's future, yields, or ends), not one by one. A
+/// session removed by `unsubscribe_all` or the reaper may still have its last burst to add:
+/// its task adds it as it ends, shortly after.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {

@@ -134,7 +134,7 @@ fn no_invocation_starts_after_a_closer_that_found_it_closed_returns() {
 
 /// A broadcast disconnects the session (closes it) and the reaper retires it (one thread
 /// here), racing the task and `unsubscribe_all`. The reaper asks the gate until no start is
-/// in progress (yielding between asks, as the reaper task does), then removes the session from
+/// in progress (yielding between asks; the reaper task yields, then pauses), then removes the session from
 /// the map (a lock, as the map's removal is under the session's writer lock).
 /// `unsubscribe_all` closes and waits only if it finds the session; if it finds none, the wait
 /// was the reaper's. (Without the reaper's wait this model fails: the task checks the state

@@ -53,12 +53,8 @@
 //! off the broadcast path: in the provider's reaper task, in the session's consumer, and at the
 //! start of every subscribe / unsubscribe. Retiring waits for a handler call the session's task
 //! began before the close (G2); only the reaper task waits for one of another session, and it
-//! waits by yielding, so an operation on one session never waits on another's handler.
-
-/// The reaper waits for a disconnected session's handler call by yielding this many times,
-/// then by pausing [`REAPER_PAUSE`] between asks.
-const REAPER_YIELDS: u32 = 64;
-const REAPER_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+//! waits as a task (yielding, then pausing), so an operation on one session never waits on
+//! another's handler.
 
 mod claimed;
 pub(crate) mod handler_table;
@@ -607,7 +603,7 @@ impl Engine {
     /// Retires sessions that broadcasters disconnected. Cheap when there are none.
     ///
     /// Never waits: a session whose task is making a handler call it began before the
-    /// disconnect (G2) is left to the reaper task, which waits for it by yielding. Waiting here
+    /// disconnect (G2) is left to the reaper task, which waits for it as a task. Waiting here
     /// would make an operation on one session wait on another's handler (which may want a
     /// lock the caller holds).
     pub(crate) fn reap(&self) {
@@ -629,6 +625,8 @@ impl Engine {
 
     /// Runs until the engine stops, retiring disconnected sessions as broadcasters report them.
     pub(crate) async fn run_reaper(&self) {
+        // Whether the runtime has timers to pause on: found out the first time a wait needs one.
+        let mut has_timers: Option<bool> = None;
         loop {
             poll_fn(|cx| {
                 self.inner.reaper.register(cx.waker());
@@ -642,15 +640,18 @@ impl Engine {
             while let Some(session) = self.inner.retiring.pop() {
                 // G2, as in `reap`, but this task can wait: it yields until the handler call
                 // begun before the disconnect has been made. A handler stalled in its
-                // synchronous part is asked after every millisecond instead (where the runtime
-                // has timers), so the reaper does not spin a worker meanwhile.
+                // synchronous part is asked after every pause instead (where the runtime has
+                // timers: asked once), so the reaper does not spin a worker meanwhile.
                 let mut asked = 0u32;
                 while !self.is_stopped() && session.invocation_start_pending() {
-                    asked += 1;
-                    // `block_deadline` is the `block` policy's timer: `None` without timers.
-                    let pause = (asked > REAPER_YIELDS)
-                        .then(|| block_deadline(REAPER_PAUSE))
-                        .flatten();
+                    asked = asked.saturating_add(1);
+                    let pause = if asked > REAPER_YIELDS && has_timers != Some(false) {
+                        let pause = reaper_pause();
+                        has_timers = Some(pause.is_some());
+                        pause
+                    } else {
+                        None
+                    };
                     match pause {
                         Some(pause) => pause.await,
                         None => tokio::task::yield_now().await,
@@ -909,6 +910,25 @@ fn block_deadline(timeout: std::time::Duration) -> Option<impl Future<Output = (
     tokio::runtime::Handle::try_current()
         .ok()
         .and_then(|_| std::panic::catch_unwind(|| tokio::time::sleep(timeout)).ok())
+}
+
+/// The reaper waits for a disconnected session's handler call by yielding this many times,
+/// then by pausing [`REAPER_PAUSE`] between asks.
+const REAPER_YIELDS: u32 = 64;
+#[cfg_attr(fanout_loom, allow(dead_code))]
+const REAPER_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The reaper's pause between asks, `None` where the runtime has no timers (found out by
+/// `block_deadline`'s caught panic, so the reaper asks only once).
+#[cfg(not(fanout_loom))]
+fn reaper_pause() -> Option<impl Future<Output = ()>> {
+    block_deadline(REAPER_PAUSE)
+}
+
+/// Loom models have no timers: the reaper only yields.
+#[cfg(fanout_loom)]
+fn reaper_pause() -> Option<std::future::Ready<()>> {
+    None
 }
 
 /// Loom models have no timers: a blocked broadcaster waits until a pop or a close releases it.
