@@ -638,29 +638,35 @@ impl Engine {
             })
             .await;
             while let Some(session) = self.inner.retiring.pop() {
-                // G2, as in `reap`, but this task can wait: it yields until the handler call
-                // begun before the disconnect has been made. A handler stalled in its
-                // synchronous part is asked after every pause instead (where the runtime has
-                // timers: asked once), so the reaper does not spin a worker meanwhile.
-                let mut asked = 0u32;
-                while !self.is_stopped() && session.invocation_start_pending() {
-                    asked = asked.saturating_add(1);
-                    let pause = if asked > REAPER_YIELDS && has_timers != Some(false) {
-                        let pause = reaper_pause();
-                        has_timers = Some(pause.is_some());
-                        pause
-                    } else {
-                        None
-                    };
-                    match pause {
-                        Some(pause) => pause.await,
-                        None => tokio::task::yield_now().await,
-                    }
-                }
+                // G2, as in `reap`, but this task can wait.
+                self.wait_for_invocation_start_as_task(&session, &mut has_timers)
+                    .await;
                 self.retire_locked(&session, lock(&session.writer));
             }
             if self.is_stopped() {
                 return;
+            }
+        }
+    }
+
+    /// The reaper's wait for a disconnected session's handler call begun before the
+    /// disconnect, or for the engine to stop: it yields, and once a handler has stayed in its
+    /// synchronous part for [`REAPER_YIELDS`] asks, pauses between asks (where the runtime has
+    /// timers; `has_timers` is found out once), so it does not spin a worker meanwhile.
+    async fn wait_for_invocation_start_as_task(&self, session: &Session, has_timers: &mut Option<bool>) {
+        let mut asked = 0u32;
+        while !self.is_stopped() && session.invocation_start_pending() {
+            asked = asked.saturating_add(1);
+            let pause = if asked > REAPER_YIELDS && *has_timers != Some(false) {
+                let pause = reaper_pause();
+                *has_timers = Some(pause.is_some());
+                pause
+            } else {
+                None
+            };
+            match pause {
+                Some(pause) => pause.await,
+                None => tokio::task::yield_now().await,
             }
         }
     }

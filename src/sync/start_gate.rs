@@ -53,7 +53,7 @@ impl StartGate {
     #[inline]
     pub fn begin(&self, is_open: impl FnOnce() -> bool) -> bool {
         self.starting.store(true, Ordering::Relaxed);
-        // Pairs with the fence in `wait_for_starts`.
+        // Pairs with the fence in `start_in_progress`.
         fence(Ordering::SeqCst);
         if is_open() {
             return true;
@@ -65,7 +65,7 @@ impl StartGate {
     /// The starter: the action announced by the last [`begin`](Self::begin) has started.
     #[inline]
     pub fn end(&self) {
-        // Pairs with the `Acquire` load in `wait_for_starts`.
+        // Pairs with the `Acquire` load in `start_in_progress`.
         self.starting.store(false, Ordering::Release);
     }
 
@@ -79,8 +79,8 @@ impl StartGate {
     }
 
     /// The closer, after its close, when it must not block: whether a start that may have
-    /// missed the close is still in progress. `false` is what [`wait_for_starts`]
-    /// (Self::wait_for_starts) returning means; on `true`, ask again later.
+    /// missed the close is still in progress. `false` is what
+    /// [`wait_for_starts`](Self::wait_for_starts) returning means; on `true`, ask again later.
     pub fn start_in_progress(&self) -> bool {
         // Pairs with the fence in `begin`.
         fence(Ordering::SeqCst);
