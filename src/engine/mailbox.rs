@@ -24,6 +24,9 @@
 //!   state miss on it, as they did on the state's own line, which broadcasters fetched for
 //!   writing. (A consumer going to sleep takes the line from the producers, who would have
 //!   missed on `parked` anyway.)
+//!   What a pop reads besides the head lives on the queue's consumers' line ([`PopLine`]):
+//!   `missed`, `stalled`, `blocked` and the handler form's start gate, so a pop touches that
+//!   line and its slot's.
 //! - No lost wake-up. The consumer writes `parked = true`, issues a `SeqCst` fence, then looks at
 //!   the queue again; a producer pushes, issues a `SeqCst` fence, then reads `parked`. The two
 //!   fences order the pairs (store parked → load queue) and (store queue → load parked), so at
@@ -63,26 +66,9 @@ use crate::sync::{AtomicWaker, BoundedQueue, Claimed, Shared, SpinThenYield, Sta
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
     /// pops), popped by the consumer.
-    queue: BoundedQueue<Shared<Envelope>, PushLine>,
-    /// Evictions since the consumer's last pop. Incremented by evicting producers, taken by the
-    /// consumer.
-    missed: AtomicU64,
-    /// See "stalled" in the module docs. `Relaxed`: it orders nothing.
-    stalled: AtomicBool,
-    /// Broadcasters currently waiting for room (`block` policy).
-    blocked: AtomicUsize,
+    queue: BoundedQueue<Shared<Envelope>, PushLine, PopLine>,
     /// Notified by the consumer after a pop while `blocked > 0`, and on close.
     room: WaitList,
-    /// Whether any topic may use the `block` policy; if not, pops skip the fence and the check
-    /// of `blocked`.
-    signals_room: bool,
-    /// Handler form: the session's task announces each invocation's start here
-    /// (`Session::begin_invocation`). Not beside the session's state, on the line every
-    /// broadcaster claims on: here, beside the fields the consumer reads on every pop, which a
-    /// push does not touch (broadcasters write `missed` only to evict, `blocked` only to wait
-    /// for room; a closer reads the gate once), the task's two writes per delivery stay on its
-    /// own core.
-    pub(crate) invocations: StartGate,
 }
 
 /// What every push reads besides its claim, kept on the queue's producers' line (its
@@ -99,10 +85,37 @@ pub(crate) struct PushLine {
     waker: AtomicWaker,
 }
 
+/// What every pop reads besides the head, kept on the queue's consumers' line (its consumer
+/// companion), so that a pop touches that line and its slot's, and no other (on a 10,000-session
+/// workload, where each wake finds its session's lines cold, a line fewer per wake). A push
+/// does not touch it: broadcasters write `missed` only to evict (when they also pop, on this
+/// line) and `blocked` only to wait for room; a closer reads the start gate once.
+pub(crate) struct PopLine {
+    /// Evictions since the consumer's last pop. Incremented by evicting producers, taken by the
+    /// consumer.
+    missed: AtomicU64,
+    /// Broadcasters currently waiting for room (`block` policy).
+    blocked: AtomicUsize,
+    /// See "stalled" in the module docs. `Relaxed`: it orders nothing.
+    stalled: AtomicBool,
+    /// Whether any topic may use the `block` policy; if not, pops skip the fence and the check
+    /// of `blocked`.
+    signals_room: bool,
+    /// Handler form: the session's task announces each invocation's start here
+    /// (`Session::begin_invocation`); its two writes per delivery stay on the line its pops
+    /// already own.
+    invocations: StartGate,
+}
+
 #[cfg(not(fanout_loom))]
 const _: () = assert!(
     std::mem::size_of::<PushLine>() <= crate::sync::COMPANION_ROOM,
     "what a push reads shares the producers' line"
+);
+#[cfg(not(fanout_loom))]
+const _: () = assert!(
+    std::mem::size_of::<PopLine>() <= crate::sync::CONSUMER_COMPANION_ROOM,
+    "what a pop reads shares the consumers' line"
 );
 
 /// Why a push did not queue the message; the message is handed back.
@@ -111,20 +124,22 @@ pub(crate) struct Full(pub(crate) Shared<Envelope>);
 impl Mailbox {
     pub(crate) fn new(capacity: usize, signals_room: bool, session_state: u8) -> Self {
         Self {
-            queue: BoundedQueue::with_companion(
+            queue: BoundedQueue::with_companions(
                 capacity,
                 PushLine {
                     parked: AtomicBool::new(false),
                     session_state: AtomicU8::new(session_state),
                     waker: AtomicWaker::new(),
                 },
+                PopLine {
+                    missed: AtomicU64::new(0),
+                    blocked: AtomicUsize::new(0),
+                    stalled: AtomicBool::new(false),
+                    signals_room,
+                    invocations: StartGate::new(),
+                },
             ),
-            missed: AtomicU64::new(0),
-            stalled: AtomicBool::new(false),
-            blocked: AtomicUsize::new(0),
             room: WaitList::new(),
-            signals_room,
-            invocations: StartGate::new(),
         }
     }
 
@@ -132,6 +147,18 @@ impl Mailbox {
     #[inline(always)]
     fn push_line(&self) -> &PushLine {
         self.queue.companion()
+    }
+
+    /// What a pop reads besides the head, kept on the queue's consumers' line.
+    #[inline(always)]
+    fn pop_line(&self) -> &PopLine {
+        self.queue.consumer_companion()
+    }
+
+    /// The handler form's start gate (`Session::begin_invocation`).
+    #[inline(always)]
+    pub(crate) fn invocations(&self) -> &StartGate {
+        &self.pop_line().invocations
     }
 
     /// The session's state word (`Session::state`), kept on the queue's producers' line.
@@ -177,7 +204,7 @@ impl Mailbox {
             }
             if self.queue.pop().is_some() {
                 evicted += 1;
-                self.missed.fetch_add(1, Ordering::Relaxed);
+                self.pop_line().missed.fetch_add(1, Ordering::Relaxed);
                 backoff = SpinThenYield::new();
             } else {
                 // Full, yet nothing to evict: a push is between claiming the head's place and
@@ -249,13 +276,14 @@ impl Mailbox {
     /// The consumer's side of a pop that took `message`.
     #[inline]
     fn took(&self, message: Shared<Envelope>) -> (Shared<Envelope>, u64) {
-        let missed = if self.missed.load(Ordering::Relaxed) != 0 {
-            self.missed.swap(0, Ordering::Relaxed)
+        let line = self.pop_line();
+        let missed = if line.missed.load(Ordering::Relaxed) != 0 {
+            line.missed.swap(0, Ordering::Relaxed)
         } else {
             0
         };
-        if self.stalled.load(Ordering::Relaxed) {
-            self.stalled.store(false, Ordering::Relaxed);
+        if line.stalled.load(Ordering::Relaxed) {
+            line.stalled.store(false, Ordering::Relaxed);
         }
         self.signal_room();
         (message, missed)
@@ -264,10 +292,11 @@ impl Mailbox {
     /// Tells broadcasters waiting for room (`block`) that a pop made some.
     #[inline]
     fn signal_room(&self) {
-        if self.signals_room {
+        let line = self.pop_line();
+        if line.signals_room {
             // Pairs with the fence in `BlockedWaiter::register`.
             fence(Ordering::SeqCst);
-            if self.blocked.load(Ordering::Relaxed) > 0 {
+            if line.blocked.load(Ordering::Relaxed) > 0 {
                 self.room.notify_all();
             }
         }
@@ -319,13 +348,13 @@ impl Mailbox {
 
     /// Records that a `block_once` wait for this mailbox timed out (see "stalled" above).
     pub(crate) fn mark_stalled(&self) {
-        self.stalled.store(true, Ordering::Relaxed);
+        self.pop_line().stalled.store(true, Ordering::Relaxed);
     }
 
     /// Whether a `block_once` wait timed out and the consumer has taken nothing since.
     #[inline]
     pub(crate) fn is_stalled(&self) -> bool {
-        self.stalled.load(Ordering::Relaxed)
+        self.pop_line().stalled.load(Ordering::Relaxed)
     }
 
     /// Wakes the consumer and every waiting broadcaster; called once the session is closed.
@@ -350,7 +379,7 @@ impl Mailbox {
         loop {
             let mut room = self.room.listen();
             // Registered until the end of this iteration, or until the broadcast is cancelled.
-            let _waiting = BlockedWaiter::register(&self.blocked);
+            let _waiting = BlockedWaiter::register(&self.pop_line().blocked);
             if is_closed() {
                 return RoomOutcome::Closed;
             }

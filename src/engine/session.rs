@@ -197,13 +197,13 @@ impl Session {
     /// caller (the gate's one starter).
     #[inline]
     pub(crate) fn begin_invocation(&self) -> bool {
-        self.mailbox.invocations.begin(|| self.is_open())
+        self.mailbox.invocations().begin(|| self.is_open())
     }
 
     /// The handler has been called: its invocation has started.
     #[inline]
     pub(crate) fn end_invocation_start(&self) {
-        self.mailbox.invocations.end();
+        self.mailbox.invocations().end();
     }
 
     /// After a close: waits until an invocation that began before the close has been started,
@@ -215,7 +215,7 @@ impl Session {
             return;
         }
         self.rewrite_closed_state();
-        self.mailbox.invocations.wait_for_starts();
+        self.mailbox.invocations().wait_for_starts();
     }
 
     /// After a close, without blocking: whether an invocation that began before the close may
@@ -226,7 +226,7 @@ impl Session {
             return false;
         }
         self.rewrite_closed_state();
-        self.mailbox.invocations.start_in_progress()
+        self.mailbox.invocations().start_in_progress()
     }
 
     fn is_invoking_on_this_thread(&self) -> bool {

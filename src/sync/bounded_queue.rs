@@ -8,10 +8,12 @@
 //!
 //! The queue is laid out for the hand-over a delivery is: producers (broadcasters) write one
 //! line of their own and the item's slot, the consumer reads the slot and writes one line of
-//! its own. The owner may keep a small `companion` on the producers' line: the mailbox keeps
-//! there what every push reads besides its claim: its consumer's sleep (`parked` and the
-//! waker), which the consumer writes only when it runs dry, and its session's state, written by
-//! the close. So a push touches that line and its slot's, and no other.
+//! its own. The owner may keep a small companion on each of the two lines. On the producers'
+//! line the mailbox keeps what every push reads besides its claim: its consumer's sleep
+//! (`parked` and the waker), which the consumer writes only when it runs dry, and its
+//! session's state, written by the close. So a push touches that line and its slot's, and no
+//! other. On the consumers' line it keeps what every pop reads besides the head (evictions not
+//! yet reported, the handler form's start gate), so a pop touches that line and its slot's.
 //!
 //! It replaces crossbeam's `SegQueue` plus two counters, with which a push also locked the
 //! slot's line and the queue's tail (which every pop read to tell empty from not), and blocks
@@ -101,9 +103,13 @@ const BLOCK_SLOTS: u64 = 8;
 const BLOCK_SLOTS: u64 = 2;
 
 /// The bytes a companion may take and still share a 64-byte line with the producers' own
-/// fields (`BoundedQueue::with_companion`).
+/// fields (`BoundedQueue::with_companions`).
 #[cfg(not(fanout_loom))]
 pub(crate) const COMPANION_ROOM: usize = 64 - std::mem::size_of::<ProducerSide<()>>();
+
+/// The same for the consumers' line.
+#[cfg(not(fanout_loom))]
+pub(crate) const CONSUMER_COMPANION_ROOM: usize = 64 - std::mem::size_of::<ConsumerSide<()>>();
 
 /// The low bit of a position: the side's next block is being put in place.
 const INSTALLING: u64 = 1;
@@ -237,12 +243,13 @@ impl Drop for Claimed<'_> {
 unsafe impl Send for Claimed<'_> {}
 
 /// A bounded MPMC queue of pointer-sized items; see the module docs.
-pub struct BoundedQueue<T: PointerItem, H = ()> {
+pub struct BoundedQueue<T: PointerItem, H = (), C = ()> {
     /// Written by producers only, except `companion`.
     producers: CachePadded<ProducerSide<H>>,
     /// Written by pops only (the consumer, a `drop_oldest` broadcaster evicting, a closer
-    /// draining), except the free list, which the producer installing a block takes from.
-    consumers: CachePadded<ConsumerSide>,
+    /// draining), except the free list, which the producer installing a block takes from, and
+    /// `companion`.
+    consumers: CachePadded<ConsumerSide<C>>,
     _items: PhantomData<T>,
 }
 
@@ -260,20 +267,23 @@ struct ProducerSide<H> {
     companion: H,
 }
 
-struct ConsumerSide {
+struct ConsumerSide<C> {
     /// Position of the next index to pop.
     head: AtomicU64,
     /// `block(head)` while `head` is not installing; null until the first push.
     head_block: AtomicPtr<Block>,
     /// Recycled blocks, linked through `next_free`.
     free: AtomicPtr<Block>,
+    /// The owner's state that every pop reads besides the head, kept on the consumers' line
+    /// ([`BoundedQueue::consumer_companion`]).
+    companion: C,
 }
 
 // SAFETY: the queue moves items between threads (`T: Send` through `PointerItem`) and shares
 // nothing of them; its own state is atomics.
-unsafe impl<T: PointerItem, H: Sync> Sync for BoundedQueue<T, H> {}
+unsafe impl<T: PointerItem, H: Sync, C: Sync> Sync for BoundedQueue<T, H, C> {}
 // SAFETY: as above.
-unsafe impl<T: PointerItem, H: Send> Send for BoundedQueue<T, H> {}
+unsafe impl<T: PointerItem, H: Send, C: Send> Send for BoundedQueue<T, H, C> {}
 
 impl<T: PointerItem> BoundedQueue<T> {
     /// An empty queue; its first block is allocated by the first push.
@@ -283,17 +293,18 @@ impl<T: PointerItem> BoundedQueue<T> {
     /// If `capacity` is zero (configuration validation rejects it before a mailbox is built).
     #[cfg_attr(not(any(test, fanout_loom)), allow(dead_code))]
     pub fn new(capacity: usize) -> Self {
-        Self::with_companion(capacity, ())
+        Self::with_companions(capacity, (), ())
     }
 }
 
-impl<T: PointerItem, H> BoundedQueue<T, H> {
-    /// An empty queue that keeps `companion` on its producers' cache line.
+impl<T: PointerItem, H, C> BoundedQueue<T, H, C> {
+    /// An empty queue that keeps `companion` on its producers' cache line and
+    /// `consumer_companion` on its consumers'.
     ///
     /// # Panics
     ///
     /// If `capacity` is zero (configuration validation rejects it before a mailbox is built).
-    pub fn with_companion(capacity: usize, companion: H) -> Self {
+    pub fn with_companions(capacity: usize, companion: H, consumer_companion: C) -> Self {
         assert!(capacity > 0, "capacity must be non-zero");
         Self {
             producers: CachePadded::new(ProducerSide {
@@ -308,6 +319,7 @@ impl<T: PointerItem, H> BoundedQueue<T, H> {
                 head: AtomicU64::new(0),
                 head_block: AtomicPtr::new(ptr::null_mut()),
                 free: AtomicPtr::new(ptr::null_mut()),
+                companion: consumer_companion,
             }),
             _items: PhantomData,
         }
@@ -317,6 +329,12 @@ impl<T: PointerItem, H> BoundedQueue<T, H> {
     #[inline(always)]
     pub fn companion(&self) -> &H {
         &self.producers.companion
+    }
+
+    /// The state kept on the consumers' line.
+    #[inline(always)]
+    pub fn consumer_companion(&self) -> &C {
+        &self.consumers.companion
     }
 
     /// The most items the queue holds.
@@ -552,7 +570,7 @@ impl<T: PointerItem, H> BoundedQueue<T, H> {
     }
 }
 
-impl<T: PointerItem, H> Drop for BoundedQueue<T, H> {
+impl<T: PointerItem, H, C> Drop for BoundedQueue<T, H, C> {
     fn drop(&mut self) {
         // Exclusive access: every operation has returned, so no position is installing, the
         // chain runs from `block(head)` to `block(tail)`, and every other block is on the free
@@ -606,7 +624,9 @@ impl<T: PointerItem, H> Drop for BoundedQueue<T, H> {
 
 #[cfg(all(test, not(fanout_loom)))]
 mod tests {
-    use super::{BoundedQueue, ProducerSide, BLOCK_SLOTS, COMPANION_ROOM};
+    use super::{
+        BoundedQueue, ConsumerSide, ProducerSide, BLOCK_SLOTS, COMPANION_ROOM, CONSUMER_COMPANION_ROOM,
+    };
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -619,17 +639,39 @@ mod tests {
     }
 
     #[test]
-    fn a_companion_of_companion_room_bytes_shares_the_producers_line() {
+    fn companions_of_their_rooms_share_their_sides_lines() {
         assert_eq!(COMPANION_ROOM, 32);
+        assert_eq!(CONSUMER_COMPANION_ROOM, 40);
         assert_eq!(std::mem::size_of::<ProducerSide<[u64; COMPANION_ROOM / 8]>>(), 64);
-        let queue = BoundedQueue::<Box<u64>, _>::with_companion(4, [7u64; COMPANION_ROOM / 8]);
-        let line = std::ptr::from_ref(&*queue.producers) as usize;
-        let companion = std::ptr::from_ref(queue.companion()) as usize;
-        assert_eq!(line % 64, 0, "the producers' fields start a line");
-        assert!(
-            companion + COMPANION_ROOM <= line + 64,
-            "and the companion ends in it"
+        assert_eq!(
+            std::mem::size_of::<ConsumerSide<[u64; CONSUMER_COMPANION_ROOM / 8]>>(),
+            64
         );
+        let queue = BoundedQueue::<Box<u64>, _, _>::with_companions(
+            4,
+            [7u64; COMPANION_ROOM / 8],
+            [8u64; CONSUMER_COMPANION_ROOM / 8],
+        );
+        for (side, line, companion, room) in [
+            (
+                "producers'",
+                std::ptr::from_ref(&*queue.producers) as usize,
+                std::ptr::from_ref(queue.companion()) as usize,
+                COMPANION_ROOM,
+            ),
+            (
+                "consumers'",
+                std::ptr::from_ref(&*queue.consumers) as usize,
+                std::ptr::from_ref(queue.consumer_companion()) as usize,
+                CONSUMER_COMPANION_ROOM,
+            ),
+        ] {
+            assert_eq!(line % 64, 0, "the {side} fields start a line");
+            assert!(
+                companion + room <= line + 64,
+                "and the {side} companion ends in it"
+            );
+        }
     }
 
     #[test]

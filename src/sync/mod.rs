@@ -28,7 +28,7 @@ mod wait_list;
 #[cfg(fanout_loom)]
 pub use bounded_queue::{BoundedQueue, Claimed, PointerItem};
 #[cfg(not(fanout_loom))]
-pub(crate) use bounded_queue::{BoundedQueue, Claimed, COMPANION_ROOM};
+pub(crate) use bounded_queue::{BoundedQueue, Claimed, COMPANION_ROOM, CONSUMER_COMPANION_ROOM};
 pub(crate) use shared::{Prepaid, Shared};
 /// Public under loom, as the queue, for `loom-tests/tests/start_gate.rs`.
 #[cfg(fanout_loom)]
