@@ -85,11 +85,17 @@ pub(crate) struct PushLine {
     waker: AtomicWaker,
 }
 
-/// What every pop reads besides the head, kept on the queue's consumers' line (its consumer
-/// companion), so that a pop touches that line and its slot's, and no other (on a 10,000-session
-/// workload, where each wake finds its session's lines cold, a line fewer per wake). A push
-/// does not touch it: broadcasters write `missed` only to evict (when they also pop, on this
-/// line) and `blocked` only to wait for room; a closer reads the start gate once.
+/// What the consumer reads or writes on every delivery besides the head, kept on the queue's
+/// consumers' line (its consumer companion), so that a delivery touches that line and its
+/// slot's, and no other (on a 10,000-session workload, where each wake finds its session's
+/// lines cold, a line fewer per wake). A push that finds room does not touch the line. A
+/// broadcaster does when the mailbox is full: it loads the head, then writes `missed` to evict
+/// (popping on this line), marks `stalled` once a `block_once` wait times out, or counts
+/// itself in `blocked` on each turn of a `block` wait. So while `block` waiters queue for a
+/// full mailbox, their counts contend with its consumer's pops, on the one line: the price of
+/// the policy that makes broadcasters wait for a slow consumer. The producer that takes a
+/// recycled block for its queue (one push in eight) reads the free list here too, and a closer
+/// reads the start gate once.
 pub(crate) struct PopLine {
     /// Evictions since the consumer's last pop. Incremented by evicting producers, taken by the
     /// consumer.
@@ -109,13 +115,8 @@ pub(crate) struct PopLine {
 
 #[cfg(not(fanout_loom))]
 const _: () = assert!(
-    std::mem::size_of::<PushLine>() <= crate::sync::COMPANION_ROOM,
-    "what a push reads shares the producers' line"
-);
-#[cfg(not(fanout_loom))]
-const _: () = assert!(
-    std::mem::size_of::<PopLine>() <= crate::sync::CONSUMER_COMPANION_ROOM,
-    "what a pop reads shares the consumers' line"
+    crate::sync::companions_fit::<PushLine, PopLine>(),
+    "what a push reads shares the producers' line, and what a delivery reads the consumers'"
 );
 
 /// Why a push did not queue the message; the message is handed back.
@@ -411,7 +412,7 @@ impl Mailbox {
     }
 }
 
-/// One broadcaster counted in `Mailbox::blocked`; uncounted on drop, so a cancelled broadcast
+/// One broadcaster counted in `PopLine::blocked`; uncounted on drop, so a cancelled broadcast
 /// leaves no stale count behind.
 struct BlockedWaiter<'a>(&'a AtomicUsize);
 

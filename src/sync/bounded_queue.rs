@@ -12,8 +12,9 @@
 //! line the mailbox keeps what every push reads besides its claim: its consumer's sleep
 //! (`parked` and the waker), which the consumer writes only when it runs dry, and its
 //! session's state, written by the close. So a push touches that line and its slot's, and no
-//! other. On the consumers' line it keeps what every pop reads besides the head (evictions not
-//! yet reported, the handler form's start gate), so a pop touches that line and its slot's.
+//! other. On the consumers' line it keeps what the consumer reads or writes on every delivery
+//! besides the head (evictions not yet reported, the `block_once` mark, the handler form's
+//! start gate), so a delivery touches that line and its slot's.
 //!
 //! It replaces crossbeam's `SegQueue` plus two counters, with which a push also locked the
 //! slot's line and the queue's tail (which every pop read to tell empty from not), and blocks
@@ -102,14 +103,14 @@ const BLOCK_SLOTS: u64 = 8;
 #[cfg(fanout_loom)]
 const BLOCK_SLOTS: u64 = 2;
 
-/// The bytes a companion may take and still share a 64-byte line with the producers' own
-/// fields (`BoundedQueue::with_companions`).
+/// Whether a companion of type `H` on the producers' line and one of type `C` on the
+/// consumers' line each fit, with their side's own fields, in that side's first 64 bytes
+/// (each side starts a line, `CachePadded`), in whatever order the compiler lays the fields
+/// out. The mailbox asserts it for its two companions.
 #[cfg(not(fanout_loom))]
-pub(crate) const COMPANION_ROOM: usize = 64 - std::mem::size_of::<ProducerSide<()>>();
-
-/// The same for the consumers' line.
-#[cfg(not(fanout_loom))]
-pub(crate) const CONSUMER_COMPANION_ROOM: usize = 64 - std::mem::size_of::<ConsumerSide<()>>();
+pub(crate) const fn companions_fit<H, C>() -> bool {
+    std::mem::size_of::<ProducerSide<H>>() <= 64 && std::mem::size_of::<ConsumerSide<C>>() <= 64
+}
 
 /// The low bit of a position: the side's next block is being put in place.
 const INSTALLING: u64 = 1;
@@ -624,9 +625,7 @@ impl<T: PointerItem, H, C> Drop for BoundedQueue<T, H, C> {
 
 #[cfg(all(test, not(fanout_loom)))]
 mod tests {
-    use super::{
-        BoundedQueue, ConsumerSide, ProducerSide, BLOCK_SLOTS, COMPANION_ROOM, CONSUMER_COMPANION_ROOM,
-    };
+    use super::{companions_fit, BoundedQueue, BLOCK_SLOTS};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -639,36 +638,29 @@ mod tests {
     }
 
     #[test]
-    fn companions_of_their_rooms_share_their_sides_lines() {
-        assert_eq!(COMPANION_ROOM, 32);
-        assert_eq!(CONSUMER_COMPANION_ROOM, 40);
-        assert_eq!(std::mem::size_of::<ProducerSide<[u64; COMPANION_ROOM / 8]>>(), 64);
-        assert_eq!(
-            std::mem::size_of::<ConsumerSide<[u64; CONSUMER_COMPANION_ROOM / 8]>>(),
-            64
-        );
-        let queue = BoundedQueue::<Box<u64>, _, _>::with_companions(
-            4,
-            [7u64; COMPANION_ROOM / 8],
-            [8u64; CONSUMER_COMPANION_ROOM / 8],
-        );
-        for (side, line, companion, room) in [
+    fn companions_that_fit_share_their_sides_lines() {
+        // The producers' own fields take 32 bytes on 64-bit targets, the consumers' 24.
+        assert!(companions_fit::<[u64; 4], [u64; 5]>());
+        assert!(!companions_fit::<[u64; 5], ()>());
+        assert!(!companions_fit::<(), [u64; 6]>());
+        let queue = BoundedQueue::<Box<u64>, _, _>::with_companions(4, [7u64; 4], [8u64; 5]);
+        for (side, line, companion, size) in [
             (
                 "producers'",
                 std::ptr::from_ref(&*queue.producers) as usize,
                 std::ptr::from_ref(queue.companion()) as usize,
-                COMPANION_ROOM,
+                32,
             ),
             (
                 "consumers'",
                 std::ptr::from_ref(&*queue.consumers) as usize,
                 std::ptr::from_ref(queue.consumer_companion()) as usize,
-                CONSUMER_COMPANION_ROOM,
+                40,
             ),
         ] {
             assert_eq!(line % 64, 0, "the {side} fields start a line");
             assert!(
-                companion + room <= line + 64,
+                companion + size <= line + 64,
                 "and the {side} companion ends in it"
             );
         }

@@ -23,12 +23,12 @@ mod shared;
 mod start_gate;
 mod wait_list;
 
+#[cfg(not(fanout_loom))]
+pub(crate) use bounded_queue::{companions_fit, BoundedQueue, Claimed};
 /// Under loom the queue is public (through `fanout::loom_internals`) so that
 /// `loom-tests/tests/queue.rs` can model it on its own.
 #[cfg(fanout_loom)]
 pub use bounded_queue::{BoundedQueue, Claimed, PointerItem};
-#[cfg(not(fanout_loom))]
-pub(crate) use bounded_queue::{BoundedQueue, Claimed, COMPANION_ROOM, CONSUMER_COMPANION_ROOM};
 pub(crate) use shared::{Prepaid, Shared};
 /// Public under loom, as the queue, for `loom-tests/tests/start_gate.rs`.
 #[cfg(fanout_loom)]

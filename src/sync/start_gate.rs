@@ -20,9 +20,9 @@
 //!
 //! The flag used to be a bit in the session's state word, set and cleared by two locked
 //! read-modify-writes per delivery on the line every broadcaster reads before each push, so
-//! the line changed cores twice per delivery. The gate lives beside the mailbox's consumer-side
-//! fields, which a push does not touch (`engine::mailbox`), and its starter writes it without a
-//! locked instruction.
+//! the line changed cores twice per delivery. The gate lives on the mailbox queue's consumers'
+//! line, which the task's pops already own and a push that finds room does not touch
+//! (`engine::mailbox`'s `PopLine`), and its starter writes it without a locked instruction.
 
 use super::atomic::{fence, AtomicBool, Ordering};
 use super::SpinThenYield;
