@@ -24,9 +24,9 @@
 //!   state miss on it, as they did on the state's own line, which broadcasters fetched for
 //!   writing. (A consumer going to sleep takes the line from the producers, who would have
 //!   missed on `parked` anyway.)
-//!   What a pop reads besides the head lives on the queue's consumers' line ([`PopLine`]):
-//!   `missed`, `stalled`, `blocked` and the handler form's start gate, so a pop touches that
-//!   line and its slot's.
+//!   What the consumer reads or writes on every delivery besides the head lives on the
+//!   queue's consumers' line ([`PopLine`]): `missed`, `stalled`, `blocked` and the handler
+//!   form's start gate, so a delivery touches that line and its slot's.
 //! - No lost wake-up. The consumer writes `parked = true`, issues a `SeqCst` fence, then looks at
 //!   the queue again; a producer pushes, issues a `SeqCst` fence, then reads `parked`. The two
 //!   fences order the pairs (store parked → load queue) and (store queue → load parked), so at
@@ -150,7 +150,8 @@ impl Mailbox {
         self.queue.companion()
     }
 
-    /// What a pop reads besides the head, kept on the queue's consumers' line.
+    /// What the consumer reads or writes on every delivery besides the head, kept on the
+    /// queue's consumers' line.
     #[inline(always)]
     fn pop_line(&self) -> &PopLine {
         self.queue.consumer_companion()
