@@ -2,97 +2,120 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-
-use smol_str::SmolStr;
 
 use crate::config::Limits;
 use crate::error::PubSubError;
 
 /// A topic name: an immutable, cheaply cloned string.
 ///
-/// Names of up to 23 bytes are stored inline, so a clone copies them and writes nothing shared;
-/// longer names share one reference-counted allocation. (Every delivery in the handler form
+/// Names of up to 23 bytes are stored inline, so a clone copies them and writes nothing shared,
+/// and two are compared as whole words; longer names share one reference-counted allocation. (Every delivery in the handler form
 /// clones the topic; a count shared by all of a topic's subscribers was a cache line written
 /// from every core once per delivery, about half of `end_to_end/fanout-handlers/1000`'s time.)
 /// A `Topic` is 24 bytes; a handler-form subscription to a name over 23 bytes keeps its own
 /// copy of the name (see the engine's handler table).
 ///
 /// Topics are always literal (G6): no character is a wildcard or an escape, in any provider.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Topic(SmolStr);
+#[derive(Clone, PartialEq, Eq)]
+pub struct Topic(Name);
+
+mod name;
+
+use name::Name;
 
 impl Topic {
     /// The topic as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// An equal topic that shares no reference count with `self`: a copy for a name stored
     /// inline, a new allocation for a longer one.
     pub(crate) fn unshared(&self) -> Topic {
-        Topic(SmolStr::new(self.as_str()))
+        Topic(Name::new(self.as_str()))
     }
 
     /// Whether clones of this topic share a reference count (names over 23 bytes).
     #[cfg(test)]
     pub(crate) fn is_shared(&self) -> bool {
-        self.0.is_heap_allocated()
+        self.0.is_shared()
+    }
+}
+
+/// Hashes as the `str` does, so a map keyed by `Topic` is searched by `&str` (`Borrow<str>`).
+impl Hash for Topic {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+/// Ordered as the strings are.
+impl Ord for Topic {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Topic {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl Deref for Topic {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Topic {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for Topic {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl From<&str> for Topic {
     fn from(value: &str) -> Self {
-        Topic(SmolStr::from(value))
+        Topic(Name::new(value))
     }
 }
 
 impl From<String> for Topic {
     fn from(value: String) -> Self {
-        Topic(SmolStr::from(value))
+        Topic(Name::from_string(value))
     }
 }
 
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl PartialEq<str> for Topic {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Topic {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
