@@ -36,7 +36,9 @@ impl<E: Into<HandlerError>> IntoHandlerResult for Result<(), E> {
     }
 }
 
-type HandlerFn = dyn Fn(Topic, Bytes) -> BoxFuture<'static, HandlerResult> + Send + Sync;
+/// Takes its arguments by reference and clones them straight into the user's closure, so a
+/// delivery copies the topic and the message once, not once per call frame on the way.
+type HandlerFn = dyn Fn(&Topic, &Bytes) -> BoxFuture<'static, HandlerResult> + Send + Sync;
 
 /// An async callable `(topic, message)`, registered per (session, topic).
 ///
@@ -70,8 +72,8 @@ impl Handler {
         R: IntoHandlerResult + 'static,
     {
         Handler {
-            call: Arc::new(move |topic, message| {
-                f(topic, message)
+            call: Arc::new(move |topic: &Topic, message: &Bytes| {
+                f(topic.clone(), message.clone())
                     .map(IntoHandlerResult::into_handler_result)
                     .boxed()
             }),
@@ -105,6 +107,16 @@ impl Handler {
 
     /// Runs the handler once.
     pub fn call(&self, topic: Topic, message: Bytes) -> BoxFuture<'static, HandlerResult> {
+        (self.call)(&topic, &message)
+    }
+
+    /// Runs the handler once with clones of `topic` and `message`, made where the user's
+    /// closure takes them.
+    pub(crate) fn call_with_clones(
+        &self,
+        topic: &Topic,
+        message: &Bytes,
+    ) -> BoxFuture<'static, HandlerResult> {
         (self.call)(topic, message)
     }
 }

@@ -6,14 +6,13 @@
 //! disconnected as slow consumers.
 
 use std::any::Any;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
@@ -23,7 +22,7 @@ use crate::engine::mailbox::Pop;
 use crate::engine::session::{InvokingGuard, Session};
 use crate::engine::{CloseReason, Engine, Notice, SessionReceiver};
 use crate::error::{PubSubError, Result};
-use crate::handler::Handler;
+use crate::handler::{Handler, HandlerResult};
 use crate::provider::PubSubProvider;
 use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot};
 use crate::sync::{lock, Arc, Mutex, SnapshotCache};
@@ -266,40 +265,40 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
             counters.dropped(reason.drop_reason(), 1);
             break;
         }
-        // The handler is called from the cached table, not cloned out of it.
-        let invocation = {
-            let table = handlers.get_or_insert_with(|| SnapshotCache::new(&session.handlers));
-            let Some((topic, handler)) = table.load().get(&envelope.topic) else {
-                session.end_invocation_start();
-                // Unsubscribed from this topic after the broadcast queued it.
-                counters.dropped(DropReason::Unsubscribed, 1);
-                continue;
+        // The invocation (the handler's future) ends with this block: a finished future is not
+        // kept across the next wait or yield.
+        let outcome = {
+            // The handler is called from the cached table, not cloned out of it.
+            let mut invocation = {
+                let table = handlers.get_or_insert_with(|| SnapshotCache::new(&session.handlers));
+                let Some((topic, handler)) = table.load().get(&envelope.topic) else {
+                    session.end_invocation_start();
+                    // Unsubscribed from this topic after the broadcast queued it.
+                    counters.dropped(DropReason::Unsubscribed, 1);
+                    continue;
+                };
+                delivered.count += 1;
+                // The table's key: the session's own copy of the topic (see `handler_table`).
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let _invoking = InvokingGuard::enter(&session);
+                    handler.call_with_clones(topic, &envelope.payload)
+                }))
             };
-            delivered.count += 1;
-            // The table's key: the session's own copy of the topic (see `handler_table`).
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let _invoking = InvokingGuard::enter(&session);
-                handler.call(topic.clone(), envelope.payload.clone())
-            }))
-        };
-        session.end_invocation_start();
-        let topic = &*envelope.topic;
-        let outcome = match invocation {
-            Ok(future) => {
-                // Polled once with the table still cached (most handlers finish there); one that
-                // has to wait lets go of the table first.
-                let mut running = AssertUnwindSafe(future).catch_unwind();
-                match poll_fn(|cx| Poll::Ready(Pin::new(&mut running).poll(cx))).await {
-                    Poll::Ready(outcome) => outcome,
-                    Poll::Pending => {
+            session.end_invocation_start();
+            match invocation {
+                // Most handlers finish in their first poll, with the table still cached; one
+                // that has to wait lets go of the table first.
+                Ok(ref mut future) => {
+                    finish_caught(future, || {
                         handlers = None;
                         delivered.report();
-                        running.await
-                    }
+                    })
+                    .await
                 }
+                Err(panic) => Err(panic),
             }
-            Err(panic) => Err(panic),
         };
+        let topic = &*envelope.topic;
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -328,6 +327,31 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
     engine.retire(&session);
     if session.close_reason() == Some(CloseReason::Stopped) {
         tracing::trace!(session_id = &*session.id, "session task ended: provider stopped");
+    }
+}
+
+/// Polls a handler's future to its end where it lies, catching a panic. (Moving the boxed future
+/// to another of the task's fields reloads what was just stored, in a wider load than the
+/// stores, which waits for them: on every delivery.) Polls once first; if the future has to
+/// wait, `before_waiting` runs, once.
+async fn finish_caught(
+    future: &mut BoxFuture<'static, HandlerResult>,
+    before_waiting: impl FnOnce(),
+) -> std::thread::Result<HandlerResult> {
+    let mut poll_caught =
+        |cx: &mut Context<'_>| std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+    match poll_fn(|cx| Poll::Ready(poll_caught(cx))).await {
+        Ok(Poll::Ready(result)) => Ok(result),
+        Ok(Poll::Pending) => {
+            before_waiting();
+            poll_fn(|cx| match poll_caught(cx) {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+                Err(panic) => Poll::Ready(Err(panic)),
+            })
+            .await
+        }
+        Err(panic) => Err(panic),
     }
 }
 
