@@ -157,3 +157,47 @@ pub(crate) fn check_payload(payload: &[u8], limits: &Limits) -> Result<(), PubSu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use super::Topic;
+
+    const NAMES: [&str; 6] = [
+        "",
+        "room:1",
+        "room:10",
+        "héllo wörld",
+        "x23-xxxxxxxxxxxxxxxxxxx",
+        "a name well over twenty-three bytes",
+    ];
+
+    #[test]
+    fn a_map_keyed_by_topic_is_searched_by_str() {
+        let map: HashMap<Topic, usize> = NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Topic::from(*n), i))
+            .collect();
+        for (i, name) in NAMES.iter().enumerate() {
+            assert_eq!(map.get(*name), Some(&i), "{name:?}");
+            assert_eq!(map.get(&Topic::from(name.to_string())), Some(&i), "{name:?}");
+        }
+        assert_eq!(map.get("room:2"), None);
+    }
+
+    #[test]
+    fn topics_order_and_print_as_their_strings() {
+        let topics: BTreeSet<Topic> = NAMES.iter().map(|n| Topic::from(*n)).collect();
+        let strings: BTreeSet<&str> = NAMES.iter().copied().collect();
+        assert!(topics.iter().map(Topic::as_str).eq(strings.iter().copied()));
+        for name in NAMES {
+            let topic = Topic::from(name);
+            assert_eq!(topic.to_string(), name);
+            assert_eq!(format!("{topic:?}"), format!("{name:?}"));
+            assert!(topic == name && topic == *name && topic.unshared() == topic);
+            assert_eq!(topic.is_shared(), name.len() > 23);
+        }
+    }
+}
