@@ -37,7 +37,8 @@ impl<E: Into<HandlerError>> IntoHandlerResult for Result<(), E> {
 }
 
 /// Takes its arguments by reference and clones them straight into the user's closure, so a
-/// delivery copies the topic and the message once, not once per call frame on the way.
+/// session's delivery copies the topic and the message once, not once per call frame on the
+/// way. ([`Handler::call`], which takes them owned, clones them once more.)
 type HandlerFn = dyn Fn(&Topic, &Bytes) -> BoxFuture<'static, HandlerResult> + Send + Sync;
 
 /// An async callable `(topic, message)`, registered per (session, topic).
@@ -105,7 +106,8 @@ impl Handler {
         })
     }
 
-    /// Runs the handler once.
+    /// Runs the handler once. Its closure gets clones of `topic` and `message`, and these are
+    /// dropped on return: one clone more than a delivery to a session pays.
     pub fn call(&self, topic: Topic, message: Bytes) -> BoxFuture<'static, HandlerResult> {
         (self.call)(&topic, &message)
     }

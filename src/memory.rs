@@ -332,8 +332,9 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
 
 /// Polls a handler's future to its end where it lies, catching a panic. (Moving the boxed future
 /// to another of the task's fields reloads what was just stored, in a wider load than the
-/// stores, which waits for them: on every delivery.) Polls once first; if the future has to
-/// wait, `before_waiting` runs, once.
+/// stores, which waits for them: on every delivery.) Polls once first; if that poll returns
+/// `Pending`, `before_waiting` runs, once, before the next poll (which follows at once, and
+/// from then on as the future's waker asks).
 async fn finish_caught(
     future: &mut BoxFuture<'static, HandlerResult>,
     before_waiting: impl FnOnce(),

@@ -788,6 +788,13 @@ async fn panicking_handler_is_isolated_and_its_session_goes_on() {
             if payload == "panic-in-the-future" {
                 panic!("deliberate handler panic (in its future)");
             }
+            if payload.starts_with("after-waiting") {
+                // Pending once, so the session's task polls the future again later.
+                tokio::task::yield_now().await;
+                if payload == "after-waiting-panic" {
+                    panic!("deliberate handler panic (in its future, after it waited)");
+                }
+            }
             record.push(&message);
         }
     });
@@ -797,21 +804,30 @@ async fn panicking_handler_is_isolated_and_its_session_goes_on() {
         .await
         .unwrap();
 
-    let sent = ["m0", "panic-before-the-future", "m1", "panic-in-the-future", "m2"];
+    let sent = [
+        "m0",
+        "panic-before-the-future",
+        "m1",
+        "panic-in-the-future",
+        "m2",
+        "after-waiting-panic",
+        "after-waiting-m3",
+        "m4",
+    ];
     for payload in sent {
         pubsub.broadcast("room", payload.into()).await.unwrap();
     }
 
     wait_until("both sessions to handle everything", || {
-        flaky.len() == 3 && healthy.len() == 5
+        flaky.len() == 5 && healthy.len() == sent.len()
     })
     .await;
-    assert_eq!(flaky.payloads(), ["m0", "m1", "m2"]);
+    assert_eq!(flaky.payloads(), ["m0", "m1", "m2", "after-waiting-m3", "m4"]);
     assert_eq!(healthy.payloads(), sent);
     let stats = pubsub.stats();
-    assert_eq!(stats.handler_panics, 2);
+    assert_eq!(stats.handler_panics, 3);
     assert_eq!(stats.handler_errors, 0);
-    assert_eq!(stats.delivered, 10);
+    assert_eq!(stats.delivered, 16);
     assert_eq!(pubsub.engine().session_count(), 2);
     assert_eq!(pubsub.running_tasks(), 3, "reaper and both session tasks");
 }

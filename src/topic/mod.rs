@@ -10,8 +10,9 @@ use crate::error::PubSubError;
 
 /// A topic name: an immutable, cheaply cloned string.
 ///
-/// Names of up to 23 bytes are stored inline, so a clone copies them and writes nothing shared,
-/// and two are compared as whole words; longer names share one reference-counted allocation. (Every delivery in the handler form
+/// Names of up to 23 bytes are stored inline, so a clone copies them and writes nothing
+/// shared, and two are compared as whole words; longer names share one reference-counted
+/// allocation. (Every delivery in the handler form
 /// clones the topic; a count shared by all of a topic's subscribers was a cache line written
 /// from every core once per delivery, about half of `end_to_end/fanout-handlers/1000`'s time.)
 /// A `Topic` is 24 bytes; a handler-form subscription to a name over 23 bytes keeps its own
@@ -91,7 +92,7 @@ impl From<&str> for Topic {
 
 impl From<String> for Topic {
     fn from(value: String) -> Self {
-        Topic(Name::from_string(value))
+        Topic(Name::new(&value))
     }
 }
 

@@ -21,6 +21,7 @@
 //! - An inline name's bytes past its length are zero, and the bytes up to it are a copy of a
 //!   `str`'s, never changed after.
 
+// std's `Arc`, not the loom stand-in: a name's count is never part of a concurrency model.
 use std::sync::Arc;
 
 /// The longest name stored inline.
@@ -70,7 +71,7 @@ impl InlineLen {
 /// Bytes first, length last: no field at an odd offset, so the compiler moves it in words.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(8))]
-pub(super) struct Inline {
+struct Inline {
     bytes: [u8; INLINE_CAP],
     len: InlineLen,
 }
@@ -91,9 +92,13 @@ impl Inline {
     }
 }
 
-/// A name: inline up to [`INLINE_CAP`] bytes, shared beyond.
+/// A name: inline up to [`INLINE_CAP`] bytes, shared beyond. Built only by [`Name::new`], which
+/// keeps the module's invariants (the representation is private to this module).
 #[derive(Clone)]
-pub(super) enum Name {
+pub(super) struct Name(Repr);
+
+#[derive(Clone)]
+enum Repr {
     Inline(Inline),
     Shared(Arc<str>),
 }
@@ -103,39 +108,31 @@ const _: () = assert!(std::mem::size_of::<Name>() == 24);
 impl Name {
     pub(super) fn new(name: &str) -> Name {
         match Inline::new(name) {
-            Some(inline) => Name::Inline(inline),
-            None => Name::Shared(Arc::from(name)),
-        }
-    }
-
-    /// Takes a long `String`'s allocation over rather than copying it.
-    pub(super) fn from_string(name: String) -> Name {
-        match Inline::new(&name) {
-            Some(inline) => Name::Inline(inline),
-            None => Name::Shared(Arc::from(name.into_boxed_str())),
+            Some(inline) => Name(Repr::Inline(inline)),
+            None => Name(Repr::Shared(Arc::from(name))),
         }
     }
 
     pub(super) fn as_str(&self) -> &str {
-        match self {
-            Name::Inline(inline) => inline.as_str(),
-            Name::Shared(shared) => shared,
+        match &self.0 {
+            Repr::Inline(inline) => inline.as_str(),
+            Repr::Shared(shared) => shared,
         }
     }
 
     /// Whether clones share a reference count.
     #[cfg(test)]
     pub(super) fn is_shared(&self) -> bool {
-        matches!(self, Name::Shared(_))
+        matches!(self.0, Repr::Shared(_))
     }
 }
 
 impl PartialEq for Name {
     #[inline]
     fn eq(&self, other: &Name) -> bool {
-        match (self, other) {
-            (Name::Inline(a), Name::Inline(b)) => a == b,
-            (Name::Shared(a), Name::Shared(b)) => Arc::ptr_eq(a, b) || a == b,
+        match (&self.0, &other.0) {
+            (Repr::Inline(a), Repr::Inline(b)) => a == b,
+            (Repr::Shared(a), Repr::Shared(b)) => Arc::ptr_eq(a, b) || a == b,
             // A name is inline exactly when it fits (the module's invariants).
             _ => false,
         }
@@ -155,9 +152,7 @@ mod tests {
             let name = Name::new(&text);
             assert_eq!(name.as_str(), text);
             assert_eq!(name.is_shared(), text.len() > INLINE_CAP, "{text:?}");
-            let owned = Name::from_string(text.clone());
-            assert_eq!(owned.as_str(), text);
-            assert!(owned == name);
+            assert!(Name::new(&text) == name);
         }
     }
 
@@ -187,11 +182,11 @@ mod tests {
     #[test]
     fn a_clone_of_a_long_name_shares_its_allocation() {
         let name = Name::new(&"z".repeat(30));
-        let Name::Shared(original) = &name else {
+        let Repr::Shared(original) = &name.0 else {
             panic!("not shared")
         };
         let clone = name.clone();
-        let Name::Shared(copy) = &clone else {
+        let Repr::Shared(copy) = &clone.0 else {
             panic!("not shared")
         };
         assert!(Arc::ptr_eq(original, copy));
