@@ -339,21 +339,16 @@ async fn finish_caught(
     future: &mut BoxFuture<'static, HandlerResult>,
     before_waiting: impl FnOnce(),
 ) -> std::thread::Result<HandlerResult> {
-    let mut poll_caught =
-        |cx: &mut Context<'_>| std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
-    match poll_fn(|cx| Poll::Ready(poll_caught(cx))).await {
-        Ok(Poll::Ready(result)) => Ok(result),
-        Ok(Poll::Pending) => {
-            before_waiting();
-            poll_fn(|cx| match poll_caught(cx) {
-                Ok(Poll::Pending) => Poll::Pending,
-                Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-                Err(panic) => Poll::Ready(Err(panic)),
-            })
-            .await
-        }
-        Err(panic) => Err(panic),
+    // A panic ends the future as its result would.
+    let mut poll_caught = |cx: &mut Context<'_>| {
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        caught.map_or_else(|panic| Poll::Ready(Err(panic)), |polled| polled.map(Ok))
+    };
+    if let Poll::Ready(outcome) = poll_fn(|cx| Poll::Ready(poll_caught(cx))).await {
+        return outcome;
     }
+    before_waiting();
+    poll_fn(poll_caught).await
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {
