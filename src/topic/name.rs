@@ -25,10 +25,10 @@
 use std::sync::Arc;
 
 /// The longest name stored inline.
-pub(super) const INLINE_CAP: usize = 23;
+const INLINE_CAP: usize = 23;
 
 /// An inline name's length: an enum, not a `u8`, so the values it cannot take (24 and up) are
-/// where the compiler keeps the discriminant of [`Name`], which stays 24 bytes.
+/// where the compiler keeps the discriminant of [`Repr`], and a [`Name`] stays 24 bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum InlineLen {
