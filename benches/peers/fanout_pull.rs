@@ -32,7 +32,11 @@ impl FanoutPull {
             }
             let sink = Arc::clone(&sink);
             consumers.push(tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(batch_limit);
+                // Grown by what arrives, as a user's buffer would be: a LiveView session's stays
+                // a few messages long (one line or two), an end-to-end session's reaches its
+                // backlog. Preallocating `batch_limit` (4 KiB a session) made LiveView's store
+                // into it a cache miss per wake (`docs/design-topic-log.md`, session 15).
+                let mut batch = Vec::new();
                 while let Ok(n) = receiver.recv_many(&mut batch, batch_limit).await {
                     batch.clear();
                     sink.add(s, n as u64);
