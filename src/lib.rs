@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod docs;
 pub mod engine;
 pub mod envelope;
 mod error;
