@@ -1,9 +1,13 @@
-//! Long-form documentation: the behaviour contract.
+//! Long-form documentation: the behaviour contract and the design.
 //!
 //! These modules hold no code, only pages; their examples are compiled and run as doctests.
 //!
 //! - [`contract`]: what every provider promises, guarantee by guarantee (G1–G9), with the
 //!   overflow policies, the stats and what distributed providers add. Tests and module docs
 //!   link here by number.
+//! - [`design`]: internals. How the engine is built, who writes which shared structure, the
+//!   mailbox's layout, what a broadcast costs per recipient, and the alternative that was
+//!   measured and not taken. Not part of the stable API: any of it may change in any release.
 
 pub mod contract;
+pub mod design;
