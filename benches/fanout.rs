@@ -1,11 +1,10 @@
-//! Criterion benchmarks of the dispatch path, fanout against its peers in the same groups:
-//! `tokio::sync::broadcast`, `async-broadcast`, and a port of the seed design.
+//! Criterion benchmarks of the dispatch path: fanout against its peers, `tokio::sync::broadcast`,
+//! `async-broadcast` and `seed-port` (a port of the seed design). Every implementation runs
+//! through the same [`peers::Peer`] trait in the same group, so each ratio comes from one run.
 //!
 //! ```text
-//! cargo bench --bench fanout                      # everything (about 6 minutes here)
-//! cargo bench --bench fanout -- end_to_end        # one group (and end_to_end_heap)
-//! FANOUT_BENCH_PROTOTYPE=1 cargo bench --bench fanout -- 'end_to_end|liveview'
-//!                                                 # with the topic-log prototype
+//! cargo bench --bench fanout                     # every group
+//! cargo bench --bench fanout -- '^end_to_end/'   # one group (the filter is a regex on the id)
 //! ```
 //!
 //! Groups: `publish_cost` (publisher-side time per broadcast, per subscriber), `end_to_end`
@@ -30,10 +29,7 @@ use crossbeam_utils::CachePadded;
 use fanout::{Config, Fallback, OverflowPolicy};
 use tokio::runtime::Runtime;
 
-use peers::{
-    AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPort, Sink, TokioBroadcast,
-    TopicLogPrototype,
-};
+use peers::{AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPort, Sink, TokioBroadcast};
 
 const PAYLOAD: &[u8] = &[b'x'; 64];
 const LIMIT: Duration = Duration::from_secs(120);
@@ -509,15 +505,8 @@ fn all_peers(c: &mut Criterion) {
     publish_cost::<AsyncBroadcastPeer>(c, &rt, &publish_sizes);
     publish_cost::<SeedPort>(c, &rt, &publish_sizes[..4]);
 
-    // The topic-log design's measurement prototype (benches/peers/topic_log_prototype.rs) runs
-    // beside the peers in the same groups only when asked for.
-    let prototype = std::env::var_os("FANOUT_BENCH_PROTOTYPE").is_some();
-
     let e2e_sizes = [1_000, 10_000];
     for kind in [Payload::Static, Payload::Heap] {
-        if prototype {
-            end_to_end::<TopicLogPrototype>(c, &rt, &e2e_sizes, kind);
-        }
         end_to_end::<FanoutPull>(c, &rt, &e2e_sizes, kind);
         end_to_end::<FanoutHandlers>(c, &rt, &e2e_sizes, kind);
         end_to_end::<TokioBroadcast>(c, &rt, &e2e_sizes, kind);
@@ -525,9 +514,6 @@ fn all_peers(c: &mut Criterion) {
         end_to_end::<SeedPort>(c, &rt, &e2e_sizes, kind);
     }
 
-    if prototype {
-        liveview::<TopicLogPrototype>(c, &rt);
-    }
     liveview::<FanoutPull>(c, &rt);
     liveview::<FanoutHandlers>(c, &rt);
     liveview::<TokioBroadcast>(c, &rt);
