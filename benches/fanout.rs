@@ -13,8 +13,9 @@
 //! of 1,000 topics, a publisher per core), `churn` (subscribe + unsubscribe into a populated
 //! topic), `registry_lookup` (one topic lookup among 1,000 and 1,000,000 live topics),
 //! `slow_consumer` (1,000 sessions, one stalled, per overflow policy); and `machine`, the
-//! round trip of a cache line between the two cores at the start and the end of the run (the
-//! host's placement of the vCPUs, which every other figure moves with).
+//! round trip of a cache line between two cores at the start and the end of the run (the
+//! placement of the threads' cores, which every other figure moves with). `benches/README.md`
+//! describes each group's parameters and how a run becomes its Results block.
 
 mod peers;
 
@@ -347,8 +348,8 @@ fn registry_lookup<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
 /// All scenarios share one engine and one set of 999 reading sessions, each subscribed to one
 /// topic per scenario; each policy is a per-prefix override on its topic, and each stalled
 /// scenario has its own never-reading session on its topic. So the baseline and every policy
-/// run on the same sessions, mailboxes and runtime: this host's run-to-run noise (2x between
-/// processes, less within one) does not land between the baseline and the policies.
+/// run on the same sessions, mailboxes and runtime, and the noise between processes (larger
+/// than within one) does not land between the baseline and the policies.
 fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
     const SESSIONS: usize = 1_000;
     let block = |then| OverflowPolicy::Block {
@@ -407,7 +408,7 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
     let deliveries = BATCH * (SESSIONS as u64 - 1);
     // Per scenario: (time of its rounds, time of the baseline rounds run alternately with
     // them). Criterion times each scenario alone; this pairs every round with a baseline
-    // round a few milliseconds away, which the host's drift cannot separate.
+    // round a few milliseconds away, which a slow drift of the machine's speed cannot separate.
     let mut paired = vec![(Duration::ZERO, Duration::ZERO); scenarios.len()];
     for (topic, (name, _)) in scenarios.iter().enumerate() {
         let pair = &mut paired[topic];
@@ -462,11 +463,11 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
 }
 
 /// Not fanout but the machine: one cache line handed back and forth between two threads, whose
-/// round trip is what moving a line between the two cores costs. Measured at the start and at
-/// the end of every run. On session 9's VM the host placed the two vCPUs on near cores (about
-/// 90 ns) or far ones (about 340 ns), changing within minutes, and `publish_cost/fanout/1000`
-/// took 13 or 26 µs with it (`docs/design-topic-log.md`, session 9): compare runs, and A/B
-/// sides, only at the same round trip.
+/// round trip is what moving a line between two cores costs. Measured at the start and at the
+/// end of every run. A virtual machine's vCPUs may sit on near or far cores of the host, and
+/// move between them while it runs; everything that moves cache lines between cores (every
+/// delivery to a session on the other core) moves with this figure, so compare runs, and the
+/// sides of an A/B, only at similar round trips.
 fn core_to_core(c: &mut Criterion, when: &str) {
     let mut group = group(c, "machine", Duration::from_secs(1));
     group.bench_function(BenchmarkId::new("core_to_core_round_trip", when), |b| {
