@@ -1,11 +1,10 @@
-//! Criterion benchmarks of the dispatch path, fanout against its peers in the same groups:
-//! `tokio::sync::broadcast`, `async-broadcast`, and a port of the seed design.
+//! Criterion benchmarks of the dispatch path: fanout against its peers, `tokio::sync::broadcast`,
+//! `async-broadcast` and `seed-port` (a port of the seed design). Every implementation runs
+//! through the same [`peers::Peer`] trait in the same group, so each ratio comes from one run.
 //!
 //! ```text
-//! cargo bench --bench fanout                      # everything (about 6 minutes here)
-//! cargo bench --bench fanout -- end_to_end        # one group (and end_to_end_heap)
-//! FANOUT_BENCH_PROTOTYPE=1 cargo bench --bench fanout -- 'end_to_end|liveview'
-//!                                                 # with the topic-log prototype
+//! cargo bench --bench fanout                     # every group
+//! cargo bench --bench fanout -- '^end_to_end/'   # one group (the filter is a regex on the id)
 //! ```
 //!
 //! Groups: `publish_cost` (publisher-side time per broadcast, per subscriber), `end_to_end`
@@ -14,8 +13,9 @@
 //! of 1,000 topics, a publisher per core), `churn` (subscribe + unsubscribe into a populated
 //! topic), `registry_lookup` (one topic lookup among 1,000 and 1,000,000 live topics),
 //! `slow_consumer` (1,000 sessions, one stalled, per overflow policy); and `machine`, the
-//! round trip of a cache line between the two cores at the start and the end of the run (the
-//! host's placement of the vCPUs, which every other figure moves with).
+//! round trip of a cache line between two cores at the start and the end of the run (the
+//! placement of the threads' cores, which every other figure moves with). `benches/README.md`
+//! describes each group's parameters and how a run becomes its Results block.
 
 mod peers;
 
@@ -30,10 +30,7 @@ use crossbeam_utils::CachePadded;
 use fanout::{Config, Fallback, OverflowPolicy};
 use tokio::runtime::Runtime;
 
-use peers::{
-    AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPort, Sink, TokioBroadcast,
-    TopicLogPrototype,
-};
+use peers::{AsyncBroadcastPeer, FanoutHandlers, FanoutPull, Layout, Peer, SeedPort, Sink, TokioBroadcast};
 
 const PAYLOAD: &[u8] = &[b'x'; 64];
 const LIMIT: Duration = Duration::from_secs(120);
@@ -90,12 +87,23 @@ impl Payload {
     }
 }
 
-/// A criterion group with the settings every scenario here uses.
+/// A criterion group with the settings every scenario in this file uses: 10 samples, 0.5 s of
+/// warm-up and `measure` of measurement per benchmark.
+///
+/// With `FANOUT_BENCH_QUICK` set in the environment, 50 ms of warm-up and 100 ms of measurement
+/// instead, to check the report pipeline (`FANOUT_BENCH_QUICK=1 scripts/bench_runs.sh 1`), not
+/// to measure. (Criterion's `--warm-up-time` and `--measurement-time` flags do not reach these
+/// groups: a group's own settings take precedence over them.)
 fn group<'a>(c: &'a mut Criterion, name: &str, measure: Duration) -> BenchmarkGroup<'a, WallTime> {
+    let (warm_up, measure) = if std::env::var_os("FANOUT_BENCH_QUICK").is_some() {
+        (Duration::from_millis(50), Duration::from_millis(100))
+    } else {
+        (Duration::from_millis(500), measure)
+    };
     let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
+        .warm_up_time(warm_up)
         .measurement_time(measure);
     group
 }
@@ -340,8 +348,8 @@ fn registry_lookup<P: Peer>(c: &mut Criterion, rt: &Runtime, sizes: &[usize]) {
 /// All scenarios share one engine and one set of 999 reading sessions, each subscribed to one
 /// topic per scenario; each policy is a per-prefix override on its topic, and each stalled
 /// scenario has its own never-reading session on its topic. So the baseline and every policy
-/// run on the same sessions, mailboxes and runtime: this host's run-to-run noise (2x between
-/// processes, less within one) does not land between the baseline and the policies.
+/// run on the same sessions, mailboxes and runtime, and the noise between processes (larger
+/// than within one) does not land between the baseline and the policies.
 fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
     const SESSIONS: usize = 1_000;
     let block = |then| OverflowPolicy::Block {
@@ -400,7 +408,7 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
     let deliveries = BATCH * (SESSIONS as u64 - 1);
     // Per scenario: (time of its rounds, time of the baseline rounds run alternately with
     // them). Criterion times each scenario alone; this pairs every round with a baseline
-    // round a few milliseconds away, which the host's drift cannot separate.
+    // round a few milliseconds away, which a slow drift of the machine's speed cannot separate.
     let mut paired = vec![(Duration::ZERO, Duration::ZERO); scenarios.len()];
     for (topic, (name, _)) in scenarios.iter().enumerate() {
         let pair = &mut paired[topic];
@@ -455,11 +463,11 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
 }
 
 /// Not fanout but the machine: one cache line handed back and forth between two threads, whose
-/// round trip is what moving a line between the two cores costs. Measured at the start and at
-/// the end of every run. On session 9's VM the host placed the two vCPUs on near cores (about
-/// 90 ns) or far ones (about 340 ns), changing within minutes, and `publish_cost/fanout/1000`
-/// took 13 or 26 µs with it (`docs/design-topic-log.md`, session 9): compare runs, and A/B
-/// sides, only at the same round trip.
+/// round trip is what moving a line between two cores costs. Measured at the start and at the
+/// end of every run. A virtual machine's vCPUs may sit on near or far cores of the host, and
+/// move between them while it runs; everything that moves cache lines between cores (every
+/// delivery to a session on the other core) moves with this figure, so compare runs, and the
+/// sides of an A/B, only at similar round trips.
 fn core_to_core(c: &mut Criterion, when: &str) {
     let mut group = group(c, "machine", Duration::from_secs(1));
     group.bench_function(BenchmarkId::new("core_to_core_round_trip", when), |b| {
@@ -509,15 +517,8 @@ fn all_peers(c: &mut Criterion) {
     publish_cost::<AsyncBroadcastPeer>(c, &rt, &publish_sizes);
     publish_cost::<SeedPort>(c, &rt, &publish_sizes[..4]);
 
-    // The topic-log design's measurement prototype (benches/peers/topic_log_prototype.rs) runs
-    // beside the peers in the same groups only when asked for.
-    let prototype = std::env::var_os("FANOUT_BENCH_PROTOTYPE").is_some();
-
     let e2e_sizes = [1_000, 10_000];
     for kind in [Payload::Static, Payload::Heap] {
-        if prototype {
-            end_to_end::<TopicLogPrototype>(c, &rt, &e2e_sizes, kind);
-        }
         end_to_end::<FanoutPull>(c, &rt, &e2e_sizes, kind);
         end_to_end::<FanoutHandlers>(c, &rt, &e2e_sizes, kind);
         end_to_end::<TokioBroadcast>(c, &rt, &e2e_sizes, kind);
@@ -525,9 +526,6 @@ fn all_peers(c: &mut Criterion) {
         end_to_end::<SeedPort>(c, &rt, &e2e_sizes, kind);
     }
 
-    if prototype {
-        liveview::<TopicLogPrototype>(c, &rt);
-    }
     liveview::<FanoutPull>(c, &rt);
     liveview::<FanoutHandlers>(c, &rt);
     liveview::<TokioBroadcast>(c, &rt);

@@ -33,9 +33,10 @@ impl FanoutPull {
             let sink = Arc::clone(&sink);
             consumers.push(tokio::spawn(async move {
                 // Grown by what arrives, as a user's buffer would be: a LiveView session's stays
-                // a few messages long (one line or two), an end-to-end session's reaches its
-                // backlog. Preallocating `batch_limit` (4 KiB a session) made LiveView's store
-                // into it a cache miss per wake (`docs/design-topic-log.md`, session 15).
+                // a few messages long (a cache line or two), an end-to-end session's reaches its
+                // backlog. Preallocated to `batch_limit` (4 KiB a session), 10,000 sessions'
+                // buffers would not stay in cache, and every wake's first store into one would
+                // miss.
                 let mut batch = Vec::new();
                 while let Ok(n) = receiver.recv_many(&mut batch, batch_limit).await {
                     batch.clear();

@@ -11,7 +11,6 @@ pub mod fanout_handlers;
 pub mod fanout_pull;
 pub mod seed_port;
 pub mod tokio_broadcast;
-pub mod topic_log_prototype;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +25,6 @@ pub use fanout_handlers::FanoutHandlers;
 pub use fanout_pull::FanoutPull;
 pub use seed_port::SeedPort;
 pub use tokio_broadcast::TokioBroadcast;
-pub use topic_log_prototype::TopicLogPrototype;
 
 /// What a scenario asks a peer to build.
 #[derive(Clone)]

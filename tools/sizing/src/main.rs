@@ -2,7 +2,7 @@
 //! shape needs — throughput, latency percentiles, drops, memory and CPU.
 //!
 //! ```text
-//! cargo run --release -p fanout-sizing                      # the default scenario, ~15 s
+//! cargo run --release -p fanout-sizing                      # the default scenario: 10 s of publishing
 //! cargo run --release -p fanout-sizing -- --sessions 50000 --topics-per-session 10 --rate 0 --json
 //! cargo run --release -p fanout-sizing -- --provider redis --rate 0   # two instances on REDIS_URL
 //! ```
