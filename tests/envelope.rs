@@ -290,11 +290,12 @@ fn decodes_to_itself(bytes: &[u8], what: &str) -> bool {
     true
 }
 
-/// The `fuzz_envelope` target's minimised corpus, replayed on stable: no input panics, every
-/// accepted one re-encodes to itself, and the corpus holds valid envelopes as well as invalid.
+/// The `fuzz_envelope` target's regression set (`fuzz/regressions/`), replayed on stable: no
+/// input panics, every accepted one re-encodes to itself, and the set holds valid envelopes as
+/// well as invalid.
 #[test]
 fn fuzz_envelope_corpus_decodes_safely() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/fuzz_envelope");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/fuzz_envelope");
     let mut accepted = 0;
     let mut total = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {

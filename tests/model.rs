@@ -1,8 +1,9 @@
-//! The engine against the reference model (`tests/reference_model/`): random operation sequences from a
-//! seeded generator, and every input of the committed fuzz corpora, must give the same
-//! deliveries, drop counts and registry contents as the model after every step, under each
-//! overflow policy (G1, G2, G3, G7). The `fuzz_ops` target runs the same harness on fuzzer
-//! input; this is its stable twin, run by `cargo test`.
+//! The engine against the reference model (`tests/reference_model/`): random operation
+//! sequences from a seeded generator, and every input of the fuzz targets' committed regression
+//! sets (`fuzz/regressions/`, see `fuzz/README.md`), must give the same deliveries, drop counts
+//! and registry contents as the model after every step, under each overflow policy (G1, G2, G3,
+//! G7). The `fuzz_ops` target runs the same harness on fuzzer input; this is its stable twin,
+//! run by `cargo test`.
 
 mod reference_model;
 mod support;
@@ -59,9 +60,10 @@ fn random_sequences_match_the_reference_model() {
     assert!(total.disconnects > 0 && total.block_timeouts > 0, "{total:?}");
 }
 
+/// Every input of `target`'s regression set, sorted by path.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("fuzz/regressions")
         .join(target);
     let mut inputs: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -121,8 +123,8 @@ fn decoder_reaches_every_operation() {
     }
 }
 
-/// Found by `fuzz_config`: a file ending in a bare `[` gave an error naming the empty key ``.
-/// It now names no key and points at the header (G9).
+/// A file ending in a bare `[` (an input `fuzz_config` found) is an error that names no key,
+/// not the empty key ``, and points at the header (G9).
 #[test]
 fn empty_table_header_is_an_error_at_its_position() {
     let error = fanout::Config::from_toml_str("capacity = 256\n[").unwrap_err();

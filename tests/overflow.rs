@@ -632,7 +632,7 @@ async fn override_policy_applies_only_under_its_prefix() {
 
 /// A `drop_oldest` topic with a lower `max_queued` evicts down to its limit, which is room for
 /// a broadcaster waiting under `block` at the full capacity: the eviction releases it at once,
-/// not at its timeout (before session 7 only a pop signalled room).
+/// not at its timeout, as a pop would.
 #[tokio::test]
 async fn eviction_below_a_lower_limit_releases_a_blocked_broadcast() {
     let mut config = config(4, block(LONG_BLOCK, Fallback::DropNewest));

@@ -41,8 +41,8 @@ async fn reaper_waits_for_a_stalled_handler_without_spinning() {
     })
     .await;
     pubsub.stop().await.unwrap();
-    // Linux counts 100 ticks a second: a worker spinning through those 500 ms uses about 50
-    // (measured with the reaper only yielding); waiting by pauses, about none.
+    // Linux counts 100 ticks a second: a worker spinning through those 500 ms would use about
+    // 50; a reaper waiting by pauses uses about none.
     assert!(
         used < 20,
         "the process used {used} ticks of CPU in 500 ms while the reaper waited"

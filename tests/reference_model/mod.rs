@@ -1,5 +1,5 @@
 //! The op-sequence harness, written once and used twice: by `tests/model.rs` (seeded random
-//! sequences and the committed fuzz corpus, under `cargo test` on stable) and by the
+//! sequences and the fuzz regression sets, under `cargo test` on stable) and by the
 //! `fuzz_ops` and `fuzz_config` targets in `fuzz/` (which include this directory by path).
 //!
 //! - `reference`: the reference model, maps and queues with no concurrency.
