@@ -60,6 +60,7 @@
 
 #![warn(missing_docs)]
 
+mod close_reason;
 mod config;
 pub mod engine;
 pub mod envelope;
@@ -71,6 +72,7 @@ mod provider;
 mod recording;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod session_form;
 mod session_pubsub;
 mod stats;
 mod sync;
@@ -89,7 +91,7 @@ pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
 };
 pub use engine::{CloseReason, Closed, Engine, Fanout, Notice, SessionReceiver, TopicObserver, TryRecvError};
-pub use error::{PubSubError, Result, SessionForm};
+pub use error::{PubSubError, Result};
 pub use handler::{Handler, HandlerError, HandlerResult, IntoHandlerResult};
 pub use memory::InMemoryPubSub;
 pub use message::Message;
@@ -97,6 +99,7 @@ pub use message::Message;
 pub use provider::PubSubJsonExt;
 pub use provider::PubSubProvider;
 pub use recording::{Call, RecordingPubSub};
+pub use session_form::SessionForm;
 pub use session_pubsub::SessionPubSub;
 pub use stats::{DropCounts, DropReason, SessionStats, StatsSnapshot};
 pub use topic::Topic;

@@ -16,11 +16,12 @@ use futures_util::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
+use crate::close_reason::CloseReason;
 use crate::config::{Config, ConfigError};
 use crate::engine::handler_table::HandlerTable;
 use crate::engine::mailbox::Pop;
 use crate::engine::session::{InvokingGuard, Session};
-use crate::engine::{CloseReason, Engine, Notice, SessionReceiver};
+use crate::engine::{Engine, Notice, SessionReceiver};
 use crate::error::{PubSubError, Result};
 use crate::handler::{Handler, HandlerResult};
 use crate::provider::PubSubProvider;

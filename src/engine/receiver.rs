@@ -6,13 +6,14 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
+use crate::close_reason::CloseReason;
 use crate::error::Result;
 use crate::message::{Envelope, Message};
 use crate::sync::{Arc, Shared};
 use crate::topic::{check_topic, Topic};
 
 use super::mailbox::Pop;
-use super::session::{CloseReason, Session};
+use super::session::Session;
 use super::Engine;
 
 /// A pull-form session, opened with [`Engine::open_session`] (or
