@@ -10,6 +10,7 @@
 //!   copy-on-write (`arc_swap` through `crate::sync::AtomicSnapshot`).
 //! - `mailbox`: one bounded lock-free queue per session, shared by all its topics.
 //! - `session`: a session's open/closed state and its writer-side subscription record.
+//! - `session_task`: a handler-form session's task, which drains its mailbox into its handlers.
 //! - `claimed`: a broadcast's pushes to one chunk of subscribers, claimed together, written
 //!   together, and fenced once.
 //!
@@ -61,6 +62,7 @@ pub(crate) mod handler_table;
 pub(crate) mod mailbox;
 mod receiver;
 pub(crate) mod session;
+mod session_task;
 pub(crate) mod subscribers;
 pub(crate) mod topic_registry;
 
@@ -87,6 +89,7 @@ use claimed::ClaimedDeliveries;
 use mailbox::{Full, RoomOutcome};
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 use session::{Placement, Session, SessionId, SessionWriter};
+pub(crate) use session_task::SessionTask;
 pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
 
@@ -375,14 +378,14 @@ impl Engine {
     }
 
     /// Subscribes the handler-form session `session_id` (creating it if needed) to `topic`, or
-    /// replaces its handler for that topic (G3). Returns the session if this call created it, so
-    /// the caller can start its task.
+    /// replaces its handler for that topic (G3). Returns the session's task if this call created
+    /// the session, for the caller to spawn.
     pub(crate) fn subscribe_handler(
         &self,
         session_id: &str,
         topic: &str,
         handler: Handler,
-    ) -> Result<Option<Arc<Session>>> {
+    ) -> Result<Option<SessionTask>> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
         check_topic(topic, &self.inner.config.limits)?;
@@ -422,7 +425,7 @@ impl Engine {
             drop(writer);
             // Dropped outside the lock: a replaced handler's captures may run user code.
             drop(replaced);
-            return Ok(created.then_some(session));
+            return Ok(created.then(|| SessionTask::new(self.clone(), session)));
         }
     }
 
