@@ -78,7 +78,7 @@ pub use crate::close_reason::CloseReason;
 use crate::config::{Config, ConfigError, DeliveryRule, OverflowPolicy};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
-use crate::message::Envelope;
+use crate::message::Broadcast;
 use crate::session_form::SessionForm;
 use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot, Tally};
 use crate::sync::atomic::{fence, AtomicBool, Ordering};
@@ -179,7 +179,7 @@ impl Drop for Publication<'_> {
 
 /// Sessions a `block` broadcast still has to wait for, after the lock-free pass.
 struct Blocked {
-    envelope: Shared<Envelope>,
+    broadcast: Shared<Broadcast>,
     rule: DeliveryRule,
     sessions: SmallVec<[Arc<Session>; 4]>,
 }
@@ -723,9 +723,9 @@ impl Engine {
                 // One reference per subscriber paid for at once. A reference a policy did not
                 // queue is given back by its own decrement where it is dropped; the unissued
                 // ones (the skipped sender's, or more than the set's gauge counted) in one
-                // decrement when `envelope` drops.
-                let mut envelope = Prepaid::new(
-                    Envelope {
+                // decrement when `broadcast` drops.
+                let mut broadcast = Prepaid::new(
+                    Broadcast {
                         topic: entry.name.clone(),
                         payload,
                     },
@@ -748,7 +748,7 @@ impl Engine {
                         if dropped_as_closed(session, tally) {
                             continue;
                         }
-                        match session.mailbox.try_claim(envelope.issue(), rule.max_queued) {
+                        match session.mailbox.try_claim(broadcast.issue(), rule.max_queued) {
                             Ok(claim) => claimed.hold(session, claim),
                             Err(Full(message)) => {
                                 // The policy may wait for another broadcaster's claim: hold
@@ -764,7 +764,7 @@ impl Engine {
                     claimed.publish(tally);
                 });
                 (!blocked.is_empty()).then(|| Blocked {
-                    envelope: envelope.issue(),
+                    broadcast: broadcast.issue(),
                     rule,
                     sessions: blocked,
                 })
@@ -778,7 +778,7 @@ impl Engine {
     fn offer(
         &self,
         session: &Arc<Session>,
-        message: Shared<Envelope>,
+        message: Shared<Broadcast>,
         rule: DeliveryRule,
         tally: &mut Tally,
     ) -> std::result::Result<(), Full> {
@@ -797,7 +797,7 @@ impl Engine {
     fn overflow(
         &self,
         session: &Arc<Session>,
-        message: Shared<Envelope>,
+        message: Shared<Broadcast>,
         rule: DeliveryRule,
         tally: &mut Tally,
     ) -> std::result::Result<(), Full> {
@@ -850,12 +850,12 @@ impl Engine {
         let fallback = blocked.rule.falling_back_to(then);
         let Some(deadline) = block_deadline(timeout) else {
             tracing::warn!(
-                topic = &*blocked.envelope.topic,
+                topic = &*blocked.broadcast.topic,
                 "the block policy needs a tokio runtime with timers to wait; falling back at once"
             );
             for session in blocked.sessions {
                 tally.block_timeouts += 1;
-                let _ = self.offer(&session, blocked.envelope.clone(), fallback, tally);
+                let _ = self.offer(&session, blocked.broadcast.clone(), fallback, tally);
             }
             publication.unresolved = 0;
             return;
@@ -866,7 +866,7 @@ impl Engine {
             let outcome = session
                 .mailbox
                 .wait_for_room(
-                    blocked.envelope.clone(),
+                    blocked.broadcast.clone(),
                     blocked.rule.max_queued,
                     || !session.is_open(),
                     deadline.as_mut(),

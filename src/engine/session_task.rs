@@ -89,7 +89,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                 .await
             }
         };
-        let Some((envelope, missed)) = popped else {
+        let Some((broadcast, missed)) = popped else {
             break;
         };
         if missed > 0 {
@@ -112,7 +112,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
             // The handler is called from the cached table, not cloned out of it.
             let mut invocation = {
                 let table = handlers.get_or_insert_with(|| SnapshotCache::new(&session.handlers));
-                let Some((topic, handler)) = table.load().get(&envelope.topic) else {
+                let Some((topic, handler)) = table.load().get(&broadcast.topic) else {
                     session.end_invocation_start();
                     // Unsubscribed from this topic after the broadcast queued it.
                     counters.dropped(DropReason::Unsubscribed, 1);
@@ -122,7 +122,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                 // The table's key: the session's own copy of the topic (see `handler_table`).
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
                     let _invoking = InvokingGuard::enter(&session);
-                    handler.call_with_clones(topic, &envelope.payload)
+                    handler.call_with_clones(topic, &broadcast.payload)
                 }))
             };
             session.end_invocation_start();
@@ -139,7 +139,7 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                 Err(panic) => Err(panic),
             }
         };
-        let topic = &*envelope.topic;
+        let topic = &*broadcast.topic;
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
