@@ -116,7 +116,7 @@ use crate::engine::{Engine, Notice};
 use crate::envelope::{single_encoded_len, EnvelopeLimits, Record};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
-use crate::memory::InMemoryPubSub;
+use crate::provider::memory::InMemoryPubSub;
 use crate::provider::PubSubProvider;
 use crate::stats::{SessionStats, StatsSnapshot};
 use crate::sync::{lock, Mutex};
