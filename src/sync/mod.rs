@@ -16,7 +16,7 @@
 //!
 //! [`WaitList`] (the `block` policy's room signal), [`BoundedQueue`] (a mailbox's queue),
 //! [`StartGate`] (a handler invocation's start against a close), [`Shared`] / [`Prepaid`] (a
-//! broadcast's message, its references paid for in bulk) and the helpers beside them (a wait
+//! broadcast's message, its references paid for in bulk) and the pieces beside them (a wait
 //! that spins then yields, a prefetch for writing, a lock that tolerates poisoning) are built
 //! from these primitives in both builds, so the code loom checks is the code that runs.
 

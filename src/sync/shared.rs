@@ -2,9 +2,8 @@
 //!
 //! A broadcast hands one reference to its message to every recipient's mailbox. With an `Arc`
 //! that is one locked increment per recipient on a count that the recipients, on other cores,
-//! decrement as they finish: at 10,000 sessions the publisher waited on that cache line for
-//! about a third of its per-recipient time (`perf annotate` of `Engine::offer`,
-//! `docs/design-topic-log.md`). Here the publisher pays for every reference it expects to hand
+//! decrement as they finish, so the publisher waits for that cache line once per recipient.
+//! Here the publisher pays for every reference it expects to hand
 //! out in one increment ([`Prepaid::new`]), hands them out without touching the count
 //! ([`Prepaid::issue`]), and gives the unused ones back in one decrement when it is done.
 //!
