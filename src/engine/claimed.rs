@@ -71,7 +71,7 @@ impl<'a> ClaimedDeliveries<'a> {
         fence(Ordering::SeqCst);
         for session in self.sessions.drain(..) {
             session.mailbox.wake_if_parked();
-            super::count_queued(session, tally);
+            super::broadcast::count_queued(session, tally);
         }
     }
 }
