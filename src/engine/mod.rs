@@ -61,14 +61,14 @@
 
 mod broadcast;
 mod claimed;
-pub(crate) mod handler_table;
-pub(crate) mod mailbox;
+mod handler_table;
+mod mailbox;
 mod reaper;
 mod receiver;
-pub(crate) mod session;
+mod session;
 mod session_task;
-pub(crate) mod subscribers;
-pub(crate) mod topic_registry;
+mod subscribers;
+mod topic_registry;
 
 use std::sync::OnceLock;
 
