@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 mod close_reason;
+mod concurrent;
 mod config;
 pub mod engine;
 pub mod envelope;
@@ -82,7 +83,7 @@ pub use provider::redis::{RedisConfig, RedisPubSub};
 #[cfg(fanout_loom)]
 #[doc(hidden)]
 pub mod loom_internals {
-    pub use crate::sync::{BoundedQueue, Claimed, PointerItem, StartGate};
+    pub use crate::concurrent::{BoundedQueue, Claimed, PointerItem, StartGate};
 }
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,

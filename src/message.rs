@@ -2,12 +2,12 @@
 
 use bytes::Bytes;
 
-use crate::sync::Shared;
+use crate::concurrent::Shared;
 use crate::topic::Topic;
 
 /// One broadcast's topic and payload, shared by every mailbox it is queued in: a single
 /// allocation per broadcast, its references to the recipients paid for in one step
-/// (`sync::Prepaid`), and no clone of the topic or payload.
+/// (`concurrent::Prepaid`), and no clone of the topic or payload.
 #[derive(Debug)]
 pub(crate) struct Broadcast {
     pub(crate) topic: Topic,

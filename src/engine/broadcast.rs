@@ -7,11 +7,12 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::close_reason::CloseReason;
+use crate::concurrent::{Prepaid, Shared};
 use crate::config::{DeliveryRule, OverflowPolicy};
 use crate::error::Result;
 use crate::message::Broadcast;
 use crate::stats::{Counters, DropReason, Tally};
-use crate::sync::{Arc, Prepaid, Shared};
+use crate::sync::Arc;
 use crate::topic::{check_payload, check_topic};
 
 use super::claimed::ClaimedDeliveries;

@@ -23,9 +23,9 @@
 
 use smallvec::SmallVec;
 
+use crate::concurrent::Claimed;
 use crate::stats::Tally;
 use crate::sync::atomic::{fence, Ordering};
-use crate::sync::Claimed;
 
 use super::session::Session;
 use super::subscribers::CHUNK;

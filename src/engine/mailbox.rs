@@ -3,7 +3,7 @@
 //! # Invariants
 //!
 //! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
-//!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by its positions,
+//!   locks (`crate::concurrent::BoundedQueue`: a segmented lock-free queue bounded by its positions,
 //!   whose memory follows its largest backlog, so a keeping-up session cycles through two small
 //!   blocks, not a buffer of `capacity` slots). Its pop may answer "empty" while a push that
 //!   claimed an earlier place is still writing it, or after reading a head another pop has
@@ -59,9 +59,10 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::concurrent::{BoundedQueue, Claimed, Shared, StartGate, WaitList};
 use crate::message::Broadcast;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use crate::sync::{AtomicWaker, BoundedQueue, Claimed, Shared, SpinThenYield, StartGate, WaitList};
+use crate::sync::{AtomicWaker, SpinThenYield};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
@@ -115,7 +116,7 @@ pub(crate) struct PopLine {
 
 #[cfg(not(fanout_loom))]
 const _: () = assert!(
-    crate::sync::companions_fit::<PushLine, PopLine>(),
+    crate::concurrent::companions_fit::<PushLine, PopLine>(),
     "what a push reads shares the producers' line, and what a delivery reads the consumers'"
 );
 

@@ -7,9 +7,10 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use crate::close_reason::CloseReason;
+use crate::concurrent::Shared;
 use crate::error::Result;
 use crate::message::{Broadcast, Message};
-use crate::sync::{Arc, Shared};
+use crate::sync::Arc;
 use crate::topic::{check_topic, Topic};
 
 use super::mailbox::Pop;

@@ -14,11 +14,9 @@
 //! and wake-ups of the code built on top. The real `ArcSwap`, `SegQueue` and `papaya` map stay
 //! covered by the stress tests.
 //!
-//! [`WaitList`] (the `block` policy's room signal), [`BoundedQueue`] (a mailbox's queue),
-//! [`StartGate`] (a handler invocation's start against a close), [`Shared`] / [`Prepaid`] (a
-//! broadcast's message, its references paid for in bulk) and the pieces beside them (a wait
-//! that spins then yields, a prefetch for writing, a lock that tolerates poisoning) are built
-//! from these primitives in both builds, so the code loom checks is the code that runs.
+//! Beside the switch, three small pieces built on it in both builds: a wait that spins then
+//! yields (`backoff.rs`), a prefetch for writing (`prefetch.rs`) and a lock that tolerates
+//! poisoning (`lock.rs`). The structures built from these primitives are in `crate::concurrent`.
 
 #[cfg(not(fanout_loom))]
 mod std;
@@ -31,27 +29,9 @@ mod mocked;
 pub(crate) use self::mocked::*;
 
 mod backoff;
-mod bounded_queue;
 mod lock;
 mod prefetch;
-mod shared;
-mod start_gate;
-mod wait_list;
 
 pub(crate) use backoff::SpinThenYield;
 pub(crate) use lock::lock;
 pub(crate) use prefetch::prefetch_for_write;
-
-#[cfg(not(fanout_loom))]
-pub(crate) use bounded_queue::{companions_fit, BoundedQueue, Claimed};
-/// Under loom the queue is public (through `fanout::loom_internals`) so that
-/// `loom-tests/tests/queue.rs` can model it on its own.
-#[cfg(fanout_loom)]
-pub use bounded_queue::{BoundedQueue, Claimed, PointerItem};
-pub(crate) use shared::{Prepaid, Shared};
-/// Public under loom, as the queue, for `loom-tests/tests/start_gate.rs`.
-#[cfg(fanout_loom)]
-pub use start_gate::StartGate;
-#[cfg(not(fanout_loom))]
-pub(crate) use start_gate::StartGate;
-pub(crate) use wait_list::WaitList;

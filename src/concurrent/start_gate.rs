@@ -24,8 +24,8 @@
 //! consumers' line, which the task's pops already own and a push that finds room does not touch
 //! (`engine::mailbox`'s `PopLine`), and its starter writes it without a locked instruction.
 
-use super::atomic::{fence, AtomicBool, Ordering};
-use super::SpinThenYield;
+use crate::sync::atomic::{fence, AtomicBool, Ordering};
+use crate::sync::SpinThenYield;
 
 /// See the module docs.
 pub struct StartGate {

@@ -20,7 +20,7 @@
 //! line and the queue's tail (which every pop reads to tell empty from not), and blocks are
 //! allocated by one thread and freed by another; here neither happens.
 //!
-//! Built from this module's switch, so the same code runs in the normal build and under loom
+//! Built from `crate::sync`'s primitives, so the same code runs in the normal build and under loom
 //! (`loom-tests/tests/queue.rs`, with two slots per block so the models cross blocks).
 //!
 //! # Invariants
@@ -88,8 +88,8 @@ use std::ptr::{self, NonNull};
 
 use crossbeam_utils::CachePadded;
 
-use super::atomic::{AtomicPtr, AtomicU64, Ordering};
-use super::SpinThenYield;
+use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use crate::sync::SpinThenYield;
 
 /// Slots per block. A keeping-up queue cycles through two blocks (one being written, one
 /// recycled), and they stay its own, so the block's size is what every session keeps hot:
@@ -179,7 +179,7 @@ struct Block {
     /// Under loom, a loom `Arc` that lives as long as the block: loom reports it leaked if
     /// the queue loses track of a block.
     #[cfg(fanout_loom)]
-    _leak_sentinel: super::Arc<()>,
+    _leak_sentinel: crate::sync::Arc<()>,
 }
 
 impl Block {
@@ -198,7 +198,7 @@ impl Block {
             next: AtomicPtr::new(ptr::null_mut()),
             next_free: AtomicPtr::new(ptr::null_mut()),
             #[cfg(fanout_loom)]
-            _leak_sentinel: super::Arc::new(()),
+            _leak_sentinel: crate::sync::Arc::new(()),
         }))
     }
 }
@@ -219,7 +219,7 @@ impl Claimed<'_> {
     /// `crate::sync::prefetch_for_write`).
     #[inline(always)]
     pub fn prefetch(&self) {
-        super::prefetch_for_write(self.slot);
+        crate::sync::prefetch_for_write(self.slot);
     }
 
     /// Writes the item into its place: the hand-over's item then stamp (`Release`).
@@ -429,7 +429,7 @@ impl<T: PointerItem, H, C> BoundedQueue<T, H, C> {
     /// compare-and-swap (see `crate::sync::prefetch_for_write`).
     #[inline(always)]
     pub fn prefetch_claim(&self) {
-        super::prefetch_for_write(&self.producers.tail);
+        crate::sync::prefetch_for_write(&self.producers.tail);
     }
 
     /// Removes the oldest item, or returns `None` if the head slot holds nothing yet (see
