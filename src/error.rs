@@ -1,8 +1,7 @@
 //! Errors of the provider layer (G9: errors are values that name the limit they broke).
 
-use std::fmt;
-
-use crate::engine::CloseReason;
+use crate::close_reason::CloseReason;
+use crate::session_form::SessionForm;
 
 /// What a [`PubSubProvider`](crate::PubSubProvider) operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -69,25 +68,6 @@ pub enum PubSubError {
     /// A backend (broker) operation failed.
     #[error("backend error: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// The two forms a session takes: run by handlers, or read by a receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SessionForm {
-    /// Created by `subscribe_topic`: a task runs its handlers.
-    Handler,
-    /// Created by `open_session`: read with `recv()` or as a `Stream`.
-    Receiver,
-}
-
-impl fmt::Display for SessionForm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SessionForm::Handler => "handler",
-            SessionForm::Receiver => "receiver",
-        })
-    }
 }
 
 /// Shorthand for results of provider operations.

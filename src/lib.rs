@@ -60,45 +60,46 @@
 
 #![warn(missing_docs)]
 
+mod close_reason;
+mod concurrent;
 mod config;
 pub mod docs;
 pub mod engine;
 pub mod envelope;
 mod error;
 mod handler;
-mod memory;
 mod message;
 mod provider;
-mod recording;
-#[cfg(feature = "redis")]
-pub mod redis;
-mod session_pubsub;
+mod session_form;
 mod stats;
 mod sync;
 mod topic;
 
 #[cfg(feature = "redis")]
-pub use crate::redis::{RedisConfig, RedisPubSub};
+pub use provider::redis;
+#[cfg(feature = "redis")]
+pub use provider::redis::{RedisConfig, RedisPubSub};
 
 /// Internals the loom models exercise on their own; only in builds with `--cfg fanout_loom`.
 #[cfg(fanout_loom)]
 #[doc(hidden)]
 pub mod loom_internals {
-    pub use crate::sync::{BoundedQueue, Claimed, PointerItem, StartGate};
+    pub use crate::concurrent::{BoundedQueue, Claimed, PointerItem, StartGate};
 }
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
 };
 pub use engine::{CloseReason, Closed, Engine, Fanout, Notice, SessionReceiver, TopicObserver, TryRecvError};
-pub use error::{PubSubError, Result, SessionForm};
+pub use error::{PubSubError, Result};
 pub use handler::{Handler, HandlerError, HandlerResult, IntoHandlerResult};
-pub use memory::InMemoryPubSub;
 pub use message::Message;
+pub use provider::memory::InMemoryPubSub;
+pub use provider::recording::{Call, RecordingPubSub};
+pub use provider::session_pubsub::SessionPubSub;
 #[cfg(feature = "json")]
 pub use provider::PubSubJsonExt;
 pub use provider::PubSubProvider;
-pub use recording::{Call, RecordingPubSub};
-pub use session_pubsub::SessionPubSub;
+pub use session_form::SessionForm;
 pub use stats::{DropCounts, DropReason, SessionStats, StatsSnapshot};
 pub use topic::Topic;
 

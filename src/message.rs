@@ -2,14 +2,14 @@
 
 use bytes::Bytes;
 
-use crate::sync::Shared;
+use crate::concurrent::Shared;
 use crate::topic::Topic;
 
-/// One broadcast, shared by every mailbox it is queued in: a single allocation per broadcast,
-/// its references to the recipients paid for in one step (`sync::Prepaid`), and no clone of
-/// the topic or payload.
+/// One broadcast's topic and payload, shared by every mailbox it is queued in: a single
+/// allocation per broadcast, its references to the recipients paid for in one step
+/// (`concurrent::Prepaid`), and no clone of the topic or payload.
 #[derive(Debug)]
-pub(crate) struct Envelope {
+pub(crate) struct Broadcast {
     pub(crate) topic: Topic,
     pub(crate) payload: Bytes,
 }
@@ -17,23 +17,23 @@ pub(crate) struct Envelope {
 /// A message received by a pull-form session ([`SessionReceiver`](crate::SessionReceiver)).
 #[derive(Debug, Clone)]
 pub struct Message {
-    envelope: Shared<Envelope>,
+    broadcast: Shared<Broadcast>,
     missed: u64,
 }
 
 impl Message {
-    pub(crate) fn new(envelope: Shared<Envelope>, missed: u64) -> Self {
-        Self { envelope, missed }
+    pub(crate) fn new(broadcast: Shared<Broadcast>, missed: u64) -> Self {
+        Self { broadcast, missed }
     }
 
     /// The topic it was broadcast on.
     pub fn topic(&self) -> &Topic {
-        &self.envelope.topic
+        &self.broadcast.topic
     }
 
     /// The payload, as broadcast.
     pub fn payload(&self) -> &Bytes {
-        &self.envelope.payload
+        &self.broadcast.payload
     }
 
     /// How many messages the `drop_oldest` policy evicted from this session's mailbox since the
@@ -45,6 +45,6 @@ impl Message {
     /// Decodes the payload as JSON.
     #[cfg(feature = "json")]
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.envelope.payload)
+        serde_json::from_slice(&self.broadcast.payload)
     }
 }

@@ -180,15 +180,14 @@ fn consumer_parking_racing_push() {
 /// find the later message's place written and its own head still empty. The earlier
 /// broadcaster's fence and check after its write must wake it (else loom reports a deadlock).
 ///
-/// Ignored: loom reports a deadlock here, and also in a 60-line litmus of the wake protocol
-/// alone (a mutex queue, `parked`, the two `SeqCst` fences), in an execution the C++ memory
-/// model forbids: the broadcaster's `swap` of `parked`, after its fence, reads a value older
-/// than the consumer's `parked = true`, whose fence ran first. Loom 0.7 models `SeqCst` fences
-/// but does not apply them to the modification order a read-modify-write reads from; see
-/// `docs/design-topic-log.md` (session 7). Run by hand with `-- --ignored` once that is
-/// settled.
+/// Ignored: loom reports a deadlock here, also for the wake protocol alone (a mutex queue,
+/// `parked`, the two `SeqCst` fences), in an execution the C++ memory model forbids: the
+/// broadcaster's `swap` of `parked`, after its fence, reads a value older than the consumer's
+/// `parked = true`, whose fence ran first. Loom 0.7 models `SeqCst` fences but does not apply
+/// them to the modification order a read-modify-write reads from. Run by hand with
+/// `-- --ignored` under a loom that does.
 #[test]
-#[ignore = "loom 0.7 false deadlock: SeqCst fences not applied to an RMW's read (see docs/design-topic-log.md)"]
+#[ignore = "loom 0.7 false deadlock: SeqCst fences not applied to an RMW's read"]
 fn consumer_parking_racing_two_pushes() {
     loom::model(|| {
         let engine = engine(2, OverflowPolicy::DropNewest);

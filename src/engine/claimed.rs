@@ -2,10 +2,10 @@
 //!
 //! A push is a claim and a write (`BoundedQueue`'s "Claims"). Pushed one recipient at a time,
 //! every delivery waits at the `SeqCst` fence that follows it for its slot's cache line, which
-//! the recipient's consumer read last: with 10,000 sessions that wait was 45% of the broadcast
-//! path's time (`docs/design-topic-log.md`, session 7). A broadcast instead claims a place in
-//! each mailbox of a chunk, prefetching each claimed slot's line for writing, writes them all
-//! (stores whose misses overlap), issues one fence, and then does each push's checks.
+//! the recipient's consumer read last, so with many sessions the broadcast pays one cache miss
+//! after another. A broadcast instead claims a place in each mailbox of a chunk, prefetching
+//! each claimed slot's line for writing, writes them all (stores whose misses overlap), issues
+//! one fence, and then does each push's checks.
 //!
 //! # Invariants
 //!
@@ -23,9 +23,9 @@
 
 use smallvec::SmallVec;
 
+use crate::concurrent::Claimed;
 use crate::stats::Tally;
 use crate::sync::atomic::{fence, Ordering};
-use crate::sync::Claimed;
 
 use super::session::Session;
 use super::subscribers::CHUNK;
@@ -47,11 +47,9 @@ impl<'a> ClaimedDeliveries<'a> {
     /// Holds `claim`, a place in `session`'s mailbox, until the next [`publish`](Self::publish),
     /// and starts fetching its slot's line for the write.
     ///
-    /// The slot's line was last read by the session's consumer, on the other core. Without the
-    /// prefetch the chunk's writes waited at the fence for those lines one after another on an
-    /// Intel Xeon (89% of `publish`'s samples); started here, while the rest of the chunk is
-    /// claimed, `publish_cost/fanout` took 0.60x the time at 1,000 and 0.50x at 10,000, and
-    /// `end_to_end/fanout` 0.67x and 0.47x (`docs/design-topic-log.md`, session 10).
+    /// The slot's line was last read by the session's consumer, on another core. Without the
+    /// prefetch the chunk's writes wait at the fence for those lines one after another; started
+    /// here, while the rest of the chunk is claimed, the misses overlap.
     #[inline]
     pub(crate) fn hold(&mut self, session: &'a Session, claim: Claimed<'a>) {
         claim.prefetch();
@@ -73,7 +71,7 @@ impl<'a> ClaimedDeliveries<'a> {
         fence(Ordering::SeqCst);
         for session in self.sessions.drain(..) {
             session.mailbox.wake_if_parked();
-            super::count_queued(session, tally);
+            super::broadcast::count_queued(session, tally);
         }
     }
 }

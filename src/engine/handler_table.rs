@@ -3,9 +3,9 @@
 //!
 //! # Why not a plain `HashMap`
 //!
-//! The lookup is on the delivery path. With `HashMap<Topic, Handler>` it hashed the topic with
-//! SipHash and compared the strings for every message: about 16% of the handler form's
-//! end-to-end time in `perf record` of `end_to_end/fanout-handlers/1000`. Most sessions hold a
+//! The lookup is on the delivery path. With `HashMap<Topic, Handler>` it hashes the topic with
+//! SipHash and compares the strings for every message, a visible share of a handler-form
+//! delivery (`perf record` of `end_to_end/fanout-handlers/1000` shows it). Most sessions hold a
 //! handful of topics, so up to [`FEW`] handlers live in a vector scanned in order (a short name
 //! is compared inline, without a pointer to follow). A session with more topics than that gets a
 //! `HashMap`.
@@ -15,9 +15,7 @@
 //! A handler takes its topic by value, so every delivery clones one. The key is what is handed
 //! out, and it is [`Topic::unshared`]: for a name over 23 bytes, cloning the topic entry's name
 //! would increment a count that every subscriber of the topic writes, from every core, once per
-//! delivery (before short names were stored inline, that count was half of
-//! `end_to_end/fanout-handlers/1000`'s samples); the key's own allocation is touched only by
-//! this session.
+//! delivery; the key's own allocation is touched only by this session.
 //!
 //! # Invariants
 //!

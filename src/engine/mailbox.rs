@@ -3,7 +3,7 @@
 //! # Invariants
 //!
 //! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
-//!   locks (`crate::sync::BoundedQueue`: a segmented lock-free queue bounded by its positions,
+//!   locks (`crate::concurrent::BoundedQueue`: a segmented lock-free queue bounded by its positions,
 //!   whose memory follows its largest backlog, so a keeping-up session cycles through two small
 //!   blocks, not a buffer of `capacity` slots). Its pop may answer "empty" while a push that
 //!   claimed an earlier place is still writing it, or after reading a head another pop has
@@ -59,14 +59,15 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::message::Envelope;
+use crate::concurrent::{BoundedQueue, Claimed, Shared, StartGate, WaitList};
+use crate::message::Broadcast;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use crate::sync::{AtomicWaker, BoundedQueue, Claimed, Shared, SpinThenYield, StartGate, WaitList};
+use crate::sync::{AtomicWaker, SpinThenYield};
 
 pub(crate) struct Mailbox {
     /// Queued broadcasts. Pushed by broadcasters (and by the `drop_oldest` eviction, which also
     /// pops), popped by the consumer.
-    queue: BoundedQueue<Shared<Envelope>, PushLine, PopLine>,
+    queue: BoundedQueue<Shared<Broadcast>, PushLine, PopLine>,
     /// Notified by the consumer after a pop while `blocked > 0`, and on close.
     room: WaitList,
 }
@@ -115,12 +116,12 @@ pub(crate) struct PopLine {
 
 #[cfg(not(fanout_loom))]
 const _: () = assert!(
-    crate::sync::companions_fit::<PushLine, PopLine>(),
+    crate::concurrent::companions_fit::<PushLine, PopLine>(),
     "what a push reads shares the producers' line, and what a delivery reads the consumers'"
 );
 
 /// Why a push did not queue the message; the message is handed back.
-pub(crate) struct Full(pub(crate) Shared<Envelope>);
+pub(crate) struct Full(pub(crate) Shared<Broadcast>);
 
 impl Mailbox {
     pub(crate) fn new(capacity: usize, signals_room: bool, session_state: u8) -> Self {
@@ -183,7 +184,7 @@ impl Mailbox {
     /// `wake_consumer`), as [`push_evicting`](Self::push_evicting)'s; the session's
     /// `discard_if_closed` relies on it.
     #[inline]
-    pub(crate) fn try_push(&self, message: Shared<Envelope>, limit: usize) -> Result<(), Full> {
+    pub(crate) fn try_push(&self, message: Shared<Broadcast>, limit: usize) -> Result<(), Full> {
         self.queue.push_within(message, limit).map_err(Full)?;
         self.wake_consumer();
         Ok(())
@@ -195,7 +196,7 @@ impl Mailbox {
     /// Each eviction is added to `missed` before the message is pushed: the push releases it to
     /// the consumer's pop, so the consumer learns of the evictions with the message that
     /// follows them, never after it.
-    pub(crate) fn push_evicting(&self, message: Shared<Envelope>, limit: usize) -> u64 {
+    pub(crate) fn push_evicting(&self, message: Shared<Broadcast>, limit: usize) -> u64 {
         let mut message = message;
         let mut evicted = 0;
         let mut backoff = SpinThenYield::new();
@@ -232,7 +233,7 @@ impl Mailbox {
     /// checks the session's state, as `try_push` does; and waits for nothing while it holds
     /// the claim ("Claims" in `BoundedQueue`'s docs).
     #[inline]
-    pub(crate) fn try_claim(&self, message: Shared<Envelope>, limit: usize) -> Result<Claimed<'_>, Full> {
+    pub(crate) fn try_claim(&self, message: Shared<Broadcast>, limit: usize) -> Result<Claimed<'_>, Full> {
         self.queue.claim_within(message, limit).map_err(Full)
     }
 
@@ -264,20 +265,20 @@ impl Mailbox {
 
     /// Pops the oldest message, with the evictions that preceded it.
     #[inline]
-    pub(crate) fn pop(&self) -> Option<(Shared<Envelope>, u64)> {
+    pub(crate) fn pop(&self) -> Option<(Shared<Broadcast>, u64)> {
         self.queue.pop().map(|message| self.took(message))
     }
 
     /// [`pop`](Self::pop) that answers "empty" only if no broadcaster is still writing a
     /// message into the mailbox (it waits for that write instead): what `try_recv` promises,
     /// so a caller told that a broadcast was queued finds it.
-    pub(crate) fn pop_settled(&self) -> Option<(Shared<Envelope>, u64)> {
+    pub(crate) fn pop_settled(&self) -> Option<(Shared<Broadcast>, u64)> {
         self.queue.pop_settled().map(|message| self.took(message))
     }
 
     /// The consumer's side of a pop that took `message`.
     #[inline]
-    fn took(&self, message: Shared<Envelope>) -> (Shared<Envelope>, u64) {
+    fn took(&self, message: Shared<Broadcast>) -> (Shared<Broadcast>, u64) {
         let line = self.pop_line();
         let missed = if line.missed.load(Ordering::Relaxed) != 0 {
             line.missed.swap(0, Ordering::Relaxed)
@@ -310,7 +311,7 @@ impl Mailbox {
         &self,
         cx: &mut Context<'_>,
         is_closed: impl Fn() -> bool,
-    ) -> Poll<Option<(Shared<Envelope>, u64)>> {
+    ) -> Poll<Option<(Shared<Broadcast>, u64)>> {
         if let Some(popped) = self.pop() {
             return Poll::Ready(Some(popped));
         }
@@ -339,7 +340,7 @@ impl Mailbox {
         &self,
         cx: &mut Context<'_>,
         is_closed: impl Fn() -> bool,
-    ) -> Poll<Option<(Shared<Envelope>, u64)>> {
+    ) -> Poll<Option<(Shared<Broadcast>, u64)>> {
         let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let popped = self.poll_pop(cx, is_closed);
         if popped.is_ready() {
@@ -371,7 +372,7 @@ impl Mailbox {
     /// `give_up` bounds the wait.
     pub(crate) async fn wait_for_room<F: Future>(
         &self,
-        message: Shared<Envelope>,
+        message: Shared<Broadcast>,
         limit: usize,
         is_closed: impl Fn() -> bool,
         give_up: Pin<&mut F>,
@@ -436,7 +437,7 @@ impl Drop for BlockedWaiter<'_> {
 pub(crate) enum RoomOutcome {
     Queued,
     Closed,
-    TimedOut(Shared<Envelope>),
+    TimedOut(Shared<Broadcast>),
 }
 
 /// Future returned by [`Mailbox::poll_pop`] adapters; kept here so the receiver and the handler
@@ -447,7 +448,7 @@ pub(crate) struct Pop<'a, C: Fn() -> bool> {
 }
 
 impl<C: Fn() -> bool> Future for Pop<'_, C> {
-    type Output = Option<(Shared<Envelope>, u64)>;
+    type Output = Option<(Shared<Broadcast>, u64)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.mailbox.poll_pop_cooperative(cx, &self.is_closed)

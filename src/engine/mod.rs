@@ -10,8 +10,11 @@
 //!   copy-on-write (`arc_swap` through `crate::sync::AtomicSnapshot`).
 //! - `mailbox`: one bounded lock-free queue per session, shared by all its topics.
 //! - `session`: a session's open/closed state and its writer-side subscription record.
+//! - `session_task`: a handler-form session's task, which drains its mailbox into its handlers.
 //! - `claimed`: a broadcast's pushes to one chunk of subscribers, claimed together, written
 //!   together, and fenced once.
+//! - `broadcast`: the broadcast path, from the lock-free pass to the `block` policy's wait.
+//! - `reaper`: retiring sessions that broadcasters disconnected, off the broadcast path.
 //!
 //! # Who writes what
 //!
@@ -56,36 +59,34 @@
 //! waits as a task (yielding, then pausing), so an operation on one session never waits on
 //! another's handler.
 
+mod broadcast;
 mod claimed;
-pub(crate) mod handler_table;
-pub(crate) mod mailbox;
+mod handler_table;
+mod mailbox;
+mod reaper;
 mod receiver;
-pub(crate) mod session;
-pub(crate) mod subscribers;
-pub(crate) mod topic_registry;
+mod session;
+mod session_task;
+mod subscribers;
+mod topic_registry;
 
-use std::future::poll_fn;
-use std::future::Future;
 use std::sync::OnceLock;
-use std::task::Poll;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
-use crate::config::{Config, ConfigError, DeliveryRule, OverflowPolicy};
-use crate::error::{PubSubError, Result, SessionForm};
+pub use crate::close_reason::CloseReason;
+use crate::config::{Config, ConfigError};
+use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
-use crate::message::Envelope;
-use crate::stats::{Counters, DropReason, SessionStats, StatsSnapshot, Tally};
+use crate::session_form::SessionForm;
+use crate::stats::{Counters, SessionStats, StatsSnapshot};
 use crate::sync::atomic::{fence, AtomicBool, Ordering};
-use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, MutexGuard, Prepaid, SegQueue, Shared};
-use crate::topic::{check_payload, check_session_id, check_topic, Topic};
+use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, MutexGuard, SegQueue};
+use crate::topic::{check_session_id, check_topic, Topic};
 
-use claimed::ClaimedDeliveries;
-use mailbox::{Full, RoomOutcome};
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
-pub use session::CloseReason;
 use session::{Placement, Session, SessionId, SessionWriter};
+pub(crate) use session_task::SessionTask;
 pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
 
@@ -152,32 +153,6 @@ struct EngineInner {
     /// Set once, before use, by the embedding provider; read by `notice`. Plain `std`: it is
     /// configuration, not part of the concurrent core loom checks.
     notice_hook: OnceLock<NoticeHook>,
-}
-
-/// One broadcast's tallies, added to the shared counters when it ends, even if the broadcast
-/// future is dropped while a `block` policy waits: then the sessions still waited for count as
-/// `drop_newest` (their message was never queued), so the accounting identity holds.
-struct Publication<'a> {
-    counters: &'a Counters,
-    tally: Tally,
-    /// Blocked sessions not yet resolved.
-    unresolved: u64,
-}
-
-impl Drop for Publication<'_> {
-    fn drop(&mut self) {
-        for _ in 0..self.unresolved {
-            self.tally.drop(DropReason::DropNewest);
-        }
-        self.counters.add_tally(&self.tally);
-    }
-}
-
-/// Sessions a `block` broadcast still has to wait for, after the lock-free pass.
-struct Blocked {
-    envelope: Shared<Envelope>,
-    rule: DeliveryRule,
-    sessions: SmallVec<[Arc<Session>; 4]>,
 }
 
 impl Engine {
@@ -354,7 +329,7 @@ impl Engine {
         self.inner.reaper.wake();
     }
 
-    // ----- crate-internal: handler sessions, reaping -----
+    // ----- crate-internal: handler sessions, retiring -----
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
@@ -374,14 +349,14 @@ impl Engine {
     }
 
     /// Subscribes the handler-form session `session_id` (creating it if needed) to `topic`, or
-    /// replaces its handler for that topic (G3). Returns the session if this call created it, so
-    /// the caller can start its task.
+    /// replaces its handler for that topic (G3). Returns the session's task if this call created
+    /// the session, for the caller to spawn.
     pub(crate) fn subscribe_handler(
         &self,
         session_id: &str,
         topic: &str,
         handler: Handler,
-    ) -> Result<Option<Arc<Session>>> {
+    ) -> Result<Option<SessionTask>> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
         check_topic(topic, &self.inner.config.limits)?;
@@ -421,7 +396,7 @@ impl Engine {
             drop(writer);
             // Dropped outside the lock: a replaced handler's captures may run user code.
             drop(replaced);
-            return Ok(created.then_some(session));
+            return Ok(created.then(|| SessionTask::new(self.clone(), session)));
         }
     }
 
@@ -599,349 +574,6 @@ impl Engine {
             });
         }
     }
-
-    /// Retires sessions that broadcasters disconnected. Cheap when there are none.
-    ///
-    /// Never waits: a session whose task is making a handler call it began before the
-    /// disconnect (G2) is left to the reaper task, which waits for it as a task. Waiting here
-    /// would make an operation on one session wait on another's handler (which may want a
-    /// lock the caller holds).
-    pub(crate) fn reap(&self) {
-        let mut busy: SmallVec<[Arc<Session>; 4]> = SmallVec::new();
-        while let Some(session) = self.inner.retiring.pop() {
-            if self.is_stopped() || !session.invocation_start_pending() {
-                self.retire_locked(&session, lock(&session.writer));
-            } else {
-                busy.push(session);
-            }
-        }
-        if !busy.is_empty() {
-            for session in busy {
-                self.inner.retiring.push(session);
-            }
-            self.inner.reaper.wake();
-        }
-    }
-
-    /// Runs until the engine stops, retiring disconnected sessions as broadcasters report them.
-    pub(crate) async fn run_reaper(&self) {
-        // Whether the runtime has timers to pause on: found out the first time a wait needs one.
-        let mut has_timers: Option<bool> = None;
-        loop {
-            poll_fn(|cx| {
-                self.inner.reaper.register(cx.waker());
-                if !self.inner.retiring.is_empty() || self.is_stopped() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            while let Some(session) = self.inner.retiring.pop() {
-                // G2, as in `reap`, but this task can wait.
-                self.wait_for_invocation_start_as_task(&session, &mut has_timers)
-                    .await;
-                self.retire_locked(&session, lock(&session.writer));
-            }
-            if self.is_stopped() {
-                return;
-            }
-        }
-    }
-
-    /// The reaper's wait for a disconnected session's handler call begun before the
-    /// disconnect, or for the engine to stop: it yields, and once a handler has stayed in its
-    /// synchronous part for [`REAPER_YIELDS`] asks, pauses between asks (where the runtime has
-    /// timers; `has_timers` is found out once), so it does not spin a worker meanwhile.
-    async fn wait_for_invocation_start_as_task(&self, session: &Session, has_timers: &mut Option<bool>) {
-        let mut asked = 0u32;
-        while !self.is_stopped() && session.invocation_start_pending() {
-            asked = asked.saturating_add(1);
-            let pause = if asked > REAPER_YIELDS && *has_timers != Some(false) {
-                let pause = reaper_pause();
-                *has_timers = Some(pause.is_some());
-                pause
-            } else {
-                None
-            };
-            match pause {
-                Some(pause) => pause.await,
-                None => tokio::task::yield_now().await,
-            }
-        }
-    }
-
-    // ----- the broadcast path -----
-
-    async fn publish(&self, topic: &str, payload: Bytes, sender: Option<&Arc<Session>>) -> Result<Fanout> {
-        self.check_running()?;
-        let limits = &self.inner.config.limits;
-        check_topic(topic, limits)?;
-        check_payload(&payload, limits)?;
-        let mut publication = Publication {
-            counters: &self.inner.counters,
-            tally: Tally::default(),
-            unresolved: 0,
-        };
-        if let Some(blocked) = self.fan_out(topic, payload, sender, &mut publication.tally) {
-            publication.unresolved = blocked.sessions.len() as u64;
-            self.wait_for_blocked(blocked, &mut publication).await;
-        }
-        let tally = publication.tally;
-        if tally.dropped_total() > 0 {
-            tracing::debug!(
-                topic,
-                recipients = tally.recipients,
-                dropped = tally.dropped_total(),
-                disconnects = tally.disconnects,
-                "broadcast dropped messages"
-            );
-        }
-        Ok(Fanout {
-            recipients: tally.recipients as usize,
-            queued: tally.queued as usize,
-            dropped: tally.dropped_total() as usize,
-        })
-    }
-
-    /// The lock-free pass: one push per subscriber, a chunk of subscribers at a time (claimed,
-    /// written, fenced once: `claimed`). Returns the sessions a `block` policy must wait for.
-    fn fan_out(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        sender: Option<&Arc<Session>>,
-        tally: &mut Tally,
-    ) -> Option<Blocked> {
-        self.inner
-            .topics
-            .with_entry(topic, |entry| {
-                // One reference per subscriber paid for at once. A reference a policy did not
-                // queue is given back by its own decrement where it is dropped; the unissued
-                // ones (the skipped sender's, or more than the set's gauge counted) in one
-                // decrement when `envelope` drops.
-                let mut envelope = Prepaid::new(
-                    Envelope {
-                        topic: entry.name.clone(),
-                        payload,
-                    },
-                    entry.subscribers.len(),
-                );
-                let rule = entry.rule;
-                let mut blocked = SmallVec::new();
-                entry.subscribers.for_each_chunk(|members| {
-                    // Each claim below is a locked instruction, which lets no later load start
-                    // before it: without this, the chunk's misses would be taken one by one.
-                    for session in members.clone() {
-                        session.prefetch_for_broadcast();
-                    }
-                    let mut claimed = ClaimedDeliveries::new();
-                    for session in members {
-                        if sender.is_some_and(|s| Arc::ptr_eq(s, session)) {
-                            continue;
-                        }
-                        tally.recipients += 1;
-                        if dropped_as_closed(session, tally) {
-                            continue;
-                        }
-                        match session.mailbox.try_claim(envelope.issue(), rule.max_queued) {
-                            Ok(claim) => claimed.hold(session, claim),
-                            Err(Full(message)) => {
-                                // The policy may wait for another broadcaster's claim: hold
-                                // none meanwhile (see `claimed`).
-                                claimed.publish(tally);
-                                if let Err(Full(back)) = self.overflow(session, message, rule, tally) {
-                                    drop(back);
-                                    blocked.push(Arc::clone(session));
-                                }
-                            }
-                        }
-                    }
-                    claimed.publish(tally);
-                });
-                (!blocked.is_empty()).then(|| Blocked {
-                    envelope: envelope.issue(),
-                    rule,
-                    sessions: blocked,
-                })
-            })
-            .flatten()
-    }
-
-    /// Pushes one message to one session, applying the rule's policy if the mailbox is full.
-    /// Hands the message back only when the policy is `block`.
-    #[inline]
-    fn offer(
-        &self,
-        session: &Arc<Session>,
-        message: Shared<Envelope>,
-        rule: DeliveryRule,
-        tally: &mut Tally,
-    ) -> std::result::Result<(), Full> {
-        if dropped_as_closed(session, tally) {
-            return Ok(());
-        }
-        let Err(Full(message)) = session.mailbox.try_push(message, rule.max_queued) else {
-            count_queued(session, tally);
-            return Ok(());
-        };
-        self.overflow(session, message, rule, tally)
-    }
-
-    /// Applies the rule's policy to `message`, which `session`'s full mailbox refused. Hands
-    /// the message back only when the policy is `block`.
-    fn overflow(
-        &self,
-        session: &Arc<Session>,
-        message: Shared<Envelope>,
-        rule: DeliveryRule,
-        tally: &mut Tally,
-    ) -> std::result::Result<(), Full> {
-        match rule.policy {
-            OverflowPolicy::DropNewest => tally.drop(DropReason::DropNewest),
-            OverflowPolicy::DropOldest => {
-                let evicted = session.mailbox.push_evicting(message, rule.max_queued);
-                for _ in 0..evicted {
-                    tally.drop(DropReason::DropOldest);
-                }
-                count_queued(session, tally);
-            }
-            OverflowPolicy::Disconnect => {
-                drop(message);
-                tally.drop(DropReason::SlowConsumer);
-                self.disconnect(session, rule, tally);
-            }
-            OverflowPolicy::BlockOnce { then, .. } if session.mailbox.is_stalled() => {
-                tally.block_skips += 1;
-                return self.offer(session, message, rule.falling_back_to(then), tally);
-            }
-            OverflowPolicy::Block { .. } | OverflowPolicy::BlockOnce { .. } => return Err(Full(message)),
-        }
-        Ok(())
-    }
-
-    fn disconnect(&self, session: &Arc<Session>, rule: DeliveryRule, tally: &mut Tally) {
-        if session.close(CloseReason::SlowConsumer) {
-            tally.disconnects += 1;
-            tracing::info!(
-                session_id = &*session.id,
-                capacity = session.mailbox.capacity(),
-                max_queued = rule.max_queued,
-                "disconnecting slow session: its mailbox is full"
-            );
-            // Its queued messages are counted now, not when the reaper retires it.
-            session.discard_queued();
-            self.inner.retiring.push(Arc::clone(session));
-            self.inner.reaper.wake();
-        }
-    }
-
-    /// The `block` policy: wait, up to the timeout shared by the whole broadcast, for each full
-    /// mailbox to make room; then fall back.
-    async fn wait_for_blocked(&self, blocked: Blocked, publication: &mut Publication<'_>) {
-        let tally = &mut publication.tally;
-        let Some((timeout, then)) = blocked.rule.policy.wait() else {
-            return;
-        };
-        let fallback = blocked.rule.falling_back_to(then);
-        let Some(deadline) = block_deadline(timeout) else {
-            tracing::warn!(
-                topic = &*blocked.envelope.topic,
-                "the block policy needs a tokio runtime with timers to wait; falling back at once"
-            );
-            for session in blocked.sessions {
-                tally.block_timeouts += 1;
-                let _ = self.offer(&session, blocked.envelope.clone(), fallback, tally);
-            }
-            publication.unresolved = 0;
-            return;
-        };
-        tokio::pin!(deadline);
-        for session in blocked.sessions {
-            tally.block_waits += 1;
-            let outcome = session
-                .mailbox
-                .wait_for_room(
-                    blocked.envelope.clone(),
-                    blocked.rule.max_queued,
-                    || !session.is_open(),
-                    deadline.as_mut(),
-                )
-                .await;
-            match outcome {
-                RoomOutcome::Queued => count_queued(&session, tally),
-                RoomOutcome::Closed => {
-                    let reason = session.close_reason().unwrap_or(CloseReason::Unsubscribed);
-                    tally.drop(reason.drop_reason());
-                }
-                RoomOutcome::TimedOut(message) => {
-                    tally.block_timeouts += 1;
-                    if matches!(blocked.rule.policy, OverflowPolicy::BlockOnce { .. }) {
-                        session.mailbox.mark_stalled();
-                    }
-                    // The fallback policy never hands the message back.
-                    let _ = self.offer(&session, message, fallback, tally);
-                }
-            }
-            publication.unresolved -= 1;
-        }
-    }
-}
-
-/// Counts a message for a closed session as dropped, for the reason it closed; returns whether
-/// the session was closed (then nothing is pushed).
-#[inline]
-fn dropped_as_closed(session: &Session, tally: &mut Tally) -> bool {
-    let Some(reason) = session.close_reason() else {
-        return false;
-    };
-    tally.drop(reason.drop_reason());
-    true
-}
-
-/// Counts a message that `session`'s mailbox took, and discards it again if the session closed
-/// meanwhile (`Session::discard_if_closed`, which relies on the fence every push path ends in).
-/// Every successful push goes through here.
-#[inline]
-fn count_queued(session: &Session, tally: &mut Tally) {
-    tally.queued += 1;
-    session.discard_if_closed();
-}
-
-/// The end of a `block` wait, `timeout` from now. `sleep` panics on a runtime built without
-/// timers; that, like no runtime at all, gives `None`: the broadcast falls back at once instead
-/// of failing.
-#[cfg(not(fanout_loom))]
-fn block_deadline(timeout: std::time::Duration) -> Option<impl Future<Output = ()>> {
-    tokio::runtime::Handle::try_current()
-        .ok()
-        .and_then(|_| std::panic::catch_unwind(|| tokio::time::sleep(timeout)).ok())
-}
-
-/// The reaper waits for a disconnected session's handler call by yielding this many times,
-/// then by pausing [`REAPER_PAUSE`] between asks.
-const REAPER_YIELDS: u32 = 64;
-#[cfg_attr(fanout_loom, allow(dead_code))]
-const REAPER_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// The reaper's pause between asks, `None` where the runtime has no timers (found out by
-/// `block_deadline`'s caught panic, so the reaper asks only once).
-#[cfg(not(fanout_loom))]
-fn reaper_pause() -> Option<impl Future<Output = ()>> {
-    block_deadline(REAPER_PAUSE)
-}
-
-/// Loom models have no timers: the reaper only yields.
-#[cfg(fanout_loom)]
-fn reaper_pause() -> Option<std::future::Ready<()>> {
-    None
-}
-
-/// Loom models have no timers: a blocked broadcaster waits until a pop or a close releases it.
-/// A model in which nothing does deadlocks, and loom reports it.
-#[cfg(fanout_loom)]
-fn block_deadline(_timeout: std::time::Duration) -> Option<impl Future<Output = ()>> {
-    Some(std::future::pending::<()>())
 }
 
 impl std::fmt::Debug for Engine {

@@ -6,13 +6,15 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
+use crate::close_reason::CloseReason;
+use crate::concurrent::Shared;
 use crate::error::Result;
-use crate::message::{Envelope, Message};
-use crate::sync::{Arc, Shared};
+use crate::message::{Broadcast, Message};
+use crate::sync::Arc;
 use crate::topic::{check_topic, Topic};
 
 use super::mailbox::Pop;
-use super::session::{CloseReason, Session};
+use super::session::Session;
 use super::Engine;
 
 /// A pull-form session, opened with [`Engine::open_session`] (or
@@ -167,7 +169,7 @@ impl SessionReceiver {
 
     /// Hands over a popped message, counted as delivered; or, once the session is closed,
     /// discards it (counted as dropped) and reports why.
-    fn accept(&self, popped: Option<(Shared<Envelope>, u64)>) -> Result<Message, Closed> {
+    fn accept(&self, popped: Option<(Shared<Broadcast>, u64)>) -> Result<Message, Closed> {
         let message = self.take(popped)?;
         self.engine.counters().delivered(1);
         Ok(message)
@@ -175,11 +177,11 @@ impl SessionReceiver {
 
     /// [`accept`](Self::accept) without counting the delivery: the caller counts it.
     #[inline]
-    fn take(&self, popped: Option<(Shared<Envelope>, u64)>) -> Result<Message, Closed> {
+    fn take(&self, popped: Option<(Shared<Broadcast>, u64)>) -> Result<Message, Closed> {
         match popped {
-            Some((envelope, missed)) if self.session.is_open() => Ok(Message::new(envelope, missed)),
-            Some((envelope, _)) => {
-                drop(envelope);
+            Some((broadcast, missed)) if self.session.is_open() => Ok(Message::new(broadcast, missed)),
+            Some((broadcast, _)) => {
+                drop(broadcast);
                 let closed = self.closed();
                 self.engine.counters().dropped(closed.reason.drop_reason(), 1);
                 Err(closed)

@@ -1,10 +1,10 @@
 //! One session: its mailbox, its open/closed state, and its writer-side record of subscriptions.
 
 use std::collections::HashMap;
-use std::fmt;
 
-use crate::error::SessionForm;
-use crate::stats::{Counters, DropReason};
+use crate::close_reason::CloseReason;
+use crate::session_form::SessionForm;
+use crate::stats::Counters;
 use crate::sync::atomic::{fence, AtomicU8, Ordering};
 use crate::sync::thread_local;
 use crate::sync::{Arc, AtomicSnapshot, Mutex};
@@ -14,19 +14,7 @@ use super::handler_table::HandlerTable;
 use super::mailbox::Mailbox;
 use super::topic_registry::TopicEntry;
 
-/// Why a session was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// `unsubscribe_all`, its last `unsubscribe_topic` (handler form), or its receiver was
-    /// closed or dropped.
-    Unsubscribed,
-    /// Its mailbox was full under the `disconnect` policy.
-    SlowConsumer,
-    /// The provider was stopped.
-    Stopped,
-}
-
+/// A close reason's encoding in `Session::state`.
 impl CloseReason {
     const fn code(self) -> u8 {
         match self {
@@ -43,25 +31,6 @@ impl CloseReason {
             3 => Some(CloseReason::Stopped),
             _ => None,
         }
-    }
-
-    /// The drop reason of messages still queued when a session closes for this reason.
-    pub(crate) fn drop_reason(self) -> DropReason {
-        match self {
-            CloseReason::Unsubscribed => DropReason::Unsubscribed,
-            CloseReason::SlowConsumer => DropReason::SlowConsumer,
-            CloseReason::Stopped => DropReason::Stopped,
-        }
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CloseReason::Unsubscribed => "unsubscribed",
-            CloseReason::SlowConsumer => "disconnected as a slow consumer (its mailbox was full)",
-            CloseReason::Stopped => "the provider was stopped",
-        })
     }
 }
 

@@ -4,15 +4,14 @@
 //!
 //! A `papaya::HashMap` (through `crate::sync::ConcurrentMap`): reads never block and never write
 //! shared memory beyond an epoch pin, and removal is reclaimed safely after readers leave.
-//! Resizes are blocking for writers: the insert that grows the table copies it (with a million
-//! topics, a few hundred milliseconds for that one subscribe, while other writers wait and
-//! readers go on). papaya's incremental mode avoids that pause but leaves every read probing
-//! two tables until later writes finish the move: a lookup among 1,000 topics took 310 ns
-//! instead of 62, and building a million topics 10.8 s instead of 4.7. We considered
-//! `scc::HashMap` (reads take bucket locks; its lock-free `HashIndex` makes every update copy
-//! an entry), `dashmap` (a `RwLock` per shard: broadcasts would take read locks) and one
-//! copy-on-write map per shard (every topic creation copies a shard: churn on a million topics
-//! copies thousands of entries each time).
+//! Resizes are blocking for writers: the insert that grows the table copies it (a pause for
+//! that one subscribe, long with a million topics, while other writers wait and readers go on).
+//! papaya's incremental mode avoids that pause but leaves every read probing two tables until
+//! later writes finish the move, which makes every lookup slower and building many topics
+//! slower too. The alternatives not taken: `scc::HashMap` (reads take bucket locks; its
+//! lock-free `HashIndex` makes every update copy an entry), `dashmap` (a `RwLock` per shard:
+//! broadcasts would take read locks) and one copy-on-write map per shard (every topic creation
+//! copies a shard: churn on a million topics copies thousands of entries each time).
 //!
 //! # Invariants
 //!

@@ -12,9 +12,8 @@ use crate::error::PubSubError;
 ///
 /// Names of up to 23 bytes are stored inline, so a clone copies them and writes nothing
 /// shared, and two are compared as whole words; longer names share one reference-counted
-/// allocation. (Every delivery in the handler form
-/// clones the topic; a count shared by all of a topic's subscribers was a cache line written
-/// from every core once per delivery, about half of `end_to_end/fanout-handlers/1000`'s time.)
+/// allocation. (Every delivery in the handler form clones the topic; a count shared by all of a
+/// topic's subscribers would be a cache line written from every core once per delivery.)
 /// A `Topic` is 24 bytes; a handler-form subscription to a name over 23 bytes keeps its own
 /// copy of the name (see the engine's handler table).
 ///

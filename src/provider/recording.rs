@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::config::{Config, ConfigError};
 use crate::error::Result;
 use crate::handler::Handler;
-use crate::memory::InMemoryPubSub;
+use crate::provider::memory::InMemoryPubSub;
 use crate::provider::PubSubProvider;
 use crate::stats::StatsSnapshot;
 use crate::topic::Topic;

@@ -1,7 +1,8 @@
-//! Loom-visible stand-ins for the lock-free types the engine uses, with the same internal API.
+//! The loom half: loom's atomics, `Arc`, `Mutex`, thread-locals and scheduling hints, and
+//! loom-visible stand-ins for the lock-free types the engine uses, with the same internal API.
 //!
-//! Compiled only under `--cfg fanout_loom`. Each operation takes a loom `Mutex` once, so it is
-//! one atomic step in the model, with the synchronisation the real type promises (a push
+//! Compiled only under `--cfg fanout_loom`. Each stand-in operation takes a loom `Mutex` once, so
+//! it is one atomic step in the model, with the synchronisation the real type promises (a push
 //! happens-before the pop that takes its item; a store happens-before the loads that see it).
 
 use std::borrow::Borrow;
@@ -10,9 +11,20 @@ use std::hash::Hash;
 use std::task::Waker;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
-use loom::sync::{Arc, Mutex};
 
-fn locked<T>(mutex: &Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+
+pub(crate) mod atomic {
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
+}
+
+pub(crate) use loom::hint::spin_loop;
+pub(crate) use loom::thread::yield_now;
+pub(crate) use loom::thread_local;
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

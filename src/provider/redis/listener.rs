@@ -48,7 +48,7 @@ use crate::topic::Topic;
 use super::connection::{open_subscriber, Backoff};
 use super::error::RedisPubSubError;
 use super::stats::RedisCounters;
-use super::Shared;
+use super::InstanceState;
 
 /// Most channels named in one `SUBSCRIBE` or `UNSUBSCRIBE`.
 const CHANNELS_PER_COMMAND: usize = 1024;
@@ -114,7 +114,7 @@ impl TopicObserver for Intake {
 
 /// The subscription connection task.
 pub(crate) struct Listener {
-    shared: Arc<Shared>,
+    shared: Arc<InstanceState>,
     intake: Arc<Intake>,
     engine: Engine,
     shutdown: watch::Receiver<bool>,
@@ -155,7 +155,7 @@ enum Exit {
 
 impl Listener {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<InstanceState>,
         intake: Arc<Intake>,
         engine: Engine,
         shutdown: watch::Receiver<bool>,
@@ -477,7 +477,7 @@ impl Listener {
 
 fn channel_command(
     mut sink: PubSubSink,
-    shared: &Shared,
+    shared: &InstanceState,
     command: Command,
     topics: Vec<Topic>,
 ) -> BoxFuture<'static, Done> {
@@ -508,7 +508,7 @@ fn channel_command(
     .boxed()
 }
 
-fn ping_command(mut sink: PubSubSink, shared: &Shared) -> BoxFuture<'static, Done> {
+fn ping_command(mut sink: PubSubSink, shared: &InstanceState) -> BoxFuture<'static, Done> {
     let timeout = shared.config.response_timeout;
     async move {
         let result = match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {

@@ -45,7 +45,7 @@ use crate::topic::Topic;
 
 use super::connection::{open_publisher, Backoff};
 use super::stats::RedisCounters;
-use super::Shared;
+use super::InstanceState;
 
 /// One broadcast for Redis, already checked against every limit (the envelope limit as an
 /// envelope of its own).
@@ -132,14 +132,14 @@ impl PublisherState {
 }
 
 pub(crate) struct Publisher {
-    shared: Arc<Shared>,
+    shared: Arc<InstanceState>,
     queue: mpsc::Receiver<Outbound>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Publisher {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<InstanceState>,
         queue: mpsc::Receiver<Outbound>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use super::{lock, Mutex};
+use crate::sync::{lock, Mutex};
 
 pub(crate) struct WaitList {
     state: Mutex<State>,

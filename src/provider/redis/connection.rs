@@ -6,13 +6,15 @@ use std::time::Duration;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::AsyncConnectionConfig;
 
-use super::Shared;
+use super::InstanceState;
 
 /// What opening a connection failed with.
 pub(crate) type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Opens the subscription connection (RESP2 pub/sub; its stream ends when the connection does).
-pub(crate) async fn open_subscriber(shared: &Shared) -> Result<(PubSubSink, PubSubStream), ConnectError> {
+pub(crate) async fn open_subscriber(
+    shared: &InstanceState,
+) -> Result<(PubSubSink, PubSubStream), ConnectError> {
     let pubsub = tokio::time::timeout(shared.config.connect_timeout, shared.client.get_async_pubsub())
         .await
         .map_err(|_| timed_out("connecting", shared.config.connect_timeout))??;
@@ -20,7 +22,7 @@ pub(crate) async fn open_subscriber(shared: &Shared) -> Result<(PubSubSink, PubS
 }
 
 /// Opens the publishing connection and names it `fanout-<instance>-publisher` in `CLIENT LIST`.
-pub(crate) async fn open_publisher(shared: &Shared) -> Result<MultiplexedConnection, ConnectError> {
+pub(crate) async fn open_publisher(shared: &InstanceState) -> Result<MultiplexedConnection, ConnectError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(shared.config.connect_timeout))
         .set_response_timeout(Some(shared.config.response_timeout));

@@ -2,13 +2,12 @@
 //!
 //! A broadcast hands one reference to its message to every recipient's mailbox. With an `Arc`
 //! that is one locked increment per recipient on a count that the recipients, on other cores,
-//! decrement as they finish: at 10,000 sessions the publisher waited on that cache line for
-//! about a third of its per-recipient time (`perf annotate` of `Engine::offer`,
-//! `docs/design-topic-log.md`). Here the publisher pays for every reference it expects to hand
+//! decrement as they finish, so the publisher waits for that cache line once per recipient.
+//! Here the publisher pays for every reference it expects to hand
 //! out in one increment ([`Prepaid::new`]), hands them out without touching the count
 //! ([`Prepaid::issue`]), and gives the unused ones back in one decrement when it is done.
 //!
-//! Built from this module's switch, so loom checks it in every engine model: under loom each
+//! Built from `crate::sync`'s primitives, so loom checks it in every engine model: under loom each
 //! allocation also holds a loom `Arc`, so a message never freed fails the model as a leak, and
 //! a loom cell that every holder reads just before giving its reference back and the freer
 //! writes just before freeing, so a free not ordered after every holder's last use (a missing
@@ -34,8 +33,8 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
-use super::atomic::{fence, AtomicUsize, Ordering};
 use super::bounded_queue::PointerItem;
+use crate::sync::atomic::{fence, AtomicUsize, Ordering};
 
 /// Above this many references the count could be driven to overflow by leaked handles (as
 /// `Arc` guards against); a process holding that many has a bug, so it aborts.
@@ -47,7 +46,7 @@ struct Inner<T> {
     /// Under loom, a loom `Arc` that lives exactly as long as the allocation: loom reports it
     /// leaked if the allocation is never freed.
     #[cfg(fanout_loom)]
-    _leak_sentinel: super::Arc<()>,
+    _leak_sentinel: crate::sync::Arc<()>,
     /// Under loom, read by every holder before it gives its reference back and written by the
     /// freer: loom reports a data race if the free is not ordered after every holder's use.
     #[cfg(fanout_loom)]
@@ -144,7 +143,7 @@ impl<T> Prepaid<T> {
             refs: AtomicUsize::new(1 + expected),
             value,
             #[cfg(fanout_loom)]
-            _leak_sentinel: super::Arc::new(()),
+            _leak_sentinel: crate::sync::Arc::new(()),
             #[cfg(fanout_loom)]
             last_use: loom::cell::UnsafeCell::new(()),
         });

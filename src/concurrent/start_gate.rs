@@ -18,14 +18,14 @@
 //!   has either happened (its `end` is a `Release` store, read by the closer's `Acquire` load)
 //!   or will find the owner closed.
 //!
-//! The flag used to be a bit in the session's state word, set and cleared by two locked
-//! read-modify-writes per delivery on the line every broadcaster reads before each push, so
-//! the line changed cores twice per delivery. The gate lives on the mailbox queue's consumers'
-//! line, which the task's pops already own and a push that finds room does not touch
+//! The flag is not a bit in the session's state word: there it would be set and cleared by two
+//! locked read-modify-writes per delivery on the line every broadcaster reads before each push,
+//! moving that line between cores twice per delivery. The gate lives on the mailbox queue's
+//! consumers' line, which the task's pops already own and a push that finds room does not touch
 //! (`engine::mailbox`'s `PopLine`), and its starter writes it without a locked instruction.
 
-use super::atomic::{fence, AtomicBool, Ordering};
-use super::SpinThenYield;
+use crate::sync::atomic::{fence, AtomicBool, Ordering};
+use crate::sync::SpinThenYield;
 
 /// See the module docs.
 pub struct StartGate {

@@ -1,4 +1,17 @@
-//! The provider trait every pub/sub backend implements.
+//! The provider trait every pub/sub backend implements, and the providers.
+//!
+//! - `memory`: [`InMemoryPubSub`](crate::InMemoryPubSub), the in-process provider.
+//! - `redis`: [`RedisPubSub`](crate::redis::RedisPubSub), instances joined by Redis pub/sub
+//!   (public as `fanout::redis`, feature `redis`).
+//! - `recording`: [`RecordingPubSub`](crate::RecordingPubSub), which records every call, for
+//!   users testing their own code.
+//! - `session_pubsub`: [`SessionPubSub`](crate::SessionPubSub), a provider bound to one session.
+
+pub(crate) mod memory;
+pub(crate) mod recording;
+#[cfg(feature = "redis")]
+pub mod redis;
+pub(crate) mod session_pubsub;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -116,15 +116,15 @@ use crate::engine::{Engine, Notice};
 use crate::envelope::{single_encoded_len, EnvelopeLimits, Record};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
-use crate::memory::InMemoryPubSub;
+use crate::provider::memory::InMemoryPubSub;
 use crate::provider::PubSubProvider;
 use crate::stats::{SessionStats, StatsSnapshot};
 use crate::sync::{lock, Mutex};
 use crate::topic::{check_payload, check_session_id, check_topic, Topic};
 
-/// What the provider and its two tasks share. Immutable but for the counters and the
-/// publisher's state.
-pub(crate) struct Shared {
+/// This instance's Redis side, shared by the provider and its two tasks (listener, publisher):
+/// settings, client, instance id and limits, immutable; the counters and the publisher's state.
+pub(crate) struct InstanceState {
     config: RedisConfig,
     client: redis::Client,
     instance: InstanceId,
@@ -133,7 +133,7 @@ pub(crate) struct Shared {
     publisher: PublisherState,
 }
 
-impl Shared {
+impl InstanceState {
     /// The Redis channel of `topic`.
     fn channel(&self, topic: &str) -> String {
         let mut channel = String::with_capacity(self.config.channel_prefix.len() + topic.len());
@@ -152,7 +152,7 @@ impl Shared {
 /// in-memory engine, Redis carries messages between instances. See the [module docs](self).
 pub struct RedisPubSub {
     local: InMemoryPubSub,
-    shared: Arc<Shared>,
+    shared: Arc<InstanceState>,
     intake: Arc<Intake>,
     /// Broadcasts push here; the publisher task drains it. Bounded.
     queue: mpsc::Sender<Outbound>,
@@ -193,7 +193,7 @@ impl RedisPubSub {
         )?;
         let envelope_limits = EnvelopeLimits::new(&engine.config().limits, redis.max_envelope_bytes);
         let (queue, outbound) = mpsc::channel(redis.publish_queue);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(InstanceState {
             config: redis,
             client,
             instance: InstanceId::random(),

@@ -2,8 +2,8 @@
 //!
 //! Items live in blocks of [`BLOCK_SLOTS`] slots, linked in order; a mailbox that keeps up
 //! cycles through two blocks whatever its capacity, so the lines a broadcast writes for it stay
-//! few and close to the session (a ring of `capacity` slots spreads them over its whole buffer:
-//! with 10,000 sessions that was a TLB and cache miss per delivery, `docs/design-topic-log.md`).
+//! few and close to the session (a ring of `capacity` slots spreads them over its whole buffer,
+//! so with many sessions each delivery would take a TLB and a cache miss).
 //! Items are one pointer each ([`PointerItem`]), kept in atomics.
 //!
 //! The queue is laid out for the hand-over a delivery is: producers (broadcasters) write one
@@ -16,12 +16,11 @@
 //! besides the head (evictions not yet reported, the `block_once` mark, the handler form's
 //! start gate), so a delivery touches that line and its slot's.
 //!
-//! It replaces crossbeam's `SegQueue` plus two counters, with which a push also locked the
-//! slot's line and the queue's tail (which every pop read to tell empty from not), and blocks
-//! were allocated by one thread and freed by another (measured in `docs/design-topic-log.md`,
-//! session 7).
+//! Compared with crossbeam's `SegQueue` plus two counters: there a push also locks the slot's
+//! line and the queue's tail (which every pop reads to tell empty from not), and blocks are
+//! allocated by one thread and freed by another; here neither happens.
 //!
-//! Built from this module's switch, so the same code runs in the normal build and under loom
+//! Built from `crate::sync`'s primitives, so the same code runs in the normal build and under loom
 //! (`loom-tests/tests/queue.rs`, with two slots per block so the models cross blocks).
 //!
 //! # Invariants
@@ -89,15 +88,14 @@ use std::ptr::{self, NonNull};
 
 use crossbeam_utils::CachePadded;
 
-use super::atomic::{AtomicPtr, AtomicU64, Ordering};
-use super::SpinThenYield;
+use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use crate::sync::SpinThenYield;
 
 /// Slots per block. A keeping-up queue cycles through two blocks (one being written, one
-/// recycled), and they stay its own, so the block's size is what every session keeps hot.
-/// End to end at 10,000 sessions, against the crossbeam-based mailbox this replaced, blocks of
-/// 32 slots took 1.41x its time, 16 slots 1.07x, eight (144 bytes with the links) 0.67x, and
-/// four were no better than eight (`docs/design-topic-log.md`). Two under loom, so the models
-/// cross block boundaries within a few operations.
+/// recycled), and they stay its own, so the block's size is what every session keeps hot:
+/// eight slots are 144 bytes with the links, a few cache lines; larger blocks cost more lines
+/// per session, smaller ones change blocks (a recycle and an install) more often. Two under
+/// loom, so the models cross block boundaries within a few operations.
 #[cfg(not(fanout_loom))]
 const BLOCK_SLOTS: u64 = 8;
 #[cfg(fanout_loom)]
@@ -181,7 +179,7 @@ struct Block {
     /// Under loom, a loom `Arc` that lives as long as the block: loom reports it leaked if
     /// the queue loses track of a block.
     #[cfg(fanout_loom)]
-    _leak_sentinel: super::Arc<()>,
+    _leak_sentinel: crate::sync::Arc<()>,
 }
 
 impl Block {
@@ -200,7 +198,7 @@ impl Block {
             next: AtomicPtr::new(ptr::null_mut()),
             next_free: AtomicPtr::new(ptr::null_mut()),
             #[cfg(fanout_loom)]
-            _leak_sentinel: super::Arc::new(()),
+            _leak_sentinel: crate::sync::Arc::new(()),
         }))
     }
 }
@@ -221,7 +219,7 @@ impl Claimed<'_> {
     /// `crate::sync::prefetch_for_write`).
     #[inline(always)]
     pub fn prefetch(&self) {
-        super::prefetch_for_write(self.slot);
+        crate::sync::prefetch_for_write(self.slot);
     }
 
     /// Writes the item into its place: the hand-over's item then stamp (`Release`).
@@ -431,7 +429,7 @@ impl<T: PointerItem, H, C> BoundedQueue<T, H, C> {
     /// compare-and-swap (see `crate::sync::prefetch_for_write`).
     #[inline(always)]
     pub fn prefetch_claim(&self) {
-        super::prefetch_for_write(&self.producers.tail);
+        crate::sync::prefetch_for_write(&self.producers.tail);
     }
 
     /// Removes the oldest item, or returns `None` if the head slot holds nothing yet (see
