@@ -9,7 +9,7 @@
 //! into one envelope (one broker message), which is what lets a broker forward many small
 //! messages at the rate it forwards one. Records keep their order, and only consecutive
 //! broadcasts of one topic share an envelope, so the order of the queue is the order of
-//! delivery (G4).
+//! delivery ([G4]).
 //!
 //! # Format, version 2
 //!
@@ -42,7 +42,7 @@
 //! then **every** record — each length against the bytes left and against
 //! [`EnvelopeLimits`], each sender's UTF-8 — before it returns, so an envelope is accepted or
 //! refused whole: a provider never delivers the first half of a malformed batch. A provider
-//! counts and logs an envelope that fails, and skips it (G9).
+//! counts and logs an envelope that fails, and skips it ([G9]).
 //!
 //! ```
 //! use fanout::envelope::{Envelope, EnvelopeLimits, EnvelopeWriter, InstanceId, Record};
@@ -61,6 +61,9 @@
 //!     Record { sender: Some("tab-7"), payload: b"hi" },
 //! ]);
 //! ```
+//!
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
+//! [G9]: crate::docs::contract#g9-errors-are-values
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};

@@ -1,4 +1,6 @@
-//! Errors of the provider layer (G9: errors are values that name the limit they broke).
+//! Errors of the provider layer ([G9]: errors are values that name the limit they broke).
+//!
+//! [G9]: crate::docs::contract#g9-errors-are-values
 
 use crate::close_reason::CloseReason;
 use crate::session_form::SessionForm;
@@ -38,7 +40,9 @@ pub enum PubSubError {
         /// The configured limit.
         limit: usize,
     },
-    /// The provider has been stopped (G8); it accepts no more operations.
+    /// The provider has been stopped ([G8]); it accepts no more operations.
+    ///
+    /// [G8]: crate::docs::contract#g8-lifecycle
     #[error("the provider is stopped")]
     Stopped,
     /// The pull-form session was closed and takes no more subscriptions.

@@ -11,7 +11,9 @@ use futures_util::FutureExt;
 use crate::topic::Topic;
 
 /// What a handler invocation may fail with. Errors are logged and counted
-/// (`handler_errors`); the session goes on receiving (G5).
+/// (`handler_errors`); the session goes on receiving ([G5]).
+///
+/// [G5]: crate::docs::contract#g5-isolation
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The result of one handler invocation.
@@ -54,11 +56,13 @@ type HandlerFn = dyn Fn(&Topic, &Bytes) -> BoxFuture<'static, HandlerResult> + S
 ///
 /// The closure's synchronous part (what runs before it returns its future) is the start of an
 /// invocation, so an operation that ends the session waits for a synchronous part already
-/// begun (G2): `unsubscribe_all` of its id, the last `unsubscribe_topic` of its id, and a
+/// begun ([G2]): `unsubscribe_all` of its id, the last `unsubscribe_topic` of its id, and a
 /// subscribe with its id after a broadcast disconnected it. Keep the synchronous part short
 /// and do the work in the future. It may end its own session; it must not wait for a thread
 /// that is ending its session (for a lock that thread holds, say), and two synchronous parts
 /// that end each other's sessions never return. Operations on other ids never wait for it.
+///
+/// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
 #[derive(Clone)]
 pub struct Handler {
     call: Arc<HandlerFn>,

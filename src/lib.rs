@@ -45,11 +45,11 @@
 //! # The contract
 //!
 //! Every provider keeps the guarantees G1–G9 of the behaviour contract: delivery exactly once
-//! to sessions subscribed before the broadcast began (G1), nothing after unsubscribe (G2),
-//! idempotent subscribe/unsubscribe (G3), per-session one-at-a-time handling in each publisher's
-//! order (G4), isolation of panicking or stalled handlers (G5), literal topics (G6), bounded
-//! memory (G7), an idempotent `stop` that ends every task (G8), and typed errors for bad input
-//! (G9). See the README for each in full.
+//! to sessions subscribed before the broadcast began ([G1]), nothing after unsubscribe ([G2]),
+//! idempotent subscribe/unsubscribe ([G3]), per-session one-at-a-time handling in each publisher's
+//! order ([G4]), isolation of panicking or stalled handlers ([G5]), literal topics ([G6]), bounded
+//! memory ([G7]), an idempotent `stop` that ends every task ([G8]), and typed errors for bad input
+//! ([G9]). See the README for each in full.
 //!
 //! # Forms of a session
 //!
@@ -57,6 +57,16 @@
 //!   mailbox and runs the handler registered for each message's topic.
 //! - **Pull form** ([`Engine::open_session`]): a [`SessionReceiver`] read with `recv().await` or
 //!   as a `futures::Stream`.
+//!
+//! [G1]: crate::docs::contract#g1-delivery
+//! [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
+//! [G3]: crate::docs::contract#g3-idempotence
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
+//! [G5]: crate::docs::contract#g5-isolation
+//! [G6]: crate::docs::contract#g6-topic-isolation
+//! [G7]: crate::docs::contract#g7-bounded-memory
+//! [G8]: crate::docs::contract#g8-lifecycle
+//! [G9]: crate::docs::contract#g9-errors-are-values
 
 #![warn(missing_docs)]
 

@@ -30,7 +30,7 @@
 //!   (64 bits: at a billion items a second, five centuries to wrap), so no value repeats and
 //!   a compare-and-swap that succeeds on a position is the only one that will. `tail`'s index
 //!   is the number of places pushes have claimed, `head`'s the number pops have taken.
-//! - **Bound (G7).** A push claims index `t` (CAS `tail` from `t` to `t + 1`) only while
+//! - **Bound ([G7]).** A push claims index `t` (CAS `tail` from `t` to `t + 1`) only while
 //!   `t - head < limit`; a pop's CAS on `head` is its removal. So `head <= tail` and the items
 //!   held never exceed `tail - head <= capacity` at any moment. Producers compare against
 //!   `released_seen`, a copy of `head` on their own line that may lag (never lead) it, and
@@ -82,6 +82,8 @@
 //!   its last index (nothing but CASes writes `head` within a block). So every pop's read of a
 //!   block happens before the recycling pop recycles it (`Release` onto the free list) and
 //!   before the producer that takes it (`Acquire`) writes a slot again.
+//!
+//! [G7]: crate::docs::contract#g7-bounded-memory
 
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};

@@ -1,7 +1,7 @@
 //! Orders a one-way close against the start of an action on another thread, with neither side
 //! writing a line the other writes.
 //!
-//! What it is for: the handler form's G2. Once `unsubscribe_all` returns, no handler invocation
+//! What it is for: the handler form's [G2]. Once `unsubscribe_all` returns, no handler invocation
 //! of the session starts. The session's task announces each start here, then checks that the
 //! session is open; the closer closes the session, then waits here until no start it may have
 //! missed is still in progress.
@@ -23,6 +23,8 @@
 //! moving that line between cores twice per delivery. The gate lives on the mailbox queue's
 //! consumers' line, which the task's pops already own and a push that finds room does not touch
 //! (`engine::mailbox`'s `PopLine`), and its starter writes it without a locked instruction.
+//!
+//! [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
 
 use crate::sync::atomic::{fence, AtomicBool, Ordering};
 use crate::sync::SpinThenYield;

@@ -100,7 +100,9 @@ pub struct TopicOverride {
     pub max_queued: Option<usize>,
 }
 
-/// Size limits checked on every operation (G9).
+/// Size limits checked on every operation ([G9]).
+///
+/// [G9]: crate::docs::contract#g9-errors-are-values
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest accepted topic, in bytes. Default 1024.

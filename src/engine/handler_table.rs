@@ -57,8 +57,10 @@ impl HandlerTable {
         }
     }
 
-    /// Sets the handler for `topic`; returns the one it replaced (G3). A new key is an
+    /// Sets the handler for `topic`; returns the one it replaced ([G3]). A new key is an
     /// unshared copy of `topic` (see the module docs).
+    ///
+    /// [G3]: crate::docs::contract#g3-idempotence
     pub(crate) fn insert(&mut self, topic: &Topic, handler: Handler) -> Option<Handler> {
         match self {
             HandlerTable::Few(entries) => {

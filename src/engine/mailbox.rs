@@ -2,7 +2,7 @@
 //!
 //! # Invariants
 //!
-//! - `queue` never holds more than its capacity (G7). Producers and the consumer use it without
+//! - `queue` never holds more than its capacity ([G7]). Producers and the consumer use it without
 //!   locks (`crate::concurrent::BoundedQueue`: a segmented lock-free queue bounded by its positions,
 //!   whose memory follows its largest backlog, so a keeping-up session cycles through two small
 //!   blocks, not a buffer of `capacity` slots). Its pop may answer "empty" while a push that
@@ -54,6 +54,8 @@
 //! - `missed` counts evictions (`drop_oldest`) not yet reported to the consumer; the consumer takes
 //!   the count with its next pop. An evicting producer adds to it before it pushes the message
 //!   that replaces the evicted one, so that message carries the count.
+//!
+//! [G7]: crate::docs::contract#g7-bounded-memory
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;

@@ -33,20 +33,20 @@
 //!
 //! # Guarantees and where they come from
 //!
-//! - **G1**: subscribe stores the new chunk before it returns; a broadcast that starts later loads
+//! - **[G1]**: subscribe stores the new chunk before it returns; a broadcast that starts later loads
 //!   the map, the table and the chunk after that store.
-//! - **G2**: unsubscribe stores the chunk without the session before it returns. `unsubscribe_all`
+//! - **[G2]**: unsubscribe stores the chunk without the session before it returns. `unsubscribe_all`
 //!   closes the session (a `SeqCst` CAS) before it returns; consumers check the state before each
 //!   delivery, and what was queued is discarded and counted. While the engine runs, a
 //!   handler-form session leaves the session map only after a wait at its start gate that
 //!   follows its close (`retire`, `reap`), so an `unsubscribe_all` that finds no session, or a
 //!   newer one, has no earlier start to wait for. (`stop` removes sessions without waiting.)
-//! - **G4**: one FIFO mailbox per session, one consumer; a publisher's broadcast has pushed to
+//! - **[G4]**: one FIFO mailbox per session, one consumer; a publisher's broadcast has pushed to
 //!   every recipient (or waited, under `block`) before it returns.
-//! - **G5**: a full mailbox is handled by its policy at push time; the broadcaster never waits on
+//! - **[G5]**: a full mailbox is handled by its policy at push time; the broadcaster never waits on
 //!   a consumer except under `block`, and then only for the blocked sessions, after every other
 //!   recipient already has the message.
-//! - **G7**: mailboxes are bounded; a topic entry is removed with its last subscriber and a
+//! - **[G7]**: mailboxes are bounded; a topic entry is removed with its last subscriber and a
 //!   session entry when it retires.
 //!
 //! # Disconnects
@@ -55,9 +55,15 @@
 //! retirement; the retirement itself (removing it from its topics) takes writer locks, so it runs
 //! off the broadcast path: in the provider's reaper task, in the session's consumer, and at the
 //! start of every subscribe / unsubscribe. Retiring waits for a handler call the session's task
-//! began before the close (G2); only the reaper task waits for one of another session, and it
+//! began before the close ([G2]); only the reaper task waits for one of another session, and it
 //! waits as a task (yielding, then pausing), so an operation on one session never waits on
 //! another's handler.
+//!
+//! [G1]: crate::docs::contract#g1-delivery
+//! [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
+//! [G5]: crate::docs::contract#g5-isolation
+//! [G7]: crate::docs::contract#g7-bounded-memory
 
 mod broadcast;
 mod claimed;
@@ -240,10 +246,12 @@ impl Engine {
         self.publish(topic, payload, sender.as_ref()).await
     }
 
-    /// Closes the session `session_id` and removes every subscription it has (G2): once this
+    /// Closes the session `session_id` and removes every subscription it has ([G2]): once this
     /// returns, none of its handlers starts again and its queued messages are discarded and
     /// counted. Unknown ids succeed and do nothing. A later subscribe with the same id starts a
     /// new session.
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     pub fn unsubscribe_all(&self, session_id: &str) -> Result<()> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
@@ -349,8 +357,10 @@ impl Engine {
     }
 
     /// Subscribes the handler-form session `session_id` (creating it if needed) to `topic`, or
-    /// replaces its handler for that topic (G3). Returns the session's task if this call created
+    /// replaces its handler for that topic ([G3]). Returns the session's task if this call created
     /// the session, for the caller to spawn.
+    ///
+    /// [G3]: crate::docs::contract#g3-idempotence
     pub(crate) fn subscribe_handler(
         &self,
         session_id: &str,
@@ -401,7 +411,10 @@ impl Engine {
     }
 
     /// Removes one subscription of `session_id`; a handler-form session left with no topic is
-    /// retired (G7). Unknown sessions and topics succeed and do nothing (G3).
+    /// retired ([G7]). Unknown sessions and topics succeed and do nothing ([G3]).
+    ///
+    /// [G3]: crate::docs::contract#g3-idempotence
+    /// [G7]: crate::docs::contract#g7-bounded-memory
     pub(crate) fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
@@ -533,13 +546,15 @@ impl Engine {
     /// Removes a closed session from every topic and from the session map, and discards what
     /// it still holds. Idempotent.
     ///
-    /// G2: first waits, holding no lock, until a handler call that began before the close has
+    /// [G2]: first waits, holding no lock, until a handler call that began before the close has
     /// been made (`Session::wait_for_invocation_start`), so the session leaves the map only
     /// after that: an `unsubscribe_all` that no longer finds it has nothing to wait for. Not
     /// under the writer lock: the handler's synchronous part may take it (`session_topics`, a
     /// subscribe). Its callers retire a session their own caller named (an unsubscribe, a
     /// subscribe that found it disconnected) or their own (its task, its receiver); sessions
     /// that broadcasters disconnected are `reap`'s, which never waits.
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     pub(crate) fn retire(&self, session: &Arc<Session>) {
         session.wait_for_invocation_start();
         let writer = lock(&session.writer);

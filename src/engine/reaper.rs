@@ -18,9 +18,11 @@ impl Engine {
     /// Retires sessions that broadcasters disconnected. Cheap when there are none.
     ///
     /// Never waits: a session whose task is making a handler call it began before the
-    /// disconnect (G2) is left to the reaper task, which waits for it as a task. Waiting here
+    /// disconnect ([G2]) is left to the reaper task, which waits for it as a task. Waiting here
     /// would make an operation on one session wait on another's handler (which may want a
     /// lock the caller holds).
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     pub(crate) fn reap(&self) {
         let mut busy: SmallVec<[Arc<Session>; 4]> = SmallVec::new();
         while let Some(session) = self.inner.retiring.pop() {

@@ -20,9 +20,11 @@ use super::Engine;
 /// A pull-form session, opened with [`Engine::open_session`] (or
 /// [`InMemoryPubSub::open_session`](crate::InMemoryPubSub::open_session)).
 ///
-/// Messages from all its topics arrive in one FIFO mailbox, in each publisher's order (G4).
+/// Messages from all its topics arrive in one FIFO mailbox, in each publisher's order ([G4]).
 /// Dropping the receiver (or [`close`](Self::close)) unsubscribes it from everything; messages
 /// still queued are discarded and counted.
+///
+/// [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
 pub struct SessionReceiver {
     engine: Engine,
     session: Arc<Session>,
@@ -58,14 +60,19 @@ impl SessionReceiver {
         &self.session.id
     }
 
-    /// Subscribes the session to `topic`. Subscribing twice is one subscription (G3).
+    /// Subscribes the session to `topic`. Subscribing twice is one subscription ([G3]).
+    ///
+    /// [G3]: crate::docs::contract#g3-idempotence
     pub fn subscribe(&self, topic: &str) -> Result<()> {
         self.engine.subscribe_receiver(&self.session, topic)
     }
 
-    /// Unsubscribes the session from `topic` (G2); unknown topics succeed and do nothing. After
+    /// Unsubscribes the session from `topic` ([G2]); unknown topics succeed and do nothing. After
     /// the provider stopped it fails with [`PubSubError::Stopped`](crate::PubSubError::Stopped),
-    /// like every other operation (G8).
+    /// like every other operation ([G8]).
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
+    /// [G8]: crate::docs::contract#g8-lifecycle
     pub fn unsubscribe(&self, topic: &str) -> Result<()> {
         if self.engine.is_stopped() {
             return Err(crate::PubSubError::Stopped);

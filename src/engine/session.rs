@@ -129,8 +129,10 @@ impl Session {
     /// the consumer before each delivery. It lives on the mailbox queue's producers' line,
     /// which every push claims on anyway, so a push touches two lines (that one and its
     /// slot's), not three. A handler invocation's start is ordered against the close by the
-    /// mailbox's `invocations` gate (G2; `begin_invocation`), so the consumer never writes the
+    /// mailbox's `invocations` gate ([G2]; `begin_invocation`), so the consumer never writes the
     /// state.
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     #[inline(always)]
     fn state(&self) -> &AtomicU8 {
         self.mailbox.session_state()
@@ -176,9 +178,11 @@ impl Session {
     }
 
     /// After a close: waits until an invocation that began before the close has been started,
-    /// so that when the closer returns, no invocation is about to start (G2). The window is the
+    /// so that when the closer returns, no invocation is about to start ([G2]). The window is the
     /// task's check of the state plus the synchronous part of the handler call. A handler whose
     /// synchronous part closes its own session is that invocation: it does not wait for itself.
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     pub(crate) fn wait_for_invocation_start(&self) {
         if self.is_invoking_on_this_thread() {
             return;

@@ -1,9 +1,12 @@
 //! A handler-form session's task: drains the session's mailbox and runs the handler registered
-//! for each message's topic, one invocation at a time (G4), catching panics (G5).
+//! for each message's topic, one invocation at a time ([G4]), catching panics ([G5]).
 //!
 //! One task per session, not one per delivery: a LiveView's renders never interleave, and memory
 //! per session stays bounded by its mailbox. The provider spawns the task ([`SessionTask::run`])
 //! on its runtime and owns its handle.
+//!
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
+//! [G5]: crate::docs::contract#g5-isolation
 
 use std::any::Any;
 use std::future::poll_fn;

@@ -18,15 +18,19 @@
 //! - A session that unsubscribes and subscribes again while a broadcast reads the slots can land
 //!   in a slot the broadcast has not read yet, after being seen in one it has read. So every
 //!   member carries the set's `epoch` at its insertion, and a broadcast skips members newer than
-//!   the epoch it read first: each broadcast reaches a session at most once (G1, G3). Everyone
+//!   the epoch it read first: each broadcast reaches a session at most once ([G1], [G3]). Everyone
 //!   subscribed before the broadcast began has an epoch at most the one it read (the writer
 //!   stores the epoch, `Release`, before the chunk; the broadcast loads it, `Acquire`, before
-//!   the table), so nobody G1 requires is skipped.
+//!   the table), so nobody [G1] requires is skipped.
 //! - Writers write only into the current table. When the table grows, the new table's slots start
 //!   with the old slots' chunks; a broadcast still holding the old table sees the set as it was
-//!   when it started, which is all G1/G2 ask of a broadcast that began before the change.
+//!   when it started, which is all [G1]/[G2] ask of a broadcast that began before the change.
 //! - A subscribe returns after its `store`; a broadcast that begins afterwards `load`s the table
-//!   and then the slot, so it sees the session (G1). Symmetrically for unsubscribe (G2).
+//!   and then the slot, so it sees the session ([G1]). Symmetrically for unsubscribe ([G2]).
+//!
+//! [G1]: crate::docs::contract#g1-delivery
+//! [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
+//! [G3]: crate::docs::contract#g3-idempotence
 
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, AtomicSnapshot, SnapshotGuard};

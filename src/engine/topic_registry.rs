@@ -22,8 +22,10 @@
 //!   the entry is retired. So a subscribe racing the last unsubscribe either lands in the old
 //!   entry before it is retired (and the unsubscribe then finds it non-empty) or in a new entry:
 //!   it is never lost.
-//! - A broadcast that reads a retired entry finds its set empty: nothing is delivered that G1
+//! - A broadcast that reads a retired entry finds its set empty: nothing is delivered that [G1]
 //!   requires, since every live subscriber is in the current entry.
+//!
+//! [G1]: crate::docs::contract#g1-delivery
 
 use crate::config::DeliveryRule;
 use crate::sync::{lock, Arc, ConcurrentMap, Mutex};

@@ -1,9 +1,13 @@
 //! `InMemoryPubSub`: the default provider. Handler-form sessions on the in-memory engine.
 //!
 //! It owns the background tasks: one per handler-form session (the engine's session task,
-//! which drains the session's mailbox and runs its handlers one message at a time, G4), and a
+//! which drains the session's mailbox and runs its handlers one message at a time, [G4]), and a
 //! reaper task that retires sessions that broadcasters disconnected as slow consumers. `stop`
-//! ends them all, within the configured grace (G7, G8).
+//! ends them all, within the configured grace ([G7], [G8]).
+//!
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
+//! [G7]: crate::docs::contract#g7-bounded-memory
+//! [G8]: crate::docs::contract#g8-lifecycle
 
 use async_trait::async_trait;
 use bytes::Bytes;

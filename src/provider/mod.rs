@@ -41,24 +41,36 @@ use crate::stats::StatsSnapshot;
 /// ```
 #[async_trait]
 pub trait PubSubProvider: Send + Sync {
-    /// Subscribes `session_id` to `topic` with `handler` (G1). Subscribing again replaces the
-    /// handler; it is still one subscription (G3).
+    /// Subscribes `session_id` to `topic` with `handler` ([G1]). Subscribing again replaces the
+    /// handler; it is still one subscription ([G3]).
+    ///
+    /// [G1]: crate::docs::contract#g1-delivery
+    /// [G3]: crate::docs::contract#g3-idempotence
     async fn subscribe_topic(&self, session_id: &str, topic: &str, handler: Handler) -> Result<()>;
 
-    /// Removes one subscription (G2). Not subscribed: succeeds, does nothing (G3).
+    /// Removes one subscription ([G2]). Not subscribed: succeeds, does nothing ([G3]).
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
+    /// [G3]: crate::docs::contract#g3-idempotence
     async fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()>;
 
-    /// Removes every subscription of the session, as on its disconnect (G2): once this returns,
+    /// Removes every subscription of the session, as on its disconnect ([G2]): once this returns,
     /// none of its handlers starts again and its queued messages are discarded and counted.
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     async fn unsubscribe_all(&self, session_id: &str) -> Result<()>;
 
-    /// Delivers `message` to every subscriber of `topic` (G1).
+    /// Delivers `message` to every subscriber of `topic` ([G1]).
+    ///
+    /// [G1]: crate::docs::contract#g1-delivery
     async fn broadcast(&self, topic: &str, message: Bytes) -> Result<()>;
 
     /// Delivers `message` to every subscriber of `topic` except `session_id`.
     async fn broadcast_from(&self, session_id: &str, topic: &str, message: Bytes) -> Result<()>;
 
-    /// Called by the host application at start-up (G8).
+    /// Called by the host application at start-up ([G8]).
+    ///
+    /// [G8]: crate::docs::contract#g8-lifecycle
     async fn start(&self) -> Result<()>;
 
     /// Called at shut-down: ends every background task the provider started. Idempotent;

@@ -1,4 +1,7 @@
-//! Topic and session names, and the checks every provider applies to them (G6, G9).
+//! Topic and session names, and the checks every provider applies to them ([G6], [G9]).
+//!
+//! [G6]: crate::docs::contract#g6-topic-isolation
+//! [G9]: crate::docs::contract#g9-errors-are-values
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -17,7 +20,9 @@ use crate::error::PubSubError;
 /// A `Topic` is 24 bytes; a handler-form subscription to a name over 23 bytes keeps its own
 /// copy of the name (see the engine's handler table).
 ///
-/// Topics are always literal (G6): no character is a wildcard or an escape, in any provider.
+/// Topics are always literal ([G6]): no character is a wildcard or an escape, in any provider.
+///
+/// [G6]: crate::docs::contract#g6-topic-isolation
 #[derive(Clone, PartialEq, Eq)]
 pub struct Topic(Name);
 
@@ -119,7 +124,9 @@ impl PartialEq<&str> for Topic {
     }
 }
 
-/// Checks a topic against the configured limits (G9).
+/// Checks a topic against the configured limits ([G9]).
+///
+/// [G9]: crate::docs::contract#g9-errors-are-values
 pub(crate) fn check_topic(topic: &str, limits: &Limits) -> Result<(), PubSubError> {
     if topic.is_empty() {
         return Err(PubSubError::EmptyTopic);
@@ -133,7 +140,9 @@ pub(crate) fn check_topic(topic: &str, limits: &Limits) -> Result<(), PubSubErro
     Ok(())
 }
 
-/// Checks a session id against the configured limits (G9).
+/// Checks a session id against the configured limits ([G9]).
+///
+/// [G9]: crate::docs::contract#g9-errors-are-values
 pub(crate) fn check_session_id(session_id: &str, limits: &Limits) -> Result<(), PubSubError> {
     if session_id.is_empty() {
         return Err(PubSubError::EmptySessionId);
@@ -147,7 +156,9 @@ pub(crate) fn check_session_id(session_id: &str, limits: &Limits) -> Result<(), 
     Ok(())
 }
 
-/// Checks a payload against the configured limits (G9).
+/// Checks a payload against the configured limits ([G9]).
+///
+/// [G9]: crate::docs::contract#g9-errors-are-values
 pub(crate) fn check_payload(payload: &[u8], limits: &Limits) -> Result<(), PubSubError> {
     if payload.len() > limits.max_payload_bytes {
         return Err(PubSubError::PayloadTooLarge {

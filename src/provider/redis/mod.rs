@@ -30,17 +30,17 @@
 //!   them back, so local sessions get each message once.
 //! - **One channel per topic.** The channel is the configured prefix followed by the topic,
 //!   subscribed with `SUBSCRIBE` (never `PSUBSCRIBE`), so `*`, `?`, `[`, `]` and `\` in a topic
-//!   stay literal (G6). The instance subscribes when the topic gets its first local session and
-//!   unsubscribes when the last one leaves (G7). `subscribe_topic` returns only once Redis has
+//!   stay literal ([G6]). The instance subscribes when the topic gets its first local session and
+//!   unsubscribes when the last one leaves ([G7]). `subscribe_topic` returns only once Redis has
 //!   confirmed the channel, so a broadcast that begins afterwards on any instance reaches the
-//!   session (G1 across instances).
+//!   session ([G1] across instances).
 //! - **`broadcast_from`** excludes the sending session on every instance: the envelope carries
 //!   its id.
 //! - **Batching.** The publishing task coalesces each run of consecutive queued broadcasts on
 //!   one topic into one envelope, so a busy topic costs Redis one `PUBLISH` per batch rather
 //!   than per message. It takes only what is already queued: a lone broadcast is never held
 //!   back waiting for company.
-//! - **Order (G4).** One publishing connection, fed by one queue, sends pipelined `PUBLISH`
+//! - **Order ([G4]).** One publishing connection, fed by one queue, sends pipelined `PUBLISH`
 //!   commands in queue order; batching never moves a message past one on another topic; Redis
 //!   forwards one connection's messages in order; the listener delivers an envelope's records
 //!   in order. So one publisher's messages reach every session, on every instance, in publish
@@ -49,7 +49,7 @@
 //!   origin and topic, then each message's optional sender and payload, at most
 //!   [`RedisConfig::max_envelope_bytes`]. A malformed or foreign message on one of our channels
 //!   is counted ([`RedisStats::malformed`]), logged and skipped whole; the listener keeps
-//!   running (G9).
+//!   running ([G9]).
 //!
 //! # What `broadcast` and `subscribe_topic` return
 //!
@@ -87,6 +87,12 @@
 //! policy; while a `block` policy makes the listener wait, Redis holds the backlog, up to its
 //! `client-output-buffer-limit` for pub/sub clients, past which it drops the connection (an
 //! outage, as above).
+//!
+//! [G1]: crate::docs::contract#g1-delivery
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
+//! [G6]: crate::docs::contract#g6-topic-isolation
+//! [G7]: crate::docs::contract#g7-bounded-memory
+//! [G9]: crate::docs::contract#g9-errors-are-values
 
 mod config;
 mod connection;
@@ -309,8 +315,10 @@ impl RedisPubSub {
 
 #[async_trait]
 impl PubSubProvider for RedisPubSub {
-    /// Subscribes locally, then waits until Redis has confirmed the topic's channel (G1 across
+    /// Subscribes locally, then waits until Redis has confirmed the topic's channel ([G1] across
     /// instances). See the module docs for [`RedisPubSubError::SubscribeUnconfirmed`].
+    ///
+    /// [G1]: crate::docs::contract#g1-delivery
     async fn subscribe_topic(&self, session_id: &str, topic: &str, handler: Handler) -> Result<()> {
         self.check_running()?;
         self.local.subscribe_topic(session_id, topic, handler).await?;

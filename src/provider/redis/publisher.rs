@@ -17,7 +17,7 @@
 //! number of Redis messages shrinks. This is what lets a topic under load go through Redis at
 //! the rate Redis forwards *messages*, not one broadcast per Redis message.
 //!
-//! # Order (G4)
+//! # Order ([G4])
 //!
 //! One queue, one task, one connection: envelopes reach Redis in queue order, records within
 //! an envelope are in queue order, and Redis delivers one connection's messages to each
@@ -30,6 +30,8 @@
 //! broadcasts refuse their remote part with
 //! [`PublishUnavailable`](super::RedisPubSubError::PublishUnavailable) until the task has
 //! reconnected (capped exponential backoff).
+//!
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
