@@ -212,27 +212,34 @@ impl Chat {
         let (closed_tx, closed) = watch::channel(false);
 
         let handler = socket_writer(Arc::clone(&sink), closed);
-        let close = match self.provider.subscribe_topic(&session_id, &topic, handler).await {
-            Err(error) => Some(close_frame(1011, &format!("cannot join the room: {error}"))),
-            Ok(()) => {
-                let joined = ServerEvent::Joined {
-                    room: join.room.clone(),
-                    session: session_id.clone(),
-                };
-                if send_event(&sink, &joined).await.is_err() {
-                    None
-                } else {
-                    tracing::info!(session = %session_id, room = %join.room, "tab joined");
-                    self.run(
-                        &session_id,
-                        &topic,
-                        &join.name,
-                        &sink,
-                        &mut incoming,
-                        &mut control,
-                    )
-                    .await
+        // The socket stays locked from the subscription until `joined` is sent, so the tab
+        // reads `joined` before any message of the room.
+        let joined = {
+            let mut writer = sink.lock().await;
+            match self.provider.subscribe_topic(&session_id, &topic, handler).await {
+                Err(error) => Err(Some(close_frame(1011, &format!("cannot join the room: {error}")))),
+                Ok(()) => {
+                    let joined = ServerEvent::Joined {
+                        room: join.room.clone(),
+                        session: session_id.clone(),
+                    };
+                    writer.send(joined.to_ws()).await.map_err(|_| None)
                 }
+            }
+        };
+        let close = match joined {
+            Err(close) => close,
+            Ok(()) => {
+                tracing::info!(session = %session_id, room = %join.room, "tab joined");
+                self.run(
+                    &session_id,
+                    &topic,
+                    &join.name,
+                    &sink,
+                    &mut incoming,
+                    &mut control,
+                )
+                .await
             }
         };
 
