@@ -105,19 +105,21 @@ impl ServerEvent {
     }
 }
 
-/// Told to a tab's connection by the provider's notice hook.
-#[derive(Debug)]
-enum Control {
-    Missed(u64),
-    Disconnected(CloseReason),
+/// What the notice hook needs to reach one open socket.
+struct Socket {
+    /// Messages `drop_oldest` evicted since the handler last wrote. Added to by the notice
+    /// hook, taken by the handler; the session's task runs both, the hook first, so `Relaxed`.
+    missed: Arc<AtomicU64>,
+    /// Tells the connection that the provider disconnected the session.
+    disconnected: mpsc::Sender<CloseReason>,
 }
 
-/// The chat server: a provider, and the control channel of each open socket.
+/// The chat server: a provider, and what the notice hook needs of each open socket.
 pub struct Chat {
     provider: Arc<dyn PubSubProvider>,
-    /// Session id → its connection's control channel. Written by the connection (insert on
-    /// open, remove on close); read by the notice hook.
-    sockets: Mutex<HashMap<String, mpsc::Sender<Control>>>,
+    /// Session id → its socket. Written by the connection (insert on open, remove on close);
+    /// read by the notice hook.
+    sockets: Mutex<HashMap<String, Socket>>,
     /// Makes session ids unique across server processes: `broadcast_from` over Redis excludes
     /// the sender by id on every instance.
     instance: String,
@@ -169,17 +171,24 @@ impl Chat {
         &self.provider
     }
 
-    /// Passes a provider notice to the tab it concerns. Short and non-blocking, as a notice
-    /// hook must be: a notice that finds the tab's control channel full is dropped.
+    /// Passes a provider notice to the tab it concerns; short and non-blocking, as a notice
+    /// hook must be. A missed count is written to the tab just before the next message, the
+    /// one after the gap; a disconnect closes the tab's socket with the reason.
     pub fn notice(&self, notice: &Notice) {
-        let (session_id, control) = match notice {
-            Notice::Missed { session_id, count } => (session_id, Control::Missed(*count)),
-            Notice::Disconnected { session_id, reason } => (session_id, Control::Disconnected(*reason)),
-            _ => return,
-        };
         let sockets = self.sockets.lock().expect("no panic holds the sockets lock");
-        if let Some(tab) = sockets.get(session_id) {
-            let _ = tab.try_send(control);
+        match notice {
+            Notice::Missed { session_id, count } => {
+                if let Some(socket) = sockets.get(session_id) {
+                    socket.missed.fetch_add(*count, Ordering::Relaxed);
+                }
+            }
+            Notice::Disconnected { session_id, reason } => {
+                if let Some(socket) = sockets.get(session_id) {
+                    // The channel holds one; a session is disconnected once.
+                    let _ = socket.disconnected.try_send(*reason);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -203,15 +212,20 @@ impl Chat {
         let topic = room_topic(&join.room);
         let (sink, mut incoming) = socket.split();
         let sink = Arc::new(tokio::sync::Mutex::new(sink));
-        let (control_tx, mut control) = mpsc::channel(8);
+        let missed = Arc::new(AtomicU64::new(0));
+        let (disconnected_tx, mut disconnected) = mpsc::channel(1);
+        let socket = Socket {
+            missed: Arc::clone(&missed),
+            disconnected: disconnected_tx,
+        };
         self.sockets
             .lock()
             .expect("no panic holds the sockets lock")
-            .insert(session_id.clone(), control_tx);
+            .insert(session_id.clone(), socket);
         // Set when the connection ends, so a handler stalled on the socket gives up.
         let (closed_tx, closed) = watch::channel(false);
 
-        let handler = socket_writer(Arc::clone(&sink), closed);
+        let handler = socket_writer(Arc::clone(&sink), missed, closed);
         // The socket stays locked from the subscription until `joined` is sent, so the tab
         // reads `joined` before any message of the room.
         let joined = {
@@ -237,7 +251,7 @@ impl Chat {
                     &join.name,
                     &sink,
                     &mut incoming,
-                    &mut control,
+                    &mut disconnected,
                 )
                 .await
             }
@@ -261,8 +275,8 @@ impl Chat {
         tracing::info!(session = %session_id, "tab left");
     }
 
-    /// Reads the tab's messages and its control notices until the tab closes (`None`) or the
-    /// server closes it (the frame to send).
+    /// Reads the tab's messages until the tab closes (`None`) or the provider disconnects the
+    /// session (the close frame to send).
     async fn run(
         &self,
         session_id: &str,
@@ -270,9 +284,8 @@ impl Chat {
         name: &str,
         sink: &SharedSink,
         incoming: &mut futures_util::stream::SplitStream<WebSocket>,
-        control: &mut mpsc::Receiver<Control>,
+        disconnected: &mut mpsc::Receiver<CloseReason>,
     ) -> Option<CloseFrame> {
-        let mut missed = 0;
         loop {
             tokio::select! {
                 frame = incoming.next() => match frame {
@@ -294,26 +307,13 @@ impl Chat {
                     Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
                     Some(Ok(_)) => {}
                 },
-                Some(notice) = control.recv() => match notice {
-                    Control::Missed(count) => {
-                        // Told when the socket is free: while the handler is writing to a slow
-                        // tab, waiting for it here would stop this loop seeing the tab close.
-                        missed += count;
-                        if let Ok(mut writer) = sink.try_lock() {
-                            let event = ServerEvent::Missed { count: std::mem::take(&mut missed) };
-                            if writer.send(event.to_ws()).await.is_err() {
-                                return None;
-                            }
-                        }
-                    }
-                    Control::Disconnected(reason) => {
-                        tracing::info!(session = %session_id, %reason, "tab disconnected by policy");
-                        let code = match reason {
-                            CloseReason::SlowConsumer => 1013, // try again later
-                            _ => 1001,                         // going away
-                        };
-                        return Some(close_frame(code, &reason.to_string()));
-                    }
+                Some(reason) = disconnected.recv() => {
+                    tracing::info!(session = %session_id, %reason, "tab disconnected by policy");
+                    let code = match reason {
+                        CloseReason::SlowConsumer => 1013, // try again later
+                        _ => 1001,                         // going away
+                    };
+                    return Some(close_frame(code, &reason.to_string()));
                 },
             }
         }
@@ -334,15 +334,24 @@ fn notice_hook(chat: &Arc<Chat>) -> impl Fn(&Notice) + Send + Sync + 'static {
 }
 
 /// The session's handler: writes each message to the tab's socket as it is (the payload is
-/// already a JSON event), until the connection ends.
-fn socket_writer(sink: SharedSink, closed: watch::Receiver<bool>) -> Handler {
+/// already a JSON event), preceded by a `missed` event after a gap, until the connection ends.
+fn socket_writer(sink: SharedSink, missed: Arc<AtomicU64>, closed: watch::Receiver<bool>) -> Handler {
     Handler::new(move |_topic, message: Bytes| {
         let sink = Arc::clone(&sink);
+        let missed = Arc::clone(&missed);
         let mut closed = closed.clone();
         async move {
             let text = Utf8Bytes::try_from(message)?;
+            let write = async {
+                let mut writer = sink.lock().await;
+                let count = missed.swap(0, Ordering::Relaxed);
+                if count > 0 {
+                    writer.feed(ServerEvent::Missed { count }.to_ws()).await?;
+                }
+                writer.send(WsMessage::Text(text)).await
+            };
             tokio::select! {
-                sent = async { sink.lock().await.send(WsMessage::Text(text)).await } => sent.map_err(Into::into),
+                sent = write => sent.map_err(Into::into),
                 _ = closed.wait_for(|&closed| closed) => Err(fanout::HandlerError::from("the tab closed")),
             }
         }

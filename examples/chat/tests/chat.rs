@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use fanout::{Config, OverflowPolicy};
-use fanout_chat::Chat;
+use fanout_chat::{Chat, ServerEvent};
 use support::{eventually, in_memory, serve, Received, Tab, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -139,4 +139,52 @@ async fn slow_tab_is_disconnected_with_a_reason() {
     let mut carol = Tab::join(&server, "lobby", "carol").await;
     carol.send("still on").await;
     assert_eq!(alice.next_message().await.1, "still on");
+}
+
+#[tokio::test]
+async fn slow_tab_is_told_what_it_missed() {
+    let config = Config::default()
+        .with_capacity(2)
+        .with_policy(OverflowPolicy::DropOldest);
+    let server = serve(Chat::in_memory(config).await.unwrap()).await;
+    let chat = &server.chat;
+    let mut alice = Tab::join(&server, "lobby", "alice").await;
+    let mut bob = Tab::join_with_receive_buffer(&server, "lobby", "bob", Some(4096)).await;
+
+    let text = "x".repeat(fanout_chat::MAX_TEXT_CHARS);
+    let mut sent = 0;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while chat.stats().dropped.drop_oldest == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing was ever evicted");
+        for _ in 0..100 {
+            alice.send(&text).await;
+        }
+        sent += 100;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    alice.send("last").await;
+    sent += 1;
+
+    // Every message reaches bob or is counted in a `missed` event before the next one he gets.
+    let (mut received, mut missed) = (0, 0);
+    loop {
+        match bob.next_event().await {
+            ServerEvent::Missed { count } => missed += count,
+            ServerEvent::Message { text, .. } => {
+                received += 1;
+                if text == "last" {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(missed > 0);
+    assert_eq!(received + missed, sent);
+    assert_eq!(chat.stats().dropped.drop_oldest, missed);
+    assert_eq!(
+        chat.stats().sessions,
+        2,
+        "drop_oldest keeps the slow tab connected"
+    );
 }
