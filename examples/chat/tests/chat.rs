@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fanout::{Config, OverflowPolicy};
 use fanout_chat::{Chat, ServerEvent};
-use support::{eventually, in_memory, serve, Received, Tab, TIMEOUT};
+use support::{eventually, in_memory, serve, Received, Server, Tab, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -99,30 +99,42 @@ async fn bad_join_is_refused() {
     assert_eq!(server.chat.stats().sessions, 0);
 }
 
-#[tokio::test]
-async fn slow_tab_is_disconnected_with_a_reason() {
-    let config = Config::default()
-        .with_capacity(2)
-        .with_policy(OverflowPolicy::Disconnect);
+/// A server with mailboxes of 2 under `policy`, with Alice, and Bob, who reads nothing through a
+/// small receive buffer: the server's writes to him stall, his handler with them, and his
+/// mailbox fills.
+async fn slow_room(policy: OverflowPolicy) -> (Server, Tab, Tab) {
+    let config = Config::default().with_capacity(2).with_policy(policy);
     let server = serve(Chat::in_memory(config).await.unwrap()).await;
-    let chat = &server.chat;
-    let mut alice = Tab::join(&server, "lobby", "alice").await;
-    // Bob reads nothing, through a small receive buffer: the server's writes to him stall,
-    // his handler with them, and his mailbox of 2 fills.
-    let mut bob = Tab::join_with_receive_buffer(&server, "lobby", "bob", Some(4096)).await;
+    let alice = Tab::join(&server, "lobby", "alice").await;
+    let bob = Tab::join_with_receive_buffer(&server, "lobby", "bob", Some(4096)).await;
+    (server, alice, bob)
+}
 
+/// `tab` sends messages of the largest size, 100 at a time, until `done` holds; returns how
+/// many it sent.
+async fn send_until(tab: &mut Tab, what: &str, done: impl Fn() -> bool) -> u64 {
     let text = "x".repeat(fanout_chat::MAX_TEXT_CHARS);
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while chat.stats().disconnects == 0 {
+    let mut sent = 0;
+    while !done() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "bob was never disconnected"
+            "timed out waiting until {what}"
         );
         for _ in 0..100 {
-            alice.send(&text).await;
+            tab.send(&text).await;
         }
+        sent += 100;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    sent
+}
+
+#[tokio::test]
+async fn slow_tab_is_disconnected_with_a_reason() {
+    let (server, mut alice, mut bob) = slow_room(OverflowPolicy::Disconnect).await;
+    let chat = &server.chat;
+    send_until(&mut alice, "bob is disconnected", || chat.stats().disconnects > 0).await;
     eventually("bob's session is gone", || chat.stats().sessions == 1).await;
     assert!(chat.stats().dropped.slow_consumer > 0);
 
@@ -143,25 +155,12 @@ async fn slow_tab_is_disconnected_with_a_reason() {
 
 #[tokio::test]
 async fn slow_tab_is_told_what_it_missed() {
-    let config = Config::default()
-        .with_capacity(2)
-        .with_policy(OverflowPolicy::DropOldest);
-    let server = serve(Chat::in_memory(config).await.unwrap()).await;
+    let (server, mut alice, mut bob) = slow_room(OverflowPolicy::DropOldest).await;
     let chat = &server.chat;
-    let mut alice = Tab::join(&server, "lobby", "alice").await;
-    let mut bob = Tab::join_with_receive_buffer(&server, "lobby", "bob", Some(4096)).await;
-
-    let text = "x".repeat(fanout_chat::MAX_TEXT_CHARS);
-    let mut sent = 0;
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while chat.stats().dropped.drop_oldest == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing was ever evicted");
-        for _ in 0..100 {
-            alice.send(&text).await;
-        }
-        sent += 100;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let mut sent = send_until(&mut alice, "a message is evicted", || {
+        chat.stats().dropped.drop_oldest > 0
+    })
+    .await;
     alice.send("last").await;
     sent += 1;
 
