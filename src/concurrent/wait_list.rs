@@ -5,7 +5,7 @@
 //!
 //! # Invariants
 //!
-//! - `generation` is bumped by every `notify_all`, under the lock. A [`Listener`] records the
+//! - `generation` is bumped by every `notify_all`, under the lock. A [`RoomWait`] records the
 //!   generation when it is created ([`WaitList::listen`]), also under the lock, and is ready once
 //!   the generation differs. So a notification that follows `listen` in the lock's order is never
 //!   missed, whether or not the listener was polled before it; one that precedes it is not seen,
@@ -36,7 +36,7 @@ struct State {
 }
 
 /// Ready once [`WaitList::notify_all`] has been called after the listener was created.
-pub(crate) struct Listener<'a> {
+pub(crate) struct RoomWait<'a> {
     list: &'a WaitList,
     generation: u64,
     /// Set once this listener has a waker in the list.
@@ -55,9 +55,9 @@ impl WaitList {
     }
 
     /// Starts listening: the returned future completes at the next `notify_all`.
-    pub(crate) fn listen(&self) -> Listener<'_> {
+    pub(crate) fn listen(&self) -> RoomWait<'_> {
         let generation = lock(&self.state).generation;
-        Listener {
+        RoomWait {
             list: self,
             generation,
             key: None,
@@ -77,7 +77,7 @@ impl WaitList {
     }
 }
 
-impl Future for Listener<'_> {
+impl Future for RoomWait<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -108,7 +108,7 @@ impl Future for Listener<'_> {
     }
 }
 
-impl Drop for Listener<'_> {
+impl Drop for RoomWait<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             lock(&self.list.state).wakers.retain(|(k, _)| *k != key);

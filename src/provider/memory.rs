@@ -42,17 +42,17 @@ use crate::sync::{lock, Mutex};
 /// ```
 pub struct InMemoryPubSub {
     engine: Engine,
-    tasks: Mutex<Tasks>,
+    tasks: Mutex<RunningTasks>,
 }
 
 #[derive(Default)]
-struct Tasks {
+struct RunningTasks {
     /// One task per live handler-form session, plus the reaper.
     set: JoinSet<()>,
     reaper_started: bool,
 }
 
-impl Tasks {
+impl RunningTasks {
     /// Starts the reaper task unless it already runs.
     fn start_reaper(&mut self, engine: &Engine, runtime: &Handle) {
         if !self.reaper_started {
@@ -84,7 +84,7 @@ impl InMemoryPubSub {
     pub(crate) fn from_engine(engine: Engine) -> Self {
         Self {
             engine,
-            tasks: Mutex::new(Tasks::default()),
+            tasks: Mutex::new(RunningTasks::default()),
         }
     }
 

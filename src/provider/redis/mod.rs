@@ -170,11 +170,11 @@ enum Lifecycle {
     Idle(mpsc::Receiver<Outbound>),
     /// Between a `start` that is connecting and its end.
     Starting,
-    Running(Tasks),
+    Running(BackgroundTasks),
     Stopped,
 }
 
-struct Tasks {
+struct BackgroundTasks {
     shutdown: watch::Sender<bool>,
     listener: JoinHandle<()>,
     publisher: JoinHandle<()>,
@@ -390,7 +390,7 @@ impl PubSubProvider for RedisPubSub {
             self.local.engine().clone(),
             stopping.clone(),
         );
-        let tasks = Tasks {
+        let tasks = BackgroundTasks {
             shutdown,
             listener: tokio::spawn(listener.run(subscriber)),
             publisher: tokio::spawn(Publisher::new(Arc::clone(shared), outbound, stopping).run(publisher)),

@@ -3,7 +3,7 @@
 //!
 //! All counters are `Relaxed`: they order nothing, and a snapshot is a sum taken during the
 //! call, not an atomic cut. Each is written by one task (the listener or the publisher) or, for
-//! `unavailable` and `oversized`, by broadcasting callers.
+//! `unavailable`, by broadcasting callers.
 
 use std::time::Duration;
 
