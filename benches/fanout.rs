@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the dispatch path: fanout against its peers, `tokio::sync::broadcast`,
-//! `async-broadcast` and `seed-port` (a port of the seed design). Every implementation runs
-//! through the same [`peers::Peer`] trait in the same group, so each ratio comes from one run.
+//! `async-broadcast` and `seed-port` (a port of PyView's `InMemoryPubSub`). Every implementation
+//! runs through the same [`peers::Peer`] trait in the same group, so each ratio comes from one
+//! run.
 //!
 //! ```text
 //! cargo bench --bench fanout                     # every group

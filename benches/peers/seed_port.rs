@@ -1,6 +1,6 @@
-//! A faithful Rust port of the seed design (PyView's `InMemoryPubSub`): one async lock around
-//! `topic -> {session -> handler}` and `session -> {topic -> handler}` maps, and one spawned task
-//! per delivery.
+//! A faithful Rust port of the reference design's in-memory provider (PyView's
+//! `InMemoryPubSub`): one async lock around `topic -> {session -> handler}` and
+//! `session -> {topic -> handler}` maps, and one spawned task per delivery.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,5 +1,6 @@
-//! The conformance suite: every guarantee of the contract (G1–G9) that a provider can be
-//! checked on through the `PubSubProvider` trait, written once, run against every provider.
+//! The conformance suite: every guarantee of the contract (G1–G9, stated in full in
+//! `fanout::docs::contract`, `src/docs/contract.md`) that a provider can be checked on through
+//! the `PubSubProvider` trait, written once, run against every provider.
 //!
 //! A provider joins by implementing [`Backend`] (how to build `n` started instances on one
 //! namespace) and invoking [`conformance_suite!`] in its own test file:

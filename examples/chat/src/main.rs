@@ -1,7 +1,7 @@
 //! `fanout-chat`: serves the chat on one address until Ctrl-C.
 //!
 //! ```text
-//! cargo run -p fanout-chat -- --listen 127.0.0.1:3000 [--config chat.toml]
+//! cargo run -p fanout-chat -- --listen 127.0.0.1:3000 [--config examples/fanout.toml]
 //! cargo run -p fanout-chat --features redis -- --redis redis://127.0.0.1:6379
 //! ```
 
