@@ -1,17 +1,18 @@
 //! # fanout
 //!
-//! The pub/sub layer of a LiveView-style web server. Every connected browser tab is a
-//! *session*; sessions subscribe to *topics*; the server *broadcasts* a message on a topic and
-//! every subscribed session's handler runs, one message at a time, in publish order.
+//! The pub/sub layer of a LiveView-style web server, in Rust. Every browser tab is a *session*;
+//! sessions subscribe to *topics*; a *broadcast* runs every subscribed session's handler, one
+//! message at a time, in publish order, from a bounded mailbox with a policy for sessions that
+//! fall behind. For web frameworks that embed a default provider (it implements PyView's
+//! pluggable pub/sub interface), the applications that tune it, and the operators who size them.
 //!
-//! - **Lock-free fanout.** A broadcast takes no lock: each topic's subscriber set is a table of
-//!   immutable chunks read through `arc_swap`, and each session has one bounded lock-free
-//!   mailbox.
-//! - **Safe under slow consumers.** A full mailbox is handled by a policy you choose per topic
-//!   prefix: drop the newest, drop the oldest, disconnect the slow session, or block the
-//!   broadcaster for a bounded time. Every drop is counted.
-//! - **Pluggable.** [`PubSubProvider`] is PyView's pluggable pub/sub interface in Rust; the
-//!   in-memory engine is the default provider, distributed ones plug in behind the same trait.
+//! - **One task and one bounded mailbox per session:** renders never interleave; memory is
+//!   bounded.
+//! - **A policy for slow sessions per topic prefix** ([`OverflowPolicy`], [`Config`]), every
+//!   drop counted by reason ([`StatsSnapshot`]).
+//! - **Lock-free broadcast:** one shared message per broadcast, one push per recipient.
+//! - **Pluggable:** `Arc<dyn` [`PubSubProvider`]`>`, one conformance suite for every provider,
+//!   and [`RecordingPubSub`] to test your own code.
 //!
 //! ```
 //! use fanout::{Handler, InMemoryPubSub, PubSubProvider};
@@ -21,8 +22,7 @@
 //!     let pubsub = InMemoryPubSub::new();
 //!     pubsub.start().await?;
 //!
-//!     // A LiveView socket subscribes its session to a topic with a handler
-//!     // (here the "render" goes to a channel so we can watch it happen).
+//!     // A tab's session subscribes; its "render" goes to a channel here.
 //!     let (rendered, mut renders) = tokio::sync::mpsc::unbounded_channel();
 //!     let handler = Handler::new(move |topic, message| {
 //!         let rendered = rendered.clone();
@@ -32,7 +32,6 @@
 //!     });
 //!     pubsub.subscribe_topic("tab-1", "room:lobby", handler).await?;
 //!
-//!     // Anyone broadcasts; every subscribed session's handler runs, one message at a time.
 //!     pubsub.broadcast("room:lobby", "hello".into()).await?;
 //!     assert_eq!(renders.recv().await.as_deref(), Some("room:lobby: hello"));
 //!
@@ -49,14 +48,16 @@
 //! idempotent subscribe/unsubscribe ([G3]), per-session one-at-a-time handling in each publisher's
 //! order ([G4]), isolation of panicking or stalled handlers ([G5]), literal topics ([G6]), bounded
 //! memory ([G7]), an idempotent `stop` that ends every task ([G8]), and typed errors for bad input
-//! ([G9]). See the README for each in full.
+//! ([G9]). The [`docs`] pages hold the [contract](docs::contract) in full, the
+//! [design](docs::design) and a [performance guide](docs::performance).
 //!
 //! # Forms of a session
 //!
 //! - **Handler form** ([`PubSubProvider::subscribe_topic`]): a task per session drains its
 //!   mailbox and runs the handler registered for each message's topic.
-//! - **Pull form** ([`Engine::open_session`]): a [`SessionReceiver`] read with `recv().await` or
-//!   as a `futures::Stream`.
+//! - **Pull form** ([`InMemoryPubSub::open_session`], [`Engine::open_session`]): a
+//!   [`SessionReceiver`] read with `recv().await`, in bursts with
+//!   [`recv_many`](SessionReceiver::recv_many), or as a `futures::Stream`.
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 //! [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
