@@ -14,7 +14,18 @@ use std::time::Instant;
 use fanout::{Config, InMemoryPubSub, PubSubProvider};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Display, not Debug: the config error names the file, line, column and key.
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fanout.toml").into());
@@ -86,7 +97,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = pubsub.stats();
     let d = stats.dropped;
     println!(
-        "stats: {} published; dropped: {} drop_newest, {} drop_oldest, {} slow_consumer; \
+        "stats: {} published; dropped: {} drop_newest, {} drop_oldest, {} slow_consumer \
+         (the disconnected session's queue and the message it had no room for); \
          {} disconnect, {} block wait(s), {} timed out",
         stats.published,
         d.drop_newest,

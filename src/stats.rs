@@ -77,7 +77,8 @@ impl DropCounts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    /// Broadcasts accepted.
+    /// Broadcasts accepted by this engine. A distributed provider's engine also counts each
+    /// broadcast that arrives from another instance and is delivered to its local sessions.
     pub published: u64,
     /// (broadcast, session) pairs: sessions each broadcast found subscribed.
     pub recipients: u64,

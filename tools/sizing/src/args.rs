@@ -36,10 +36,10 @@ pub struct Args {
     /// Overflow policy (overrides the config file).
     #[arg(long, value_enum)]
     pub policy: Option<PolicyArg>,
-    /// For `--policy block`: how long a broadcast waits for room.
+    /// For `--policy block` and `block-once`: how long a broadcast waits for room.
     #[arg(long, default_value = "10")]
     pub block_timeout_ms: u64,
-    /// For `--policy block`: what happens after the timeout.
+    /// For `--policy block` and `block-once`: what happens after the timeout.
     #[arg(long, value_enum, default_value = "drop-newest")]
     pub block_then: FallbackArg,
     /// How long to publish, in seconds.

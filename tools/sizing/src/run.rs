@@ -53,7 +53,7 @@ pub fn policy_name(config: &Config) -> String {
         OverflowPolicy::Block { timeout, then } | OverflowPolicy::BlockOnce { timeout, then } => format!(
             "{name}({} ms, then {})",
             timeout.as_millis(),
-            format!("{then:?}").to_lowercase()
+            OverflowPolicy::from(then).name()
         ),
         _ => name.into(),
     }
