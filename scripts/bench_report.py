@@ -71,6 +71,7 @@ COLORS = {
     "seed-port": "#7f7f7f",
 }
 OURS = "fanout"
+HANDLERS = "fanout-handlers"
 # The policy of the README's slow-consumer row: fanout's default.
 DEFAULT_POLICY = "drop_oldest"
 
@@ -263,15 +264,15 @@ def perf_table(merged, pairs, prov):
     """The README's table: at most six rows, fanout against the two broadcast channels."""
     peers = [("tokio-broadcast", "`tokio::sync::broadcast`"), ("async-broadcast", "`async-broadcast`")]
     rows = [
-        ("end_to_end", "1000", "end to end, 1 topic, 1,000 sessions (deliveries/s)"),
-        ("end_to_end", "10000", "end to end, 1 topic, 10,000 sessions"),
-        ("end_to_end_heap", "10000", "the same, payload allocated per broadcast"),
-        ("liveview", "10k_sessions_5_of_1k_topics", "LiveView: 10,000 sessions on 5 of 1,000 topics"),
-        ("churn", "100000", "subscribe + unsubscribe, topic of 100,000 (time)"),
+        ("end_to_end", "1000", "1 topic, 1,000 sessions (deliveries/s)"),
+        ("end_to_end", "10000", "1 topic, 10,000 sessions"),
+        ("end_to_end_heap", "10000", "the same, payload allocated per message"),
+        ("liveview", "10k_sessions_5_of_1k_topics", "LiveView: 10,000 sessions, 5 of 1,000 topics"),
+        ("churn", "100000", "subscribe + unsubscribe, 100,000 on the topic (time)"),
     ]
     lines = [
-        "| scenario | fanout | " + " | ".join(label for _, label in peers) + " |",
-        "| --- | --- |" + " --- |" * len(peers),
+        "| scenario | fanout | fanout, handlers | " + " | ".join(label for _, label in peers) + " |",
+        "| --- | --- | --- |" + " --- |" * len(peers),
     ]
 
     def shown(r):
@@ -281,7 +282,8 @@ def perf_table(merged, pairs, prov):
         ours = merged.get((group, OURS, param))
         if not ours:
             continue
-        cells = [shown(ours)]
+        handlers = merged.get((group, HANDLERS, param))
+        cells = [shown(ours), shown(handlers) if handlers else "—"]
         for peer, _ in peers:
             theirs = merged.get((group, peer, param))
             rs = ratios(merged, group, param, peer)
@@ -289,17 +291,17 @@ def perf_table(merged, pairs, prov):
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if DEFAULT_POLICY in pairs:
         lines.append(
-            f"| 1 of 1,000 sessions stalled (`{DEFAULT_POLICY}`): the others' throughput "
-            f"against none | {statistics.median(pairs[DEFAULT_POLICY]):.2f}x |"
-            + " — |" * len(peers)
+            f"| 1 of 1,000 stalled (`{DEFAULT_POLICY}`): others' throughput vs none | {statistics.median(pairs[DEFAULT_POLICY]):.2f}x |"
+            + " — |" * (len(peers) + 1)
         )
     return "\n".join(
         lines
         + [
             "",
-            "In brackets: the peer's time over fanout's in the same run; above 1x, fanout is faster. "
+            "In brackets: the peer's time over the pull form's (`recv_many`) in the same run; above "
+            "1x, fanout is faster. Handlers: `subscribe_topic`, a task per session. "
             + provenance_line(prov)
-            + " Every scenario and the run's full results: [`benches/README.md`](benches/README.md).",
+            + " All results: [`benches/README.md`](benches/README.md).",
         ]
     )
 
