@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::ConfigError;
+use crate::provider::bridge::settings::{redact, BridgeSettings};
 
 /// The environment variable [`RedisConfig::from_env`] reads the URL from.
 pub const REDIS_URL_ENV: &str = "REDIS_URL";
@@ -153,55 +154,21 @@ impl RedisConfig {
                 ),
             ));
         }
-        positive("redis.publish_queue", self.publish_queue, 1 << 24)?;
-        positive("redis.max_pipeline", self.max_pipeline, 1 << 16)?;
-        for (key, value) in [
-            ("redis.connect_timeout", self.connect_timeout),
-            ("redis.response_timeout", self.response_timeout),
-            ("redis.health_check_interval", self.health_check_interval),
-            ("redis.reconnect_backoff_max", self.reconnect_backoff_max),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::at_key(key, "is zero; it must be positive"));
-            }
-        }
-        if self.reconnect_backoff_min > self.reconnect_backoff_max {
-            return Err(ConfigError::at_key(
-                "redis.reconnect_backoff_min",
-                format!(
-                    "is {:?}; it must be at most reconnect_backoff_max ({:?})",
-                    self.reconnect_backoff_min, self.reconnect_backoff_max
-                ),
-            ));
-        }
-        Ok(())
+        self.bridge_settings().validate("redis")
     }
-}
 
-fn positive(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {
-    if value == 0 || value > max {
-        return Err(ConfigError::at_key(
-            key,
-            format!("is {value}; it must be between 1 and {max}"),
-        ));
-    }
-    Ok(())
-}
-
-/// The URL with any password replaced by `***`, for logs and errors.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+    /// The broker-independent part, for the bridge.
+    pub(crate) fn bridge_settings(&self) -> BridgeSettings {
+        BridgeSettings {
+            max_envelope_bytes: self.max_envelope_bytes,
+            publish_queue: self.publish_queue,
+            max_pipeline: self.max_pipeline,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            health_check_interval: self.health_check_interval,
+            reconnect_backoff_min: self.reconnect_backoff_min,
+            reconnect_backoff_max: self.reconnect_backoff_max,
         }
-        None => url.to_string(),
     }
 }
 
@@ -219,17 +186,5 @@ impl fmt::Debug for RedisConfig {
             .field("reconnect_backoff_min", &self.reconnect_backoff_min)
             .field("reconnect_backoff_max", &self.reconnect_backoff_max)
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redact_hides_passwords_only() {
-        assert_eq!(redact("redis://:secret@host:6379/0"), "redis://:***@host:6379/0");
-        assert_eq!(redact("redis://user:secret@host"), "redis://user:***@host");
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
     }
 }

@@ -1,0 +1,3 @@
+//! The bridge: everything a distributed provider does that is not about its broker.
+
+pub(crate) mod settings;

@@ -1,0 +1,107 @@
+//! The settings every broker's connections share: the publish queue and pipeline, timeouts,
+//! health checks and the reconnection backoff. Each provider's config holds them as its own
+//! flat fields (`RedisConfig::publish_queue`, `PostgresConfig::publish_queue`, …) and hands
+//! the bridge a copy.
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+
+/// The broker-independent settings of one distributed provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BridgeSettings {
+    /// Largest encoded envelope sent or accepted.
+    pub(crate) max_envelope_bytes: usize,
+    /// Messages waiting for the publishing connection.
+    pub(crate) publish_queue: usize,
+    /// Most queued messages taken for one pipeline.
+    pub(crate) max_pipeline: usize,
+    /// How long one connection attempt may take.
+    pub(crate) connect_timeout: Duration,
+    /// How long the broker may take to answer a command.
+    pub(crate) response_timeout: Duration,
+    /// How often an idle connection is checked.
+    pub(crate) health_check_interval: Duration,
+    /// Delay before the second reconnection attempt; doubles after each failure.
+    pub(crate) reconnect_backoff_min: Duration,
+    /// The cap of the reconnection delay.
+    pub(crate) reconnect_backoff_max: Duration,
+}
+
+/// The largest `publish_queue` allowed.
+pub(crate) const MAX_PUBLISH_QUEUE: usize = 1 << 24;
+
+/// The largest `max_pipeline` allowed.
+pub(crate) const MAX_PIPELINE: usize = 1 << 16;
+
+impl BridgeSettings {
+    /// Checks every value except `max_envelope_bytes`, whose bounds are the broker's; errors
+    /// name the key as `<section>.<field>`.
+    pub(crate) fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("{section}.{field}");
+        within(&key("publish_queue"), self.publish_queue, MAX_PUBLISH_QUEUE)?;
+        within(&key("max_pipeline"), self.max_pipeline, MAX_PIPELINE)?;
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+            ("health_check_interval", self.health_check_interval),
+            ("reconnect_backoff_max", self.reconnect_backoff_max),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::at_key(key(field), "is zero; it must be positive"));
+            }
+        }
+        if self.reconnect_backoff_min > self.reconnect_backoff_max {
+            return Err(ConfigError::at_key(
+                key("reconnect_backoff_min"),
+                format!(
+                    "is {:?}; it must be at most reconnect_backoff_max ({:?})",
+                    self.reconnect_backoff_min, self.reconnect_backoff_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn within(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return Err(ConfigError::at_key(
+            key,
+            format!("is {value}; it must be between 1 and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A connection URL with any password replaced by `***`, for logs and errors.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("redis://:secret@host:6379/0"), "redis://:***@host:6379/0");
+        assert_eq!(
+            redact("postgres://user:secret@host/db"),
+            "postgres://user:***@host/db"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}
