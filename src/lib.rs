@@ -86,6 +86,8 @@ mod stats;
 mod sync;
 mod topic;
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub use provider::bridge;
 #[cfg(feature = "redis")]
 pub use provider::redis;
 #[cfg(feature = "redis")]

@@ -8,7 +8,7 @@
 //! - `session_pubsub`: [`SessionPubSub`](crate::SessionPubSub), a provider bound to one session.
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) mod bridge;
+pub mod bridge;
 pub(crate) mod memory;
 pub(crate) mod recording;
 #[cfg(feature = "redis")]

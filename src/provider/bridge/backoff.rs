@@ -1,50 +1,9 @@
-//! Opening the two connections, and the reconnection backoff they share.
+//! The reconnection backoff every broker connection uses.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::AsyncConnectionConfig;
-
-use super::InstanceState;
-
-/// What opening a connection failed with.
-pub(crate) type ConnectError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Opens the subscription connection (RESP2 pub/sub; its stream ends when the connection does).
-pub(crate) async fn open_subscriber(
-    shared: &InstanceState,
-) -> Result<(PubSubSink, PubSubStream), ConnectError> {
-    let pubsub = tokio::time::timeout(shared.config.connect_timeout, shared.client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out("connecting", shared.config.connect_timeout))??;
-    Ok(pubsub.split())
-}
-
-/// Opens the publishing connection and names it `fanout-<instance>-publisher` in `CLIENT LIST`.
-pub(crate) async fn open_publisher(shared: &InstanceState) -> Result<MultiplexedConnection, ConnectError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(shared.config.connect_timeout))
-        .set_response_timeout(Some(shared.config.response_timeout));
-    let mut connection = tokio::time::timeout(
-        shared.config.connect_timeout,
-        shared
-            .client
-            .get_multiplexed_async_connection_with_config(&config),
-    )
-    .await
-    .map_err(|_| timed_out("connecting", shared.config.connect_timeout))??;
-    redis::cmd("CLIENT")
-        .arg("SETNAME")
-        .arg(format!("fanout-{}-publisher", shared.instance))
-        .exec_async(&mut connection)
-        .await?;
-    Ok(connection)
-}
-
-fn timed_out(what: &str, after: Duration) -> ConnectError {
-    format!("{what} timed out after {} ms", after.as_millis()).into()
-}
+use super::settings::BridgeSettings;
 
 /// Exponential backoff with jitter: the first attempt is immediate, then `min`, doubling up to
 /// `max`, each delay drawn between 75% and 100% of its nominal value so that instances
@@ -61,7 +20,7 @@ impl Backoff {
     }
 
     /// The backoff the config asks for, starting at the first (immediate) attempt.
-    pub(crate) fn from_config(config: &super::RedisConfig) -> Self {
+    pub(crate) fn from_settings(config: &BridgeSettings) -> Self {
         Self::new(config.reconnect_backoff_min, config.reconnect_backoff_max)
     }
 

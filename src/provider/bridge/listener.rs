@@ -1,4 +1,4 @@
-//! The subscription connection's task: mirrors the engine's live topics as Redis channel
+//! The subscription connection's task: mirrors the engine's live topics as broker channel
 //! subscriptions, delivers other instances' messages to local sessions, and reconnects.
 //!
 //! # Input
@@ -12,20 +12,20 @@
 //! # State (owned by the task, no locks)
 //!
 //! - `wanted`: topics with a local subscriber, as the intake reported them.
-//! - `confirmed`: channels Redis has confirmed on the current connection.
-//! - `busy`: topics with a `SUBSCRIBE` or `UNSUBSCRIBE` in flight; at most one per topic, so the
-//!   commands for one topic reach Redis in order. When one completes the topic is reconciled
+//! - `confirmed`: channels the broker has confirmed on the current connection.
+//! - `busy`: topics with a subscribe or unsubscribe in flight; at most one per topic, so the
+//!   commands for one topic reach the broker in order. When one completes the topic is reconciled
 //!   again against `wanted`.
 //! - `parked`: waiters for topics not yet confirmed, answered when the topic is confirmed (and
 //!   not busy), or with an error when the connection is lost.
 //!
 //! # Connection loss
 //!
-//! The stream ending, a command failing or a `PING` left unanswered past the response timeout
+//! The stream ending, a command failing or a ping left unanswered past the response timeout
 //! (a silent network cut) all count as a loss: the outage is counted and logged, parked waiters
 //! fail, and the task reconnects with capped exponential backoff, subscribing every wanted topic
 //! again; the outage ends, and is logged with its length, when all are confirmed. Messages
-//! published by other instances in between are lost: Redis pub/sub is at-most-once.
+//! published by other instances in between are lost: the brokers' pub/sub is at-most-once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,7 +35,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::engine::{Engine, TopicObserver};
@@ -45,19 +44,20 @@ use crate::sync::atomic::Ordering::Relaxed;
 use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
-use super::connection::{open_subscriber, Backoff};
-use super::error::RedisPubSubError;
-use super::stats::RedisCounters;
-use super::InstanceState;
+use super::backoff::Backoff;
+use super::broker::{Broker, Inbound, Reason, Subscription};
+use super::error::BrokerError;
+use super::stats::BrokerCounters;
+use super::Shared;
 
-/// Most channels named in one `SUBSCRIBE` or `UNSUBSCRIBE`.
+/// Most channels named in one subscribe or unsubscribe command.
 const CHANNELS_PER_COMMAND: usize = 1024;
 
 /// Inbound messages handled before the task looks at its other inputs again.
 const INBOUND_BATCH: usize = 64;
 
-/// Told by `subscribe_topic` once its topic is confirmed by Redis (or not).
-pub(crate) type Waiter = oneshot::Sender<Result<(), RedisPubSubError>>;
+/// Told by `subscribe_topic` once its topic is confirmed by the broker (or not).
+pub(crate) type Waiter = oneshot::Sender<Result<(), BrokerError>>;
 
 /// What the engine and `subscribe_topic` hand the task.
 pub(crate) struct Intake {
@@ -84,8 +84,8 @@ impl Intake {
         }
     }
 
-    /// Asks the task to report when `topic` is confirmed by Redis.
-    pub(crate) fn wait_for(&self, topic: Topic) -> oneshot::Receiver<Result<(), RedisPubSubError>> {
+    /// Asks the task to report when `topic` is confirmed by the broker.
+    pub(crate) fn wait_for(&self, topic: Topic) -> oneshot::Receiver<Result<(), BrokerError>> {
         let (waiter, confirmed) = oneshot::channel();
         lock(&self.pending).waiters.push((topic, waiter));
         self.wake.notify_one();
@@ -113,8 +113,8 @@ impl TopicObserver for Intake {
 }
 
 /// The subscription connection task.
-pub(crate) struct Listener {
-    shared: Arc<InstanceState>,
+pub(crate) struct Listener<B: Broker> {
+    shared: Arc<Shared<B>>,
     intake: Arc<Intake>,
     engine: Engine,
     shutdown: watch::Receiver<bool>,
@@ -129,9 +129,8 @@ pub(crate) struct Listener {
 }
 
 /// One open subscription connection and the commands in flight on it.
-struct Live {
-    sink: PubSubSink,
-    stream: PubSubStream,
+struct Live<S> {
+    subscription: S,
     commands: FuturesUnordered<BoxFuture<'static, Done>>,
 }
 
@@ -145,7 +144,7 @@ enum Command {
 struct Done {
     command: Command,
     topics: Vec<Topic>,
-    result: Result<(), String>,
+    result: Result<(), Reason>,
 }
 
 enum Exit {
@@ -153,9 +152,9 @@ enum Exit {
     Lost(String),
 }
 
-impl Listener {
+impl<B: Broker> Listener<B> {
     pub(crate) fn new(
-        shared: Arc<InstanceState>,
+        shared: Arc<Shared<B>>,
         intake: Arc<Intake>,
         engine: Engine,
         shutdown: watch::Receiver<bool>,
@@ -174,21 +173,20 @@ impl Listener {
         }
     }
 
-    pub(crate) async fn run(mut self, first: (PubSubSink, PubSubStream)) {
+    pub(crate) async fn run(mut self, first: B::Subscription) {
         let counters = &self.shared.counters;
         counters.connected.store(true, Relaxed);
         let mut connection = Some(first);
         loop {
-            let (sink, stream) = match connection.take() {
-                Some(pair) => pair,
+            let subscription = match connection.take() {
+                Some(subscription) => subscription,
                 None => match self.reconnect().await {
-                    Some(pair) => pair,
+                    Some(subscription) => subscription,
                     None => break,
                 },
             };
             let live = Live {
-                sink,
-                stream,
+                subscription,
                 commands: FuturesUnordered::new(),
             };
             match self.serve(live).await {
@@ -199,11 +197,11 @@ impl Listener {
         let counters = &self.shared.counters;
         counters.connected.store(false, Relaxed);
         counters.channels.store(0, Relaxed);
-        tracing::debug!(instance = %self.shared.instance, "redis listener stopped");
+        tracing::debug!(instance = %self.shared.instance, broker = B::NAME, "listener stopped");
     }
 
-    async fn serve(&mut self, mut live: Live) -> Exit {
-        let interval = self.shared.config.health_check_interval;
+    async fn serve(&mut self, mut live: Live<B::Subscription>) -> Exit {
+        let interval = self.shared.settings.health_check_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.take_intake(true);
@@ -214,14 +212,20 @@ impl Listener {
             }
             tokio::select! {
                 _ = self.shutdown.changed() => return Exit::Shutdown,
-                message = live.stream.next() => {
+                message = live.subscription.next() => {
                     let Some(message) = message else {
                         return Exit::Lost("the connection closed".into());
                     };
-                    self.inbound(message).await;
+                    if let Err(reason) = self.inbound(&live.subscription, message).await {
+                        return Exit::Lost(reason);
+                    }
                     for _ in 1..INBOUND_BATCH {
-                        match live.stream.next().now_or_never() {
-                            Some(Some(message)) => self.inbound(message).await,
+                        match live.subscription.next().now_or_never() {
+                            Some(Some(message)) => {
+                                if let Err(reason) = self.inbound(&live.subscription, message).await {
+                                    return Exit::Lost(reason);
+                                }
+                            }
                             Some(None) => return Exit::Lost("the connection closed".into()),
                             None => break,
                         }
@@ -237,7 +241,12 @@ impl Listener {
                     self.take_intake(true);
                     self.reconcile(&mut live);
                 }
-                _ = ping.tick() => live.commands.push(ping_command(live.sink.clone(), &self.shared)),
+                _ = ping.tick() => live.commands.push(command(
+                    &self.shared,
+                    Command::Ping,
+                    Vec::new(),
+                    live.subscription.ping(),
+                )),
             }
         }
     }
@@ -260,7 +269,7 @@ impl Listener {
             } else if connected {
                 self.parked.entry(topic).or_default().push(waiter);
             } else {
-                let _ = waiter.send(Err(RedisPubSubError::SubscribeUnconfirmed));
+                let _ = waiter.send(Err(BrokerError::SubscribeUnconfirmed));
             }
         }
     }
@@ -270,7 +279,7 @@ impl Listener {
     }
 
     /// Starts the commands that bring the dirty topics to their wanted state.
-    fn reconcile(&mut self, live: &mut Live) {
+    fn reconcile(&mut self, live: &mut Live<B::Subscription>) {
         let mut subscribe = Vec::new();
         let mut unsubscribe = Vec::new();
         for topic in self.dirty.drain() {
@@ -290,12 +299,16 @@ impl Listener {
         ] {
             for chunk in topics.chunks(CHANNELS_PER_COMMAND) {
                 self.busy.extend(chunk.iter().cloned());
-                live.commands.push(channel_command(
-                    live.sink.clone(),
-                    &self.shared,
-                    command,
-                    chunk.to_vec(),
-                ));
+                let channels = chunk
+                    .iter()
+                    .map(|topic| self.shared.broker.channel(topic))
+                    .collect();
+                let sent = match command {
+                    Command::Subscribe => live.subscription.subscribe(channels),
+                    _ => live.subscription.unsubscribe(channels),
+                };
+                live.commands
+                    .push(self::command(&self.shared, command, chunk.to_vec(), sent));
             }
         }
         self.end_outage_if_recovered();
@@ -313,7 +326,7 @@ impl Listener {
             Command::Subscribe => {
                 for topic in done.topics {
                     if self.confirmed.insert(topic.clone()) {
-                        RedisCounters::add(&counters.channels, 1);
+                        BrokerCounters::add(&counters.channels, 1);
                     }
                     if let Some(waiters) = self.parked.remove(&topic) {
                         for waiter in waiters {
@@ -345,23 +358,24 @@ impl Listener {
         self.outage = None;
         let length = began.elapsed();
         let counters = &self.shared.counters;
-        RedisCounters::add(&counters.reconnects, 1);
-        RedisCounters::add(
+        BrokerCounters::add(&counters.reconnects, 1);
+        BrokerCounters::add(
             &counters.outage_time,
             u64::try_from(length.as_nanos()).unwrap_or(u64::MAX),
         );
         counters.connected.store(true, Relaxed);
         tracing::info!(
             instance = %self.shared.instance,
+            broker = B::NAME,
             outage_ms = length.as_millis() as u64,
             topics = self.wanted.len(),
-            "redis subscription connection is back; every topic is subscribed again"
+            "the subscription connection is back; every topic is subscribed again"
         );
     }
 
     fn lost(&mut self, reason: &str) {
         let counters = &self.shared.counters;
-        RedisCounters::add(&counters.outages, 1);
+        BrokerCounters::add(&counters.outages, 1);
         counters.connected.store(false, Relaxed);
         counters.channels.store(0, Relaxed);
         self.confirmed.clear();
@@ -369,7 +383,7 @@ impl Listener {
         self.dirty = self.wanted.clone();
         for (_, waiters) in self.parked.drain() {
             for waiter in waiters {
-                let _ = waiter.send(Err(RedisPubSubError::SubscribeUnconfirmed));
+                let _ = waiter.send(Err(BrokerError::SubscribeUnconfirmed));
             }
         }
         if self.outage.is_none() {
@@ -377,18 +391,19 @@ impl Listener {
         }
         tracing::warn!(
             instance = %self.shared.instance,
+            broker = B::NAME,
             reason,
             topics = self.wanted.len(),
-            "lost the redis subscription connection; reconnecting (messages other instances publish meanwhile are lost)"
+            "lost the subscription connection; reconnecting (messages other instances publish meanwhile are lost)"
         );
     }
 
     /// Reconnects with backoff; `None` if the provider stops first.
-    async fn reconnect(&mut self) -> Option<(PubSubSink, PubSubStream)> {
+    async fn reconnect(&mut self) -> Option<B::Subscription> {
         let shared = Arc::clone(&self.shared);
-        let mut backoff = Backoff::from_config(&shared.config);
+        let mut backoff = Backoff::from_settings(&shared.settings);
         loop {
-            let attempt = backoff.after_next_delay(open_subscriber(&shared));
+            let attempt = backoff.after_next_delay(shared.open_subscription());
             tokio::pin!(attempt);
             loop {
                 if *self.shutdown.borrow() {
@@ -398,13 +413,14 @@ impl Listener {
                     _ = self.shutdown.changed() => return None,
                     () = self.intake.wake.notified() => self.take_intake(false),
                     result = &mut attempt => match result {
-                        Ok(pair) => return Some(pair),
+                        Ok(subscription) => return Some(subscription),
                         Err(error) => {
                             tracing::debug!(
                                 instance = %shared.instance,
+                                broker = B::NAME,
                                 attempt = backoff.attempts(),
                                 %error,
-                                "reconnecting the redis subscription connection failed"
+                                "reconnecting the subscription connection failed"
                             );
                             break;
                         }
@@ -414,32 +430,37 @@ impl Listener {
         }
     }
 
-    /// One message from Redis: decode (the whole envelope is checked before any record is
-    /// delivered), skip our own, deliver each record to local sessions in order.
-    async fn inbound(&self, message: redis::Msg) {
+    /// One message from the broker: decode (the whole envelope is checked before any record
+    /// is delivered), skip our own, deliver each record to local sessions in order. An error
+    /// means the connection is lost.
+    async fn inbound(&self, subscription: &B::Subscription, message: SubMessage<B>) -> Result<(), Reason> {
         let shared = &*self.shared;
-        let channel = message.get_channel_name();
-        let Some(channel_topic) = channel.strip_prefix(shared.config.channel_prefix.as_str()) else {
-            self.skip(channel, &"the channel is outside the prefix");
-            return;
+        let channel = <B::Subscription as Subscription>::channel(&message);
+        let bytes = match subscription.envelope(&message).await {
+            Ok(bytes) => bytes,
+            Err(Inbound::Malformed(reason)) => {
+                self.skip(channel, &reason);
+                return Ok(());
+            }
+            Err(Inbound::Lost(reason)) => return Err(reason),
         };
-        let envelope = match Envelope::decode(message.get_payload_bytes(), &shared.envelope_limits) {
+        let envelope = match Envelope::decode(&bytes, &shared.envelope_limits) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.skip(channel, &error);
-                return;
+                return Ok(());
             }
         };
         let count = envelope.record_count() as u64;
         if envelope.origin == shared.instance {
-            RedisCounters::add(&shared.counters.echoes_skipped, count);
-            return;
+            BrokerCounters::add(&shared.counters.echoes_skipped, count);
+            return Ok(());
         }
-        if envelope.topic != channel_topic {
+        if !shared.broker.carries(channel, envelope.topic) {
             self.skip(channel, &"the envelope's topic is not the channel's");
-            return;
+            return Ok(());
         }
-        RedisCounters::add(&shared.counters.envelopes_received, 1);
+        BrokerCounters::add(&shared.counters.envelopes_received, 1);
         let mut received = 0;
         for record in envelope.records() {
             // One small copy per message, so that a queued message never pins the whole batch.
@@ -454,7 +475,8 @@ impl Listener {
                 Err(error) => self.skip(channel, &error),
             }
         }
-        RedisCounters::add(&shared.counters.received, received);
+        BrokerCounters::add(&shared.counters.received, received);
+        Ok(())
     }
 
     /// Counts and logs an inbound message skipped as malformed. The first ten are logged as
@@ -465,60 +487,40 @@ impl Listener {
             tracing::warn!(
                 instance = %self.shared.instance,
                 channel,
+                broker = B::NAME,
                 reason = %reason,
                 skipped_total = skipped,
-                "skipped a malformed message from redis"
+                "skipped a malformed message from the broker"
             );
         } else {
-            tracing::debug!(channel, reason = %reason, skipped_total = skipped, "skipped a malformed message from redis");
+            tracing::debug!(channel, reason = %reason, skipped_total = skipped, "skipped a malformed message from the broker");
         }
     }
 }
 
-fn channel_command(
-    mut sink: PubSubSink,
-    shared: &InstanceState,
+type SubMessage<B> = <<B as Broker>::Subscription as Subscription>::Message;
+
+/// A command in flight, bounded by the response timeout.
+fn command<B: Broker>(
+    shared: &Shared<B>,
     command: Command,
     topics: Vec<Topic>,
+    sent: BoxFuture<'static, Result<(), Reason>>,
 ) -> BoxFuture<'static, Done> {
-    let channels: Vec<String> = topics.iter().map(|topic| shared.channel(topic)).collect();
-    let timeout = shared.config.response_timeout;
+    let timeout = shared.settings.response_timeout;
     async move {
-        let (name, sent) = match command {
-            Command::Subscribe => (
-                "SUBSCRIBE",
-                tokio::time::timeout(timeout, sink.subscribe(&channels)).await,
-            ),
-            _ => (
-                "UNSUBSCRIBE",
-                tokio::time::timeout(timeout, sink.unsubscribe(&channels)).await,
-            ),
+        let name = match command {
+            Command::Subscribe => "subscribe",
+            Command::Unsubscribe => "unsubscribe",
+            Command::Ping => "ping",
         };
-        let result = match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(format!("{name} failed: {error}")),
+        let result = match tokio::time::timeout(timeout, sent).await {
+            Ok(result) => result,
             Err(_) => Err(format!("no answer to {name} within {} ms", timeout.as_millis())),
         };
         Done {
             command,
             topics,
-            result,
-        }
-    }
-    .boxed()
-}
-
-fn ping_command(mut sink: PubSubSink, shared: &InstanceState) -> BoxFuture<'static, Done> {
-    let timeout = shared.config.response_timeout;
-    async move {
-        let result = match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(format!("PING failed: {error}")),
-            Err(_) => Err(format!("no answer to PING within {} ms", timeout.as_millis())),
-        };
-        Done {
-            command: Command::Ping,
-            topics: Vec::new(),
             result,
         }
     }

@@ -1,4 +1,4 @@
-//! Counters of the Redis side: connections lost and regained, messages sent and received,
+//! Counters of the broker side: connections lost and regained, messages sent and received,
 //! inbound messages skipped.
 //!
 //! All counters are `Relaxed`: they order nothing, and a snapshot is a sum taken during the
@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-/// A snapshot of a [`RedisPubSub`](super::RedisPubSub)'s Redis-side counters. The local
-/// engine's counters are [`PubSubProvider::stats`](crate::PubSubProvider::stats).
+/// A snapshot of a distributed provider's broker-side counters. The local engine's counters
+/// are [`PubSubProvider::stats`](crate::PubSubProvider::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct RedisStats {
+pub struct BrokerStats {
     /// Times the subscription connection was lost (closed, killed, or silent past the health
     /// check).
     pub outages: u64,
@@ -29,33 +29,33 @@ pub struct RedisStats {
     pub publisher_reconnects: u64,
     /// Whether the publishing connection is up.
     pub publisher_connected: bool,
-    /// Messages sent to Redis (their `PUBLISH` answered).
+    /// Messages sent to the broker (their publish command answered).
     pub published: u64,
-    /// `PUBLISH` commands that carried them: envelopes, each holding a run of consecutive
+    /// Publish commands that carried them: envelopes, each holding a run of consecutive
     /// messages on one topic (`published / envelopes_published` is the mean batch).
     pub envelopes_published: u64,
     /// Messages lost because the publishing connection failed while they were queued or in
     /// flight.
     pub publish_errors: u64,
     /// Broadcasts whose remote part was refused because the publishing connection was down
-    /// (they returned [`PublishUnavailable`](super::RedisPubSubError::PublishUnavailable)).
+    /// (they returned [`PublishUnavailable`](super::BrokerError::PublishUnavailable)).
     pub unavailable: u64,
     /// Messages from other instances delivered to this instance's engine.
     pub received: u64,
     /// Envelopes from other instances that carried them.
     pub envelopes_received: u64,
-    /// This instance's own messages, echoed by Redis and skipped (counted per message).
+    /// This instance's own messages, echoed by the broker and skipped (counted per message).
     pub echoes_skipped: u64,
-    /// Inbound Redis messages skipped as malformed: undecodable, foreign, oversized or on the
+    /// Inbound broker messages skipped as malformed: undecodable, foreign, oversized or on the
     /// wrong channel (a malformed envelope counts once, however many records it claims), and
     /// records refused by the local engine.
     pub malformed: u64,
-    /// Redis channels currently subscribed (one per topic with a local subscriber).
+    /// Broker channels currently subscribed (one per topic with a local subscriber).
     pub channels: u64,
 }
 
 #[derive(Default)]
-pub(crate) struct RedisCounters {
+pub(crate) struct BrokerCounters {
     pub(crate) outages: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     /// Nanoseconds.
@@ -74,15 +74,15 @@ pub(crate) struct RedisCounters {
     pub(crate) channels: AtomicU64,
 }
 
-impl RedisCounters {
+impl BrokerCounters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         if n != 0 {
             counter.fetch_add(n, Relaxed);
         }
     }
 
-    pub(crate) fn snapshot(&self, publisher_connected: bool) -> RedisStats {
-        RedisStats {
+    pub(crate) fn snapshot(&self, publisher_connected: bool) -> BrokerStats {
+        BrokerStats {
             outages: self.outages.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             outage_time: Duration::from_nanos(self.outage_time.load(Relaxed)),

@@ -1,5 +1,5 @@
 //! The publishing connection's task: coalesces queued broadcasts into envelopes and sends them
-//! as pipelined `PUBLISH` commands.
+//! to the broker, pipelined.
 //!
 //! Broadcasting callers push their message (topic, sender, payload: no encoding, no copy of
 //! the payload) on a bounded queue; they wait for room when it is full (backpressure, never
@@ -10,25 +10,25 @@
 //! # Coalescing
 //!
 //! Within what it drained, the task turns each run of *consecutive* messages on one topic into
-//! one envelope (one `PUBLISH`), as long as the envelope stays within
-//! [`max_envelope_bytes`](super::RedisConfig::max_envelope_bytes); a longer run is split. Each
+//! one envelope (one broker message), as long as the envelope stays within the provider's
+//! `max_envelope_bytes`; a longer run is split. Each
 //! record keeps its own sender, so `broadcast_from` is honoured per message. Messages are never
 //! moved past a message on another topic, so the queue's order is kept exactly; only the
-//! number of Redis messages shrinks. This is what lets a topic under load go through Redis at
-//! the rate Redis forwards *messages*, not one broadcast per Redis message.
+//! number of broker messages shrinks. This is what lets a topic under load go through the
+//! broker at the rate it forwards *messages*, not one broadcast per broker message.
 //!
 //! # Order ([G4])
 //!
-//! One queue, one task, one connection: envelopes reach Redis in queue order, records within
-//! an envelope are in queue order, and Redis delivers one connection's messages to each
+//! One queue, one task, one connection: envelopes reach the broker in queue order, records within
+//! an envelope are in queue order, and the broker delivers one connection's messages to each
 //! subscriber in order, so one publisher's messages arrive on every instance in publish order.
 //!
 //! # Connection loss
 //!
-//! A failed or unanswered pipeline, or an idle `PING` left unanswered, marks the connection down:
+//! A failed or unanswered pipeline, or an idle ping left unanswered, marks the connection down:
 //! the messages in flight and those still queued are lost and counted (`publish_errors`), and
 //! broadcasts refuse their remote part with
-//! [`PublishUnavailable`](super::RedisPubSubError::PublishUnavailable) until the task has
+//! [`PublishUnavailable`](super::BrokerError::PublishUnavailable) until the task has
 //! reconnected (capped exponential backoff).
 //!
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
 
 use crate::envelope::{EnvelopeWriter, Record};
@@ -45,11 +44,12 @@ use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
-use super::connection::{open_publisher, Backoff};
-use super::stats::RedisCounters;
-use super::InstanceState;
+use super::backoff::Backoff;
+use super::broker::{Broker, Outgoing, Reason};
+use super::stats::BrokerCounters;
+use super::Shared;
 
-/// One broadcast for Redis, already checked against every limit (the envelope limit as an
+/// One broadcast for the broker, already checked against every limit (the envelope limit as an
 /// envelope of its own).
 pub(crate) struct Outbound {
     pub(crate) topic: Topic,
@@ -133,15 +133,15 @@ impl PublisherState {
     }
 }
 
-pub(crate) struct Publisher {
-    shared: Arc<InstanceState>,
+pub(crate) struct Publisher<B: Broker> {
+    shared: Arc<Shared<B>>,
     queue: mpsc::Receiver<Outbound>,
     shutdown: watch::Receiver<bool>,
 }
 
-impl Publisher {
+impl<B: Broker> Publisher<B> {
     pub(crate) fn new(
-        shared: Arc<InstanceState>,
+        shared: Arc<Shared<B>>,
         queue: mpsc::Receiver<Outbound>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -152,10 +152,10 @@ impl Publisher {
         }
     }
 
-    pub(crate) async fn run(mut self, first: MultiplexedConnection) {
+    pub(crate) async fn run(mut self, first: B::Publisher) {
         self.shared.publisher.set_up();
-        let max = self.shared.config.max_pipeline;
-        let idle = self.shared.config.health_check_interval;
+        let max = self.shared.settings.max_pipeline;
+        let idle = self.shared.settings.health_check_interval;
         let mut batch = Vec::with_capacity(max);
         let mut connection = Some(first);
         loop {
@@ -186,12 +186,12 @@ impl Publisher {
                     batch.clear();
                 }
                 () = tokio::time::sleep(idle) => {
-                    let timeout = self.shared.config.response_timeout;
-                    let answered = tokio::time::timeout(timeout, redis::cmd("PING").exec_async(conn)).await;
+                    let timeout = self.shared.settings.response_timeout;
+                    let answered = tokio::time::timeout(timeout, self.shared.broker.ping_publisher(conn)).await;
                     let failure = match answered {
                         Ok(Ok(())) => None,
-                        Ok(Err(error)) => Some(format!("PING failed: {error}")),
-                        Err(_) => Some(format!("no answer to PING within {} ms", timeout.as_millis())),
+                        Ok(Err(reason)) => Some(reason),
+                        Err(_) => Some(format!("no answer to a ping within {} ms", timeout.as_millis())),
                     };
                     if let Some(reason) = failure {
                         self.lost(&reason, 0);
@@ -201,33 +201,26 @@ impl Publisher {
             }
         }
         self.shared.publisher.set_down();
-        tracing::debug!(instance = %self.shared.instance, "redis publisher stopped");
+        tracing::debug!(instance = %self.shared.instance, broker = B::NAME, "publisher stopped");
     }
 
-    async fn send(&self, conn: &mut MultiplexedConnection, batch: &[Outbound]) -> Result<(), String> {
+    async fn send(&self, conn: &mut B::Publisher, batch: &[Outbound]) -> Result<(), Reason> {
         let shared = &*self.shared;
-        let envelopes = coalesce(batch, shared.instance, shared.config.max_envelope_bytes);
-        let mut pipe = redis::pipe();
-        let mut channel = String::new();
-        for (topic, envelope, _) in &envelopes {
-            channel.clear();
-            channel.push_str(&shared.config.channel_prefix);
-            channel.push_str(topic);
-            pipe.cmd("PUBLISH")
-                .arg(channel.as_bytes())
-                .arg(&envelope[..])
-                .ignore();
-        }
-        let timeout = shared.config.response_timeout;
-        match tokio::time::timeout(timeout, pipe.exec_async(conn)).await {
+        let envelopes: Vec<Outgoing<'_>> =
+            coalesce(batch, shared.instance, shared.settings.max_envelope_bytes)
+                .into_iter()
+                .map(|(topic, envelope, _)| Outgoing { topic, envelope })
+                .collect();
+        let timeout = shared.settings.response_timeout;
+        match tokio::time::timeout(timeout, shared.broker.publish(conn, &envelopes)).await {
             Ok(Ok(())) => {
-                RedisCounters::add(&shared.counters.published, batch.len() as u64);
-                RedisCounters::add(&shared.counters.envelopes_published, envelopes.len() as u64);
+                BrokerCounters::add(&shared.counters.published, batch.len() as u64);
+                BrokerCounters::add(&shared.counters.envelopes_published, envelopes.len() as u64);
                 Ok(())
             }
-            Ok(Err(error)) => Err(format!("PUBLISH failed: {error}")),
+            Ok(Err(reason)) => Err(reason),
             Err(_) => Err(format!(
-                "no answer to {} PUBLISH ({} messages) within {} ms",
+                "no answer to {} envelopes ({} messages) within {} ms",
                 envelopes.len(),
                 batch.len(),
                 timeout.as_millis()
@@ -236,13 +229,13 @@ impl Publisher {
     }
 
     /// On stop: sends what broadcasts queued before it, once, then gives up.
-    async fn flush(&mut self, conn: &mut MultiplexedConnection, batch: &mut Vec<Outbound>) {
+    async fn flush(&mut self, conn: &mut B::Publisher, batch: &mut Vec<Outbound>) {
         while let Ok(message) = self.queue.try_recv() {
             batch.push(message);
         }
-        for chunk in batch.chunks(self.shared.config.max_pipeline) {
+        for chunk in batch.chunks(self.shared.settings.max_pipeline) {
             if self.send(conn, chunk).await.is_err() {
-                RedisCounters::add(&self.shared.counters.publish_errors, chunk.len() as u64);
+                BrokerCounters::add(&self.shared.counters.publish_errors, chunk.len() as u64);
             }
         }
         batch.clear();
@@ -252,13 +245,14 @@ impl Publisher {
         self.shared.publisher.set_down();
         let queued = self.discard_queued();
         let counters = &self.shared.counters;
-        RedisCounters::add(&counters.publisher_outages, 1);
-        RedisCounters::add(&counters.publish_errors, (in_flight + queued) as u64);
+        BrokerCounters::add(&counters.publisher_outages, 1);
+        BrokerCounters::add(&counters.publish_errors, (in_flight + queued) as u64);
         tracing::warn!(
             instance = %self.shared.instance,
+            broker = B::NAME,
             reason,
             lost = in_flight + queued,
-            "lost the redis publishing connection; reconnecting (broadcasts reach local sessions only meanwhile)"
+            "lost the publishing connection; reconnecting (broadcasts reach local sessions only meanwhile)"
         );
     }
 
@@ -270,34 +264,36 @@ impl Publisher {
         discarded
     }
 
-    async fn reconnect(&mut self) -> Option<MultiplexedConnection> {
+    async fn reconnect(&mut self) -> Option<B::Publisher> {
         let shared = Arc::clone(&self.shared);
-        let mut backoff = Backoff::from_config(&shared.config);
+        let mut backoff = Backoff::from_settings(&shared.settings);
         loop {
-            let attempt = backoff.after_next_delay(open_publisher(&shared));
+            let attempt = backoff.after_next_delay(shared.open_publisher());
             tokio::select! {
                 _ = self.shutdown.changed() => return None,
                 result = attempt => match result {
                     Ok(connection) => {
                         // Raced in before broadcasts saw the connection down: too late to send.
                         let stale = self.discard_queued();
-                        RedisCounters::add(&shared.counters.publish_errors, stale as u64);
+                        BrokerCounters::add(&shared.counters.publish_errors, stale as u64);
                         let down_for = shared.publisher.down_for();
                         shared.publisher.set_up();
-                        RedisCounters::add(&shared.counters.publisher_reconnects, 1);
+                        BrokerCounters::add(&shared.counters.publisher_reconnects, 1);
                         tracing::info!(
                             instance = %shared.instance,
+                            broker = B::NAME,
                             outage_ms = down_for.as_millis() as u64,
                             attempts = backoff.attempts(),
-                            "redis publishing connection is back"
+                            "the publishing connection is back"
                         );
                         return Some(connection);
                     }
                     Err(error) => tracing::debug!(
                         instance = %shared.instance,
+                        broker = B::NAME,
                         attempt = backoff.attempts(),
                         %error,
-                        "reconnecting the redis publishing connection failed"
+                        "reconnecting the publishing connection failed"
                     ),
                 },
             }

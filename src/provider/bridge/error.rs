@@ -1,0 +1,95 @@
+//! What the broker side of a distributed provider's operation can fail with. Carried inside
+//! [`PubSubError::Backend`]; [`BrokerError::of`] finds it again.
+
+use std::time::Duration;
+
+use crate::error::PubSubError;
+
+/// A failure of the broker side of a distributed provider's operation
+/// ([`RedisPubSub`](crate::redis::RedisPubSub), `PostgresPubSub`).
+///
+/// The provider returns it as [`PubSubError::Backend`]:
+///
+/// ```
+/// use fanout::bridge::BrokerError;
+///
+/// # fn handle(error: fanout::PubSubError) {
+/// match BrokerError::of(&error) {
+///     Some(BrokerError::PublishUnavailable { .. }) => { /* local sessions got it; others did not */ }
+///     _ => { /* … */ }
+/// }
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// `start()` could not connect (or the first commands failed).
+    #[error("cannot connect to {broker} at {target}: {source}")]
+    Connect {
+        /// The broker's kind: `redis`, `postgres`.
+        broker: &'static str,
+        /// The server address (never the password).
+        target: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An operation before `start()`.
+    #[error("the provider is not started: call start() first")]
+    NotStarted,
+    /// The broadcast reached this instance's sessions, but the publishing connection is down,
+    /// so other instances were not reached (the message is not queued for later).
+    #[error(
+        "the broker is unreachable (the publishing connection has been down for {} ms): the broadcast reached local sessions only",
+        .down_for.as_millis()
+    )]
+    PublishUnavailable {
+        /// How long the connection has been down.
+        down_for: Duration,
+    },
+    /// The session is subscribed on this instance, but the broker has not confirmed the
+    /// topic's subscription (the connection is down or was lost while subscribing). The
+    /// provider subscribes as soon as the connection is back; until then broadcasts from other
+    /// instances do not reach the session.
+    #[error(
+        "the broker is unreachable: the session is subscribed on this instance only until the subscription connection is back"
+    )]
+    SubscribeUnconfirmed,
+    /// The encoded envelope would be larger than the provider's `max_envelope_bytes`. Nothing
+    /// was delivered.
+    #[error("envelope is {len} bytes; the limit is {limit} (max_envelope_bytes)")]
+    EnvelopeTooLarge {
+        /// Size the envelope would have.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The notification that would carry the message is longer than PostgreSQL accepts
+    /// (`NOTIFY` payloads are under 8000 bytes), and the provider is not configured to store
+    /// large payloads in a table. Nothing was delivered.
+    #[error(
+        "the notification would be {len} bytes; PostgreSQL's limit is {limit} (set large_payloads = \"table\" to carry larger messages)"
+    )]
+    NotificationTooLarge {
+        /// Size the notification's payload would have (the envelope, base64-encoded).
+        len: usize,
+        /// The limit, 7999.
+        limit: usize,
+    },
+}
+
+impl BrokerError {
+    /// The broker error inside `error`, if it is one.
+    pub fn of(error: &PubSubError) -> Option<&BrokerError> {
+        match error {
+            PubSubError::Backend(inner) => inner.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<BrokerError> for PubSubError {
+    fn from(error: BrokerError) -> Self {
+        PubSubError::Backend(Box::new(error))
+    }
+}

@@ -1,0 +1,172 @@
+//! Redis as the bridge's broker: channel names, the two connections, `PUBLISH` pipelines and
+//! `SUBSCRIBE` / `UNSUBSCRIBE` on the RESP2 pub/sub connection.
+
+use std::borrow::Cow;
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::AsyncConnectionConfig;
+
+use super::config::RedisConfig;
+use crate::envelope::InstanceId;
+use crate::provider::bridge::broker::{Broker, ConnectError, Inbound, Outgoing, Reason, Subscription};
+use crate::provider::bridge::BrokerError;
+
+/// A Redis server, as the bridge sees it.
+pub(crate) struct RedisBroker {
+    pub(crate) config: RedisConfig,
+    client: redis::Client,
+    /// Names the publishing connection in `CLIENT LIST`.
+    instance: InstanceId,
+}
+
+impl RedisBroker {
+    pub(crate) fn new(config: RedisConfig, client: redis::Client, instance: InstanceId) -> Self {
+        Self {
+            config,
+            client,
+            instance,
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    type Subscription = RedisSubscription;
+    type Publisher = MultiplexedConnection;
+
+    const NAME: &'static str = "redis";
+
+    fn target(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
+    }
+
+    /// The configured prefix followed by the topic, subscribed with `SUBSCRIBE` (never
+    /// `PSUBSCRIBE`), so `*`, `?`, `[`, `]` and `\` in a topic stay literal.
+    fn channel(&self, topic: &str) -> String {
+        let mut channel = String::with_capacity(self.config.channel_prefix.len() + topic.len());
+        channel.push_str(&self.config.channel_prefix);
+        channel.push_str(topic);
+        channel
+    }
+
+    fn carries(&self, channel: &str, topic: &str) -> bool {
+        channel.strip_prefix(self.config.channel_prefix.as_str()) == Some(topic)
+    }
+
+    fn check_envelope(&self, envelope_len: usize) -> Result<(), BrokerError> {
+        let limit = self.config.max_envelope_bytes;
+        if envelope_len > limit {
+            return Err(BrokerError::EnvelopeTooLarge {
+                len: envelope_len,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    async fn open_subscription(&self) -> Result<RedisSubscription, ConnectError> {
+        let (sink, stream) = self.client.get_async_pubsub().await?.split();
+        Ok(RedisSubscription { sink, stream })
+    }
+
+    /// Opens the publishing connection and names it `fanout-<instance>-publisher` in
+    /// `CLIENT LIST`.
+    async fn open_publisher(&self) -> Result<MultiplexedConnection, ConnectError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(self.config.response_timeout));
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("fanout-{}-publisher", self.instance))
+            .exec_async(&mut connection)
+            .await?;
+        Ok(connection)
+    }
+
+    async fn publish(
+        &self,
+        publisher: &mut MultiplexedConnection,
+        envelopes: &[Outgoing<'_>],
+    ) -> Result<(), Reason> {
+        let mut pipe = redis::pipe();
+        let mut channel = String::new();
+        for outgoing in envelopes {
+            channel.clear();
+            channel.push_str(&self.config.channel_prefix);
+            channel.push_str(outgoing.topic);
+            pipe.cmd("PUBLISH")
+                .arg(channel.as_bytes())
+                .arg(&outgoing.envelope[..])
+                .ignore();
+        }
+        pipe.exec_async(publisher)
+            .await
+            .map_err(|error| format!("PUBLISH failed: {error}"))
+    }
+
+    async fn ping_publisher(&self, publisher: &mut MultiplexedConnection) -> Result<(), Reason> {
+        redis::cmd("PING")
+            .exec_async(publisher)
+            .await
+            .map_err(|error| format!("PING failed: {error}"))
+    }
+}
+
+/// The RESP2 pub/sub connection: commands go through the sink, messages come from the stream,
+/// which ends when the connection does.
+pub(crate) struct RedisSubscription {
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+impl Subscription for RedisSubscription {
+    type Message = redis::Msg;
+
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+        let mut sink = self.sink.clone();
+        async move {
+            sink.subscribe(&channels)
+                .await
+                .map_err(|error| format!("SUBSCRIBE failed: {error}"))
+        }
+        .boxed()
+    }
+
+    fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+        let mut sink = self.sink.clone();
+        async move {
+            sink.unsubscribe(&channels)
+                .await
+                .map_err(|error| format!("UNSUBSCRIBE failed: {error}"))
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'static, Result<(), Reason>> {
+        let mut sink = self.sink.clone();
+        async move {
+            sink.ping::<redis::Value>()
+                .await
+                .map(drop)
+                .map_err(|error| format!("PING failed: {error}"))
+        }
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Option<redis::Msg> {
+        self.stream.next().await
+    }
+
+    fn channel(message: &redis::Msg) -> &str {
+        message.get_channel_name()
+    }
+
+    async fn envelope<'a>(&'a self, message: &'a redis::Msg) -> Result<Cow<'a, [u8]>, Inbound> {
+        Ok(Cow::Borrowed(message.get_payload_bytes()))
+    }
+}
