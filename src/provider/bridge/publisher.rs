@@ -10,8 +10,9 @@
 //! # Coalescing
 //!
 //! Within what it drained, the task turns each run of *consecutive* messages on one topic into
-//! one envelope (one broker message), as long as the envelope stays within the provider's
-//! `max_envelope_bytes`; a longer run is split. Each
+//! one envelope (one broker message), as long as the envelope stays within the broker's batch
+//! bound (the provider's `max_envelope_bytes`, or less where large envelopes take a slower
+//! path); a longer run is split. Each
 //! record keeps its own sender, so `broadcast_from` is honoured per message. Messages are never
 //! moved past a message on another topic, so the queue's order is kept exactly; only the
 //! number of broker messages shrinks. This is what lets a topic under load go through the
@@ -207,7 +208,7 @@ impl<B: Broker> Publisher<B> {
     async fn send(&self, conn: &mut B::Publisher, batch: &[Outbound]) -> Result<(), Reason> {
         let shared = &*self.shared;
         let envelopes: Vec<Outgoing<'_>> =
-            coalesce(batch, shared.instance, shared.settings.max_envelope_bytes)
+            coalesce(batch, shared.instance, shared.settings.batch_envelope_bytes)
                 .into_iter()
                 .map(|(topic, envelope, _)| Outgoing { topic, envelope })
                 .collect();

@@ -12,6 +12,10 @@ use crate::config::ConfigError;
 pub(crate) struct BridgeSettings {
     /// Largest encoded envelope sent or accepted.
     pub(crate) max_envelope_bytes: usize,
+    /// Largest envelope the publisher makes by joining messages (at most
+    /// `max_envelope_bytes`; a single larger message still travels alone). A broker whose
+    /// large messages take a slower path keeps batches under that threshold.
+    pub(crate) batch_envelope_bytes: usize,
     /// Messages waiting for the publishing connection.
     pub(crate) publish_queue: usize,
     /// Most queued messages taken for one pipeline.

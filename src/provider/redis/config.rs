@@ -161,6 +161,7 @@ impl RedisConfig {
     pub(crate) fn bridge_settings(&self) -> BridgeSettings {
         BridgeSettings {
             max_envelope_bytes: self.max_envelope_bytes,
+            batch_envelope_bytes: self.max_envelope_bytes,
             publish_queue: self.publish_queue,
             max_pipeline: self.max_pipeline,
             connect_timeout: self.connect_timeout,
