@@ -7,35 +7,5 @@
 #[macro_use]
 mod conformance;
 
-use std::sync::Arc;
-
-use conformance::{Backend, BoxFuture, Instance};
-use fanout::{Config, PubSubProvider};
-
-struct Redis;
-
-impl Backend for Redis {
-    fn distributed(&self) -> bool {
-        true
-    }
-
-    fn cluster(&self, n: usize, config: Config) -> BoxFuture<'_, Option<Vec<Instance>>> {
-        Box::pin(async move {
-            let nodes = conformance::redis::cluster("conformance", n, config).await?;
-            Some(
-                nodes
-                    .into_iter()
-                    .map(|provider| {
-                        let tasks = Arc::clone(&provider);
-                        Instance {
-                            provider: provider as Arc<dyn PubSubProvider>,
-                            running_tasks: Box::new(move || tasks.running_tasks()),
-                        }
-                    })
-                    .collect(),
-            )
-        })
-    }
-}
-
+distributed_backend!(Redis, redis);
 conformance_suite!(Redis);

@@ -22,6 +22,8 @@
 
 #![allow(dead_code, unused_macros)]
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -86,6 +88,44 @@ macro_rules! conformance_suite {
                 conformance::$name(&$backend).await
             }
         )*
+    };
+}
+
+/// Defines `$backend`, a distributed [`Backend`] whose instances come from
+/// `conformance::$module::cluster`, so that every distributed provider runs through the same
+/// code.
+#[macro_export]
+macro_rules! distributed_backend {
+    ($backend:ident, $module:ident) => {
+        struct $backend;
+
+        impl conformance::Backend for $backend {
+            fn distributed(&self) -> bool {
+                true
+            }
+
+            fn cluster(
+                &self,
+                n: usize,
+                config: fanout::Config,
+            ) -> conformance::BoxFuture<'_, Option<Vec<conformance::Instance>>> {
+                Box::pin(async move {
+                    let nodes = conformance::$module::cluster("conformance", n, config).await?;
+                    Some(
+                        nodes
+                            .into_iter()
+                            .map(|provider| {
+                                let tasks = std::sync::Arc::clone(&provider);
+                                conformance::Instance {
+                                    provider: provider as std::sync::Arc<dyn fanout::PubSubProvider>,
+                                    running_tasks: Box::new(move || tasks.running_tasks()),
+                                }
+                            })
+                            .collect(),
+                    )
+                })
+            }
+        }
     };
 }
 
