@@ -86,6 +86,8 @@ mod stats;
 mod sync;
 mod topic;
 
+#[cfg(feature = "postgres")]
+pub use provider::postgres;
 #[cfg(feature = "redis")]
 pub use provider::redis;
 #[cfg(feature = "redis")]
