@@ -1,7 +1,10 @@
 //! The parts of the PostgreSQL provider (cargo feature `postgres`): the naming of a topic's
-//! channel.
+//! channel, and the text of a notification.
 
 #[cfg_attr(not(test), expect(dead_code, reason = "building blocks of PostgresPubSub"))]
 mod channel;
+#[cfg_attr(not(test), expect(dead_code, reason = "building blocks of PostgresPubSub"))]
+mod wire;
 
 pub use self::channel::{MAX_CHANNEL_PREFIX_BYTES, MAX_IDENTIFIER_BYTES};
+pub use self::wire::{encoded_len, max_inline_envelope, NOTIFY_PAYLOAD_LIMIT};
