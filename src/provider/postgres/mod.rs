@@ -5,6 +5,8 @@
 mod channel;
 #[cfg_attr(not(test), expect(dead_code, reason = "building blocks of PostgresPubSub"))]
 mod config;
+#[cfg(feature = "toml")]
+mod config_file;
 #[cfg_attr(not(test), expect(dead_code, reason = "building blocks of PostgresPubSub"))]
 mod wire;
 
