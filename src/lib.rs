@@ -88,6 +88,8 @@ mod topic;
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub use provider::bridge;
+#[cfg(feature = "postgres")]
+pub use provider::postgres;
 #[cfg(feature = "redis")]
 pub use provider::redis;
 #[cfg(feature = "redis")]

@@ -148,42 +148,54 @@ impl Config {
                 ),
             };
         }
-        config.validate().map_err(|mut e| {
-            // Point at the most specific key we recorded a span for.
-            let mut key = e.key.clone().unwrap_or_default();
-            loop {
-                if let Some((_, span)) = spans.iter().find(|(k, _)| *k == key) {
-                    e.position = Some(line_col(source, span.start));
-                    break;
-                }
-                match key.rfind('.') {
-                    Some(dot) => key.truncate(dot),
-                    None => break,
-                }
-            }
-            e
-        })?;
+        config.validate().map_err(|e| locate(e, source, &spans))?;
         Ok(config)
     }
 
     /// Reads and parses a TOML file; errors carry the file name.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-        let path = path.as_ref();
-        let name = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            key: None,
-            position: None,
-            file: Some(name.clone()),
-            message: format!("cannot read the file: {e}"),
-        })?;
-        Config::from_toml_str(&source).map_err(|mut e| {
-            e.file = Some(name);
-            e
-        })
+        read_file(path.as_ref(), Config::from_toml_str)
     }
 }
 
-fn parse_error(source: &str, error: &toml::de::Error) -> ConfigError {
+/// Reads the file at `path` and parses it with `parse`; errors carry the file name.
+pub(crate) fn read_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let name = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        key: None,
+        position: None,
+        file: Some(name.clone()),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(&source).map_err(|mut e| {
+        e.file = Some(name);
+        e
+    })
+}
+
+/// Gives a validation error the position of the most specific key it names that `spans`
+/// (dotted keys and where their values stand in `source`) records: the key itself, else the
+/// nearest table holding it.
+pub(crate) fn locate(mut error: ConfigError, source: &str, spans: &[(String, Range<usize>)]) -> ConfigError {
+    let mut key = error.key.clone().unwrap_or_default();
+    loop {
+        if let Some((_, span)) = spans.iter().find(|(k, _)| *k == key) {
+            error.position = Some(line_col(source, span.start));
+            break;
+        }
+        match key.rfind('.') {
+            Some(dot) => key.truncate(dot),
+            None => break,
+        }
+    }
+    error
+}
+
+/// A deserialisation error as a [`ConfigError`] naming the key and position at fault.
+pub(crate) fn parse_error(source: &str, error: &toml::de::Error) -> ConfigError {
     let start = error.span().map(|s| s.start);
     ConfigError {
         key: start.and_then(|offset| key_at(source, offset)),

@@ -23,7 +23,7 @@
 //! ```
 
 #[cfg(feature = "toml")]
-mod file;
+pub(crate) mod file;
 
 use std::fmt;
 use std::time::Duration;

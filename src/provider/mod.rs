@@ -3,6 +3,8 @@
 //! - `memory`: [`InMemoryPubSub`](crate::InMemoryPubSub), the in-process provider.
 //! - `redis`: [`RedisPubSub`](crate::redis::RedisPubSub), instances joined by Redis pub/sub
 //!   (public as `fanout::redis`, feature `redis`).
+//! - `postgres`: the settings, channel naming and notification text of the PostgreSQL
+//!   `LISTEN`/`NOTIFY` provider (public as `fanout::postgres`, feature `postgres`).
 //! - `recording`: [`RecordingPubSub`](crate::RecordingPubSub), which records every call, for
 //!   users testing their own code.
 //! - `session_pubsub`: [`SessionPubSub`](crate::SessionPubSub), a provider bound to one session.
@@ -10,6 +12,8 @@
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub mod bridge;
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub(crate) mod recording;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -101,7 +101,7 @@ pub(crate) trait Subscription: Send + Sync + 'static {
 
 /// Why an inbound message yields no envelope.
 // Redis hands every message's bytes over as they are; PostgreSQL decodes and fetches.
-#[allow(dead_code)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) enum Inbound {
     /// It is not one of ours, or is damaged: counted and skipped.
     Malformed(Reason),

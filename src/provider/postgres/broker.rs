@@ -1,0 +1,419 @@
+//! PostgreSQL as the bridge's broker: `LISTEN` / `UNLISTEN` on one connection, pipelined
+//! `SELECT pg_notify($1, $2)` on another, and the optional table that carries large payloads.
+//!
+//! No SQL text is built from a topic or a payload: both travel as bound parameters. The
+//! statements that name identifiers — `LISTEN` / `UNLISTEN` (a channel) and the large-payload
+//! table's statements (its configured name) — quote them with
+//! [`quote_identifier`](super::channel::quote_identifier).
+
+use std::borrow::Cow;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{try_join_all, BoxFuture};
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Statement};
+
+use super::channel::{quote_identifier, ChannelNames};
+use super::config::{LargePayloads, PostgresConfig};
+use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
+use crate::envelope::InstanceId;
+use crate::provider::bridge::broker::{Broker, ConnectError, Inbound, Outgoing, Reason, Subscription};
+use crate::provider::bridge::settings::redact;
+use crate::provider::bridge::BrokerError;
+
+/// The role of a connection, in its `application_name`.
+#[derive(Clone, Copy)]
+enum Role {
+    Listen,
+    Publish,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Listen => "listen",
+            Role::Publish => "publish",
+        }
+    }
+}
+
+/// The large-payload table's statements, with its name quoted once.
+struct TableSql {
+    create: String,
+    store: String,
+    fetch: String,
+    expire: String,
+}
+
+impl TableSql {
+    fn new(table: &str) -> Result<Self, String> {
+        let table = quote_identifier(table).map_err(|error| error.to_string())?;
+        Ok(Self {
+            create: format!(
+                "CREATE UNLOGGED TABLE IF NOT EXISTS {table} \
+                 (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(), body bytea NOT NULL)"
+            ),
+            // One statement: the row and its notification commit together, in pipeline order
+            // with the inline notifications around it.
+            store: format!(
+                "WITH stored AS (INSERT INTO {table} (body) VALUES ($2) RETURNING id) \
+                 SELECT pg_notify($1, '{}' || stored.id) FROM stored",
+                wire::REFERENCE_MARK
+            ),
+            fetch: format!("SELECT body FROM {table} WHERE id = $1"),
+            expire: format!("DELETE FROM {table} WHERE created_at < now() - make_interval(secs => $1)"),
+        })
+    }
+}
+
+/// A PostgreSQL database, as the bridge sees it.
+pub(crate) struct PostgresBroker {
+    pub(crate) config: PostgresConfig,
+    connect: tokio_postgres::Config,
+    names: ChannelNames,
+    instance: InstanceId,
+    /// The largest envelope that travels inside its notification.
+    inline_limit: usize,
+    table: Option<TableSql>,
+}
+
+impl PostgresBroker {
+    pub(crate) fn new(
+        config: PostgresConfig,
+        connect: tokio_postgres::Config,
+        instance: InstanceId,
+    ) -> Result<Self, String> {
+        let table = match config.large_payloads {
+            LargePayloads::Refuse => None,
+            LargePayloads::Table => Some(TableSql::new(&config.payload_table)?),
+        };
+        Ok(Self {
+            names: config.channel_names(),
+            connect,
+            instance,
+            inline_limit: wire::max_inline_envelope(NOTIFY_PAYLOAD_LIMIT),
+            table,
+            config,
+        })
+    }
+
+    /// Connects, names the connection `fanout-postgres-<instance>-<role>` and drives it in its
+    /// own task, which forwards notifications to `notifications` (if given).
+    async fn connect(
+        &self,
+        role: Role,
+        notifications: Option<mpsc::UnboundedSender<Notification>>,
+    ) -> Result<(Client, JoinHandle<()>), ConnectError> {
+        let mut config = self.connect.clone();
+        config.application_name(format!("fanout-postgres-{}-{}", self.instance, role.name()));
+        let (client, mut connection) = config.connect(NoTls).await?;
+        let instance = self.instance;
+        let driver = tokio::spawn(async move {
+            while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(AsyncMessage::Notification(notification)) => {
+                        if let Some(forward) = &notifications {
+                            // The listener has gone only when the connection is being dropped.
+                            let _ = forward.send(notification);
+                        }
+                    }
+                    Ok(AsyncMessage::Notice(notice)) => {
+                        tracing::debug!(%instance, role = role.name(), %notice, "postgres notice");
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(%instance, role = role.name(), %error, "postgres connection ended");
+                        break;
+                    }
+                }
+            }
+        });
+        if let Some(table) = &self.table {
+            if let Err(error) = create_table(&client, table).await {
+                driver.abort();
+                return Err(error.into());
+            }
+        }
+        Ok((client, driver))
+    }
+}
+
+/// Creates the large-payload table if it is missing. Two instances starting at once may race
+/// to create it; the loser's error says the table (or its type) exists, which is what it wanted.
+async fn create_table(client: &Client, table: &TableSql) -> Result<(), tokio_postgres::Error> {
+    use tokio_postgres::error::SqlState;
+    match client.batch_execute(&table.create).await {
+        Err(error) if matches!(error.code(), Some(code) if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_TABLE) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+impl Broker for PostgresBroker {
+    type Subscription = PostgresSubscription;
+    type Publisher = PostgresPublisher;
+
+    const NAME: &'static str = "postgres";
+
+    fn target(&self) -> String {
+        redact(&self.config.url)
+    }
+
+    fn channel(&self, topic: &str) -> String {
+        self.names.channel(topic)
+    }
+
+    fn carries(&self, channel: &str, topic: &str) -> bool {
+        self.names.carries(channel, topic)
+    }
+
+    fn check_envelope(&self, envelope_len: usize) -> Result<(), BrokerError> {
+        if envelope_len <= self.inline_limit {
+            return Ok(());
+        }
+        if self.table.is_none() {
+            return Err(BrokerError::NotificationTooLarge {
+                len: wire::encoded_len(envelope_len),
+                limit: NOTIFY_PAYLOAD_LIMIT,
+            });
+        }
+        let limit = self.config.max_envelope_bytes;
+        if envelope_len > limit {
+            return Err(BrokerError::EnvelopeTooLarge {
+                len: envelope_len,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    async fn open_subscription(&self) -> Result<PostgresSubscription, ConnectError> {
+        let (forward, notifications) = mpsc::unbounded_channel();
+        let (client, driver) = self.connect(Role::Listen, Some(forward)).await?;
+        let fetch = match &self.table {
+            Some(table) => Some(client.prepare(&table.fetch).await?),
+            None => None,
+        };
+        Ok(PostgresSubscription {
+            client: Arc::new(client),
+            notifications,
+            fetch,
+            response_timeout: self.config.response_timeout,
+            driver,
+        })
+    }
+
+    async fn open_publisher(&self) -> Result<PostgresPublisher, ConnectError> {
+        let (client, driver) = self.connect(Role::Publish, None).await?;
+        let notify = client.prepare("SELECT pg_notify($1, $2)").await?;
+        let (store, expire) = match &self.table {
+            Some(table) => (
+                Some(client.prepare(&table.store).await?),
+                Some(client.prepare(&table.expire).await?),
+            ),
+            None => (None, None),
+        };
+        Ok(PostgresPublisher {
+            client,
+            notify,
+            store,
+            expire,
+            expired_at: Instant::now(),
+            driver,
+        })
+    }
+
+    /// One `pg_notify` per envelope, all in flight at once (tokio-postgres pipelines them).
+    /// Each is its own implicit transaction, so PostgreSQL never collapses two identical
+    /// notifications into one.
+    async fn publish(
+        &self,
+        publisher: &mut PostgresPublisher,
+        envelopes: &[Outgoing<'_>],
+    ) -> Result<(), Reason> {
+        let publisher = &*publisher;
+        let (client, notify) = (&publisher.client, &publisher.notify);
+        let mut sends = Vec::with_capacity(envelopes.len());
+        for outgoing in envelopes {
+            let channel = self.names.channel(outgoing.topic);
+            let send = match &publisher.store {
+                Some(store) if outgoing.envelope.len() > self.inline_limit => {
+                    let body: &[u8] = &outgoing.envelope;
+                    async move { client.execute(store, &[&channel, &body]).await }.boxed()
+                }
+                _ => {
+                    let text = wire::encode_inline(&outgoing.envelope);
+                    async move { client.execute(notify, &[&channel, &text]).await }.boxed()
+                }
+            };
+            sends.push(send);
+        }
+        let expired = self.expire_due(publisher);
+        let (sent, expired) = futures_util::future::join(try_join_all(sends), expired).await;
+        sent.map_err(|error| format!("pg_notify failed: {error}"))?;
+        expired
+    }
+
+    async fn ping_publisher(&self, publisher: &mut PostgresPublisher) -> Result<(), Reason> {
+        publisher
+            .client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|error| format!("health query failed: {error}"))?;
+        self.expire_due(publisher).await
+    }
+}
+
+impl PostgresBroker {
+    /// Deletes stored payloads older than `payload_ttl`, at most every half of it.
+    fn expire_due<'a>(&'a self, publisher: &'a PostgresPublisher) -> BoxFuture<'a, Result<(), Reason>> {
+        let Some(expire) = &publisher.expire else {
+            return futures_util::future::ready(Ok(())).boxed();
+        };
+        let ttl = self.config.payload_ttl;
+        if publisher.expired_at.elapsed() < ttl / 2 {
+            return futures_util::future::ready(Ok(())).boxed();
+        }
+        async move {
+            publisher
+                .client
+                .execute(expire, &[&ttl.as_secs_f64()])
+                .await
+                .map(drop)
+                .map_err(|error| format!("deleting expired payloads failed: {error}"))
+        }
+        .boxed()
+    }
+}
+
+/// The publishing connection and its prepared statements.
+pub(crate) struct PostgresPublisher {
+    client: Client,
+    notify: Statement,
+    store: Option<Statement>,
+    expire: Option<Statement>,
+    expired_at: Instant,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for PostgresPublisher {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// The listening connection: its client for `LISTEN` / `UNLISTEN`, health queries and
+/// fetching stored payloads, and the notifications its driver task forwards.
+///
+/// The driver forwards every notification as it arrives, without waiting for the listener,
+/// so that PostgreSQL's shared notification queue is never held back by this instance: the
+/// backlog, if the listener falls behind, is in this process.
+pub(crate) struct PostgresSubscription {
+    client: Arc<Client>,
+    notifications: mpsc::UnboundedReceiver<Notification>,
+    fetch: Option<Statement>,
+    /// Bounds fetching a stored payload; past it the connection is taken as lost.
+    response_timeout: Duration,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for PostgresSubscription {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl PostgresSubscription {
+    fn command(&self, verb: &'static str, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+        let client = Arc::clone(&self.client);
+        async move {
+            let mut sql = String::new();
+            for channel in &channels {
+                let quoted = quote_identifier(channel).map_err(|error| error.to_string())?;
+                sql.push_str(verb);
+                sql.push(' ');
+                sql.push_str(&quoted);
+                sql.push(';');
+            }
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|error| format!("{verb} failed: {error}"))
+        }
+        .boxed()
+    }
+}
+
+impl Subscription for PostgresSubscription {
+    type Message = Notification;
+
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+        self.command("LISTEN", channels)
+    }
+
+    fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+        self.command("UNLISTEN", channels)
+    }
+
+    fn ping(&self) -> BoxFuture<'static, Result<(), Reason>> {
+        let client = Arc::clone(&self.client);
+        async move {
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|error| format!("health query failed: {error}"))
+        }
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Option<Notification> {
+        self.notifications.recv().await
+    }
+
+    fn channel(message: &Notification) -> &str {
+        message.channel()
+    }
+
+    async fn envelope<'a>(&'a self, message: &'a Notification) -> Result<Cow<'a, [u8]>, Inbound> {
+        match wire::decode(message.payload()) {
+            Ok(wire::Notification::Inline(envelope)) => Ok(Cow::Owned(envelope)),
+            Ok(wire::Notification::Stored(id)) => {
+                let Some(fetch) = &self.fetch else {
+                    return Err(Inbound::Malformed(
+                        "a stored payload, but large_payloads is not \"table\" on this instance".into(),
+                    ));
+                };
+                let fetched =
+                    tokio::time::timeout(self.response_timeout, self.client.query_opt(fetch, &[&id])).await;
+                let Ok(fetched) = fetched else {
+                    return Err(Inbound::Lost(format!(
+                        "no answer to fetching stored payload {id} within {} ms",
+                        self.response_timeout.as_millis()
+                    )));
+                };
+                match fetched {
+                    Ok(Some(row)) => row
+                        .try_get::<_, Vec<u8>>(0)
+                        .map(Cow::Owned)
+                        .map_err(|error| Inbound::Malformed(format!("stored payload {id}: {error}"))),
+                    Ok(None) => Err(Inbound::Malformed(format!(
+                        "stored payload {id} is gone (deleted after payload_ttl)"
+                    ))),
+                    Err(error) if error.is_closed() => {
+                        Err(Inbound::Lost(format!("fetching a stored payload: {error}")))
+                    }
+                    Err(error) => Err(Inbound::Malformed(format!(
+                        "fetching stored payload {id}: {error}"
+                    ))),
+                }
+            }
+            Err(error) => Err(Inbound::Malformed(error.to_string())),
+        }
+    }
+}

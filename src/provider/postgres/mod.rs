@@ -1,0 +1,187 @@
+//! `PostgresPubSub`: the provider for deployments that already run PostgreSQL and want no
+//! other infrastructure, carried by `LISTEN` / `NOTIFY` (cargo feature `postgres`).
+//!
+//! Run several instances of your server, each with a `PostgresPubSub` on the same database and
+//! the same channel prefix: a broadcast on any instance reaches the subscribed sessions on
+//! every instance.
+//!
+//! ```no_run
+//! use fanout::postgres::{PostgresConfig, PostgresPubSub};
+//! use fanout::{Config, Handler, PubSubProvider};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // DATABASE_URL, or postgres://postgres@127.0.0.1:5432/test
+//! let pubsub = PostgresPubSub::with_config(PostgresConfig::from_env(), Config::default())?;
+//! pubsub.start().await?; // fails with a clear error if the database cannot be reached
+//! pubsub
+//!     .subscribe_topic("tab-1", "room:lobby", Handler::new(|topic, message| async move {
+//!         println!("{topic}: {}", String::from_utf8_lossy(&message));
+//!     }))
+//!     .await?; // returns once PostgreSQL has confirmed the LISTEN
+//! pubsub.broadcast("room:lobby", "hello".into()).await?; // every instance's sessions
+//! pubsub.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! The provider is the [bridge](crate::bridge) over PostgreSQL: the local fast path, echo
+//! skip, batching, order, reconnection and what each call returns are described there, the
+//! same for every broker. What is PostgreSQL's own:
+//!
+//! - **Two connections** per instance, each named in `pg_stat_activity` by its
+//!   `application_name`, `fanout-postgres-<instance>-listen` and `…-publish`
+//!   ([`PostgresPubSub::application_name`]). The listening connection is driven by its own
+//!   task, which hands every notification on as it arrives, so PostgreSQL's shared
+//!   notification queue is never held back by a slow session here.
+//! - **No SQL is built from input.** A broadcast is `SELECT pg_notify($1, $2)`, the channel
+//!   and the notification as bound parameters, pipelined. `LISTEN` / `UNLISTEN` name a
+//!   channel, always as a quoted identifier. Every statement is its own transaction, so two
+//!   identical broadcasts are two notifications (PostgreSQL collapses identical notifications
+//!   only within one transaction).
+//! - **Channels.** A topic's channel is the prefix followed by the topic when that is printable
+//!   ASCII of at most 63 bytes (PostgreSQL's identifier limit); otherwise the prefix, `#` and a
+//!   stable 128-bit hash of the topic. Every envelope carries its full topic, and a receiver
+//!   delivers only an envelope whose topic the channel carries, so two topics that share a
+//!   hashed channel stay apart ([G6]).
+//! - **Size.** A notification's payload is text under 8000 bytes: the envelope travels
+//!   base64-encoded, at most [`NOTIFY_PAYLOAD_LIMIT`] (7,999) bytes, which leaves room for a
+//!   raw payload of 5,953 bytes on a short topic (`room:1`) with no sender
+//!   ([`max_inline_payload`] for others). A larger
+//!   broadcast is refused with
+//!   [`BrokerError::NotificationTooLarge`](crate::bridge::BrokerError::NotificationTooLarge),
+//!   naming the limit and the size, before anything is delivered; it is never truncated or
+//!   split.
+//! - **Large payloads**, opt in with [`LargePayloads::Table`] (`large_payloads = "table"`):
+//!   an envelope over the limit is stored in an `UNLOGGED` table in the same database
+//!   ([`PostgresConfig::payload_table`], created by `start()` if missing) by the same statement
+//!   that notifies its row's id; receivers fetch it by id. Rows are deleted after
+//!   [`PostgresConfig::payload_ttl`]: an instance that fetches later (it was far behind)
+//!   skips the message and counts it as malformed. Batches stay under the inline limit, so
+//!   small messages never take this slower path.
+//! - **Outages.** A closed connection (a server restart, `pg_terminate_backend`) is noticed at
+//!   once, a silent one by a health query (`SELECT 1`) every `health_check_interval`; the
+//!   provider reconnects and `LISTEN`s on every channel again. `NOTIFY` is not stored for
+//!   absent listeners: **messages other instances publish while the listening connection is
+//!   down are lost**.
+//! - **TLS** is not supported yet: the connections are plain TCP or Unix sockets.
+//!
+//! # Memory
+//!
+//! Notifications are handed to the local engine as they arrive, under each topic's overflow
+//! policy. Under a `block` policy the listener waits, for at most the policy's timeout per
+//! message, for room in a full mailbox; meanwhile messages on every other topic wait behind it
+//! in this process (not in PostgreSQL's queue).
+//!
+//! [G6]: crate::docs::contract#g6-topic-isolation
+
+mod broker;
+mod channel;
+mod config;
+#[cfg(feature = "toml")]
+mod config_file;
+mod wire;
+
+pub use self::channel::{MAX_CHANNEL_PREFIX_BYTES, MAX_IDENTIFIER_BYTES};
+pub use self::config::{
+    LargePayloads, PostgresConfig, DATABASE_URL_ENV, DEFAULT_DATABASE_URL, MAX_ENVELOPE_BYTES,
+    MAX_PAYLOAD_TTL,
+};
+pub use self::wire::{encoded_len, max_inline_envelope, max_inline_payload, NOTIFY_PAYLOAD_LIMIT};
+
+use self::broker::PostgresBroker;
+use crate::config::{Config, ConfigError};
+use crate::engine::Notice;
+use crate::provider::bridge::broker::Broker;
+use crate::provider::bridge::{bridge_provider, Bridge, BrokerStats, InstanceId};
+use crate::stats::SessionStats;
+
+/// A distributed provider over PostgreSQL `LISTEN` / `NOTIFY`: local sessions are served by
+/// the embedded in-memory engine, PostgreSQL carries messages between instances. See the
+/// [module docs](self).
+pub struct PostgresPubSub {
+    bridge: Bridge<PostgresBroker>,
+}
+
+impl PostgresPubSub {
+    /// A provider for the database at `postgres`, with the default local [`Config`].
+    pub fn new(postgres: PostgresConfig) -> Result<Self, ConfigError> {
+        Self::with_config(postgres, Config::default())
+    }
+
+    /// A provider for the database at `postgres`, whose local engine runs with `config`. Both
+    /// are validated; nothing connects until [`start`](crate::PubSubProvider::start).
+    pub fn with_config(postgres: PostgresConfig, config: Config) -> Result<Self, ConfigError> {
+        postgres.validate()?;
+        let connect = postgres.connect_config()?;
+        let instance = InstanceId::random();
+        let settings = postgres.bridge_settings();
+        let broker = PostgresBroker::new(postgres, connect, instance)
+            .map_err(|error| ConfigError::at_key("postgres.payload_table", error))?;
+        Ok(Self {
+            bridge: Bridge::new(instance, broker, settings, config)?,
+        })
+    }
+
+    /// This instance's id, as carried in its envelopes and its connections'
+    /// `application_name`s.
+    pub fn instance_id(&self) -> InstanceId {
+        self.bridge.instance_id()
+    }
+
+    /// The PostgreSQL settings.
+    pub fn postgres_config(&self) -> &PostgresConfig {
+        &self.bridge.broker().config
+    }
+
+    /// The local engine's settings.
+    pub fn config(&self) -> &Config {
+        self.bridge.config()
+    }
+
+    /// The PostgreSQL channel that carries `topic`.
+    pub fn channel_for(&self, topic: &str) -> String {
+        self.bridge.broker().channel(topic)
+    }
+
+    /// The `application_name` of this instance's connection in `role` (`"listen"` or
+    /// `"publish"`), as `pg_stat_activity` shows it.
+    pub fn application_name(&self, role: &str) -> String {
+        format!("fanout-postgres-{}-{role}", self.instance_id())
+    }
+
+    /// A snapshot of the broker-side counters (outages, reconnects, messages sent, received
+    /// and skipped).
+    pub fn broker_stats(&self) -> BrokerStats {
+        self.bridge.broker_stats()
+    }
+
+    /// Figures for one live local session.
+    pub fn session_stats(&self, session_id: &str) -> Option<SessionStats> {
+        self.bridge.session_stats(session_id)
+    }
+
+    /// Sets the callback for [`Notice`]s about local sessions. Only the first call takes
+    /// effect; returns `false` if a hook was already set.
+    pub fn on_notice(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) -> bool {
+        self.bridge.on_notice(hook)
+    }
+
+    /// Background tasks still running: local session tasks, and the listener and publisher
+    /// while started.
+    pub fn running_tasks(&self) -> usize {
+        self.bridge.running_tasks()
+    }
+}
+
+bridge_provider!(PostgresPubSub);
+
+impl std::fmt::Debug for PostgresPubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresPubSub")
+            .field("instance", &self.bridge.instance_id())
+            .field("postgres", self.postgres_config())
+            .field("local", self.bridge.local())
+            .finish()
+    }
+}
