@@ -15,7 +15,8 @@ read the medians.
     scripts/postgres_ratio.py                       # 5 rounds of 3 s runs at 1, 100, 10000 topics
     scripts/postgres_ratio.py --rounds 7 --duration 5 --topics 100
     scripts/postgres_ratio.py --baseline-only       # the baseline alone (no provider build needed)
-    scripts/postgres_ratio.py -- --message-size 256 # flags after -- go to both sides
+    scripts/postgres_ratio.py --rate 20000          # latency below saturation
+    scripts/postgres_ratio.py -- --publishers 1     # flags after -- go to both sides
 
 The server is `--database-url`, else DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.
 It builds `cargo build -p fanout-sizing --release --features postgres` first (without the
@@ -48,6 +49,12 @@ def main():
         help="comma-separated topic counts; a message goes to one of them at random (default 1,100,10000)",
     )
     parser.add_argument("--message-size", type=int, default=64, help="bytes per message (default 64)")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="messages per second for both sides; 0 (the default) is flat out, where latency is mostly queueing",
+    )
     parser.add_argument("--database-url", help="the server (default: DATABASE_URL, else the tool's default)")
     parser.add_argument("--baseline-only", action="store_true", help="run only the baseline")
     parser.add_argument("--binary", help="a built fanout-sizing to run (default: build one)")
@@ -73,7 +80,7 @@ def main():
     for topics in topic_counts:
         common = [
             "--provider", "postgres",
-            "--rate", "0",
+            "--rate", str(args.rate),
             "--duration", f"{args.duration:g}",
             "--message-size", str(args.message_size),
             "--topics", str(topics),
