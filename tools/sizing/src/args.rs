@@ -62,6 +62,17 @@ pub struct Args {
     /// before the workload (its rate is the baseline of the printed ratio); 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     pub redis_benchmark_requests: u64,
+    /// For `--provider postgres`: the server (default: the `DATABASE_URL` environment variable,
+    /// or postgres://postgres@127.0.0.1:5432/test).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// For `--provider postgres`: run only the baseline (plain tokio-postgres, `pg_notify`
+    /// pipelined to channels another connection listens on) and report it.
+    #[arg(long)]
+    pub baseline_only: bool,
+    /// For `--baseline-only`: `pg_notify` statements in flight at once.
+    #[arg(long, default_value_t = 1024)]
+    pub pipeline_depth: usize,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -93,7 +104,14 @@ pub enum ProviderArg {
     /// Two `RedisPubSub` instances on one Redis, in this process: every session on the second,
     /// every publisher on the first, so every delivery crosses Redis.
     Redis,
+    /// Two `PostgresPubSub` instances on one PostgreSQL, placed as for `redis` (needs the
+    /// `postgres` feature of fanout-sizing); with `--baseline-only`, plain tokio-postgres.
+    Postgres,
 }
+
+/// The server `--provider postgres` uses when neither `--database-url` nor `DATABASE_URL`
+/// names one.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 impl Args {
     fn fallback(&self) -> Fallback {
@@ -132,12 +150,20 @@ impl Args {
         Ok(config)
     }
 
+    /// `--database-url`, else `DATABASE_URL`, else [`DEFAULT_DATABASE_URL`].
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string())
+    }
+
     /// Checks the flags that clap cannot.
     pub fn check(&self) -> Result<(), String> {
         if self.sessions == 0 || self.topics == 0 || self.topics_per_session == 0 {
             return Err("--sessions, --topics and --topics-per-session must be at least 1".into());
         }
-        if self.topics_per_session > self.topics {
+        if self.topics_per_session > self.topics && !self.baseline_only {
             return Err(format!(
                 "--topics-per-session is {}; it cannot exceed --topics ({})",
                 self.topics_per_session, self.topics
@@ -154,6 +180,12 @@ impl Args {
                 "--duration is {}; it must be in (0, 3600] seconds",
                 self.duration
             ));
+        }
+        if self.baseline_only && self.provider != ProviderArg::Postgres {
+            return Err("--baseline-only is a baseline of --provider postgres; add that".into());
+        }
+        if self.pipeline_depth == 0 {
+            return Err("--pipeline-depth must be at least 1".into());
         }
         if self.publishers == Some(0) {
             return Err("--publishers must be at least 1".into());

@@ -5,19 +5,24 @@
 //! cargo run --release -p fanout-sizing                      # the default scenario: 10 s of publishing
 //! cargo run --release -p fanout-sizing -- --sessions 50000 --topics-per-session 10 --rate 0 --json
 //! cargo run --release -p fanout-sizing -- --provider redis --rate 0   # two instances on REDIS_URL
+//! cargo run --release -p fanout-sizing -- --provider postgres --baseline-only --rate 0 --topics 100
 //! ```
 
 mod alloc;
 mod args;
 mod cpu;
+mod postgres_baseline;
+mod postgres_scenario;
 mod redis_benchmark;
 mod redis_scenario;
 mod report;
 mod run;
 
 use clap::Parser;
+use serde::Serialize;
 
 use args::{Args, ProviderArg};
+use report::{PostgresBaseline, Report};
 
 #[global_allocator]
 static ALLOCATOR: alloc::CountingAllocator = alloc::CountingAllocator;
@@ -35,22 +40,34 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = runtime.block_on(async {
+    let output = runtime.block_on(async {
         match args.provider {
-            ProviderArg::Memory => run::run_memory(&args, config).await,
-            ProviderArg::Redis => redis_scenario::run_redis(&args, config).await,
+            ProviderArg::Memory => run::run_memory(&args, config).await.map(Output::Scenario),
+            ProviderArg::Redis => redis_scenario::run_redis(&args, config)
+                .await
+                .map(Output::Scenario),
+            ProviderArg::Postgres if args.baseline_only => {
+                postgres_baseline::run(&args).await.map(Output::Baseline)
+            }
+            ProviderArg::Postgres => postgres_scenario::run_postgres(&args, config)
+                .await
+                .map(Output::Scenario),
         }
     });
-    match report {
-        Ok(report) if args.json => {
+    match output {
+        Ok(output) if args.json => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&report).expect("serialisable report")
+                serde_json::to_string_pretty(&output).expect("serialisable report")
             );
             std::process::ExitCode::SUCCESS
         }
-        Ok(report) => {
+        Ok(Output::Scenario(report)) => {
             print!("{}", report.table());
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(Output::Baseline(baseline)) => {
+            print!("{}", baseline.table());
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {
@@ -58,4 +75,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What a run measured: a scenario on a provider, or the PostgreSQL baseline alone.
+// One per process, printed once: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Output {
+    Scenario(Report),
+    Baseline(PostgresBaseline),
 }

@@ -26,6 +26,9 @@ pub struct Report {
     /// The Redis side, for `--provider redis`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSection>,
+    /// The PostgreSQL side, for `--provider postgres`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSection>,
 }
 
 /// Two `RedisPubSub` instances on one Redis: publishers on the first, sessions on the second.
@@ -52,6 +55,84 @@ pub struct RedisSection {
     pub benchmark: Option<Benchmark>,
     /// `cross_instance_messages_per_second` over the benchmark's requests per second.
     pub ratio_to_benchmark: Option<f64>,
+}
+
+/// Two `PostgresPubSub` instances on one PostgreSQL: publishers on the first, sessions on the
+/// second.
+#[derive(Debug, Serialize)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub struct PostgresSection {
+    /// The server, as `host:port/database`.
+    pub server: String,
+    /// Messages the publishing instance sent.
+    pub messages_sent: u64,
+    /// `pg_notify` statements (envelopes) that carried them.
+    pub notify_statements: u64,
+    pub messages_per_notify: f64,
+    /// Messages the receiving instance got from PostgreSQL and handed to its sessions.
+    pub messages_received: u64,
+    /// `messages_received` over the whole run (publishing and draining).
+    pub cross_instance_messages_per_second: f64,
+    pub publish_errors: u64,
+    pub malformed: u64,
+    pub outages: u64,
+    /// CPU the server's processes on this machine used during the run (all of them, not just
+    /// this run's backends); `None` when the server is elsewhere.
+    pub server_cpu_seconds: Option<f64>,
+}
+
+/// `--provider postgres --baseline-only`: plain tokio-postgres, `pg_notify` pipelined on one
+/// connection to channels another connection `LISTEN`s on.
+#[derive(Debug, Serialize)]
+pub struct PostgresBaseline {
+    /// The server, as `host:port/database`.
+    pub server: String,
+    /// Channels listened on and published to, one per topic.
+    pub topics: usize,
+    pub message_size: usize,
+    /// Payload characters, on the shortest topic name and on the longest.
+    pub payload_chars_min: usize,
+    pub payload_chars_max: usize,
+    /// `pg_notify` statements in flight at once, at most.
+    pub pipeline_depth: usize,
+    pub rate: u64,
+    pub duration_seconds: f64,
+    /// How long the `LISTEN`s took.
+    pub listen_seconds: f64,
+    /// `pg_notify` statements completed.
+    pub sent: u64,
+    /// Notifications the listening connection got.
+    pub received: u64,
+    /// Received notifications without a send time (not this run's).
+    pub malformed: u64,
+    pub publishing_seconds: f64,
+    /// Publishing, then draining.
+    pub elapsed_seconds: f64,
+    /// `sent` over `publishing_seconds`.
+    pub sent_per_second: f64,
+    /// `received` over `elapsed_seconds`: the figure the provider's
+    /// `cross_instance_messages_per_second` is compared with.
+    pub messages_per_second: f64,
+    /// From just before `pg_notify` to the listening side's counting task.
+    pub latency_us: Percentiles,
+    /// `pg_notification_queue_usage()` at the end: the share of the server's notification
+    /// queue still held (by any listener on the server).
+    pub queue_usage_after: f64,
+    pub cpu: BaselineCpu,
+}
+
+/// CPU used during a baseline run, from publishing to drained: by this process, and by the
+/// server (each of those `None` when the server is not on this machine).
+#[derive(Debug, Serialize)]
+pub struct BaselineCpu {
+    /// This process: both connections' client side and the counting task.
+    pub client_seconds: Option<f64>,
+    /// The backend serving the listening connection.
+    pub listener_seconds: Option<f64>,
+    /// The backend serving the publishing connection.
+    pub publisher_seconds: Option<f64>,
+    /// Every `postgres` process on this machine, these two included.
+    pub server_seconds: Option<f64>,
 }
 
 /// `redis-benchmark` run against the same server, just before the workload.
@@ -204,12 +285,25 @@ impl Report {
         if let Some(redis) = &self.redis {
             rows.extend(redis.rows(s.rate));
         }
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (k, v) in rows {
-            let _ = writeln!(out, "  {k:<width$}  {v}");
+        if let Some(postgres) = &self.postgres {
+            rows.extend(postgres.rows());
         }
+        out.push_str(&rows_table(rows));
         out
     }
+}
+
+fn rows_table(rows: Vec<(&str, String)>) -> String {
+    let mut out = String::new();
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {k:<width$}  {v}");
+    }
+    out
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map_or("unknown".to_string(), |s| format!("{s:.2} s"))
 }
 
 fn pct(p: &Percentiles) -> String {
@@ -278,5 +372,92 @@ impl RedisSection {
             _ => rows.push(("redis-benchmark", "not run".to_string())),
         }
         rows
+    }
+}
+
+impl PostgresSection {
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "postgres: cross-instance",
+                format!(
+                    "{} messages received on the other instance ({:.0}/s)",
+                    self.messages_received, self.cross_instance_messages_per_second
+                ),
+            ),
+            (
+                "postgres: publishing",
+                format!(
+                    "{} messages in {} pg_notify ({:.1} per envelope), {} lost",
+                    self.messages_sent, self.notify_statements, self.messages_per_notify, self.publish_errors
+                ),
+            ),
+            (
+                "postgres: faults",
+                format!("{} malformed, {} outages", self.malformed, self.outages),
+            ),
+            (
+                "postgres: server",
+                format!("{} cpu at {}", seconds(self.server_cpu_seconds), self.server),
+            ),
+        ]
+    }
+}
+
+impl PostgresBaseline {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "postgres baseline: tokio-postgres, pg_notify pipelined {} deep on one connection to {} channels LISTENed on by another, {}-{} character payloads ({} B messages), {}, {:.1} s",
+            self.pipeline_depth,
+            self.topics,
+            self.payload_chars_min,
+            self.payload_chars_max,
+            self.message_size,
+            if self.rate == 0 { "full speed".to_string() } else { format!("{} msg/s", self.rate) },
+            self.duration_seconds,
+        );
+        let rows = vec![
+            (
+                "sent",
+                format!(
+                    "{} pg_notify ({:.0}/s over {:.2} s)",
+                    self.sent, self.sent_per_second, self.publishing_seconds
+                ),
+            ),
+            (
+                "received",
+                format!(
+                    "{} notifications ({:.0}/s over {:.2} s), {} malformed",
+                    self.received, self.messages_per_second, self.elapsed_seconds, self.malformed
+                ),
+            ),
+            ("end-to-end latency (us)", pct(&self.latency_us)),
+            (
+                "listen",
+                format!("{} channels in {:.3} s", self.topics, self.listen_seconds),
+            ),
+            (
+                "cpu",
+                format!(
+                    "this process {}; server: listening backend {}, publishing backend {}, all postgres processes {}",
+                    seconds(self.cpu.client_seconds),
+                    seconds(self.cpu.listener_seconds),
+                    seconds(self.cpu.publisher_seconds),
+                    seconds(self.cpu.server_seconds)
+                ),
+            ),
+            (
+                "server",
+                format!(
+                    "{}, notification queue {:.4}% full at the end",
+                    self.server,
+                    100.0 * self.queue_usage_after
+                ),
+            ),
+        ];
+        out.push_str(&rows_table(rows));
+        out
     }
 }

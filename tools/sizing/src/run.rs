@@ -23,7 +23,7 @@ fn latency_shards() -> &'static Mutex<Vec<Shard>> {
     SHARDS.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub fn new_histogram() -> Histogram<u64> {
     // Microseconds up to an hour, 3 significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
@@ -60,10 +60,10 @@ pub fn policy_name(config: &Config) -> String {
 }
 
 /// A small, fast pseudo-random sequence (xorshift64*), seeded per publisher.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -307,5 +307,6 @@ pub async fn measure(
         },
         elapsed_seconds: elapsed.as_secs_f64(),
         redis: None,
+        postgres: None,
     })
 }

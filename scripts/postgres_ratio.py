@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""The PostgreSQL provider against its baseline: messages per second across instances, as the
+median ratio of alternating runs.
+
+For each topic count (1, 100 and 10,000 by default) it runs `fanout-sizing --provider postgres`
+(ours: two PostgresPubSub instances, one session per topic on the receiving one, so every topic
+has a subscriber and every message crosses) and `fanout-sizing --provider postgres
+--baseline-only` (plain tokio-postgres: pipelined `pg_notify` to channels another connection
+LISTENs on) alternately, ours first, each as a process of its own with `--json`, the same
+workload flags and the same server. It prints per run the two rates and their ratio, then the
+median ratio against the target (ours at least 80% of the baseline) and the median end-to-end
+p50 and p99 of each side. A single run moves by up to 2x from one process to the next here:
+read the medians.
+
+    scripts/postgres_ratio.py                       # 5 rounds of 3 s runs at 1, 100, 10000 topics
+    scripts/postgres_ratio.py --rounds 7 --duration 5 --topics 100
+    scripts/postgres_ratio.py --baseline-only       # the baseline alone (no provider build needed)
+    scripts/postgres_ratio.py --rate 20000          # latency below saturation
+    scripts/postgres_ratio.py -- --publishers 1     # flags after -- go to both sides
+
+The server is `--database-url`, else DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.
+It builds `cargo build -p fanout-sizing --release --features postgres` first (without the
+feature for --baseline-only) and runs that binary; `--binary PATH` runs a built one instead.
+Each run's JSON is kept in `--out` (default target/postgres-ratio).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+TARGET = 0.80
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each side per topic count (default 5)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of publishing per run (default 3)")
+    parser.add_argument(
+        "--topics",
+        default="1,100,10000",
+        help="comma-separated topic counts; a message goes to one of them at random (default 1,100,10000)",
+    )
+    parser.add_argument("--message-size", type=int, default=64, help="bytes per message (default 64)")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="messages per second for both sides; 0 (the default) is flat out, where latency is mostly queueing",
+    )
+    parser.add_argument("--database-url", help="the server (default: DATABASE_URL, else the tool's default)")
+    parser.add_argument("--baseline-only", action="store_true", help="run only the baseline")
+    parser.add_argument("--binary", help="a built fanout-sizing to run (default: build one)")
+    parser.add_argument("--out", default="target/postgres-ratio", help="where each run's JSON goes")
+    parser.add_argument("extra", nargs="*", help="after --: flags for both sides")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    topic_counts = [int(t) for t in args.topics.split(",") if t]
+
+    root = Path(__file__).resolve().parent.parent
+    binary = args.binary or build(root, with_provider=not args.baseline_only)
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = root / out
+    out.mkdir(parents=True, exist_ok=True)
+
+    commit = git(root, "rev-parse", "--short", "HEAD")
+    if git(root, "status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    print(f"commit {commit}; {' '.join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])}")
+
+    for topics in topic_counts:
+        common = [
+            "--provider", "postgres",
+            "--rate", str(args.rate),
+            "--duration", f"{args.duration:g}",
+            "--message-size", str(args.message_size),
+            "--topics", str(topics),
+            "--json", "--quiet",
+        ]
+        if args.database_url:
+            common += ["--database-url", args.database_url]
+        ours_flags = common + ["--sessions", str(topics), "--topics-per-session", "1"] + args.extra
+        baseline_flags = common + ["--baseline-only"] + args.extra
+        print(f"\n{topics} topic{'s' if topics != 1 else ''}: {args.rounds} rounds of {args.duration:g} s runs")
+        if not args.baseline_only:
+            print(f"  ours:     {binary} {' '.join(ours_flags)}")
+        print(f"  baseline: {binary} {' '.join(baseline_flags)}")
+        if args.baseline_only:
+            print(f"  {'round':>5}  {'baseline msg/s':>14}  {'p50 us':>8}  {'p99 us':>8}")
+        else:
+            print(f"  {'round':>5}  {'ours msg/s':>10}  {'baseline msg/s':>14}  {'ratio':>6}")
+        ours, baseline, ratios = [], [], []
+        for round_ in range(1, args.rounds + 1):
+            if not args.baseline_only:
+                report = run(binary, ours_flags, out / f"t{topics}-r{round_}-ours.json")
+                ours.append(ours_figures(report))
+            report = run(binary, baseline_flags, out / f"t{topics}-r{round_}-baseline.json")
+            baseline.append(baseline_figures(report))
+            if args.baseline_only:
+                rate, p50, p99 = baseline[-1]
+                print(f"  {round_:>5}  {rate:>14.0f}  {p50:>8}  {p99:>8}")
+            else:
+                ratios.append(ours[-1][0] / baseline[-1][0] if baseline[-1][0] else 0.0)
+                print(f"  {round_:>5}  {ours[-1][0]:>10.0f}  {baseline[-1][0]:>14.0f}  {ratios[-1]:>6.2f}")
+        if ratios:
+            median = statistics.median(ratios)
+            verdict = "met" if median >= TARGET else "not met"
+            print(f"  median ratio {median:.2f} (target {TARGET:.2f}: {verdict})")
+            summary("ours", ours)
+        summary("baseline", baseline)
+
+
+def summary(side, figures):
+    rates, p50s, p99s = zip(*figures)
+    print(
+        f"  {side + ':':<9} median {statistics.median(rates):.0f} msg/s, "
+        f"end-to-end p50 {statistics.median(p50s):.0f} us, p99 {statistics.median(p99s):.0f} us"
+    )
+
+
+def ours_figures(report):
+    postgres = report.get("postgres")
+    if postgres is None:
+        sys.exit("fanout-sizing reported no postgres section: is it the postgres provider's run?")
+    latency = report["end_to_end_latency_us"]
+    return postgres["cross_instance_messages_per_second"], latency["p50"], latency["p99"]
+
+
+def baseline_figures(report):
+    latency = report["latency_us"]
+    return report["messages_per_second"], latency["p50"], latency["p99"]
+
+
+def run(binary, flags, keep):
+    result = subprocess.run([binary, *flags], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{binary} {' '.join(flags)} failed ({result.returncode}):\n{result.stderr.strip()}")
+    keep.write_text(result.stdout)
+    return json.loads(result.stdout)
+
+
+def build(root, with_provider):
+    command = ["cargo", "build", "-p", "fanout-sizing", "--release", "--message-format", "json-render-diagnostics"]
+    if with_provider:
+        command += ["--features", "postgres"]
+    result = subprocess.run(command, cwd=root, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed")
+    for line in result.stdout.splitlines():
+        message = json.loads(line)
+        if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "fanout-sizing":
+            if message.get("executable"):
+                return message["executable"]
+    sys.exit(f"{' '.join(command)} built no fanout-sizing binary")
+
+
+def git(root, *args):
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+//! `--provider postgres`: the scenario on two `PostgresPubSub` instances sharing one
+//! PostgreSQL.
+//!
+//! Placed as for Redis: every session lives on the receiving instance and every publisher on
+//! the other, so every delivery crosses PostgreSQL (`pg_notify` on one connection, `LISTEN` on
+//! another, one channel per topic). Both instances run in this process, on one tokio runtime.
+//!
+//! The figure to compare is `cross_instance_messages_per_second` against the baseline's
+//! `messages_per_second` ([`postgres_baseline`](crate::postgres_baseline), `--baseline-only`)
+//! with the same workload flags, on the same server, alternated run by run as separate
+//! processes: `scripts/postgres_ratio.py` does that.
+//!
+//! The provider is `fanout`'s `postgres` feature; fanout-sizing builds it in with its own
+//! `postgres` feature. Without it, `--provider postgres` runs only with `--baseline-only`.
+
+use crate::args::Args;
+use crate::report::Report;
+use fanout::Config;
+
+/// Runs the scenario on two instances of the PostgreSQL provider.
+#[cfg(not(feature = "postgres"))]
+pub async fn run_postgres(_args: &Args, _config: Config) -> Result<Report, Box<dyn std::error::Error>> {
+    Err(
+        "this fanout-sizing is built without the postgres provider: --provider postgres needs \
+         `--features postgres` (cargo build -p fanout-sizing --release --features postgres); \
+         --baseline-only runs without it"
+            .into(),
+    )
+}
+
+/// Runs the scenario on two instances of the PostgreSQL provider.
+#[cfg(feature = "postgres")]
+pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
+    use std::sync::Arc;
+
+    use fanout::postgres::{PostgresConfig, PostgresPubSub};
+    use fanout::PubSubProvider;
+
+    use crate::postgres_baseline::{channel_prefix, server_name, ServerCpu};
+    use crate::report::PostgresSection;
+    use crate::run::{measure, policy_name, Sides};
+
+    let mut postgres = PostgresConfig::from_env();
+    postgres.url = args.database_url();
+    let server = server_name(&postgres.url).map_err(|error| format!("--database-url: {error}"))?;
+    let postgres = postgres.with_channel_prefix(channel_prefix());
+
+    let capacity = config.capacity;
+    let policy = policy_name(&config);
+    let publishing = Arc::new(PostgresPubSub::with_config(postgres.clone(), config.clone())?);
+    let receiving = Arc::new(PostgresPubSub::with_config(postgres, config)?);
+    publishing
+        .start()
+        .await
+        .map_err(|error| format!("cannot start on postgres at {server}: {error}"))?;
+    receiving
+        .start()
+        .await
+        .map_err(|error| format!("cannot start on postgres at {server}: {error}"))?;
+    let sides = Sides {
+        name: "postgres",
+        publish: Arc::clone(&publishing) as Arc<dyn PubSubProvider>,
+        receive: Arc::clone(&receiving) as Arc<dyn PubSubProvider>,
+        capacity,
+        policy,
+    };
+    let server_cpu_before = ServerCpu::now();
+    // Drained once everything queued on the publishing side has been sent (or counted lost)
+    // and everything sent has reached the receiving side (or been counted malformed).
+    let drained = || {
+        let (sent, got) = (publishing.broker_stats(), receiving.broker_stats());
+        let broadcasts = publishing.stats().published;
+        sent.published + sent.publish_errors + sent.unavailable >= broadcasts
+            && got.received + got.malformed >= sent.published
+    };
+    let measured = measure(args, &sides, drained).await;
+    let server_cpu = server_cpu_before.seconds_until(&ServerCpu::now());
+    let (sent, got) = (publishing.broker_stats(), receiving.broker_stats());
+    publishing.stop().await?;
+    receiving.stop().await?;
+    let mut report = measured?;
+
+    report.postgres = Some(PostgresSection {
+        server,
+        messages_sent: sent.published,
+        notify_statements: sent.envelopes_published,
+        messages_per_notify: sent.published as f64 / sent.envelopes_published.max(1) as f64,
+        messages_received: got.received,
+        cross_instance_messages_per_second: got.received as f64 / report.elapsed_seconds,
+        publish_errors: sent.publish_errors + sent.unavailable,
+        malformed: got.malformed,
+        outages: sent.publisher_outages + got.outages,
+        server_cpu_seconds: server_cpu,
+    });
+    Ok(report)
+}
