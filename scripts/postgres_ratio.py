@@ -19,8 +19,7 @@ read the medians.
     scripts/postgres_ratio.py -- --publishers 1     # flags after -- go to both sides
 
 The server is `--database-url`, else DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.
-It builds `cargo build -p fanout-sizing --release --features postgres` first (without the
-feature for --baseline-only) and runs that binary; `--binary PATH` runs a built one instead.
+It builds `cargo build -p fanout-sizing --release` first and runs that binary; `--binary PATH` runs a built one instead.
 Each run's JSON is kept in `--out` (default target/postgres-ratio).
 """
 
@@ -66,7 +65,7 @@ def main():
     topic_counts = [int(t) for t in args.topics.split(",") if t]
 
     root = Path(__file__).resolve().parent.parent
-    binary = args.binary or build(root, with_provider=not args.baseline_only)
+    binary = args.binary or build(root)
     out = Path(args.out)
     if not out.is_absolute():
         out = root / out
@@ -148,10 +147,8 @@ def run(binary, flags, keep):
     return json.loads(result.stdout)
 
 
-def build(root, with_provider):
+def build(root):
     command = ["cargo", "build", "-p", "fanout-sizing", "--release", "--message-format", "json-render-diagnostics"]
-    if with_provider:
-        command += ["--features", "postgres"]
     result = subprocess.run(command, cwd=root, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed")

@@ -9,27 +9,12 @@
 //! `messages_per_second` ([`postgres_baseline`](crate::postgres_baseline), `--baseline-only`)
 //! with the same workload flags, on the same server, alternated run by run as separate
 //! processes: `scripts/postgres_ratio.py` does that.
-//!
-//! The provider is `fanout`'s `postgres` feature; fanout-sizing builds it in with its own
-//! `postgres` feature. Without it, `--provider postgres` runs only with `--baseline-only`.
 
 use crate::args::Args;
 use crate::report::Report;
 use fanout::Config;
 
 /// Runs the scenario on two instances of the PostgreSQL provider.
-#[cfg(not(feature = "postgres"))]
-pub async fn run_postgres(_args: &Args, _config: Config) -> Result<Report, Box<dyn std::error::Error>> {
-    Err(
-        "this fanout-sizing is built without the postgres provider: --provider postgres needs \
-         `--features postgres` (cargo build -p fanout-sizing --release --features postgres); \
-         --baseline-only runs without it"
-            .into(),
-    )
-}
-
-/// Runs the scenario on two instances of the PostgreSQL provider.
-#[cfg(feature = "postgres")]
 pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
     use std::sync::Arc;
 

@@ -60,7 +60,6 @@ pub struct RedisSection {
 /// Two `PostgresPubSub` instances on one PostgreSQL: publishers on the first, sessions on the
 /// second.
 #[derive(Debug, Serialize)]
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub struct PostgresSection {
     /// The server, as `host:port/database`.
     pub server: String,
