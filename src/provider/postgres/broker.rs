@@ -25,11 +25,20 @@ use crate::provider::bridge::broker::{Broker, ConnectError, Inbound, Outgoing, R
 use crate::provider::bridge::settings::redact;
 use crate::provider::bridge::BrokerError;
 
+/// Notifications the listening connection's driver hands on ahead of the listener. Past
+/// this the driver stops reading the connection and PostgreSQL holds the backlog in its
+/// notification queue.
+const LISTEN_BACKLOG: usize = 4096;
+
 /// The role of a connection, in its `application_name`.
 #[derive(Clone, Copy)]
 enum Role {
     Listen,
     Publish,
+    /// Fetches stored payloads for the listener (large-payload mode only). Apart from the
+    /// listening connection, so a fetch never waits behind notifications the listener has
+    /// not taken yet.
+    Fetch,
 }
 
 impl Role {
@@ -37,6 +46,7 @@ impl Role {
         match self {
             Role::Listen => "listen",
             Role::Publish => "publish",
+            Role::Fetch => "fetch",
         }
     }
 }
@@ -106,7 +116,7 @@ impl PostgresBroker {
     async fn connect(
         &self,
         role: Role,
-        notifications: Option<mpsc::UnboundedSender<Notification>>,
+        notifications: Option<mpsc::Sender<Notification>>,
     ) -> Result<(Client, JoinHandle<()>), ConnectError> {
         let mut config = self.connect.clone();
         config.application_name(format!("fanout-postgres-{}-{}", self.instance, role.name()));
@@ -117,8 +127,11 @@ impl PostgresBroker {
                 match message {
                     Ok(AsyncMessage::Notification(notification)) => {
                         if let Some(forward) = &notifications {
-                            // The listener has gone only when the connection is being dropped.
-                            let _ = forward.send(notification);
+                            // Waits while the listener is LISTEN_BACKLOG behind. The listener
+                            // has gone only when the connection is being dropped.
+                            if forward.send(notification).await.is_err() {
+                                break;
+                            }
                         }
                     }
                     Ok(AsyncMessage::Notice(notice)) => {
@@ -193,10 +206,18 @@ impl Broker for PostgresBroker {
     }
 
     async fn open_subscription(&self) -> Result<PostgresSubscription, ConnectError> {
-        let (forward, notifications) = mpsc::unbounded_channel();
+        let (forward, notifications) = mpsc::channel(LISTEN_BACKLOG);
         let (client, driver) = self.connect(Role::Listen, Some(forward)).await?;
         let fetch = match &self.table {
-            Some(table) => Some(client.prepare(&table.fetch).await?),
+            Some(table) => {
+                let (client, driver) = self.connect(Role::Fetch, None).await?;
+                let statement = client.prepare(&table.fetch).await?;
+                Some(Fetcher {
+                    client,
+                    statement,
+                    driver,
+                })
+            }
             None => None,
         };
         Ok(PostgresSubscription {
@@ -307,22 +328,37 @@ impl Drop for PostgresPublisher {
     }
 }
 
-/// The listening connection: its client for `LISTEN` / `UNLISTEN`, health queries and
-/// fetching stored payloads, and the notifications its driver task forwards.
+/// The listening connection: its client for `LISTEN` / `UNLISTEN` and health queries, the
+/// notifications its driver task forwards, and in large-payload mode the connection that
+/// fetches stored payloads.
 ///
-/// The driver forwards every notification as it arrives, without waiting for the listener,
-/// so that PostgreSQL's shared notification queue is never held back by this instance: the
-/// backlog, if the listener falls behind, is in this process.
+/// The driver reads notifications as they arrive, up to [`LISTEN_BACKLOG`] ahead of the
+/// listener, which never waits on a handler (only, under a `block` policy, up to its timeout
+/// for room in a mailbox), so one slow session does not hold back PostgreSQL's shared
+/// notification queue.
 pub(crate) struct PostgresSubscription {
     client: Arc<Client>,
-    notifications: mpsc::UnboundedReceiver<Notification>,
-    fetch: Option<Statement>,
+    notifications: mpsc::Receiver<Notification>,
+    fetch: Option<Fetcher>,
     /// Bounds fetching a stored payload; past it the connection is taken as lost.
     response_timeout: Duration,
     driver: JoinHandle<()>,
 }
 
 impl Drop for PostgresSubscription {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// The connection that fetches stored payloads, and its prepared `SELECT`.
+struct Fetcher {
+    client: Client,
+    statement: Statement,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Fetcher {
     fn drop(&mut self) {
         self.driver.abort();
     }
@@ -384,13 +420,14 @@ impl Subscription for PostgresSubscription {
         match wire::decode(message.payload()) {
             Ok(wire::Notification::Inline(envelope)) => Ok(Cow::Owned(envelope)),
             Ok(wire::Notification::Stored(id)) => {
-                let Some(fetch) = &self.fetch else {
+                let Some(fetcher) = &self.fetch else {
                     return Err(Inbound::Malformed(
                         "a stored payload, but large_payloads is not \"table\" on this instance".into(),
                     ));
                 };
-                let fetched =
-                    tokio::time::timeout(self.response_timeout, self.client.query_opt(fetch, &[&id])).await;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                let fetched = fetcher.client.query_opt(&fetcher.statement, &params);
+                let fetched = tokio::time::timeout(self.response_timeout, fetched).await;
                 let Ok(fetched) = fetched else {
                     return Err(Inbound::Lost(format!(
                         "no answer to fetching stored payload {id} within {} ms",

@@ -29,11 +29,12 @@
 //! skip, batching, order, reconnection and what each call returns are described there, the
 //! same for every broker. What is PostgreSQL's own:
 //!
-//! - **Two connections** per instance, each named in `pg_stat_activity` by its
-//!   `application_name`, `fanout-postgres-<instance>-listen` and `…-publish`
-//!   ([`PostgresPubSub::application_name`]). The listening connection is driven by its own
-//!   task, which hands every notification on as it arrives, so PostgreSQL's shared
-//!   notification queue is never held back by a slow session here.
+//! - **Two connections** per instance (three with large payloads), each named in
+//!   `pg_stat_activity` by its `application_name`, `fanout-postgres-<instance>-listen`,
+//!   `…-publish` and `…-fetch` ([`PostgresPubSub::application_name`]). The listening connection
+//!   is driven by its own task, which reads notifications as they arrive, up to 4,096 ahead of
+//!   the listener; the listener never waits on a handler, so a slow session does not hold back
+//!   PostgreSQL's shared notification queue.
 //! - **No SQL is built from input.** A broadcast is `SELECT pg_notify($1, $2)`, the channel
 //!   and the notification as bound parameters, pipelined. `LISTEN` / `UNLISTEN` name a
 //!   channel, always as a quoted identifier. Every statement is its own transaction, so two
@@ -70,8 +71,9 @@
 //!
 //! Notifications are handed to the local engine as they arrive, under each topic's overflow
 //! policy. Under a `block` policy the listener waits, for at most the policy's timeout per
-//! message, for room in a full mailbox; meanwhile messages on every other topic wait behind it
-//! in this process (not in PostgreSQL's queue).
+//! message, for room in a full mailbox; meanwhile messages on every other topic wait behind it:
+//! up to 4,096 notifications in this process, then in PostgreSQL's notification queue (8 GB
+//! by default; when it is full, `NOTIFY` fails for every publisher on the server).
 //!
 //! [G6]: crate::docs::contract#g6-topic-isolation
 
