@@ -78,21 +78,33 @@ fn within(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A connection URL with any password replaced by `***`, for logs and errors.
+/// A connection URL with any password replaced by `***`, for logs and errors: the one in
+/// the user info and a `password=` query parameter.
 pub(crate) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let shown = match rest[..authority_end].rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
         }
         None => url.to_string(),
-    }
+    };
+    let Some((base, query)) = shown.split_once('?') else {
+        return shown;
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => "password=***",
+            _ => pair,
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -107,5 +119,9 @@ mod tests {
             "postgres://user:***@host/db"
         );
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact("postgres://host/db?user=u&password=secret&sslmode=disable"),
+            "postgres://host/db?user=u&password=***&sslmode=disable"
+        );
     }
 }

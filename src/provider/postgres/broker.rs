@@ -18,11 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Statement};
 
 use super::channel::{quote_identifier, ChannelNames};
-use super::config::{LargePayloads, PostgresConfig};
+use super::config::{shown_url, LargePayloads, PostgresConfig};
 use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{Broker, ConnectError, Inbound, Outgoing, Reason, Subscription};
-use crate::provider::bridge::settings::redact;
 use crate::provider::bridge::BrokerError;
 
 /// Notifications the listening connection's driver hands on ahead of the listener. Past
@@ -174,7 +173,7 @@ impl Broker for PostgresBroker {
     const NAME: &'static str = "postgres";
 
     fn target(&self) -> String {
-        redact(&self.config.url)
+        shown_url(&self.config.url)
     }
 
     fn channel(&self, topic: &str) -> String {

