@@ -90,6 +90,8 @@ mod topic;
 pub use provider::bridge;
 #[cfg(feature = "postgres")]
 pub use provider::postgres;
+#[cfg(feature = "postgres")]
+pub use provider::postgres::{PostgresConfig, PostgresPubSub};
 #[cfg(feature = "redis")]
 pub use provider::redis;
 #[cfg(feature = "redis")]

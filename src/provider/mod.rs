@@ -1,10 +1,12 @@
 //! The provider trait every pub/sub backend implements, and the providers.
 //!
 //! - `memory`: [`InMemoryPubSub`](crate::InMemoryPubSub), the in-process provider.
-//! - `redis`: [`RedisPubSub`](crate::redis::RedisPubSub), instances joined by Redis pub/sub
-//!   (public as `fanout::redis`, feature `redis`).
-//! - `postgres`: the settings, channel naming and notification text of the PostgreSQL
-//!   `LISTEN`/`NOTIFY` provider (public as `fanout::postgres`, feature `postgres`).
+//! - `bridge`: what every distributed provider shares, over a small broker trait (public as
+//!   `fanout::bridge` with either of the features below).
+//! - `redis`: `RedisPubSub`, instances joined by Redis pub/sub (public as `fanout::redis`,
+//!   feature `redis`).
+//! - `postgres`: `PostgresPubSub`, instances joined by PostgreSQL `LISTEN` / `NOTIFY` (public
+//!   as `fanout::postgres`, feature `postgres`).
 //! - `recording`: [`RecordingPubSub`](crate::RecordingPubSub), which records every call, for
 //!   users testing their own code.
 //! - `session_pubsub`: [`SessionPubSub`](crate::SessionPubSub), a provider bound to one session.

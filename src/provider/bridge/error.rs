@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::PubSubError;
 
 /// A failure of the broker side of a distributed provider's operation
-/// ([`RedisPubSub`](crate::redis::RedisPubSub), `PostgresPubSub`).
+/// (`RedisPubSub`, `PostgresPubSub`).
 ///
 /// The provider returns it as [`PubSubError::Backend`]:
 ///
