@@ -12,6 +12,9 @@
 //! # State (owned by the task, no locks)
 //!
 //! - `wanted`: topics with a local subscriber, as the intake reported them.
+//! - `sharing`: how many wanted topics each channel carries. A broker may give two topics one
+//!   channel (PostgreSQL hashes names past 63 bytes); a topic that leaves does not unsubscribe a
+//!   channel another wanted topic still needs.
 //! - `confirmed`: channels the broker has confirmed on the current connection.
 //! - `busy`: topics with a subscribe or unsubscribe in flight; at most one per topic, so the
 //!   commands for one topic reach the broker in order. When one completes the topic is reconciled
@@ -119,6 +122,8 @@ pub(crate) struct Listener<B: Broker> {
     engine: Engine,
     shutdown: watch::Receiver<bool>,
     wanted: HashSet<Topic>,
+    /// Channel → wanted topics it carries (at least 1; absent at 0).
+    sharing: HashMap<String, usize>,
     confirmed: HashSet<Topic>,
     busy: HashSet<Topic>,
     /// Topics to reconcile against `wanted` at the next chance.
@@ -165,6 +170,7 @@ impl<B: Broker> Listener<B> {
             engine,
             shutdown,
             wanted: HashSet::new(),
+            sharing: HashMap::new(),
             confirmed: HashSet::new(),
             busy: HashSet::new(),
             dirty: HashSet::new(),
@@ -256,9 +262,20 @@ impl<B: Broker> Listener<B> {
         let pending = self.intake.take();
         for (topic, wanted) in pending.changes {
             if wanted {
-                self.wanted.insert(topic.clone());
-            } else {
-                self.wanted.remove(&topic);
+                if self.wanted.insert(topic.clone()) {
+                    *self
+                        .sharing
+                        .entry(self.shared.broker.channel(&topic))
+                        .or_default() += 1;
+                }
+            } else if self.wanted.remove(&topic) {
+                let channel = self.shared.broker.channel(&topic);
+                if let Some(users) = self.sharing.get_mut(&channel) {
+                    *users -= 1;
+                    if *users == 0 {
+                        self.sharing.remove(&channel);
+                    }
+                }
             }
             self.dirty.insert(topic);
         }
@@ -289,6 +306,11 @@ impl<B: Broker> Listener<B> {
             }
             match (self.wanted.contains(&topic), self.confirmed.contains(&topic)) {
                 (true, false) => subscribe.push(topic),
+                (false, true) if self.sharing.contains_key(&self.shared.broker.channel(&topic)) => {
+                    // Another wanted topic's channel too: it stays subscribed.
+                    self.confirmed.remove(&topic);
+                    self.shared.counters.channels.fetch_sub(1, Relaxed);
+                }
                 (false, true) => unsubscribe.push(topic),
                 _ => {}
             }
