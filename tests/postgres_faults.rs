@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::postgres::{admin, cluster};
+use conformance::postgres::{admin, cluster, test_config, unique_prefix, PrivateServer};
 use conformance::{eventually, Inbox, WAIT};
 use fanout::bridge::BrokerError;
-use fanout::postgres::PostgresPubSub;
+use fanout::postgres::{PostgresConfig, PostgresPubSub};
 use fanout::{Config, PubSubError, PubSubProvider};
 use tokio_postgres::Client;
 
@@ -158,6 +158,26 @@ async fn terminate(admin: &Client, name: &str) -> i32 {
     rows[0].get(0)
 }
 
+/// Waits until the server at `url` answers a query; returns the moment it did.
+async fn answering(url: &str) -> Instant {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let attempt = async {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.simple_query("SELECT 1").await.map(drop)
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server at {url} did not answer within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Two instances on one prefix, A broadcasting a [`Flow`] on `flow` to the session `s` on B;
 /// returns once messages arrive. `None`: the test is skipped.
 async fn flowing(test: &str) -> Option<(Client, Vec<Arc<PostgresPubSub>>, Inbox, Flow)> {
@@ -286,4 +306,183 @@ async fn terminating_the_publish_connection_while_messages_flow() {
         node.stop().await.unwrap();
         assert_eq!(node.running_tasks(), 0);
     }
+}
+
+const TOPICS: [&str; 3] = ["t1", "t2", "t3"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_is_survived_and_every_topic_listened_again() {
+    let Some(server) = PrivateServer::start("restart") else {
+        return;
+    };
+    let server = Arc::new(server);
+    let config = PostgresConfig {
+        url: server.url(),
+        ..test_config(&unique_prefix("restart"))
+    };
+    let a = Arc::new(PostgresPubSub::with_config(config.clone(), Config::default()).unwrap());
+    let b = PostgresPubSub::with_config(config, Config::default()).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    for topic in TOPICS {
+        b.subscribe_topic("s", topic, inbox.handler("s")).await.unwrap();
+    }
+    b.subscribe_topic("f", "flow", inbox.handler("f")).await.unwrap();
+    a.subscribe_topic("here", "t1", inbox.handler("here"))
+        .await
+        .unwrap();
+    a.broadcast("t1", Bytes::from("before")).await.unwrap();
+    inbox
+        .until("delivery before the restart", |i| {
+            i.has("s", "before") && i.has("here", "before")
+        })
+        .await;
+
+    let stopping = Instant::now();
+    tokio::task::block_in_place(|| server.stop());
+    let stopped = Instant::now();
+    println!("private server stopped in {:?}", stopping.elapsed());
+    eventually("both listeners to see the server gone", || {
+        !a.broker_stats().connected && !b.broker_stats().connected
+    })
+    .await;
+
+    // Broadcasts on A while the server is down, each timed. The first ones may return `Ok`:
+    // the publisher has not yet had a command fail, so their remote part is queued, then lost
+    // and counted (`publish_errors`). Once one is refused with `PublishUnavailable`, every
+    // later one is, until the server is back. Local sessions get every one.
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    let mut slowest = Duration::ZERO;
+    let mut first_refusal = None;
+    for n in 0.. {
+        let began = Instant::now();
+        let result = a.broadcast("t1", Bytes::from(format!("during {n}"))).await;
+        let took = began.elapsed();
+        slowest = slowest.max(took);
+        assert!(took < Duration::from_secs(2), "broadcast {n} took {took:?}");
+        match &result {
+            Ok(()) => {
+                assert!(
+                    first_refusal.is_none(),
+                    "broadcast {n} returned Ok after a refusal"
+                );
+                accepted += 1;
+            }
+            Err(error) => match BrokerError::of(error) {
+                Some(BrokerError::PublishUnavailable { down_for }) => {
+                    assert!(*down_for <= stopping.elapsed(), "{error}");
+                    assert!(
+                        error.to_string().contains("reached local sessions only"),
+                        "{error}"
+                    );
+                    first_refusal.get_or_insert(stopped.elapsed());
+                    refused += 1;
+                }
+                _ => panic!("broadcast {n} during the outage: {error:?}"),
+            },
+        }
+        if refused == 5 {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(2),
+            "no broadcast refused within 2 s of the stop ({accepted} returned Ok)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "during the outage: {accepted} broadcast(s) Ok before the publisher noticed, the first refusal {:?} after the server stopped, the slowest broadcast {slowest:?}",
+        first_refusal.unwrap()
+    );
+    let during = accepted + refused;
+    inbox
+        .until("local delivery on A during the outage", |i| {
+            i.of("here").iter().filter(|m| m.starts_with("during")).count() as u64 == during
+        })
+        .await;
+    let on_b = b.broadcast("t2", Bytes::from("local on B")).await;
+    assert!(
+        on_b.as_ref().is_ok() || on_b.as_ref().is_err_and(is_unavailable),
+        "{on_b:?}"
+    );
+    inbox
+        .until("local delivery on B during the outage", |i| {
+            i.has("s", "local on B")
+        })
+        .await;
+    let began = Instant::now();
+    let unconfirmed = a
+        .subscribe_topic("late", "u", inbox.handler("late"))
+        .await
+        .expect_err("the server cannot confirm while it is down");
+    assert!(
+        matches!(
+            BrokerError::of(&unconfirmed),
+            Some(BrokerError::SubscribeUnconfirmed)
+        ),
+        "{unconfirmed:?}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+
+    let flow = Flow::start(Arc::clone(&a), "flow");
+    let restarting = tokio::task::spawn_blocking({
+        let server = Arc::clone(&server);
+        move || server.restart()
+    });
+    let answered = answering(&server.url()).await;
+    restarting.await.unwrap();
+    inbox
+        .until("the first message from A at B after the restart", |i| {
+            !i.of("f").is_empty()
+        })
+        .await;
+    let first_message = answered.elapsed();
+    println!("server restarted: the first message from A reached B {first_message:?} after it answered");
+    assert!(
+        first_message < Duration::from_secs(5),
+        "the first message from A reached B {first_message:?} after the server answered"
+    );
+    eventually("both instances back", || {
+        let (sa, sb) = (a.broker_stats(), b.broker_stats());
+        sa.connected && sa.publisher_connected && sb.connected && sb.publisher_connected
+    })
+    .await;
+    println!(
+        "both instances back {:?} after the server answered",
+        answered.elapsed()
+    );
+    assert_eq!(b.broker_stats().channels, 4, "t1, t2, t3, flow");
+    assert_eq!(a.broker_stats().channels, 2, "t1, u");
+
+    for topic in TOPICS {
+        a.broadcast(topic, Bytes::from(format!("after {topic}")))
+            .await
+            .unwrap();
+    }
+    b.broadcast("u", Bytes::from("to late")).await.unwrap();
+    inbox
+        .until("every topic delivered after the restart", |i| {
+            i.has("late", "to late") && TOPICS.iter().all(|t| i.has("s", &format!("after {t}")))
+        })
+        .await;
+    assert!(
+        !inbox.of("s").iter().any(|m| m.starts_with("during")),
+        "a broadcast made during the outage reached B: {:?}",
+        inbox.of("s")
+    );
+    let outcome = flow.stop().await;
+    assert_increasing(&seqs(&inbox, "f"));
+    let (sa, sb) = (a.broker_stats(), b.broker_stats());
+    assert_eq!(
+        sa.publish_errors, accepted,
+        "the broadcasts accepted during the outage are counted lost: {sa:?}"
+    );
+    assert_eq!(sa.unavailable, refused + outcome.refused, "{sa:?}");
+    assert_eq!((sa.outages, sa.reconnects), (1, 1), "{sa:?}");
+    assert_eq!((sa.publisher_outages, sa.publisher_reconnects), (1, 1), "{sa:?}");
+    assert_eq!((sb.outages, sb.reconnects), (1, 1), "{sb:?}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    assert_eq!(a.running_tasks() + b.running_tasks(), 0);
 }
