@@ -13,16 +13,20 @@
 #[macro_use]
 mod conformance;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::postgres::{admin, cluster, test_config, unique_prefix, PrivateServer};
+use conformance::postgres::{admin, cluster, test_config, unique_prefix, url, PrivateServer};
 use conformance::{eventually, Inbox, WAIT};
 use fanout::bridge::BrokerError;
 use fanout::postgres::{PostgresConfig, PostgresPubSub};
 use fanout::{Config, PubSubError, PubSubProvider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_postgres::Client;
 
 /// Broadcasts `1, 2, 3, …` on a topic, one a millisecond, until stopped. A broadcast whose
@@ -482,6 +486,188 @@ async fn a_server_restart_is_survived_and_every_topic_listened_again() {
     assert_eq!((sa.outages, sa.reconnects), (1, 1), "{sa:?}");
     assert_eq!((sa.publisher_outages, sa.publisher_reconnects), (1, 1), "{sa:?}");
     assert_eq!((sb.outages, sb.reconnects), (1, 1), "{sb:?}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    assert_eq!(a.running_tasks() + b.running_tasks(), 0);
+}
+
+// ----- a silent network, through a proxy we control -----
+
+/// A TCP proxy to `upstream` that can fall silent: every connection stays open, but no byte
+/// passes either way (a dead network path) until it is opened again.
+struct Proxy {
+    addr: SocketAddr,
+    passing: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (passing, watching) = watch::channel(true);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if let Ok(server) = TcpStream::connect(upstream).await {
+                    tokio::spawn(relay(client, server, watching.clone()));
+                }
+            }
+        });
+        Proxy {
+            addr,
+            passing,
+            accept,
+        }
+    }
+
+    fn silence(&self) {
+        self.passing.send_replace(false);
+    }
+
+    fn open(&self) {
+        self.passing.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // The relays end when the sender (with the proxy) is gone.
+        self.accept.abort();
+    }
+}
+
+/// Copies bytes both ways while `passing`; holds them (reads nothing) while not.
+async fn relay(client: TcpStream, server: TcpStream, mut passing: watch::Receiver<bool>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    loop {
+        let open = *passing.borrow_and_update();
+        tokio::select! {
+            changed = passing.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            read = client_read.read(&mut up), if open => match read {
+                Ok(n) if n > 0 => {
+                    if server_write.write_all(&up[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+            read = server_read.read(&mut down), if open => match read {
+                Ok(n) if n > 0 => {
+                    if client_write.write_all(&down[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+        }
+    }
+}
+
+/// The address of the shared test server.
+async fn server_addr() -> SocketAddr {
+    let config: tokio_postgres::Config = url().parse().unwrap();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("the proxy needs a TCP host; the URL names {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.unwrap();
+    addrs.next().expect("the server's host resolves")
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn through(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let user = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!("{scheme}://{user}{addr}{path}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_network_cut_is_found_by_the_health_check() {
+    if admin().await.is_none() {
+        return;
+    }
+    let proxy = Proxy::start(server_addr().await).await;
+    let base = test_config(&unique_prefix("cut"))
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(300));
+    let proxied = PostgresConfig {
+        url: through(&base.url, proxy.addr),
+        ..base.clone()
+    };
+    let a = PostgresPubSub::with_config(proxied, Config::default()).unwrap();
+    let b = PostgresPubSub::with_config(base.clone(), Config::default()).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    a.subscribe_topic("on-a", "t", inbox.handler("on-a"))
+        .await
+        .unwrap();
+    b.subscribe_topic("on-b", "u", inbox.handler("on-b"))
+        .await
+        .unwrap();
+    b.broadcast("t", Bytes::from("before")).await.unwrap();
+    a.broadcast("u", Bytes::from("before")).await.unwrap();
+    inbox
+        .until("delivery both ways before the cut", |i| {
+            i.has("on-a", "before") && i.has("on-b", "before")
+        })
+        .await;
+
+    proxy.silence();
+    let cut = Instant::now();
+    eventually("the listener's health check to notice", || {
+        a.broker_stats().outages >= 1
+    })
+    .await;
+    let listener_noticed = cut.elapsed();
+    eventually("the publisher's health check to notice", || {
+        a.broker_stats().publisher_outages >= 1
+    })
+    .await;
+    let publisher_noticed = cut.elapsed();
+    println!("silent cut: noticed by the listener after {listener_noticed:?}, by the publisher after {publisher_noticed:?}");
+    // One check interval, then the response timeout, with a second of slack for a busy machine.
+    let bound = base.health_check_interval + base.response_timeout + Duration::from_secs(1);
+    assert!(
+        listener_noticed < bound && publisher_noticed < bound,
+        "noticed after {listener_noticed:?} and {publisher_noticed:?}; the bound is {bound:?}"
+    );
+
+    proxy.open();
+    let opened = Instant::now();
+    eventually("both connections back", || {
+        let s = a.broker_stats();
+        s.reconnects >= 1 && s.connected && s.publisher_reconnects >= 1 && s.publisher_connected
+    })
+    .await;
+    let back_after = opened.elapsed();
+    println!("silent cut: both connections back {back_after:?} after the path opened");
+    // A connection attempt in flight (at most the connect timeout) or the next one (at most
+    // the backoff cap away), with slack.
+    let bound = base.connect_timeout + base.reconnect_backoff_max + Duration::from_secs(1);
+    assert!(
+        back_after < bound,
+        "back after {back_after:?}; the bound is {bound:?}"
+    );
+    b.broadcast("t", Bytes::from("after the cut")).await.unwrap();
+    a.broadcast("u", Bytes::from("after the cut")).await.unwrap();
+    inbox
+        .until("delivery both ways after the cut", |i| {
+            i.has("on-a", "after the cut") && i.has("on-b", "after the cut")
+        })
+        .await;
+    // The listener's outage began by the time it was seen and lasted until the path opened.
+    let stats = a.broker_stats();
+    let silent_after_notice = opened.duration_since(cut) - listener_noticed;
+    assert!(stats.outage_time >= silent_after_notice, "{stats:?}");
+    assert_eq!(stats.channels, 1, "{stats:?}");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     assert_eq!(a.running_tasks() + b.running_tasks(), 0);
