@@ -672,3 +672,94 @@ async fn a_silent_network_cut_is_found_by_the_health_check() {
     b.stop().await.unwrap();
     assert_eq!(a.running_tasks() + b.running_tasks(), 0);
 }
+
+// ----- unreachable servers -----
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// Every operation of a provider that never started is refused with `NotStarted`.
+async fn assert_not_started(provider: &PostgresPubSub) {
+    let refusals = [
+        provider
+            .subscribe_topic("s", "t", Inbox::default().handler("s"))
+            .await,
+        provider.broadcast("t", Bytes::from("x")).await,
+        provider.broadcast_from("s", "t", Bytes::from("x")).await,
+        provider.unsubscribe_topic("s", "t").await,
+        provider.unsubscribe_all("s").await,
+    ];
+    for refusal in refusals {
+        let error = refusal.expect_err("not started");
+        assert!(
+            matches!(BrokerError::of(&error), Some(BrokerError::NotStarted)),
+            "{error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn start_fails_clearly_when_postgres_is_unreachable() {
+    let port = closed_port();
+    let url = format!("postgres://postgres:secret@127.0.0.1:{port}/test");
+    let provider = PostgresPubSub::new(PostgresConfig::new(&url)).unwrap();
+    for attempt in ["first", "second"] {
+        let began = Instant::now();
+        let error = provider.start().await.expect_err("nothing listens there");
+        assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+        let shown = format!("postgres://postgres:***@127.0.0.1:{port}/test");
+        match BrokerError::of(&error) {
+            Some(BrokerError::Connect { broker, target, .. }) => {
+                assert_eq!((*broker, target.as_str()), ("postgres", shown.as_str()));
+            }
+            _ => panic!("{attempt} start: {error:?}"),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("cannot connect to postgres at {shown}: ")),
+            "{message}"
+        );
+        assert!(!message.contains("secret"), "{message}");
+        assert!(!format!("{error:?}").contains("secret"), "{error:?}");
+        assert_eq!(provider.running_tasks(), 0);
+        assert_not_started(&provider).await;
+    }
+    provider.stop().await.unwrap();
+    assert!(matches!(
+        provider.broadcast("t", Bytes::from("x")).await,
+        Err(PubSubError::Stopped)
+    ));
+}
+
+#[tokio::test]
+async fn start_gives_up_after_the_connect_timeout_when_postgres_does_not_answer() {
+    // The kernel completes the handshake for a bound listener nobody accepts from: the
+    // connection opens, and no byte ever comes back.
+    let mute = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = mute.local_addr().unwrap().port();
+    let timeout = Duration::from_millis(500);
+    let config = PostgresConfig::new(format!("postgres://postgres@127.0.0.1:{port}/test"))
+        .with_timeouts(timeout, timeout);
+    let provider = PostgresPubSub::new(config).unwrap();
+    let began = Instant::now();
+    let error = provider.start().await.expect_err("the server never answers");
+    let took = began.elapsed();
+    println!("start against a mute server gave up after {took:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_secs(1),
+        "gave up after {took:?}"
+    );
+    assert!(
+        matches!(BrokerError::of(&error), Some(BrokerError::Connect { .. })),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("connecting timed out after 500 ms"),
+        "{error}"
+    );
+    assert_eq!(provider.running_tasks(), 0);
+    assert_not_started(&provider).await;
+}
