@@ -18,11 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use bytes::Bytes;
 use conformance::postgres::{admin, cluster, test_config, unique_prefix, url, PrivateServer};
 use conformance::{eventually, Inbox, WAIT};
 use fanout::bridge::BrokerError;
-use fanout::postgres::{PostgresConfig, PostgresPubSub};
+use fanout::envelope::{EnvelopeWriter, InstanceId};
+use fanout::postgres::{LargePayloads, PostgresConfig, PostgresPubSub};
 use fanout::{Config, PubSubError, PubSubProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -762,4 +765,161 @@ async fn start_gives_up_after_the_connect_timeout_when_postgres_does_not_answer(
     );
     assert_eq!(provider.running_tasks(), 0);
     assert_not_started(&provider).await;
+}
+
+// ----- hostile notifications -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_notifications_are_skipped_and_counted() {
+    let Some(admin) = admin().await else { return };
+    let prefix = unique_prefix("garbage");
+    // One receiver of each large-payload mode: only `table` fetches `@` references.
+    let plain = PostgresPubSub::with_config(test_config(&prefix), Config::default()).unwrap();
+    let table = PostgresPubSub::with_config(
+        test_config(&prefix).with_large_payloads(LargePayloads::Table),
+        Config::default(),
+    )
+    .unwrap();
+    let sender = PostgresPubSub::with_config(test_config(&prefix), Config::default()).unwrap();
+    let receivers = [&plain, &table];
+    for provider in [&plain, &table, &sender] {
+        provider.start().await.unwrap();
+    }
+    let inbox = Inbox::default();
+    plain
+        .subscribe_topic("plain", "t", inbox.handler("plain"))
+        .await
+        .unwrap();
+    table
+        .subscribe_topic("table", "t", inbox.handler("table"))
+        .await
+        .unwrap();
+    let channel = plain.channel_for("t");
+    assert_eq!(channel, table.channel_for("t"));
+
+    let stranger = InstanceId(7);
+    let envelope = |topic: &str, payload: &str| {
+        let mut writer = EnvelopeWriter::new(stranger, topic);
+        writer.push(None, payload.as_bytes());
+        writer.finish()
+    };
+    let notify = |text: String| {
+        let (admin, channel) = (&admin, &channel);
+        async move {
+            admin
+                .execute("SELECT pg_notify($1, $2)", &[channel, &text])
+                .await
+                .unwrap();
+        }
+    };
+    let store = |body: Vec<u8>| {
+        let admin = &admin;
+        async move {
+            let row = admin
+                .query_one(
+                    "INSERT INTO fanout_payloads (body) VALUES ($1) RETURNING id",
+                    &[&body],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+
+    let good = BASE64.encode(envelope("t", "hello"));
+    let garbage_row = store(b"garbage".to_vec()).await;
+    let foreign_row = store(envelope("not-t", "sneaky stored")).await;
+    let hostile: Vec<String> = vec![
+        String::new(),
+        "not base64!".into(),
+        "héllo".into(),
+        r#"{"event":"foreign json"}"#.into(),
+        good.trim_end_matches('=').into(),
+        format!("{good}AAAA"),
+        BASE64.encode(b"garbage"),
+        "====".into(),
+        BASE64.encode(&envelope("t", "hello")[..20]),
+        BASE64.encode(envelope("not-t", "sneaky")),
+        "@".into(),
+        "@abc".into(),
+        "@12x".into(),
+        "@007".into(),
+        "@-0".into(),
+        "@+5".into(),
+        "@99999999999999999999".into(),
+        format!("@{}", i64::MAX),
+        "@-5".into(),
+        format!("@{garbage_row}"),
+        format!("@{foreign_row}"),
+    ];
+    for text in &hostile {
+        notify(text.clone()).await;
+    }
+    // A stored envelope that is valid: delivered where references are fetched.
+    let valid_row = store(envelope("t", "stored")).await;
+    notify(format!("@{valid_row}")).await;
+    notify(BASE64.encode(envelope("t", "inline"))).await;
+    inbox
+        .until("the valid notification after the garbage", |i| {
+            i.has("plain", "inline") && i.has("table", "inline")
+        })
+        .await;
+    let hostile_count = hostile.len() as u64;
+    let (sp, st) = (plain.broker_stats(), table.broker_stats());
+    assert_eq!((sp.malformed, sp.received), (hostile_count + 1, 1), "{sp:?}");
+    assert_eq!((st.malformed, st.received), (hostile_count, 2), "{st:?}");
+    assert_eq!(inbox.of("plain"), ["inline"]);
+    assert_eq!(inbox.of("table"), ["stored", "inline"]);
+
+    // Seeded mutations of a valid notification: each is skipped, or (if it stays valid)
+    // delivered; never both, never neither.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mutations = 200;
+    for _ in 0..mutations {
+        let mut text = good.clone().into_bytes();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % text.len();
+            text[at] = b'!' + (next() % 94) as u8;
+        }
+        if next() % 3 == 0 {
+            text.truncate((next() as usize) % text.len());
+        }
+        notify(String::from_utf8(text).unwrap()).await;
+    }
+    sender.broadcast("t", Bytes::from("real")).await.unwrap();
+    inbox
+        .until("a real broadcast after the garbage", |i| {
+            i.has("plain", "real") && i.has("table", "real")
+        })
+        .await;
+    for (provider, session) in receivers.iter().zip(["plain", "table"]) {
+        let stats = provider.broker_stats();
+        let sent = hostile_count + 2 + mutations + 1;
+        assert_eq!(stats.malformed + stats.received, sent, "{session}: {stats:?}");
+        assert!(stats.malformed >= hostile_count, "{session}: {stats:?}");
+        assert!(
+            stats.connected && stats.outages == 0,
+            "the listener keeps running: {stats:?}"
+        );
+        let got = inbox.of(session);
+        assert!(!got.iter().any(|m| m.starts_with("sneaky")), "{session}: {got:?}");
+        assert_eq!(got.last().map(String::as_str), Some("real"));
+    }
+    admin
+        .execute(
+            "DELETE FROM fanout_payloads WHERE id = ANY($1)",
+            &[&vec![garbage_row, foreign_row, valid_row]],
+        )
+        .await
+        .unwrap();
+    for provider in [&plain, &table, &sender] {
+        provider.stop().await.unwrap();
+        assert_eq!(provider.running_tasks(), 0);
+    }
 }
