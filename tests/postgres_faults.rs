@@ -315,6 +315,62 @@ async fn terminating_the_publish_connection_while_messages_flow() {
     }
 }
 
+/// Polls `done` until it holds or `limit` has passed; returns how long it took.
+async fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let began = Instant::now();
+    while !done() {
+        if began.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Some(began.elapsed())
+}
+
+/// The bridge's docs: "a closed or killed connection is noticed at once, a silent one (a
+/// network cut) by a ping every `health_check_interval`". With the health check 30 s away,
+/// only the closed connection itself can tell the publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_idle_publish_connection_is_noticed_at_once() {
+    let Some(admin) = admin().await else { return };
+    let config =
+        test_config(&unique_prefix("idle-publish")).with_health_check_interval(Duration::from_secs(30));
+    let a = PostgresPubSub::with_config(config.clone(), Config::default()).unwrap();
+    let b = PostgresPubSub::with_config(config, Config::default()).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    b.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
+
+    let publish = a.application_name("publish");
+    terminate(&admin, &publish).await;
+    backends_until(
+        &admin,
+        &publish,
+        "the terminated backend to exit",
+        <[i32]>::is_empty,
+    )
+    .await;
+    let noticed = within(Duration::from_secs(2), || a.broker_stats().publisher_outages >= 1).await;
+    println!("an idle publish connection terminated: noticed after {noticed:?}");
+    assert!(
+        noticed.is_some(),
+        "2 s after its backend exited, the publisher still counts no outage: {:?}",
+        a.broker_stats()
+    );
+    eventually("the publisher to reconnect", || {
+        a.broker_stats().publisher_reconnects >= 1
+    })
+    .await;
+    a.broadcast("t", Bytes::from("after the kill")).await.unwrap();
+    inbox
+        .until("the broadcast after the kill", |i| i.has("s", "after the kill"))
+        .await;
+    assert_eq!(a.broker_stats().publish_errors, 0, "{:?}", a.broker_stats());
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 const TOPICS: [&str; 3] = ["t1", "t2", "t3"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
