@@ -793,6 +793,23 @@ async fn start_fails_clearly_when_postgres_is_unreachable() {
     ));
 }
 
+/// libpq's URLs may carry the password as a query parameter; `PostgresConfig`'s `Debug`
+/// hides it there, and so must the error of a failed start.
+#[tokio::test]
+async fn a_password_in_the_url_query_is_hidden_from_the_connect_error() {
+    let port = closed_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/test?password=secret");
+    let provider = PostgresPubSub::new(PostgresConfig::new(&url)).unwrap();
+    let error = provider.start().await.expect_err("nothing listens there");
+    assert!(
+        matches!(BrokerError::of(&error), Some(BrokerError::Connect { .. })),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("secret"), "{error}");
+    assert!(!format!("{error:?}").contains("secret"), "{error:?}");
+    assert_eq!(provider.running_tasks(), 0);
+}
+
 #[tokio::test]
 async fn start_gives_up_after_the_connect_timeout_when_postgres_does_not_answer() {
     // The kernel completes the handshake for a bound listener nobody accepts from: the
