@@ -1,0 +1,454 @@
+//! Hostile and edge-case input against `PostgresPubSub` on the real PostgreSQL
+//! (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`): topics that look like
+//! SQL, topics that share a channel, identical notifications, payloads of every byte value and
+//! at the notification limit, large payloads through a table, and the `[postgres]` TOML table.
+//!
+//! Each test runs two instances, A and B, on a channel prefix of its own. Skips with a printed
+//! reason when PostgreSQL is unreachable, fails instead under `FANOUT_REQUIRE_SERVICES=1`.
+
+#![cfg(feature = "postgres")]
+
+#[macro_use]
+mod conformance;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use conformance::eventually;
+use conformance::postgres::{admin, test_config, unique_prefix};
+use fanout::bridge::BrokerError;
+use fanout::envelope::{single_encoded_len, Record};
+use fanout::postgres::{
+    encoded_len, PostgresConfig, PostgresPubSub, MAX_IDENTIFIER_BYTES, NOTIFY_PAYLOAD_LIMIT,
+};
+use fanout::{Config, Handler, Limits, PubSubError, PubSubProvider};
+use tokio_postgres::Client;
+
+/// A session's messages: (topic, payload), in arrival order.
+type Log = Vec<(String, Bytes)>;
+
+/// What each session received, byte for byte.
+#[derive(Clone, Default)]
+struct Received {
+    sessions: Arc<Mutex<HashMap<String, Log>>>,
+}
+
+impl Received {
+    fn handler(&self, session: &str) -> Handler {
+        let sessions = Arc::clone(&self.sessions);
+        let session = session.to_string();
+        Handler::new(move |topic, message| {
+            let sessions = Arc::clone(&sessions);
+            let session = session.clone();
+            async move {
+                let mut sessions = sessions.lock().unwrap();
+                sessions
+                    .entry(session)
+                    .or_default()
+                    .push((topic.to_string(), message));
+            }
+        })
+    }
+
+    /// Subscribes `session` on `node` to `topic`, its messages recorded here.
+    async fn subscribe(&self, node: &PostgresPubSub, session: &str, topic: &str) {
+        node.subscribe_topic(session, topic, self.handler(session))
+            .await
+            .unwrap_or_else(|e| panic!("subscribe {session} to {topic:?}: {e}"));
+    }
+
+    /// (topic, payload) pairs `session` received, in order.
+    fn of(&self, session: &str) -> Log {
+        let sessions = self.sessions.lock().unwrap();
+        sessions.get(session).cloned().unwrap_or_default()
+    }
+
+    fn has(&self, session: &str, payload: &[u8]) -> bool {
+        let sessions = self.sessions.lock().unwrap();
+        sessions
+            .get(session)
+            .is_some_and(|got| got.iter().any(|(_, m)| m == payload))
+    }
+
+    async fn until(&self, what: &str, done: impl Fn(&Received) -> bool) {
+        eventually(what, || done(self)).await
+    }
+}
+
+/// A lowercase SQL-safe name no other test (or test run) shares: `kind_` and hex digits.
+fn unique_name(kind: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!(
+        "{kind}_{:08x}{n:x}",
+        (nanos ^ u64::from(std::process::id()).rotate_left(32)) & 0xffff_ffff
+    )
+}
+
+/// `name` as a quoted SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Two started instances on the settings `postgres`, each with `config` for its local side.
+async fn pair(postgres: &PostgresConfig, config: &Config) -> [Arc<PostgresPubSub>; 2] {
+    let start = || async {
+        let provider = PostgresPubSub::with_config(postgres.clone(), config.clone()).expect("valid config");
+        provider
+            .start()
+            .await
+            .expect("start against a reachable postgres");
+        Arc::new(provider)
+    };
+    [start().await, start().await]
+}
+
+/// The admin connection, and what the test made in the database: dropped by
+/// [`finish`](Self::finish) once the providers have stopped.
+struct Database {
+    admin: Client,
+    /// Run in order by `finish`.
+    cleanup: Vec<String>,
+}
+
+impl Database {
+    /// Connects, or `None` after printing why the test is skipped.
+    async fn connect() -> Option<Database> {
+        Some(Database {
+            admin: admin().await?,
+            cleanup: Vec::new(),
+        })
+    }
+
+    /// Drops the table `name` at the end.
+    fn drops_table(&mut self, name: &str) {
+        self.cleanup
+            .push(format!("DROP TABLE IF EXISTS {}", quoted(name)));
+    }
+
+    /// Creates a table the test then checks nothing dropped; returns its name.
+    async fn canary(&mut self) -> String {
+        let canary = unique_name("canary");
+        self.admin
+            .batch_execute(&format!("CREATE TABLE {canary} (x int)"))
+            .await
+            .unwrap();
+        self.drops_table(&canary);
+        canary
+    }
+
+    /// Whether a table named exactly `name` exists.
+    async fn has_table(&self, name: &str) -> bool {
+        let row = self
+            .admin
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname = $1 AND relkind = 'r'",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) == 1
+    }
+
+    /// Stops `nodes`, then drops what the test made.
+    async fn finish(self, nodes: &[Arc<PostgresPubSub>]) {
+        stop(nodes).await;
+        for statement in &self.cleanup {
+            self.admin.batch_execute(statement).await.unwrap();
+        }
+    }
+}
+
+/// Stops `nodes`; every task of theirs ends.
+async fn stop(nodes: &[Arc<PostgresPubSub>]) {
+    for node in nodes {
+        node.stop().await.unwrap();
+        assert_eq!(node.running_tasks(), 0);
+    }
+}
+
+fn local_config_for_long_topics() -> Config {
+    Config::default().with_limits(Limits {
+        max_topic_bytes: 16 * 1024,
+        ..Limits::default()
+    })
+}
+
+// ----- topics -----
+
+/// Topics that would break SQL built as text, an identifier quoted wrongly or a channel
+/// truncated or case-folded: each must travel as itself. `canary` is the table the SQL-shaped
+/// ones name.
+fn hostile_topics(canary: &str, prefix_len: usize) -> Vec<String> {
+    let mut topics: Vec<String> = [
+        "it's",
+        "say \"hi\"",
+        "\"",
+        "a;b",
+        "x -- comment",
+        "/* c */",
+        "back\\slash",
+        "\\",
+        "$1",
+        "$1::text",
+        "$$",
+        "line\nbreak",
+        "cr\r\nlf",
+        "nul\0byte",
+        "\0",
+        "ünïcödé:房间:🎉",
+        "Room:A",
+        "room:a",
+        "ROOM:A",
+        "%s%d",
+        "*",
+        "#",
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    topics.push(format!("'); DROP TABLE {canary}; --"));
+    topics.push(format!("\"; DROP TABLE {canary}; --"));
+    topics.push(format!("x\"); DROP TABLE {canary}; SELECT pg_notify('a"));
+    // Plain at 63 bytes with the prefix, hashed at 64.
+    let longest_plain = MAX_IDENTIFIER_BYTES - prefix_len;
+    topics.push("p".repeat(longest_plain));
+    topics.push("p".repeat(longest_plain + 1));
+    // Alike in their first 63 bytes, so a truncated channel would mix them.
+    topics.push(format!("{}1", "q".repeat(80)));
+    topics.push(format!("{}2", "q".repeat(80)));
+    topics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_topics_are_delivered_literally_across_instances() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let canary = db.canary().await;
+    let prefix = unique_prefix("hostile");
+    let nodes = pair(&test_config(&prefix), &Config::default().with_capacity(1024)).await;
+    let [a, b] = &nodes;
+    let topics = hostile_topics(&canary, prefix.len());
+    // The short SQL-shaped topics are plain channels: `LISTEN` quotes them as identifiers.
+    let plain = topics
+        .iter()
+        .filter(|t| t.contains("DROP TABLE") && prefix.len() + t.len() <= MAX_IDENTIFIER_BYTES)
+        .inspect(|t| assert_eq!(a.channel_for(t), format!("{prefix}{t}"), "{t:?}"))
+        .count();
+    assert_eq!(plain, 2, "the canary's name is too long for plain channels");
+
+    let received = Received::default();
+    for (i, topic) in topics.iter().enumerate() {
+        for (node, side) in [(a, "a"), (b, "b")] {
+            let session = format!("{side}{i}");
+            received.subscribe(node, &session, topic).await;
+        }
+    }
+    for (node, side) in [(a, "A"), (b, "B")] {
+        for topic in &topics {
+            node.broadcast(topic, Bytes::from(format!("{side}:{topic}")))
+                .await
+                .unwrap_or_else(|e| panic!("broadcast on {topic:?}: {e}"));
+        }
+    }
+    // Sentinels: each publisher's last message on every topic.
+    for (node, side) in [(a, "A"), (b, "B")] {
+        for topic in &topics {
+            node.broadcast(topic, Bytes::from(format!("{side}:end")))
+                .await
+                .unwrap();
+        }
+    }
+    received
+        .until("both sentinels at every session", |r| {
+            (0..topics.len()).all(|i| {
+                ["a", "b"].iter().all(|side| {
+                    let session = format!("{side}{i}");
+                    r.has(&session, b"A:end") && r.has(&session, b"B:end")
+                })
+            })
+        })
+        .await;
+
+    for (i, topic) in topics.iter().enumerate() {
+        for side in ["a", "b"] {
+            let got = received.of(&format!("{side}{i}"));
+            for publisher in ["A", "B"] {
+                let from: Log = got
+                    .iter()
+                    .filter(|(_, m)| m.starts_with(format!("{publisher}:").as_bytes()))
+                    .cloned()
+                    .collect();
+                let want = vec![
+                    (topic.clone(), Bytes::from(format!("{publisher}:{topic}"))),
+                    (topic.clone(), Bytes::from(format!("{publisher}:end"))),
+                ];
+                assert_eq!(from, want, "session {side}{i} on {topic:?}, from {publisher}");
+            }
+            assert_eq!(got.len(), 4, "session {side}{i} on {topic:?} got {got:?}");
+        }
+    }
+    for node in &nodes {
+        assert_eq!(node.broker_stats().malformed, 0, "{:?}", node.broker_stats());
+    }
+    assert!(db.has_table(&canary).await, "the canary table {canary} is gone");
+    db.finish(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10_kb_topic_is_refused_with_a_typed_error() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let prefix = unique_prefix("10kb");
+    let topic = "t".repeat(10 * 1024);
+
+    // The engine's default limit refuses it before anything else.
+    let nodes = pair(&test_config(&prefix), &Config::default()).await;
+    let error = nodes[1]
+        .subscribe_topic("s", &topic, Handler::new(|_, _| async {}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PubSubError::TopicTooLong {
+                len: 10240,
+                limit: 1024
+            }
+        ),
+        "{error:?}"
+    );
+    let error = nodes[0].broadcast(&topic, "m".into()).await.unwrap_err();
+    assert_eq!(error.to_string(), "topic is 10240 bytes; the limit is 1024");
+    stop(&nodes).await;
+
+    // With the limit raised, it is subscribed (on a hashed channel), but its envelope cannot
+    // be inline: the broadcast is refused, naming the notification's size and the limit.
+    let nodes = pair(&test_config(&prefix), &local_config_for_long_topics()).await;
+    let [a, b] = &nodes;
+    let received = Received::default();
+    for topic in [topic.as_str(), "other"] {
+        received.subscribe(a, "a", topic).await;
+        received.subscribe(b, "b", topic).await;
+    }
+    let error = a.broadcast(&topic, "m".into()).await.unwrap_err();
+    let record = Record {
+        sender: None,
+        payload: b"m",
+    };
+    let len = encoded_len(single_encoded_len(&topic, &record));
+    match BrokerError::of(&error) {
+        Some(&BrokerError::NotificationTooLarge { len: l, limit }) => {
+            assert_eq!((l, limit), (len, NOTIFY_PAYLOAD_LIMIT));
+        }
+        other => panic!("expected NotificationTooLarge, got {other:?} ({error})"),
+    }
+    assert!(error.to_string().contains(&format!("{len} bytes")), "{error}");
+    assert_eq!(a.stats().published, 0, "the refused broadcast was counted");
+    // The sentinel, from the same publisher on another topic of the same sessions.
+    a.broadcast("other", "end".into()).await.unwrap();
+    for session in ["a", "b"] {
+        received.until("the sentinel", |r| r.has(session, b"end")).await;
+        assert_eq!(received.of(session), [("other".to_string(), Bytes::from("end"))]);
+    }
+    db.finish(&nodes).await;
+}
+
+// ----- channels and connections -----
+
+#[test]
+fn channels_are_the_topic_when_short_and_ascii_and_always_fit_63_bytes() {
+    let prefix = unique_prefix("channel");
+    let provider = PostgresPubSub::new(test_config(&prefix)).unwrap();
+    let longest_plain = MAX_IDENTIFIER_BYTES - prefix.len();
+    for topic in [
+        "room:1".to_string(),
+        "say \"hi\"; --".to_string(),
+        "Mixed Case ~!@#$%^&*()".to_string(),
+        "p".repeat(longest_plain),
+    ] {
+        assert_eq!(
+            provider.channel_for(&topic),
+            format!("{prefix}{topic}"),
+            "{topic:?}"
+        );
+    }
+    for topic in [
+        "p".repeat(longest_plain + 1),
+        "room:é".to_string(),
+        "tab\there".to_string(),
+        "nul\0".to_string(),
+        "del\u{7f}".to_string(),
+        "t".repeat(10 * 1024),
+        "房".repeat(100),
+    ] {
+        let channel = provider.channel_for(&topic);
+        assert!(channel.len() <= MAX_IDENTIFIER_BYTES, "{channel:?}");
+        let digits = channel
+            .strip_prefix(&format!("{prefix}#"))
+            .unwrap_or_else(|| panic!("{topic:?} has channel {channel:?}"));
+        assert!(
+            digits.len() == 32
+                && digits
+                    .bytes()
+                    .all(|d| d.is_ascii_hexdigit() && !d.is_ascii_uppercase()),
+            "{channel:?}"
+        );
+    }
+    assert_ne!(
+        provider.channel_for(&"p".repeat(longest_plain + 1)),
+        provider.channel_for(&"p".repeat(longest_plain + 2))
+    );
+}
+
+async fn connections_named(admin: &Client, name: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_named_in_pg_stat_activity_while_started() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let provider = PostgresPubSub::new(test_config(&unique_prefix("appname"))).unwrap();
+    let listen = provider.application_name("listen");
+    let publish = provider.application_name("publish");
+    assert_eq!(
+        listen,
+        format!("fanout-postgres-{}-listen", provider.instance_id())
+    );
+    assert_eq!(connections_named(&db.admin, &listen).await, 0);
+    provider.start().await.unwrap();
+    assert_eq!(connections_named(&db.admin, &listen).await, 1);
+    assert_eq!(connections_named(&db.admin, &publish).await, 1);
+    provider.stop().await.unwrap();
+    let mut remaining = (1, 1);
+    let deadline = Instant::now() + conformance::WAIT;
+    while remaining != (0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "connections still open after stop(): {remaining:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        remaining = (
+            connections_named(&db.admin, &listen).await,
+            connections_named(&db.admin, &publish).await,
+        );
+    }
+}
