@@ -363,6 +363,116 @@ async fn a_10_kb_topic_is_refused_with_a_typed_error() {
     db.finish(&nodes).await;
 }
 
+/// `FNV-1a` over 128 bits, as `fanout::postgres` names hashed channels (pinned there).
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const BASIS: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes
+        .iter()
+        .fold(BASIS, |hash, &byte| (hash ^ u128::from(byte)).wrapping_mul(PRIME))
+}
+
+/// Sessions on A and B for each topic, broadcasts on each topic from both: every session gets
+/// only its own topic's messages (G6), though the topics share a channel.
+async fn check_topics_stay_apart(nodes: &[Arc<PostgresPubSub>; 2], topics: &[&str]) {
+    let received = Received::default();
+    for (i, topic) in topics.iter().enumerate() {
+        for (n, node) in nodes.iter().enumerate() {
+            let session = format!("n{n}t{i}");
+            received.subscribe(node, &session, topic).await;
+        }
+    }
+    for round in 0..5 {
+        for (n, node) in nodes.iter().enumerate() {
+            for (i, topic) in topics.iter().enumerate() {
+                node.broadcast(topic, Bytes::from(format!("n{n}:t{i}:{round}")))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        for topic in topics {
+            node.broadcast(topic, Bytes::from(format!("n{n}:end")))
+                .await
+                .unwrap();
+        }
+    }
+    let sessions: Vec<String> = (0..nodes.len())
+        .flat_map(|n| (0..topics.len()).map(move |i| format!("n{n}t{i}")))
+        .collect();
+    received
+        .until("both sentinels at every session", |r| {
+            sessions
+                .iter()
+                .all(|s| r.has(s, b"n0:end") && r.has(s, b"n1:end"))
+        })
+        .await;
+    for (i, topic) in topics.iter().enumerate() {
+        for n in 0..nodes.len() {
+            let got = received.of(&format!("n{n}t{i}"));
+            for publisher in 0..nodes.len() {
+                let from: Log = got
+                    .iter()
+                    .filter(|(_, m)| m.starts_with(format!("n{publisher}:").as_bytes()))
+                    .cloned()
+                    .collect();
+                let mut want: Log = (0..5)
+                    .map(|round| {
+                        (
+                            topic.to_string(),
+                            Bytes::from(format!("n{publisher}:t{i}:{round}")),
+                        )
+                    })
+                    .collect();
+                want.push((topic.to_string(), Bytes::from(format!("n{publisher}:end"))));
+                assert_eq!(from, want, "session n{n}t{i} on {topic:?}, from n{publisher}");
+            }
+            assert_eq!(got.len(), 12, "session n{n}t{i} on {topic:?}: {got:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_forced_onto_one_channel_keep_their_messages_apart() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let prefix = unique_prefix("collide");
+    let postgres = test_config(&prefix).with_channel_hash(|_| 42);
+    let nodes = pair(&postgres, &Config::default()).await;
+    let x = format!("x:{}", "x".repeat(80));
+    let y = format!("y:{}", "y".repeat(80));
+    let topics = [x.as_str(), y.as_str(), "é", "ü"];
+    let channel = format!("{prefix}#{:032x}", 42);
+    for node in &nodes {
+        for topic in topics {
+            assert_eq!(node.channel_for(topic), channel, "{topic:?}");
+        }
+    }
+    check_topics_stay_apart(&nodes, &topics).await;
+    for node in &nodes {
+        let stats = node.broker_stats();
+        assert_eq!(stats.malformed, 0, "{stats:?}");
+    }
+    db.finish(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_topic_spelt_like_a_hashed_channel_shares_it_and_stays_apart() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let prefix = unique_prefix("spelt");
+    let nodes = pair(&test_config(&prefix), &Config::default()).await;
+    let hashed = "room:é";
+    let spelt = format!("#{:032x}", fnv1a_128(hashed.as_bytes()));
+    assert_eq!(nodes[0].channel_for(hashed), nodes[0].channel_for(&spelt));
+    assert_eq!(nodes[0].channel_for(&spelt), format!("{prefix}{spelt}"));
+    check_topics_stay_apart(&nodes, &[hashed, spelt.as_str()]).await;
+    db.finish(&nodes).await;
+}
+
 // ----- channels and connections -----
 
 #[test]
