@@ -22,7 +22,8 @@ use conformance::postgres::{admin, test_config, unique_prefix};
 use fanout::bridge::BrokerError;
 use fanout::envelope::{single_encoded_len, Record};
 use fanout::postgres::{
-    encoded_len, PostgresConfig, PostgresPubSub, MAX_IDENTIFIER_BYTES, NOTIFY_PAYLOAD_LIMIT,
+    encoded_len, max_inline_payload, PostgresConfig, PostgresPubSub, MAX_IDENTIFIER_BYTES,
+    NOTIFY_PAYLOAD_LIMIT,
 };
 use fanout::{Config, Handler, Limits, PubSubError, PubSubProvider};
 use tokio_postgres::Client;
@@ -64,6 +65,15 @@ impl Received {
     fn of(&self, session: &str) -> Log {
         let sessions = self.sessions.lock().unwrap();
         sessions.get(session).cloned().unwrap_or_default()
+    }
+
+    /// Payloads `session` received, in order.
+    fn payloads(&self, session: &str) -> Vec<Bytes> {
+        self.of(session).into_iter().map(|(_, m)| m).collect()
+    }
+
+    fn count(&self, session: &str) -> usize {
+        self.sessions.lock().unwrap().get(session).map_or(0, Vec::len)
     }
 
     fn has(&self, session: &str, payload: &[u8]) -> bool {
@@ -172,6 +182,36 @@ async fn stop(nodes: &[Arc<PostgresPubSub>]) {
         node.stop().await.unwrap();
         assert_eq!(node.running_tasks(), 0);
     }
+}
+
+/// `len` pseudo-random bytes for `seed` (xorshift64*), covering every byte value once long.
+fn noise(seed: u64, len: usize) -> Bytes {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Asserts `got` is `want`, naming the first message that differs rather than printing both.
+#[track_caller]
+fn assert_same_payloads(got: &[Bytes], want: &[Bytes], what: &str) {
+    let lengths = |messages: &[Bytes]| messages.iter().map(Bytes::len).collect::<Vec<_>>();
+    assert_eq!(lengths(got), lengths(want), "{what}: message lengths");
+    if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+        let at = (0..want[i].len()).find(|&j| got[i][j] != want[i][j]).unwrap();
+        panic!("{what}: message {i} differs at byte {at} of {}", want[i].len());
+    }
+}
+
+/// Every byte value, 0 to 255, in order, repeated to `len` bytes.
+fn every_byte(len: usize) -> Bytes {
+    (0..=255u8).cycle().take(len).collect::<Vec<u8>>().into()
 }
 
 fn local_config_for_long_topics() -> Config {
@@ -470,6 +510,157 @@ async fn a_plain_topic_spelt_like_a_hashed_channel_shares_it_and_stays_apart() {
     assert_eq!(nodes[0].channel_for(hashed), nodes[0].channel_for(&spelt));
     assert_eq!(nodes[0].channel_for(&spelt), format!("{prefix}{spelt}"));
     check_topics_stay_apart(&nodes, &[hashed, spelt.as_str()]).await;
+    db.finish(&nodes).await;
+}
+
+// ----- identical notifications -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_broadcasts_are_each_delivered() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let prefix = unique_prefix("collapse");
+    let nodes = pair(&test_config(&prefix), &Config::default().with_capacity(4096)).await;
+    let [a, b] = &nodes;
+    let received = Received::default();
+    for topic in ["t1", "t2"] {
+        received.subscribe(b, "s", topic).await;
+    }
+    let mut want = Log::new();
+
+    // One at a time, each sent once the previous has arrived: every notification is the same
+    // text on the same channel, from the same connection.
+    for _ in 0..50 {
+        a.broadcast("t1", "x".into()).await.unwrap();
+        want.push(("t1".into(), "x".into()));
+        let n = want.len();
+        received.until("the last x", |r| r.count("s") >= n).await;
+    }
+    // In bursts: runs of one topic may share an envelope, and t1's identical envelopes go out
+    // in one pipeline, between t2's.
+    for _ in 0..200 {
+        for (topic, payload) in [("t1", "x"), ("t1", "x"), ("t2", "y"), ("t1", "x")] {
+            a.broadcast(topic, payload.into()).await.unwrap();
+            want.push((topic.into(), payload.into()));
+        }
+    }
+    a.broadcast("t1", "end".into()).await.unwrap();
+    want.push(("t1".into(), "end".into()));
+    received.until("the sentinel", |r| r.has("s", b"end")).await;
+    assert_eq!(received.of("s"), want);
+    let stats = b.broker_stats();
+    assert_eq!(stats.received, want.len() as u64, "{stats:?}");
+    db.finish(&nodes).await;
+}
+
+// ----- payloads -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_of_every_byte_value_arrive_byte_exact() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let prefix = unique_prefix("bytes");
+    let nodes = pair(&test_config(&prefix), &Config::default().with_capacity(1024)).await;
+    let [a, b] = &nodes;
+    let topic = "bytes";
+    let max = max_inline_payload(topic.len(), 0);
+    let mut payloads = vec![Bytes::new(), every_byte(256), every_byte(max)];
+    payloads.extend((0..40u64).map(|seed| noise(seed, 1 + (seed as usize * 151) % max)));
+    payloads.extend((0..=255u8).map(|byte| Bytes::from(vec![byte; 3])));
+
+    let received = Received::default();
+    received.subscribe(a, "a", topic).await;
+    received.subscribe(b, "b", topic).await;
+    for payload in &payloads {
+        a.broadcast(topic, payload.clone()).await.unwrap();
+    }
+    a.broadcast(topic, "end".into()).await.unwrap();
+    received.until("the sentinel at B", |r| r.has("b", b"end")).await;
+    received.until("the sentinel at A", |r| r.has("a", b"end")).await;
+    payloads.push("end".into());
+    assert_same_payloads(&received.payloads("b"), &payloads, "remote");
+    assert_same_payloads(&received.payloads("a"), &payloads, "local");
+    db.finish(&nodes).await;
+}
+
+/// On `topic`, from `sender` (or `broadcast` when `None`): payloads of the inline limit minus
+/// one and of the limit arrive at a local and a remote session; one byte more is refused with
+/// the notification's size and PostgreSQL's limit, and reaches no session.
+async fn check_the_inline_limit(nodes: &[Arc<PostgresPubSub>; 2], topic: &str, sender: Option<&str>) {
+    let [a, b] = nodes;
+    let received = Received::default();
+    received.subscribe(a, "a", topic).await;
+    received.subscribe(b, "b", topic).await;
+    let send = |payload: Bytes| async move {
+        match sender {
+            Some(sender) => a.broadcast_from(sender, topic, payload).await,
+            None => a.broadcast(topic, payload).await,
+        }
+    };
+    let max = max_inline_payload(topic.len(), sender.map_or(0, str::len));
+    let fits = [every_byte(max - 1), noise(7, max)];
+    for payload in &fits {
+        send(payload.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{} bytes from {sender:?}: {e}", payload.len()));
+    }
+
+    let over = every_byte(max + 1);
+    let error = send(over.clone()).await.unwrap_err();
+    let record = Record {
+        sender,
+        payload: &over,
+    };
+    let len = encoded_len(single_encoded_len(topic, &record));
+    assert!(len > NOTIFY_PAYLOAD_LIMIT);
+    match BrokerError::of(&error) {
+        Some(&BrokerError::NotificationTooLarge { len: l, limit }) => {
+            assert_eq!((l, limit), (len, 7999), "{error}");
+        }
+        other => panic!("expected NotificationTooLarge, got {other:?} ({error})"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("{len} bytes")) && message.contains("7999"),
+        "{message}"
+    );
+
+    send("end".into()).await.unwrap();
+    received.until("the sentinel at B", |r| r.has("b", b"end")).await;
+    received.until("the sentinel at A", |r| r.has("a", b"end")).await;
+    let want = [fits[0].clone(), fits[1].clone(), "end".into()];
+    assert_same_payloads(
+        &received.payloads("b"),
+        &want,
+        &format!("remote, from {sender:?}"),
+    );
+    assert_same_payloads(&received.payloads("a"), &want, &format!("local, from {sender:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_at_the_inline_limit_is_delivered_and_one_byte_more_is_refused() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let nodes = pair(&test_config(&unique_prefix("limit")), &Config::default()).await;
+    check_the_inline_limit(&nodes, "room:1", None).await;
+    assert_eq!(max_inline_payload("room:1".len(), 0), 5953);
+    db.finish(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_id_counts_against_the_inline_limit() {
+    let Some(db) = Database::connect().await else {
+        return;
+    };
+    let nodes = pair(&test_config(&unique_prefix("limitsnd")), &Config::default()).await;
+    let (topic, sender) = ("ünïcödé:房间", "tab-with-a-rather-long-session-id:0123456789");
+    check_the_inline_limit(&nodes, topic, Some(sender)).await;
+    // What was one byte over with the sender fits without it.
+    let over = max_inline_payload(topic.len(), sender.len()) + 1;
+    nodes[0].broadcast(topic, every_byte(over)).await.unwrap();
     db.finish(&nodes).await;
 }
 
