@@ -22,7 +22,7 @@ use conformance::postgres::{admin, test_config, unique_prefix};
 use fanout::bridge::BrokerError;
 use fanout::envelope::{single_encoded_len, Record};
 use fanout::postgres::{
-    encoded_len, max_inline_payload, PostgresConfig, PostgresPubSub, MAX_IDENTIFIER_BYTES,
+    encoded_len, max_inline_payload, LargePayloads, PostgresConfig, PostgresPubSub, MAX_IDENTIFIER_BYTES,
     NOTIFY_PAYLOAD_LIMIT,
 };
 use fanout::{Config, Handler, Limits, PubSubError, PubSubProvider};
@@ -154,6 +154,28 @@ impl Database {
         canary
     }
 
+    /// Settings for instances that store large payloads in a table of their own
+    /// (`payload_table`), dropped at the end.
+    fn table_mode(&mut self, test: &str) -> PostgresConfig {
+        let table = unique_name("payloads");
+        self.drops_table(&table);
+        test_config(&unique_prefix(test))
+            .with_large_payloads(LargePayloads::Table)
+            .with_payload_table(table)
+    }
+
+    /// Two started instances in table mode, rows kept for `ttl`, each with `config` for its
+    /// local side; and their table's name.
+    async fn table_pair(
+        &mut self,
+        test: &str,
+        ttl: Duration,
+        config: &Config,
+    ) -> ([Arc<PostgresPubSub>; 2], String) {
+        let postgres = self.table_mode(test).with_payload_ttl(ttl);
+        (pair(&postgres, config).await, postgres.payload_table)
+    }
+
     /// Whether a table named exactly `name` exists.
     async fn has_table(&self, name: &str) -> bool {
         let row = self
@@ -167,6 +189,14 @@ impl Database {
         row.get::<_, i64>(0) == 1
     }
 
+    async fn row_count(&self, table: &str) -> i64 {
+        self.admin
+            .query_one(&format!("SELECT count(*) FROM {}", quoted(table)), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Stops `nodes`, then drops what the test made.
     async fn finish(self, nodes: &[Arc<PostgresPubSub>]) {
         stop(nodes).await;
@@ -175,6 +205,9 @@ impl Database {
         }
     }
 }
+
+/// A `payload_ttl` no row outlives during a test.
+const KEEP: Duration = Duration::from_secs(60);
 
 /// Stops `nodes`; every task of theirs ends.
 async fn stop(nodes: &[Arc<PostgresPubSub>]) {
@@ -662,6 +695,280 @@ async fn the_sender_id_counts_against_the_inline_limit() {
     let over = max_inline_payload(topic.len(), sender.len()) + 1;
     nodes[0].broadcast(topic, every_byte(over)).await.unwrap();
     db.finish(&nodes).await;
+}
+
+// ----- large payloads -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_travel_through_the_table_in_order() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let (nodes, table) = db.table_pair("large", KEEP, &Config::default()).await;
+    let [a, b] = &nodes;
+    let row = db
+        .admin
+        .query_one(
+            "SELECT relpersistence::text FROM pg_class WHERE relname = $1 AND relkind = 'r'",
+            &[&table],
+        )
+        .await
+        .expect("start() creates the table");
+    assert_eq!(row.get::<_, String>(0), "u", "the table is UNLOGGED");
+
+    let received = Received::default();
+    for topic in ["big", "side"] {
+        received.subscribe(b, "both", topic).await;
+        received.subscribe(a, "local", topic).await;
+    }
+    received.subscribe(b, "big-only", "big").await;
+    let sent: Vec<(&str, Bytes)> = vec![
+        ("big", "small-0".into()),
+        ("big", noise(1, 16 * 1024)),
+        ("side", "small-1".into()),
+        ("big", noise(2, 256 * 1024)),
+        ("big", every_byte(20 * 1024)),
+        ("big", "small-2".into()),
+        ("side", noise(3, 16 * 1024)),
+        ("big", every_byte(256)),
+        ("big", noise(4, 100_000)),
+        ("side", "small-3".into()),
+        ("big", "small-4".into()),
+        ("big", "end".into()),
+    ];
+    for (topic, payload) in &sent {
+        a.broadcast(topic, payload.clone()).await.unwrap();
+    }
+    received
+        .until("the sentinel at B", |r| r.has("big-only", b"end"))
+        .await;
+    received
+        .until("the sentinel at A", |r| r.has("local", b"end"))
+        .await;
+    let big: Vec<(&str, Bytes)> = sent.iter().filter(|(t, _)| *t == "big").cloned().collect();
+    for (session, want) in [("both", &sent), ("local", &sent), ("big-only", &big)] {
+        let (topics, payloads): (Vec<String>, Vec<Bytes>) = received.of(session).into_iter().unzip();
+        let want_topics: Vec<&str> = want.iter().map(|(t, _)| *t).collect();
+        let want_payloads: Vec<Bytes> = want.iter().map(|(_, m)| m.clone()).collect();
+        assert_eq!(topics, want_topics, "{session}: topics");
+        assert_same_payloads(&payloads, &want_payloads, session);
+    }
+    assert_eq!(b.broker_stats().malformed, 0);
+
+    db.finish(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10_kb_topic_travels_in_table_mode() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let (nodes, _) = db
+        .table_pair("10kbtab", KEEP, &local_config_for_long_topics())
+        .await;
+    let [a, b] = &nodes;
+    let topic = "t".repeat(10 * 1024);
+    let other = format!("{}u", "t".repeat(10 * 1024 - 1));
+    assert!(a.channel_for(&topic).len() <= MAX_IDENTIFIER_BYTES);
+    let received = Received::default();
+    received.subscribe(b, "b", &topic).await;
+    received.subscribe(b, "other", &other).await;
+    a.broadcast(&topic, "hello".into()).await.unwrap();
+    a.broadcast(&other, "end".into()).await.unwrap();
+    received
+        .until("the other topic's message", |r| r.has("other", b"end"))
+        .await;
+    assert_eq!(received.of("b"), [(topic.clone(), Bytes::from("hello"))]);
+    assert_eq!(received.of("other"), [(other.clone(), Bytes::from("end"))]);
+    db.finish(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_payloads_are_deleted_after_the_ttl() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let (nodes, table) = db.table_pair("ttl", ttl, &Config::default()).await;
+    let [a, b] = &nodes;
+    let received = Received::default();
+    received.subscribe(b, "b", "big").await;
+    let sent_at = Instant::now();
+    for seed in 0..3 {
+        a.broadcast("big", noise(seed, 10_000)).await.unwrap();
+    }
+    received
+        .until("three large messages", |r| r.count("b") == 3)
+        .await;
+    if sent_at.elapsed() < ttl / 2 {
+        assert_eq!(db.row_count(&table).await, 3, "rows before the ttl");
+    }
+    let deadline = Instant::now() + ttl + Duration::from_secs(10);
+    while db.row_count(&table).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "rows remain {:?} after they were stored; payload_ttl is {ttl:?}",
+            sent_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sent_at.elapsed() >= ttl,
+        "rows were deleted before payload_ttl ({:?})",
+        sent_at.elapsed()
+    );
+    db.finish(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_payload_table_name_is_used_as_written() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let canary = db.canary().await;
+    let table = format!("{}\"; DROP TABLE {canary}; --", unique_name("Payloads"));
+    db.drops_table(&table);
+    let postgres = test_config(&unique_prefix("badtable"))
+        .with_large_payloads(LargePayloads::Table)
+        .with_payload_table(&table);
+    let nodes = pair(&postgres, &Config::default()).await;
+    let [a, b] = &nodes;
+    assert!(db.has_table(&table).await, "no table named {table:?}");
+    let received = Received::default();
+    received.subscribe(b, "b", "big").await;
+    let payload = noise(9, 16 * 1024);
+    a.broadcast("big", payload.clone()).await.unwrap();
+    a.broadcast("big", "end".into()).await.unwrap();
+    received.until("the sentinel", |r| r.has("b", b"end")).await;
+    assert_same_payloads(&received.payloads("b"), &[payload, "end".into()], "remote");
+    assert_eq!(db.row_count(&table).await, 1);
+    assert!(db.has_table(&canary).await, "the canary table is gone");
+    db.finish(&nodes).await;
+}
+
+/// Sends `payload_len`-byte messages from A to B for about `period`, at most 32 ahead of what
+/// B has received; checks each arrived byte-exact and in order, and returns messages per
+/// second.
+async fn rate(nodes: &[Arc<PostgresPubSub>; 2], topic: &str, payload_len: usize, period: Duration) -> f64 {
+    let [a, b] = nodes;
+    let window = 32;
+    let received = Received::default();
+    received.subscribe(b, "b", topic).await;
+    let payload = |seq: usize| -> Bytes {
+        let mut bytes = noise(seq as u64, payload_len).to_vec();
+        bytes[..8].copy_from_slice(&(seq as u64).to_be_bytes());
+        bytes.into()
+    };
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < period {
+        a.broadcast(topic, payload(sent)).await.unwrap();
+        sent += 1;
+        if sent >= window {
+            received
+                .until("B to keep up", |r| r.count("b") + window > sent)
+                .await;
+        }
+    }
+    received.until("every message", |r| r.count("b") == sent).await;
+    let per_second = sent as f64 / started.elapsed().as_secs_f64();
+    let got = received.payloads("b");
+    for (seq, message) in got.iter().enumerate() {
+        assert!(
+            *message == payload(seq),
+            "message {seq} of {topic} arrived altered"
+        );
+    }
+    per_second
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payload_rates_across_instances() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let (nodes, _) = db.table_pair("rate", KEEP, &Config::default()).await;
+    for (topic, len) in [("16k", 16 * 1024), ("256k", 256 * 1024)] {
+        let per_second = rate(&nodes, topic, len, Duration::from_secs(3)).await;
+        println!(
+            "postgres table mode, A to B: {len}-byte messages at {per_second:.0} messages/s ({:.1} MB/s)",
+            per_second * len as f64 / 1e6
+        );
+    }
+    db.finish(&nodes).await;
+}
+
+// ----- configuration -----
+
+#[cfg(feature = "toml")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_toml_postgres_table_builds_a_working_provider() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let table = unique_name("payloads");
+    db.drops_table(&table);
+    let prefix = unique_prefix("toml");
+    let source = format!(
+        r#"
+        [postgres]
+        url = "{}"
+        channel_prefix = "{prefix}"
+        large_payloads = "table"
+        payload_table = "{table}"
+        payload_ttl_ms = 30000
+        health_check_interval_ms = 250
+        "#,
+        conformance::postgres::url()
+    );
+    let postgres = PostgresConfig::from_toml_str(&source).unwrap();
+    assert_eq!(postgres.large_payloads, LargePayloads::Table);
+    let nodes = pair(&postgres, &Config::default()).await;
+    let [a, b] = &nodes;
+    assert!(db.has_table(&table).await);
+    let received = Received::default();
+    received.subscribe(b, "b", "big").await;
+    let payload = noise(5, 64 * 1024);
+    a.broadcast("big", payload.clone()).await.unwrap();
+    received.until("the large message", |r| r.count("b") == 1).await;
+    assert_same_payloads(&received.payloads("b"), &[payload], "remote");
+    db.finish(&nodes).await;
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn bad_toml_postgres_values_are_errors_naming_the_key() {
+    let long_prefix = "p".repeat(31);
+    let cases = [
+        ("large_payloads = \"tables\"", "postgres.large_payloads"),
+        ("large_payloads = true", "postgres.large_payloads"),
+        ("payload_table = \"\"", "postgres.payload_table"),
+        ("payload_table = \"a\\u0000b\"", "postgres.payload_table"),
+        (
+            &*format!("payload_table = \"{}\"", "t".repeat(64)),
+            "postgres.payload_table",
+        ),
+        ("payload_ttl_ms = 0", "postgres.payload_ttl_ms"),
+        ("payload_ttl_ms = 86400001", "postgres.payload_ttl_ms"),
+        ("max_envelope_bytes = 10", "postgres.max_envelope_bytes"),
+        (
+            &*format!("channel_prefix = \"{long_prefix}\""),
+            "postgres.channel_prefix",
+        ),
+        ("channel_prefix = \"a\\nb\"", "postgres.channel_prefix"),
+        ("url = \"redis://localhost\"", "postgres.url"),
+        ("payload_tables = \"x\"", "postgres.payload_tables"),
+    ];
+    for (line, key) in cases {
+        let source = format!("[postgres]\n{line}\n");
+        let error = match PostgresConfig::from_toml_str(&source) {
+            Err(error) => error,
+            Ok(config) => panic!("{line} accepted as {config:?}"),
+        };
+        assert_eq!(error.key.as_deref(), Some(key), "{line}: {error}");
+        assert!(error.to_string().contains(&format!("`{key}`")), "{line}: {error}");
+        assert!(!error.message.is_empty(), "{line}");
+    }
 }
 
 // ----- channels and connections -----
