@@ -546,6 +546,49 @@ async fn a_plain_topic_spelt_like_a_hashed_channel_shares_it_and_stays_apart() {
     db.finish(&nodes).await;
 }
 
+/// B has a session on `x` and one on `y`, which share a channel; when `x`'s leaves, `y`'s still
+/// gets A's broadcasts (G1): the channel stays listened while one of its topics has a session.
+async fn check_a_shared_channel_outlives_one_topic(postgres: &PostgresConfig, x: &str, y: &str) {
+    let nodes = pair(postgres, &Config::default()).await;
+    let [a, b] = &nodes;
+    assert_eq!(b.channel_for(x), b.channel_for(y));
+    let received = Received::default();
+    received.subscribe(b, "bx", x).await;
+    received.subscribe(b, "by", y).await;
+    a.broadcast(y, "before".into()).await.unwrap();
+    received
+        .until("the first message on y", |r| r.has("by", b"before"))
+        .await;
+
+    b.unsubscribe_topic("bx", x).await.unwrap();
+    eventually("B to let go of x", || b.broker_stats().channels == 1).await;
+    a.broadcast(y, "after".into()).await.unwrap();
+    received
+        .until(
+            &format!("the message on {y:?} after the session on {x:?} left B"),
+            |r| r.has("by", b"after"),
+        )
+        .await;
+    assert_eq!(
+        received.payloads("by"),
+        [Bytes::from("before"), Bytes::from("after")]
+    );
+    stop(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_channel_stays_listened_while_one_of_its_topics_has_a_session() {
+    let Some(_db) = Database::connect().await else {
+        return;
+    };
+    let forced = test_config(&unique_prefix("sharedun")).with_channel_hash(|_| 42);
+    check_a_shared_channel_outlives_one_topic(&forced, "x:é", "y:é").await;
+    // The same with the real hash: a plain topic spelt like another's hashed channel.
+    let spelt = format!("#{:032x}", fnv1a_128("room:é".as_bytes()));
+    let real = test_config(&unique_prefix("sharedun"));
+    check_a_shared_channel_outlives_one_topic(&real, &spelt, "room:é").await;
+}
+
 // ----- identical notifications -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -818,6 +861,59 @@ async fn stored_payloads_are_deleted_after_the_ttl() {
         sent_at.elapsed()
     );
     db.finish(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_payloads_are_deleted_at_most_every_half_ttl() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let (nodes, table) = db.table_pair("expiry", ttl, &Config::default()).await;
+    let started = Instant::now();
+    let [a, b] = &nodes;
+    // Counts the DELETE statements on the table, whether or not they delete rows.
+    let counter = unique_name("deletes");
+    db.admin
+        .batch_execute(&format!(
+            "CREATE SEQUENCE {counter};
+             CREATE FUNCTION {counter}() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM nextval('{counter}'); RETURN NULL; END $$;
+             CREATE TRIGGER {counter} AFTER DELETE ON {} FOR EACH STATEMENT
+                 EXECUTE FUNCTION {counter}();",
+            quoted(&table)
+        ))
+        .await
+        .unwrap();
+
+    // Small messages, each sent once the previous has arrived: one pipeline each.
+    let received = Received::default();
+    received.subscribe(b, "b", "small").await;
+    let mut sent = 0;
+    while started.elapsed() < 2 * ttl {
+        a.broadcast("small", Bytes::from(sent.to_string())).await.unwrap();
+        sent += 1;
+        received.until("the last message", |r| r.count("b") == sent).await;
+    }
+    let elapsed = started.elapsed();
+    let row = db
+        .admin
+        .query_one(
+            &format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {counter}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let deletes: i64 = row.get(0);
+    let bound = (elapsed.as_secs_f64() / (ttl.as_secs_f64() / 2.0)).ceil() as i64 + 1;
+    db.cleanup
+        .push(format!("DROP FUNCTION {counter}(); DROP SEQUENCE {counter};"));
+    db.finish(&nodes).await;
+    assert!(
+        deletes <= bound,
+        "{deletes} DELETE statements on the payload table in {elapsed:?} ({sent} broadcasts); \
+         with payload_ttl {ttl:?}, at most {bound} expected"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
