@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 
 use super::error::BrokerError;
 use crate::topic::Topic;
@@ -69,6 +70,13 @@ pub(crate) trait Broker: Send + Sync + Sized + 'static {
         &self,
         publisher: &mut Self::Publisher,
     ) -> impl Future<Output = Result<(), Reason>> + Send;
+    /// Resolves once `publisher`'s connection is known to have closed, so that an idle one is
+    /// noticed at once rather than at its next use. A client that does not tell never
+    /// resolves it; its loss is found by the next send or ping.
+    fn publisher_closed(&self, publisher: &Self::Publisher) -> BoxFuture<'static, ()> {
+        let _ = publisher;
+        futures_util::future::pending().boxed()
+    }
 }
 
 /// An open subscription connection: commands, each resolving once the broker confirmed it,

@@ -26,7 +26,8 @@
 //!
 //! # Connection loss
 //!
-//! A failed or unanswered pipeline, or an idle ping left unanswered, marks the connection down:
+//! A failed or unanswered pipeline, an idle ping left unanswered, or the broker's client
+//! reporting the connection closed marks it down:
 //! the messages in flight and those still queued are lost and counted (`publish_errors`), and
 //! broadcasts refuse their remote part with
 //! [`PublishUnavailable`](super::BrokerError::PublishUnavailable) until the task has
@@ -158,12 +159,14 @@ impl<B: Broker> Publisher<B> {
         let max = self.shared.settings.max_pipeline;
         let idle = self.shared.settings.health_check_interval;
         let mut batch = Vec::with_capacity(max);
+        let mut closed = self.shared.broker.publisher_closed(&first);
         let mut connection = Some(first);
         loop {
             let Some(conn) = connection.as_mut() else {
                 connection = self.reconnect().await;
-                if connection.is_none() {
-                    break;
+                match &connection {
+                    Some(conn) => closed = self.shared.broker.publisher_closed(conn),
+                    None => break,
                 }
                 continue;
             };
@@ -185,6 +188,10 @@ impl<B: Broker> Publisher<B> {
                         connection = None;
                     }
                     batch.clear();
+                }
+                () = &mut closed => {
+                    self.lost("the connection closed", 0);
+                    connection = None;
                 }
                 () = tokio::time::sleep(idle) => {
                     let timeout = self.shared.settings.response_timeout;

@@ -87,12 +87,11 @@ pub(crate) fn redact(url: &str) -> String {
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let shown = match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
+        Some(at) if rest[..at].contains(':') => {
+            let user = rest[..at].split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
         }
-        None => url.to_string(),
+        _ => url.to_string(),
     };
     let Some((base, query)) = shown.split_once('?') else {
         return shown;
@@ -119,6 +118,10 @@ mod tests {
             "postgres://user:***@host/db"
         );
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact("postgres://postgres@host/db"),
+            "postgres://postgres@host/db"
+        );
         assert_eq!(
             redact("postgres://host/db?user=u&password=secret&sslmode=disable"),
             "postgres://host/db?user=u&password=***&sslmode=disable"

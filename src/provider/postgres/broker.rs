@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{try_join_all, BoxFuture};
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Statement};
 
@@ -116,12 +116,15 @@ impl PostgresBroker {
         &self,
         role: Role,
         notifications: Option<mpsc::Sender<Notification>>,
-    ) -> Result<(Client, JoinHandle<()>), ConnectError> {
+    ) -> Result<(Client, Driver), ConnectError> {
         let mut config = self.connect.clone();
         config.application_name(format!("fanout-postgres-{}-{}", self.instance, role.name()));
         let (client, mut connection) = config.connect(NoTls).await?;
         let instance = self.instance;
-        let driver = tokio::spawn(async move {
+        let (closing, closed) = watch::channel(());
+        let task = tokio::spawn(async move {
+            // Dropped when the task ends, however it ends: tells `Driver::closed`.
+            let _closing = closing;
             while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
                 match message {
                     Ok(AsyncMessage::Notification(notification)) => {
@@ -144,13 +147,32 @@ impl PostgresBroker {
                 }
             }
         });
+        let driver = Driver { task, closed };
         if let Some(table) = &self.table {
-            if let Err(error) = create_table(&client, table).await {
-                driver.abort();
-                return Err(error.into());
-            }
+            create_table(&client, table).await?;
         }
         Ok((client, driver))
+    }
+}
+
+/// The task that drives one connection; aborted when dropped, which closes the connection.
+struct Driver {
+    task: JoinHandle<()>,
+    /// Its sender is dropped when the task ends.
+    closed: watch::Receiver<()>,
+}
+
+impl Driver {
+    /// Resolves once the connection has ended.
+    fn closed(&self) -> BoxFuture<'static, ()> {
+        let mut closed = self.closed.clone();
+        async move { while closed.changed().await.is_ok() {} }.boxed()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -214,7 +236,7 @@ impl Broker for PostgresBroker {
                 Some(Fetcher {
                     client,
                     statement,
-                    driver,
+                    _driver: driver,
                 })
             }
             None => None,
@@ -224,7 +246,7 @@ impl Broker for PostgresBroker {
             notifications,
             fetch,
             response_timeout: self.config.response_timeout,
-            driver,
+            _driver: driver,
         })
     }
 
@@ -256,6 +278,7 @@ impl Broker for PostgresBroker {
         publisher: &mut PostgresPublisher,
         envelopes: &[Outgoing<'_>],
     ) -> Result<(), Reason> {
+        let expiry_due = self.expiry_due(publisher);
         let publisher = &*publisher;
         let (client, notify) = (&publisher.client, &publisher.notify);
         let mut sends = Vec::with_capacity(envelopes.len());
@@ -273,7 +296,7 @@ impl Broker for PostgresBroker {
             };
             sends.push(send);
         }
-        let expired = self.expire_due(publisher);
+        let expired = self.expire(publisher, expiry_due);
         let (sent, expired) = futures_util::future::join(try_join_all(sends), expired).await;
         sent.map_err(|error| format!("pg_notify failed: {error}"))?;
         expired
@@ -285,20 +308,36 @@ impl Broker for PostgresBroker {
             .simple_query("SELECT 1")
             .await
             .map_err(|error| format!("health query failed: {error}"))?;
-        self.expire_due(publisher).await
+        let expiry_due = self.expiry_due(publisher);
+        self.expire(publisher, expiry_due).await
+    }
+
+    fn publisher_closed(&self, publisher: &PostgresPublisher) -> BoxFuture<'static, ()> {
+        publisher.driver.closed()
     }
 }
 
 impl PostgresBroker {
-    /// Deletes stored payloads older than `payload_ttl`, at most every half of it.
-    fn expire_due<'a>(&'a self, publisher: &'a PostgresPublisher) -> BoxFuture<'a, Result<(), Reason>> {
-        let Some(expire) = &publisher.expire else {
+    /// Whether stored payloads are due to be expired: at most every half of `payload_ttl`.
+    /// Counts this one as done.
+    fn expiry_due(&self, publisher: &mut PostgresPublisher) -> bool {
+        if publisher.expire.is_none() || publisher.expired_at.elapsed() < self.config.payload_ttl / 2 {
+            return false;
+        }
+        publisher.expired_at = Instant::now();
+        true
+    }
+
+    /// Deletes stored payloads older than `payload_ttl`, if `due`.
+    fn expire<'a>(
+        &'a self,
+        publisher: &'a PostgresPublisher,
+        due: bool,
+    ) -> BoxFuture<'a, Result<(), Reason>> {
+        let (Some(expire), true) = (&publisher.expire, due) else {
             return futures_util::future::ready(Ok(())).boxed();
         };
         let ttl = self.config.payload_ttl;
-        if publisher.expired_at.elapsed() < ttl / 2 {
-            return futures_util::future::ready(Ok(())).boxed();
-        }
         async move {
             publisher
                 .client
@@ -318,13 +357,7 @@ pub(crate) struct PostgresPublisher {
     store: Option<Statement>,
     expire: Option<Statement>,
     expired_at: Instant,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for PostgresPublisher {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+    driver: Driver,
 }
 
 /// The listening connection: its client for `LISTEN` / `UNLISTEN` and health queries, the
@@ -341,26 +374,16 @@ pub(crate) struct PostgresSubscription {
     fetch: Option<Fetcher>,
     /// Bounds fetching a stored payload; past it the connection is taken as lost.
     response_timeout: Duration,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for PostgresSubscription {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+    /// Kept for its drop, which closes the connection.
+    _driver: Driver,
 }
 
 /// The connection that fetches stored payloads, and its prepared `SELECT`.
 struct Fetcher {
     client: Client,
     statement: Statement,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for Fetcher {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+    /// Kept for its drop, which closes the connection.
+    _driver: Driver,
 }
 
 impl PostgresSubscription {
