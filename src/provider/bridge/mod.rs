@@ -49,9 +49,10 @@
 //!
 //! # Outages
 //!
-//! Both connections are watched: a closed or killed connection is noticed at once, a silent
-//! one (a network cut) by a ping every `health_check_interval` that must be answered within
-//! `response_timeout`. The provider then reconnects with capped exponential backoff (first
+//! Both connections are watched. A closed or killed connection is noticed at once where the
+//! broker's client reports it (every subscription connection; PostgreSQL's publishing
+//! connection), otherwise at its next use; a silent one (a network cut) by a ping every
+//! `health_check_interval` that must be answered within `response_timeout`. The provider then reconnects with capped exponential backoff (first
 //! attempt immediate, then `reconnect_backoff_min` doubling up to `reconnect_backoff_max`) and
 //! subscribes every topic again. Each outage is counted in [`BrokerStats`] and logged with its
 //! length when it ends.

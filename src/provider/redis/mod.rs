@@ -33,7 +33,9 @@
 //!   stay literal ([G6]).
 //! - **Connections.** One RESP2 pub/sub connection subscribes; one multiplexed connection
 //!   publishes, named `fanout-<instance>-publisher` in `CLIENT LIST`, sending each batch as
-//!   pipelined `PUBLISH` commands. A silent connection is found by `PING`.
+//!   pipelined `PUBLISH` commands. A silent connection is found by `PING`; the publishing
+//!   connection's close, which the client does not report, by the next `PUBLISH` or `PING`
+//!   (a broadcast queued in between is lost and counted).
 //! - **Envelopes** are at most [`RedisConfig::max_envelope_bytes`]; a broadcast whose envelope
 //!   would be larger is refused with [`RedisPubSubError::EnvelopeTooLarge`] before anything is
 //!   delivered.
