@@ -24,10 +24,13 @@
 //!
 //! # Connection loss
 //!
-//! The stream ending, a command failing or a ping left unanswered past the response timeout
-//! (a silent network cut) all count as a loss: the outage is counted and logged, parked waiters
-//! fail, and the task reconnects with capped exponential backoff, subscribing every wanted topic
-//! again; the outage ends, and is logged with its length, when all are confirmed. Messages
+//! The stream ending, a command failing, or a command or ping left unanswered past the
+//! response timeout while no message arrived either (a silent network cut) all count as a
+//! loss. An unanswered command on a connection that is still handing over messages is asked
+//! again instead: the broker's answer may wait behind a backlog of messages (PostgreSQL sends
+//! every pending notification before its next reply). On a loss the outage is counted and
+//! logged, parked waiters fail, and the task reconnects with capped exponential backoff,
+//! subscribing every wanted topic again; the outage ends, and is logged with its length, when all are confirmed. Messages
 //! published by other instances in between are lost: the brokers' pub/sub is at-most-once.
 
 use std::collections::{HashMap, HashSet};
@@ -131,6 +134,8 @@ pub(crate) struct Listener<B: Broker> {
     parked: HashMap<Topic, Vec<Waiter>>,
     /// When the current outage began, until every wanted topic is confirmed again.
     outage: Option<Instant>,
+    /// When the current connection last handed over a message.
+    last_inbound: Option<Instant>,
 }
 
 /// One open subscription connection and the commands in flight on it.
@@ -149,7 +154,15 @@ enum Command {
 struct Done {
     command: Command,
     topics: Vec<Topic>,
-    result: Result<(), Reason>,
+    result: Result<(), Failure>,
+}
+
+/// Why a command did not complete.
+enum Failure {
+    /// The broker answered with an error, or the connection failed.
+    Error(Reason),
+    /// No answer within the response timeout.
+    Unanswered(Reason),
 }
 
 enum Exit {
@@ -176,6 +189,7 @@ impl<B: Broker> Listener<B> {
             dirty: HashSet::new(),
             parked: HashMap::new(),
             outage: None,
+            last_inbound: None,
         }
     }
 
@@ -236,6 +250,7 @@ impl<B: Broker> Listener<B> {
                             None => break,
                         }
                     }
+                    self.last_inbound = Some(Instant::now());
                 }
                 Some(done) = live.commands.next(), if !live.commands.is_empty() => {
                     if let Err(reason) = self.finish(done) {
@@ -291,6 +306,12 @@ impl<B: Broker> Listener<B> {
         }
     }
 
+    /// Whether the connection handed over a message within the response timeout.
+    fn delivering(&self) -> bool {
+        self.last_inbound
+            .is_some_and(|at| at.elapsed() < self.shared.settings.response_timeout)
+    }
+
     fn is_settled(&self, topic: &Topic) -> bool {
         self.confirmed.contains(topic) && !self.busy.contains(topic)
     }
@@ -341,7 +362,17 @@ impl<B: Broker> Listener<B> {
         for topic in &done.topics {
             self.busy.remove(topic);
         }
-        done.result?;
+        match done.result {
+            Ok(()) => {}
+            Err(Failure::Unanswered(_)) if self.delivering() => {
+                // A connection that is handing us messages is alive; its answer waits behind
+                // them (PostgreSQL sends pending notifications before the next reply). Ask
+                // again: subscribing and unsubscribing are idempotent.
+                self.dirty.extend(done.topics);
+                return Ok(());
+            }
+            Err(Failure::Error(reason) | Failure::Unanswered(reason)) => return Err(reason),
+        }
         let counters = &self.shared.counters;
         match done.command {
             Command::Ping => {}
@@ -396,6 +427,7 @@ impl<B: Broker> Listener<B> {
     }
 
     fn lost(&mut self, reason: &str) {
+        self.last_inbound = None;
         let counters = &self.shared.counters;
         BrokerCounters::add(&counters.outages, 1);
         counters.connected.store(false, Relaxed);
@@ -537,8 +569,11 @@ fn command<B: Broker>(
             Command::Ping => "ping",
         };
         let result = match tokio::time::timeout(timeout, sent).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer to {name} within {} ms", timeout.as_millis())),
+            Ok(result) => result.map_err(Failure::Error),
+            Err(_) => Err(Failure::Unanswered(format!(
+                "no answer to {name} within {} ms",
+                timeout.as_millis()
+            ))),
         };
         Done {
             command,
