@@ -70,6 +70,10 @@ pub struct Args {
     /// pipelined to channels another connection listens on) and report it.
     #[arg(long)]
     pub baseline_only: bool,
+    /// For `--provider postgres`: carry envelopes over the 7,999-byte notification limit in
+    /// the provider's table (`large_payloads = "table"`) instead of refusing them.
+    #[arg(long)]
+    pub large_payloads_table: bool,
     /// For `--baseline-only`: `pg_notify` statements in flight at once.
     #[arg(long, default_value_t = 1024)]
     pub pipeline_depth: usize,

@@ -28,7 +28,12 @@ pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn
     let mut postgres = PostgresConfig::from_env();
     postgres.url = args.database_url();
     let server = server_name(&postgres.url).map_err(|error| format!("--database-url: {error}"))?;
-    let postgres = postgres.with_channel_prefix(channel_prefix());
+    let mut postgres = postgres.with_channel_prefix(channel_prefix());
+    if args.large_payloads_table {
+        postgres = postgres
+            .with_large_payloads(fanout::postgres::LargePayloads::Table)
+            .with_payload_table(format!("fanout_sizing_{}", std::process::id()));
+    }
 
     let capacity = config.capacity;
     let policy = policy_name(&config);
@@ -63,6 +68,16 @@ pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn
     let (sent, got) = (publishing.broker_stats(), receiving.broker_stats());
     publishing.stop().await?;
     receiving.stop().await?;
+    if args.large_payloads_table {
+        // The table is this run's own (named after the process): drop it.
+        let table = &publishing.postgres_config().payload_table;
+        let (client, connection) =
+            tokio_postgres::connect(&args.database_url(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+            .await?;
+    }
     let mut report = measured?;
 
     report.postgres = Some(PostgresSection {
