@@ -402,10 +402,51 @@ impl<B: Broker> Bridge<B> {
     }
 }
 
-/// Implements [`PubSubProvider`](crate::PubSubProvider) for a provider that wraps a
-/// [`Bridge`] in a field named `bridge`.
+/// Implements [`PubSubProvider`](crate::PubSubProvider), and the accessors every distributed
+/// provider has, for a provider that wraps a [`Bridge`] in a field named `bridge`.
 macro_rules! bridge_provider {
     ($provider:ty) => {
+        impl $provider {
+            /// This instance's id, as carried in its envelopes.
+            pub fn instance_id(&self) -> $crate::bridge::InstanceId {
+                self.bridge.instance_id()
+            }
+
+            /// The local engine's settings.
+            pub fn config(&self) -> &$crate::Config {
+                self.bridge.config()
+            }
+
+            /// The broker channel that carries `topic`.
+            pub fn channel_for(&self, topic: &str) -> String {
+                use $crate::provider::bridge::broker::Broker as _;
+                self.bridge.broker().channel(topic)
+            }
+
+            /// A snapshot of the broker-side counters (outages, reconnects, messages sent,
+            /// received and skipped).
+            pub fn broker_stats(&self) -> $crate::bridge::BrokerStats {
+                self.bridge.broker_stats()
+            }
+
+            /// Figures for one live local session.
+            pub fn session_stats(&self, session_id: &str) -> Option<$crate::SessionStats> {
+                self.bridge.session_stats(session_id)
+            }
+
+            /// Sets the callback for [`Notice`](crate::Notice)s about local sessions. Only the
+            /// first call takes effect; returns `false` if a hook was already set.
+            pub fn on_notice(&self, hook: impl Fn(&$crate::Notice) + Send + Sync + 'static) -> bool {
+                self.bridge.on_notice(hook)
+            }
+
+            /// Background tasks still running: local session tasks, and the listener and
+            /// publisher while started.
+            pub fn running_tasks(&self) -> usize {
+                self.bridge.running_tasks()
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::PubSubProvider for $provider {
             /// Subscribes locally, then waits until the broker has confirmed the topic's

@@ -32,6 +32,63 @@ pub(crate) struct BridgeSettings {
     pub(crate) reconnect_backoff_max: Duration,
 }
 
+/// The constructors, and the builder methods of the settings every distributed provider's
+/// config has as fields of its own (`url`, `channel_prefix`, `publish_queue`, the timeouts, the
+/// backoff), for the config's `impl` block. `$env` is the constant naming the environment
+/// variable `from_env` reads, `$env_name` that variable.
+macro_rules! shared_config_methods {
+    ($env:ident, $env_name:literal) => {
+        /// The defaults, with `url`.
+        pub fn new(url: impl Into<String>) -> Self {
+            Self {
+                url: url.into(),
+                ..Self::default()
+            }
+        }
+
+        #[doc = concat!("The defaults, with the URL from the `", $env_name, "` environment variable if it is set.")]
+        pub fn from_env() -> Self {
+            match std::env::var($env) {
+                Ok(url) if !url.is_empty() => Self::new(url),
+                _ => Self::default(),
+            }
+        }
+
+        /// Sets the channel prefix.
+        pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+            self.channel_prefix = prefix.into();
+            self
+        }
+
+        /// Sets the publish queue's capacity.
+        pub fn with_publish_queue(mut self, messages: usize) -> Self {
+            self.publish_queue = messages;
+            self
+        }
+
+        /// Sets the connect and response timeouts.
+        pub fn with_timeouts(mut self, connect: std::time::Duration, response: std::time::Duration) -> Self {
+            self.connect_timeout = connect;
+            self.response_timeout = response;
+            self
+        }
+
+        /// Sets the health-check interval.
+        pub fn with_health_check_interval(mut self, interval: std::time::Duration) -> Self {
+            self.health_check_interval = interval;
+            self
+        }
+
+        /// Sets the reconnection backoff: the first delay and the cap.
+        pub fn with_reconnect_backoff(mut self, min: std::time::Duration, max: std::time::Duration) -> Self {
+            self.reconnect_backoff_min = min;
+            self.reconnect_backoff_max = max;
+            self
+        }
+    };
+}
+pub(crate) use shared_config_methods;
+
 /// The largest `publish_queue` allowed.
 pub(crate) const MAX_PUBLISH_QUEUE: usize = 1 << 24;
 

@@ -9,7 +9,7 @@ use super::channel::{fnv1a_128, quote_identifier, validate_prefix, ChannelNames}
 use super::wire::{max_inline_envelope, NOTIFY_PAYLOAD_LIMIT};
 use crate::config::ConfigError;
 use crate::envelope::HEADER_BYTES;
-use crate::provider::bridge::settings::{redact, BridgeSettings};
+use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSettings};
 
 /// The environment variable [`PostgresConfig::from_env`] reads the URL from.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
@@ -166,27 +166,7 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The defaults, with `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            ..Self::default()
-        }
-    }
-
-    /// The defaults, with the URL from the `DATABASE_URL` environment variable if it is set.
-    pub fn from_env() -> Self {
-        match std::env::var(DATABASE_URL_ENV) {
-            Ok(url) if !url.is_empty() => Self::new(url),
-            _ => Self::default(),
-        }
-    }
-
-    /// Sets the channel prefix.
-    pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.channel_prefix = prefix.into();
-        self
-    }
+    shared_config_methods!(DATABASE_URL_ENV, "DATABASE_URL");
 
     /// Sets what envelopes too large for a notification do.
     pub fn with_large_payloads(mut self, mode: LargePayloads) -> Self {
@@ -209,32 +189,6 @@ impl PostgresConfig {
     /// Sets the largest envelope with [`LargePayloads::Table`].
     pub fn with_max_envelope_bytes(mut self, bytes: usize) -> Self {
         self.max_envelope_bytes = bytes;
-        self
-    }
-
-    /// Sets the publish queue's capacity.
-    pub fn with_publish_queue(mut self, messages: usize) -> Self {
-        self.publish_queue = messages;
-        self
-    }
-
-    /// Sets the connect and response timeouts.
-    pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> Self {
-        self.connect_timeout = connect;
-        self.response_timeout = response;
-        self
-    }
-
-    /// Sets the health-check interval.
-    pub fn with_health_check_interval(mut self, interval: Duration) -> Self {
-        self.health_check_interval = interval;
-        self
-    }
-
-    /// Sets the reconnection backoff: the first delay and the cap.
-    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.reconnect_backoff_min = min;
-        self.reconnect_backoff_max = max;
         self
     }
 

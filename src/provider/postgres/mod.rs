@@ -117,10 +117,7 @@ pub use self::wire::{encoded_len, max_inline_envelope, max_inline_payload, NOTIF
 
 use self::broker::PostgresBroker;
 use crate::config::{Config, ConfigError};
-use crate::engine::Notice;
-use crate::provider::bridge::broker::Broker;
-use crate::provider::bridge::{bridge_provider, Bridge, BrokerStats, InstanceId};
-use crate::stats::SessionStats;
+use crate::provider::bridge::{bridge_provider, Bridge, InstanceId};
 
 /// A distributed provider over PostgreSQL `LISTEN` / `NOTIFY`: local sessions are served by
 /// the embedded in-memory engine, PostgreSQL carries messages between instances. See the
@@ -149,54 +146,15 @@ impl PostgresPubSub {
         })
     }
 
-    /// This instance's id, as carried in its envelopes and its connections'
-    /// `application_name`s.
-    pub fn instance_id(&self) -> InstanceId {
-        self.bridge.instance_id()
-    }
-
     /// The PostgreSQL settings.
     pub fn postgres_config(&self) -> &PostgresConfig {
         &self.bridge.broker().config
-    }
-
-    /// The local engine's settings.
-    pub fn config(&self) -> &Config {
-        self.bridge.config()
-    }
-
-    /// The PostgreSQL channel that carries `topic`.
-    pub fn channel_for(&self, topic: &str) -> String {
-        self.bridge.broker().channel(topic)
     }
 
     /// The `application_name` of this instance's connection in `role` (`"listen"` or
     /// `"publish"`), as `pg_stat_activity` shows it.
     pub fn application_name(&self, role: &str) -> String {
         format!("fanout-postgres-{}-{role}", self.instance_id())
-    }
-
-    /// A snapshot of the broker-side counters (outages, reconnects, messages sent, received
-    /// and skipped).
-    pub fn broker_stats(&self) -> BrokerStats {
-        self.bridge.broker_stats()
-    }
-
-    /// Figures for one live local session.
-    pub fn session_stats(&self, session_id: &str) -> Option<SessionStats> {
-        self.bridge.session_stats(session_id)
-    }
-
-    /// Sets the callback for [`Notice`]s about local sessions. Only the first call takes
-    /// effect; returns `false` if a hook was already set.
-    pub fn on_notice(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) -> bool {
-        self.bridge.on_notice(hook)
-    }
-
-    /// Background tasks still running: local session tasks, and the listener and publisher
-    /// while started.
-    pub fn running_tasks(&self) -> usize {
-        self.bridge.running_tasks()
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::ConfigError;
-use crate::provider::bridge::settings::{redact, BridgeSettings};
+use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSettings};
 
 /// The environment variable [`RedisConfig::from_env`] reads the URL from.
 pub const REDIS_URL_ENV: &str = "REDIS_URL";
@@ -80,57 +80,11 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// The defaults, with `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            ..Self::default()
-        }
-    }
-
-    /// The defaults, with the URL from the `REDIS_URL` environment variable if it is set.
-    pub fn from_env() -> Self {
-        match std::env::var(REDIS_URL_ENV) {
-            Ok(url) if !url.is_empty() => Self::new(url),
-            _ => Self::default(),
-        }
-    }
-
-    /// Sets the channel prefix.
-    pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.channel_prefix = prefix.into();
-        self
-    }
+    shared_config_methods!(REDIS_URL_ENV, "REDIS_URL");
 
     /// Sets the largest envelope.
     pub fn with_max_envelope_bytes(mut self, bytes: usize) -> Self {
         self.max_envelope_bytes = bytes;
-        self
-    }
-
-    /// Sets the publish queue's capacity.
-    pub fn with_publish_queue(mut self, messages: usize) -> Self {
-        self.publish_queue = messages;
-        self
-    }
-
-    /// Sets the connect and response timeouts.
-    pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> Self {
-        self.connect_timeout = connect;
-        self.response_timeout = response;
-        self
-    }
-
-    /// Sets the health-check interval.
-    pub fn with_health_check_interval(mut self, interval: Duration) -> Self {
-        self.health_check_interval = interval;
-        self
-    }
-
-    /// Sets the reconnection backoff: the first delay and the cap.
-    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.reconnect_backoff_min = min;
-        self.reconnect_backoff_max = max;
         self
     }
 

@@ -55,9 +55,7 @@ pub use crate::provider::bridge::{BrokerError as RedisPubSubError, BrokerStats a
 
 use self::broker::RedisBroker;
 use crate::config::{Config, ConfigError};
-use crate::engine::Notice;
 use crate::provider::bridge::{bridge_provider, Bridge};
-use crate::stats::SessionStats;
 
 /// A distributed provider over Redis pub/sub: local sessions are served by the embedded
 /// in-memory engine, Redis carries messages between instances. See the [module docs](self).
@@ -85,54 +83,14 @@ impl RedisPubSub {
         })
     }
 
-    /// This instance's id, as carried in its envelopes.
-    pub fn instance_id(&self) -> InstanceId {
-        self.bridge.instance_id()
-    }
-
     /// The Redis settings.
     pub fn redis_config(&self) -> &RedisConfig {
         &self.bridge.broker().config
     }
 
-    /// The local engine's settings.
-    pub fn config(&self) -> &Config {
-        self.bridge.config()
-    }
-
-    /// The Redis channel that carries `topic`.
-    pub fn channel_for(&self, topic: &str) -> String {
-        use crate::provider::bridge::broker::Broker;
-        self.bridge.broker().channel(topic)
-    }
-
-    /// A snapshot of the Redis-side counters (outages, reconnects, messages sent, received and
-    /// skipped).
+    /// The same as [`broker_stats`](Self::broker_stats), under its Redis name.
     pub fn redis_stats(&self) -> RedisStats {
         self.bridge.broker_stats()
-    }
-
-    /// The same as [`redis_stats`](Self::redis_stats), under the name every distributed
-    /// provider shares.
-    pub fn broker_stats(&self) -> RedisStats {
-        self.bridge.broker_stats()
-    }
-
-    /// Figures for one live local session.
-    pub fn session_stats(&self, session_id: &str) -> Option<SessionStats> {
-        self.bridge.session_stats(session_id)
-    }
-
-    /// Sets the callback for [`Notice`]s about local sessions. Only the first call takes
-    /// effect; returns `false` if a hook was already set.
-    pub fn on_notice(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) -> bool {
-        self.bridge.on_notice(hook)
-    }
-
-    /// Background tasks still running: local session tasks, and the listener and publisher
-    /// while started.
-    pub fn running_tasks(&self) -> usize {
-        self.bridge.running_tasks()
     }
 }
 
