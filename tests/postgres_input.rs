@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::eventually;
-use conformance::postgres::{admin, test_config, unique_prefix};
+use conformance::postgres::{admin, test_config};
+use conformance::{eventually, unique_prefix};
 use fanout::bridge::BrokerError;
 use fanout::envelope::{single_encoded_len, Record};
 use fanout::postgres::{

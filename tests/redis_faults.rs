@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::redis::{admin, cluster, test_config, unique_prefix};
-use conformance::{eventually, Inbox};
+use conformance::redis::{admin, cluster, test_config};
+use conformance::{eventually, skip, unique_prefix, Inbox};
 use fanout::envelope::{EnvelopeWriter, InstanceId, HEADER_BYTES};
 use fanout::redis::{RedisConfig, RedisPubSub, RedisPubSubError};
 use fanout::{Config, PubSubError, PubSubProvider};
@@ -653,13 +653,7 @@ impl PrivateRedis {
                 port,
                 child: Some(child),
             }),
-            Err(error) => {
-                if conformance::redis::services_required() {
-                    panic!("cannot run redis-server ({error}) and FANOUT_REQUIRE_SERVICES=1");
-                }
-                eprintln!("skipping: cannot run redis-server ({error})");
-                None
-            }
+            Err(error) => skip(format_args!("cannot run redis-server ({error})")),
         }
     }
 
