@@ -22,6 +22,8 @@
 
 #![allow(dead_code, unused_macros)]
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub mod faults;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
