@@ -14,110 +14,23 @@
 mod conformance;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
-use conformance::postgres::{admin, cluster, test_config, unique_prefix, url, PrivateServer};
-use conformance::{eventually, Inbox, WAIT};
+use conformance::faults::{
+    assert_increasing, flow_between, free_port, is_unavailable, mutations, proxied_pair, seqs,
+    stranger_envelope, until_flowing_again, Flow,
+};
+use conformance::postgres::{admin, cluster, test_config, url, PrivateServer};
+use conformance::{eventually, unique_prefix, Inbox, WAIT};
 use fanout::bridge::BrokerError;
-use fanout::envelope::{EnvelopeWriter, InstanceId};
 use fanout::postgres::{LargePayloads, PostgresConfig, PostgresPubSub};
 use fanout::{Config, PubSubError, PubSubProvider};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
 use tokio_postgres::Client;
-
-/// Broadcasts `1, 2, 3, …` on a topic, one a millisecond, until stopped. A broadcast whose
-/// remote part is refused (`PublishUnavailable`, during a publisher outage) is counted; any
-/// other error fails the test when the flow is stopped.
-struct Flow {
-    /// The number of the latest broadcast that has returned.
-    last: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
-    stopping: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// How the broadcasts of a stopped [`Flow`] returned.
-#[derive(Debug)]
-struct FlowOutcome {
-    sent: u64,
-    refused: u64,
-}
-
-impl Flow {
-    fn start(provider: Arc<PostgresPubSub>, topic: &'static str) -> Flow {
-        let last = Arc::new(AtomicU64::new(0));
-        let refused = Arc::new(AtomicU64::new(0));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (sent, refusals, stop) = (Arc::clone(&last), Arc::clone(&refused), Arc::clone(&stopping));
-        let task = tokio::spawn(async move {
-            for seq in 1.. {
-                if stop.load(SeqCst) {
-                    return;
-                }
-                match provider.broadcast(topic, Bytes::from(seq.to_string())).await {
-                    Ok(()) => {}
-                    Err(error) if is_unavailable(&error) => {
-                        refusals.fetch_add(1, SeqCst);
-                    }
-                    Err(error) => panic!("broadcast {seq} failed: {error:?}"),
-                }
-                sent.store(seq, SeqCst);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-        Flow {
-            last,
-            refused,
-            stopping,
-            task,
-        }
-    }
-
-    fn last(&self) -> u64 {
-        self.last.load(SeqCst)
-    }
-
-    /// Stops after the broadcast in progress has returned.
-    async fn stop(mut self) -> FlowOutcome {
-        self.stopping.store(true, SeqCst);
-        (&mut self.task).await.expect("the flow's broadcasts");
-        FlowOutcome {
-            sent: self.last(),
-            refused: self.refused.load(SeqCst),
-        }
-    }
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn is_unavailable(error: &PubSubError) -> bool {
-    matches!(
-        BrokerError::of(error),
-        Some(BrokerError::PublishUnavailable { .. })
-    )
-}
-
-fn seqs(inbox: &Inbox, session: &str) -> Vec<u64> {
-    inbox.of(session).iter().map(|m| m.parse().unwrap()).collect()
-}
-
-fn assert_increasing(seqs: &[u64]) {
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "duplicated or out of order: {seqs:?}"
-    );
-}
 
 // ----- the server's view of our connections -----
 
@@ -190,13 +103,7 @@ async fn answering(url: &str) -> Instant {
 async fn flowing(test: &str) -> Option<(Client, Vec<Arc<PostgresPubSub>>, Inbox, Flow)> {
     let admin = admin().await?;
     let nodes = cluster(test, 2, Config::default()).await?;
-    let inbox = Inbox::default();
-    nodes[1]
-        .subscribe_topic("s", "flow", inbox.handler("s"))
-        .await
-        .unwrap();
-    let flow = Flow::start(Arc::clone(&nodes[0]), "flow");
-    inbox.until("messages to flow", |i| i.of("s").len() >= 20).await;
+    let (inbox, flow) = flow_between(&nodes).await;
     Some((admin, nodes, inbox, flow))
 }
 
@@ -219,16 +126,6 @@ async fn terminate_until_back(admin: &Client, name: &str, back: impl FnMut() -> 
         |pids| matches!(pids, [pid] if *pid != killed),
     )
     .await;
-}
-
-/// Waits until `s` has received a number the flow broadcast after this call.
-async fn until_flowing_again(inbox: &Inbox, flow: &Flow) {
-    let published_after = flow.last();
-    inbox
-        .until("a message published after the reconnect", |i| {
-            seqs(i, "s").last().is_some_and(|&s| s > published_after + 5)
-        })
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,82 +449,6 @@ async fn a_server_restart_is_survived_and_every_topic_listened_again() {
 
 // ----- a silent network, through a proxy we control -----
 
-/// A TCP proxy to `upstream` that can fall silent: every connection stays open, but no byte
-/// passes either way (a dead network path) until it is opened again.
-struct Proxy {
-    addr: SocketAddr,
-    passing: watch::Sender<bool>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (passing, watching) = watch::channel(true);
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if let Ok(server) = TcpStream::connect(upstream).await {
-                    tokio::spawn(relay(client, server, watching.clone()));
-                }
-            }
-        });
-        Proxy {
-            addr,
-            passing,
-            accept,
-        }
-    }
-
-    fn silence(&self) {
-        self.passing.send_replace(false);
-    }
-
-    fn open(&self) {
-        self.passing.send_replace(true);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        // The relays end when the sender (with the proxy) is gone.
-        self.accept.abort();
-    }
-}
-
-/// Copies bytes both ways while `passing`; holds them (reads nothing) while not.
-async fn relay(client: TcpStream, server: TcpStream, mut passing: watch::Receiver<bool>) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-    loop {
-        let open = *passing.borrow_and_update();
-        tokio::select! {
-            changed = passing.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            read = client_read.read(&mut up), if open => match read {
-                Ok(n) if n > 0 => {
-                    if server_write.write_all(&up[..n]).await.is_err() {
-                        return;
-                    }
-                }
-                _ => return,
-            },
-            read = server_read.read(&mut down), if open => match read {
-                Ok(n) if n > 0 => {
-                    if client_write.write_all(&down[..n]).await.is_err() {
-                        return;
-                    }
-                }
-                _ => return,
-            },
-        }
-    }
-}
-
 /// The address of the shared test server.
 async fn server_addr() -> SocketAddr {
     let config: tokio_postgres::Config = url().parse().unwrap();
@@ -640,30 +461,17 @@ async fn server_addr() -> SocketAddr {
     addrs.next().expect("the server's host resolves")
 }
 
-/// `url` with its host and port replaced by `addr`.
-fn through(url: &str, addr: SocketAddr) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let user = authority.rfind('@').map_or("", |at| &authority[..=at]);
-    format!("{scheme}://{user}{addr}{path}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_network_cut_is_found_by_the_health_check() {
     if admin().await.is_none() {
         return;
     }
-    let proxy = Proxy::start(server_addr().await).await;
     let base = test_config(&unique_prefix("cut"))
         .with_timeouts(Duration::from_millis(500), Duration::from_millis(300));
-    let proxied = PostgresConfig {
-        url: through(&base.url, proxy.addr),
-        ..base.clone()
-    };
-    let a = PostgresPubSub::with_config(proxied, Config::default()).unwrap();
-    let b = PostgresPubSub::with_config(base.clone(), Config::default()).unwrap();
-    a.start().await.unwrap();
-    b.start().await.unwrap();
+    let (proxy, a, b) = proxied_pair(server_addr().await, &base.url, |url| {
+        PostgresPubSub::with_config(PostgresConfig { url, ..base.clone() }, Config::default()).unwrap()
+    })
+    .await;
     let inbox = Inbox::default();
     a.subscribe_topic("on-a", "t", inbox.handler("on-a"))
         .await
@@ -734,12 +542,6 @@ async fn a_silent_network_cut_is_found_by_the_health_check() {
 
 // ----- unreachable servers -----
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
 /// Every operation of a provider that never started is refused with `NotStarted`.
 async fn assert_not_started(provider: &PostgresPubSub) {
     let refusals = [
@@ -762,7 +564,7 @@ async fn assert_not_started(provider: &PostgresPubSub) {
 
 #[tokio::test]
 async fn start_fails_clearly_when_postgres_is_unreachable() {
-    let port = closed_port();
+    let port = free_port();
     let url = format!("postgres://postgres:secret@127.0.0.1:{port}/test");
     let provider = PostgresPubSub::new(PostgresConfig::new(&url)).unwrap();
     for attempt in ["first", "second"] {
@@ -797,7 +599,7 @@ async fn start_fails_clearly_when_postgres_is_unreachable() {
 /// hides it there, and so must the error of a failed start.
 #[tokio::test]
 async fn a_password_in_the_url_query_is_hidden_from_the_connect_error() {
-    let port = closed_port();
+    let port = free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/test?password=secret");
     let provider = PostgresPubSub::new(PostgresConfig::new(&url)).unwrap();
     let error = provider.start().await.expect_err("nothing listens there");
@@ -870,12 +672,6 @@ async fn garbage_notifications_are_skipped_and_counted() {
     let channel = plain.channel_for("t");
     assert_eq!(channel, table.channel_for("t"));
 
-    let stranger = InstanceId(7);
-    let envelope = |topic: &str, payload: &str| {
-        let mut writer = EnvelopeWriter::new(stranger, topic);
-        writer.push(None, payload.as_bytes());
-        writer.finish()
-    };
     let notify = |text: String| {
         let (admin, channel) = (&admin, &channel);
         async move {
@@ -899,9 +695,9 @@ async fn garbage_notifications_are_skipped_and_counted() {
         }
     };
 
-    let good = BASE64.encode(envelope("t", "hello"));
+    let good = BASE64.encode(stranger_envelope("t", b"hello"));
     let garbage_row = store(b"garbage".to_vec()).await;
-    let foreign_row = store(envelope("not-t", "sneaky stored")).await;
+    let foreign_row = store(stranger_envelope("not-t", b"sneaky stored")).await;
     let hostile: Vec<String> = vec![
         String::new(),
         "not base64!".into(),
@@ -911,8 +707,8 @@ async fn garbage_notifications_are_skipped_and_counted() {
         format!("{good}AAAA"),
         BASE64.encode(b"garbage"),
         "====".into(),
-        BASE64.encode(&envelope("t", "hello")[..20]),
-        BASE64.encode(envelope("not-t", "sneaky")),
+        BASE64.encode(&stranger_envelope("t", b"hello")[..20]),
+        BASE64.encode(stranger_envelope("not-t", b"sneaky")),
         "@".into(),
         "@abc".into(),
         "@12x".into(),
@@ -929,9 +725,9 @@ async fn garbage_notifications_are_skipped_and_counted() {
         notify(text.clone()).await;
     }
     // A stored envelope that is valid: delivered where references are fetched.
-    let valid_row = store(envelope("t", "stored")).await;
+    let valid_row = store(stranger_envelope("t", b"stored")).await;
     notify(format!("@{valid_row}")).await;
-    notify(BASE64.encode(envelope("t", "inline"))).await;
+    notify(BASE64.encode(stranger_envelope("t", b"inline"))).await;
     inbox
         .until("the valid notification after the garbage", |i| {
             i.has("plain", "inline") && i.has("table", "inline")
@@ -946,23 +742,8 @@ async fn garbage_notifications_are_skipped_and_counted() {
 
     // Seeded mutations of a valid notification: each is skipped, or (if it stays valid)
     // delivered; never both, never neither.
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mutations = 200;
-    for _ in 0..mutations {
-        let mut text = good.clone().into_bytes();
-        for _ in 0..1 + next() % 4 {
-            let at = (next() as usize) % text.len();
-            text[at] = b'!' + (next() % 94) as u8;
-        }
-        if next() % 3 == 0 {
-            text.truncate((next() as usize) % text.len());
-        }
+    let mutated = 200;
+    for text in mutations(good.as_bytes(), mutated, |random| b'!' + (random % 94) as u8) {
         notify(String::from_utf8(text).unwrap()).await;
     }
     sender.broadcast("t", Bytes::from("real")).await.unwrap();
@@ -973,7 +754,7 @@ async fn garbage_notifications_are_skipped_and_counted() {
         .await;
     for (provider, session) in receivers.iter().zip(["plain", "table"]) {
         let stats = provider.broker_stats();
-        let sent = hostile_count + 2 + mutations + 1;
+        let sent = hostile_count + 2 + mutated as u64 + 1;
         assert_eq!(stats.malformed + stats.received, sent, "{session}: {stats:?}");
         assert!(stats.malformed >= hostile_count, "{session}: {stats:?}");
         assert!(

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::eventually;
-use conformance::postgres::{admin, test_config, unique_prefix};
+use conformance::postgres::{admin, test_config};
+use conformance::{eventually, unique_prefix};
 use fanout::bridge::BrokerError;
 use fanout::envelope::{single_encoded_len, Record};
 use fanout::postgres::{
@@ -65,6 +65,16 @@ impl Received {
     fn of(&self, session: &str) -> Log {
         let sessions = self.sessions.lock().unwrap();
         sessions.get(session).cloned().unwrap_or_default()
+    }
+
+    /// (topic, payload) pairs `session` received from `publisher`, in order: those whose
+    /// payload begins `{publisher}:`.
+    fn from(&self, session: &str, publisher: &str) -> Log {
+        let mark = format!("{publisher}:");
+        self.of(session)
+            .into_iter()
+            .filter(|(_, m)| m.starts_with(mark.as_bytes()))
+            .collect()
     }
 
     /// Payloads `session` received, in order.
@@ -353,13 +363,10 @@ async fn hostile_topics_are_delivered_literally_across_instances() {
 
     for (i, topic) in topics.iter().enumerate() {
         for side in ["a", "b"] {
-            let got = received.of(&format!("{side}{i}"));
+            let session = format!("{side}{i}");
+            let got = received.of(&session);
             for publisher in ["A", "B"] {
-                let from: Log = got
-                    .iter()
-                    .filter(|(_, m)| m.starts_with(format!("{publisher}:").as_bytes()))
-                    .cloned()
-                    .collect();
+                let from = received.from(&session, publisher);
                 let want = vec![
                     (topic.clone(), Bytes::from(format!("{publisher}:{topic}"))),
                     (topic.clone(), Bytes::from(format!("{publisher}:end"))),
@@ -483,13 +490,10 @@ async fn check_topics_stay_apart(nodes: &[Arc<PostgresPubSub>; 2], topics: &[&st
         .await;
     for (i, topic) in topics.iter().enumerate() {
         for n in 0..nodes.len() {
-            let got = received.of(&format!("n{n}t{i}"));
+            let session = format!("n{n}t{i}");
+            let got = received.of(&session);
             for publisher in 0..nodes.len() {
-                let from: Log = got
-                    .iter()
-                    .filter(|(_, m)| m.starts_with(format!("n{publisher}:").as_bytes()))
-                    .cloned()
-                    .collect();
+                let from = received.from(&session, &format!("n{publisher}"));
                 let mut want: Log = (0..5)
                     .map(|round| {
                         (

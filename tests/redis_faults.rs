@@ -11,59 +11,20 @@
 mod conformance;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::redis::{admin, cluster, test_config, unique_prefix};
-use conformance::{eventually, Inbox};
+use conformance::faults::{
+    assert_increasing, flow_between, free_port, mutations, proxied_pair, seqs, stranger_envelope,
+    until_flowing_again,
+};
+use conformance::redis::{admin, cluster, test_config};
+use conformance::{eventually, skip, unique_prefix, Inbox};
 use fanout::envelope::{EnvelopeWriter, InstanceId, HEADER_BYTES};
 use fanout::redis::{RedisConfig, RedisPubSub, RedisPubSubError};
 use fanout::{Config, PubSubError, PubSubProvider};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Publishes `seq` numbers on `topic` every millisecond until dropped; `last` is the latest sent.
-struct Flow {
-    last: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Flow {
-    fn start(provider: Arc<RedisPubSub>, topic: &'static str) -> Flow {
-        let last = Arc::new(AtomicU64::new(0));
-        let sent = Arc::clone(&last);
-        let task = tokio::spawn(async move {
-            for seq in 1.. {
-                // During a publisher outage the remote part is refused; keep going.
-                let _ = provider.broadcast(topic, Bytes::from(seq.to_string())).await;
-                sent.store(seq, SeqCst);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-        Flow { last, task }
-    }
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn seqs(inbox: &Inbox, session: &str) -> Vec<u64> {
-    inbox.of(session).iter().map(|m| m.parse().unwrap()).collect()
-}
-
-fn assert_increasing(seqs: &[u64]) {
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "duplicated or out of order: {seqs:?}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_kill_pubsub_while_messages_flow() {
@@ -73,14 +34,11 @@ async fn client_kill_pubsub_while_messages_flow() {
         return;
     };
     let (a, b) = (&nodes[0], &nodes[1]);
-    let inbox = Inbox::default();
-    b.subscribe_topic("s", "flow", inbox.handler("s")).await.unwrap();
+    let (inbox, flow) = flow_between(&nodes).await;
     // A subscription on the publishing instance too, so both listeners are pubsub clients.
     a.subscribe_topic("here", "other", inbox.handler("here"))
         .await
         .unwrap();
-    let flow = Flow::start(Arc::clone(a), "flow");
-    inbox.until("messages to flow", |i| i.of("s").len() >= 20).await;
 
     let killed: u64 = redis::cmd("CLIENT")
         .arg("KILL")
@@ -101,13 +59,9 @@ async fn client_kill_pubsub_while_messages_flow() {
         "resubscribed only after {back_after:?}"
     );
 
-    let published_after = flow.last.load(SeqCst);
-    inbox
-        .until("a message published after the resubscribe", |i| {
-            seqs(i, "s").last().is_some_and(|&s| s > published_after + 5)
-        })
-        .await;
-    drop(flow);
+    until_flowing_again(&inbox, &flow).await;
+    let outcome = flow.stop().await;
+    assert_eq!(outcome.refused, 0, "A's publisher was not touched: {outcome:?}");
     let stats = b.redis_stats();
     assert!(stats.outages >= 1 && stats.connected, "{stats:?}");
     assert!(stats.outage_time > Duration::ZERO);
@@ -125,11 +79,8 @@ async fn client_kill_of_the_publishing_connection() {
     let Some(nodes) = cluster("kill-publisher", 2, Config::default()).await else {
         return;
     };
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let inbox = Inbox::default();
-    b.subscribe_topic("s", "flow", inbox.handler("s")).await.unwrap();
-    let flow = Flow::start(Arc::clone(a), "flow");
-    inbox.until("messages to flow", |i| i.of("s").len() >= 20).await;
+    let a = &nodes[0];
+    let (inbox, flow) = flow_between(&nodes).await;
 
     let clients: String = redis::cmd("CLIENT")
         .arg("LIST")
@@ -162,13 +113,8 @@ async fn client_kill_of_the_publishing_connection() {
         at.elapsed()
     );
 
-    let published_after = flow.last.load(SeqCst);
-    inbox
-        .until("a message published after the reconnect", |i| {
-            seqs(i, "s").last().is_some_and(|&s| s > published_after + 5)
-        })
-        .await;
-    drop(flow);
+    until_flowing_again(&inbox, &flow).await;
+    flow.stop().await;
     let stats = a.redis_stats();
     assert!(
         stats.publisher_outages >= 1 && stats.publisher_connected,
@@ -194,12 +140,7 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
     let inbox = Inbox::default();
     b.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
     let channel = b.channel_for("t");
-    let stranger = InstanceId(7);
-    let valid = |payload: &str| {
-        let mut writer = EnvelopeWriter::new(stranger, "t");
-        writer.push(None, payload.as_bytes());
-        writer.finish()
-    };
+    let valid = |payload: &str| stranger_envelope("t", payload.as_bytes());
     let good = valid("hello");
     let mut wrong_version = good.clone();
     wrong_version[4] = 99;
@@ -207,14 +148,10 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
     // The record's payload length, after the header, the topic and the sender length.
     let payload_length_at = HEADER_BYTES + 1 + 4;
     lying_length[payload_length_at..payload_length_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-    let other_topic = {
-        let mut writer = EnvelopeWriter::new(stranger, "not-t");
-        writer.push(None, b"sneaky");
-        writer.finish()
-    };
+    let other_topic = stranger_envelope("not-t", b"sneaky");
     // Two good records, then one whose sender is not UTF-8: refused whole, nothing delivered.
     let bad_last_record = {
-        let mut writer = EnvelopeWriter::new(stranger, "t");
+        let mut writer = EnvelopeWriter::new(InstanceId(7), "t");
         writer.push(None, b"sneaky-1");
         writer.push(Some("tab"), b"sneaky-2");
         writer.push(Some("\u{1}"), b"sneaky-3");
@@ -247,23 +184,8 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
             .unwrap();
     }
     // Seeded mutations of a valid envelope: each is skipped, or (if it stays valid) delivered.
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mutations = 200;
-    for _ in 0..mutations {
-        let mut message = good.clone();
-        for _ in 0..1 + next() % 4 {
-            let at = (next() as usize) % message.len();
-            message[at] = next() as u8;
-        }
-        if next() % 3 == 0 {
-            message.truncate((next() as usize) % message.len());
-        }
+    let mutated = 200;
+    for message in mutations(&good, mutated, |random| random as u8) {
         let _: u64 = redis::cmd("PUBLISH")
             .arg(&channel)
             .arg(&message[..])
@@ -289,7 +211,7 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
         inbox.of("s")
     );
     let stats = b.redis_stats();
-    let sent = (hostile.len() + mutations + 1) as u64;
+    let sent = (hostile.len() + mutated + 1) as u64;
     assert_eq!(stats.malformed + stats.received, sent, "{stats:?}");
     assert!(stats.malformed >= hostile.len() as u64, "{stats:?}");
     assert!(
@@ -301,9 +223,7 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
 
 #[tokio::test]
 async fn start_fails_clearly_when_redis_is_unreachable() {
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = free_port();
     let config = RedisConfig::new(format!("redis://127.0.0.1:{port}"))
         .with_timeouts(Duration::from_millis(500), Duration::from_millis(500));
     let provider = RedisPubSub::new(config).unwrap();
@@ -334,108 +254,7 @@ async fn start_fails_clearly_when_redis_is_unreachable() {
 
 // ----- outages through a proxy we control -----
 
-const PASS: u8 = 0;
-/// Accepted connections are closed at once: Redis is "down".
-const REFUSE: u8 = 1;
-/// Bytes are held, connections stay open: a silent network cut.
-const FREEZE: u8 = 2;
-
-struct Proxy {
-    addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(AtomicU8::new(PASS));
-        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (accept_mode, accept_links) = (Arc::clone(&mode), Arc::clone(&links));
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if accept_mode.load(SeqCst) != PASS {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                let mut links = accept_links.lock().unwrap();
-                links.push(tokio::spawn(pump(
-                    client_read,
-                    server_write,
-                    Arc::clone(&accept_mode),
-                )));
-                links.push(tokio::spawn(pump(
-                    server_read,
-                    client_write,
-                    Arc::clone(&accept_mode),
-                )));
-            }
-        });
-        Proxy {
-            addr,
-            mode,
-            links,
-            accept,
-        }
-    }
-
-    /// Closes every proxied connection and refuses new ones.
-    fn take_down(&self) {
-        self.mode.store(REFUSE, SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn freeze(&self) {
-        self.mode.store(FREEZE, SeqCst);
-    }
-
-    fn restore(&self) {
-        self.mode.store(PASS, SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mode: Arc<AtomicU8>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if mode.load(SeqCst) == FREEZE {
-            // Hold the connection open and the bytes back, like a dead network path.
-            std::future::pending::<()>().await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
+/// The address of the shared test server.
 async fn redis_addr() -> SocketAddr {
     let url = conformance::redis::url();
     let client = redis::Client::open(url.as_str()).unwrap();
@@ -449,24 +268,11 @@ async fn while_redis_is_down_local_delivery_goes_on_and_the_remote_part_is_refus
     if admin().await.is_none() {
         return;
     }
-    let proxy = Proxy::start(redis_addr().await).await;
-    let prefix = unique_prefix("outage");
-    let through_proxy = test_config(&prefix)
-        .url
-        .replace(&redis_addr().await.to_string(), &proxy.addr.to_string());
-    let a = Arc::new(
-        RedisPubSub::with_config(
-            RedisConfig {
-                url: through_proxy,
-                ..test_config(&prefix)
-            },
-            Config::default(),
-        )
-        .unwrap(),
-    );
-    a.start().await.unwrap();
-    let b = RedisPubSub::with_config(test_config(&prefix), Config::default()).unwrap();
-    b.start().await.unwrap();
+    let base = test_config(&unique_prefix("outage"));
+    let (proxy, a, b) = proxied_pair(redis_addr().await, &base.url, |url| {
+        RedisPubSub::with_config(RedisConfig { url, ..base.clone() }, Config::default()).unwrap()
+    })
+    .await;
     let inbox = Inbox::default();
     a.subscribe_topic("local", "t", inbox.handler("local"))
         .await
@@ -516,7 +322,7 @@ async fn while_redis_is_down_local_delivery_goes_on_and_the_remote_part_is_refus
     assert!(a.redis_stats().unavailable >= 1);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.restore();
+    proxy.open();
     let at = Instant::now();
     eventually("both connections back", || {
         let s = a.redis_stats();
@@ -554,20 +360,16 @@ async fn a_silent_network_cut_is_found_by_the_health_check() {
     if admin().await.is_none() {
         return;
     }
-    let proxy = Proxy::start(redis_addr().await).await;
-    let prefix = unique_prefix("cut");
-    let base = test_config(&prefix).with_timeouts(Duration::from_millis(500), Duration::from_millis(300));
-    let url = base
-        .url
-        .replace(&redis_addr().await.to_string(), &proxy.addr.to_string());
-    let a = RedisPubSub::with_config(RedisConfig { url, ..base.clone() }, Config::default()).unwrap();
-    a.start().await.unwrap();
-    let b = RedisPubSub::with_config(base, Config::default()).unwrap();
-    b.start().await.unwrap();
+    let base = test_config(&unique_prefix("cut"))
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(300));
+    let (proxy, a, b) = proxied_pair(redis_addr().await, &base.url, |url| {
+        RedisPubSub::with_config(RedisConfig { url, ..base.clone() }, Config::default()).unwrap()
+    })
+    .await;
     let inbox = Inbox::default();
     a.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
 
-    proxy.freeze();
+    proxy.silence();
     let at = Instant::now();
     eventually("the health check to notice", || a.redis_stats().outages >= 1).await;
     // Found within a check interval (250 ms) plus the response timeout (300 ms), with slack.
@@ -577,7 +379,7 @@ async fn a_silent_network_cut_is_found_by_the_health_check() {
         at.elapsed()
     );
     proxy.take_down();
-    proxy.restore();
+    proxy.open();
     eventually("the listener to come back", || a.redis_stats().reconnects >= 1).await;
     b.broadcast("t", Bytes::from("after the cut")).await.unwrap();
     inbox
@@ -653,13 +455,7 @@ impl PrivateRedis {
                 port,
                 child: Some(child),
             }),
-            Err(error) => {
-                if conformance::redis::services_required() {
-                    panic!("cannot run redis-server ({error}) and FANOUT_REQUIRE_SERVICES=1");
-                }
-                eprintln!("skipping: cannot run redis-server ({error})");
-                None
-            }
+            Err(error) => skip(format_args!("cannot run redis-server ({error})")),
         }
     }
 
@@ -691,10 +487,7 @@ impl Drop for PrivateRedis {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
     let _serial = SERIAL.lock().await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let Some(mut server) = PrivateRedis::start(port) else {
         return;
     };

@@ -1,6 +1,5 @@
 //! Reaching the PostgreSQL the backend tests run against, or skipping them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,28 +9,6 @@ use fanout::{Config, PubSubProvider};
 /// The database URL tests use: `DATABASE_URL`, or the local default.
 pub fn url() -> String {
     PostgresConfig::from_env().url
-}
-
-/// Whether backend tests must fail, rather than skip, when their service is unreachable.
-pub fn services_required() -> bool {
-    std::env::var("FANOUT_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// A channel prefix no other test (or test run) shares, within PostgreSQL's 30-byte bound
-/// for prefixes.
-pub fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let test: String = test.chars().filter(char::is_ascii_alphanumeric).take(6).collect();
-    format!(
-        "t{test}:{:x}:{:x}:",
-        (nanos as u64 ^ u64::from(std::process::id())) & 0xff_ffff_ffff,
-        n
-    )
 }
 
 /// A plain client for administering the server in tests (`pg_terminate_backend`, raw
@@ -49,22 +26,7 @@ pub async fn admin_at(url: &str) -> Option<tokio_postgres::Client> {
         client.simple_query("SELECT 1").await?;
         Ok::<_, tokio_postgres::Error>(client)
     };
-    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-        Ok(Ok(client)) => Some(client),
-        outcome => {
-            let reason = match outcome {
-                Ok(Err(error)) => error.to_string(),
-                _ => "no answer within 3 s".to_string(),
-            };
-            if services_required() {
-                panic!("postgres at {url} is unreachable ({reason}) and FANOUT_REQUIRE_SERVICES=1");
-            }
-            eprintln!(
-                "skipping: postgres at {url} is unreachable ({reason}); set DATABASE_URL or start PostgreSQL"
-            );
-            None
-        }
-    }
+    super::reach("postgres", url, "set DATABASE_URL or start PostgreSQL", attempt).await
 }
 
 /// Settings for test instances: fast health checks and reconnects.
@@ -79,7 +41,7 @@ pub fn test_config(prefix: &str) -> PostgresConfig {
 /// unreachable.
 pub async fn cluster(test: &str, n: usize, config: Config) -> Option<Vec<Arc<PostgresPubSub>>> {
     admin().await?;
-    let prefix = unique_prefix(test);
+    let prefix = super::unique_prefix(test);
     let mut nodes = Vec::new();
     for _ in 0..n {
         let provider =
@@ -114,13 +76,7 @@ impl PrivateServer {
         let server = PrivateServer { dir, port };
         match server.init().and_then(|()| server.pg_ctl("start")) {
             Ok(()) => Some(server),
-            Err(reason) => {
-                if services_required() {
-                    panic!("cannot start a private postgres ({reason}) and FANOUT_REQUIRE_SERVICES=1");
-                }
-                eprintln!("skipping: cannot start a private postgres: {reason}");
-                None
-            }
+            Err(reason) => super::skip(format_args!("cannot start a private postgres ({reason})")),
         }
     }
 
