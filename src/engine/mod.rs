@@ -282,11 +282,10 @@ impl Engine {
 
     /// Topics the session `session_id` is subscribed to.
     pub fn session_topics(&self, session_id: &str) -> Vec<Topic> {
-        let Some(session) = self.inner.sessions.get(session_id) else {
-            return Vec::new();
-        };
-        let writer = lock(&session.writer);
-        writer.topics.keys().cloned().collect()
+        match self.inner.sessions.get(session_id) {
+            Some(session) => session.topics(),
+            None => Vec::new(),
+        }
     }
 
     /// Number of topic entries held (topics with at least one subscriber).
@@ -427,7 +426,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Subscribes a receiver-form session to `topic`.
+    /// Subscribes a receiver-form session to `topic`. A closed session is never subscribed
+    /// again: the check and the attach are under its writer lock, which its retirement takes
+    /// after the close, so a subscribe either fails with
+    /// [`SessionClosed`](PubSubError::SessionClosed) or lands before the retirement, which then
+    /// removes it.
     pub(crate) fn subscribe_receiver(&self, session: &Arc<Session>, topic: &str) -> Result<()> {
         self.check_running()?;
         check_topic(topic, &self.inner.config.limits)?;
@@ -440,6 +443,17 @@ impl Engine {
             });
         }
         self.attach(session, &mut writer, &Topic::from(topic));
+        Ok(())
+    }
+
+    /// Unsubscribes a receiver-form session from `topic`; unknown topics and closed sessions
+    /// succeed and do nothing ([G3]).
+    ///
+    /// [G3]: crate::docs::contract#g3-idempotence
+    pub(crate) fn unsubscribe_receiver(&self, session: &Arc<Session>, topic: &str) -> Result<()> {
+        self.check_running()?;
+        check_topic(topic, &self.inner.config.limits)?;
+        self.unsubscribe_session(session, topic);
         Ok(())
     }
 

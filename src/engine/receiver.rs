@@ -11,7 +11,7 @@ use crate::concurrent::Shared;
 use crate::error::Result;
 use crate::message::{Broadcast, Message};
 use crate::sync::Arc;
-use crate::topic::{check_topic, Topic};
+use crate::topic::Topic;
 
 use super::mailbox::Pop;
 use super::session::Session;
@@ -74,21 +74,12 @@ impl SessionReceiver {
     /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     /// [G8]: crate::docs::contract#g8-lifecycle
     pub fn unsubscribe(&self, topic: &str) -> Result<()> {
-        if self.engine.is_stopped() {
-            return Err(crate::PubSubError::Stopped);
-        }
-        check_topic(topic, &self.engine.config().limits)?;
-        self.engine.unsubscribe_session(&self.session, topic);
-        Ok(())
+        self.engine.unsubscribe_receiver(&self.session, topic)
     }
 
     /// The topics the session is subscribed to.
     pub fn topics(&self) -> Vec<Topic> {
-        crate::sync::lock(&self.session.writer)
-            .topics
-            .keys()
-            .cloned()
-            .collect()
+        self.session.topics()
     }
 
     /// Messages waiting in the mailbox (a broadcast or a receive in progress may already be
