@@ -10,6 +10,8 @@
 //!   copy-on-write (`arc_swap` through `crate::sync::AtomicSnapshot`).
 //! - `mailbox`: one bounded lock-free queue per session, shared by all its topics.
 //! - `session`: a session's open/closed state and its writer-side subscription record.
+//! - `receiver`, `session_handle`: the pull form's reader and its cloneable handle on the
+//!   session's subscriptions.
 //! - `session_task`: a handler-form session's task, which drains its mailbox into its handlers.
 //! - `claimed`: a broadcast's pushes to one chunk of subscribers, claimed together, written
 //!   together, and fenced once.
@@ -72,6 +74,7 @@ mod mailbox;
 mod reaper;
 mod receiver;
 mod session;
+mod session_handle;
 mod session_task;
 mod subscribers;
 mod topic_registry;
@@ -92,6 +95,7 @@ use crate::topic::{check_session_id, check_topic, Topic};
 
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 use session::{Placement, Session, SessionId, SessionWriter};
+pub use session_handle::SessionHandle;
 pub(crate) use session_task::SessionTask;
 pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
@@ -206,9 +210,9 @@ impl Engine {
         self.inner.notice_hook.set(std::sync::Arc::new(hook)).is_ok()
     }
 
-    /// Opens a pull-form session: subscribe through the returned receiver and read its messages
-    /// with [`SessionReceiver::recv`] or as a `Stream`. Dropping the receiver unsubscribes it
-    /// from everything.
+    /// Opens a pull-form session: subscribe through the returned receiver (or, from other
+    /// tasks, its [`SessionHandle`]) and read its messages with [`SessionReceiver::recv`] or as
+    /// a `Stream`. Dropping the receiver unsubscribes it from everything.
     pub fn open_session(&self, session_id: &str) -> Result<SessionReceiver> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
