@@ -5,6 +5,10 @@
 //! runs, the 12 oldest are evicted, and the first message it then receives says how many were
 //! missed before it (`missed_before`).
 //!
+//! As in a websocket server, the socket's reader task changes the session's topics through a
+//! `SessionHandle` while the writer (the consumer) waits for messages: it subscribes to a
+//! second topic, and closes the session when the socket closes.
+//!
 //! ```text
 //! cargo run --example pull_form
 //! ```
@@ -21,6 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     pubsub.start().await?;
 
     let mut session = pubsub.open_session("tab-1")?;
+    let handle = session.handle();
     session.subscribe("counter:42")?;
     println!("tab-1 subscribed to counter:42 (mailbox of 8, drop_oldest)");
 
@@ -42,10 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok(taken) => {
                     render += 1;
                     let missed: u64 = buffer.iter().map(Message::missed_before).sum();
-                    let latest = buffer.last().expect("recv_many took at least one").payload();
+                    let latest = buffer.last().expect("recv_many took at least one");
                     println!(
-                        "  render {render}: {taken} message(s), {missed} missed before them, shows {}",
-                        String::from_utf8_lossy(latest)
+                        "  render {render}: {taken} message(s), {missed} missed before them, shows {} {}",
+                        latest.topic(),
+                        String::from_utf8_lossy(latest.payload())
                     );
                     buffer.clear();
                     let _ = rendered.send(());
@@ -57,13 +63,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     renders.recv().await;
+
+    // The socket's reader: the client asks for a second counter while the consumer waits.
+    let reader = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.subscribe("counter:7") })
+    };
+    reader.await??;
+    println!(
+        "the socket's reader subscribed tab-1 to counter:7 ({} topics)",
+        handle.topics().len()
+    );
+
     for n in 21..=23 {
         pubsub
             .broadcast("counter:42", format!("count={n}").into())
             .await?;
     }
-    println!("published count=21..=23");
+    pubsub.broadcast("counter:7", "count=1".into()).await?;
+    println!("published counter:42 count=21..=23, counter:7 count=1");
     renders.recv().await;
+
+    // The socket closed: its reader closes the session, which ends the consumer's loop.
+    handle.close();
+    consumer.await?;
 
     let stats = pubsub.stats();
     println!(
@@ -71,6 +94,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.published, stats.delivered, stats.dropped.drop_oldest
     );
     pubsub.stop().await?;
-    consumer.await?;
     Ok(())
 }

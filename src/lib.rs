@@ -57,7 +57,8 @@
 //!   mailbox and runs the handler registered for each message's topic.
 //! - **Pull form** ([`InMemoryPubSub::open_session`], [`Engine::open_session`]): a
 //!   [`SessionReceiver`] read with `recv().await`, in bursts with
-//!   [`recv_many`](SessionReceiver::recv_many), or as a `futures::Stream`.
+//!   [`recv_many`](SessionReceiver::recv_many), or as a `futures::Stream`; its cloneable
+//!   [`SessionHandle`] changes the session's topics from other tasks meanwhile.
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 //! [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
@@ -106,7 +107,9 @@ pub mod loom_internals {
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
 };
-pub use engine::{CloseReason, Closed, Engine, Fanout, Notice, SessionReceiver, TopicObserver, TryRecvError};
+pub use engine::{
+    CloseReason, Closed, Engine, Fanout, Notice, SessionHandle, SessionReceiver, TopicObserver, TryRecvError,
+};
 pub use error::{PubSubError, Result};
 pub use handler::{Handler, HandlerError, HandlerResult, IntoHandlerResult};
 pub use message::Message;

@@ -10,6 +10,8 @@
 //!   copy-on-write (`arc_swap` through `crate::sync::AtomicSnapshot`).
 //! - `mailbox`: one bounded lock-free queue per session, shared by all its topics.
 //! - `session`: a session's open/closed state and its writer-side subscription record.
+//! - `receiver`, `session_handle`: the pull form's reader and its cloneable handle on the
+//!   session's subscriptions.
 //! - `session_task`: a handler-form session's task, which drains its mailbox into its handlers.
 //! - `claimed`: a broadcast's pushes to one chunk of subscribers, claimed together, written
 //!   together, and fenced once.
@@ -72,6 +74,7 @@ mod mailbox;
 mod reaper;
 mod receiver;
 mod session;
+mod session_handle;
 mod session_task;
 mod subscribers;
 mod topic_registry;
@@ -92,6 +95,7 @@ use crate::topic::{check_session_id, check_topic, Topic};
 
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 use session::{Placement, Session, SessionId, SessionWriter};
+pub use session_handle::SessionHandle;
 pub(crate) use session_task::SessionTask;
 pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
@@ -206,9 +210,9 @@ impl Engine {
         self.inner.notice_hook.set(std::sync::Arc::new(hook)).is_ok()
     }
 
-    /// Opens a pull-form session: subscribe through the returned receiver and read its messages
-    /// with [`SessionReceiver::recv`] or as a `Stream`. Dropping the receiver unsubscribes it
-    /// from everything.
+    /// Opens a pull-form session: subscribe through the returned receiver (or, from other
+    /// tasks, its [`SessionHandle`]) and read its messages with [`SessionReceiver::recv`] or as
+    /// a `Stream`. Dropping the receiver unsubscribes it from everything.
     pub fn open_session(&self, session_id: &str) -> Result<SessionReceiver> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
@@ -282,11 +286,10 @@ impl Engine {
 
     /// Topics the session `session_id` is subscribed to.
     pub fn session_topics(&self, session_id: &str) -> Vec<Topic> {
-        let Some(session) = self.inner.sessions.get(session_id) else {
-            return Vec::new();
-        };
-        let writer = lock(&session.writer);
-        writer.topics.keys().cloned().collect()
+        match self.inner.sessions.get(session_id) {
+            Some(session) => session.topics(),
+            None => Vec::new(),
+        }
     }
 
     /// Number of topic entries held (topics with at least one subscriber).
@@ -427,7 +430,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Subscribes a receiver-form session to `topic`.
+    /// Subscribes a receiver-form session to `topic`. A closed session is never subscribed
+    /// again: the check and the attach are under its writer lock, which its retirement takes
+    /// after the close, so a subscribe either fails with
+    /// [`SessionClosed`](PubSubError::SessionClosed) or lands before the retirement, which then
+    /// removes it.
     pub(crate) fn subscribe_receiver(&self, session: &Arc<Session>, topic: &str) -> Result<()> {
         self.check_running()?;
         check_topic(topic, &self.inner.config.limits)?;
@@ -440,6 +447,17 @@ impl Engine {
             });
         }
         self.attach(session, &mut writer, &Topic::from(topic));
+        Ok(())
+    }
+
+    /// Unsubscribes a receiver-form session from `topic`; unknown topics and closed sessions
+    /// succeed and do nothing ([G3]).
+    ///
+    /// [G3]: crate::docs::contract#g3-idempotence
+    pub(crate) fn unsubscribe_receiver(&self, session: &Arc<Session>, topic: &str) -> Result<()> {
+        self.check_running()?;
+        check_topic(topic, &self.inner.config.limits)?;
+        self.unsubscribe_session(session, topic);
         Ok(())
     }
 

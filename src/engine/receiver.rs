@@ -11,10 +11,11 @@ use crate::concurrent::Shared;
 use crate::error::Result;
 use crate::message::{Broadcast, Message};
 use crate::sync::Arc;
-use crate::topic::{check_topic, Topic};
+use crate::topic::Topic;
 
 use super::mailbox::Pop;
 use super::session::Session;
+use super::session_handle::SessionHandle;
 use super::Engine;
 
 /// A pull-form session, opened with [`Engine::open_session`] (or
@@ -24,10 +25,13 @@ use super::Engine;
 /// Dropping the receiver (or [`close`](Self::close)) unsubscribes it from everything; messages
 /// still queued are discarded and counted.
 ///
+/// Reading takes `&mut self`; to change the session's topics from another task meanwhile, give
+/// it a [`SessionHandle`] from [`handle`](Self::handle).
+///
 /// [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
 pub struct SessionReceiver {
-    engine: Engine,
-    session: Arc<Session>,
+    /// The receiver's own subscription calls go through it, so a handle's are the same code.
+    handle: SessionHandle,
 }
 
 /// The session is closed: no more messages will come.
@@ -52,54 +56,54 @@ pub enum TryRecvError {
 
 impl SessionReceiver {
     pub(crate) fn new(engine: Engine, session: Arc<Session>) -> Self {
-        Self { engine, session }
+        Self {
+            handle: SessionHandle::new(engine, session),
+        }
+    }
+
+    /// A handle on this session's subscriptions, for other tasks: it subscribes, unsubscribes
+    /// and closes while this receiver waits in [`recv`](Self::recv).
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
     }
 
     /// The session's id.
     pub fn id(&self) -> &str {
-        &self.session.id
+        self.handle.id()
     }
 
-    /// Subscribes the session to `topic`. Subscribing twice is one subscription ([G3]).
-    ///
-    /// [G3]: crate::docs::contract#g3-idempotence
+    /// Subscribes the session to `topic`, as [`SessionHandle::subscribe`].
     pub fn subscribe(&self, topic: &str) -> Result<()> {
-        self.engine.subscribe_receiver(&self.session, topic)
+        self.handle.subscribe(topic)
     }
 
-    /// Unsubscribes the session from `topic` ([G2]); unknown topics succeed and do nothing. After
-    /// the provider stopped it fails with [`PubSubError::Stopped`](crate::PubSubError::Stopped),
-    /// like every other operation ([G8]).
-    ///
-    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
-    /// [G8]: crate::docs::contract#g8-lifecycle
+    /// Unsubscribes the session from `topic`, as [`SessionHandle::unsubscribe`].
     pub fn unsubscribe(&self, topic: &str) -> Result<()> {
-        if self.engine.is_stopped() {
-            return Err(crate::PubSubError::Stopped);
-        }
-        check_topic(topic, &self.engine.config().limits)?;
-        self.engine.unsubscribe_session(&self.session, topic);
-        Ok(())
+        self.handle.unsubscribe(topic)
     }
 
     /// The topics the session is subscribed to.
     pub fn topics(&self) -> Vec<Topic> {
-        crate::sync::lock(&self.session.writer)
-            .topics
-            .keys()
-            .cloned()
-            .collect()
+        self.handle.topics()
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.handle.engine
+    }
+
+    fn session(&self) -> &Arc<Session> {
+        &self.handle.session
     }
 
     /// Messages waiting in the mailbox (a broadcast or a receive in progress may already be
     /// counted).
     pub fn queued(&self) -> usize {
-        self.session.mailbox.len()
+        self.session().mailbox.len()
     }
 
     /// Why the session was closed, or `None` while it is open.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.session.close_reason()
+        self.handle.close_reason()
     }
 
     /// Waits for the next message. Once the session is closed (unsubscribed, disconnected as a
@@ -112,7 +116,7 @@ impl SessionReceiver {
     /// up does not starve the other tasks on its worker. [`try_recv`](Self::try_recv) never
     /// yields.
     pub async fn recv(&mut self) -> Result<Message, Closed> {
-        let session = &self.session;
+        let session = self.session();
         let popped = Pop {
             mailbox: &session.mailbox,
             is_closed: || !session.is_open(),
@@ -143,7 +147,7 @@ impl SessionReceiver {
         buffer.push(self.recv().await?);
         let mut taken = 1;
         while taken < limit {
-            let Some(popped) = self.session.mailbox.pop() else {
+            let Some(popped) = self.session().mailbox.pop() else {
                 break;
             };
             // A message popped after the session closed is counted as dropped by `take`.
@@ -154,22 +158,23 @@ impl SessionReceiver {
             taken += 1;
         }
         // The first was counted by `recv`; the rest with one increment.
-        self.engine.counters().delivered(taken as u64 - 1);
+        self.engine().counters().delivered(taken as u64 - 1);
         Ok(taken)
     }
 
     /// Takes the next message if one is queued.
     pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
-        if !self.session.is_open() {
+        if !self.session().is_open() {
             return Err(self.closed().into());
         }
-        match self.session.mailbox.pop_settled() {
+        match self.session().mailbox.pop_settled() {
             Some(popped) => self.accept(Some(popped)).map_err(Into::into),
             None => Err(TryRecvError::Empty),
         }
     }
 
-    /// Closes the session and unsubscribes it from everything.
+    /// Closes the session and unsubscribes it from everything, as
+    /// [`SessionHandle::close`] does.
     pub fn close(self) {
         // Drop does it.
     }
@@ -178,7 +183,7 @@ impl SessionReceiver {
     /// discards it (counted as dropped) and reports why.
     fn accept(&self, popped: Option<(Shared<Broadcast>, u64)>) -> Result<Message, Closed> {
         let message = self.take(popped)?;
-        self.engine.counters().delivered(1);
+        self.engine().counters().delivered(1);
         Ok(message)
     }
 
@@ -186,11 +191,11 @@ impl SessionReceiver {
     #[inline]
     fn take(&self, popped: Option<(Shared<Broadcast>, u64)>) -> Result<Message, Closed> {
         match popped {
-            Some((broadcast, missed)) if self.session.is_open() => Ok(Message::new(broadcast, missed)),
+            Some((broadcast, missed)) if self.session().is_open() => Ok(Message::new(broadcast, missed)),
             Some((broadcast, _)) => {
                 drop(broadcast);
                 let closed = self.closed();
-                self.engine.counters().dropped(closed.reason.drop_reason(), 1);
+                self.engine().counters().dropped(closed.reason.drop_reason(), 1);
                 Err(closed)
             }
             None => Err(self.closed()),
@@ -200,9 +205,9 @@ impl SessionReceiver {
     /// The session is closed: make sure it is retired (it may have been closed by a broadcaster)
     /// and report why.
     fn closed(&self) -> Closed {
-        self.engine.retire(&self.session);
+        self.engine().retire(self.session());
         Closed {
-            reason: self.session.close_reason().unwrap_or(CloseReason::Unsubscribed),
+            reason: self.session().close_reason().unwrap_or(CloseReason::Unsubscribed),
         }
     }
 }
@@ -212,7 +217,7 @@ impl Stream for SessionReceiver {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         let this = self.get_mut();
-        let session = &this.session;
+        let session = this.session();
         match session.mailbox.poll_pop_cooperative(cx, || !session.is_open()) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(popped) => Poll::Ready(this.accept(popped).ok()),
@@ -222,17 +227,17 @@ impl Stream for SessionReceiver {
 
 impl Drop for SessionReceiver {
     fn drop(&mut self) {
-        self.engine
-            .close_and_retire(&self.session, CloseReason::Unsubscribed);
+        self.handle.close();
     }
 }
 
 impl fmt::Debug for SessionReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let session = self.session();
         f.debug_struct("SessionReceiver")
-            .field("id", &self.session.id)
-            .field("queued", &self.session.mailbox.len())
-            .field("close_reason", &self.session.close_reason())
+            .field("id", &session.id)
+            .field("queued", &session.mailbox.len())
+            .field("close_reason", &session.close_reason())
             .finish()
     }
 }

@@ -7,7 +7,7 @@ use crate::session_form::SessionForm;
 use crate::stats::Counters;
 use crate::sync::atomic::{fence, AtomicU8, Ordering};
 use crate::sync::thread_local;
-use crate::sync::{Arc, AtomicSnapshot, Mutex};
+use crate::sync::{lock, Arc, AtomicSnapshot, Mutex};
 use crate::topic::Topic;
 
 use super::handler_table::HandlerTable;
@@ -136,6 +136,11 @@ impl Session {
     #[inline(always)]
     fn state(&self) -> &AtomicU8 {
         self.mailbox.session_state()
+    }
+
+    /// The topics the session is subscribed to (none once it is retired).
+    pub(crate) fn topics(&self) -> Vec<Topic> {
+        lock(&self.writer).topics.keys().cloned().collect()
     }
 
     #[inline]
