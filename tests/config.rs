@@ -484,13 +484,9 @@ fn validate_rejects_each_bad_value_naming_its_key() {
         then: Fallback::DropNewest,
     };
     let with_max_queued = |capacity, max_queued| {
-        let mut config = Config::default().with_capacity(capacity);
-        config.overrides.push(TopicOverride {
-            prefix: "p:".into(),
-            policy: None,
-            max_queued: Some(max_queued),
-        });
-        config
+        Config::default()
+            .with_capacity(capacity)
+            .with_topic_override(TopicOverride::new("p:").with_max_queued(max_queued))
     };
     let limits = |max_topic_bytes, max_payload_bytes, max_session_id_bytes| {
         Config::default().with_limits(Limits {

@@ -88,6 +88,10 @@ impl From<Fallback> for OverflowPolicy {
 }
 
 /// Overrides for every topic that starts with `prefix`.
+///
+/// Built as `TopicOverride::new(prefix)`, then [`with_policy`](Self::with_policy) and
+/// [`with_max_queued`](Self::with_max_queued), and added with
+/// [`Config::with_topic_override`]; or written as a `[[override]]` table in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicOverride {
     /// The topic prefix this override applies to (literal, non-empty).
@@ -98,6 +102,31 @@ pub struct TopicOverride {
     /// many messages (at most [`Config::capacity`]); a fuller mailbox counts as full for them.
     /// `None` admits up to the capacity.
     pub max_queued: Option<usize>,
+}
+
+impl TopicOverride {
+    /// An override for the topics starting with `prefix` that sets nothing yet: they take the
+    /// provider-wide values.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            policy: None,
+            max_queued: None,
+        }
+    }
+
+    /// Sets the overflow policy for these topics.
+    pub fn with_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Sets how many queued messages a session's mailbox may hold and still admit a message of
+    /// these topics (see [`max_queued`](Self::max_queued)).
+    pub fn with_max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = Some(max_queued);
+        self
+    }
 }
 
 /// Size limits checked on every operation ([G9]).
@@ -111,6 +140,26 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Longest accepted session id, in bytes. Default 256.
     pub max_session_id_bytes: usize,
+}
+
+impl Limits {
+    /// Sets the longest accepted topic, in bytes.
+    pub fn with_max_topic_bytes(mut self, bytes: usize) -> Self {
+        self.max_topic_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest accepted payload, in bytes.
+    pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the longest accepted session id, in bytes.
+    pub fn with_max_session_id_bytes(mut self, bytes: usize) -> Self {
+        self.max_session_id_bytes = bytes;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -248,13 +297,16 @@ impl Config {
         self
     }
 
-    /// Adds a per-prefix override of the policy.
-    pub fn with_override(mut self, prefix: impl Into<String>, policy: OverflowPolicy) -> Self {
-        self.overrides.push(TopicOverride {
-            prefix: prefix.into(),
-            policy: Some(policy),
-            max_queued: None,
-        });
+    /// Adds a per-prefix override of the policy alone; the same as
+    /// `with_topic_override(TopicOverride::new(prefix).with_policy(policy))`.
+    pub fn with_override(self, prefix: impl Into<String>, policy: OverflowPolicy) -> Self {
+        self.with_topic_override(TopicOverride::new(prefix).with_policy(policy))
+    }
+
+    /// Adds a per-prefix override: a policy, an admission limit, or both (a file's
+    /// `[[override]]` table).
+    pub fn with_topic_override(mut self, topic_override: TopicOverride) -> Self {
+        self.overrides.push(topic_override);
         self
     }
 
