@@ -1,13 +1,22 @@
 //! `Config`: loading from TOML (defaults, every key, errors that name the key and position),
-//! validation of code-built configs, and providers refusing an invalid one.
+//! validation of code-built configs, the builder and the file agreeing key by key, what each
+//! value does at its bounds, and providers refusing an invalid one.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fanout::{
-    Config, ConfigError, Engine, Fallback, InMemoryPubSub, Limits, OverflowPolicy, PubSubProvider,
-    TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
+    Bytes, Config, ConfigError, Engine, Fallback, Handler, InMemoryPubSub, Limits, OverflowPolicy,
+    PubSubError, PubSubProvider, SessionReceiver, TopicOverride, TryRecvError, MAX_BLOCK_TIMEOUT,
+    MAX_CAPACITY, MAX_STOP_GRACE,
 };
+use tokio::sync::Semaphore;
+
+mod support;
+
+use support::{started, text, wait_until, Inbox};
 
 /// Parses `source`, expecting an error.
 #[track_caller]
@@ -484,13 +493,9 @@ fn validate_rejects_each_bad_value_naming_its_key() {
         then: Fallback::DropNewest,
     };
     let with_max_queued = |capacity, max_queued| {
-        let mut config = Config::default().with_capacity(capacity);
-        config.overrides.push(TopicOverride {
-            prefix: "p:".into(),
-            policy: None,
-            max_queued: Some(max_queued),
-        });
-        config
+        Config::default()
+            .with_capacity(capacity)
+            .with_topic_override(TopicOverride::new("p:").with_max_queued(max_queued))
     };
     let limits = |max_topic_bytes, max_payload_bytes, max_session_id_bytes| {
         Config::default().with_limits(Limits {
@@ -553,6 +558,590 @@ fn validate_rejects_each_bad_value_naming_its_key() {
         assert!(error.to_string().starts_with(&format!("`{key}`: ")));
     }
     with_max_queued(8, 8).validate().unwrap();
+}
+
+// ----- the builder and the file: the same keys, the same ranges -----
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+fn block(timeout: Duration, then: Fallback) -> OverflowPolicy {
+    OverflowPolicy::Block { timeout, then }
+}
+
+fn block_once(timeout: Duration, then: Fallback) -> OverflowPolicy {
+    OverflowPolicy::BlockOnce { timeout, then }
+}
+
+/// The largest topic and payload limit: an envelope's 32-bit length field.
+const MAX_LENGTH_LIMIT: usize = u32::MAX as usize;
+
+/// Names every field of `Config`, `TopicOverride` and `Limits`: a field added to one of them
+/// stops this file compiling here, beside the tables that need rows for its key.
+fn every_field(config: Config) {
+    let Config {
+        capacity: _,
+        policy: _,
+        overrides,
+        limits,
+        stop_grace: _,
+    } = config;
+    for TopicOverride {
+        prefix: _,
+        policy: _,
+        max_queued: _,
+    } in overrides
+    {}
+    let Limits {
+        max_topic_bytes: _,
+        max_payload_bytes: _,
+        max_session_id_bytes: _,
+    } = limits;
+}
+
+/// A `Limits` builder call, as `Limits::with_max_topic_bytes`.
+type SetLimit = fn(Limits, usize) -> Limits;
+
+/// Each `[limits]` key, the builder call that sets it, and its largest value.
+const LIMIT_KEYS: [(&str, SetLimit, usize); 3] = [
+    ("max_topic_bytes", Limits::with_max_topic_bytes, MAX_LENGTH_LIMIT),
+    (
+        "max_payload_bytes",
+        Limits::with_max_payload_bytes,
+        MAX_LENGTH_LIMIT,
+    ),
+    ("max_session_id_bytes", Limits::with_max_session_id_bytes, 65_535),
+];
+
+/// `[limits]` with `key = value`, as a file writes it and as the builder sets it.
+fn limit_row(key: &str, set: SetLimit, value: usize) -> (String, Config) {
+    let config = Config::default().with_limits(set(Limits::default(), value));
+    (format!("[limits]\n{key} = {value}"), config)
+}
+
+/// Each key as a file writes it, beside the builder calls that set it: at its bounds and
+/// between them.
+fn same_config_rows() -> Vec<(String, Config)> {
+    let d = Config::default;
+    let over = TopicOverride::new;
+    let rows = [
+        ("capacity = 1", d().with_capacity(1)),
+        ("capacity = 1048576", d().with_capacity(MAX_CAPACITY)),
+        (
+            "policy = \"drop_newest\"",
+            d().with_policy(OverflowPolicy::DropNewest),
+        ),
+        (
+            "policy = \"drop_oldest\"",
+            d().with_policy(OverflowPolicy::DropOldest),
+        ),
+        (
+            "policy = \"disconnect\"",
+            d().with_policy(OverflowPolicy::Disconnect),
+        ),
+        (
+            "policy = { block = { timeout_ms = 1, then = \"drop_newest\" } }",
+            d().with_policy(block(ms(1), Fallback::DropNewest)),
+        ),
+        (
+            "policy = { block = { timeout_ms = 3600000, then = \"drop_oldest\" } }",
+            d().with_policy(block(MAX_BLOCK_TIMEOUT, Fallback::DropOldest)),
+        ),
+        (
+            "policy = { block_once = { timeout_ms = 1, then = \"disconnect\" } }",
+            d().with_policy(block_once(ms(1), Fallback::Disconnect)),
+        ),
+        (
+            "policy = { block_once = { timeout_ms = 3600000, then = \"drop_newest\" } }",
+            d().with_policy(block_once(MAX_BLOCK_TIMEOUT, Fallback::DropNewest)),
+        ),
+        ("stop_grace_ms = 0", d().with_stop_grace(Duration::ZERO)),
+        ("stop_grace_ms = 1", d().with_stop_grace(ms(1))),
+        ("stop_grace_ms = 3600000", d().with_stop_grace(MAX_STOP_GRACE)),
+        (
+            "[[override]]\nprefix = \"p:\"",
+            d().with_topic_override(over("p:")),
+        ),
+        (
+            "[[override]]\nprefix = \"p:\"\npolicy = \"disconnect\"",
+            d().with_override("p:", OverflowPolicy::Disconnect),
+        ),
+        (
+            "[[override]]\nprefix = \"p:\"\npolicy = { block = { timeout_ms = 50, then = \"drop_oldest\" } }",
+            d().with_topic_override(over("p:").with_policy(block(ms(50), Fallback::DropOldest))),
+        ),
+        (
+            "[[override]]\nprefix = \"p:\"\nmax_queued = 1",
+            d().with_topic_override(over("p:").with_max_queued(1)),
+        ),
+        (
+            "capacity = 8\n[[override]]\nprefix = \"p:\"\npolicy = \"drop_newest\"\nmax_queued = 8",
+            d().with_capacity(8).with_topic_override(
+                over("p:")
+                    .with_policy(OverflowPolicy::DropNewest)
+                    .with_max_queued(8),
+            ),
+        ),
+        (
+            "[[override]]\nprefix = \"a:\"\npolicy = \"disconnect\"\n[[override]]\nprefix = \"a:b:\"",
+            d().with_override("a:", OverflowPolicy::Disconnect)
+                .with_topic_override(over("a:b:")),
+        ),
+        ("[limits]", d().with_limits(Limits::default())),
+    ];
+    let mut rows: Vec<(String, Config)> = rows
+        .into_iter()
+        .map(|(source, config)| (source.to_string(), config))
+        .collect();
+    for (key, set, max) in LIMIT_KEYS {
+        for value in [1, max] {
+            rows.push(limit_row(key, set, value));
+        }
+    }
+    rows
+}
+
+#[test]
+fn builder_and_file_give_the_same_config_for_every_key() {
+    for (source, built) in same_config_rows() {
+        assert_eq!(Config::from_toml_str(&source).as_ref(), Ok(&built), "{source}");
+        built.validate().unwrap();
+        every_field(built);
+    }
+}
+
+/// Each key just past each of its bounds, as a file writes it and as the builder sets it, and
+/// the key an error names.
+fn refused_rows() -> Vec<(String, Config, String)> {
+    let d = Config::default;
+    let over = TopicOverride::new;
+    let rows = [
+        ("capacity = 0", d().with_capacity(0), "capacity"),
+        (
+            "capacity = 1048577",
+            d().with_capacity(MAX_CAPACITY + 1),
+            "capacity",
+        ),
+        (
+            "policy = { block = { timeout_ms = 0, then = \"drop_newest\" } }",
+            d().with_policy(block(Duration::ZERO, Fallback::DropNewest)),
+            "policy.block.timeout_ms",
+        ),
+        (
+            "policy = { block = { timeout_ms = 3600001, then = \"drop_newest\" } }",
+            d().with_policy(block(MAX_BLOCK_TIMEOUT + ms(1), Fallback::DropNewest)),
+            "policy.block.timeout_ms",
+        ),
+        (
+            "policy = { block_once = { timeout_ms = 0, then = \"disconnect\" } }",
+            d().with_policy(block_once(Duration::ZERO, Fallback::Disconnect)),
+            "policy.block_once.timeout_ms",
+        ),
+        (
+            "policy = { block_once = { timeout_ms = 3600001, then = \"disconnect\" } }",
+            d().with_policy(block_once(MAX_BLOCK_TIMEOUT + ms(1), Fallback::Disconnect)),
+            "policy.block_once.timeout_ms",
+        ),
+        (
+            "stop_grace_ms = 3600001",
+            d().with_stop_grace(MAX_STOP_GRACE + ms(1)),
+            "stop_grace_ms",
+        ),
+        (
+            "[[override]]\nprefix = \"\"",
+            d().with_topic_override(over("")),
+            "override[0].prefix",
+        ),
+        (
+            "[[override]]\nprefix = \"a:\"\n[[override]]\nprefix = \"a:\"",
+            d().with_topic_override(over("a:"))
+                .with_topic_override(over("a:")),
+            "override[1].prefix",
+        ),
+        (
+            "[[override]]\nprefix = \"p:\"\npolicy = { block = { timeout_ms = 0, then = \"drop_oldest\" } }",
+            d().with_override("p:", block(Duration::ZERO, Fallback::DropOldest)),
+            "override[0].policy.block.timeout_ms",
+        ),
+        (
+            "[[override]]\nprefix = \"p:\"\nmax_queued = 0",
+            d().with_topic_override(over("p:").with_max_queued(0)),
+            "override[0].max_queued",
+        ),
+        (
+            "capacity = 8\n[[override]]\nprefix = \"p:\"\nmax_queued = 9",
+            d().with_capacity(8)
+                .with_topic_override(over("p:").with_max_queued(9)),
+            "override[0].max_queued",
+        ),
+    ];
+    let mut rows: Vec<(String, Config, String)> = rows
+        .into_iter()
+        .map(|(source, config, key)| (source.to_string(), config, key.to_string()))
+        .collect();
+    for (key, set, max) in LIMIT_KEYS {
+        for value in [0, max + 1] {
+            let (source, config) = limit_row(key, set, value);
+            rows.push((source, config, format!("limits.{key}")));
+        }
+    }
+    rows
+}
+
+#[test]
+fn builder_and_file_refuse_the_same_values_naming_the_same_key() {
+    for (source, built, key) in refused_rows() {
+        let from_file = parse_error(&source);
+        let from_builder = built.validate().unwrap_err();
+        assert_eq!(from_file.key.as_ref(), Some(&key), "{source}");
+        assert_eq!(from_builder.key.as_ref(), Some(&key), "{built:?}");
+        assert_eq!(from_file.message, from_builder.message, "{source}");
+        assert!(
+            from_file.position.is_some(),
+            "{source}: {from_file:?} has no position"
+        );
+        assert_eq!(from_builder.position, None);
+    }
+}
+
+#[test]
+fn a_stop_grace_out_of_range_is_an_error_at_its_value() {
+    parse_error_at(
+        "capacity = 8\nstop_grace_ms = 3600001\n",
+        "stop_grace_ms",
+        (2, 17),
+        "is 3600001 ms; it must be 0 or between 1 and 3600000 ms",
+    );
+}
+
+#[test]
+fn durations_under_a_millisecond_are_refused() {
+    let error = Config::default()
+        .with_stop_grace(Duration::from_micros(500))
+        .validate()
+        .unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("stop_grace_ms"));
+    assert_eq!(
+        error.message,
+        "is 500µs; it must be 0 or between 1 and 3600000 ms"
+    );
+
+    let error = Config::default()
+        .with_override("p:", block_once(Duration::from_micros(999), Fallback::DropNewest))
+        .validate()
+        .unwrap_err();
+    assert_eq!(
+        error.key.as_deref(),
+        Some("override[0].policy.block_once.timeout_ms")
+    );
+    assert_eq!(error.message, "is 999µs; it must be between 1 and 3600000 ms");
+
+    // Past the maximum by less than a millisecond: the message does not round it down to it.
+    let error = Config::default()
+        .with_policy(block(
+            MAX_BLOCK_TIMEOUT + Duration::from_micros(1),
+            Fallback::DropNewest,
+        ))
+        .validate()
+        .unwrap_err();
+    assert_eq!(
+        error.message,
+        "is 3600.000001s; it must be between 1 and 3600000 ms"
+    );
+
+    // A fraction above a millisecond is accepted: the timer rounds it up.
+    Config::default()
+        .with_stop_grace(Duration::from_micros(1500))
+        .validate()
+        .unwrap();
+}
+
+// ----- values at their bounds -----
+
+/// Everything queued for `reader`, with how many messages were evicted before each.
+fn drain(reader: &mut SessionReceiver) -> Vec<(String, u64)> {
+    std::iter::from_fn(|| match reader.try_recv() {
+        Ok(message) => Some((text(message.payload()), message.missed_before())),
+        Err(TryRecvError::Empty) => None,
+        Err(other) => panic!("the reader closed: {other}"),
+    })
+    .collect()
+}
+
+/// `(queued, dropped)` of one broadcast.
+async fn broadcast(engine: &Engine, topic: &str, payload: &'static str) -> (usize, usize) {
+    let fanout = engine
+        .broadcast(topic, Bytes::from_static(payload.as_bytes()))
+        .await
+        .unwrap();
+    (fanout.queued, fanout.dropped)
+}
+
+#[tokio::test]
+async fn capacity_one_holds_one_message_beside_the_one_in_a_handler() {
+    let config = Config::default()
+        .with_capacity(1)
+        .with_policy(OverflowPolicy::DropNewest);
+    let pubsub = started(config).await;
+    let (inbox, gate) = (Inbox::default(), Arc::new(Semaphore::new(0)));
+    pubsub
+        .subscribe_topic("s", "room", inbox.stalled_handler(&gate))
+        .await
+        .unwrap();
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    wait_until("the handler to take m0", || inbox.len() == 1).await;
+
+    assert_eq!(broadcast(pubsub.engine(), "room", "m1").await, (1, 0), "m1 waits");
+    assert_eq!(broadcast(pubsub.engine(), "room", "m2").await, (0, 1), "full");
+    gate.add_permits(2);
+    wait_until("the handler to take m1", || inbox.len() == 2).await;
+    assert_eq!(inbox.payloads(), ["m0", "m1"]);
+    assert_eq!(pubsub.stats().dropped.drop_newest, 1);
+}
+
+#[tokio::test]
+async fn capacity_one_under_drop_oldest_leaves_a_reader_the_latest() {
+    let engine = Engine::new(Config::default().with_capacity(1)).unwrap();
+    let mut reader = engine.open_session("reader").unwrap();
+    reader.subscribe("room").unwrap();
+    for payload in ["m0", "m1", "m2"] {
+        assert_eq!(broadcast(&engine, "room", payload).await.0, 1);
+    }
+    assert_eq!(drain(&mut reader), [("m2".to_string(), 2)]);
+}
+
+#[tokio::test]
+async fn max_capacity_holds_that_many_messages() {
+    let config = Config::default()
+        .with_capacity(MAX_CAPACITY)
+        .with_policy(OverflowPolicy::DropNewest);
+    let engine = Engine::new(config).unwrap();
+    let reader = engine.open_session("reader").unwrap();
+    reader.subscribe("t").unwrap();
+    assert_eq!(reader.queued(), 0);
+    for _ in 0..MAX_CAPACITY {
+        engine.broadcast("t", Bytes::from_static(b"x")).await.unwrap();
+    }
+    assert_eq!(reader.queued(), MAX_CAPACITY);
+    assert_eq!(broadcast(&engine, "t", "over").await, (0, 1));
+}
+
+#[tokio::test]
+async fn max_queued_one_admits_only_into_an_empty_mailbox() {
+    let presence = TopicOverride::new("presence:")
+        .with_policy(OverflowPolicy::DropNewest)
+        .with_max_queued(1);
+    let engine = Engine::new(Config::default().with_capacity(4).with_topic_override(presence)).unwrap();
+    let mut reader = engine.open_session("reader").unwrap();
+    reader.subscribe("room").unwrap();
+    reader.subscribe("presence:1").unwrap();
+
+    assert_eq!(broadcast(&engine, "presence:1", "p0").await, (1, 0));
+    assert_eq!(broadcast(&engine, "presence:1", "p1").await, (0, 1));
+    assert_eq!(
+        broadcast(&engine, "room", "r0").await,
+        (1, 0),
+        "other topics fill on"
+    );
+    assert_eq!(broadcast(&engine, "room", "r1").await, (1, 0));
+    assert_eq!(
+        drain(&mut reader),
+        [("p0".into(), 0), ("r0".into(), 0), ("r1".into(), 0)]
+    );
+
+    assert_eq!(broadcast(&engine, "room", "r2").await, (1, 0));
+    assert_eq!(
+        broadcast(&engine, "presence:1", "p2").await,
+        (0, 1),
+        "one queued, of another topic"
+    );
+    assert_eq!(drain(&mut reader), [("r2".to_string(), 0)]);
+    assert_eq!(broadcast(&engine, "presence:1", "p3").await, (1, 0));
+}
+
+#[tokio::test]
+async fn max_queued_one_under_drop_oldest_evicts_every_topic() {
+    let latest = TopicOverride::new("latest:")
+        .with_policy(OverflowPolicy::DropOldest)
+        .with_max_queued(1);
+    let config = Config::default()
+        .with_capacity(4)
+        .with_policy(OverflowPolicy::DropNewest)
+        .with_topic_override(latest);
+    let engine = Engine::new(config).unwrap();
+    let mut reader = engine.open_session("reader").unwrap();
+    reader.subscribe("room").unwrap();
+    reader.subscribe("latest:1").unwrap();
+    for payload in ["r0", "r1", "r2"] {
+        broadcast(&engine, "room", payload).await;
+    }
+
+    assert_eq!(broadcast(&engine, "latest:1", "l0").await, (1, 3));
+    assert_eq!(drain(&mut reader), [("l0".to_string(), 3)]);
+}
+
+#[tokio::test]
+async fn max_queued_at_the_capacity_admits_as_without_an_override() {
+    let without = Config::default()
+        .with_capacity(2)
+        .with_policy(OverflowPolicy::DropNewest);
+    let with = without
+        .clone()
+        .with_topic_override(TopicOverride::new("p:").with_max_queued(2));
+    let mut outcomes = Vec::new();
+    for config in [without, with] {
+        let engine = Engine::new(config).unwrap();
+        let reader = engine.open_session("reader").unwrap();
+        reader.subscribe("p:1").unwrap();
+        let mut outcome = Vec::new();
+        for payload in ["m0", "m1", "m2"] {
+            outcome.push(broadcast(&engine, "p:1", payload).await);
+        }
+        outcomes.push(outcome);
+    }
+    assert_eq!(outcomes[0], [(1, 0), (1, 0), (0, 1)]);
+    assert_eq!(outcomes[1], outcomes[0]);
+}
+
+/// Both waiting policies at both bounds of their timeout: a broadcast that finds a stalled
+/// session's mailbox full waits the whole timeout (to the timer's millisecond), then falls back.
+#[tokio::test(start_paused = true)]
+async fn block_waits_its_whole_timeout_at_each_bound() {
+    for timeout in [ms(1), MAX_BLOCK_TIMEOUT] {
+        for policy in [
+            block(timeout, Fallback::DropNewest),
+            block_once(timeout, Fallback::DropNewest),
+        ] {
+            let config = Config::default().with_capacity(1).with_policy(policy);
+            let engine = Engine::new(config).unwrap();
+            let stalled = engine.open_session("stalled").unwrap();
+            stalled.subscribe("room").unwrap();
+            assert_eq!(broadcast(&engine, "room", "m0").await, (1, 0));
+
+            let began = tokio::time::Instant::now();
+            assert_eq!(broadcast(&engine, "room", "m1").await, (0, 1));
+            let waited = began.elapsed();
+            assert!(
+                waited >= timeout && waited <= timeout + ms(1),
+                "{policy:?} waited {waited:?}"
+            );
+            let stats = engine.stats();
+            assert_eq!((stats.block_timeouts, stats.dropped.drop_newest), (1, 1));
+        }
+    }
+}
+
+/// Sets its flag when dropped: shows that a handler's future was torn down.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts a handler that naps for `nap` in its future, stops the provider during the nap, and
+/// returns how long `stop()` took and whether the handler woke to finish. Either way its
+/// future is gone and no task is left.
+async fn stop_during_a_nap(stop_grace: Duration, nap: Duration) -> (Duration, bool) {
+    let pubsub = started(Config::default().with_stop_grace(stop_grace)).await;
+    let [entered, finished, dropped] = [(); 3].map(|()| Arc::new(AtomicBool::new(false)));
+    let handler = {
+        let (entered, finished, dropped) = (entered.clone(), finished.clone(), dropped.clone());
+        Handler::new(move |_topic, _message| {
+            let (entered, finished) = (entered.clone(), finished.clone());
+            let guard = SetOnDrop(dropped.clone());
+            async move {
+                let _guard = guard;
+                entered.store(true, Ordering::SeqCst);
+                tokio::time::sleep(nap).await;
+                finished.store(true, Ordering::SeqCst);
+            }
+        })
+    };
+    pubsub.subscribe_topic("s", "room", handler).await.unwrap();
+    pubsub.broadcast("room", "m0".into()).await.unwrap();
+    wait_until("the handler to start its nap", || entered.load(Ordering::SeqCst)).await;
+
+    let began = tokio::time::Instant::now();
+    pubsub.stop().await.unwrap();
+    let waited = began.elapsed();
+
+    assert!(dropped.load(Ordering::SeqCst), "the handler's future is gone");
+    assert_eq!(pubsub.running_tasks(), 0);
+    (waited, finished.load(Ordering::SeqCst))
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_grace_zero_cancels_a_waiting_handler_at_the_next_tick() {
+    let (waited, finished) = stop_during_a_nap(Duration::ZERO, ms(2)).await;
+    assert!(!finished, "cancelled in its nap");
+    assert!(waited <= ms(1), "stop waited {waited:?}");
+
+    let (_, finished) = stop_during_a_nap(ms(3), ms(2)).await;
+    assert!(finished, "a grace longer than the nap lets it finish");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_grace_at_its_maximum_holds_stop_that_long() {
+    let (waited, finished) = stop_during_a_nap(MAX_STOP_GRACE, Duration::MAX).await;
+    assert!(!finished, "cancelled in its nap");
+    assert!(
+        waited >= MAX_STOP_GRACE && waited <= MAX_STOP_GRACE + ms(1),
+        "stop waited {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn limits_of_one_byte_admit_one_byte() {
+    let limits = Limits::default()
+        .with_max_topic_bytes(1)
+        .with_max_payload_bytes(1)
+        .with_max_session_id_bytes(1);
+    let engine = Engine::new(Config::default().with_limits(limits)).unwrap();
+    let reader = engine.open_session("s").unwrap();
+    reader.subscribe("t").unwrap();
+
+    assert!(matches!(
+        engine.open_session("s2"),
+        Err(PubSubError::SessionIdTooLong { len: 2, limit: 1 })
+    ));
+    assert!(matches!(
+        reader.subscribe("tt"),
+        Err(PubSubError::TopicTooLong { len: 2, limit: 1 })
+    ));
+    assert_eq!(broadcast(&engine, "t", "x").await, (1, 0));
+    assert_eq!(
+        broadcast(&engine, "t", "").await,
+        (1, 0),
+        "an empty payload is never refused"
+    );
+    assert!(matches!(
+        engine.broadcast("t", "xy".into()).await,
+        Err(PubSubError::PayloadTooLarge { len: 2, limit: 1 })
+    ));
+}
+
+#[tokio::test]
+async fn limits_at_their_maximum_admit_what_the_defaults_refuse() {
+    let limits = Limits::default()
+        .with_max_topic_bytes(MAX_LENGTH_LIMIT)
+        .with_max_payload_bytes(MAX_LENGTH_LIMIT)
+        .with_max_session_id_bytes(65_535);
+    let engine = Engine::new(Config::default().with_limits(limits)).unwrap();
+    let defaults = Limits::default();
+
+    let reader = engine.open_session(&"s".repeat(65_535)).unwrap();
+    reader
+        .subscribe(&"t".repeat(defaults.max_topic_bytes + 1))
+        .unwrap();
+    let payload = Bytes::from(vec![0; defaults.max_payload_bytes + 1]);
+    let fanout = engine
+        .broadcast(&"t".repeat(defaults.max_topic_bytes + 1), payload)
+        .await
+        .unwrap();
+    assert_eq!(fanout.queued, 1);
 }
 
 // ----- providers refuse an invalid config -----

@@ -99,6 +99,7 @@ impl Config {
             config.policy = policy.into_inner().into_policy();
         }
         if let Some(grace) = raw.stop_grace_ms {
+            spans.push(("stop_grace_ms".into(), grace.span()));
             config.stop_grace = Duration::from_millis(grace.into_inner());
         }
         for (i, o) in raw.overrides.into_iter().enumerate() {

@@ -21,6 +21,25 @@
 //! [limits]
 //! max_topic_bytes = 1024
 //! ```
+//!
+//! # Keys
+//!
+//! The file and the builder set the same values and accept the same ranges: both go through
+//! [`Config::validate`], whose errors name the key as the file spells it. What each value means
+//! at its bounds is on the field it sets.
+//!
+//! | file key | builder | accepted | default |
+//! | --- | --- | --- | --- |
+//! | `capacity` | [`Config::with_capacity`] | 1 to [`MAX_CAPACITY`] | 256 |
+//! | `policy` | [`Config::with_policy`] | any [`OverflowPolicy`]; a wait of 1 ms to [`MAX_BLOCK_TIMEOUT`] | `"drop_oldest"` |
+//! | `stop_grace_ms` | [`Config::with_stop_grace`] | 0, or 1 ms to [`MAX_STOP_GRACE`] | 5000 |
+//! | `[[override]]` | [`Config::with_topic_override`] (or [`Config::with_override`] for a policy alone) | any number | none |
+//! | `override[i].prefix` | [`TopicOverride::new`] | non-empty, each once | (required) |
+//! | `override[i].policy` | [`TopicOverride::with_policy`] | as `policy` | the provider-wide `policy` |
+//! | `override[i].max_queued` | [`TopicOverride::with_max_queued`] | 1 to `capacity` | `capacity` |
+//! | `limits.max_topic_bytes` | [`Limits::with_max_topic_bytes`] | 1 to 2³² − 1 | 1024 |
+//! | `limits.max_payload_bytes` | [`Limits::with_max_payload_bytes`] | 1 to 2³² − 1 | 8 MiB |
+//! | `limits.max_session_id_bytes` | [`Limits::with_max_session_id_bytes`] | 1 to 65535 | 256 |
 
 #[cfg(feature = "toml")]
 pub(crate) mod file;
@@ -28,8 +47,19 @@ pub(crate) mod file;
 use std::fmt;
 use std::time::Duration;
 
-/// The largest mailbox capacity a config may ask for.
+/// The largest mailbox capacity a config may ask for: 2²⁰ messages.
 pub const MAX_CAPACITY: usize = 1 << 20;
+
+/// The longest wait of a [`OverflowPolicy::Block`] or [`OverflowPolicy::BlockOnce`] a config
+/// accepts: one hour.
+pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The longest [`Config::stop_grace`] a config accepts: one hour.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+
+/// The shortest non-zero duration a config accepts: tokio's timer counts whole milliseconds,
+/// so a shorter wait would last a millisecond anyway, and a file could not write it.
+const MIN_WAIT: Duration = Duration::from_millis(1);
 
 /// What a broadcast does when it finds a session's mailbox full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +75,10 @@ pub enum OverflowPolicy {
     /// The broadcaster waits up to `timeout` for room, then applies `then`. A session that
     /// stopped reading costs every broadcast that finds it full the whole `timeout`.
     Block {
-        /// How long one broadcast waits, in total, for full mailboxes to make room.
+        /// How long one broadcast waits, in total, for full mailboxes to make room: from 1 ms
+        /// to [`MAX_BLOCK_TIMEOUT`], waited in full when no mailbox makes room. Zero is refused
+        /// (a wait of nothing is `then` itself: configure `then` as the policy instead), and so
+        /// is anything under 1 ms (tokio's timer counts whole milliseconds).
         timeout: Duration,
         /// What happens to a mailbox still full when the time is up.
         then: Fallback,
@@ -56,7 +89,8 @@ pub enum OverflowPolicy {
     /// for sessions that stopped: a stalled session costs each broadcast one push attempt
     /// instead of one `timeout`.
     BlockOnce {
-        /// How long one broadcast waits, in total, for full mailboxes to make room.
+        /// How long one broadcast waits, in total, for full mailboxes to make room; bounded as
+        /// [`Block`](Self::Block)'s.
         timeout: Duration,
         /// What happens to a mailbox still full when the time is up, and to the mailbox of a
         /// session not waited for.
@@ -88,29 +122,92 @@ impl From<Fallback> for OverflowPolicy {
 }
 
 /// Overrides for every topic that starts with `prefix`.
+///
+/// Built as `TopicOverride::new(prefix)`, then [`with_policy`](Self::with_policy) and
+/// [`with_max_queued`](Self::with_max_queued), and added with
+/// [`Config::with_topic_override`]; or written as a `[[override]]` table in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicOverride {
-    /// The topic prefix this override applies to (literal, non-empty).
+    /// The topic prefix this override applies to (literal, non-empty, used by one override
+    /// only). The longest matching prefix wins, so an override that sets nothing still gives
+    /// its topics the provider-wide values instead of a shorter prefix's.
     pub prefix: String,
     /// The overflow policy for these topics; `None` keeps the provider-wide one.
     pub policy: Option<OverflowPolicy>,
     /// Admit a message of these topics only while the session's mailbox holds fewer than this
-    /// many messages (at most [`Config::capacity`]); a fuller mailbox counts as full for them.
+    /// many messages; a fuller mailbox counts as full for them, and their policy applies.
     /// `None` admits up to the capacity.
+    ///
+    /// - **1**: a message of these topics is admitted only into an empty mailbox. Under
+    ///   `drop_oldest` it evicts every queued message, of any topic, and is queued alone.
+    /// - **[`Config::capacity`]**: the largest, and the same as `None`.
+    /// - 0 (no message of these topics could ever be queued) and more than the capacity are
+    ///   refused (`override[i].max_queued`).
     pub max_queued: Option<usize>,
+}
+
+impl TopicOverride {
+    /// An override for the topics starting with `prefix` that sets nothing yet: they take the
+    /// provider-wide values.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            policy: None,
+            max_queued: None,
+        }
+    }
+
+    /// Sets the overflow policy for these topics.
+    pub fn with_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Sets how many queued messages a session's mailbox may hold and still admit a message of
+    /// these topics (see [`max_queued`](Self::max_queued)).
+    pub fn with_max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = Some(max_queued);
+        self
+    }
 }
 
 /// Size limits checked on every operation ([G9]).
 ///
+/// A value of exactly the limit is accepted; one byte more is refused with the
+/// [`PubSubError`](crate::PubSubError) that names the limit. Each limit is at least 1 (topics
+/// and session ids are never empty, whatever the limits); 0 is refused.
+///
 /// [G9]: crate::docs::contract#g9-errors-are-values
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest accepted topic, in bytes. Default 1024.
+    /// Longest accepted topic, in bytes. Default 1024. From 1 (one-byte topics only) to
+    /// 2³² − 1, the most an envelope's length field carries.
     pub max_topic_bytes: usize,
-    /// Largest accepted payload, in bytes. Default 8 MiB.
+    /// Largest accepted payload, in bytes. Default 8 MiB. From 1 to 2³² − 1, the most an
+    /// envelope's length field carries. An empty payload is always accepted.
     pub max_payload_bytes: usize,
-    /// Longest accepted session id, in bytes. Default 256.
+    /// Longest accepted session id, in bytes. Default 256. From 1 (one-byte ids only) to 65535.
     pub max_session_id_bytes: usize,
+}
+
+impl Limits {
+    /// Sets the longest accepted topic, in bytes.
+    pub fn with_max_topic_bytes(mut self, bytes: usize) -> Self {
+        self.max_topic_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest accepted payload, in bytes.
+    pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the longest accepted session id, in bytes.
+    pub fn with_max_session_id_bytes(mut self, bytes: usize) -> Self {
+        self.max_session_id_bytes = bytes;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -126,7 +223,15 @@ impl Default for Limits {
 /// Configuration of the in-memory engine (and of the local side of distributed providers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Mailbox capacity of every session, in messages. Default 256.
+    /// Mailbox capacity of every session: how many messages it holds that it has not taken
+    /// yet. Default 256.
+    ///
+    /// - **1**: a session holds one message. A message its handler is running is no longer in
+    ///   the mailbox, so a handler-form session has at most one message in its handler and one
+    ///   waiting; under `drop_oldest` a reader that falls behind sees only the latest.
+    /// - **[`MAX_CAPACITY`]**: the largest. A mailbox's memory follows what it holds, not its
+    ///   capacity, so a large capacity costs memory only while a session is that far behind.
+    /// - 0 and more than `MAX_CAPACITY` are refused (`capacity`).
     pub capacity: usize,
     /// Overflow policy for topics no override matches. Default [`OverflowPolicy::DropOldest`].
     pub policy: OverflowPolicy,
@@ -134,8 +239,25 @@ pub struct Config {
     pub overrides: Vec<TopicOverride>,
     /// Size limits.
     pub limits: Limits,
-    /// How long `stop()` waits for running handlers to finish before aborting their tasks.
-    /// Default 5 s.
+    /// How long `stop()` waits for handlers still running. Default 5 s.
+    ///
+    /// `stop()` first closes every session: queued messages are discarded (counted as
+    /// stopped) and no handler call starts afterwards. It then waits up to this long for the
+    /// session tasks to end, and cancels those still running: a handler's future is dropped
+    /// at the `.await` it is parked on, and the number cancelled is logged.
+    ///
+    /// - **0**: no wait of its own. Tasks still running are cancelled at the timer's next
+    ///   tick, under a millisecond later (tokio's timer counts whole milliseconds): a handler
+    ///   whose future waits for anything that does not come by then (I/O, a lock, a timer) is
+    ///   cancelled; one that needs only to be polled may finish first.
+    /// - **[`MAX_STOP_GRACE`]**: the longest; a handler that never finishes holds `stop()`
+    ///   this long.
+    /// - A non-zero grace under 1 ms (tokio's timer counts whole milliseconds) and one over
+    ///   `MAX_STOP_GRACE` are refused (`stop_grace_ms`).
+    ///
+    /// Whatever the grace, a poll in progress (a handler's synchronous part included) cannot
+    /// be interrupted: `stop()` returns once it has returned. Distributed providers give their
+    /// broker connections at least their response timeout to close, whatever this value.
     pub stop_grace: Duration,
 }
 
@@ -248,13 +370,16 @@ impl Config {
         self
     }
 
-    /// Adds a per-prefix override of the policy.
-    pub fn with_override(mut self, prefix: impl Into<String>, policy: OverflowPolicy) -> Self {
-        self.overrides.push(TopicOverride {
-            prefix: prefix.into(),
-            policy: Some(policy),
-            max_queued: None,
-        });
+    /// Adds a per-prefix override of the policy alone; the same as
+    /// `with_topic_override(TopicOverride::new(prefix).with_policy(policy))`.
+    pub fn with_override(self, prefix: impl Into<String>, policy: OverflowPolicy) -> Self {
+        self.with_topic_override(TopicOverride::new(prefix).with_policy(policy))
+    }
+
+    /// Adds a per-prefix override: a policy, an admission limit, or both (a file's
+    /// `[[override]]` table).
+    pub fn with_topic_override(mut self, topic_override: TopicOverride) -> Self {
+        self.overrides.push(topic_override);
         self
     }
 
@@ -264,7 +389,7 @@ impl Config {
         self
     }
 
-    /// Sets how long `stop()` waits for running handlers.
+    /// Sets how long `stop()` waits for running handlers (see [`stop_grace`](Self::stop_grace)).
     pub fn with_stop_grace(mut self, grace: Duration) -> Self {
         self.stop_grace = grace;
         self
@@ -279,6 +404,16 @@ impl Config {
             ));
         }
         check_policy("policy", &self.policy)?;
+        if !self.stop_grace.is_zero() && !(MIN_WAIT..=MAX_STOP_GRACE).contains(&self.stop_grace) {
+            return Err(ConfigError::at_key(
+                "stop_grace_ms",
+                format!(
+                    "is {}; it must be 0 or between 1 and {} ms",
+                    format_duration(self.stop_grace),
+                    MAX_STOP_GRACE.as_millis()
+                ),
+            ));
+        }
         for (i, o) in self.overrides.iter().enumerate() {
             if o.prefix.is_empty() {
                 return Err(ConfigError::at_key(format!("override[{i}].prefix"), "is empty"));
@@ -359,21 +494,28 @@ impl Config {
     }
 }
 
-/// The longest `Block` timeout a config accepts.
-pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(3600);
-
 fn check_policy(key: &str, policy: &OverflowPolicy) -> Result<(), ConfigError> {
     if let Some((timeout, _)) = policy.wait() {
-        if timeout.is_zero() || timeout > MAX_BLOCK_TIMEOUT {
+        if !(MIN_WAIT..=MAX_BLOCK_TIMEOUT).contains(&timeout) {
             return Err(ConfigError::at_key(
                 format!("{key}.{}.timeout_ms", policy.name()),
                 format!(
-                    "is {} ms; it must be between 1 and {} ms",
-                    timeout.as_millis(),
+                    "is {}; it must be between 1 and {} ms",
+                    format_duration(timeout),
                     MAX_BLOCK_TIMEOUT.as_millis()
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// A duration as a file writes it (`50 ms`), or exactly when it is not whole milliseconds
+/// (`500µs`, `1.5ms`).
+fn format_duration(duration: Duration) -> String {
+    if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{duration:?}")
+    }
 }
