@@ -78,6 +78,7 @@ impl SessionReceiver {
             return Err(crate::PubSubError::Stopped);
         }
         check_topic(topic, &self.engine.config().limits)?;
+        // A pull-form session stays open with no topic: nothing to retire.
         self.engine.unsubscribe_session(&self.session, topic);
         Ok(())
     }
