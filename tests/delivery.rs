@@ -762,8 +762,11 @@ async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) 
             // An operation on another id retires disconnected sessions it finds queued, but it
             // never waits for their handlers: it returns while this one is still blocked.
             let (done, done_rx) = std::sync::mpsc::channel();
-            let engine = engine.clone();
-            std::thread::spawn(move || done.send(engine.unsubscribe_all("bystander")).unwrap());
+            let (engine, runtime) = (engine.clone(), tokio::runtime::Handle::current());
+            std::thread::spawn(move || {
+                done.send(runtime.block_on(engine.unsubscribe_all("bystander")))
+                    .unwrap()
+            });
             let outcome = done_rx.recv_timeout(WAIT / 5);
             assert!(
                 matches!(outcome, Ok(Ok(()))),
@@ -791,8 +794,9 @@ async fn unsubscribe_all_waits_for_a_call_begun_before(first_close: FirstClose) 
     let returned = Arc::new(AtomicBool::new(false));
     let unsubscriber = {
         let returned = Arc::clone(&returned);
+        let runtime = tokio::runtime::Handle::current();
         std::thread::spawn(move || {
-            engine.unsubscribe_all("slow").unwrap();
+            runtime.block_on(engine.unsubscribe_all("slow")).unwrap();
             returned.store(true, SeqCst);
         })
     };
@@ -1185,7 +1189,7 @@ async fn subscriber_count_follows_subscribe_and_unsubscribe() {
 
     a.unsubscribe("room").unwrap();
     assert_eq!(engine.subscriber_count("room"), 1);
-    engine.unsubscribe_all("b").unwrap();
+    engine.unsubscribe_all("b").await.unwrap();
     assert_eq!(engine.subscriber_count("room"), 0);
     assert_eq!(engine.subscriber_count("other"), 0);
     assert_eq!(engine.topic_count(), 0);

@@ -574,11 +574,13 @@ fn handler_can_unsubscribe_its_own_session_through_the_engine() {
         let engine = pubsub.engine().clone();
         let outcome = Arc::new(Mutex::new(None));
         let record = Arc::clone(&outcome);
-        // The engine's `unsubscribe_all` is synchronous: a handler may call it before it
-        // returns its future.
+        // In the future's first poll, inside the invocation's start: the session does not
+        // wait for itself.
         let handler = Handler::new(move |_topic, _message| {
-            *record.lock().unwrap() = Some(engine.unsubscribe_all("self").is_ok());
-            async {}
+            let (engine, record) = (engine.clone(), Arc::clone(&record));
+            async move {
+                *record.lock().unwrap() = Some(engine.unsubscribe_all("self").await.is_ok());
+            }
         });
         pubsub.subscribe_topic("self", "room", handler).await.unwrap();
 
@@ -589,6 +591,55 @@ fn handler_can_unsubscribe_its_own_session_through_the_engine() {
         assert_eq!(*outcome.lock().unwrap(), Some(true));
         pubsub.stop().await.unwrap();
     });
+}
+
+/// Session `a`'s handler ends session `b` while `b`'s handler, in its own first poll, ends `b`
+/// itself: `a`'s wait for `b`'s start is an `.await`, and `b` does not wait for itself, so
+/// neither hangs, on one thread or on two.
+#[test]
+fn a_handler_ending_a_session_whose_handler_ends_itself_does_not_hang() {
+    for flavor in ["current_thread", "multi_thread"] {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = match flavor {
+                "current_thread" => tokio::runtime::Builder::new_current_thread(),
+                _ => {
+                    let mut builder = tokio::runtime::Builder::new_multi_thread();
+                    builder.worker_threads(2);
+                    builder
+                }
+            }
+            .enable_all()
+            .build()
+            .unwrap();
+            runtime.block_on(async {
+                for round in 0..200 {
+                    let pubsub = Arc::new(started(Config::default()).await);
+                    let ender = Arc::clone(&pubsub);
+                    let a = Handler::new(move |_topic, _message| {
+                        let ender = Arc::clone(&ender);
+                        async move { ender.unsubscribe_all("b").await.unwrap() }
+                    });
+                    let own = Arc::clone(&pubsub);
+                    let b = Handler::new(move |_topic, _message| {
+                        let own = Arc::clone(&own);
+                        async move { own.unsubscribe_all("b").await.unwrap() }
+                    });
+                    pubsub.subscribe_topic("a", "go", a).await.unwrap();
+                    pubsub.subscribe_topic("b", "go", b).await.unwrap();
+                    pubsub.broadcast("go", format!("{round}").into()).await.unwrap();
+                    wait_until("b to end", || pubsub.engine().session_count() == 1).await;
+                    pubsub.stop().await.unwrap();
+                }
+            });
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(WAIT) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => panic!("{flavor}: hung, not finished after {WAIT:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("{flavor}: failed on its thread (see above)"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -551,3 +551,77 @@ async fn pull_churn_of_distinct_topics_leaves_nothing_behind() {
     drop(receiver);
     assert_empty(&engine.stats(), engine.topic_count(), engine.session_count());
 }
+
+/// G2 for handlers whose body is all in their future (`|t, m| async move { .. }`): busy
+/// sessions are closed thousands of times while broadcasts keep arriving, and the first
+/// statement of every body checks whether its session's `unsubscribe_all` has already
+/// returned. None may find that it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_handler_body_begins_after_unsubscribe_all_returns() {
+    const SESSIONS: u64 = 8;
+    const CLOSES_EACH: u64 = 500;
+    let pubsub = Arc::new(InMemoryPubSub::new());
+    pubsub.start().await.unwrap();
+    let late_bodies = Arc::new(AtomicU64::new(0));
+    let bodies = Arc::new(AtomicU64::new(0));
+    let mut closers = Vec::new();
+    for s in 0..SESSIONS {
+        let (pubsub, late_bodies, bodies) =
+            (Arc::clone(&pubsub), Arc::clone(&late_bodies), Arc::clone(&bodies));
+        closers.push(tokio::spawn(async move {
+            let topic = format!("busy:{s}");
+            let id = format!("tab:{s}");
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let publisher = {
+                let (pubsub, topic, stop) = (Arc::clone(&pubsub), topic.clone(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    while !stop.load(SeqCst) {
+                        pubsub.broadcast(&topic, Bytes::from_static(b"m")).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            for _ in 0..CLOSES_EACH {
+                let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let started = Arc::new(AtomicU64::new(0));
+                let handler = {
+                    let (returned, started) = (Arc::clone(&returned), Arc::clone(&started));
+                    let (late_bodies, bodies) = (Arc::clone(&late_bodies), Arc::clone(&bodies));
+                    Handler::new(move |_topic, _message| {
+                        let (returned, started) = (Arc::clone(&returned), Arc::clone(&started));
+                        let (late_bodies, bodies) = (Arc::clone(&late_bodies), Arc::clone(&bodies));
+                        async move {
+                            if returned.load(SeqCst) {
+                                late_bodies.fetch_add(1, SeqCst);
+                            }
+                            bodies.fetch_add(1, SeqCst);
+                            started.fetch_add(1, SeqCst);
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                };
+                pubsub.subscribe_topic(&id, &topic, handler).await.unwrap();
+                // Busy: its handler has run at least once, and more messages are queued.
+                while started.load(SeqCst) == 0 {
+                    tokio::task::yield_now().await;
+                }
+                pubsub.unsubscribe_all(&id).await.unwrap();
+                returned.store(true, SeqCst);
+            }
+            stop.store(true, SeqCst);
+            publisher.await.unwrap();
+        }));
+    }
+    for closer in closers {
+        closer.await.unwrap();
+    }
+    let late = late_bodies.load(SeqCst);
+    let all = bodies.load(SeqCst);
+    assert_eq!(
+        late, 0,
+        "G2: {late} of {all} handler bodies began after their session's unsubscribe_all returned"
+    );
+    assert!(all >= SESSIONS * CLOSES_EACH, "{all} bodies ran");
+    pubsub.stop().await.unwrap();
+    assert_eq!(pubsub.running_tasks(), 0);
+}

@@ -41,7 +41,7 @@ fn blocked_broadcast_released_by_disconnect() {
         let mut receiver = session(&engine, "s", &["t"]);
         broadcast(&engine, "t", "1");
         let publisher = broadcast_in_thread(&engine, "t", "2");
-        engine.unsubscribe_all("s").unwrap();
+        loom::future::block_on(engine.unsubscribe_all("s")).unwrap();
         let fanout = publisher.join().unwrap();
         assert!(fanout.queued <= 1);
         assert!(matches!(receiver.try_recv(), Err(TryRecvError::Closed(_))));

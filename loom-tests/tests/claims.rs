@@ -60,7 +60,7 @@ fn chunk_broadcast_racing_a_parking_consumer_and_a_close() {
         });
         let closer = {
             let engine = engine.clone();
-            thread::spawn(move || engine.unsubscribe_all("b").unwrap())
+            thread::spawn(move || loom::future::block_on(engine.unsubscribe_all("b")).unwrap())
         };
         let fanout = broadcast(&engine, "t", "m");
         closer.join().unwrap();

@@ -134,7 +134,7 @@ fn disconnect_racing_unsubscribe_all() {
         let mut receiver = session(&engine, "s", &["t"]);
         broadcast(&engine, "t", "1");
         let publisher = broadcast_in_thread(&engine, "t", "2");
-        engine.unsubscribe_all("s").unwrap();
+        loom::future::block_on(engine.unsubscribe_all("s")).unwrap();
         let fanout = publisher.join().unwrap();
         let reason = match receiver.try_recv() {
             Err(TryRecvError::Closed(closed)) => closed.reason,
@@ -218,7 +218,7 @@ fn two_broadcasts_racing_unsubscribe_all_leave_nothing_behind() {
         let receiver = session(&engine, "s", &["t"]);
         let first = broadcast_in_thread(&engine, "t", "1");
         let second = broadcast_in_thread(&engine, "t", "2");
-        engine.unsubscribe_all("s").unwrap();
+        loom::future::block_on(engine.unsubscribe_all("s")).unwrap();
         first.join().unwrap();
         second.join().unwrap();
         assert_nothing_left_behind(&engine, receiver, 0);
@@ -237,7 +237,7 @@ fn consumer_parking_racing_unsubscribe_all() {
             assert_eq!(closed.reason, CloseReason::Unsubscribed);
             receiver
         });
-        engine.unsubscribe_all("s").unwrap();
+        loom::future::block_on(engine.unsubscribe_all("s")).unwrap();
         drop(consumer.join().unwrap());
         assert_empty(&engine);
     });
@@ -255,7 +255,7 @@ fn broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
         let engine = engine(2, OverflowPolicy::DropNewest);
         let receiver = session(&engine, "s", &["t"]);
         let publisher = broadcast_in_thread(&engine, "t", "1");
-        engine.unsubscribe_all("s").unwrap();
+        loom::future::block_on(engine.unsubscribe_all("s")).unwrap();
         let fanout = publisher.join().unwrap();
         SEEN.saw(if fanout.recipients == 1 {
             "reached"
@@ -276,7 +276,7 @@ fn evicting_broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
         let receiver = session(&engine, "s", &["t"]);
         broadcast(&engine, "t", "1");
         let publisher = broadcast_in_thread(&engine, "t", "2");
-        engine.unsubscribe_all("s").unwrap();
+        loom::future::block_on(engine.unsubscribe_all("s")).unwrap();
         publisher.join().unwrap();
         assert_nothing_left_behind(&engine, receiver, 0);
     });
@@ -289,7 +289,7 @@ fn blocked_broadcast_racing_unsubscribe_all_is_counted_when_both_return() {
     loom::model(|| {
         let engine = engine(1, block());
         let (receiver, publisher) = blocked_broadcast_then_pop(&engine);
-        engine.unsubscribe_all("s").unwrap();
+        loom::future::block_on(engine.unsubscribe_all("s")).unwrap();
         publisher.join().unwrap();
         assert_nothing_left_behind(&engine, receiver, 1);
     });

@@ -4,7 +4,8 @@
 //! What it is for: the handler form's [G2]. Once `unsubscribe_all` returns, no handler invocation
 //! of the session starts. The session's task announces each start here, then checks that the
 //! session is open; the closer closes the session, then waits here until no start it may have
-//! missed is still in progress.
+//! missed is still in progress. For a handler, the start is its call and its future's first
+//! poll.
 //!
 //! # Invariants
 //!

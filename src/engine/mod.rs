@@ -256,15 +256,24 @@ impl Engine {
     /// new session.
     ///
     /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
-    pub fn unsubscribe_all(&self, session_id: &str) -> Result<()> {
+    ///
+    /// If a handler of the session is starting (being called, or its future polled for the
+    /// first time) when the session closes, this waits until that start is over, as a task:
+    /// it yields, then pauses between asks, and never blocks its worker thread. A handler that
+    /// closes its own session does not wait for itself.
+    pub async fn unsubscribe_all(&self, session_id: &str) -> Result<()> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
         self.reap();
         let Some(session) = self.inner.sessions.get(session_id) else {
             return Ok(());
         };
-        // Waits for a handler call begun before the close (G2).
-        self.close_and_retire(&session, CloseReason::Unsubscribed);
+        {
+            let _writer = lock(&session.writer);
+            session.close(CloseReason::Unsubscribed);
+        }
+        // Waits for a handler start begun before the close (G2).
+        self.retire_after_start(&session).await;
         Ok(())
     }
 
@@ -364,7 +373,7 @@ impl Engine {
     /// the session, for the caller to spawn.
     ///
     /// [G3]: crate::docs::contract#g3-idempotence
-    pub(crate) fn subscribe_handler(
+    pub(crate) async fn subscribe_handler(
         &self,
         session_id: &str,
         topic: &str,
@@ -374,43 +383,63 @@ impl Engine {
         check_session_id(session_id, &self.inner.config.limits)?;
         check_topic(topic, &self.inner.config.limits)?;
         self.reap();
+        let mut handler = Some(handler);
         loop {
-            let (session, created) = self.session_for(session_id, SessionForm::Handler)?;
-            let mut writer = lock(&session.writer);
-            if writer.retired {
-                continue;
-            }
-            if !session.is_open() {
+            match self.try_subscribe_handler(session_id, topic, &mut handler)? {
+                Subscribed::Done(task) => return Ok(task),
+                Subscribed::Retry => continue,
                 // Disconnected by a broadcaster and not yet retired: finish that, then start a
                 // fresh session, as after `unsubscribe_all`.
-                drop(writer);
-                self.retire(&session);
-                continue;
+                Subscribed::RetireFirst(session) => self.retire_after_start(&session).await,
             }
-            if self.is_stopped() {
-                session.close(CloseReason::Stopped);
-                self.retire_locked(&session, writer);
-                return Err(PubSubError::Stopped);
-            }
-            // The handler goes in before the subscription, so a broadcast that sees the
-            // subscription finds the handler.
-            let mut table = (*session.handlers.load_full()).clone();
-            let key = match writer.topics.get_key_value(topic) {
-                Some((existing, _)) => existing.clone(),
-                None => self
-                    .inner
-                    .topics
-                    .name_of(topic)
-                    .unwrap_or_else(|| Topic::from(topic)),
-            };
-            table.insert(&key, handler);
-            let replaced = session.handlers.swap(Arc::new(table));
-            self.attach(&session, &mut writer, &key);
-            drop(writer);
-            // Dropped outside the lock: a replaced handler's captures may run user code.
-            drop(replaced);
-            return Ok(created.then(|| SessionTask::new(self.clone(), session)));
         }
+    }
+
+    /// One attempt of [`subscribe_handler`](Self::subscribe_handler), under the session's
+    /// writer lock; takes the handler only when it subscribes.
+    fn try_subscribe_handler(
+        &self,
+        session_id: &str,
+        topic: &str,
+        handler: &mut Option<Handler>,
+    ) -> Result<Subscribed> {
+        let (session, created) = self.session_for(session_id, SessionForm::Handler)?;
+        let mut writer = lock(&session.writer);
+        if writer.retired {
+            return Ok(Subscribed::Retry);
+        }
+        if !session.is_open() {
+            drop(writer);
+            return Ok(Subscribed::RetireFirst(session));
+        }
+        if self.is_stopped() {
+            session.close(CloseReason::Stopped);
+            self.retire_locked(&session, writer);
+            return Err(PubSubError::Stopped);
+        }
+        // The handler goes in before the subscription, so a broadcast that sees the
+        // subscription finds the handler.
+        let mut table = (*session.handlers.load_full()).clone();
+        let key = match writer.topics.get_key_value(topic) {
+            Some((existing, _)) => existing.clone(),
+            None => self
+                .inner
+                .topics
+                .name_of(topic)
+                .unwrap_or_else(|| Topic::from(topic)),
+        };
+        let handler = handler
+            .take()
+            .expect("the handler is taken only by the attempt that subscribes");
+        table.insert(&key, handler);
+        let replaced = session.handlers.swap(Arc::new(table));
+        self.attach(&session, &mut writer, &key);
+        drop(writer);
+        // Dropped outside the lock: a replaced handler's captures may run user code.
+        drop(replaced);
+        Ok(Subscribed::Done(
+            created.then(|| SessionTask::new(self.clone(), session)),
+        ))
     }
 
     /// Removes one subscription of `session_id`; a handler-form session left with no topic is
@@ -418,7 +447,7 @@ impl Engine {
     ///
     /// [G3]: crate::docs::contract#g3-idempotence
     /// [G7]: crate::docs::contract#g7-bounded-memory
-    pub(crate) fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()> {
+    pub(crate) async fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()> {
         self.check_running()?;
         check_session_id(session_id, &self.inner.config.limits)?;
         check_topic(topic, &self.inner.config.limits)?;
@@ -426,7 +455,9 @@ impl Engine {
         let Some(session) = self.inner.sessions.get(session_id) else {
             return Ok(());
         };
-        self.unsubscribe_session(&session, topic);
+        if self.unsubscribe_session(&session, topic) {
+            self.retire_after_start(&session).await;
+        }
         Ok(())
     }
 
@@ -457,24 +488,26 @@ impl Engine {
     pub(crate) fn unsubscribe_receiver(&self, session: &Arc<Session>, topic: &str) -> Result<()> {
         self.check_running()?;
         check_topic(topic, &self.inner.config.limits)?;
+        // A pull-form session stays open with no topic: nothing to retire.
         self.unsubscribe_session(session, topic);
         Ok(())
     }
 
-    pub(crate) fn unsubscribe_session(&self, session: &Arc<Session>, topic: &str) {
+    /// Removes `session`'s subscription to `topic`. Returns `true` if that closed the session
+    /// (a handler-form session left with no topic), which the caller then retires.
+    pub(crate) fn unsubscribe_session(&self, session: &Arc<Session>, topic: &str) -> bool {
         let mut writer = lock(&session.writer);
         if writer.retired {
-            return;
+            return false;
         }
         let Some(placement) = writer.topics.remove(topic) else {
-            return;
+            return false;
         };
         self.detach(session, &placement);
         if session.form == SessionForm::Handler {
             if writer.topics.is_empty() {
                 session.close(CloseReason::Unsubscribed);
-                drop(writer);
-                self.retire(session);
+                return true;
             } else {
                 let mut table = (*session.handlers.load_full()).clone();
                 table.remove(topic);
@@ -483,6 +516,7 @@ impl Engine {
                 drop(replaced);
             }
         }
+        false
     }
 
     /// Adds `session` to `topic` unless it is already subscribed. Needs the session's writer.
@@ -607,6 +641,35 @@ impl Engine {
             });
         }
     }
+}
+
+/// Loom models run a handler-form session's task on a model thread of their own.
+#[cfg(fanout_loom)]
+impl Engine {
+    /// Subscribes the handler-form session `session_id` to `topic`, and returns its task if
+    /// this created the session, for the model to run (`loom::future::block_on`).
+    #[doc(hidden)]
+    pub async fn loom_subscribe_handler(
+        &self,
+        session_id: &str,
+        topic: &str,
+        handler: Handler,
+    ) -> Result<Option<impl std::future::Future<Output = ()> + Send + 'static>> {
+        Ok(self
+            .subscribe_handler(session_id, topic, handler)
+            .await?
+            .map(SessionTask::run))
+    }
+}
+
+/// What one attempt to subscribe a handler-form session came to.
+enum Subscribed {
+    /// Subscribed; the session's task if the attempt created the session.
+    Done(Option<SessionTask>),
+    /// The session was retired meanwhile: try again with a fresh one.
+    Retry,
+    /// The session is closed but not retired: retire it, then try again.
+    RetireFirst(Arc<Session>),
 }
 
 impl std::fmt::Debug for Engine {

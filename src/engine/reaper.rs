@@ -66,6 +66,17 @@ impl Engine {
         }
     }
 
+    /// Retires a closed `session` once a handler start begun before the close is over ([G2]),
+    /// waiting as a task (see [`wait_for_invocation_start_as_task`]), so that the wait, which
+    /// spans a handler's call and its future's first poll, never blocks a worker thread.
+    ///
+    /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
+    /// [`wait_for_invocation_start_as_task`]: Self::wait_for_invocation_start_as_task
+    pub(crate) async fn retire_after_start(&self, session: &Arc<Session>) {
+        self.wait_for_invocation_start_as_task(session, &mut None).await;
+        self.retire_locked(session, lock(&session.writer));
+    }
+
     /// The reaper's wait for a disconnected session's handler call begun before the
     /// disconnect, or for the engine to stop: it yields, and once a handler has stayed in its
     /// synchronous part for [`REAPER_YIELDS`] asks, pauses between asks (where the runtime has
@@ -83,7 +94,12 @@ impl Engine {
             };
             match pause {
                 Some(pause) => pause.await,
-                None => tokio::task::yield_now().await,
+                None => {
+                    // A loom model's thread yields to the others here, or it would spin.
+                    #[cfg(fanout_loom)]
+                    crate::sync::yield_now();
+                    tokio::task::yield_now().await
+                }
             }
         }
     }

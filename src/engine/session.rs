@@ -184,8 +184,11 @@ impl Session {
 
     /// After a close: waits until an invocation that began before the close has been started,
     /// so that when the closer returns, no invocation is about to start ([G2]). The window is the
-    /// task's check of the state plus the synchronous part of the handler call. A handler whose
-    /// synchronous part closes its own session is that invocation: it does not wait for itself.
+    /// task's check of the state, the handler's call and its future's first poll, so this
+    /// spins for as long as those take: only for callers that know no handler-form invocation
+    /// can be starting (a pull-form session, the session's own task); others wait as a task
+    /// (`Engine::retire_after_start`). A handler whose call or first poll closes its own
+    /// session is that invocation: it does not wait for itself.
     ///
     /// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
     pub(crate) fn wait_for_invocation_start(&self) {

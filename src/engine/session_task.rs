@@ -103,7 +103,9 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
         }
         // G2: this decides whether the invocation starts. A close ordered before it wins; a
         // close ordered after it waits (in whoever retires the session, before it leaves the
-        // session map) until the handler has been called.
+        // session map) until the invocation has started: the handler has been called and its
+        // future polled once, which is where a handler written `|t, m| async move { .. }`
+        // begins its body.
         if !session.begin_invocation() {
             let reason = session.close_reason().unwrap_or(CloseReason::Unsubscribed);
             counters.dropped(reason.drop_reason(), 1);
@@ -128,18 +130,24 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                     handler.call_with_clones(topic, &broadcast.payload)
                 }))
             };
-            session.end_invocation_start();
             match invocation {
                 // Most handlers finish in their first poll, with the table still cached; one
                 // that has to wait lets go of the table first.
                 Ok(ref mut future) => {
-                    finish_caught(future, || {
-                        handlers = None;
-                        delivered.report();
-                    })
+                    finish_caught(
+                        future,
+                        || FirstPoll::enter(&session),
+                        || {
+                            handlers = None;
+                            delivered.report();
+                        },
+                    )
                     .await
                 }
-                Err(panic) => Err(panic),
+                Err(panic) => {
+                    session.end_invocation_start();
+                    Err(panic)
+                }
             }
         };
         let topic = &*broadcast.topic;
@@ -174,13 +182,41 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
     }
 }
 
+/// Held around a handler future's first poll, the end of its invocation's start ([G2]): while
+/// held, the session is the one invoking on this thread (so the handler may close its own
+/// session without waiting for itself); dropped, the start has ended.
+///
+/// [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
+struct FirstPoll<'a> {
+    session: &'a Session,
+    _invoking: InvokingGuard,
+}
+
+impl<'a> FirstPoll<'a> {
+    fn enter(session: &'a Session) -> Self {
+        FirstPoll {
+            session,
+            _invoking: InvokingGuard::enter(session),
+        }
+    }
+}
+
+impl Drop for FirstPoll<'_> {
+    fn drop(&mut self) {
+        self.session.end_invocation_start();
+    }
+}
+
 /// Polls a handler's future to its end where it lies, catching a panic. (Moving the boxed future
 /// to another of the task's fields reloads what was just stored, in a wider load than the
-/// stores, which waits for them: on every delivery.) Polls once first; if that poll returns
-/// `Pending`, `before_waiting` runs, once, before the next poll (which follows at once, and
-/// from then on as the future's waker asks).
-async fn finish_caught(
+/// stores, which waits for them: on every delivery.) Polls once first, with `first_poll` around
+/// that poll: it is entered before the poll and dropped after it, whatever the poll returns
+/// (the session's task ends the invocation's start there). If that poll returns `Pending`,
+/// `before_waiting` runs, once, before the next poll (which follows at once, and from then on
+/// as the future's waker asks).
+async fn finish_caught<G>(
     future: &mut BoxFuture<'static, HandlerResult>,
+    first_poll: impl FnOnce() -> G,
     before_waiting: impl FnOnce(),
 ) -> std::thread::Result<HandlerResult> {
     // A panic ends the future as its result would.
@@ -188,7 +224,15 @@ async fn finish_caught(
         let caught = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
         caught.map_or_else(|panic| Poll::Ready(Err(panic)), |polled| polled.map(Ok))
     };
-    if let Poll::Ready(outcome) = poll_fn(|cx| Poll::Ready(poll_caught(cx))).await {
+    let mut first_poll = Some(first_poll);
+    let first = poll_fn(|cx| {
+        let around = first_poll.take().map(|enter| enter());
+        let polled = poll_caught(cx);
+        drop(around);
+        Poll::Ready(polled)
+    })
+    .await;
+    if let Poll::Ready(outcome) = first {
         return outcome;
     }
     before_waiting();

@@ -128,18 +128,18 @@ impl InMemoryPubSub {
 impl PubSubProvider for InMemoryPubSub {
     async fn subscribe_topic(&self, session_id: &str, topic: &str, handler: Handler) -> Result<()> {
         let runtime = Handle::try_current().map_err(|_| PubSubError::NoRuntime)?;
-        if let Some(task) = self.engine.subscribe_handler(session_id, topic, handler)? {
+        if let Some(task) = self.engine.subscribe_handler(session_id, topic, handler).await? {
             self.spawn_session_task(&runtime, task);
         }
         Ok(())
     }
 
     async fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()> {
-        self.engine.unsubscribe_topic(session_id, topic)
+        self.engine.unsubscribe_topic(session_id, topic).await
     }
 
     async fn unsubscribe_all(&self, session_id: &str) -> Result<()> {
-        self.engine.unsubscribe_all(session_id)
+        self.engine.unsubscribe_all(session_id).await
     }
 
     async fn broadcast(&self, topic: &str, message: Bytes) -> Result<()> {

@@ -211,6 +211,7 @@ async fn apply(live: &mut Live, reference: &mut Reference, op: &Op, step: usize)
         Op::UnsubscribeAll(s) => {
             engine
                 .unsubscribe_all(SESSIONS[s])
+                .await
                 .map_err(|e| format!("unsubscribe_all: {e}"))?;
             reference.unsubscribe_all(SESSIONS[s]);
             Ok(())

@@ -87,7 +87,7 @@ pub fn assert_accounted_then_empty(engine: &Engine, receiver: SessionReceiver) {
 /// The engine holds nothing once every session is gone (G7).
 pub fn assert_empty(engine: &Engine) {
     // Retires sessions a broadcaster disconnected and nobody reaped yet.
-    engine.unsubscribe_all("nobody").unwrap();
+    loom::future::block_on(engine.unsubscribe_all("nobody")).unwrap();
     let stats = engine.stats();
     assert_eq!(engine.topic_count(), 0, "topic entries left: {stats:?}");
     assert_eq!(engine.session_count(), 0, "session entries left: {stats:?}");
