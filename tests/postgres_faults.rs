@@ -783,12 +783,13 @@ async fn garbage_notifications_are_skipped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_draining_a_backlog_is_not_taken_for_lost() {
     // PostgreSQL sends every pending notification before its next reply, so while B drains a
-    // backlog its health query waits behind it, past a short response timeout. A connection
-    // that is handing over messages is alive: no outage, nothing lost.
+    // backlog its health query and its LISTEN / UNLISTEN wait behind it, past a short response
+    // timeout. A connection that is handing over messages is alive: no outage, nothing lost;
+    // and a topic left and joined again meanwhile is listened to once the backlog is through.
     let Some(_admin) = admin().await else { return };
     let prefix = unique_prefix("backlog");
     let quick = test_config(&prefix)
-        .with_timeouts(Duration::from_secs(2), Duration::from_millis(100))
+        .with_timeouts(Duration::from_secs(2), Duration::from_millis(300))
         .with_health_check_interval(Duration::from_millis(20));
     let a = PostgresPubSub::new(test_config(&prefix)).unwrap();
     let b = PostgresPubSub::new(quick).unwrap();
@@ -808,6 +809,34 @@ async fn a_listener_draining_a_backlog_is_not_taken_for_lost() {
             .await
             .unwrap();
     }
+    // While B drains: its last session on one topic leaves and another joins it, and a
+    // session joins a topic and leaves before its subscribe is confirmed. Each call returns.
+    let churn = Instant::now();
+    b.unsubscribe_topic("s", "room:0").await.unwrap();
+    let rejoined = Inbox::default();
+    b.subscribe_topic("t", "room:0", rejoined.handler("t"))
+        .await
+        .unwrap();
+    let passing = {
+        let b = Arc::new(b);
+        let joiner = Arc::clone(&b);
+        let joined = tokio::spawn(async move {
+            joiner
+                .subscribe_topic("u", "passing", Inbox::default().handler("u"))
+                .await
+        });
+        tokio::task::yield_now().await;
+        b.unsubscribe_all("u").await.unwrap();
+        let outcome = tokio::time::timeout(WAIT, joined).await;
+        (b, outcome)
+    };
+    let (b, joined) = passing;
+    let b = Arc::try_unwrap(b).unwrap();
+    assert!(
+        matches!(joined, Ok(Ok(_))),
+        "a subscribe whose session left while it waited: {joined:?}"
+    );
+    eprintln!("churn during the backlog took {:?}", churn.elapsed());
     // Handed to B's engine (the one session's mailbox drops by its policy; that is not
     // the point here).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -822,6 +851,11 @@ async fn a_listener_draining_a_backlog_is_not_taken_for_lost() {
     );
     assert_eq!(stats.received, sent, "{stats:?}");
     assert_eq!((stats.outages, stats.malformed), (0, 0), "{stats:?}");
+    // The topic left and joined during the backlog is listened to.
+    a.broadcast("room:0", Bytes::from_static(b"after")).await.unwrap();
+    rejoined
+        .until("the message after the backlog", |i| i.has("t", "after"))
+        .await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

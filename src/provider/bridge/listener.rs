@@ -26,9 +26,10 @@
 //!
 //! The stream ending, a command failing, or a command or ping left unanswered past the
 //! response timeout while no message arrived either (a silent network cut) all count as a
-//! loss. An unanswered command on a connection that is still handing over messages is asked
-//! again instead: the broker's answer may wait behind a backlog of messages (PostgreSQL sends
-//! every pending notification before its next reply). On a loss the outage is counted and
+//! loss. A command on a connection that is still handing over messages is waited for longer,
+//! up to 30 response timeouts: the broker's answer may wait behind a backlog of messages
+//! (PostgreSQL sends every pending notification before its next reply), and it is logged.
+//! On a loss the outage is counted and
 //! logged, parked waiters fail, and the task reconnects with capped exponential backoff,
 //! subscribing every wanted topic again; the outage ends, and is logged with its length, when all are confirmed. Messages
 //! published by other instances in between are lost: the brokers' pub/sub is at-most-once.
@@ -46,7 +47,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use crate::engine::{Engine, TopicObserver};
 use crate::envelope::Envelope;
 use crate::error::PubSubError;
-use crate::sync::atomic::Ordering::Relaxed;
+use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
@@ -134,8 +135,9 @@ pub(crate) struct Listener<B: Broker> {
     parked: HashMap<Topic, Vec<Waiter>>,
     /// When the current outage began, until every wanted topic is confirmed again.
     outage: Option<Instant>,
-    /// When the current connection last handed over a message.
-    last_inbound: Option<Instant>,
+    /// Messages the current connection has handed over, read by commands in flight: an
+    /// answer late while this grows waits behind a backlog, not on a dead connection.
+    progress: Arc<AtomicU64>,
 }
 
 /// One open subscription connection and the commands in flight on it.
@@ -154,16 +156,12 @@ enum Command {
 struct Done {
     command: Command,
     topics: Vec<Topic>,
-    result: Result<(), Failure>,
+    result: Result<(), Reason>,
 }
 
-/// Why a command did not complete.
-enum Failure {
-    /// The broker answered with an error, or the connection failed.
-    Error(Reason),
-    /// No answer within the response timeout.
-    Unanswered(Reason),
-}
+/// How many response timeouts a command may wait for its answer while the connection keeps
+/// handing over messages (the answer waits behind them) before the connection is taken as lost.
+const BACKLOG_TIMEOUTS: u32 = 30;
 
 enum Exit {
     Shutdown,
@@ -189,7 +187,7 @@ impl<B: Broker> Listener<B> {
             dirty: HashSet::new(),
             parked: HashMap::new(),
             outage: None,
-            last_inbound: None,
+            progress: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -250,7 +248,6 @@ impl<B: Broker> Listener<B> {
                             None => break,
                         }
                     }
-                    self.last_inbound = Some(Instant::now());
                 }
                 Some(done) = live.commands.next(), if !live.commands.is_empty() => {
                     if let Err(reason) = self.finish(done) {
@@ -264,6 +261,7 @@ impl<B: Broker> Listener<B> {
                 }
                 _ = ping.tick() => live.commands.push(command(
                     &self.shared,
+                    &self.progress,
                     Command::Ping,
                     Vec::new(),
                     live.subscription.ping(),
@@ -284,6 +282,10 @@ impl<B: Broker> Listener<B> {
                         .or_default() += 1;
                 }
             } else if self.wanted.remove(&topic) {
+                // Its sessions left: nothing to wait for.
+                for waiter in self.parked.remove(&topic).into_iter().flatten() {
+                    let _ = waiter.send(Ok(()));
+                }
                 let channel = self.shared.broker.channel(&topic);
                 if let Some(users) = self.sharing.get_mut(&channel) {
                     *users -= 1;
@@ -304,12 +306,6 @@ impl<B: Broker> Listener<B> {
                 let _ = waiter.send(Err(BrokerError::SubscribeUnconfirmed));
             }
         }
-    }
-
-    /// Whether the connection handed over a message within the response timeout.
-    fn delivering(&self) -> bool {
-        self.last_inbound
-            .is_some_and(|at| at.elapsed() < self.shared.settings.response_timeout)
     }
 
     fn is_settled(&self, topic: &Topic) -> bool {
@@ -350,8 +346,13 @@ impl<B: Broker> Listener<B> {
                     Command::Subscribe => live.subscription.subscribe(channels),
                     _ => live.subscription.unsubscribe(channels),
                 };
-                live.commands
-                    .push(self::command(&self.shared, command, chunk.to_vec(), sent));
+                live.commands.push(self::command(
+                    &self.shared,
+                    &self.progress,
+                    command,
+                    chunk.to_vec(),
+                    sent,
+                ));
             }
         }
         self.end_outage_if_recovered();
@@ -362,17 +363,7 @@ impl<B: Broker> Listener<B> {
         for topic in &done.topics {
             self.busy.remove(topic);
         }
-        match done.result {
-            Ok(()) => {}
-            Err(Failure::Unanswered(_)) if self.delivering() => {
-                // A connection that is handing us messages is alive; its answer waits behind
-                // them (PostgreSQL sends pending notifications before the next reply). Ask
-                // again: subscribing and unsubscribing are idempotent.
-                self.dirty.extend(done.topics);
-                return Ok(());
-            }
-            Err(Failure::Error(reason) | Failure::Unanswered(reason)) => return Err(reason),
-        }
+        done.result?;
         let counters = &self.shared.counters;
         match done.command {
             Command::Ping => {}
@@ -427,7 +418,6 @@ impl<B: Broker> Listener<B> {
     }
 
     fn lost(&mut self, reason: &str) {
-        self.last_inbound = None;
         let counters = &self.shared.counters;
         BrokerCounters::add(&counters.outages, 1);
         counters.connected.store(false, Relaxed);
@@ -488,6 +478,7 @@ impl<B: Broker> Listener<B> {
     /// is delivered), skip our own, deliver each record to local sessions in order. An error
     /// means the connection is lost.
     async fn inbound(&self, subscription: &B::Subscription, message: SubMessage<B>) -> Result<(), Reason> {
+        self.progress.fetch_add(1, Relaxed);
         let shared = &*self.shared;
         let channel = <B::Subscription as Subscription>::channel(&message);
         let bytes = match subscription.envelope(&message).await {
@@ -555,25 +546,55 @@ impl<B: Broker> Listener<B> {
 type SubMessage<B> = <<B as Broker>::Subscription as Subscription>::Message;
 
 /// A command in flight, bounded by the response timeout.
+/// A command in flight, bounded by the response timeout; while the connection keeps handing
+/// over messages (`progress` grows) its answer may wait behind them, up to
+/// [`BACKLOG_TIMEOUTS`] response timeouts. The command is never given up while it may still
+/// run: the broker answers one connection's commands in order, so the topic stays busy until
+/// its answer, or until the connection is taken as lost.
 fn command<B: Broker>(
     shared: &Shared<B>,
+    progress: &Arc<AtomicU64>,
     command: Command,
     topics: Vec<Topic>,
-    sent: BoxFuture<'static, Result<(), Reason>>,
+    mut sent: BoxFuture<'static, Result<(), Reason>>,
 ) -> BoxFuture<'static, Done> {
     let timeout = shared.settings.response_timeout;
+    let (instance, progress) = (shared.instance, Arc::clone(progress));
     async move {
         let name = match command {
             Command::Subscribe => "subscribe",
             Command::Unsubscribe => "unsubscribe",
             Command::Ping => "ping",
         };
-        let result = match tokio::time::timeout(timeout, sent).await {
-            Ok(result) => result.map_err(Failure::Error),
-            Err(_) => Err(Failure::Unanswered(format!(
-                "no answer to {name} within {} ms",
-                timeout.as_millis()
-            ))),
+        let mut seen = progress.load(Relaxed);
+        let mut waited = 0;
+        let result = loop {
+            match tokio::time::timeout(timeout, &mut sent).await {
+                Ok(result) => break result,
+                Err(_) => {
+                    waited += 1;
+                    let now = progress.load(Relaxed);
+                    if now == seen || waited >= BACKLOG_TIMEOUTS {
+                        break Err(format!(
+                            "no answer to {name} within {} ms{}",
+                            (timeout * waited).as_millis(),
+                            if now == seen {
+                                ""
+                            } else {
+                                " of a backlog of messages"
+                            }
+                        ));
+                    }
+                    if waited == 1 {
+                        tracing::warn!(
+                            %instance,
+                            command = name,
+                            "the broker's answer waits behind a backlog of messages"
+                        );
+                    }
+                    seen = now;
+                }
+            }
         };
         Done {
             command,

@@ -135,6 +135,11 @@ impl PublisherState {
     }
 }
 
+/// Most bytes of envelopes sent in one pipeline (one response timeout), so a batch of large
+/// messages is answered piece by piece rather than all within one timeout. A single larger
+/// envelope travels alone.
+const PIPELINE_BYTES: usize = 4 << 20;
+
 pub(crate) struct Publisher<B: Broker> {
     shared: Arc<Shared<B>>,
     queue: mpsc::Receiver<Outbound>,
@@ -183,8 +188,8 @@ impl<B: Broker> Publisher<B> {
                     if received == 0 {
                         break;
                     }
-                    if let Err(reason) = self.send(conn, &batch).await {
-                        self.lost(&reason, batch.len());
+                    if let Err((reason, unconfirmed)) = self.send(conn, &batch).await {
+                        self.lost(&reason, unconfirmed);
                         connection = None;
                     }
                     batch.clear();
@@ -212,28 +217,50 @@ impl<B: Broker> Publisher<B> {
         tracing::debug!(instance = %self.shared.instance, broker = B::NAME, "publisher stopped");
     }
 
-    async fn send(&self, conn: &mut B::Publisher, batch: &[Outbound]) -> Result<(), Reason> {
+    /// Sends `batch`, coalesced, as pipelines of at most [`PIPELINE_BYTES`] (or one larger
+    /// envelope), each answered within the response timeout. On a failure, how many of the
+    /// batch's messages were not confirmed sent.
+    async fn send(&self, conn: &mut B::Publisher, batch: &[Outbound]) -> Result<(), (Reason, usize)> {
         let shared = &*self.shared;
+        let mut records = Vec::new();
         let envelopes: Vec<Outgoing<'_>> =
             coalesce(batch, shared.instance, shared.settings.batch_envelope_bytes)
                 .into_iter()
-                .map(|(topic, envelope, _)| Outgoing { topic, envelope })
+                .map(|(topic, envelope, count)| {
+                    records.push(count);
+                    Outgoing { topic, envelope }
+                })
                 .collect();
         let timeout = shared.settings.response_timeout;
-        match tokio::time::timeout(timeout, shared.broker.publish(conn, &envelopes)).await {
-            Ok(Ok(())) => {
-                BrokerCounters::add(&shared.counters.published, batch.len() as u64);
-                BrokerCounters::add(&shared.counters.envelopes_published, envelopes.len() as u64);
-                Ok(())
+        let (mut start, mut confirmed) = (0, 0);
+        while start < envelopes.len() {
+            let mut end = start + 1;
+            let mut bytes = envelopes[start].envelope.len();
+            while end < envelopes.len() && bytes + envelopes[end].envelope.len() <= PIPELINE_BYTES {
+                bytes += envelopes[end].envelope.len();
+                end += 1;
             }
-            Ok(Err(reason)) => Err(reason),
-            Err(_) => Err(format!(
-                "no answer to {} envelopes ({} messages) within {} ms",
-                envelopes.len(),
-                batch.len(),
-                timeout.as_millis()
-            )),
+            let messages: usize = records[start..end].iter().sum();
+            let pipeline = &envelopes[start..end];
+            match tokio::time::timeout(timeout, shared.broker.publish(conn, pipeline)).await {
+                Ok(Ok(())) => {
+                    BrokerCounters::add(&shared.counters.published, messages as u64);
+                    BrokerCounters::add(&shared.counters.envelopes_published, pipeline.len() as u64);
+                }
+                Ok(Err(reason)) => return Err((reason, batch.len() - confirmed)),
+                Err(_) => {
+                    let reason = format!(
+                        "no answer to {} envelopes ({messages} messages, {bytes} bytes) within {} ms",
+                        pipeline.len(),
+                        timeout.as_millis()
+                    );
+                    return Err((reason, batch.len() - confirmed));
+                }
+            }
+            confirmed += messages;
+            start = end;
         }
+        Ok(())
     }
 
     /// On stop: sends what broadcasts queued before it, once, then gives up.
@@ -242,8 +269,8 @@ impl<B: Broker> Publisher<B> {
             batch.push(message);
         }
         for chunk in batch.chunks(self.shared.settings.max_pipeline) {
-            if self.send(conn, chunk).await.is_err() {
-                BrokerCounters::add(&self.shared.counters.publish_errors, chunk.len() as u64);
+            if let Err((_, unconfirmed)) = self.send(conn, chunk).await {
+                BrokerCounters::add(&self.shared.counters.publish_errors, unconfirmed as u64);
             }
         }
         batch.clear();

@@ -34,8 +34,9 @@ pub struct BrokerStats {
     /// Publish commands that carried them: envelopes, each holding a run of consecutive
     /// messages on one topic (`published / envelopes_published` is the mean batch).
     pub envelopes_published: u64,
-    /// Messages lost because the publishing connection failed while they were queued or in
-    /// flight.
+    /// Messages not confirmed sent because the publishing connection failed while they were
+    /// queued or in flight: lost, though some in flight may have reached the broker before the
+    /// failure.
     pub publish_errors: u64,
     /// Broadcasts whose remote part was refused because the publishing connection was down
     /// (they returned [`PublishUnavailable`](super::BrokerError::PublishUnavailable)).

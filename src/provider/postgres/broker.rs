@@ -52,6 +52,8 @@ impl Role {
 
 /// The large-payload table's statements, with its name quoted once.
 struct TableSql {
+    /// The name, quoted.
+    name: String,
     create: String,
     store: String,
     fetch: String,
@@ -62,6 +64,7 @@ impl TableSql {
     fn new(table: &str) -> Result<Self, String> {
         let table = quote_identifier(table).map_err(|error| error.to_string())?;
         Ok(Self {
+            name: table.clone(),
             create: format!(
                 "CREATE UNLOGGED TABLE IF NOT EXISTS {table} \
                  (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(), body bytea NOT NULL)"
@@ -176,10 +179,18 @@ impl Drop for Driver {
     }
 }
 
-/// Creates the large-payload table if it is missing. Two instances starting at once may race
-/// to create it; the loser's error says the table (or its type) exists, which is what it wanted.
+/// Creates the large-payload table if it is missing. A table that exists is used as it is,
+/// so a role with only `SELECT`, `INSERT` and `DELETE` on a table an administrator created
+/// needs no `CREATE` on its schema. Two instances starting at once may race to create it; the
+/// loser's error says the table (or its type) exists, which is what it wanted.
 async fn create_table(client: &Client, table: &TableSql) -> Result<(), tokio_postgres::Error> {
     use tokio_postgres::error::SqlState;
+    let exists = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.name])
+        .await?;
+    if exists.get::<_, bool>(0) {
+        return Ok(());
+    }
     match client.batch_execute(&table.create).await {
         Err(error) if matches!(error.code(), Some(code) if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_TABLE) => {
             Ok(())
