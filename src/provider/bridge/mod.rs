@@ -63,8 +63,9 @@
 //!
 //! # Memory
 //!
-//! The publish queue is bounded (`publish_queue`); broadcasts wait for room. Inbound messages
-//! are handed to the engine as they arrive, under each topic's overflow policy.
+//! The publish queue is bounded (`publish_queue` messages, and 64 MiB of payloads of 1 KiB or
+//! more, a single larger one let through alone); broadcasts wait for room. Inbound messages are
+//! handed to the engine as they arrive, under each topic's overflow policy.
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
@@ -83,7 +84,7 @@ mod stats;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use self::error::BrokerError;
@@ -145,8 +146,19 @@ pub(crate) struct Bridge<B: Broker> {
     intake: Arc<Intake>,
     /// Broadcasts push here; the publisher task drains it. Bounded.
     queue: mpsc::Sender<Outbound>,
+    /// Bytes of large payloads the queue may hold ([`QUEUE_BYTES`]).
+    queue_bytes: Arc<Semaphore>,
     lifecycle: Mutex<Lifecycle>,
 }
+
+/// The publish queue holds at most `publish_queue` messages and, of payloads of at least
+/// [`BUDGETED_PAYLOAD`] bytes, at most this many bytes (a single larger payload is let through
+/// alone): a broadcast waits for room in both.
+const QUEUE_BYTES: usize = 64 << 20;
+
+/// Payloads from this size on count against [`QUEUE_BYTES`]; smaller ones are bounded by the
+/// queue's message count alone.
+const BUDGETED_PAYLOAD: usize = 1024;
 
 enum Lifecycle {
     /// Built; holds what `start` hands the tasks.
@@ -192,6 +204,7 @@ impl<B: Broker> Bridge<B> {
             shared,
             intake,
             queue,
+            queue_bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
             lifecycle: Mutex::new(Lifecycle::Idle(outbound)),
         })
     }
@@ -267,10 +280,18 @@ impl<B: Broker> Bridge<B> {
             }
             .into());
         }
+        let budget = if payload.len() >= BUDGETED_PAYLOAD {
+            let bytes = u32::try_from(payload.len().min(QUEUE_BYTES)).unwrap_or(u32::MAX);
+            let permit = Arc::clone(&self.queue_bytes).acquire_many_owned(bytes).await;
+            Some(permit.map_err(|_| PubSubError::Stopped)?)
+        } else {
+            None
+        };
         let outbound = Outbound {
             topic: Topic::from(topic),
             sender: sender.map(Box::from),
             payload,
+            _budget: budget,
         };
         self.queue.send(outbound).await.map_err(|_| PubSubError::Stopped)
     }

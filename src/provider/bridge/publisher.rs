@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::envelope::{EnvelopeWriter, Record};
 use crate::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +57,9 @@ pub(crate) struct Outbound {
     pub(crate) topic: Topic,
     pub(crate) sender: Option<Box<str>>,
     pub(crate) payload: Bytes,
+    /// The payload's share of the queue's byte budget, given back when the message is
+    /// dropped (sent, lost or discarded); none for a small payload.
+    pub(crate) _budget: Option<OwnedSemaphorePermit>,
 }
 
 impl Outbound {
@@ -349,6 +352,7 @@ mod tests {
             topic: Topic::from(topic),
             sender: sender.map(Box::from),
             payload: Bytes::copy_from_slice(payload.as_bytes()),
+            _budget: None,
         }
     }
 
