@@ -96,15 +96,22 @@ macro_rules! conformance_suite {
 
 /// Defines `$backend`, a distributed [`Backend`] whose instances come from
 /// `conformance::$module::cluster`, so that every distributed provider runs through the same
-/// code.
+/// code: on two instances sharing a broker, or with `single`, on one.
 #[macro_export]
 macro_rules! distributed_backend {
     ($backend:ident, $module:ident) => {
+        $crate::distributed_backend!(@define $backend, $module, true);
+    };
+    // One instance on the broker: every check through the broker's path on one process.
+    ($backend:ident, $module:ident, single) => {
+        $crate::distributed_backend!(@define $backend, $module, false);
+    };
+    (@define $backend:ident, $module:ident, $distributed:expr) => {
         struct $backend;
 
         impl conformance::Backend for $backend {
             fn distributed(&self) -> bool {
-                true
+                $distributed
             }
 
             fn cluster(

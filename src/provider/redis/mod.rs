@@ -41,9 +41,9 @@
 //!   delivered.
 //! - **Outages.** Redis pub/sub is at-most-once: messages other instances publish while a
 //!   connection is down are lost, nothing is replayed.
-//! - **Memory.** While a `block` policy makes the listener wait, Redis holds the backlog, up to
-//!   its `client-output-buffer-limit` for pub/sub clients, past which it drops the connection
-//!   (an outage, as above).
+//! - **Memory.** The `redis` client reads the subscription connection as fast as Redis sends,
+//!   into a buffer of its own with no bound: while the listener waits (a `block` policy, for at
+//!   most its timeout per message), a backlog grows in this process, not in Redis.
 //!
 //! [G6]: crate::docs::contract#g6-topic-isolation
 

@@ -108,8 +108,8 @@ pub enum ProviderArg {
     /// Two `RedisPubSub` instances on one Redis, in this process: every session on the second,
     /// every publisher on the first, so every delivery crosses Redis.
     Redis,
-    /// Two `PostgresPubSub` instances on one PostgreSQL, placed as for `redis` (needs the
-    /// `postgres` feature of fanout-sizing); with `--baseline-only`, plain tokio-postgres.
+    /// Two `PostgresPubSub` instances on one PostgreSQL, placed as for `redis`; with
+    /// `--baseline-only`, plain tokio-postgres.
     Postgres,
 }
 
