@@ -29,6 +29,9 @@ use crate::provider::bridge::BrokerError;
 /// notification queue.
 const LISTEN_BACKLOG: usize = 4096;
 
+/// The share of PostgreSQL's notification queue in use past which the health query warns.
+const QUEUE_WARNING: f64 = 0.5;
+
 /// The role of a connection, in its `application_name`.
 #[derive(Clone, Copy)]
 enum Role {
@@ -277,6 +280,7 @@ impl Broker for PostgresBroker {
             store,
             expire,
             expired_at: Instant::now(),
+            queue_filling: false,
             driver,
         })
     }
@@ -313,12 +317,29 @@ impl Broker for PostgresBroker {
         expired
     }
 
+    /// The health query also reads how full PostgreSQL's notification queue is: shared by
+    /// every listener on the server, it fills when one falls behind, and when it is full every
+    /// `NOTIFY` on the server fails. Past half full this is logged as a warning.
     async fn ping_publisher(&self, publisher: &mut PostgresPublisher) -> Result<(), Reason> {
-        publisher
+        let usage: f64 = publisher
             .client
-            .simple_query("SELECT 1")
+            .query_one("SELECT pg_notification_queue_usage()", &[])
             .await
-            .map_err(|error| format!("health query failed: {error}"))?;
+            .map_err(|error| format!("health query failed: {error}"))?
+            .get(0);
+        let filling = usage >= QUEUE_WARNING;
+        if filling != publisher.queue_filling {
+            publisher.queue_filling = filling;
+            if filling {
+                tracing::warn!(
+                    instance = %self.instance,
+                    percent = usage * 100.0,
+                    "PostgreSQL's notification queue is filling: a listener on the server is falling behind"
+                );
+            } else {
+                tracing::info!(instance = %self.instance, percent = usage * 100.0, "PostgreSQL's notification queue has drained");
+            }
+        }
         let expiry_due = self.expiry_due(publisher);
         self.expire(publisher, expiry_due).await
     }
@@ -368,6 +389,8 @@ pub(crate) struct PostgresPublisher {
     store: Option<Statement>,
     expire: Option<Statement>,
     expired_at: Instant,
+    /// Whether the health query last found the notification queue past [`QUEUE_WARNING`].
+    queue_filling: bool,
     driver: Driver,
 }
 

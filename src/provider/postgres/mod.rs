@@ -81,7 +81,9 @@
 //! policy. Under a `block` policy the listener waits, for at most the policy's timeout per
 //! message, for room in a full mailbox; meanwhile messages on every other topic wait behind it:
 //! up to 4,096 notifications in this process, then in PostgreSQL's notification queue (8 GB
-//! by default; when it is full, `NOTIFY` fails for every publisher on the server).
+//! by default; when it is full, `NOTIFY` fails for every publisher on the server). The health
+//! query reads `pg_notification_queue_usage()` and logs a warning while the queue is past half
+//! full.
 //!
 //! # Measured
 //!
