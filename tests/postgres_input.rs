@@ -1163,3 +1163,40 @@ async fn connections_are_named_in_pg_stat_activity_while_started() {
         );
     }
 }
+
+/// A publish the server refuses on a connection that still works (here: the payload table was
+/// dropped under the provider) loses that message, counted, and keeps the connection: the
+/// next broadcast goes through without a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_is_counted_and_keeps_the_connection() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let (nodes, table) = db.table_pair("refused", KEEP, &Config::default()).await;
+    let [a, b] = &nodes;
+    let received = Received::default();
+    received.subscribe(b, "b", "t").await;
+    db.admin
+        .batch_execute(&format!("DROP TABLE {}", quoted(&table)))
+        .await
+        .unwrap();
+    a.broadcast("t", Bytes::from(vec![b'x'; 16 * 1024]))
+        .await
+        .unwrap();
+    let stats = |node: &PostgresPubSub| node.broker_stats();
+    eventually("the refusal to be counted", || stats(a).publish_refusals == 1).await;
+    a.broadcast("t", Bytes::from_static(b"small")).await.unwrap();
+    received
+        .until("the small message", |r| {
+            r.payloads("b").iter().any(|p| &p[..] == b"small")
+        })
+        .await;
+    let sa = stats(a);
+    assert_eq!(
+        (sa.publish_errors, sa.publish_refusals, sa.publisher_outages),
+        (1, 1, 0),
+        "{sa:?}"
+    );
+    assert_eq!(received.count("b"), 1, "the refused message never arrives");
+    db.finish(&nodes).await;
+}

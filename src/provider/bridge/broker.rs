@@ -62,7 +62,7 @@ pub(crate) trait Broker: Send + Sync + Sized + 'static {
         &self,
         publisher: &mut Self::Publisher,
         envelopes: &[Outgoing<'_>],
-    ) -> impl Future<Output = Result<(), Reason>> + Send;
+    ) -> impl Future<Output = Result<(), PublishFailure>> + Send;
 
     /// A round trip on an idle publishing connection, so that a silent one is noticed. A
     /// broker with housekeeping to do on its publishing connection does it here.
@@ -105,6 +105,15 @@ pub(crate) trait Subscription: Send + Sync + 'static {
         &'a self,
         message: &'a Self::Message,
     ) -> impl Future<Output = Result<Cow<'a, [u8]>, Inbound>> + Send + 'a;
+}
+
+/// Why a publish did not go through.
+pub(crate) enum PublishFailure {
+    /// The connection failed: it is taken as lost and reconnected.
+    Lost(Reason),
+    /// The broker answered with an error on a connection that still works (a full queue, a
+    /// missing table): what was not confirmed is counted lost, the connection is kept.
+    Refused(Reason),
 }
 
 /// Why an inbound message yields no envelope.

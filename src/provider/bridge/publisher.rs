@@ -47,7 +47,7 @@ use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
 use super::backoff::Backoff;
-use super::broker::{Broker, Outgoing, Reason};
+use super::broker::{Broker, Outgoing, PublishFailure, Reason};
 use super::stats::BrokerCounters;
 use super::Shared;
 
@@ -250,7 +250,8 @@ impl<B: Broker> Publisher<B> {
                     BrokerCounters::add(&shared.counters.published, messages as u64);
                     BrokerCounters::add(&shared.counters.envelopes_published, pipeline.len() as u64);
                 }
-                Ok(Err(reason)) => return Err((reason, batch.len() - confirmed)),
+                Ok(Err(PublishFailure::Refused(reason))) => self.refused(&reason, messages),
+                Ok(Err(PublishFailure::Lost(reason))) => return Err((reason, batch.len() - confirmed)),
                 Err(_) => {
                     let reason = format!(
                         "no answer to {} envelopes ({messages} messages, {bytes} bytes) within {} ms",
@@ -277,6 +278,28 @@ impl<B: Broker> Publisher<B> {
             }
         }
         batch.clear();
+    }
+
+    /// The broker refused a pipeline on a connection that still works: its messages are
+    /// counted lost and the connection kept. The first ten are logged as warnings, then every
+    /// power of two, so a broker that refuses everything cannot flood the log.
+    fn refused(&self, reason: &str, messages: usize) {
+        let counters = &self.shared.counters;
+        let errors = counters
+            .publish_errors
+            .fetch_add(messages as u64, Ordering::Relaxed)
+            + messages as u64;
+        let refusals = counters.publish_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        if refusals <= 10 || refusals.is_power_of_two() {
+            tracing::warn!(
+                instance = %self.shared.instance,
+                broker = B::NAME,
+                reason,
+                lost = messages,
+                publish_errors = errors,
+                "the broker refused a publish; the connection is kept"
+            );
+        }
     }
 
     fn lost(&mut self, reason: &str, in_flight: usize) {

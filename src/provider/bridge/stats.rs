@@ -38,6 +38,9 @@ pub struct BrokerStats {
     /// queued or in flight: lost, though some in flight may have reached the broker before the
     /// failure.
     pub publish_errors: u64,
+    /// Pipelines the broker answered with an error on a connection that still works (a full
+    /// notification queue, a missing table); their messages are in `publish_errors`.
+    pub publish_refusals: u64,
     /// Broadcasts whose remote part was refused because the publishing connection was down
     /// (they returned [`PublishUnavailable`](super::BrokerError::PublishUnavailable)).
     pub unavailable: u64,
@@ -67,6 +70,7 @@ pub(crate) struct BrokerCounters {
     pub(crate) published: AtomicU64,
     pub(crate) envelopes_published: AtomicU64,
     pub(crate) publish_errors: AtomicU64,
+    pub(crate) publish_refusals: AtomicU64,
     pub(crate) unavailable: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) envelopes_received: AtomicU64,
@@ -94,6 +98,7 @@ impl BrokerCounters {
             published: self.published.load(Relaxed),
             envelopes_published: self.envelopes_published.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
+            publish_refusals: self.publish_refusals.load(Relaxed),
             unavailable: self.unavailable.load(Relaxed),
             received: self.received.load(Relaxed),
             envelopes_received: self.envelopes_received.load(Relaxed),

@@ -21,7 +21,9 @@ use super::channel::{quote_identifier, ChannelNames};
 use super::config::{shown_url, LargePayloads, PostgresConfig};
 use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
 use crate::envelope::InstanceId;
-use crate::provider::bridge::broker::{Broker, ConnectError, Inbound, Outgoing, Reason, Subscription};
+use crate::provider::bridge::broker::{
+    Broker, ConnectError, Inbound, Outgoing, PublishFailure, Reason, Subscription,
+};
 use crate::provider::bridge::BrokerError;
 
 /// Notifications the listening connection's driver hands on ahead of the listener. Past
@@ -292,7 +294,7 @@ impl Broker for PostgresBroker {
         &self,
         publisher: &mut PostgresPublisher,
         envelopes: &[Outgoing<'_>],
-    ) -> Result<(), Reason> {
+    ) -> Result<(), PublishFailure> {
         let expiry_due = self.expiry_due(publisher);
         let publisher = &*publisher;
         let (client, notify) = (&publisher.client, &publisher.notify);
@@ -313,8 +315,18 @@ impl Broker for PostgresBroker {
         }
         let expired = self.expire(publisher, expiry_due);
         let (sent, expired) = futures_util::future::join(try_join_all(sends), expired).await;
-        sent.map_err(|error| format!("pg_notify failed: {error}"))?;
-        expired
+        sent.map_err(|error| {
+            let reason = format!("pg_notify failed: {error}");
+            match error.as_db_error() {
+                Some(_) if !error.is_closed() => PublishFailure::Refused(reason),
+                _ => PublishFailure::Lost(reason),
+            }
+        })?;
+        if let Err(reason) = expired {
+            // The notifications went out; the rows are deleted at the next chance.
+            tracing::warn!(instance = %self.instance, reason, "deleting expired payloads failed");
+        }
+        Ok(())
     }
 
     /// The health query also reads how full PostgreSQL's notification queue is: shared by

@@ -10,7 +10,9 @@ use redis::AsyncConnectionConfig;
 
 use super::config::RedisConfig;
 use crate::envelope::InstanceId;
-use crate::provider::bridge::broker::{Broker, ConnectError, Inbound, Outgoing, Reason, Subscription};
+use crate::provider::bridge::broker::{
+    Broker, ConnectError, Inbound, Outgoing, PublishFailure, Reason, Subscription,
+};
 use crate::provider::bridge::BrokerError;
 
 /// A Redis server, as the bridge sees it.
@@ -92,7 +94,7 @@ impl Broker for RedisBroker {
         &self,
         publisher: &mut MultiplexedConnection,
         envelopes: &[Outgoing<'_>],
-    ) -> Result<(), Reason> {
+    ) -> Result<(), PublishFailure> {
         let mut pipe = redis::pipe();
         let mut channel = String::new();
         for outgoing in envelopes {
@@ -104,9 +106,14 @@ impl Broker for RedisBroker {
                 .arg(&outgoing.envelope[..])
                 .ignore();
         }
-        pipe.exec_async(publisher)
-            .await
-            .map_err(|error| format!("PUBLISH failed: {error}"))
+        pipe.exec_async(publisher).await.map_err(|error| {
+            let reason = format!("PUBLISH failed: {error}");
+            if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                PublishFailure::Lost(reason)
+            } else {
+                PublishFailure::Refused(reason)
+            }
+        })
     }
 
     async fn ping_publisher(&self, publisher: &mut MultiplexedConnection) -> Result<(), Reason> {
