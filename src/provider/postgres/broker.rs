@@ -510,7 +510,12 @@ impl Subscription for PostgresSubscription {
                     Ok(None) => Err(Inbound::Malformed(format!(
                         "stored payload {id} is gone (deleted after payload_ttl)"
                     ))),
-                    Err(error) if error.is_closed() => {
+                    // Closed, or being closed by the server (class 57P: terminated by an
+                    // administrator, shutting down): the fetch connection is gone.
+                    Err(error)
+                        if error.is_closed()
+                            || error.code().is_some_and(|code| code.code().starts_with("57P")) =>
+                    {
                         Err(Inbound::Lost(format!("fetching a stored payload: {error}")))
                     }
                     Err(error) => Err(Inbound::Malformed(format!(
