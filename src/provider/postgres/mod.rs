@@ -90,21 +90,22 @@
 //! Two instances in one process on one PostgreSQL 15 server (AMD EPYC, 2 cores), every
 //! session on the receiving one, 64-byte messages, a random topic per message; against a
 //! plain tokio-postgres loop of pipelined `pg_notify` with one connection listening on every
-//! channel. `scripts/postgres_ratio.py` at commit `ed59a30`, medians of five alternating
-//! 3-second runs:
+//! channel. `scripts/postgres_ratio.py` (flat out) and `scripts/postgres_ratio.py --rate
+//! 20000` at commit `2bd3b0d`, medians of five alternating 3-second runs, while other builds
+//! shared the machine:
 //!
 //! | topics | flat out: ours | baseline | ratio | at 20,000/s: p50 / p99, ours | baseline |
 //! | --- | --- | --- | --- | --- | --- |
-//! | 1 | 651,000/s | 50,000/s | 13.2x | 0.19 / 0.47 ms | 0.15 / 12.5 ms |
-//! | 100 | 45,900/s | 47,600/s | 0.95x | 0.61 / 1.7 ms | 0.16 / 36 ms |
-//! | 10,000 | 33,000/s | 31,800/s | 1.02x | 1.1 / 20 ms | 4.5 / 64 ms |
+//! | 1 | 676,000/s | 45,700/s | 14.5x | 0.29 / 3.5 ms | 1.1 / 69 ms |
+//! | 100 | 45,300/s | 47,500/s | 0.95x | 0.74 / 6.8 ms | 0.20 / 19 ms |
+//! | 10,000 | 29,600/s | 29,100/s | 0.99x | 1.7 / 34 ms | 3.9 / 66 ms |
 //!
 //! One busy topic gains from batching: consecutive queued broadcasts share a notification,
-//! where the baseline sends one `pg_notify` per message. With
-//! many topics both sides are bound by the server, and at 10,000 channels by the listening
-//! backend, which checks each notification against its channels one by one. Flat out, latency
-//! is queueing (our publish queue holds up to `publish_queue` messages); the rate-limited
-//! columns (`--rate 20000`) compare the paths themselves.
+//! where the baseline sends one `pg_notify` per message. With many topics both sides are bound
+//! by the server, and at 10,000 channels by the listening backend, which checks each
+//! notification against its channels one by one. Flat out, latency is queueing (our publish
+//! queue holds up to `publish_queue` messages); the rate-limited columns compare the paths
+//! themselves, where ours adds the local engine and a task hop to each delivery.
 //!
 //! Large payloads through the table, 100 topics, flat out: `fanout-sizing --provider postgres
 //! --large-payloads-table --rate 0 --topics 100 --sessions 100 --topics-per-session 1
