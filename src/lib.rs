@@ -106,7 +106,7 @@ pub mod loom_internals {
 }
 pub use config::{
     Config, ConfigError, Fallback, Limits, OverflowPolicy, TopicOverride, MAX_BLOCK_TIMEOUT, MAX_CAPACITY,
-    MAX_STOP_GRACE,
+    MAX_CLOSE_GRACE, MAX_STOP_GRACE,
 };
 pub use engine::{
     CloseReason, Closed, Engine, Fanout, Notice, SessionHandle, SessionReceiver, TopicObserver, TryRecvError,

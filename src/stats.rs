@@ -99,6 +99,11 @@ pub struct StatsSnapshot {
     pub handler_panics: u64,
     /// Handler invocations that returned an error.
     pub handler_errors: u64,
+    /// Handler invocations cancelled unfinished: their future was dropped at an `.await`
+    /// because their session ended and [`Config::close_grace`](crate::Config::close_grace)
+    /// ran out, or because `stop()` ran out of
+    /// [`Config::stop_grace`](crate::Config::stop_grace). Counted as the future is dropped.
+    pub handlers_cancelled: u64,
     /// Live sessions.
     pub sessions: u64,
     /// Topics with at least one subscriber.
@@ -132,6 +137,7 @@ struct Shard {
     block_skips: AtomicU64,
     handler_panics: AtomicU64,
     handler_errors: AtomicU64,
+    handlers_cancelled: AtomicU64,
 }
 
 /// The live counters of one engine.
@@ -246,6 +252,10 @@ impl Counters {
         self.shard().handler_errors.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn handler_cancelled(&self) {
+        self.shard().handlers_cancelled.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn session_opened(&self) {
         self.sessions.fetch_add(1, Relaxed);
     }
@@ -286,6 +296,7 @@ impl Counters {
             s.block_skips += shard.block_skips.load(Relaxed);
             s.handler_panics += shard.handler_panics.load(Relaxed);
             s.handler_errors += shard.handler_errors.load(Relaxed);
+            s.handlers_cancelled += shard.handlers_cancelled.load(Relaxed);
         }
         s.dropped = DropCounts {
             drop_newest: dropped[0],

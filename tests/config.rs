@@ -10,7 +10,7 @@ use std::time::Duration;
 use fanout::{
     Bytes, Config, ConfigError, Engine, Fallback, Handler, InMemoryPubSub, Limits, OverflowPolicy,
     PubSubError, PubSubProvider, SessionReceiver, TopicOverride, TryRecvError, MAX_BLOCK_TIMEOUT,
-    MAX_CAPACITY, MAX_STOP_GRACE,
+    MAX_CAPACITY, MAX_CLOSE_GRACE, MAX_STOP_GRACE,
 };
 use tokio::sync::Semaphore;
 
@@ -70,6 +70,7 @@ const FULL_EXAMPLE: &str = r#"
 capacity = 128
 policy = "drop_newest"
 stop_grace_ms = 250
+close_grace_ms = 750
 
 [[override]]
 prefix = "presence:"
@@ -127,6 +128,7 @@ fn loads_a_full_example() {
                 max_session_id_bytes: 64,
             },
             stop_grace: Duration::from_millis(250),
+            close_grace: Duration::from_millis(750),
         }
     );
 }
@@ -586,6 +588,7 @@ fn every_field(config: Config) {
         overrides,
         limits,
         stop_grace: _,
+        close_grace: _,
     } = config;
     for TopicOverride {
         prefix: _,
@@ -659,6 +662,9 @@ fn same_config_rows() -> Vec<(String, Config)> {
         ("stop_grace_ms = 0", d().with_stop_grace(Duration::ZERO)),
         ("stop_grace_ms = 1", d().with_stop_grace(ms(1))),
         ("stop_grace_ms = 3600000", d().with_stop_grace(MAX_STOP_GRACE)),
+        ("close_grace_ms = 0", d().with_close_grace(Duration::ZERO)),
+        ("close_grace_ms = 1", d().with_close_grace(ms(1))),
+        ("close_grace_ms = 3600000", d().with_close_grace(MAX_CLOSE_GRACE)),
         (
             "[[override]]\nprefix = \"p:\"",
             d().with_topic_override(over("p:")),
@@ -749,6 +755,11 @@ fn refused_rows() -> Vec<(String, Config, String)> {
             "stop_grace_ms",
         ),
         (
+            "close_grace_ms = 3600001",
+            d().with_close_grace(MAX_CLOSE_GRACE + ms(1)),
+            "close_grace_ms",
+        ),
+        (
             "[[override]]\nprefix = \"\"",
             d().with_topic_override(over("")),
             "override[0].prefix",
@@ -816,16 +827,34 @@ fn a_stop_grace_out_of_range_is_an_error_at_its_value() {
 }
 
 #[test]
-fn durations_under_a_millisecond_are_refused() {
-    let error = Config::default()
-        .with_stop_grace(Duration::from_micros(500))
-        .validate()
-        .unwrap_err();
-    assert_eq!(error.key.as_deref(), Some("stop_grace_ms"));
-    assert_eq!(
-        error.message,
-        "is 500µs; it must be 0 or between 1 and 3600000 ms"
+fn a_close_grace_out_of_range_is_an_error_at_its_value() {
+    parse_error_at(
+        "capacity = 8\nclose_grace_ms = 3600001\n",
+        "close_grace_ms",
+        (2, 18),
+        "is 3600001 ms; it must be 0 or between 1 and 3600000 ms",
     );
+}
+
+/// A grace's builder call, as `Config::with_stop_grace`.
+type SetGrace = fn(Config, Duration) -> Config;
+
+#[test]
+fn durations_under_a_millisecond_are_refused() {
+    let graces: [(SetGrace, &str); 2] = [
+        (Config::with_stop_grace, "stop_grace_ms"),
+        (Config::with_close_grace, "close_grace_ms"),
+    ];
+    for (set, key) in graces {
+        let error = set(Config::default(), Duration::from_micros(500))
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.key.as_deref(), Some(key));
+        assert_eq!(
+            error.message,
+            "is 500µs; it must be 0 or between 1 and 3600000 ms"
+        );
+    }
 
     let error = Config::default()
         .with_override("p:", block_once(Duration::from_micros(999), Fallback::DropNewest))

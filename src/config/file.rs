@@ -19,6 +19,7 @@ struct RawConfig {
     overrides: Vec<Spanned<RawOverride>>,
     limits: Option<Spanned<RawLimits>>,
     stop_grace_ms: Option<Spanned<u64>>,
+    close_grace_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +102,10 @@ impl Config {
         if let Some(grace) = raw.stop_grace_ms {
             spans.push(("stop_grace_ms".into(), grace.span()));
             config.stop_grace = Duration::from_millis(grace.into_inner());
+        }
+        if let Some(grace) = raw.close_grace_ms {
+            spans.push(("close_grace_ms".into(), grace.span()));
+            config.close_grace = Duration::from_millis(grace.into_inner());
         }
         for (i, o) in raw.overrides.into_iter().enumerate() {
             let key = format!("override[{i}]");

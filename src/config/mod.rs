@@ -33,6 +33,7 @@
 //! | `capacity` | [`Config::with_capacity`] | 1 to [`MAX_CAPACITY`] | 256 |
 //! | `policy` | [`Config::with_policy`] | any [`OverflowPolicy`]; a wait of 1 ms to [`MAX_BLOCK_TIMEOUT`] | `"drop_oldest"` |
 //! | `stop_grace_ms` | [`Config::with_stop_grace`] | 0, or 1 ms to [`MAX_STOP_GRACE`] | 5000 |
+//! | `close_grace_ms` | [`Config::with_close_grace`] | 0, or 1 ms to [`MAX_CLOSE_GRACE`] | 5000 |
 //! | `[[override]]` | [`Config::with_topic_override`] (or [`Config::with_override`] for a policy alone) | any number | none |
 //! | `override[i].prefix` | [`TopicOverride::new`] | non-empty, each once | (required) |
 //! | `override[i].policy` | [`TopicOverride::with_policy`] | as `policy` | the provider-wide `policy` |
@@ -56,6 +57,9 @@ pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The longest [`Config::stop_grace`] a config accepts: one hour.
 pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+
+/// The longest [`Config::close_grace`] a config accepts: one hour.
+pub const MAX_CLOSE_GRACE: Duration = Duration::from_secs(3600);
 
 /// The shortest non-zero duration a config accepts: tokio's timer counts whole milliseconds,
 /// so a shorter wait would last a millisecond anyway, and a file could not write it.
@@ -244,7 +248,10 @@ pub struct Config {
     /// `stop()` first closes every session: queued messages are discarded (counted as
     /// stopped) and no handler call starts afterwards. It then waits up to this long for the
     /// session tasks to end, and cancels those still running: a handler's future is dropped
-    /// at the `.await` it is parked on, and the number cancelled is logged.
+    /// at the `.await` it is parked on, counted in
+    /// [`handlers_cancelled`](crate::StatsSnapshot::handlers_cancelled), and the number of
+    /// tasks cancelled is logged. This grace, not [`close_grace`](Self::close_grace), applies
+    /// to the sessions `stop()` closes: it bounds `stop()` as a whole.
     ///
     /// - **0**: no wait of its own. Tasks still running are cancelled at the timer's next
     ///   tick, under a millisecond later (tokio's timer counts whole milliseconds): a handler
@@ -259,6 +266,31 @@ pub struct Config {
     /// be interrupted: `stop()` returns once it has returned. Distributed providers give their
     /// broker connections at least their response timeout to close, whatever this value.
     pub stop_grace: Duration,
+    /// How long a handler still running when its session ends may go on. Default 5 s.
+    ///
+    /// A handler-form session ends with `unsubscribe_all`, with the `unsubscribe_topic` of its
+    /// last topic, or when a broadcast disconnects it as a slow consumer. A handler whose
+    /// future is then still waiting (parked at an `.await`) gets this long from the close to
+    /// finish; after that its future is dropped (cancelled) at the `.await` it is parked on,
+    /// counted in [`handlers_cancelled`](crate::StatsSnapshot::handlers_cancelled) and logged
+    /// (a warning at most once a second, carrying how many were cancelled since the last one),
+    /// and the session's task ends. So no session's task outlives its session by more than
+    /// this grace ([G7]). A handler's synchronous part (the call that returns its future) and
+    /// each poll of its future cannot be interrupted: they are waited for, and a handler
+    /// stuck in one holds its task that long. Sessions closed by `stop()` get
+    /// [`stop_grace`](Self::stop_grace) instead.
+    ///
+    /// - **0**: cancel at once: the session's task, woken by the close, drops the handler's
+    ///   future without polling it again.
+    /// - **[`MAX_CLOSE_GRACE`]**: the longest.
+    /// - A non-zero grace under 1 ms (tokio's timer counts whole milliseconds) and one over
+    ///   `MAX_CLOSE_GRACE` are refused (`close_grace_ms`).
+    ///
+    /// A non-zero grace needs a tokio runtime with timers enabled; on one without, a handler
+    /// still running at its session's end is cancelled at once.
+    ///
+    /// [G7]: crate::docs::contract#g7-bounded-memory
+    pub close_grace: Duration,
 }
 
 impl Default for Config {
@@ -269,6 +301,7 @@ impl Default for Config {
             overrides: Vec::new(),
             limits: Limits::default(),
             stop_grace: Duration::from_secs(5),
+            close_grace: Duration::from_secs(5),
         }
     }
 }
@@ -395,6 +428,13 @@ impl Config {
         self
     }
 
+    /// Sets how long a handler still running when its session ends may go on before it is
+    /// cancelled (see [`close_grace`](Self::close_grace)).
+    pub fn with_close_grace(mut self, grace: Duration) -> Self {
+        self.close_grace = grace;
+        self
+    }
+
     /// Checks every value; the error names the key and the bound it broke.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.capacity == 0 || self.capacity > MAX_CAPACITY {
@@ -404,16 +444,8 @@ impl Config {
             ));
         }
         check_policy("policy", &self.policy)?;
-        if !self.stop_grace.is_zero() && !(MIN_WAIT..=MAX_STOP_GRACE).contains(&self.stop_grace) {
-            return Err(ConfigError::at_key(
-                "stop_grace_ms",
-                format!(
-                    "is {}; it must be 0 or between 1 and {} ms",
-                    format_duration(self.stop_grace),
-                    MAX_STOP_GRACE.as_millis()
-                ),
-            ));
-        }
+        check_grace("stop_grace_ms", self.stop_grace, MAX_STOP_GRACE)?;
+        check_grace("close_grace_ms", self.close_grace, MAX_CLOSE_GRACE)?;
         for (i, o) in self.overrides.iter().enumerate() {
             if o.prefix.is_empty() {
                 return Err(ConfigError::at_key(format!("override[{i}].prefix"), "is empty"));
@@ -492,6 +524,21 @@ impl Config {
                 .min(self.capacity),
         }
     }
+}
+
+/// A grace: 0, or 1 ms to `max`.
+fn check_grace(key: &str, grace: Duration, max: Duration) -> Result<(), ConfigError> {
+    if !grace.is_zero() && !(MIN_WAIT..=max).contains(&grace) {
+        return Err(ConfigError::at_key(
+            key,
+            format!(
+                "is {}; it must be 0 or between 1 and {} ms",
+                format_duration(grace),
+                max.as_millis()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_policy(key: &str, policy: &OverflowPolicy) -> Result<(), ConfigError> {

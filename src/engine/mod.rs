@@ -90,12 +90,13 @@ use crate::handler::Handler;
 use crate::session_form::SessionForm;
 use crate::stats::{Counters, SessionStats, StatsSnapshot};
 use crate::sync::atomic::{fence, AtomicBool, Ordering};
-use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, MutexGuard, SegQueue};
+use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, Mutex, MutexGuard, SegQueue};
 use crate::topic::{check_session_id, check_topic, Topic};
 
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 use session::{Placement, Session, SessionId, SessionWriter};
 pub use session_handle::SessionHandle;
+use session_task::CancelLog;
 pub(crate) use session_task::SessionTask;
 pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
@@ -163,6 +164,9 @@ struct EngineInner {
     /// Set once, before use, by the embedding provider; read by `notice`. Plain `std`: it is
     /// configuration, not part of the concurrent core loom checks.
     notice_hook: OnceLock<NoticeHook>,
+    /// Throttles the warning for handlers cancelled at their session's end; taken only by a
+    /// session's task that cancels one.
+    cancel_log: Mutex<CancelLog>,
 }
 
 impl Engine {
@@ -195,6 +199,7 @@ impl Engine {
                 retiring: SegQueue::new(),
                 reaper: AtomicWaker::new(),
                 notice_hook: OnceLock::new(),
+                cancel_log: Mutex::new(CancelLog::default()),
             }),
         })
     }
@@ -353,6 +358,10 @@ impl Engine {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    pub(crate) fn cancel_log(&self) -> &Mutex<CancelLog> {
+        &self.inner.cancel_log
     }
 
     pub(crate) fn notice(&self, notice: Notice) {

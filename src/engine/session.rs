@@ -7,7 +7,7 @@ use crate::session_form::SessionForm;
 use crate::stats::Counters;
 use crate::sync::atomic::{fence, AtomicU8, Ordering};
 use crate::sync::thread_local;
-use crate::sync::{lock, Arc, AtomicSnapshot, Mutex};
+use crate::sync::{lock, Arc, AtomicSnapshot, AtomicWaker, Mutex};
 use crate::topic::Topic;
 
 use super::handler_table::HandlerTable;
@@ -92,6 +92,14 @@ pub(crate) struct Session {
     pub(crate) writer: Mutex<SessionWriter>,
     /// Handler form only. Replaced copy-on-write by subscribe / unsubscribe under `writer`.
     pub(crate) handlers: AtomicSnapshot<HandlerTable>,
+    /// Handler form: the session's task's waker while it waits for a handler's future, so that
+    /// the close starts the handler's close grace ([G7]). Registered by the task before it
+    /// checks the state; woken by `close` after it writes the state: either the check sees the
+    /// close, or the wake finds the waker. (The mailbox's consumer waker is registered only
+    /// while the task waits for its mailbox.)
+    ///
+    /// [G7]: crate::docs::contract#g7-bounded-memory
+    closing: AtomicWaker,
     counters: Arc<Counters>,
 }
 
@@ -112,6 +120,7 @@ impl Session {
                 topics: HashMap::new(),
             }),
             handlers: AtomicSnapshot::new(Arc::new(HandlerTable::default())),
+            closing: AtomicWaker::new(),
             counters,
         }
     }
@@ -153,8 +162,9 @@ impl Session {
         self.state().load(Ordering::SeqCst) == OPEN
     }
 
-    /// Closes the session; only the first close wins and returns `true`. Wakes the consumer and
-    /// every broadcaster waiting for room.
+    /// Closes the session; only the first close wins and returns `true`. Wakes the consumer
+    /// (parked on its mailbox or waiting for a handler's future) and every broadcaster waiting
+    /// for room.
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
         if self
             .state()
@@ -164,7 +174,15 @@ impl Session {
             return false;
         }
         self.mailbox.wake_all();
+        self.closing.wake();
         true
+    }
+
+    /// The session's task, waiting for a handler's future: registers `waker` to be woken by
+    /// the close. Check [`close_reason`](Self::close_reason) after registering, not before, or
+    /// a close between the check and the registration is missed.
+    pub(crate) fn wake_on_close(&self, waker: &std::task::Waker) {
+        self.closing.register(waker);
     }
 
     /// Handler form: announces that an invocation is about to start. Returns `false` (and

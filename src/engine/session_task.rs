@@ -5,22 +5,48 @@
 //! per session stays bounded by its mailbox. The provider spawns the task ([`SessionTask::run`])
 //! on its runtime and owns its handle.
 //!
+//! # Close grace
+//!
+//! A handler-form session ends when it is closed (`unsubscribe_all`, the unsubscribe of its last
+//! topic, a slow-consumer disconnect). The task then starts no further invocation ([G2]); one
+//! whose future is still waiting gets [`Config::close_grace`](crate::Config::close_grace) from
+//! the close to finish, then its future is dropped at the `.await` it is parked on, counted
+//! (`handlers_cancelled`) and logged, and the task ends ([G7]):
+//!
+//! - While the task waits for a handler's future it registers its waker on the session
+//!   (`Session::wake_on_close`), then reads the session's state. `close` writes the state, then
+//!   wakes that waker: either the read sees the close, or the wake finds the waker (the
+//!   `AtomicWaker`'s release on register, acquire on wake). So the grace starts at the close,
+//!   not at the handler's next wake-up.
+//! - A grace of 0 drops the future when the task sees the close, without polling it again.
+//!   Otherwise the future is polled before the grace's timer at each wake-up, so a future
+//!   ready when the grace runs out finishes.
+//! - Sessions that `stop()` closes keep their handlers: `stop()`'s own grace bounds them, and
+//!   it aborts the tasks still running (their futures are counted as cancelled as they drop).
+//! - What cannot be interrupted is waited for: the handler's call, which returns its future,
+//!   and each poll of that future.
+//!
+//! [G2]: crate::docs::contract#g2-no-delivery-after-unsubscribe
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
 //! [G5]: crate::docs::contract#g5-isolation
+//! [G7]: crate::docs::contract#g7-bounded-memory
 
 use std::any::Any;
 use std::future::poll_fn;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
 use crate::close_reason::CloseReason;
 use crate::handler::HandlerResult;
 use crate::stats::{Counters, DropReason};
-use crate::sync::{Arc, SnapshotCache};
+use crate::sync::{lock, Arc, SnapshotCache};
 
+use super::broadcast::block_deadline;
 use super::handler_table::HandlerTable;
 use super::mailbox::Pop;
 use super::session::{InvokingGuard, Session};
@@ -71,6 +97,7 @@ impl Drop for UnreportedDeliveries<'_> {
 /// A handler-form session's task: drains its mailbox, one handler invocation at a time.
 async fn run_session(engine: Engine, session: Arc<Session>) {
     let counters = engine.counters();
+    let close_grace = engine.config().close_grace;
     // The handler table, read once per delivery: a cached load writes nothing while the table
     // is unchanged. Held only while this task runs handlers back to back: let go before it
     // waits for its mailbox, for a handler's future, or for its turn after a yield, so a
@@ -141,23 +168,25 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                             handlers = None;
                             delivered.report();
                         },
+                        CloseGrace::new(&session, close_grace),
+                        counters,
                     )
                     .await
                 }
                 Err(panic) => {
                     session.end_invocation_start();
-                    Err(panic)
+                    Ended::Returned(Err(panic))
                 }
             }
         };
         let topic = &*broadcast.topic;
         match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
+            Ended::Returned(Ok(Ok(()))) => {}
+            Ended::Returned(Ok(Err(error))) => {
                 counters.handler_error();
                 tracing::warn!(session_id = &*session.id, topic, %error, "handler returned an error");
             }
-            Err(panic) => {
+            Ended::Returned(Err(panic)) => {
                 counters.handler_panic();
                 tracing::warn!(
                     session_id = &*session.id,
@@ -165,6 +194,9 @@ async fn run_session(engine: Engine, session: Arc<Session>) {
                     panic = panic_message(&*panic),
                     "handler panicked; the session goes on"
                 );
+            }
+            Ended::Cancelled => {
+                log_cancelled(&engine, &session.id, topic, close_grace);
             }
         }
         since_yield += 1;
@@ -207,18 +239,31 @@ impl Drop for FirstPoll<'_> {
     }
 }
 
-/// Polls a handler's future to its end where it lies, catching a panic. (Moving the boxed future
-/// to another of the task's fields reloads what was just stored, in a wider load than the
-/// stores, which waits for them: on every delivery.) Polls once first, with `first_poll` around
-/// that poll: it is entered before the poll and dropped after it, whatever the poll returns
-/// (the session's task ends the invocation's start there). If that poll returns `Pending`,
-/// `before_waiting` runs, once, before the next poll (which follows at once, and from then on
-/// as the future's waker asks).
+/// How a handler's invocation ended.
+enum Ended {
+    /// Its future returned, or the call or a poll panicked (caught).
+    Returned(std::thread::Result<HandlerResult>),
+    /// Its session ended and the close grace ran out: its future was dropped unfinished.
+    Cancelled,
+}
+
+/// Polls a handler's future to its end where it lies, catching a panic, or until `grace` runs
+/// out. (Moving the boxed future to another of the task's fields reloads what was just stored,
+/// in a wider load than the stores, which waits for them: on every delivery.) Polls once
+/// first, with `first_poll` around that poll: it is entered before the poll and dropped after
+/// it, whatever the poll returns (the session's task ends the invocation's start there). If
+/// that poll returns `Pending`, `before_waiting` runs, once, before the next poll (which
+/// follows at once, and from then on as the future's waker or the session's close asks); from
+/// then on the future is dropped unfinished once `grace` runs out, and a future not finished
+/// is counted as cancelled in `counters` when the invocation ends (also when the task is
+/// aborted).
 async fn finish_caught<G>(
     future: &mut BoxFuture<'static, HandlerResult>,
     first_poll: impl FnOnce() -> G,
     before_waiting: impl FnOnce(),
-) -> std::thread::Result<HandlerResult> {
+    mut grace: CloseGrace<'_>,
+    counters: &Counters,
+) -> Ended {
     // A panic ends the future as its result would.
     let mut poll_caught = |cx: &mut Context<'_>| {
         let caught = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
@@ -233,10 +278,143 @@ async fn finish_caught<G>(
     })
     .await;
     if let Poll::Ready(outcome) = first {
-        return outcome;
+        return Ended::Returned(outcome);
     }
     before_waiting();
-    poll_fn(poll_caught).await
+    let mut unfinished = CountIfUnfinished {
+        counters,
+        finished: false,
+    };
+    let ended = poll_fn(|cx| {
+        if grace.expired_before_poll(cx) {
+            return Poll::Ready(Ended::Cancelled);
+        }
+        if let Poll::Ready(outcome) = poll_caught(cx) {
+            return Poll::Ready(Ended::Returned(outcome));
+        }
+        if grace.expired_after_poll(cx) {
+            return Poll::Ready(Ended::Cancelled);
+        }
+        Poll::Pending
+    })
+    .await;
+    unfinished.finished = matches!(ended, Ended::Returned(_));
+    ended
+}
+
+/// Counts a handler's future as cancelled when dropped, unless it finished: dropped with the
+/// task's future, it also counts one that `stop()` aborts.
+struct CountIfUnfinished<'a> {
+    counters: &'a Counters,
+    finished: bool,
+}
+
+impl Drop for CountIfUnfinished<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.counters.handler_cancelled();
+        }
+    }
+}
+
+/// A waiting handler's close grace: not started while its session is open (or closed by
+/// `stop()`, whose own grace applies), started by the close.
+pub(super) struct CloseGrace<'a> {
+    session: &'a Session,
+    grace: Duration,
+    /// The grace's timer, once the close has been seen (boxed: created at most once per
+    /// session, at its end). Under `Some`, the close has been seen and the grace is not 0.
+    timer: Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>,
+}
+
+impl<'a> CloseGrace<'a> {
+    fn new(session: &'a Session, grace: Duration) -> Self {
+        CloseGrace {
+            session,
+            grace,
+            timer: None,
+        }
+    }
+
+    /// Before each poll of the future: registers for the close, then checks for it, and
+    /// starts the timer once it is seen. `true` if the future is to be dropped unpolled: the
+    /// grace is 0, or the runtime has no timers.
+    fn expired_before_poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer.is_some() {
+            return false;
+        }
+        self.session.wake_on_close(cx.waker());
+        match self.session.close_reason() {
+            None | Some(CloseReason::Stopped) => false,
+            Some(CloseReason::Unsubscribed | CloseReason::SlowConsumer) => {
+                if self.grace.is_zero() {
+                    return true;
+                }
+                match block_deadline(self.grace) {
+                    Some(timer) => {
+                        self.timer = Some(Box::pin(timer));
+                        false
+                    }
+                    None => true,
+                }
+            }
+        }
+    }
+
+    /// After a poll that left the future pending: whether the grace has run out.
+    fn expired_after_poll(&mut self, cx: &mut Context<'_>) -> bool {
+        self.timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// How often, at most, a cancellation is logged as a warning.
+const CANCEL_WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// The engine's throttle of cancellation warnings.
+#[derive(Default)]
+pub(crate) struct CancelLog {
+    /// When the last warning was logged.
+    last_warning: Option<Instant>,
+    /// Cancellations since then, logged at debug level only.
+    since_warning: u64,
+}
+
+/// Logs a handler cancelled at its session's end: a warning at most once per
+/// [`CANCEL_WARN_EVERY`], carrying how many were cancelled since the last one; each at debug
+/// level otherwise. (The count in stats is exact; `CountIfUnfinished` keeps it.)
+fn log_cancelled(engine: &Engine, session_id: &str, topic: &str, grace: Duration) {
+    let now = Instant::now();
+    let since_warning = {
+        let mut log = lock(engine.cancel_log());
+        let due = log
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= CANCEL_WARN_EVERY);
+        if due {
+            log.last_warning = Some(now);
+            Some(std::mem::take(&mut log.since_warning))
+        } else {
+            log.since_warning += 1;
+            None
+        }
+    };
+    let grace_ms = grace.as_millis() as u64;
+    match since_warning {
+        Some(also_cancelled) => tracing::warn!(
+            session_id,
+            topic,
+            grace_ms,
+            also_cancelled,
+            "handler still running past its session's close grace; cancelled"
+        ),
+        None => tracing::debug!(
+            session_id,
+            topic,
+            grace_ms,
+            "handler still running past its session's close grace; cancelled"
+        ),
+    }
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {
