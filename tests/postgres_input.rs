@@ -1200,3 +1200,44 @@ async fn a_refused_publish_is_counted_and_keeps_the_connection() {
     assert_eq!(received.count("b"), 1, "the refused message never arrives");
     db.finish(&nodes).await;
 }
+
+/// `broadcast_acknowledged` returns `Ok` once PostgreSQL completed the `pg_notify`, and the
+/// typed `Unacknowledged` error naming the refusal when the server refuses it (here: the
+/// payload table was dropped under the provider); a plain `broadcast` of the same returns `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_broadcast_waits_for_the_server_and_names_a_refusal() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let (nodes, table) = db.table_pair("acked", KEEP, &Config::default()).await;
+    let [a, b] = &nodes;
+    let received = Received::default();
+    received.subscribe(b, "b", "t").await;
+    a.broadcast_acknowledged("t", Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    assert_eq!(a.broker_stats().published, 1, "acknowledged means published");
+    a.broadcast_from_acknowledged("someone", "t", Bytes::from(vec![b'L'; 16 * 1024]))
+        .await
+        .unwrap();
+    received.until("both", |r| r.count("b") == 2).await;
+
+    db.admin
+        .batch_execute(&format!("DROP TABLE {}", quoted(&table)))
+        .await
+        .unwrap();
+    let error = a
+        .broadcast_acknowledged("t", Bytes::from(vec![b'x'; 16 * 1024]))
+        .await
+        .expect_err("the table is gone");
+    assert!(
+        matches!(BrokerError::of(&error), Some(BrokerError::Unacknowledged { reason }) if reason.starts_with("refused")),
+        "{error:?}"
+    );
+    // Small messages still go through, acknowledged.
+    a.broadcast_acknowledged("t", Bytes::from_static(b"small"))
+        .await
+        .unwrap();
+    received.until("the small message", |r| r.count("b") == 3).await;
+    db.finish(&nodes).await;
+}

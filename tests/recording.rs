@@ -21,8 +21,17 @@ fn broadcast(topic: &str, message: &'static str, from: Option<&str>, ok: bool) -
         topic: topic.into(),
         message: Bytes::from_static(message.as_bytes()),
         from: from.map(Into::into),
+        acknowledged: false,
         ok,
     }
+}
+
+/// `call`, made by an acknowledged broadcast.
+fn acknowledged(mut call: Call) -> Call {
+    if let Call::Broadcast { acknowledged, .. } = &mut call {
+        *acknowledged = true;
+    }
+    call
 }
 
 #[tokio::test]
@@ -39,6 +48,11 @@ async fn records_every_call_in_order() {
         .unwrap();
     pubsub.broadcast("room", "a".into()).await.unwrap();
     pubsub.broadcast_from("s1", "room", "b".into()).await.unwrap();
+    pubsub.broadcast_acknowledged("room", "c".into()).await.unwrap();
+    pubsub
+        .broadcast_from_acknowledged("s2", "room", "d".into())
+        .await
+        .unwrap();
     pubsub.unsubscribe_topic("s1", "room").await.unwrap();
     pubsub.unsubscribe_all("s2").await.unwrap();
     pubsub.stop().await.unwrap();
@@ -51,6 +65,8 @@ async fn records_every_call_in_order() {
             subscribed("s2", "room", true),
             broadcast("room", "a", None, true),
             broadcast("room", "b", Some("s1"), true),
+            acknowledged(broadcast("room", "c", None, true)),
+            acknowledged(broadcast("room", "d", Some("s2"), true)),
             Call::Unsubscribed {
                 session_id: "s1".into(),
                 topic: "room".into(),

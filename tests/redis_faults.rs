@@ -562,3 +562,83 @@ async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
     b.stop().await.unwrap();
     server.kill();
 }
+
+// ----- acknowledged broadcasts -----
+
+/// `broadcast_acknowledged` returns `Ok` once Redis answered the `PUBLISH`; while Redis is
+/// paused (`CLIENT PAUSE`) it returns the typed `Unacknowledged` error within the response
+/// timeout, where a plain `broadcast` returns `Ok` at once. Local sessions have the message
+/// either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_broadcast_waits_for_redis_and_says_when_it_did_not_answer() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut admin) = admin().await else { return };
+    let response = Duration::from_millis(300);
+    let prefix = unique_prefix("acked");
+    let quick = test_config(&prefix).with_timeouts(Duration::from_millis(500), response);
+    let a = RedisPubSub::new(quick.clone()).unwrap();
+    let b = RedisPubSub::new(quick).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    b.subscribe_topic("remote", "t", inbox.handler("remote"))
+        .await
+        .unwrap();
+    a.subscribe_topic("local", "t", inbox.handler("local"))
+        .await
+        .unwrap();
+
+    a.broadcast_acknowledged("t", Bytes::from_static(b"acked"))
+        .await
+        .unwrap();
+    assert_eq!(a.broker_stats().published, 1, "acknowledged means published");
+    inbox
+        .until("the acknowledged message", |i| i.has("remote", "acked"))
+        .await;
+
+    // Pauses every client's commands, ours included, for longer than the response timeout.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let error = a
+        .broadcast_acknowledged("t", Bytes::from_static(b"paused"))
+        .await
+        .expect_err("Redis is paused");
+    let waited = began.elapsed();
+    eprintln!("unacknowledged after {waited:?}: {error}");
+    assert!(
+        matches!(RedisPubSubError::of(&error), Some(RedisPubSubError::Unacknowledged { reason })
+            if reason.contains("timed out") || reason.contains("no answer")),
+        "{error:?}"
+    );
+    assert!(waited >= response && waited < response * 4, "{waited:?}");
+    inbox.until("the local copy", |i| i.has("local", "paused")).await;
+    // Redis answers again after the pause; the provider reconnects and carries on.
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(began.elapsed())).await;
+    eventually("the publisher to be back", || {
+        a.broker_stats().publisher_connected
+    })
+    .await;
+    let mut delivered = false;
+    for _ in 0..50 {
+        if a.broadcast_acknowledged("t", Bytes::from_static(b"after"))
+            .await
+            .is_ok()
+        {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "no acknowledged broadcast after the pause");
+    inbox
+        .until("a message after the pause", |i| i.has("remote", "after"))
+        .await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

@@ -70,11 +70,33 @@ pub trait PubSubProvider: Send + Sync {
 
     /// Delivers `message` to every subscriber of `topic` ([G1]).
     ///
+    /// `Ok` means every local recipient's mailbox has taken the message or its overflow policy
+    /// has decided, and, for a distributed provider, that the message is queued for the broker;
+    /// it does not mean the broker has it (a message queued when the connection breaks is lost
+    /// and counted). [`broadcast_acknowledged`](Self::broadcast_acknowledged) waits for that.
+    ///
     /// [G1]: crate::docs::contract#g1-delivery
     async fn broadcast(&self, topic: &str, message: Bytes) -> Result<()>;
 
-    /// Delivers `message` to every subscriber of `topic` except `session_id`.
+    /// Delivers `message` to every subscriber of `topic` except `session_id`, with `Ok` meaning
+    /// what it means for [`broadcast`](Self::broadcast).
     async fn broadcast_from(&self, session_id: &str, topic: &str, message: Bytes) -> Result<()>;
+
+    /// As [`broadcast`](Self::broadcast), but for a distributed provider `Ok` means the
+    /// broker's reply to this message's publish was read (Redis: the `PUBLISH` reply;
+    /// PostgreSQL: the statement's completion); a publish that fails, is refused or goes
+    /// unanswered is a [`BrokerError`](crate::bridge::BrokerError) naming what happened (local
+    /// sessions have the message either way). In one process (the default) it is `broadcast`:
+    /// `Ok` once every local recipient's mailbox has taken the message or its policy decided.
+    async fn broadcast_acknowledged(&self, topic: &str, message: Bytes) -> Result<()> {
+        self.broadcast(topic, message).await
+    }
+
+    /// As [`broadcast_from`](Self::broadcast_from), acknowledged as
+    /// [`broadcast_acknowledged`](Self::broadcast_acknowledged) is.
+    async fn broadcast_from_acknowledged(&self, session_id: &str, topic: &str, message: Bytes) -> Result<()> {
+        self.broadcast_from(session_id, topic, message).await
+    }
 
     /// Called by the host application at start-up ([G8]).
     ///

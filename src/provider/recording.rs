@@ -61,6 +61,9 @@ pub enum Call {
         message: Bytes,
         /// The excluded sender, for `broadcast_from`.
         from: Option<String>,
+        /// Whether the call waited for the broker's acknowledgement
+        /// (`broadcast_acknowledged`, `broadcast_from_acknowledged`).
+        acknowledged: bool,
         /// Whether it succeeded.
         ok: bool,
     },
@@ -181,6 +184,34 @@ impl RecordingPubSub {
         self.lock().push(call(result.is_ok()));
         result
     }
+
+    /// Every kind of broadcast: delivers through the inner provider, then records.
+    async fn record_broadcast(
+        &self,
+        from: Option<&str>,
+        topic: &str,
+        message: Bytes,
+        acknowledged: bool,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let result = match (from, acknowledged) {
+            (None, false) => inner.broadcast(topic, message.clone()).await,
+            (None, true) => inner.broadcast_acknowledged(topic, message.clone()).await,
+            (Some(from), false) => inner.broadcast_from(from, topic, message.clone()).await,
+            (Some(from), true) => {
+                inner
+                    .broadcast_from_acknowledged(from, topic, message.clone())
+                    .await
+            }
+        };
+        self.record(result, |ok| Call::Broadcast {
+            topic: topic.into(),
+            message,
+            from: from.map(Into::into),
+            acknowledged,
+            ok,
+        })
+    }
 }
 
 #[async_trait]
@@ -212,26 +243,21 @@ impl PubSubProvider for RecordingPubSub {
     }
 
     async fn broadcast(&self, topic: &str, message: Bytes) -> Result<()> {
-        let result = self.inner.broadcast(topic, message.clone()).await;
-        self.record(result, |ok| Call::Broadcast {
-            topic: topic.into(),
-            message,
-            from: None,
-            ok,
-        })
+        self.record_broadcast(None, topic, message, false).await
     }
 
     async fn broadcast_from(&self, session_id: &str, topic: &str, message: Bytes) -> Result<()> {
-        let result = self
-            .inner
-            .broadcast_from(session_id, topic, message.clone())
-            .await;
-        self.record(result, |ok| Call::Broadcast {
-            topic: topic.into(),
-            message,
-            from: Some(session_id.into()),
-            ok,
-        })
+        self.record_broadcast(Some(session_id), topic, message, false)
+            .await
+    }
+
+    async fn broadcast_acknowledged(&self, topic: &str, message: Bytes) -> Result<()> {
+        self.record_broadcast(None, topic, message, true).await
+    }
+
+    async fn broadcast_from_acknowledged(&self, session_id: &str, topic: &str, message: Bytes) -> Result<()> {
+        self.record_broadcast(Some(session_id), topic, message, true)
+            .await
     }
 
     async fn start(&self) -> Result<()> {

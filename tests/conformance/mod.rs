@@ -69,6 +69,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $backend;
             g1_broadcast_after_subscribe_is_delivered_exactly_once,
             g1_broadcast_from_excludes_only_the_sender,
+            g1_acknowledged_broadcasts_deliver_as_broadcasts_do,
             g2_no_delivery_after_unsubscribe_topic,
             g2_unsubscribe_all_stops_every_handler,
             g3_subscribing_twice_is_one_subscription_and_the_newer_handler_wins,
@@ -319,6 +320,45 @@ pub async fn g1_broadcast_after_subscribe_is_delivered_exactly_once(backend: &dy
             );
         }
         assert_eq!(got.len(), 2 * nodes.len(), "{session} got {got:?}");
+    }
+    stop_all(&nodes).await;
+}
+
+/// `broadcast_acknowledged` and `broadcast_from_acknowledged` deliver exactly as `broadcast`
+/// and `broadcast_from` do, from either instance; when they return `Ok`, the message has left
+/// for every instance (in one process: every mailbox has it).
+pub async fn g1_acknowledged_broadcasts_deliver_as_broadcasts_do(backend: &dyn Backend) {
+    let Some(nodes) = instances(backend, Config::default()).await else {
+        return;
+    };
+    let last = nodes.len() - 1;
+    let inbox = Inbox::default();
+    for (session, node) in [("a", 0), ("b", last)] {
+        nodes[node]
+            .provider
+            .subscribe_topic(session, "acked", inbox.handler(session))
+            .await
+            .unwrap();
+    }
+    for node in [0, last] {
+        let p = &nodes[node].provider;
+        p.broadcast_acknowledged("acked", b(&format!("all-via-{node}")))
+            .await
+            .unwrap();
+        p.broadcast_from_acknowledged("a", "acked", b(&format!("not-a-via-{node}")))
+            .await
+            .unwrap();
+    }
+    inbox
+        .until("b to get all four", |inbox| inbox.of("b").len() == 4)
+        .await;
+    inbox
+        .until("a to get the two not from it", |inbox| inbox.of("a").len() == 2)
+        .await;
+    for node in [0, last] {
+        assert!(inbox.has("a", &format!("all-via-{node}")));
+        assert!(!inbox.has("a", &format!("not-a-via-{node}")));
+        assert!(inbox.has("b", &format!("not-a-via-{node}")));
     }
     stop_all(&nodes).await;
 }

@@ -55,6 +55,14 @@ pub enum BrokerError {
         "the broker is unreachable: the session is subscribed on this instance only until the subscription connection is back"
     )]
     SubscribeUnconfirmed,
+    /// An acknowledged broadcast (`broadcast_acknowledged`) whose publish the broker did not
+    /// acknowledge: it refused it, did not answer within the response timeout, or the
+    /// connection failed. Local sessions have the message; other instances may or may not.
+    #[error("the broker did not acknowledge the message: {reason}; it reached local sessions")]
+    Unacknowledged {
+        /// What happened.
+        reason: String,
+    },
     /// The encoded envelope would be larger than the provider's `max_envelope_bytes`. Nothing
     /// was delivered.
     #[error("envelope is {len} bytes; the limit is {limit} (max_envelope_bytes)")]

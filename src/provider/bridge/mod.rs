@@ -37,6 +37,10 @@
 //!   [`InMemoryPubSub`]) and it is queued for the broker. The brokers' pub/sub is
 //!   fire-and-forget: a message queued when the connection breaks is lost and counted
 //!   ([`BrokerStats::publish_errors`]).
+//! - `Ok(())` from `broadcast_acknowledged`: the same, and the broker's reply to this
+//!   message's publish was read. Otherwise [`BrokerError::Unacknowledged`] says what happened
+//!   (refused, unanswered within `response_timeout`, the connection lost); local sessions have
+//!   the message either way. It costs the caller a round trip; other broadcasts are not slowed.
 //! - [`BrokerError::PublishUnavailable`] (inside [`PubSubError::Backend`]) when the publishing
 //!   connection is down: local sessions **did** get the message; other instances did not, and
 //!   will not (it is not queued for later). Retrying would deliver it twice locally.
@@ -84,7 +88,7 @@ mod stats;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use self::error::BrokerError;
@@ -252,7 +256,15 @@ impl<B: Broker> Bridge<B> {
         }
     }
 
-    pub(crate) async fn publish(&self, sender: Option<&str>, topic: &str, payload: Bytes) -> Result<()> {
+    /// A broadcast: delivered locally, then queued for the broker; with `acknowledged`,
+    /// returns only once the broker's reply to its publish was read (or with why not).
+    pub(crate) async fn publish(
+        &self,
+        sender: Option<&str>,
+        topic: &str,
+        payload: Bytes,
+        acknowledged: bool,
+    ) -> Result<()> {
         self.check_running()?;
         let limits = &self.config().limits;
         check_topic(topic, limits)?;
@@ -287,13 +299,36 @@ impl<B: Broker> Bridge<B> {
         } else {
             None
         };
+        let (ack, acknowledgement) = match acknowledged {
+            true => {
+                let (ack, acknowledgement) = oneshot::channel();
+                (Some(ack), Some(acknowledgement))
+            }
+            false => (None, None),
+        };
         let outbound = Outbound {
             topic: Topic::from(topic),
             sender: sender.map(Box::from),
             payload,
+            ack,
             _budget: budget,
         };
-        self.queue.send(outbound).await.map_err(|_| PubSubError::Stopped)
+        self.queue
+            .send(outbound)
+            .await
+            .map_err(|_| PubSubError::Stopped)?;
+        let Some(acknowledgement) = acknowledgement else {
+            return Ok(());
+        };
+        match acknowledgement.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(BrokerError::Unacknowledged { reason }.into()),
+            // Dropped unanswered: discarded with the queue when the connection was lost.
+            Err(_) => Err(BrokerError::Unacknowledged {
+                reason: "the publishing connection was lost before the message was sent".into(),
+            }
+            .into()),
+        }
     }
 
     /// Subscribes locally, then waits until the broker has confirmed the topic's channel.
@@ -495,7 +530,15 @@ macro_rules! bridge_provider {
             }
 
             async fn broadcast(&self, topic: &str, message: $crate::Bytes) -> $crate::Result<()> {
-                self.bridge.publish(None, topic, message).await
+                self.bridge.publish(None, topic, message, false).await
+            }
+
+            async fn broadcast_acknowledged(
+                &self,
+                topic: &str,
+                message: $crate::Bytes,
+            ) -> $crate::Result<()> {
+                self.bridge.publish(None, topic, message, true).await
             }
 
             async fn broadcast_from(
@@ -504,7 +547,20 @@ macro_rules! bridge_provider {
                 topic: &str,
                 message: $crate::Bytes,
             ) -> $crate::Result<()> {
-                self.bridge.publish(Some(session_id), topic, message).await
+                self.bridge
+                    .publish(Some(session_id), topic, message, false)
+                    .await
+            }
+
+            async fn broadcast_from_acknowledged(
+                &self,
+                session_id: &str,
+                topic: &str,
+                message: $crate::Bytes,
+            ) -> $crate::Result<()> {
+                self.bridge
+                    .publish(Some(session_id), topic, message, true)
+                    .await
             }
 
             /// Connects both connections and starts the listener and publisher tasks. Fails

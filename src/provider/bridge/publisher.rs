@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
 use crate::envelope::{EnvelopeWriter, Record};
 use crate::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +57,8 @@ pub(crate) struct Outbound {
     pub(crate) topic: Topic,
     pub(crate) sender: Option<Box<str>>,
     pub(crate) payload: Bytes,
+    /// For an acknowledged broadcast: told the broker's answer to its publish.
+    pub(crate) ack: Option<Ack>,
     /// The payload's share of the queue's byte budget, given back when the message is
     /// dropped (sent, lost or discarded); none for a small payload.
     pub(crate) _budget: Option<OwnedSemaphorePermit>,
@@ -138,6 +140,32 @@ impl PublisherState {
     }
 }
 
+/// Where an acknowledged broadcast waits for the broker's answer to its publish.
+pub(crate) type Ack = oneshot::Sender<Result<(), Reason>>;
+
+/// The acknowledgements a batch's acknowledged broadcasts wait for, by place in the batch.
+struct Acks(Option<Vec<Option<Ack>>>);
+
+impl Acks {
+    /// Takes them out of `batch`.
+    fn take(batch: &mut [Outbound]) -> Self {
+        if batch.iter().all(|message| message.ack.is_none()) {
+            return Acks(None);
+        }
+        Acks(Some(batch.iter_mut().map(|message| message.ack.take()).collect()))
+    }
+
+    /// Tells those in `places` the broker's answer.
+    fn answer(&mut self, places: std::ops::Range<usize>, answer: &Result<(), Reason>) {
+        let Some(acks) = &mut self.0 else {
+            return;
+        };
+        for ack in acks[places].iter_mut().filter_map(Option::take) {
+            let _ = ack.send(answer.clone());
+        }
+    }
+}
+
 /// Most bytes of envelopes sent in one pipeline (one response timeout), so a batch of large
 /// messages is answered piece by piece rather than all within one timeout. A single larger
 /// envelope travels alone.
@@ -191,7 +219,7 @@ impl<B: Broker> Publisher<B> {
                     if received == 0 {
                         break;
                     }
-                    if let Err((reason, unconfirmed)) = self.send(conn, &batch).await {
+                    if let Err((reason, unconfirmed)) = self.send(conn, &mut batch).await {
                         self.lost(&reason, unconfirmed);
                         connection = None;
                     }
@@ -223,8 +251,12 @@ impl<B: Broker> Publisher<B> {
     /// Sends `batch`, coalesced, as pipelines of at most [`PIPELINE_BYTES`] (or one larger
     /// envelope), each answered within the response timeout. On a failure, how many of the
     /// batch's messages were not confirmed sent.
-    async fn send(&self, conn: &mut B::Publisher, batch: &[Outbound]) -> Result<(), (Reason, usize)> {
+    async fn send(&self, conn: &mut B::Publisher, batch: &mut [Outbound]) -> Result<(), (Reason, usize)> {
         let shared = &*self.shared;
+        // Acknowledged broadcasts, by their place in the batch (none, the common case, costs
+        // no allocation).
+        let mut acks = Acks::take(batch);
+        let batch = &*batch;
         let mut records = Vec::new();
         let envelopes: Vec<Outgoing<'_>> =
             coalesce(batch, shared.instance, shared.settings.batch_envelope_bytes)
@@ -249,15 +281,26 @@ impl<B: Broker> Publisher<B> {
                 Ok(Ok(())) => {
                     BrokerCounters::add(&shared.counters.published, messages as u64);
                     BrokerCounters::add(&shared.counters.envelopes_published, pipeline.len() as u64);
+                    acks.answer(confirmed..confirmed + messages, &Ok(()));
                 }
-                Ok(Err(PublishFailure::Refused(reason))) => self.refused(&reason, messages),
-                Ok(Err(PublishFailure::Lost(reason))) => return Err((reason, batch.len() - confirmed)),
+                Ok(Err(PublishFailure::Refused(reason))) => {
+                    self.refused(&reason, messages);
+                    acks.answer(
+                        confirmed..confirmed + messages,
+                        &Err(format!("refused: {reason}")),
+                    );
+                }
+                Ok(Err(PublishFailure::Lost(reason))) => {
+                    acks.answer(confirmed..batch.len(), &Err(reason.clone()));
+                    return Err((reason, batch.len() - confirmed));
+                }
                 Err(_) => {
                     let reason = format!(
                         "no answer to {} envelopes ({messages} messages, {bytes} bytes) within {} ms",
                         pipeline.len(),
                         timeout.as_millis()
                     );
+                    acks.answer(confirmed..batch.len(), &Err(reason.clone()));
                     return Err((reason, batch.len() - confirmed));
                 }
             }
@@ -272,7 +315,7 @@ impl<B: Broker> Publisher<B> {
         while let Ok(message) = self.queue.try_recv() {
             batch.push(message);
         }
-        for chunk in batch.chunks(self.shared.settings.max_pipeline) {
+        for chunk in batch.chunks_mut(self.shared.settings.max_pipeline) {
             if let Err((_, unconfirmed)) = self.send(conn, chunk).await {
                 BrokerCounters::add(&self.shared.counters.publish_errors, unconfirmed as u64);
             }
@@ -375,6 +418,7 @@ mod tests {
             topic: Topic::from(topic),
             sender: sender.map(Box::from),
             payload: Bytes::copy_from_slice(payload.as_bytes()),
+            ack: None,
             _budget: None,
         }
     }
