@@ -209,6 +209,11 @@ impl Engine {
         &self.inner.config
     }
 
+    /// Whether `self` and `other` are the same engine (clones of one).
+    pub(crate) fn is(&self, other: &Engine) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Sets the callback that receives [`Notice`]s. Only the first call takes effect; it
     /// returns `false` if a hook was already set.
     pub fn set_notice_hook(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) -> bool {

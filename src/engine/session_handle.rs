@@ -87,6 +87,11 @@ impl SessionHandle {
         Self { engine, session }
     }
 
+    /// Whether this is a session of `engine`.
+    pub(crate) fn is_on(&self, engine: &Engine) -> bool {
+        self.engine.is(engine)
+    }
+
     /// The session's id.
     pub fn id(&self) -> &str {
         &self.session.id

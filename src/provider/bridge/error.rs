@@ -63,6 +63,12 @@ pub enum BrokerError {
         /// What happened.
         reason: String,
     },
+    /// `subscribe_session` with a pull-form session opened on another provider.
+    #[error("session {session_id} was not opened on this provider")]
+    ForeignSession {
+        /// The session's id.
+        session_id: String,
+    },
     /// The encoded envelope would be larger than the provider's `max_envelope_bytes`. Nothing
     /// was delivered.
     #[error("envelope is {len} bytes; the limit is {limit} (max_envelope_bytes)")]
@@ -87,12 +93,30 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// The broker error inside `error`, if it is one.
+    /// The broker error inside `error`, if it is one (also [`PubSubError::broker`]).
     pub fn of(error: &PubSubError) -> Option<&BrokerError> {
         match error {
             PubSubError::Backend(inner) => inner.downcast_ref(),
             _ => None,
         }
+    }
+}
+
+impl PubSubError {
+    /// The [`BrokerError`] this is, if a distributed provider's broker side failed: match it
+    /// without downcasting.
+    ///
+    /// ```
+    /// use fanout::bridge::BrokerError;
+    ///
+    /// # fn handle(error: fanout::PubSubError) {
+    /// if let Some(BrokerError::PublishUnavailable { down_for }) = error.broker() {
+    ///     eprintln!("other instances missed it; the broker has been down {down_for:?}");
+    /// }
+    /// # }
+    /// ```
+    pub fn broker(&self) -> Option<&BrokerError> {
+        BrokerError::of(self)
     }
 }
 
