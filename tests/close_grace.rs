@@ -294,9 +294,10 @@ async fn ten_thousand_sessions_ending_at_once_leave_no_task_past_the_grace() {
         "a handler was cancelled before its grace ({idle:?})"
     );
     // Every close returned by `closed`, so every task ends by `closed + grace`, give or take
-    // the scheduling of 10,000 cancellations and this loop's polling.
+    // the scheduling of 10,000 cancellations on two cores shared with other work, and this
+    // loop's polling.
     assert!(
-        idle - closed <= grace + ms(250),
+        idle - closed <= grace + ms(1000),
         "the last task ended {:?} after the last close; the grace is {grace:?}",
         idle - closed
     );

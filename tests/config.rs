@@ -1099,7 +1099,10 @@ async fn stop_during_a_nap(stop_grace: Duration, nap: Duration) -> (Duration, bo
 
     assert!(dropped.load(Ordering::SeqCst), "the handler's future is gone");
     assert_eq!(pubsub.running_tasks(), 0);
-    (waited, finished.load(Ordering::SeqCst))
+    let finished = finished.load(Ordering::SeqCst);
+    // A future stop() aborts unfinished is counted as cancelled.
+    assert_eq!(pubsub.stats().handlers_cancelled, u64::from(!finished));
+    (waited, finished)
 }
 
 #[tokio::test(start_paused = true)]

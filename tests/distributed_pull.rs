@@ -7,11 +7,13 @@
 
 #[macro_use]
 mod conformance;
+mod support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use fanout::{Config, PubSubProvider};
+use support::announcing_park;
 
 /// The same checks for each provider: `$module::cluster` gives two started instances.
 macro_rules! pull_form_tests {
@@ -45,12 +47,17 @@ macro_rules! pull_form_tests {
                 assert_eq!(b.engine().subscriber_count("t0"), 1);
                 assert_eq!(b.engine().session_topics("reader").len(), 20);
 
-                // Subscribing from another task while the reader is parked in `recv`.
+                // Subscribing from another task once the reader is parked in `recv` (it
+                // announces its first `Pending`).
+                let (parked_tx, is_parked) = tokio::sync::oneshot::channel();
                 let parked = tokio::spawn(async move {
-                    let message = reader.recv().await.unwrap();
+                    let message = announcing_park(reader.recv(), parked_tx).await.unwrap();
                     (message.topic().to_string(), message.payload().clone(), reader)
                 });
-                tokio::task::yield_now().await;
+                tokio::time::timeout(Duration::from_secs(5), is_parked)
+                    .await
+                    .expect("the reader parks in recv")
+                    .unwrap();
                 b.subscribe_session(&handle, "late").await.unwrap();
                 a.broadcast("late", Bytes::from_static(b"while parked")).await.unwrap();
                 let (topic, payload, reader) =

@@ -3,8 +3,6 @@
 //! closed or the engine stopped (G8, G9), and concurrent use of many clones.
 
 use std::fmt::Debug;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 
@@ -16,7 +14,7 @@ use tokio::sync::{oneshot, Barrier};
 
 mod support;
 
-use support::WAIT;
+use support::{announcing_park, WAIT};
 
 /// Awaits `task`; fails the test if it has not ended after [`WAIT`] (a reader never woken).
 async fn joined<T>(what: &str, task: tokio::task::JoinHandle<T>) -> T {
@@ -24,23 +22,6 @@ async fn joined<T>(what: &str, task: tokio::task::JoinHandle<T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
         .unwrap()
-}
-
-/// Polls `future`, and the first time it returns `Pending` (parked, its waker registered),
-/// sends on `parked`.
-async fn announcing_park<F: Future>(future: F, parked: oneshot::Sender<()>) -> F::Output {
-    let mut future = pin!(future);
-    let mut parked = Some(parked);
-    std::future::poll_fn(|cx| {
-        let poll = future.as_mut().poll(cx);
-        if poll.is_pending() {
-            if let Some(parked) = parked.take() {
-                let _ = parked.send(());
-            }
-        }
-        poll
-    })
-    .await
 }
 
 /// Spawns a task that waits in `recv` and returns what it got; returns once that task is

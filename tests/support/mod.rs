@@ -166,3 +166,23 @@ impl StalledSession {
         assert_eq!(self.pubsub.stats().disconnects, 1);
     }
 }
+
+/// Polls `future`, and the first time it returns `Pending` (parked, its waker registered),
+/// sends on `parked`.
+pub async fn announcing_park<F: std::future::Future>(
+    future: F,
+    parked: tokio::sync::oneshot::Sender<()>,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut parked = Some(parked);
+    std::future::poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        if poll.is_pending() {
+            if let Some(parked) = parked.take() {
+                let _ = parked.send(());
+            }
+        }
+        poll
+    })
+    .await
+}
