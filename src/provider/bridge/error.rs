@@ -58,10 +58,10 @@ pub enum BrokerError {
     /// An acknowledged broadcast (`broadcast_acknowledged`) whose publish the broker did not
     /// acknowledge: it refused it, did not answer within the response timeout, or the
     /// connection failed. Local sessions have the message; other instances may or may not.
-    #[error("the broker did not acknowledge the message: {reason}; it reached local sessions")]
+    #[error("the broker did not acknowledge the message: {why}; it reached local sessions")]
     Unacknowledged {
         /// What happened.
-        reason: String,
+        why: Unacknowledged,
     },
     /// `subscribe_session` with a pull-form session opened on another provider.
     #[error("session {session_id} was not opened on this provider")]
@@ -90,6 +90,26 @@ pub enum BrokerError {
         /// The limit, 7999.
         limit: usize,
     },
+}
+
+/// Why an acknowledged broadcast was not acknowledged
+/// ([`BrokerError::Unacknowledged`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unacknowledged {
+    /// The broker answered its publish with an error, on a connection that still works.
+    #[error("the broker refused it: {0}")]
+    Refused(String),
+    /// No answer within the response timeout; the connection is taken as lost, and the
+    /// message may or may not have reached the broker.
+    #[error("no answer within {} ms", .after.as_millis())]
+    TimedOut {
+        /// The response timeout.
+        after: std::time::Duration,
+    },
+    /// The publishing connection failed while the message was in flight or queued.
+    #[error("the publishing connection was lost: {0}")]
+    Lost(String),
 }
 
 impl BrokerError {

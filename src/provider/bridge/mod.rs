@@ -94,7 +94,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-pub use self::error::BrokerError;
+pub use self::error::{BrokerError, Unacknowledged};
 pub use self::stats::BrokerStats;
 pub use crate::envelope::InstanceId;
 
@@ -325,10 +325,10 @@ impl<B: Broker> Bridge<B> {
         };
         match acknowledgement.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(BrokerError::Unacknowledged { reason }.into()),
+            Ok(Err(why)) => Err(BrokerError::Unacknowledged { why }.into()),
             // Dropped unanswered: discarded with the queue when the connection was lost.
             Err(_) => Err(BrokerError::Unacknowledged {
-                reason: "the publishing connection was lost before the message was sent".into(),
+                why: Unacknowledged::Lost("discarded, queued when the connection failed".into()),
             }
             .into()),
         }

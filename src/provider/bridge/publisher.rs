@@ -48,6 +48,7 @@ use crate::topic::Topic;
 
 use super::backoff::Backoff;
 use super::broker::{Broker, Outgoing, PublishFailure, Reason};
+use super::error::Unacknowledged;
 use super::stats::BrokerCounters;
 use super::Shared;
 
@@ -141,7 +142,7 @@ impl PublisherState {
 }
 
 /// Where an acknowledged broadcast waits for the broker's answer to its publish.
-pub(crate) type Ack = oneshot::Sender<Result<(), Reason>>;
+pub(crate) type Ack = oneshot::Sender<Result<(), Unacknowledged>>;
 
 /// The acknowledgements a batch's acknowledged broadcasts wait for, by place in the batch.
 struct Acks(Option<Vec<Option<Ack>>>);
@@ -156,7 +157,7 @@ impl Acks {
     }
 
     /// Tells those in `places` the broker's answer.
-    fn answer(&mut self, places: std::ops::Range<usize>, answer: &Result<(), Reason>) {
+    fn answer(&mut self, places: std::ops::Range<usize>, answer: &Result<(), Unacknowledged>) {
         let Some(acks) = &mut self.0 else {
             return;
         };
@@ -287,11 +288,11 @@ impl<B: Broker> Publisher<B> {
                     self.refused(&reason, messages);
                     acks.answer(
                         confirmed..confirmed + messages,
-                        &Err(format!("refused: {reason}")),
+                        &Err(Unacknowledged::Refused(reason.clone())),
                     );
                 }
                 Ok(Err(PublishFailure::Lost(reason))) => {
-                    acks.answer(confirmed..batch.len(), &Err(reason.clone()));
+                    acks.answer(confirmed..batch.len(), &Err(Unacknowledged::Lost(reason.clone())));
                     return Err((reason, batch.len() - confirmed));
                 }
                 Err(_) => {
@@ -300,7 +301,10 @@ impl<B: Broker> Publisher<B> {
                         pipeline.len(),
                         timeout.as_millis()
                     );
-                    acks.answer(confirmed..batch.len(), &Err(reason.clone()));
+                    acks.answer(
+                        confirmed..batch.len(),
+                        &Err(Unacknowledged::TimedOut { after: timeout }),
+                    );
                     return Err((reason, batch.len() - confirmed));
                 }
             }

@@ -75,9 +75,7 @@ impl Broker for RedisBroker {
     /// Opens the publishing connection and names it `fanout-<instance>-publisher` in
     /// `CLIENT LIST`.
     async fn open_publisher(&self) -> Result<MultiplexedConnection, ConnectError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(Some(self.config.response_timeout));
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(self.config.connect_timeout));
         let mut connection = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
