@@ -210,6 +210,7 @@ impl Engine {
     }
 
     /// Whether `self` and `other` are the same engine (clones of one).
+    #[cfg(any(feature = "redis", feature = "postgres"))]
     pub(crate) fn is(&self, other: &Engine) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }

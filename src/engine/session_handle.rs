@@ -88,6 +88,7 @@ impl SessionHandle {
     }
 
     /// Whether this is a session of `engine`.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
     pub(crate) fn is_on(&self, engine: &Engine) -> bool {
         self.engine.is(engine)
     }
