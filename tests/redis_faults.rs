@@ -572,11 +572,25 @@ async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
 /// either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_broadcast_waits_for_redis_and_says_when_it_did_not_answer() {
-    let _serial = SERIAL.lock().await;
-    let Some(mut admin) = admin().await else { return };
+    // `CLIENT PAUSE` stops every client of the server: a private one, so that no other test
+    // is paused with it.
+    let port = free_port();
+    let Some(server) = PrivateRedis::start(port) else {
+        return;
+    };
+    server.answering().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let response = Duration::from_millis(300);
-    let prefix = unique_prefix("acked");
-    let quick = test_config(&prefix).with_timeouts(Duration::from_millis(500), response);
+    let quick = RedisConfig::new(url)
+        .with_channel_prefix(unique_prefix("acked"))
+        .with_health_check_interval(Duration::from_millis(250))
+        .with_reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .with_timeouts(Duration::from_millis(500), response);
     let a = RedisPubSub::new(quick.clone()).unwrap();
     let b = RedisPubSub::new(quick).unwrap();
     a.start().await.unwrap();
@@ -645,4 +659,5 @@ async fn an_acknowledged_broadcast_waits_for_redis_and_says_when_it_did_not_answ
         .await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+    drop(server);
 }
