@@ -113,6 +113,15 @@ pub enum Unacknowledged {
 }
 
 impl BrokerError {
+    /// [`EnvelopeTooLarge`](Self::EnvelopeTooLarge) if an envelope of `len` bytes exceeds
+    /// `limit` (a provider's `max_envelope_bytes`).
+    pub(crate) fn check_envelope_len(len: usize, limit: usize) -> Result<(), BrokerError> {
+        if len > limit {
+            return Err(BrokerError::EnvelopeTooLarge { len, limit });
+        }
+        Ok(())
+    }
+
     /// The broker error inside `error`, if it is one (also [`PubSubError::broker`]).
     pub fn of(error: &PubSubError) -> Option<&BrokerError> {
         match error {

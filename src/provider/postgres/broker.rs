@@ -232,14 +232,7 @@ impl Broker for PostgresBroker {
                 limit: NOTIFY_PAYLOAD_LIMIT,
             });
         }
-        let limit = self.config.max_envelope_bytes;
-        if envelope_len > limit {
-            return Err(BrokerError::EnvelopeTooLarge {
-                len: envelope_len,
-                limit,
-            });
-        }
-        Ok(())
+        BrokerError::check_envelope_len(envelope_len, self.config.max_envelope_bytes)
     }
 
     async fn open_subscription(&self) -> Result<PostgresSubscription, ConnectError> {

@@ -57,14 +57,7 @@ impl Broker for RedisBroker {
     }
 
     fn check_envelope(&self, envelope_len: usize) -> Result<(), BrokerError> {
-        let limit = self.config.max_envelope_bytes;
-        if envelope_len > limit {
-            return Err(BrokerError::EnvelopeTooLarge {
-                len: envelope_len,
-                limit,
-            });
-        }
-        Ok(())
+        BrokerError::check_envelope_len(envelope_len, self.config.max_envelope_bytes)
     }
 
     async fn open_subscription(&self) -> Result<RedisSubscription, ConnectError> {
