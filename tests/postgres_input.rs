@@ -1199,6 +1199,58 @@ async fn a_refused_publish_is_counted_and_keeps_the_connection() {
     db.finish(&nodes).await;
 }
 
+/// Each statement of a pipeline is answered on its own: a stored payload the server refuses
+/// (the table was dropped) fails its own acknowledged broadcast, while the small ones
+/// pipelined with it are acknowledged and delivered, and the connection is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_statement_refuses_its_own_messages_only() {
+    let Some(mut db) = Database::connect().await else {
+        return;
+    };
+    let (nodes, table) = db.table_pair("refused-one", KEEP, &Config::default()).await;
+    let [a, b] = &nodes;
+    let received = Received::default();
+    received.subscribe(b, "b", "t").await;
+    db.admin
+        .batch_execute(&format!("DROP TABLE {}", quoted(&table)))
+        .await
+        .unwrap();
+    // Enough at once that the refused one shares a pipeline with accepted ones.
+    let small: Vec<_> = (0..40)
+        .map(|i| a.broadcast_acknowledged("t", Bytes::from(format!("small-{i}"))))
+        .collect();
+    let large = a.broadcast_acknowledged("t", Bytes::from(vec![b'x'; 16 * 1024]));
+    let (small, large) = tokio::join!(futures_util::future::join_all(small), large);
+    for (i, result) in small.iter().enumerate() {
+        assert!(result.is_ok(), "small-{i}: {result:?}");
+    }
+    let error = large.expect_err("the table is gone");
+    assert!(
+        matches!(
+            error.broker(),
+            Some(BrokerError::Unacknowledged { why: Unacknowledged::Refused(reason) })
+                if reason.contains("pg_notify refused")
+        ),
+        "{error:?}"
+    );
+    received
+        .until("every small message", |r| r.count("b") >= 40)
+        .await;
+    let stats = a.broker_stats();
+    assert_eq!(
+        (
+            stats.published,
+            stats.publish_errors,
+            stats.publish_refusals,
+            stats.publisher_outages
+        ),
+        (40, 1, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(received.count("b"), 40, "the refused message never arrives");
+    db.finish(&nodes).await;
+}
+
 /// `broadcast_acknowledged` returns `Ok` once PostgreSQL completed the `pg_notify`, and the
 /// typed `Unacknowledged` error naming the refusal when the server refuses it (here: the
 /// payload table was dropped under the provider); a plain `broadcast` of the same returns `Ok`.
@@ -1232,7 +1284,7 @@ async fn an_acknowledged_broadcast_waits_for_the_server_and_names_a_refusal() {
         matches!(
             error.broker(),
             Some(BrokerError::Unacknowledged { why: Unacknowledged::Refused(reason) })
-                if reason.contains("pg_notify failed")
+                if reason.contains("pg_notify refused")
         ),
         "{error:?}"
     );

@@ -661,3 +661,92 @@ async fn an_acknowledged_broadcast_waits_for_redis_and_says_when_it_did_not_answ
     b.stop().await.unwrap();
     drop(server);
 }
+
+/// Redis answers each `PUBLISH` of a pipeline on its own, and so does the provider: a command
+/// the server refuses (here `NOPERM`: the publishing user may publish on one topic's channel
+/// only) loses its own messages, counted, and its acknowledged broadcast gets
+/// `Unacknowledged::Refused`, while acknowledged broadcasts pipelined with it are
+/// acknowledged and delivered, and the connection is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_refuses_its_own_messages_only() {
+    // A user with limited rights: on a private server, so the shared one's ACL is untouched.
+    let port = free_port();
+    let Some(server) = PrivateRedis::start(port) else {
+        return;
+    };
+    server.answering().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = unique_prefix("refused");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("limited")
+        .arg("on")
+        .arg(">secret")
+        .arg("+@all")
+        .arg("~*")
+        .arg("resetchannels")
+        .arg(format!("&{prefix}open"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let limited = RedisConfig::new(format!("redis://limited:secret@127.0.0.1:{port}"))
+        .with_channel_prefix(prefix.clone());
+    let a = RedisPubSub::new(limited).unwrap();
+    let b = RedisPubSub::new(RedisConfig::new(url).with_channel_prefix(prefix)).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let inbox = Inbox::default();
+    for topic in ["open", "closed"] {
+        b.subscribe_topic("remote", topic, inbox.handler("remote"))
+            .await
+            .unwrap();
+    }
+
+    // Enough at once that the refused ones share pipelines with the accepted ones.
+    let open: Vec<_> = (0..40)
+        .map(|i| a.broadcast_acknowledged("open", Bytes::from(format!("open-{i}"))))
+        .collect();
+    let closed_acked = a.broadcast_acknowledged("closed", Bytes::from_static(b"closed-acked"));
+    let closed_plain: Vec<_> = (0..5)
+        .map(|i| a.broadcast("closed", Bytes::from(format!("closed-{i}"))))
+        .collect();
+    let (open, closed_acked, closed_plain) = tokio::join!(
+        futures_util::future::join_all(open),
+        closed_acked,
+        futures_util::future::join_all(closed_plain)
+    );
+    for (i, result) in open.iter().enumerate() {
+        assert!(result.is_ok(), "open-{i}: {result:?}");
+    }
+    let error = closed_acked.expect_err("the user may not publish there");
+    assert!(
+        matches!(
+            error.broker(),
+            Some(RedisPubSubError::Unacknowledged { why: Unacknowledged::Refused(reason) })
+                if reason.to_lowercase().contains("noperm")
+        ),
+        "{error:?}"
+    );
+    assert!(closed_plain.iter().all(Result::is_ok), "{closed_plain:?}");
+    eventually("the refused messages to be counted", || {
+        a.broker_stats().publish_errors == 6
+    })
+    .await;
+    inbox
+        .until("every open message", |i| i.of("remote").len() >= 40)
+        .await;
+    let stats = a.broker_stats();
+    assert_eq!((stats.published, stats.publisher_outages), (40, 0), "{stats:?}");
+    assert!(stats.publish_refusals >= 1, "{stats:?}");
+    let got = inbox.of("remote");
+    assert_eq!(got.len(), 40, "nothing on the refused channel arrives: {got:?}");
+    assert!(got.iter().all(|payload| payload.starts_with("open-")), "{got:?}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    drop(server);
+}

@@ -18,7 +18,7 @@ use crate::topic::Topic;
 /// What opening a connection failed with.
 pub(crate) type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why a command on a connection failed, for the log.
+/// Why a command on a connection failed, or why the broker refused it, for the log.
 pub(crate) type Reason = String;
 
 /// One envelope for the broker: the topic it is on and its encoded bytes.
@@ -57,12 +57,13 @@ pub(crate) trait Broker: Send + Sync + Sized + 'static {
     /// Opens the publishing connection.
     fn open_publisher(&self) -> impl Future<Output = Result<Self::Publisher, ConnectError>> + Send;
 
-    /// Sends `envelopes` in order, pipelined; resolves once the broker has answered every one.
+    /// Sends `envelopes` in order, pipelined; resolves once the broker has answered every one,
+    /// with its answer to each, in order, or with why the connection failed.
     fn publish(
         &self,
         publisher: &mut Self::Publisher,
         envelopes: &[Outgoing<'_>],
-    ) -> impl Future<Output = Result<(), PublishFailure>> + Send;
+    ) -> impl Future<Output = Result<Answers, Reason>> + Send;
 
     /// A round trip on an idle publishing connection, so that a silent one is noticed. A
     /// broker with housekeeping to do on its publishing connection does it here.
@@ -107,14 +108,11 @@ pub(crate) trait Subscription: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Cow<'a, [u8]>, Inbound>> + Send + 'a;
 }
 
-/// Why a publish did not go through.
-pub(crate) enum PublishFailure {
-    /// The connection failed: it is taken as lost and reconnected.
-    Lost(Reason),
-    /// The broker answered with an error on a connection that still works (a full queue, a
-    /// missing table): what was not confirmed is counted lost, the connection is kept.
-    Refused(Reason),
-}
+/// The broker's answer to each envelope of a pipeline, in order: `Ok` if it took it, or why
+/// it refused it on a connection that still works (a full queue, a missing table). A refused
+/// envelope's messages are counted lost; the connection is kept. A failure of the connection
+/// itself is the pipeline's `Err`: it is taken as lost and reconnected.
+pub(crate) type Answers = Vec<Result<(), Reason>>;
 
 /// Why an inbound message yields no envelope.
 // Redis hands every message's bytes over as they are; PostgreSQL decodes and fetches.

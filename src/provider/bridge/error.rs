@@ -56,8 +56,8 @@ pub enum BrokerError {
     )]
     SubscribeUnconfirmed,
     /// An acknowledged broadcast (`broadcast_acknowledged`) whose publish the broker did not
-    /// acknowledge: it refused it, did not answer within the response timeout, or the
-    /// connection failed. Local sessions have the message; other instances may or may not.
+    /// acknowledge: it refused it, did not answer within the response timeout, the
+    /// connection failed, or the provider stopped first. Local sessions have the message; other instances may or may not.
     #[error("the broker did not acknowledge the message: {why}; it reached local sessions")]
     Unacknowledged {
         /// What happened.
@@ -110,6 +110,9 @@ pub enum Unacknowledged {
     /// The publishing connection failed while the message was in flight or queued.
     #[error("the publishing connection was lost: {0}")]
     Lost(String),
+    /// The provider stopped before the message was sent.
+    #[error("the provider stopped before it was sent")]
+    Stopped,
 }
 
 impl BrokerError {

@@ -326,9 +326,9 @@ impl<B: Broker> Bridge<B> {
         match acknowledgement.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(BrokerError::Unacknowledged { why }.into()),
-            // Dropped unanswered: discarded with the queue when the connection was lost.
+            // Dropped unanswered: the publisher task ended (aborted by `stop`) with it queued.
             Err(_) => Err(BrokerError::Unacknowledged {
-                why: Unacknowledged::Lost("discarded, queued when the connection failed".into()),
+                why: Unacknowledged::Stopped,
             }
             .into()),
         }

@@ -31,7 +31,29 @@
 //! the messages in flight and those still queued are lost and counted (`publish_errors`), and
 //! broadcasts refuse their remote part with
 //! [`PublishUnavailable`](super::BrokerError::PublishUnavailable) until the task has
-//! reconnected (capped exponential backoff).
+//! reconnected (capped exponential backoff). A broadcast that read the connection up just
+//! before it went down may still queue its message; while reconnecting, the task drops such
+//! messages as they arrive, so none waits for the connection to come back.
+//!
+//! # Refusals
+//!
+//! The broker answers each envelope of a pipeline on its own. One it refuses on a connection
+//! that still works (a full queue, a missing table, a channel the user may not publish on) is
+//! counted lost (`publish_errors`, `publish_refusals`); the others, and the connection, go on.
+//!
+//! # Acknowledgements
+//!
+//! An acknowledged broadcast's message carries a one-shot sender, told exactly once: `Ok` once
+//! the broker's answer to the envelope that carries it was read, or
+//! [`Unacknowledged`](super::Unacknowledged) saying why not: refused, no answer within the
+//! response timeout, the connection lost (in flight, queued, or queued as it went down), or
+//! the provider stopped first.
+//!
+//! # Stop
+//!
+//! On `stop()` the task closes the queue (a racing broadcast is refused with `Stopped`), sends
+//! what is queued once, and ends; after a failure of the connection the rest is counted lost
+//! and not sent.
 //!
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
 
@@ -47,7 +69,7 @@ use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
 use super::backoff::Backoff;
-use super::broker::{Broker, Outgoing, PublishFailure, Reason};
+use super::broker::{Broker, Outgoing, Reason};
 use super::error::Unacknowledged;
 use super::stats::BrokerCounters;
 use super::Shared;
@@ -246,12 +268,16 @@ impl<B: Broker> Publisher<B> {
             }
         }
         self.shared.publisher.set_down();
-        tracing::debug!(instance = %self.shared.instance, broker = B::NAME, "publisher stopped");
+        // Stopped: whatever got into the queue after the flush is not sent.
+        self.queue.close();
+        let unsent = self.discard_queued(&Unacknowledged::Stopped);
+        tracing::debug!(instance = %self.shared.instance, broker = B::NAME, unsent, "publisher stopped");
     }
 
     /// Sends `batch`, coalesced, as pipelines of at most [`PIPELINE_BYTES`] (or one larger
-    /// envelope), each answered within the response timeout. On a failure, how many of the
-    /// batch's messages were not confirmed sent.
+    /// envelope), each answered within the response timeout. Envelopes the broker refuses are
+    /// counted lost and the rest go on. On a failure of the connection, the batch's messages
+    /// not confirmed sent are counted lost, and returned with the reason.
     async fn send(&self, conn: &mut B::Publisher, batch: &mut [Outbound]) -> Result<(), (Reason, usize)> {
         let shared = &*self.shared;
         // Acknowledged broadcasts, by their place in the batch (none, the common case, costs
@@ -268,6 +294,7 @@ impl<B: Broker> Publisher<B> {
                 })
                 .collect();
         let timeout = shared.settings.response_timeout;
+        // `start..end`: the pipeline's envelopes; `confirmed`: the batch's messages before it.
         let (mut start, mut confirmed) = (0, 0);
         while start < envelopes.len() {
             let mut end = start + 1;
@@ -279,21 +306,14 @@ impl<B: Broker> Publisher<B> {
             let messages: usize = records[start..end].iter().sum();
             let pipeline = &envelopes[start..end];
             match tokio::time::timeout(timeout, shared.broker.publish(conn, pipeline)).await {
-                Ok(Ok(())) => {
-                    BrokerCounters::add(&shared.counters.published, messages as u64);
-                    BrokerCounters::add(&shared.counters.envelopes_published, pipeline.len() as u64);
-                    acks.answer(confirmed..confirmed + messages, &Ok(()));
+                Ok(Ok(answers)) => {
+                    debug_assert_eq!(answers.len(), pipeline.len(), "one answer per envelope");
+                    self.answered(&answers, &records[start..end], confirmed, &mut acks);
                 }
-                Ok(Err(PublishFailure::Refused(reason))) => {
-                    self.refused(&reason, messages);
-                    acks.answer(
-                        confirmed..confirmed + messages,
-                        &Err(Unacknowledged::Refused(reason.clone())),
-                    );
-                }
-                Ok(Err(PublishFailure::Lost(reason))) => {
+                Ok(Err(reason)) => {
+                    let unconfirmed = self.unconfirmed(batch.len() - confirmed);
                     acks.answer(confirmed..batch.len(), &Err(Unacknowledged::Lost(reason.clone())));
-                    return Err((reason, batch.len() - confirmed));
+                    return Err((reason, unconfirmed));
                 }
                 Err(_) => {
                     let reason = format!(
@@ -301,11 +321,12 @@ impl<B: Broker> Publisher<B> {
                         pipeline.len(),
                         timeout.as_millis()
                     );
+                    let unconfirmed = self.unconfirmed(batch.len() - confirmed);
                     acks.answer(
                         confirmed..batch.len(),
                         &Err(Unacknowledged::TimedOut { after: timeout }),
                     );
-                    return Err((reason, batch.len() - confirmed));
+                    return Err((reason, unconfirmed));
                 }
             }
             confirmed += messages;
@@ -314,47 +335,117 @@ impl<B: Broker> Publisher<B> {
         Ok(())
     }
 
-    /// On stop: sends what broadcasts queued before it, once, then gives up.
+    /// Counts and acknowledges a pipeline the broker answered: `answers` and `records` (the
+    /// messages each envelope carries) are per envelope; its first message is the batch's
+    /// `first`. Counted before acknowledged, so a caller told `Ok` finds its message counted.
+    fn answered(&self, answers: &[Result<(), Reason>], records: &[usize], first: usize, acks: &mut Acks) {
+        let counters = &self.shared.counters;
+        let (mut published, mut envelopes) = (0, 0);
+        let mut refusal: Option<(&Reason, u64, usize)> = None;
+        for (answer, &count) in answers.iter().zip(records) {
+            match answer {
+                Ok(()) => {
+                    published += count;
+                    envelopes += 1;
+                }
+                Err(reason) => {
+                    let (_, refused, lost) = refusal.get_or_insert((reason, 0, 0));
+                    *refused += 1;
+                    *lost += count;
+                }
+            }
+        }
+        BrokerCounters::add(&counters.published, published as u64);
+        BrokerCounters::add(&counters.envelopes_published, envelopes);
+        if let Some((reason, refused, lost)) = refusal {
+            self.refused(reason, refused, lost);
+        }
+        if acks.0.is_none() {
+            return;
+        }
+        let mut place = first;
+        for (answer, &count) in answers.iter().zip(records) {
+            let answer = answer.clone().map_err(Unacknowledged::Refused);
+            acks.answer(place..place + count, &answer);
+            place += count;
+        }
+    }
+
+    /// Counts `messages` lost with the connection (before their acknowledgements are told);
+    /// returns them.
+    fn unconfirmed(&self, messages: usize) -> usize {
+        BrokerCounters::add(&self.shared.counters.publish_errors, messages as u64);
+        messages
+    }
+
+    /// On stop: sends what broadcasts queued before it, once, then gives up. The queue is
+    /// closed first, so a broadcast racing the stop is refused rather than left behind. After
+    /// a failure of the connection the rest is not sent: counted lost, and acknowledgements
+    /// told why.
     async fn flush(&mut self, conn: &mut B::Publisher, batch: &mut Vec<Outbound>) {
+        self.queue.close();
         while let Ok(message) = self.queue.try_recv() {
             batch.push(message);
         }
+        let mut failed: Option<Reason> = None;
         for chunk in batch.chunks_mut(self.shared.settings.max_pipeline) {
-            if let Err((_, unconfirmed)) = self.send(conn, chunk).await {
-                BrokerCounters::add(&self.shared.counters.publish_errors, unconfirmed as u64);
+            match &failed {
+                None => {
+                    if let Err((reason, _counted)) = self.send(conn, chunk).await {
+                        failed = Some(reason);
+                    }
+                }
+                Some(reason) => {
+                    self.unconfirmed(chunk.len());
+                    let why = Unacknowledged::Lost(reason.clone());
+                    Acks::take(chunk).answer(0..chunk.len(), &Err(why));
+                }
             }
+        }
+        if let Some(reason) = failed {
+            tracing::warn!(
+                instance = %self.shared.instance,
+                broker = B::NAME,
+                reason,
+                "the publishing connection failed while sending what was queued at stop"
+            );
         }
         batch.clear();
     }
 
-    /// The broker refused a pipeline on a connection that still works: its messages are
-    /// counted lost and the connection kept. The first ten are logged as warnings, then every
-    /// power of two, so a broker that refuses everything cannot flood the log.
-    fn refused(&self, reason: &str, messages: usize) {
+    /// The broker refused `refused` envelopes carrying `messages` messages on a connection
+    /// that still works: the messages are counted lost and the connection kept. The first ten
+    /// refusals are logged as warnings, then every power of two, so a broker that refuses
+    /// everything cannot flood the log.
+    fn refused(&self, reason: &str, refused: u64, messages: usize) {
         let counters = &self.shared.counters;
         let errors = counters
             .publish_errors
             .fetch_add(messages as u64, Ordering::Relaxed)
             + messages as u64;
-        let refusals = counters.publish_refusals.fetch_add(1, Ordering::Relaxed) + 1;
-        if refusals <= 10 || refusals.is_power_of_two() {
+        let before = counters.publish_refusals.fetch_add(refused, Ordering::Relaxed);
+        let refusals = before + refused;
+        let crossed_power_of_two = (before + 1..=refusals).any(u64::is_power_of_two);
+        if before < 10 || crossed_power_of_two {
             tracing::warn!(
                 instance = %self.shared.instance,
                 broker = B::NAME,
                 reason,
                 lost = messages,
                 publish_errors = errors,
+                publish_refusals = refusals,
                 "the broker refused a publish; the connection is kept"
             );
         }
     }
 
+    /// The connection failed with `in_flight` messages unconfirmed (already counted): marks it
+    /// down and drops what is queued.
     fn lost(&mut self, reason: &str, in_flight: usize) {
         self.shared.publisher.set_down();
-        let queued = self.discard_queued();
+        let queued = self.discard_queued(&Unacknowledged::Lost(reason.to_owned()));
         let counters = &self.shared.counters;
         BrokerCounters::add(&counters.publisher_outages, 1);
-        BrokerCounters::add(&counters.publish_errors, (in_flight + queued) as u64);
         tracing::warn!(
             instance = %self.shared.instance,
             broker = B::NAME,
@@ -364,46 +455,65 @@ impl<B: Broker> Publisher<B> {
         );
     }
 
-    fn discard_queued(&mut self) -> usize {
+    /// Drops every queued message unsent, counted lost, telling acknowledged ones `why`;
+    /// returns how many.
+    fn discard_queued(&mut self, why: &Unacknowledged) -> usize {
         let mut discarded = 0;
-        while self.queue.try_recv().is_ok() {
+        while let Ok(message) = self.queue.try_recv() {
+            self.discard(message, why);
             discarded += 1;
         }
         discarded
     }
 
+    /// Drops `message` unsent, counted lost, telling its acknowledgement, if it has one, `why`.
+    fn discard(&self, mut message: Outbound, why: &Unacknowledged) {
+        BrokerCounters::add(&self.shared.counters.publish_errors, 1);
+        if let Some(ack) = message.ack.take() {
+            let _ = ack.send(Err(why.clone()));
+        }
+    }
+
+    /// Reconnects with backoff; `None` if the provider stops first. Meanwhile broadcasts see
+    /// the connection down and queue nothing, but one that read it up just before it went down
+    /// may still queue a message: such messages are dropped as they arrive (counted lost,
+    /// acknowledgements told), not left waiting for the connection.
     async fn reconnect(&mut self) -> Option<B::Publisher> {
         let shared = Arc::clone(&self.shared);
         let mut backoff = Backoff::from_settings(&shared.settings);
+        let stale = Unacknowledged::Lost("queued as the publishing connection went down".into());
         loop {
             let attempt = backoff.after_next_delay(shared.open_publisher());
-            tokio::select! {
-                _ = self.shutdown.changed() => return None,
-                result = attempt => match result {
-                    Ok(connection) => {
-                        // Raced in before broadcasts saw the connection down: too late to send.
-                        let stale = self.discard_queued();
-                        BrokerCounters::add(&shared.counters.publish_errors, stale as u64);
-                        let down_for = shared.publisher.down_for();
-                        shared.publisher.set_up();
-                        BrokerCounters::add(&shared.counters.publisher_reconnects, 1);
-                        tracing::info!(
-                            instance = %shared.instance,
-                            broker = B::NAME,
-                            outage_ms = down_for.as_millis() as u64,
-                            attempts = backoff.attempts(),
-                            "the publishing connection is back"
-                        );
-                        return Some(connection);
-                    }
-                    Err(error) => tracing::debug!(
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    _ = self.shutdown.changed() => return None,
+                    result = &mut attempt => break result,
+                    Some(message) = self.queue.recv() => self.discard(message, &stale),
+                }
+            };
+            match result {
+                Ok(connection) => {
+                    self.discard_queued(&stale);
+                    let down_for = shared.publisher.down_for();
+                    shared.publisher.set_up();
+                    BrokerCounters::add(&shared.counters.publisher_reconnects, 1);
+                    tracing::info!(
                         instance = %shared.instance,
                         broker = B::NAME,
-                        attempt = backoff.attempts(),
-                        %error,
-                        "reconnecting the publishing connection failed"
-                    ),
-                },
+                        outage_ms = down_for.as_millis() as u64,
+                        attempts = backoff.attempts(),
+                        "the publishing connection is back"
+                    );
+                    return Some(connection);
+                }
+                Err(error) => tracing::debug!(
+                    instance = %shared.instance,
+                    broker = B::NAME,
+                    attempt = backoff.attempts(),
+                    %error,
+                    "reconnecting the publishing connection failed"
+                ),
             }
             if *self.shutdown.borrow() {
                 return None;

@@ -34,12 +34,13 @@ pub struct BrokerStats {
     /// Publish commands that carried them: envelopes, each holding a run of consecutive
     /// messages on one topic (`published / envelopes_published` is the mean batch).
     pub envelopes_published: u64,
-    /// Messages not confirmed sent because the publishing connection failed while they were
-    /// queued or in flight: lost, though some in flight may have reached the broker before the
-    /// failure.
+    /// Messages not confirmed sent: the publishing connection failed while they were queued or
+    /// in flight (some in flight may have reached the broker before the failure), the broker
+    /// refused their publish, or the provider stopped before they were sent.
     pub publish_errors: u64,
-    /// Pipelines the broker answered with an error on a connection that still works (a full
-    /// notification queue, a missing table); their messages are in `publish_errors`.
+    /// Publish commands (envelopes) the broker answered with an error on a connection that
+    /// still works (a full notification queue, a missing table, a channel the user may not
+    /// publish on); their messages are in `publish_errors`.
     pub publish_refusals: u64,
     /// Broadcasts whose remote part was refused because the publishing connection was down
     /// (they returned [`PublishUnavailable`](super::BrokerError::PublishUnavailable)).

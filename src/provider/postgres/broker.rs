@@ -11,7 +11,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::{try_join_all, BoxFuture};
+use futures_util::future::{join_all, BoxFuture};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,7 +22,7 @@ use super::config::{shown_url, LargePayloads, PostgresConfig};
 use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Broker, ConnectError, Inbound, Outgoing, PublishFailure, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, Reason, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -287,7 +287,7 @@ impl Broker for PostgresBroker {
         &self,
         publisher: &mut PostgresPublisher,
         envelopes: &[Outgoing<'_>],
-    ) -> Result<(), PublishFailure> {
+    ) -> Result<Answers, Reason> {
         let expiry_due = self.expiry_due(publisher);
         let publisher = &*publisher;
         let (client, notify) = (&publisher.client, &publisher.notify);
@@ -307,19 +307,24 @@ impl Broker for PostgresBroker {
             sends.push(send);
         }
         let expired = self.expire(publisher, expiry_due);
-        let (sent, expired) = futures_util::future::join(try_join_all(sends), expired).await;
-        sent.map_err(|error| {
-            let reason = format!("pg_notify failed: {error}");
-            match error.as_db_error() {
-                Some(_) if !error.is_closed() => PublishFailure::Refused(reason),
-                _ => PublishFailure::Lost(reason),
+        let (sent, expired) = futures_util::future::join(join_all(sends), expired).await;
+        let mut answers = Vec::with_capacity(sent.len());
+        for result in sent {
+            match result {
+                Ok(_) => answers.push(Ok(())),
+                // Each statement is its own transaction: the server's refusal of one leaves
+                // the others and the connection as they are.
+                Err(error) if error.as_db_error().is_some() && !error.is_closed() => {
+                    answers.push(Err(format!("pg_notify refused: {error}")));
+                }
+                Err(error) => return Err(format!("pg_notify failed: {error}")),
             }
-        })?;
+        }
         if let Err(reason) = expired {
             // The notifications went out; the rows are deleted at the next chance.
             tracing::warn!(instance = %self.instance, reason, "deleting expired payloads failed");
         }
-        Ok(())
+        Ok(answers)
     }
 
     /// The health query also reads how full PostgreSQL's notification queue is: shared by

@@ -11,7 +11,7 @@ use redis::AsyncConnectionConfig;
 use super::config::RedisConfig;
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Broker, ConnectError, Inbound, Outgoing, PublishFailure, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, Reason, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -81,12 +81,16 @@ impl Broker for RedisBroker {
         Ok(connection)
     }
 
+    /// One `PUBLISH` per envelope, pipelined, each reply read on its own: a command the server
+    /// refuses (say, `NOPERM` for a channel the user may not publish on) refuses its envelope
+    /// alone.
     async fn publish(
         &self,
         publisher: &mut MultiplexedConnection,
         envelopes: &[Outgoing<'_>],
-    ) -> Result<(), PublishFailure> {
+    ) -> Result<Answers, Reason> {
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         let mut channel = String::new();
         for outgoing in envelopes {
             channel.clear();
@@ -94,17 +98,26 @@ impl Broker for RedisBroker {
             channel.push_str(outgoing.topic);
             pipe.cmd("PUBLISH")
                 .arg(channel.as_bytes())
-                .arg(&outgoing.envelope[..])
-                .ignore();
+                .arg(&outgoing.envelope[..]);
         }
-        pipe.exec_async(publisher).await.map_err(|error| {
-            let reason = format!("PUBLISH failed: {error}");
-            if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
-                PublishFailure::Lost(reason)
-            } else {
-                PublishFailure::Refused(reason)
-            }
-        })
+        let replies: Vec<redis::Value> = pipe
+            .query_async(publisher)
+            .await
+            .map_err(|error| format!("PUBLISH failed: {error}"))?;
+        if replies.len() != envelopes.len() {
+            return Err(format!(
+                "PUBLISH pipeline of {} commands got {} replies",
+                envelopes.len(),
+                replies.len()
+            ));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                redis::Value::ServerError(error) => Err(format!("PUBLISH refused: {error}")),
+                _ => Ok(()),
+            })
+            .collect())
     }
 
     async fn ping_publisher(&self, publisher: &mut MultiplexedConnection) -> Result<(), Reason> {
