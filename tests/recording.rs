@@ -241,6 +241,10 @@ async fn records_calls_made_through_session_pubsub() {
 
     tab.subscribe("room", Inbox::default().handler()).await.unwrap();
     tab.broadcast_from("room", "hi".into()).await.unwrap();
+    tab.broadcast_acknowledged("room", "all".into()).await.unwrap();
+    tab.broadcast_from_acknowledged("room", "others".into())
+        .await
+        .unwrap();
     tab.unsubscribe("room").await.unwrap();
     tab.unsubscribe_all().await.unwrap();
 
@@ -249,6 +253,8 @@ async fn records_calls_made_through_session_pubsub() {
         vec![
             subscribed("tab-1", "room", true),
             broadcast("room", "hi", Some("tab-1"), true),
+            acknowledged(broadcast("room", "all", None, true)),
+            acknowledged(broadcast("room", "others", Some("tab-1"), true)),
             Call::Unsubscribed {
                 session_id: "tab-1".into(),
                 topic: "room".into(),

@@ -63,6 +63,21 @@ impl SessionPubSub {
             .broadcast_from(&self.session_id, topic, message)
             .await
     }
+
+    /// [`broadcast`](Self::broadcast), acknowledged as
+    /// [`PubSubProvider::broadcast_acknowledged`] is: for a distributed provider, `Ok` once the
+    /// broker's reply to the publish was read.
+    pub async fn broadcast_acknowledged(&self, topic: &str, message: Bytes) -> Result<()> {
+        self.provider.broadcast_acknowledged(topic, message).await
+    }
+
+    /// [`broadcast_from`](Self::broadcast_from), acknowledged as
+    /// [`PubSubProvider::broadcast_acknowledged`] is.
+    pub async fn broadcast_from_acknowledged(&self, topic: &str, message: Bytes) -> Result<()> {
+        self.provider
+            .broadcast_from_acknowledged(&self.session_id, topic, message)
+            .await
+    }
 }
 
 impl std::fmt::Debug for SessionPubSub {
