@@ -128,6 +128,22 @@ async fn a_handler_hanging_in_its_future_is_cancelled_after_the_grace() {
     assert_cancelled_after(&pubsub, &probe, closed_at, grace).await;
 }
 
+/// The grace counts from the close, not from when the session's task next runs: here the
+/// clock jumps 60 ms between the close and the task's first chance to see it, and the handler
+/// is still cancelled 100 ms after the close.
+#[tokio::test(start_paused = true)]
+async fn the_grace_counts_from_the_close_however_late_the_task_sees_it() {
+    let grace = ms(100);
+    let (pubsub, probe) = hanging_in_room(grace).await;
+
+    let closed_at = Instant::now();
+    pubsub.unsubscribe_all("s").await.unwrap();
+    // One thread: the session's task has not run since the close. `advance` moves the clock,
+    // then yields to it.
+    tokio::time::advance(ms(60)).await;
+    assert_cancelled_after(&pubsub, &probe, closed_at, grace).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_handler_finishing_just_inside_the_grace_is_not_cancelled() {
     let grace = ms(100);

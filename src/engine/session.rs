@@ -1,6 +1,10 @@
 //! One session: its mailbox, its open/closed state, and its writer-side record of subscriptions.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::close_reason::CloseReason;
 use crate::session_form::SessionForm;
@@ -100,6 +104,9 @@ pub(crate) struct Session {
     ///
     /// [G7]: crate::docs::contract#g7-bounded-memory
     closing: AtomicWaker,
+    /// When the close happened: set by the close that wins, before it wakes anyone, so a
+    /// handler's close grace counts from the close, not from when its task saw it.
+    closed_at: OnceLock<Instant>,
     counters: Arc<Counters>,
 }
 
@@ -121,6 +128,7 @@ impl Session {
             }),
             handlers: AtomicSnapshot::new(Arc::new(HandlerTable::default())),
             closing: AtomicWaker::new(),
+            closed_at: OnceLock::new(),
             counters,
         }
     }
@@ -173,9 +181,15 @@ impl Session {
         {
             return false;
         }
+        let _ = self.closed_at.set(Instant::now());
         self.mailbox.wake_all();
         self.closing.wake();
         true
+    }
+
+    /// How long ago the session was closed (zero if the close is still being made).
+    pub(crate) fn closed_for(&self) -> Duration {
+        self.closed_at.get().map_or(Duration::ZERO, Instant::elapsed)
     }
 
     /// The session's task, waiting for a handler's future: registers `waker` to be woken by

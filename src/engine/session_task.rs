@@ -16,8 +16,9 @@
 //! - While the task waits for a handler's future it registers its waker on the session
 //!   (`Session::wake_on_close`), then reads the session's state. `close` writes the state, then
 //!   wakes that waker: either the read sees the close, or the wake finds the waker (the
-//!   `AtomicWaker`'s release on register, acquire on wake). So the grace starts at the close,
-//!   not at the handler's next wake-up.
+//!   `AtomicWaker`'s release on register, acquire on wake). So the task learns of the close
+//!   without waiting for the handler's next wake-up; and the grace counts from the instant the
+//!   close recorded (`Session::closed_for`), not from when the task ran again.
 //! - A grace of 0 drops the future when the task sees the close, without polling it again.
 //!   Otherwise the future is polled before the grace's timer at each wake-up, so a future
 //!   ready when the grace runs out finishes.
@@ -350,7 +351,9 @@ impl<'a> CloseGrace<'a> {
                 if self.grace.is_zero() {
                     return true;
                 }
-                match block_deadline(self.grace) {
+                // The grace counts from the close itself, however late the task saw it.
+                let left = self.grace.saturating_sub(self.session.closed_for());
+                match block_deadline(left) {
                     Some(timer) => {
                         self.timer = Some(Box::pin(timer));
                         false
