@@ -399,7 +399,8 @@ fn slow_consumer(c: &mut Criterion, rt: &Runtime) {
                 .engine()
                 .open_session(&format!("stalled-{name}"))
                 .expect("open");
-            receiver.subscribe(&peers::topic_name(i)).expect("subscribe");
+            rt.block_on(receiver.subscribe(&peers::topic_name(i)))
+                .expect("subscribe");
             receiver
         })
         .collect();

@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut session = pubsub.open_session("tab-1")?;
     let handle = session.handle();
-    session.subscribe("counter:42")?;
+    session.subscribe("counter:42").await?;
     println!("tab-1 subscribed to counter:42 (mailbox of 8, drop_oldest)");
 
     // A burst of 20 before the consumer runs: the mailbox keeps the newest 8.
@@ -67,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The socket's reader: the client asks for a second counter while the consumer waits.
     let reader = {
         let handle = handle.clone();
-        tokio::spawn(async move { handle.subscribe("counter:7") })
+        tokio::spawn(async move { handle.subscribe("counter:7").await })
     };
     reader.await??;
     println!(

@@ -53,7 +53,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // A tab whose socket stalled: subscribed to three topics, it reads nothing.
     let mut slow = pubsub.open_session("tab-slow")?;
     for topic in ["presence:lobby", "ticker:eur", "orders:42"] {
-        slow.subscribe(topic)?;
+        slow.subscribe(topic).await?;
     }
 
     for n in 0..6 {

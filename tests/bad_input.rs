@@ -43,7 +43,7 @@ impl Fixture {
         let pubsub = InMemoryPubSub::with_config(small_limits()).unwrap();
         pubsub.start().await.unwrap();
         let reader = pubsub.open_session("reader").unwrap();
-        reader.subscribe("room").unwrap();
+        reader.subscribe("room").await.unwrap();
         let writer = Inbox::default();
         pubsub
             .subscribe_topic("writer", "room", writer.handler())
@@ -117,7 +117,7 @@ async fn topic_operations(f: &Fixture, topic: &str) -> Vec<(&'static str, Result
             "engine broadcast",
             engine.broadcast(topic, "m".into()).await.map(drop),
         ),
-        ("receiver subscribe", f.reader.subscribe(topic)),
+        ("receiver subscribe", f.reader.subscribe(topic).await),
         ("receiver unsubscribe", f.reader.unsubscribe(topic)),
     ]
 }
@@ -207,14 +207,14 @@ async fn topic_limit_counts_bytes_not_characters() {
     let mut reader = pubsub.open_session("reader").unwrap();
     // Eight two-byte characters: exactly the limit.
     let at_limit = "é".repeat(8);
-    reader.subscribe(&at_limit).unwrap();
+    reader.subscribe(&at_limit).await.unwrap();
     pubsub.broadcast(&at_limit, "m".into()).await.unwrap();
     assert_eq!(reader.try_recv().unwrap().payload(), "m");
 
     let over = "é".repeat(9);
     rejected(
         "subscribe",
-        reader.subscribe(&over),
+        reader.subscribe(&over).await,
         "topic is 18 bytes; the limit is 16",
     );
     assert_eq!(pubsub.engine().topic_count(), 1);
@@ -288,7 +288,7 @@ async fn payload_over_the_limit_is_rejected_naming_the_limit() {
 async fn payload_at_the_limit_and_empty_payload_are_accepted() {
     let pubsub = InMemoryPubSub::with_config(small_limits()).unwrap();
     let mut reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    reader.subscribe("room").await.unwrap();
 
     pubsub
         .broadcast("room", Bytes::from(vec![b'p'; MAX_PAYLOAD]))
@@ -447,7 +447,11 @@ fn subscribe_topic_outside_a_runtime_returns_no_runtime() {
 fn pull_sessions_work_outside_a_runtime() {
     let pubsub = InMemoryPubSub::new();
     let mut reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    // In one process a pull-form subscribe is done when first polled.
+    {
+        let subscribe = std::pin::pin!(reader.subscribe("room"));
+        assert!(matches!(poll_once(subscribe), Poll::Ready(Ok(()))));
+    }
 
     let mut broadcast = pubsub.broadcast("room", "m".into());
     assert!(matches!(poll_once(broadcast.as_mut()), Poll::Ready(Ok(()))));

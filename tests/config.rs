@@ -933,7 +933,7 @@ async fn capacity_one_holds_one_message_beside_the_one_in_a_handler() {
 async fn capacity_one_under_drop_oldest_leaves_a_reader_the_latest() {
     let engine = Engine::new(Config::default().with_capacity(1)).unwrap();
     let mut reader = engine.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    reader.subscribe("room").await.unwrap();
     for payload in ["m0", "m1", "m2"] {
         assert_eq!(broadcast(&engine, "room", payload).await.0, 1);
     }
@@ -947,7 +947,7 @@ async fn max_capacity_holds_that_many_messages() {
         .with_policy(OverflowPolicy::DropNewest);
     let engine = Engine::new(config).unwrap();
     let reader = engine.open_session("reader").unwrap();
-    reader.subscribe("t").unwrap();
+    reader.subscribe("t").await.unwrap();
     assert_eq!(reader.queued(), 0);
     for _ in 0..MAX_CAPACITY {
         engine.broadcast("t", Bytes::from_static(b"x")).await.unwrap();
@@ -963,8 +963,8 @@ async fn max_queued_one_admits_only_into_an_empty_mailbox() {
         .with_max_queued(1);
     let engine = Engine::new(Config::default().with_capacity(4).with_topic_override(presence)).unwrap();
     let mut reader = engine.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
-    reader.subscribe("presence:1").unwrap();
+    reader.subscribe("room").await.unwrap();
+    reader.subscribe("presence:1").await.unwrap();
 
     assert_eq!(broadcast(&engine, "presence:1", "p0").await, (1, 0));
     assert_eq!(broadcast(&engine, "presence:1", "p1").await, (0, 1));
@@ -1000,8 +1000,8 @@ async fn max_queued_one_under_drop_oldest_evicts_every_topic() {
         .with_topic_override(latest);
     let engine = Engine::new(config).unwrap();
     let mut reader = engine.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
-    reader.subscribe("latest:1").unwrap();
+    reader.subscribe("room").await.unwrap();
+    reader.subscribe("latest:1").await.unwrap();
     for payload in ["r0", "r1", "r2"] {
         broadcast(&engine, "room", payload).await;
     }
@@ -1022,7 +1022,7 @@ async fn max_queued_at_the_capacity_admits_as_without_an_override() {
     for config in [without, with] {
         let engine = Engine::new(config).unwrap();
         let reader = engine.open_session("reader").unwrap();
-        reader.subscribe("p:1").unwrap();
+        reader.subscribe("p:1").await.unwrap();
         let mut outcome = Vec::new();
         for payload in ["m0", "m1", "m2"] {
             outcome.push(broadcast(&engine, "p:1", payload).await);
@@ -1045,7 +1045,7 @@ async fn block_waits_its_whole_timeout_at_each_bound() {
             let config = Config::default().with_capacity(1).with_policy(policy);
             let engine = Engine::new(config).unwrap();
             let stalled = engine.open_session("stalled").unwrap();
-            stalled.subscribe("room").unwrap();
+            stalled.subscribe("room").await.unwrap();
             assert_eq!(broadcast(&engine, "room", "m0").await, (1, 0));
 
             let began = tokio::time::Instant::now();
@@ -1133,14 +1133,14 @@ async fn limits_of_one_byte_admit_one_byte() {
         .with_max_session_id_bytes(1);
     let engine = Engine::new(Config::default().with_limits(limits)).unwrap();
     let reader = engine.open_session("s").unwrap();
-    reader.subscribe("t").unwrap();
+    reader.subscribe("t").await.unwrap();
 
     assert!(matches!(
         engine.open_session("s2"),
         Err(PubSubError::SessionIdTooLong { len: 2, limit: 1 })
     ));
     assert!(matches!(
-        reader.subscribe("tt"),
+        reader.subscribe("tt").await,
         Err(PubSubError::TopicTooLong { len: 2, limit: 1 })
     ));
     assert_eq!(broadcast(&engine, "t", "x").await, (1, 0));
@@ -1167,6 +1167,7 @@ async fn limits_at_their_maximum_admit_what_the_defaults_refuse() {
     let reader = engine.open_session(&"s".repeat(65_535)).unwrap();
     reader
         .subscribe(&"t".repeat(defaults.max_topic_bytes + 1))
+        .await
         .unwrap();
     let payload = Bytes::from(vec![0; defaults.max_payload_bytes + 1]);
     let fanout = engine
@@ -1194,7 +1195,7 @@ async fn loaded_config_drives_the_provider() {
     assert_eq!(*pubsub.engine().config(), config);
 
     let reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    reader.subscribe("room").await.unwrap();
     for i in 0..3 {
         pubsub
             .engine()

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use fanout::{
     Config, Engine, Handler, InMemoryPubSub, OverflowPolicy, PubSubProvider, SessionReceiver, TryRecvError,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 
 mod support;
@@ -202,9 +202,9 @@ async fn pull_sessions_get_each_broadcast_exactly_once() {
     let mut by_stream = pubsub.engine().open_session("by-stream").unwrap();
     let mut by_recv_many = pubsub.open_session("by-recv-many").unwrap();
     for receiver in [&by_recv, &by_try_recv, &by_stream, &by_recv_many] {
-        receiver.subscribe("news").unwrap();
-        receiver.subscribe("sports").unwrap();
-        receiver.subscribe("news").unwrap(); // G3: still one subscription
+        receiver.subscribe("news").await.unwrap();
+        receiver.subscribe("sports").await.unwrap();
+        receiver.subscribe("news").await.unwrap(); // G3: still one subscription
     }
     assert_eq!(pubsub.stats().subscriptions, 8);
     for n in 0..PER_TOPIC {
@@ -277,7 +277,7 @@ async fn recv_many_waits_for_one_then_takes_what_is_queued() {
     let pubsub = InMemoryPubSub::with_config(big_mailboxes()).unwrap();
     pubsub.start().await.unwrap();
     let mut reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("t").unwrap();
+    reader.subscribe("t").await.unwrap();
     let mut batch = Vec::new();
     assert_eq!(
         reader.recv_many(&mut batch, 0).await,
@@ -342,7 +342,7 @@ async fn subscribing_during_publishing_receives_every_later_broadcast() {
     let mut target = SPACING;
     for joiner in &joiners {
         wait_for_seq(started, target).await;
-        joiner.subscribe("feed").unwrap();
+        joiner.subscribe("feed").await.unwrap();
         // Every broadcast numbered above this one began after the subscribe returned.
         let after = started.load(SeqCst);
         joined_at.push(after);
@@ -400,13 +400,13 @@ async fn resubscribe_during_broadcast_never_delivers_twice() {
     const RECEIVERS: usize = 200;
     let engine = Engine::new(Config::default()).unwrap();
     let first = engine.open_session("first").unwrap();
-    first.subscribe("room").unwrap();
+    first.subscribe("room").await.unwrap();
     let mut trigger = engine.open_session("trigger").unwrap();
-    trigger.subscribe("room").unwrap();
+    trigger.subscribe("room").await.unwrap();
     let mut others = vec![first];
     for r in 0..RECEIVERS {
         let receiver = engine.open_session(&format!("other-{r}")).unwrap();
-        receiver.subscribe("room").unwrap();
+        receiver.subscribe("room").await.unwrap();
         others.push(receiver);
     }
     let others = Arc::new(others);
@@ -429,7 +429,9 @@ async fn resubscribe_during_broadcast_never_delivers_twice() {
                 receiver.unsubscribe("room").unwrap();
             }
             for receiver in others.iter() {
-                receiver.subscribe("room").unwrap();
+                // In one process a subscribe is done when first polled.
+                let subscribed = receiver.subscribe("room").now_or_never();
+                subscribed.expect("done at once").unwrap();
             }
             moved.store(true, SeqCst);
         })))))
@@ -488,7 +490,7 @@ async fn broadcast_from_skips_only_the_sender() {
         .await
         .unwrap();
     let mut eve = pubsub.open_session("eve").unwrap();
-    eve.subscribe("room").unwrap();
+    eve.subscribe("room").await.unwrap();
 
     // A sender that is not subscribed (dave) or does not exist (nobody) excludes nobody.
     let sends = [(1, "alice"), (2, "eve"), (3, "dave"), (4, "nobody")];
@@ -600,13 +602,12 @@ async fn no_delivery_after_unsubscribe_topic_while_publishing() {
 async fn pull_no_delivery_after_unsubscribe_while_publishing() {
     const RECEIVERS: usize = 8;
     let engine = Engine::new(Config::default()).unwrap();
-    let mut receivers: Vec<SessionReceiver> = (0..RECEIVERS)
-        .map(|r| {
-            let receiver = engine.open_session(&format!("reader-{r}")).unwrap();
-            receiver.subscribe("feed").unwrap();
-            receiver
-        })
-        .collect();
+    let mut receivers: Vec<SessionReceiver> = Vec::new();
+    for r in 0..RECEIVERS {
+        let receiver = engine.open_session(&format!("reader-{r}")).unwrap();
+        receiver.subscribe("feed").await.unwrap();
+        receivers.push(receiver);
+    }
     let publisher = FeedPublisher::through_engine(&engine, 32);
 
     let mut cutoffs = Vec::new();
@@ -866,8 +867,8 @@ async fn subscribing_twice_delivers_once_to_the_newer_handler() {
 async fn pull_subscribing_twice_delivers_once() {
     let engine = Engine::new(Config::default()).unwrap();
     let mut receiver = engine.open_session("s").unwrap();
-    receiver.subscribe("t").unwrap();
-    receiver.subscribe("t").unwrap();
+    receiver.subscribe("t").await.unwrap();
+    receiver.subscribe("t").await.unwrap();
     assert_eq!(receiver.topics(), vec!["t"]);
     assert_eq!(engine.stats().subscriptions, 1);
     let fanout = engine.broadcast("t", seq_payload(1)).await.unwrap();
@@ -968,15 +969,12 @@ const LITERAL_TOPICS: &[&str] = &[
 #[tokio::test]
 async fn topics_are_literal_and_isolated() {
     let engine = Engine::new(Config::default()).unwrap();
-    let mut receivers: Vec<(&str, SessionReceiver)> = LITERAL_TOPICS
-        .iter()
-        .enumerate()
-        .map(|(i, &topic)| {
-            let receiver = engine.open_session(&format!("r{i}")).unwrap();
-            receiver.subscribe(topic).unwrap();
-            (topic, receiver)
-        })
-        .collect();
+    let mut receivers: Vec<(&str, SessionReceiver)> = Vec::new();
+    for (i, &topic) in LITERAL_TOPICS.iter().enumerate() {
+        let receiver = engine.open_session(&format!("r{i}")).unwrap();
+        receiver.subscribe(topic).await.unwrap();
+        receivers.push((topic, receiver));
+    }
     assert_eq!(
         engine.topic_count(),
         LITERAL_TOPICS.len(),
@@ -1081,7 +1079,7 @@ async fn busy_receiver_lets_other_tasks_on_its_worker_run() {
     let engine = Engine::new(big_mailboxes()).unwrap();
     for as_stream in [false, true] {
         let mut receiver = engine.open_session(&format!("stream-{as_stream}")).unwrap();
-        receiver.subscribe("t").unwrap();
+        receiver.subscribe("t").await.unwrap();
         for n in 0..QUEUED {
             engine.broadcast("t", seq_payload(n)).await.unwrap();
         }
@@ -1105,9 +1103,9 @@ async fn accounting_identity_holds_in_every_state() {
     let pubsub = InMemoryPubSub::with_config(config).unwrap();
     pubsub.start().await.unwrap();
     let mut reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("t").unwrap();
+    reader.subscribe("t").await.unwrap();
     let closer = pubsub.open_session("closer").unwrap();
-    closer.subscribe("t").unwrap();
+    closer.subscribe("t").await.unwrap();
     let gate = Arc::new(Semaphore::new(0));
     let entered = Arc::new(AtomicUsize::new(0));
     let handler = {
@@ -1178,11 +1176,11 @@ async fn subscriber_count_follows_subscribe_and_unsubscribe() {
     assert_eq!(engine.subscriber_count("room"), 0);
     let a = engine.open_session("a").unwrap();
     let b = engine.open_session("b").unwrap();
-    a.subscribe("room").unwrap();
-    b.subscribe("room").unwrap();
-    b.subscribe("other").unwrap();
+    a.subscribe("room").await.unwrap();
+    b.subscribe("room").await.unwrap();
+    b.subscribe("other").await.unwrap();
     // G3: subscribing again counts once.
-    a.subscribe("room").unwrap();
+    a.subscribe("room").await.unwrap();
     assert_eq!(engine.subscriber_count("room"), 2);
     assert_eq!(engine.subscriber_count("other"), 1);
     assert_eq!(engine.subscriber_count("ro"), 0);

@@ -1,7 +1,8 @@
 //! The pull form across instances, on each distributed provider: a session opened with
-//! `open_session` on one instance receives what any instance broadcasts, `subscribe_session`
-//! returns once the broker confirmed the channel (G1 across instances), also while the
-//! session's reader is parked in `recv`, and the local engine's counts are visible.
+//! `open_session` on one instance receives what any instance broadcasts, its `subscribe` (on
+//! the receiver or a handle) returns once the broker confirmed the channel (G1 across
+//! instances), also while the session's reader is parked in `recv`, and the local engine's
+//! counts are visible.
 
 #![cfg(any(feature = "redis", feature = "postgres"))]
 
@@ -24,18 +25,24 @@ macro_rules! pull_form_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_pull_session_receives_from_every_instance_once_subscribed() {
-                let Some(nodes) = conformance::$module::cluster("pull", 2, Config::default()).await
-                else {
+                let Some(nodes) = conformance::$module::cluster("pull", 2, Config::default()).await else {
                     return;
                 };
                 let (a, b) = (&nodes[0], &nodes[1]);
                 let mut reader = b.open_session("reader").unwrap();
                 let handle = reader.handle();
-                // A broadcast the moment the subscribe returns reaches the session (G1).
+                // A broadcast the moment the subscribe returns reaches the session (G1),
+                // whether it subscribed through the receiver or a handle.
                 for round in 0..20 {
                     let topic = format!("t{round}");
-                    b.subscribe_session(&handle, &topic).await.unwrap();
-                    a.broadcast(&topic, Bytes::from(format!("m{round}"))).await.unwrap();
+                    if round % 2 == 0 {
+                        reader.subscribe(&topic).await.unwrap();
+                    } else {
+                        handle.subscribe(&topic).await.unwrap();
+                    }
+                    a.broadcast(&topic, Bytes::from(format!("m{round}")))
+                        .await
+                        .unwrap();
                     let message = tokio::time::timeout(Duration::from_secs(5), reader.recv())
                         .await
                         .expect("delivered within 5 s")
@@ -52,38 +59,35 @@ macro_rules! pull_form_tests {
                 let (parked_tx, is_parked) = tokio::sync::oneshot::channel();
                 let parked = tokio::spawn(async move {
                     let message = announcing_park(reader.recv(), parked_tx).await.unwrap();
-                    (message.topic().to_string(), message.payload().clone(), reader)
+                    (
+                        message.topic().to_string(),
+                        message.payload().clone(),
+                        reader,
+                    )
                 });
                 tokio::time::timeout(Duration::from_secs(5), is_parked)
                     .await
                     .expect("the reader parks in recv")
                     .unwrap();
-                b.subscribe_session(&handle, "late").await.unwrap();
-                a.broadcast("late", Bytes::from_static(b"while parked")).await.unwrap();
-                let (topic, payload, reader) =
-                    tokio::time::timeout(Duration::from_secs(5), parked).await.unwrap().unwrap();
-                assert_eq!((topic.as_str(), &payload[..]), ("late", &b"while parked"[..]));
-
-                // A session of another provider is refused, typed.
-                let foreign = a.open_session("foreign").unwrap();
-                let error = b.subscribe_session(&foreign.handle(), "t0").await.unwrap_err();
-                assert!(
-                    matches!(
-                        error.broker(),
-                        Some(fanout::bridge::BrokerError::ForeignSession { session_id })
-                            if session_id == "foreign"
-                    ),
-                    "{error:?}"
+                handle.subscribe("late").await.unwrap();
+                a.broadcast("late", Bytes::from_static(b"while parked"))
+                    .await
+                    .unwrap();
+                let (topic, payload, reader) = tokio::time::timeout(Duration::from_secs(5), parked)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    (topic.as_str(), &payload[..]),
+                    ("late", &b"while parked"[..])
                 );
-                drop(foreign);
 
                 drop(reader);
                 conformance::eventually("the session to be gone", || {
                     b.engine().session_count() == 0 && b.engine().topic_count() == 0
                 })
                 .await;
-                conformance::eventually("every channel released", || b.broker_stats().channels == 0)
-                    .await;
+                conformance::eventually("every channel released", || b.broker_stats().channels == 0).await;
                 for node in &nodes {
                     node.stop().await.unwrap();
                     assert_eq!(node.running_tasks(), 0);

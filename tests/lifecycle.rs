@@ -162,7 +162,7 @@ async fn stop_without_start_succeeds() {
 async fn every_operation_after_stop_returns_stopped() {
     let pubsub = started(short_grace()).await;
     let receiver = pubsub.open_session("reader").unwrap();
-    receiver.subscribe("room").unwrap();
+    receiver.subscribe("room").await.unwrap();
     pubsub
         .subscribe_topic("writer", "room", Inbox::default().handler())
         .await
@@ -194,7 +194,7 @@ async fn every_operation_after_stop_returns_stopped() {
         "engine broadcast",
         pubsub.engine().broadcast("room", "m".into()).await,
     );
-    assert_stopped("receiver subscribe", receiver.subscribe("elsewhere"));
+    assert_stopped("receiver subscribe", receiver.subscribe("elsewhere").await);
     // `stop` itself stays fine (idempotent), and nothing was recreated by the failed calls.
     pubsub.stop().await.unwrap();
     assert_eq!(pubsub.running_tasks(), 0);
@@ -212,7 +212,7 @@ async fn stop_counts_queued_messages_as_stopped() {
         .await
         .unwrap();
     let mut reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    reader.subscribe("room").await.unwrap();
 
     pubsub.broadcast("room", "m0".into()).await.unwrap();
     wait_until("the stalled handler to hold m0", || stalled.len() == 1).await;
@@ -256,7 +256,7 @@ async fn stop_releases_a_broadcaster_blocked_on_a_full_mailbox() {
         });
     let pubsub = started(config).await;
     let reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    reader.subscribe("room").await.unwrap();
     pubsub.broadcast("room", "m0".into()).await.unwrap();
     let engine = pubsub.engine().clone();
     let publisher = tokio::spawn(async move { engine.broadcast("room", "m1".into()).await });
@@ -283,7 +283,7 @@ async fn stop_releases_a_broadcaster_blocked_on_a_full_mailbox() {
 async fn stop_wakes_a_receiver_waiting_in_recv() {
     let pubsub = started(Config::default()).await;
     let mut reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    reader.subscribe("room").await.unwrap();
     let waiting = tokio::spawn(async move { reader.recv().await.map(|m| text(m.payload())) });
     tokio::task::yield_now().await;
 
@@ -307,7 +307,7 @@ async fn receiver_stream_ends_when_the_provider_stops() {
 
     let pubsub = started(Config::default()).await;
     let mut reader = pubsub.open_session("reader").unwrap();
-    reader.subscribe("room").unwrap();
+    reader.subscribe("room").await.unwrap();
     pubsub.broadcast("room", "m0".into()).await.unwrap();
     let first = reader.next().await.expect("a message");
     assert_eq!(text(first.payload()), "m0");
@@ -404,8 +404,8 @@ async fn registry_is_empty_after_every_session_unsubscribes() {
     let r1 = pubsub.open_session("r1").unwrap();
     let r2 = pubsub.open_session("r2").unwrap();
     for topic in ["b", "c", "d"] {
-        r1.subscribe(topic).unwrap();
-        r2.subscribe(topic).unwrap();
+        r1.subscribe(topic).await.unwrap();
+        r2.subscribe(topic).await.unwrap();
     }
     pubsub.broadcast("a", "m".into()).await.unwrap();
     let stats = pubsub.stats();
@@ -459,13 +459,13 @@ async fn handler_session_whose_last_topic_is_unsubscribed_is_removed() {
 async fn receiver_session_without_topics_stays_open() {
     let pubsub = started(Config::default()).await;
     let mut reader = pubsub.open_session("r").unwrap();
-    reader.subscribe("a").unwrap();
+    reader.subscribe("a").await.unwrap();
     reader.unsubscribe("a").unwrap();
 
     assert_eq!(reader.close_reason(), None);
     assert_eq!(pubsub.engine().session_count(), 1);
     assert_eq!(pubsub.engine().topic_count(), 0);
-    reader.subscribe("b").unwrap();
+    reader.subscribe("b").await.unwrap();
     pubsub.broadcast("b", "m".into()).await.unwrap();
     assert_eq!(text(reader.try_recv().unwrap().payload()), "m");
 }
@@ -646,8 +646,8 @@ fn a_handler_ending_a_session_whose_handler_ends_itself_does_not_hang() {
 async fn dropping_a_receiver_unsubscribes_it() {
     let pubsub = started(Config::default()).await;
     let reader = pubsub.open_session("r").unwrap();
-    reader.subscribe("a").unwrap();
-    reader.subscribe("b").unwrap();
+    reader.subscribe("a").await.unwrap();
+    reader.subscribe("b").await.unwrap();
     pubsub.broadcast("a", "m0".into()).await.unwrap();
     pubsub.broadcast("b", "m1".into()).await.unwrap();
 
@@ -659,7 +659,7 @@ async fn dropping_a_receiver_unsubscribes_it() {
     assert_eq!(fanout.recipients, 0);
     // The id is free again.
     let mut again = pubsub.open_session("r").unwrap();
-    again.subscribe("a").unwrap();
+    again.subscribe("a").await.unwrap();
     pubsub.broadcast("a", "m3".into()).await.unwrap();
     let message = again.try_recv().unwrap();
     assert_eq!(text(message.payload()), "m3");

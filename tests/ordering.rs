@@ -376,16 +376,14 @@ async fn pull_receivers_see_publish_order_across_topics() {
     const TOPICS: u64 = 5;
     const MESSAGES: u64 = 5000;
     let engine = Engine::new(Config::default().with_capacity(8192)).unwrap();
-    let readers: Vec<_> = [Read::Recv, Read::TryRecv, Read::Stream]
-        .into_iter()
-        .map(|how| {
-            let receiver = engine.open_session(&format!("{how:?}")).unwrap();
-            for t in 0..TOPICS {
-                receiver.subscribe(&format!("topic-{t}")).unwrap();
-            }
-            (how, tokio::spawn(read_n(receiver, how, MESSAGES as usize)))
-        })
-        .collect();
+    let mut readers = Vec::new();
+    for how in [Read::Recv, Read::TryRecv, Read::Stream] {
+        let receiver = engine.open_session(&format!("{how:?}")).unwrap();
+        for t in 0..TOPICS {
+            receiver.subscribe(&format!("topic-{t}")).await.unwrap();
+        }
+        readers.push((how, tokio::spawn(read_n(receiver, how, MESSAGES as usize))));
+    }
     for seq in 1..=MESSAGES {
         engine
             .broadcast(&topic(seq, TOPICS), tagged(0, seq))
@@ -412,16 +410,14 @@ async fn pull_receivers_keep_each_publishers_order() {
     const TOPICS: u64 = 3;
     const MESSAGES: u64 = 3000;
     let engine = Engine::new(Config::default().with_capacity(8192)).unwrap();
-    let readers: Vec<_> = [Read::Recv, Read::Stream, Read::TryRecv]
-        .into_iter()
-        .map(|how| {
-            let receiver = engine.open_session(&format!("{how:?}")).unwrap();
-            for t in 0..TOPICS {
-                receiver.subscribe(&format!("topic-{t}")).unwrap();
-            }
-            (how, tokio::spawn(read_n(receiver, how, 2 * MESSAGES as usize)))
-        })
-        .collect();
+    let mut readers = Vec::new();
+    for how in [Read::Recv, Read::Stream, Read::TryRecv] {
+        let receiver = engine.open_session(&format!("{how:?}")).unwrap();
+        for t in 0..TOPICS {
+            receiver.subscribe(&format!("topic-{t}")).await.unwrap();
+        }
+        readers.push((how, tokio::spawn(read_n(receiver, how, 2 * MESSAGES as usize))));
+    }
     let publishers: Vec<_> = (1..=2u8)
         .map(|p| {
             let engine = engine.clone();

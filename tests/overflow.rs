@@ -54,11 +54,11 @@ async fn stalled_and_healthy_handlers(pubsub: &InMemoryPubSub) -> (Inbox, Inbox,
 }
 
 /// Opens receivers "slow" and "healthy", both subscribed to "room".
-fn slow_and_healthy_receivers(pubsub: &InMemoryPubSub) -> (SessionReceiver, SessionReceiver) {
+async fn slow_and_healthy_receivers(pubsub: &InMemoryPubSub) -> (SessionReceiver, SessionReceiver) {
     let slow = pubsub.open_session("slow").unwrap();
     let healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    healthy.subscribe("room").unwrap();
+    slow.subscribe("room").await.unwrap();
+    healthy.subscribe("room").await.unwrap();
     (slow, healthy)
 }
 
@@ -157,7 +157,7 @@ async fn drop_newest_keeps_capacity_plus_the_message_in_the_handler() {
 #[tokio::test]
 async fn drop_newest_receiver_holds_exactly_its_capacity() {
     let pubsub = started(config(4, OverflowPolicy::DropNewest)).await;
-    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub).await;
 
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=9, &mut healthy).await;
 
@@ -173,7 +173,7 @@ async fn drop_newest_receiver_holds_exactly_its_capacity() {
 #[tokio::test]
 async fn drop_oldest_reports_missed_to_the_receiver() {
     let pubsub = started(config(4, OverflowPolicy::DropOldest)).await;
-    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub).await;
 
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=9, &mut healthy).await;
 
@@ -288,9 +288,9 @@ async fn disconnect_closes_the_slow_receiver_and_says_why() {
     let pubsub = started(config(2, OverflowPolicy::Disconnect)).await;
     let mut slow = pubsub.open_session("slow").unwrap();
     let mut healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    slow.subscribe("side").unwrap();
-    healthy.subscribe("room").unwrap();
+    slow.subscribe("room").await.unwrap();
+    slow.subscribe("side").await.unwrap();
+    healthy.subscribe("room").await.unwrap();
 
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=2, &mut healthy).await;
 
@@ -310,7 +310,7 @@ async fn disconnect_closes_the_slow_receiver_and_says_why() {
     let stats = pubsub.stats();
     assert_eq!(stats.disconnects, 1);
     assert_eq!(stats.dropped.slow_consumer, 3);
-    match slow.subscribe("room") {
+    match slow.subscribe("room").await {
         Err(PubSubError::SessionClosed { session_id, reason }) => {
             assert_eq!(session_id, "slow");
             assert_eq!(reason, CloseReason::SlowConsumer);
@@ -337,7 +337,7 @@ fn spawn_broadcast(
 #[tokio::test]
 async fn block_waits_until_the_consumer_makes_room() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
-    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub).await;
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
 
     let publisher = spawn_broadcast(&pubsub, "room", "m1");
@@ -398,7 +398,7 @@ async fn block_waits_until_the_handler_session_pops() {
 #[tokio::test]
 async fn block_wait_ends_when_the_session_unsubscribes() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
-    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
+    let (mut slow, mut healthy) = slow_and_healthy_receivers(&pubsub).await;
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
 
     let publisher = spawn_broadcast(&pubsub, "room", "m1");
@@ -442,9 +442,9 @@ async fn block_wait_ends_when_the_session_is_disconnected() {
     let pubsub = started(config).await;
     let mut slow = pubsub.open_session("slow").unwrap();
     let mut healthy = pubsub.open_session("healthy").unwrap();
-    slow.subscribe("room").unwrap();
-    slow.subscribe("kick:slow").unwrap();
-    healthy.subscribe("room").unwrap();
+    slow.subscribe("room").await.unwrap();
+    slow.subscribe("kick:slow").await.unwrap();
+    healthy.subscribe("room").await.unwrap();
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
 
     let publisher = spawn_broadcast(&pubsub, "room", "m1");
@@ -486,7 +486,7 @@ async fn block_wait_ends_when_the_session_is_disconnected() {
 #[tokio::test]
 async fn cancelled_block_broadcast_keeps_the_accounting_identity() {
     let pubsub = started(config(1, block(LONG_BLOCK, Fallback::DropNewest))).await;
-    let (slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
+    let (slow, mut healthy) = slow_and_healthy_receivers(&pubsub).await;
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
 
     // The caller gives up on a broadcast that waits for the full mailbox.
@@ -532,7 +532,7 @@ async fn time_out_one_broadcast_under(
 ) -> (InMemoryPubSub, SessionReceiver, SessionReceiver, fanout::Fanout) {
     let timeout = TIMED_OUT_AFTER;
     let pubsub = started(config(1, policy)).await;
-    let (slow, mut healthy) = slow_and_healthy_receivers(&pubsub);
+    let (slow, mut healthy) = slow_and_healthy_receivers(&pubsub).await;
     broadcast_with_healthy_receiver(&pubsub, "room", 0..=0, &mut healthy).await;
     let began = Instant::now();
     let fanout = pubsub.engine().broadcast("room", "m1".into()).await.unwrap();
@@ -589,7 +589,7 @@ async fn block_timeout_is_shared_by_the_whole_broadcast() {
         .map(|i| pubsub.open_session(&format!("slow-{i}")).unwrap())
         .collect();
     for receiver in &slow {
-        receiver.subscribe("room").unwrap();
+        receiver.subscribe("room").await.unwrap();
     }
     pubsub.broadcast("room", "m0".into()).await.unwrap();
 
@@ -615,8 +615,8 @@ async fn override_policy_applies_only_under_its_prefix() {
     let config = config(2, OverflowPolicy::DropNewest).with_override("slow:", OverflowPolicy::Disconnect);
     let pubsub = started(config).await;
     let session = pubsub.open_session("s").unwrap();
-    session.subscribe("fast:1").unwrap();
-    session.subscribe("slow:1").unwrap();
+    session.subscribe("fast:1").await.unwrap();
+    session.subscribe("slow:1").await.unwrap();
 
     for i in 0..3 {
         pubsub.broadcast("fast:1", format!("f{i}").into()).await.unwrap();
@@ -643,8 +643,8 @@ async fn eviction_below_a_lower_limit_releases_a_blocked_broadcast() {
     });
     let pubsub = started(config).await;
     let mut session = pubsub.open_session("s").unwrap();
-    session.subscribe("room").unwrap();
-    session.subscribe("capped:1").unwrap();
+    session.subscribe("room").await.unwrap();
+    session.subscribe("capped:1").await.unwrap();
     for i in 0..4 {
         pubsub.broadcast("room", format!("r{i}").into()).await.unwrap();
     }
@@ -677,9 +677,9 @@ async fn longest_matching_prefix_wins() {
     let vip = pubsub.open_session("vip").unwrap();
     let mut room = pubsub.open_session("room").unwrap();
     let mut other = pubsub.open_session("other").unwrap();
-    vip.subscribe("room:vip:1").unwrap();
-    room.subscribe("room:1").unwrap();
-    other.subscribe("lobby").unwrap();
+    vip.subscribe("room:vip:1").await.unwrap();
+    room.subscribe("room:1").await.unwrap();
+    other.subscribe("lobby").await.unwrap();
 
     for topic in ["room:vip:1", "room:1", "lobby"] {
         for i in 0..2 {
@@ -709,8 +709,8 @@ async fn max_queued_admits_prefix_messages_only_below_the_limit() {
     });
     let pubsub = started(config).await;
     let mut session = pubsub.open_session("s").unwrap();
-    session.subscribe("presence:1").unwrap();
-    session.subscribe("chat:1").unwrap();
+    session.subscribe("presence:1").await.unwrap();
+    session.subscribe("chat:1").await.unwrap();
     let send = |topic: &'static str, payload: &'static str| {
         let engine = pubsub.engine().clone();
         async move { engine.broadcast(topic, payload.into()).await.unwrap() }
@@ -754,7 +754,7 @@ async fn max_queued_with_drop_oldest_evicts_down_to_the_limit() {
     });
     let pubsub = started(config).await;
     let mut session = pubsub.open_session("s").unwrap();
-    session.subscribe("ticker:btc").unwrap();
+    session.subscribe("ticker:btc").await.unwrap();
 
     for i in 0..5 {
         pubsub

@@ -77,14 +77,14 @@ fn handle_is_clone_send_sync_and_debug() {
     assert!(format!("{handle:?}").contains("tab-1"));
 }
 
-#[test]
-fn handle_and_receiver_share_one_subscription_record() {
+#[tokio::test]
+async fn handle_and_receiver_share_one_subscription_record() {
     let engine = Engine::new(Config::default()).unwrap();
     let receiver = engine.open_session("tab-1").unwrap();
     let (handle, clone) = (receiver.handle(), receiver.handle().clone());
-    receiver.subscribe("a").unwrap();
-    handle.subscribe("b").unwrap();
-    clone.subscribe("b").unwrap();
+    receiver.subscribe("a").await.unwrap();
+    handle.subscribe("b").await.unwrap();
+    clone.subscribe("b").await.unwrap();
     assert_eq!(topics(&clone), ["a", "b"]);
     assert_eq!(engine.subscriber_count("b"), 1, "G3: one subscription");
     clone.unsubscribe("a").unwrap();
@@ -102,7 +102,7 @@ async fn subscribe_while_parked_in_recv_delivers_the_next_broadcast() {
     let subscriber = {
         let engine = engine.clone();
         tokio::spawn(async move {
-            handle.subscribe("room").unwrap();
+            handle.subscribe("room").await.unwrap();
             engine.broadcast("room", "hello".into()).await.unwrap()
         })
     };
@@ -123,8 +123,8 @@ async fn subscribe_while_parked_in_recv_delivers_the_next_broadcast() {
 async fn unsubscribe_while_parked_in_recv_stops_delivery() {
     let engine = Engine::new(Config::default()).unwrap();
     let receiver = engine.open_session("tab-1").unwrap();
-    receiver.subscribe("old").unwrap();
-    receiver.subscribe("sentinel").unwrap();
+    receiver.subscribe("old").await.unwrap();
+    receiver.subscribe("sentinel").await.unwrap();
     let handle = receiver.handle();
     let reader = parked_reader(receiver).await;
 
@@ -150,7 +150,7 @@ async fn unsubscribe_while_parked_in_recv_stops_delivery() {
 async fn close_through_a_handle_wakes_the_parked_receiver() {
     let engine = Engine::new(Config::default()).unwrap();
     let receiver = engine.open_session("tab-1").unwrap();
-    receiver.subscribe("room").unwrap();
+    receiver.subscribe("room").await.unwrap();
     let handle = receiver.handle();
     let reader = parked_reader(receiver).await;
 
@@ -172,7 +172,7 @@ async fn close_through_a_handle_wakes_the_parked_receiver() {
     assert_eq!(receiver.close_reason(), Some(CloseReason::Unsubscribed));
     assert!(receiver.recv().await.is_err(), "closed stays closed");
     assert_eq!((engine.session_count(), engine.topic_count()), (0, 0));
-    assert_session_closed(handle.subscribe("room"), "tab-1", CloseReason::Unsubscribed);
+    assert_session_closed(handle.subscribe("room").await, "tab-1", CloseReason::Unsubscribed);
     assert_eq!((engine.session_count(), engine.topic_count()), (0, 0));
 }
 
@@ -180,7 +180,7 @@ async fn close_through_a_handle_wakes_the_parked_receiver() {
 async fn close_through_a_handle_discards_what_is_queued() {
     let engine = Engine::new(Config::default()).unwrap();
     let mut receiver = engine.open_session("tab-1").unwrap();
-    receiver.subscribe("room").unwrap();
+    receiver.subscribe("room").await.unwrap();
     for _ in 0..3 {
         engine.broadcast("room", "queued".into()).await.unwrap();
     }
@@ -198,13 +198,13 @@ async fn a_handle_after_its_receiver_is_dropped_gets_session_closed() {
     let engine = Engine::new(Config::default()).unwrap();
     let receiver = engine.open_session("tab-1").unwrap();
     let handle = receiver.handle();
-    handle.subscribe("a").unwrap();
+    handle.subscribe("a").await.unwrap();
     assert_eq!((engine.session_count(), engine.topic_count()), (1, 1));
     drop(receiver);
     assert_eq!((engine.session_count(), engine.topic_count()), (0, 0));
 
     assert_eq!(handle.close_reason(), Some(CloseReason::Unsubscribed));
-    assert_session_closed(handle.subscribe("b"), "tab-1", CloseReason::Unsubscribed);
+    assert_session_closed(handle.subscribe("b").await, "tab-1", CloseReason::Unsubscribed);
     handle.unsubscribe("a").unwrap();
     assert!(handle.topics().is_empty());
     handle.close();
@@ -213,8 +213,8 @@ async fn a_handle_after_its_receiver_is_dropped_gets_session_closed() {
     assert_eq!((stats.sessions, stats.topics, stats.subscriptions), (0, 0, 0));
 
     let mut again = engine.open_session("tab-1").unwrap();
-    again.subscribe("c").unwrap();
-    assert_session_closed(handle.subscribe("d"), "tab-1", CloseReason::Unsubscribed);
+    again.subscribe("c").await.unwrap();
+    assert_session_closed(handle.subscribe("d").await, "tab-1", CloseReason::Unsubscribed);
     handle.unsubscribe("c").unwrap();
     handle.close();
     assert_eq!(
@@ -228,17 +228,17 @@ async fn a_handle_after_its_receiver_is_dropped_gets_session_closed() {
 }
 
 /// G9: a bad topic is a typed error and changes nothing.
-#[test]
-fn a_bad_topic_through_a_handle_is_a_typed_error() {
+#[tokio::test]
+async fn a_bad_topic_through_a_handle_is_a_typed_error() {
     let engine = Engine::new(Config::default()).unwrap();
     let receiver = engine.open_session("tab-1").unwrap();
     let handle = receiver.handle();
-    handle.subscribe("a").unwrap();
-    assert!(matches!(handle.subscribe(""), Err(PubSubError::EmptyTopic)));
+    handle.subscribe("a").await.unwrap();
+    assert!(matches!(handle.subscribe("").await, Err(PubSubError::EmptyTopic)));
     assert!(matches!(handle.unsubscribe(""), Err(PubSubError::EmptyTopic)));
     let long = "x".repeat(engine.config().limits.max_topic_bytes + 1);
     assert!(matches!(
-        handle.subscribe(&long),
+        handle.subscribe(&long).await,
         Err(PubSubError::TopicTooLong { .. })
     ));
     assert_eq!(topics(&handle), ["a"]);
@@ -254,7 +254,7 @@ async fn a_handle_reports_disconnects_and_stop() {
         .with_policy(OverflowPolicy::Disconnect);
     let engine = Engine::new(config).unwrap();
     let slow = engine.open_session("slow").unwrap();
-    slow.subscribe("room").unwrap();
+    slow.subscribe("room").await.unwrap();
     let handle = slow.handle();
     engine
         .broadcast("room", "fills the mailbox".into())
@@ -262,7 +262,7 @@ async fn a_handle_reports_disconnects_and_stop() {
         .unwrap();
     engine.broadcast("room", "overflows it".into()).await.unwrap();
     assert_eq!(handle.close_reason(), Some(CloseReason::SlowConsumer));
-    assert_session_closed(handle.subscribe("other"), "slow", CloseReason::SlowConsumer);
+    assert_session_closed(handle.subscribe("other").await, "slow", CloseReason::SlowConsumer);
     assert_eq!((engine.session_count(), engine.topic_count()), (0, 0));
     handle.close();
     assert_eq!(
@@ -273,9 +273,12 @@ async fn a_handle_reports_disconnects_and_stop() {
 
     let open = engine.open_session("open").unwrap();
     let handle = open.handle();
-    handle.subscribe("room").unwrap();
+    handle.subscribe("room").await.unwrap();
     engine.stop();
-    assert!(matches!(handle.subscribe("room"), Err(PubSubError::Stopped)));
+    assert!(matches!(
+        handle.subscribe("room").await,
+        Err(PubSubError::Stopped)
+    ));
     assert!(matches!(handle.unsubscribe("room"), Err(PubSubError::Stopped)));
     assert_eq!(handle.close_reason(), Some(CloseReason::Stopped));
     handle.close();
@@ -340,8 +343,8 @@ async fn cloned_handles_churn_subscriptions_while_the_receiver_drains() {
     let config = Config::default().with_capacity(64);
     let engine = Engine::new(config).unwrap();
     let receiver = engine.open_session("tab-1").unwrap();
-    receiver.subscribe("shared").unwrap();
-    receiver.subscribe("sentinel").unwrap();
+    receiver.subscribe("shared").await.unwrap();
+    receiver.subscribe("sentinel").await.unwrap();
     let handle = receiver.handle();
     let reader = spawn_drain(receiver);
     let done = Arc::new(AtomicBool::new(false));
@@ -352,7 +355,7 @@ async fn cloned_handles_churn_subscriptions_while_the_receiver_drains() {
             let handle = handle.clone();
             tokio::spawn(async move {
                 for round in 0..ROUNDS {
-                    handle.subscribe(&churn_topic(churner, round)).unwrap();
+                    handle.subscribe(&churn_topic(churner, round)).await.unwrap();
                     if round % 4 != 3 {
                         handle.unsubscribe(&churn_topic(churner, round)).unwrap();
                     }
@@ -403,7 +406,7 @@ async fn cloned_handles_churn_subscriptions_while_the_receiver_drains() {
                         started.wait().await;
                     }
                     let topic = churn_topic(churner, round);
-                    if let Err(error) = handle.subscribe(&topic) {
+                    if let Err(error) = handle.subscribe(&topic).await {
                         return error;
                     }
                     handle.unsubscribe(&topic).unwrap();

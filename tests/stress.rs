@@ -312,7 +312,7 @@ async fn concurrent_pull_churn_never_duplicates_and_accounting_holds() {
             for op in 0..OPS_PER_ACTOR {
                 let topic = shared_topic(rng.below(TOPICS));
                 match rng.below(10) {
-                    0..=3 => receiver.subscribe(&topic).unwrap(),
+                    0..=3 => receiver.subscribe(&topic).await.unwrap(),
                     4..=5 => receiver.unsubscribe(&topic).unwrap(),
                     6..=7 => drain(&mut receiver, incarnation),
                     8 => {
@@ -366,15 +366,14 @@ async fn stable_subscribers_get_every_broadcast_despite_churn() {
     const CHURNERS: u64 = 6;
     const MESSAGES: u64 = 4000;
     let engine = Engine::new(Config::default().with_capacity(1 << 14)).unwrap();
-    let stable: Vec<SessionReceiver> = (0..STABLE)
-        .map(|s| {
-            let receiver = engine.open_session(&format!("stable-{s}")).unwrap();
-            for t in 0..TOPICS {
-                receiver.subscribe(&shared_topic(t)).unwrap();
-            }
-            receiver
-        })
-        .collect();
+    let mut stable: Vec<SessionReceiver> = Vec::new();
+    for s in 0..STABLE {
+        let receiver = engine.open_session(&format!("stable-{s}")).unwrap();
+        for t in 0..TOPICS {
+            receiver.subscribe(&shared_topic(t)).await.unwrap();
+        }
+        stable.push(receiver);
+    }
     let publishing = Arc::new(AtomicU64::new(1));
     // Churn operations so far: the publisher paces itself on it, so the two interleave however
     // fast either side runs.
@@ -393,7 +392,10 @@ async fn stable_subscribers_get_every_broadcast_despite_churn() {
                     0 if held.len() < 40 => {
                         let receiver = engine.open_session(&format!("churn-{c}-{opened}")).unwrap();
                         opened += 1;
-                        receiver.subscribe(&shared_topic(rng.below(TOPICS))).unwrap();
+                        receiver
+                            .subscribe(&shared_topic(rng.below(TOPICS)))
+                            .await
+                            .unwrap();
                         held.push(receiver);
                     }
                     1 if !held.is_empty() => {
@@ -404,7 +406,7 @@ async fn stable_subscribers_get_every_broadcast_despite_churn() {
                         let receiver = &held[rng.below(held.len() as u64) as usize];
                         let topic = shared_topic(rng.below(TOPICS));
                         if rng.below(2) == 0 {
-                            receiver.subscribe(&topic).unwrap();
+                            receiver.subscribe(&topic).await.unwrap();
                         } else {
                             receiver.unsubscribe(&topic).unwrap();
                         }
@@ -542,7 +544,7 @@ async fn pull_churn_of_distinct_topics_leaves_nothing_behind() {
     let receiver = engine.open_session("churner").unwrap();
     for i in 0..PAIRS {
         let topic = format!("topic-{i}");
-        receiver.subscribe(&topic).unwrap();
+        receiver.subscribe(&topic).await.unwrap();
         receiver.unsubscribe(&topic).unwrap();
     }
     assert_eq!(engine.topic_count(), 0);

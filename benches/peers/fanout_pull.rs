@@ -28,7 +28,7 @@ impl FanoutPull {
         for s in 0..layout.sessions {
             let mut receiver = engine.open_session(&format!("s{s}")).expect("open");
             for t in layout.topics_of(s) {
-                receiver.subscribe(&topics[t]).expect("subscribe");
+                receiver.subscribe(&topics[t]).await.expect("subscribe");
             }
             let sink = Arc::clone(&sink);
             consumers.push(tokio::spawn(async move {
@@ -77,7 +77,7 @@ impl Peer for FanoutPull {
 
     async fn churn(&self, topic: usize, id: usize) {
         let receiver = self.engine.open_session(&format!("churn-{id}")).expect("open");
-        receiver.subscribe(&self.topics[topic]).expect("subscribe");
+        receiver.subscribe(&self.topics[topic]).await.expect("subscribe");
         receiver.close();
     }
 

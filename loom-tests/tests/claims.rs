@@ -87,10 +87,10 @@ fn broadcasts_over_opposite_orders_never_wait_on_each_others_claims() {
         let engine = engine(1, OverflowPolicy::DropOldest);
         let a = engine.open_session("a").unwrap();
         let b = engine.open_session("b").unwrap();
-        a.subscribe("ab").unwrap();
-        b.subscribe("ab").unwrap();
-        b.subscribe("ba").unwrap();
-        a.subscribe("ba").unwrap();
+        subscribe(&a, "ab");
+        subscribe(&b, "ab");
+        subscribe(&b, "ba");
+        subscribe(&a, "ba");
         let other = broadcast_in_thread(&engine, "ba", "2");
         broadcast(&engine, "ab", "1");
         other.join().unwrap();

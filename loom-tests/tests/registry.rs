@@ -21,7 +21,7 @@ fn subscribe_racing_broadcast() {
         let subscriber = {
             let subscribed = Arc::clone(&subscribed);
             thread::spawn(move || {
-                receiver.subscribe("t").unwrap();
+                subscribe(&receiver, "t");
                 subscribed.store(true, SeqCst);
                 receiver
             })
@@ -101,7 +101,7 @@ fn last_unsubscribe_racing_subscribe() {
             leaving.unsubscribe("t").unwrap();
             leaving
         });
-        arriving.subscribe("t").unwrap();
+        subscribe(&arriving, "t");
         let mut leaving = leaver.join().unwrap();
 
         assert_eq!(engine.topic_count(), 1);

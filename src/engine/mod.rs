@@ -209,10 +209,13 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Whether `self` and `other` are the same engine (clones of one).
-    #[cfg(any(feature = "redis", feature = "postgres"))]
-    pub(crate) fn is(&self, other: &Engine) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+    /// What a pull-form subscribe to `topic` waits for after its local change: the
+    /// observer's confirmation, if the engine has an observer that gives one.
+    pub(crate) fn topic_confirmation(
+        &self,
+        topic: &str,
+    ) -> Option<futures_util::future::BoxFuture<'static, Result<()>>> {
+        self.inner.topics.confirmation(topic)
     }
 
     /// Sets the callback that receives [`Notice`]s. Only the first call takes effect; it

@@ -72,9 +72,10 @@ impl SessionReceiver {
         self.handle.id()
     }
 
-    /// Subscribes the session to `topic`, as [`SessionHandle::subscribe`].
-    pub fn subscribe(&self, topic: &str) -> Result<()> {
-        self.handle.subscribe(topic)
+    /// Subscribes the session to `topic`, as [`SessionHandle::subscribe`]: at once in one
+    /// process, once the broker confirmed on a distributed provider.
+    pub async fn subscribe(&self, topic: &str) -> Result<()> {
+        self.handle.subscribe(topic).await
     }
 
     /// Unsubscribes the session from `topic`, as [`SessionHandle::unsubscribe`].

@@ -48,7 +48,8 @@ use super::Engine;
 /// or close, so one task can change the session's topics while another waits for its messages,
 /// as a websocket server's reader and writer do. Its methods are the receiver's, with the same
 /// errors and guarantees ([G2], [G3], [G8], [G9]), and return once the change is made: a
-/// broadcast that begins after `subscribe` returned is delivered ([G1]).
+/// broadcast that begins after `subscribe` returned is delivered ([G1]), across instances on a
+/// distributed provider.
 ///
 /// Dropping a handle does nothing; dropping the receiver still closes the session. Once the
 /// session is closed, `subscribe` fails with
@@ -63,7 +64,7 @@ use super::Engine;
 /// let handle = session.handle();
 /// let reader = tokio::spawn(async move {
 ///     // The socket's reader: the client asked to join a room.
-///     handle.subscribe("room:lobby")
+///     handle.subscribe("room:lobby").await
 /// });
 /// reader.await??;
 /// pubsub.engine().broadcast("room:lobby", "hello".into()).await?;
@@ -87,27 +88,34 @@ impl SessionHandle {
         Self { engine, session }
     }
 
-    /// Whether this is a session of `engine`.
-    #[cfg(any(feature = "redis", feature = "postgres"))]
-    pub(crate) fn is_on(&self, engine: &Engine) -> bool {
-        self.engine.is(engine)
-    }
-
     /// The session's id.
     pub fn id(&self) -> &str {
         &self.session.id
     }
 
-    /// Subscribes the session to `topic`. Subscribing twice is one subscription ([G3]). Fails
-    /// with [`PubSubError::SessionClosed`](crate::PubSubError::SessionClosed) once the session
-    /// is closed, with [`PubSubError::Stopped`](crate::PubSubError::Stopped) after the provider
-    /// stopped ([G8]), and with a typed error for a bad topic ([G9]).
+    /// Subscribes the session to `topic`, and returns once a broadcast that begins afterwards
+    /// reaches it ([G1]): in one process at once (the future is ready when first polled); on a
+    /// distributed provider once the broker has confirmed the topic's channel, so that a
+    /// broadcast from any instance reaches it.
     ///
+    /// Subscribing twice is one subscription ([G3]). Fails with
+    /// [`PubSubError::SessionClosed`](crate::PubSubError::SessionClosed) once the session is
+    /// closed, with [`PubSubError::Stopped`](crate::PubSubError::Stopped) after the provider
+    /// stopped ([G8]), and with a typed error for a bad topic ([G9]). On a distributed
+    /// provider it can also fail with `BrokerError::SubscribeUnconfirmed` (inside
+    /// [`PubSubError::Backend`](crate::PubSubError::Backend)): the session is subscribed on
+    /// this instance, and on the broker as soon as the connection is back.
+    ///
+    /// [G1]: crate::docs::contract#g1-delivery
     /// [G3]: crate::docs::contract#g3-idempotence
     /// [G8]: crate::docs::contract#g8-lifecycle
     /// [G9]: crate::docs::contract#g9-errors-are-values
-    pub fn subscribe(&self, topic: &str) -> Result<()> {
-        self.engine.subscribe_receiver(&self.session, topic)
+    pub async fn subscribe(&self, topic: &str) -> Result<()> {
+        self.engine.subscribe_receiver(&self.session, topic)?;
+        match self.engine.topic_confirmation(topic) {
+            Some(confirmed) => confirmed.await,
+            None => Ok(()),
+        }
     }
 
     /// Unsubscribes the session from `topic` ([G2]): no broadcast that begins after this

@@ -27,7 +27,10 @@
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 
+use futures_util::future::BoxFuture;
+
 use crate::config::DeliveryRule;
+use crate::error::Result;
 use crate::sync::{lock, Arc, ConcurrentMap, Mutex};
 use crate::topic::Topic;
 
@@ -65,6 +68,13 @@ pub trait TopicObserver: Send + Sync + 'static {
     fn topic_added(&self, topic: &Topic);
     /// `topic` has no subscriber left on this engine.
     fn topic_removed(&self, topic: &Topic);
+    /// What a pull-form subscribe to `topic` waits for once its local change is made: a
+    /// future that resolves when the observer's mirror of the topic is in place (a broker's
+    /// confirmation of its subscription), or with why not. `None`, the default: nothing.
+    fn confirmation(&self, topic: &Topic) -> Option<BoxFuture<'static, Result<()>>> {
+        let _ = topic;
+        None
+    }
 }
 
 /// What removing a subscriber did to its topic.
@@ -74,6 +84,14 @@ pub(crate) struct Removed {
 }
 
 impl TopicRegistry {
+    /// What a subscribe to `topic` waits for after its local change (see
+    /// [`TopicObserver::confirmation`]).
+    pub(crate) fn confirmation(&self, topic: &str) -> Option<BoxFuture<'static, Result<()>>> {
+        // No observer (one process): nothing to build, nothing to wait for.
+        let observer = self.observer.as_ref()?;
+        observer.confirmation(&Topic::from(topic))
+    }
+
     pub(crate) fn new(observer: Option<std::sync::Arc<dyn TopicObserver>>) -> Self {
         Self {
             map: ConcurrentMap::new(),

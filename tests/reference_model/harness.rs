@@ -192,7 +192,7 @@ async fn apply(live: &mut Live, reference: &mut Reference, op: &Op, step: usize)
                 live.receivers[s] = Some((receiver, reference.open(SESSIONS[s])));
             }
             let (receiver, instance) = live.receivers[s].as_ref().unwrap();
-            let got = match receiver.subscribe(TOPICS[t]) {
+            let got = match receiver.subscribe(TOPICS[t]).await {
                 Ok(()) => Ok(()),
                 Err(PubSubError::SessionClosed { reason, .. }) => Err(reason),
                 Err(other) => return Err(format!("subscribe: {other}")),

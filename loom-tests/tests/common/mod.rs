@@ -24,9 +24,14 @@ pub fn block() -> OverflowPolicy {
 pub fn session(engine: &Engine, id: &str, topics: &[&str]) -> SessionReceiver {
     let receiver = engine.open_session(id).unwrap();
     for topic in topics {
-        receiver.subscribe(topic).unwrap();
+        subscribe(&receiver, topic);
     }
     receiver
+}
+
+/// Subscribes `receiver` to `topic`: in one process the subscribe is done when first polled.
+pub fn subscribe(receiver: &SessionReceiver, topic: &str) {
+    loom::future::block_on(receiver.subscribe(topic)).unwrap();
 }
 
 pub fn payload(text: &'static str) -> Bytes {

@@ -63,12 +63,6 @@ pub enum BrokerError {
         /// What happened.
         why: Unacknowledged,
     },
-    /// `subscribe_session` with a pull-form session opened on another provider.
-    #[error("session {session_id} was not opened on this provider")]
-    ForeignSession {
-        /// The session's id.
-        session_id: String,
-    },
     /// The encoded envelope would be larger than the provider's `max_envelope_bytes`. Nothing
     /// was delivered.
     #[error("envelope is {len} bytes; the limit is {limit} (max_envelope_bytes)")]

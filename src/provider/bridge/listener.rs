@@ -117,6 +117,20 @@ impl TopicObserver for Intake {
     fn topic_removed(&self, topic: &Topic) {
         self.change(topic, false);
     }
+
+    /// The broker's confirmation of `topic`'s channel; `Stopped` if the listener ends first.
+    fn confirmation(&self, topic: &Topic) -> Option<BoxFuture<'static, crate::Result<()>>> {
+        let confirmed = self.wait_for(topic.clone());
+        Some(
+            async move {
+                match confirmed.await {
+                    Ok(confirmed) => confirmed.map_err(Into::into),
+                    Err(_) => Err(PubSubError::Stopped),
+                }
+            }
+            .boxed(),
+        )
+    }
 }
 
 /// The subscription connection task.

@@ -18,7 +18,7 @@
 //! - **`broadcast_from`** excludes the sending session on every instance: the envelope carries
 //!   its id.
 //! - **Both session forms.** Handler-form sessions (`subscribe_topic`) and pull-form ones
-//!   (`open_session`, then `subscribe_session`) take the same broker subscriptions, and both
+//!   (`open_session`, then the session's `subscribe`) take the same broker subscriptions, and both
 //!   subscribes return once the broker has confirmed the channel.
 //! - **Batching.** The publishing task coalesces each run of consecutive queued broadcasts on
 //!   one topic into one envelope, so a busy topic costs the broker one message per batch rather
@@ -104,7 +104,7 @@ use self::publisher::{Outbound, Publisher, PublisherState};
 use self::settings::BridgeSettings;
 use self::stats::BrokerCounters;
 use crate::config::{Config, ConfigError};
-use crate::engine::{Engine, Notice, SessionHandle, SessionReceiver};
+use crate::engine::{Engine, Notice, SessionReceiver, TopicObserver};
 use crate::envelope::{single_encoded_len, EnvelopeLimits, Record};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
@@ -348,32 +348,16 @@ impl<B: Broker> Bridge<B> {
 
     /// Waits until the broker has confirmed `topic`'s channel (at once if it already has).
     async fn confirmed(&self, topic: &str) -> Result<()> {
-        match self.intake.wait_for(Topic::from(topic)).await {
-            Ok(confirmed) => confirmed.map_err(Into::into),
-            // The listener ended: the provider is stopping.
-            Err(_) => Err(PubSubError::Stopped),
+        match self.intake.confirmation(&Topic::from(topic)) {
+            Some(confirmed) => confirmed.await,
+            None => Ok(()),
         }
     }
 
-    /// Opens a pull-form session on this instance; subscribe it with
-    /// [`subscribe_session`](Self::subscribe_session).
+    /// Opens a pull-form session on this instance; its `subscribe` waits for the broker.
     pub(crate) fn open_session(&self, session_id: &str) -> Result<SessionReceiver> {
         self.check_running()?;
         self.local.open_session(session_id)
-    }
-
-    /// Subscribes a pull-form session opened on this instance to `topic`, then waits until the
-    /// broker has confirmed the topic's channel, as `subscribe_topic` does.
-    pub(crate) async fn subscribe_session(&self, session: &SessionHandle, topic: &str) -> Result<()> {
-        self.check_running()?;
-        if !session.is_on(self.local.engine()) {
-            return Err(BrokerError::ForeignSession {
-                session_id: session.id().to_string(),
-            }
-            .into());
-        }
-        session.subscribe(topic)?;
-        self.confirmed(topic).await
     }
 
     pub(crate) async fn unsubscribe_topic(&self, session_id: &str, topic: &str) -> Result<()> {
@@ -504,32 +488,22 @@ macro_rules! bridge_provider {
 
             /// The local engine: this instance's sessions, topics and subscribers, and their
             /// counts (`session_count`, `topic_count`, `subscriber_count`, `session_topics`).
-            /// A broadcast through it reaches this instance's sessions only.
+            /// A broadcast through it reaches this instance's sessions only, and its `stop`
+            /// ends them only: stop the provider with its own `stop()`, which also ends the
+            /// broker tasks and closes their connections.
             pub fn engine(&self) -> &$crate::Engine {
                 self.bridge.local().engine()
             }
 
             /// Opens a pull-form session on this instance: read its messages with
-            /// [`recv`](crate::SessionReceiver::recv), and subscribe it with
-            /// [`subscribe_session`](Self::subscribe_session), which waits for the broker.
-            /// Messages from every instance reach it, as they reach handler-form sessions.
+            /// [`recv`](crate::SessionReceiver::recv); its
+            /// [`subscribe`](crate::SessionHandle::subscribe) (also through a
+            /// [`handle`](crate::SessionReceiver::handle)) returns once the broker has
+            /// confirmed the topic's channel, so a broadcast that begins afterwards on any
+            /// instance reaches it (G1). Messages from every instance reach it, as they reach
+            /// handler-form sessions.
             pub fn open_session(&self, session_id: &str) -> $crate::Result<$crate::SessionReceiver> {
                 self.bridge.open_session(session_id)
-            }
-
-            /// Subscribes a pull-form session opened on this provider (its
-            /// [`handle`](crate::SessionReceiver::handle)) to `topic`, and returns once the
-            /// broker has confirmed the topic's channel, so a broadcast that begins afterwards
-            /// on any instance reaches it (G1). Errors as `subscribe_topic`'s, and
-            /// [`BrokerError::ForeignSession`](crate::bridge::BrokerError::ForeignSession) for
-            /// a session of another provider. (Subscribing through the handle itself does not
-            /// wait for the broker.)
-            pub async fn subscribe_session(
-                &self,
-                session: &$crate::SessionHandle,
-                topic: &str,
-            ) -> $crate::Result<()> {
-                self.bridge.subscribe_session(session, topic).await
             }
 
             /// The broker channel that carries `topic`.
