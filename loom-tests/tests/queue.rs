@@ -130,7 +130,7 @@ fn stale_pop_while_its_block_is_recycled() {
     loom::model(|| {
         // Indices 0..=3 fill the first two blocks; 4 and 5 the third; 6 the first block again.
         let queue = queue_holding(8, &[0, 1, 2, 3]);
-        let stale = on_thread(&queue, |queue| pop(queue));
+        let stale = on_thread(&queue, pop);
         let mut mine: Vec<u64> = (0..2).filter_map(|_| pop(&queue)).collect();
         for item in 4..7 {
             push(&queue, item).expect("room");
@@ -276,7 +276,7 @@ fn two_producers_at_a_limit_racing_pop() {
 fn dropped_with_items_left() {
     loom::model(|| {
         let queue = queue_holding(5, &[0, 1, 2]);
-        let popper = on_thread(&queue, |queue| pop(queue));
+        let popper = on_thread(&queue, pop);
         push(&queue, 3).expect("room");
         let first = pop(&queue);
         let theirs = popper.join().unwrap();

@@ -348,6 +348,13 @@ impl<T: PointerItem, H, C> BoundedQueue<T, H, C> {
     /// A gauge for statistics: two `Relaxed` loads, not one snapshot, so with pushes or pops
     /// racing it can be off by those in flight either way; it is kept within `0..=capacity`.
     #[inline]
+    #[cfg_attr(
+        fanout_loom,
+        allow(
+            clippy::len_without_is_empty,
+            reason = "public only to the loom models, which need no `is_empty`"
+        )
+    )]
     pub fn len(&self) -> usize {
         let head = index_of(self.consumers.head.load(Ordering::Relaxed));
         let tail = index_of(self.producers.tail.load(Ordering::Relaxed));
