@@ -87,8 +87,12 @@ mod stats;
 mod sync;
 mod topic;
 
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "nats"))]
 pub use provider::bridge;
+#[cfg(feature = "nats")]
+pub use provider::nats;
+#[cfg(feature = "nats")]
+pub use provider::nats::{NatsConfig, NatsPubSub};
 #[cfg(feature = "postgres")]
 pub use provider::postgres;
 #[cfg(feature = "postgres")]

@@ -2,18 +2,22 @@
 //!
 //! - `memory`: [`InMemoryPubSub`](crate::InMemoryPubSub), the in-process provider.
 //! - `bridge`: what every distributed provider shares, over a small broker trait (public as
-//!   `fanout::bridge` with either of the features below).
+//!   `fanout::bridge` with any of the features below).
 //! - `redis`: `RedisPubSub`, instances joined by Redis pub/sub (public as `fanout::redis`,
 //!   feature `redis`).
 //! - `postgres`: `PostgresPubSub`, instances joined by PostgreSQL `LISTEN` / `NOTIFY` (public
 //!   as `fanout::postgres`, feature `postgres`).
+//! - `nats`: `NatsPubSub`, instances joined by core NATS publish/subscribe (public as
+//!   `fanout::nats`, feature `nats`).
 //! - `recording`: [`RecordingPubSub`](crate::RecordingPubSub), which records every call, for
 //!   users testing their own code.
 //! - `session_pubsub`: [`SessionPubSub`](crate::SessionPubSub), a provider bound to one session.
 
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "nats"))]
 pub mod bridge;
 pub(crate) mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub(crate) mod recording;

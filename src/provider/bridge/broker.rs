@@ -34,7 +34,7 @@ pub(crate) trait Broker: Send + Sync + Sized + 'static {
     /// An open publishing connection.
     type Publisher: Send + 'static;
 
-    /// The broker's kind, for logs and errors: `redis`, `postgres`.
+    /// The broker's kind, for logs and errors: `redis`, `postgres`, `nats`.
     const NAME: &'static str;
 
     /// The server, for messages: never the password.

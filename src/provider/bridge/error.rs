@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::PubSubError;
 
 /// A failure of the broker side of a distributed provider's operation
-/// (`RedisPubSub`, `PostgresPubSub`).
+/// (`RedisPubSub`, `PostgresPubSub`, `NatsPubSub`).
 ///
 /// The provider returns it as [`PubSubError::Backend`]:
 ///
@@ -26,7 +26,7 @@ pub enum BrokerError {
     /// `start()` could not connect (or the first commands failed).
     #[error("cannot connect to {broker} at {target}: {source}")]
     Connect {
-        /// The broker's kind: `redis`, `postgres`.
+        /// The broker's kind: `redis`, `postgres`, `nats`.
         broker: &'static str,
         /// The server address (never the password).
         target: String,

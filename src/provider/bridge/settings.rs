@@ -35,9 +35,18 @@ pub(crate) struct BridgeSettings {
 /// The constructors, and the builder methods of the settings every distributed provider's
 /// config has as fields of its own (`url`, `channel_prefix`, `publish_queue`, the timeouts, the
 /// backoff), for the config's `impl` block. `$env` is the constant naming the environment
-/// variable `from_env` reads, `$env_name` that variable.
+/// variable `from_env` reads, `$env_name` that variable; the prefix field is `channel_prefix`
+/// (set by `with_channel_prefix`) unless named as `$prefix` with its setter `$with_prefix`.
 macro_rules! shared_config_methods {
     ($env:ident, $env_name:literal) => {
+        $crate::provider::bridge::settings::shared_config_methods!(
+            $env,
+            $env_name,
+            channel_prefix,
+            with_channel_prefix
+        );
+    };
+    ($env:ident, $env_name:literal, $prefix:ident, $with_prefix:ident) => {
         /// The defaults, with `url`.
         pub fn new(url: impl Into<String>) -> Self {
             Self {
@@ -54,9 +63,9 @@ macro_rules! shared_config_methods {
             }
         }
 
-        /// Sets the channel prefix.
-        pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
-            self.channel_prefix = prefix.into();
+        #[doc = concat!("Sets `", stringify!($prefix), "`.")]
+        pub fn $with_prefix(mut self, prefix: impl Into<String>) -> Self {
+            self.$prefix = prefix.into();
             self
         }
 

@@ -1,0 +1,270 @@
+//! NATS as the bridge's broker: subjects, the two connections, `PUB` pipelines and `SUB` /
+//! `UNSUB`, each batch confirmed by a `PING` / `PONG` round trip.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+
+use super::config::{Endpoint, NatsConfig};
+use super::connection::{Connection, ConnectionSettings};
+use super::subject::SubjectNames;
+use super::wire::{self, Message};
+use crate::envelope::InstanceId;
+use crate::provider::bridge::broker::{
+    Answers, Broker, ConnectError, Inbound, Outgoing, Reason, Subscription,
+};
+use crate::provider::bridge::BrokerError;
+use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use crate::sync::{lock, Mutex};
+
+/// Messages the subscription connection's reader hands on ahead of the listener. Past this it
+/// stops reading and the server holds the backlog (see the module docs of `connection`).
+const INBOUND_BACKLOG: usize = 4096;
+
+/// A NATS server, as the bridge sees it.
+pub(crate) struct NatsBroker {
+    pub(crate) config: NatsConfig,
+    endpoint: Endpoint,
+    subjects: SubjectNames,
+    instance: InstanceId,
+    /// The server's `max_payload` from the latest `INFO` on either connection (the configured
+    /// `max_envelope_bytes` before the first). Written by the connections; read relaxed by
+    /// `check_envelope` and `publish`, a lone value ordering nothing else.
+    max_payload: Arc<AtomicUsize>,
+}
+
+impl NatsBroker {
+    pub(crate) fn new(config: NatsConfig, endpoint: Endpoint, instance: InstanceId) -> Self {
+        Self {
+            subjects: SubjectNames::new(&config.subject_prefix),
+            max_payload: Arc::new(AtomicUsize::new(config.max_envelope_bytes)),
+            endpoint,
+            instance,
+            config,
+        }
+    }
+
+    /// The largest envelope sent: `max_envelope_bytes`, or the server's `max_payload` if
+    /// smaller.
+    pub(crate) fn envelope_limit(&self) -> usize {
+        self.config.max_envelope_bytes.min(self.max_payload.load(Relaxed))
+    }
+
+    async fn connect(
+        &self,
+        role: &'static str,
+        messages: Option<mpsc::Sender<Message>>,
+    ) -> Result<Connection, ConnectError> {
+        Connection::open(
+            ConnectionSettings {
+                endpoint: &self.endpoint,
+                instance: self.instance,
+                role,
+                max_control_line: self.config.max_control_line,
+                max_inbound_payload: self.config.max_envelope_bytes,
+                max_payload: Arc::clone(&self.max_payload),
+            },
+            messages,
+        )
+        .await
+    }
+}
+
+impl Broker for NatsBroker {
+    type Subscription = NatsSubscription;
+    type Publisher = Connection;
+
+    const NAME: &'static str = "nats";
+
+    fn target(&self) -> String {
+        self.endpoint.target()
+    }
+
+    fn channel(&self, topic: &str) -> String {
+        self.subjects.subject(topic)
+    }
+
+    fn carries(&self, channel: &str, topic: &str) -> bool {
+        self.subjects.carries(channel, topic)
+    }
+
+    fn check_envelope(&self, envelope_len: usize) -> Result<(), BrokerError> {
+        BrokerError::check_envelope_len(envelope_len, self.envelope_limit())
+    }
+
+    async fn open_subscription(&self) -> Result<NatsSubscription, ConnectError> {
+        let (forward, messages) = mpsc::channel(INBOUND_BACKLOG);
+        let connection = self.connect("subscribe", Some(forward)).await?;
+        Ok(NatsSubscription {
+            connection: Arc::new(connection),
+            sids: Arc::new(Mutex::new(Sids::default())),
+            messages,
+        })
+    }
+
+    async fn open_publisher(&self) -> Result<Connection, ConnectError> {
+        self.connect("publish", None).await
+    }
+
+    /// One `PUB` per envelope and a `PING`, in one write; resolves on the `PONG`. Core NATS
+    /// does not answer a `PUB`: the `PONG` says the server has processed every one of them.
+    /// An envelope over the server's current `max_payload` is refused here, unsent (the
+    /// server would close the connection). The server reports a `PUB` it refuses for
+    /// permissions as `-ERR 'Permissions Violation for Publish to "<subject>"'`, before the
+    /// `PONG`: every envelope of the pipeline on that subject is answered refused.
+    async fn publish(
+        &self,
+        publisher: &mut Connection,
+        envelopes: &[Outgoing<'_>],
+    ) -> Result<Answers, Reason> {
+        let limit = self.max_payload.load(Relaxed);
+        let bytes: usize = envelopes
+            .iter()
+            .map(|outgoing| outgoing.envelope.len() + 64)
+            .sum();
+        let mut commands = Vec::with_capacity(bytes);
+        let mut answers = Vec::with_capacity(envelopes.len());
+        let mut subjects = Vec::with_capacity(envelopes.len());
+        for outgoing in envelopes {
+            let subject = self.subjects.subject(outgoing.topic);
+            if outgoing.envelope.len() > limit {
+                answers.push(Err(format!(
+                    "envelope is {} bytes; the server's max_payload is {limit}",
+                    outgoing.envelope.len()
+                )));
+            } else {
+                wire::put_pub(&mut commands, &subject, &outgoing.envelope);
+                answers.push(Ok(()));
+            }
+            subjects.push(subject);
+        }
+        let errors = publisher.round_trip(commands).await?;
+        for error in errors {
+            let refused = refused_subject(&error);
+            let mut attributed = false;
+            for (answer, subject) in answers.iter_mut().zip(&subjects) {
+                if refused == Some(subject.as_str()) {
+                    *answer = Err(format!("PUB refused: {error}"));
+                    attributed = true;
+                }
+            }
+            if !attributed {
+                tracing::warn!(instance = %self.instance, error, "nats server error on the publishing connection, not attributed to a message");
+            }
+        }
+        Ok(answers)
+    }
+
+    async fn ping_publisher(&self, publisher: &mut Connection) -> Result<(), Reason> {
+        publisher.round_trip(Vec::new()).await.map(drop)
+    }
+
+    fn publisher_closed(&self, publisher: &Connection) -> BoxFuture<'static, ()> {
+        publisher.closed()
+    }
+}
+
+/// The subject of `-ERR 'Permissions Violation for Publish to "<subject>"'`.
+fn refused_subject(error: &str) -> Option<&str> {
+    error
+        .strip_prefix("Permissions Violation for Publish to \"")?
+        .strip_suffix('"')
+}
+
+/// Subscription ids by subject, on the subscription connection.
+#[derive(Default)]
+struct Sids {
+    by_subject: HashMap<String, u64>,
+    next: u64,
+}
+
+/// The subscription connection: `SUB` / `UNSUB` with a round trip each batch, and the
+/// messages its reader hands on, in arrival order.
+pub(crate) struct NatsSubscription {
+    connection: Arc<Connection>,
+    /// Written by `subscribe` and `unsubscribe` before they write their commands.
+    sids: Arc<Mutex<Sids>>,
+    messages: mpsc::Receiver<Message>,
+}
+
+impl NatsSubscription {
+    /// Sends `commands` and waits for the round trip; a permissions violation for a
+    /// subscription that the server reported meanwhile fails the command (other `-ERR`s are
+    /// logged by the reader).
+    fn confirm(&self, verb: &'static str, commands: Vec<u8>) -> BoxFuture<'static, Result<(), Reason>> {
+        let round_trip = self.connection.round_trip(commands);
+        async move {
+            let errors = round_trip.await?;
+            match errors
+                .iter()
+                .find(|error| error.starts_with("Permissions Violation for Subscription"))
+            {
+                None => Ok(()),
+                Some(error) => Err(format!("{verb} refused: {error}")),
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Subscription for NatsSubscription {
+    type Message = Message;
+
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+        let mut commands = Vec::new();
+        {
+            let mut sids = lock(&self.sids);
+            for subject in channels {
+                if sids.by_subject.contains_key(&subject) {
+                    continue;
+                }
+                sids.next += 1;
+                let sid = sids.next;
+                wire::put_sub(&mut commands, &subject, sid);
+                sids.by_subject.insert(subject, sid);
+            }
+        }
+        self.confirm("SUB", commands)
+    }
+
+    fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+        let mut commands = Vec::new();
+        {
+            let mut sids = lock(&self.sids);
+            for subject in &channels {
+                if let Some(sid) = sids.by_subject.remove(subject) {
+                    wire::put_unsub(&mut commands, sid);
+                }
+            }
+        }
+        self.confirm("UNSUB", commands)
+    }
+
+    fn ping(&self) -> BoxFuture<'static, Result<(), Reason>> {
+        self.connection
+            .round_trip(Vec::new())
+            .map(|answered| answered.map(drop))
+            .boxed()
+    }
+
+    async fn next(&mut self) -> Option<Message> {
+        self.messages.recv().await
+    }
+
+    fn channel(message: &Message) -> &str {
+        &message.subject
+    }
+
+    async fn envelope<'a>(&'a self, message: &'a Message) -> Result<Cow<'a, [u8]>, Inbound> {
+        if message.headers {
+            return Err(Inbound::Malformed(
+                "a message with NATS headers (no instance publishes with headers)".into(),
+            ));
+        }
+        Ok(Cow::Borrowed(&message.payload))
+    }
+}
