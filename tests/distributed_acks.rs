@@ -3,7 +3,7 @@
 //! answers agree with the broker counters: `Ok` is a published message, `Unacknowledged` a lost
 //! and counted one, and a broadcast the stop refused was not queued at all.
 
-#![cfg(any(feature = "redis", feature = "postgres"))]
+#![cfg(any(feature = "redis", feature = "postgres", feature = "nats"))]
 
 #[macro_use]
 mod conformance;
@@ -113,3 +113,4 @@ macro_rules! acknowledgement_tests {
 
 acknowledgement_tests!("redis", redis);
 acknowledgement_tests!("postgres", postgres);
+acknowledgement_tests!("nats", nats);

@@ -4,7 +4,7 @@
 //! instances), also while the session's reader is parked in `recv`, and the local engine's
 //! counts are visible.
 
-#![cfg(any(feature = "redis", feature = "postgres"))]
+#![cfg(any(feature = "redis", feature = "postgres", feature = "nats"))]
 
 #[macro_use]
 mod conformance;
@@ -99,3 +99,4 @@ macro_rules! pull_form_tests {
 
 pull_form_tests!("redis", redis);
 pull_form_tests!("postgres", postgres);
+pull_form_tests!("nats", nats);
