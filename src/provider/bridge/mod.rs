@@ -411,6 +411,14 @@ impl<B: Broker> Bridge<B> {
             }
         };
         self.local.start().await?;
+        // Both connections are open: up from now, not from when their tasks first run, so a
+        // broadcast the moment `start` returns is queued for the broker rather than refused
+        // with `PublishUnavailable`.
+        shared.publisher.set_up();
+        shared
+            .counters
+            .connected
+            .store(true, crate::sync::atomic::Ordering::Relaxed);
         let (shutdown, stopping) = watch::channel(false);
         let listener = Listener::new(
             Arc::clone(shared),

@@ -153,7 +153,7 @@ impl PublisherState {
         lock(&self.down_since).elapsed()
     }
 
-    fn set_up(&self) {
+    pub(crate) fn set_up(&self) {
         self.up.store(true, Ordering::Relaxed);
     }
 
