@@ -21,8 +21,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
 use conformance::faults::{
-    assert_increasing, flow_between, free_port, is_unavailable, mutations, proxied_pair, seqs,
-    stranger_envelope, until_flowing_again, Flow,
+    assert_increasing, assert_not_started, flow_between, free_port, is_unavailable, mutations, proxied_pair,
+    seqs, stranger_envelope, until_flowing_again, Flow,
 };
 use conformance::postgres::{admin, cluster, test_config, url, PrivateServer};
 use conformance::{eventually, unique_prefix, Inbox, WAIT};
@@ -539,26 +539,6 @@ async fn a_silent_network_cut_is_found_by_the_health_check() {
 }
 
 // ----- unreachable servers -----
-
-/// Every operation of a provider that never started is refused with `NotStarted`.
-async fn assert_not_started(provider: &PostgresPubSub) {
-    let refusals = [
-        provider
-            .subscribe_topic("s", "t", Inbox::default().handler("s"))
-            .await,
-        provider.broadcast("t", Bytes::from("x")).await,
-        provider.broadcast_from("s", "t", Bytes::from("x")).await,
-        provider.unsubscribe_topic("s", "t").await,
-        provider.unsubscribe_all("s").await,
-    ];
-    for refusal in refusals {
-        let error = refusal.expect_err("not started");
-        assert!(
-            matches!(BrokerError::of(&error), Some(BrokerError::NotStarted)),
-            "{error:?}"
-        );
-    }
-}
 
 #[tokio::test]
 async fn start_fails_clearly_when_postgres_is_unreachable() {

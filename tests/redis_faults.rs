@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use conformance::faults::{
-    assert_increasing, flow_between, free_port, mutations, proxied_pair, seqs, stranger_envelope,
-    until_flowing_again,
+    assert_increasing, assert_not_started, flow_between, free_port, hostile_envelopes, mutations,
+    proxied_pair, seqs, stranger_envelope, until_flowing_again,
 };
 use conformance::redis::{admin, cluster, test_config};
 use conformance::{eventually, skip, unique_prefix, Inbox};
 use fanout::bridge::Unacknowledged;
-use fanout::envelope::{EnvelopeWriter, InstanceId, HEADER_BYTES};
 use fanout::redis::{RedisConfig, RedisPubSub, RedisPubSubError};
 use fanout::{Config, PubSubError, PubSubProvider};
 
@@ -143,38 +142,7 @@ async fn garbage_truncated_and_oversized_messages_are_skipped_and_counted() {
     let channel = b.channel_for("t");
     let valid = |payload: &str| stranger_envelope("t", payload.as_bytes());
     let good = valid("hello");
-    let mut wrong_version = good.clone();
-    wrong_version[4] = 99;
-    let mut lying_length = good.clone();
-    // The record's payload length, after the header, the topic and the sender length.
-    let payload_length_at = HEADER_BYTES + 1 + 4;
-    lying_length[payload_length_at..payload_length_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-    let other_topic = stranger_envelope("not-t", b"sneaky");
-    // Two good records, then one whose sender is not UTF-8: refused whole, nothing delivered.
-    let bad_last_record = {
-        let mut writer = EnvelopeWriter::new(InstanceId(7), "t");
-        writer.push(None, b"sneaky-1");
-        writer.push(Some("tab"), b"sneaky-2");
-        writer.push(Some("\u{1}"), b"sneaky-3");
-        let mut bytes = writer.finish();
-        let sender_at = bytes.len() - b"sneaky-3".len() - 1;
-        bytes[sender_at] = 0xFF;
-        bytes
-    };
-    let hostile: Vec<Vec<u8>> = vec![
-        b"".to_vec(),
-        b"garbage".to_vec(),
-        br#"{"event":"foreign json"}"#.to_vec(),
-        good[..good.len() - 1].to_vec(),
-        good[..10].to_vec(),
-        [good.clone(), b"trailing".to_vec()].concat(),
-        wrong_version,
-        lying_length,
-        bad_last_record,
-        other_topic,
-        valid(&"x".repeat(10_000)),
-        vec![0xFF; 100_000],
-    ];
+    let hostile = hostile_envelopes("t");
     for message in &hostile {
         let () = redis::cmd("PUBLISH")
             .arg(&channel)
@@ -242,14 +210,7 @@ async fn start_fails_clearly_when_redis_is_unreachable() {
         "{message}"
     );
     assert_eq!(provider.running_tasks(), 0);
-    let refused = provider
-        .subscribe_topic("s", "t", Inbox::default().handler("s"))
-        .await
-        .expect_err("not started");
-    assert!(matches!(
-        RedisPubSubError::of(&refused),
-        Some(RedisPubSubError::NotStarted)
-    ));
+    assert_not_started(&provider).await;
     provider.stop().await.unwrap();
 }
 

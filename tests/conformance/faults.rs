@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanout::bridge::BrokerError;
-use fanout::envelope::{EnvelopeWriter, InstanceId};
+use fanout::envelope::{EnvelopeWriter, InstanceId, HEADER_BYTES};
 use fanout::{PubSubError, PubSubProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -129,6 +129,26 @@ pub fn assert_increasing(seqs: &[u64]) {
         seqs.windows(2).all(|w| w[0] < w[1]),
         "duplicated or out of order: {seqs:?}"
     );
+}
+
+/// Every operation of a provider that is not started is refused with `NotStarted`.
+pub async fn assert_not_started(provider: &impl PubSubProvider) {
+    let refusals = [
+        provider
+            .subscribe_topic("s", "t", Inbox::default().handler("s"))
+            .await,
+        provider.broadcast("t", Bytes::from("x")).await,
+        provider.broadcast_from("s", "t", Bytes::from("x")).await,
+        provider.unsubscribe_topic("s", "t").await,
+        provider.unsubscribe_all("s").await,
+    ];
+    for refusal in refusals {
+        let error = refusal.expect_err("not started");
+        assert!(
+            matches!(BrokerError::of(&error), Some(BrokerError::NotStarted)),
+            "{error:?}"
+        );
+    }
 }
 
 // ----- a path to the server we can cut -----
@@ -278,6 +298,49 @@ pub fn stranger_envelope(topic: &str, payload: &[u8]) -> Vec<u8> {
     let mut writer = EnvelopeWriter::new(InstanceId(7), topic);
     writer.push(None, payload);
     writer.finish()
+}
+
+/// Messages a provider must skip and count on topic `topic`'s channel, for an instance whose
+/// `max_envelope_bytes` is under 10,000: empty, garbage, foreign JSON, a valid envelope cut
+/// short, with bytes after it, of a version we do not speak, with a record length that lies,
+/// with a bad last record (whose earlier records must not be delivered either), for another
+/// topic, over the envelope limit, and 100,000 bytes of 0xFF. Payloads that could be
+/// delivered start with `sneaky`.
+pub fn hostile_envelopes(topic: &str) -> Vec<Vec<u8>> {
+    let valid = |payload: &str| stranger_envelope(topic, payload.as_bytes());
+    let good = valid("hello");
+    let mut wrong_version = good.clone();
+    wrong_version[4] = 99;
+    let mut lying_length = good.clone();
+    // The record's payload length, after the header, the topic and the sender length.
+    let payload_length_at = HEADER_BYTES + topic.len() + 4;
+    lying_length[payload_length_at..payload_length_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let other_topic = stranger_envelope(&format!("not-{topic}"), b"sneaky");
+    // Two good records, then one whose sender is not UTF-8: refused whole, nothing delivered.
+    let bad_last_record = {
+        let mut writer = EnvelopeWriter::new(InstanceId(7), topic);
+        writer.push(None, b"sneaky-1");
+        writer.push(Some("tab"), b"sneaky-2");
+        writer.push(Some("\u{1}"), b"sneaky-3");
+        let mut bytes = writer.finish();
+        let sender_at = bytes.len() - b"sneaky-3".len() - 1;
+        bytes[sender_at] = 0xFF;
+        bytes
+    };
+    vec![
+        b"".to_vec(),
+        b"garbage".to_vec(),
+        br#"{"event":"foreign json"}"#.to_vec(),
+        good[..good.len() - 1].to_vec(),
+        good[..10].to_vec(),
+        [good.clone(), b"trailing".to_vec()].concat(),
+        wrong_version,
+        lying_length,
+        bad_last_record,
+        other_topic,
+        valid(&"x".repeat(10_000)),
+        vec![0xFF; 100_000],
+    ]
 }
 
 /// `count` seeded mutations of `valid` (xorshift64): in each, 1 to 4 bytes are replaced, each

@@ -34,6 +34,9 @@ impl RawClient {
     /// Connects to `url` (no credentials) and completes the handshake.
     pub async fn connect(url: &str) -> std::io::Result<RawClient> {
         let stream = TcpStream::connect(address(url)).await?;
+        // Each command is written apart from its PING: without this, Nagle's algorithm holds
+        // the PING back until the server's delayed ACK.
+        stream.set_nodelay(true)?;
         let mut client = RawClient {
             stream: BufReader::new(stream),
         };
@@ -44,7 +47,7 @@ impl RawClient {
         client
             .stream
             .get_mut()
-            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"fanout-test-raw\"}\r\n")
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true,\"name\":\"fanout-test-raw\"}\r\n")
             .await?;
         client.round_trip().await?;
         Ok(client)
@@ -75,6 +78,20 @@ impl RawClient {
     /// Publishes `payload` on `subject`, and returns once the server has processed it.
     pub async fn publish(&mut self, subject: &str, payload: &[u8]) -> std::io::Result<()> {
         let mut command = format!("PUB {subject} {}\r\n", payload.len()).into_bytes();
+        command.extend_from_slice(payload);
+        command.extend_from_slice(b"\r\n");
+        self.stream.get_mut().write_all(&command).await?;
+        self.round_trip().await
+    }
+
+    /// Publishes `payload` on `subject` with the reply subject `reply`.
+    pub async fn publish_with_reply(
+        &mut self,
+        subject: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        let mut command = format!("PUB {subject} {reply} {}\r\n", payload.len()).into_bytes();
         command.extend_from_slice(payload);
         command.extend_from_slice(b"\r\n");
         self.stream.get_mut().write_all(&command).await?;
