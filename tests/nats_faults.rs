@@ -1,0 +1,320 @@
+//! Faults against a NATS server of the test's own (`nats-server` on a free loopback port, never
+//! the shared one other tests use): killed and restarted, frozen (`SIGSTOP`) and thawed, and
+//! requiring credentials. The server is killed by a guard when the test ends, pass or fail.
+//!
+//! Skips with a printed reason when `nats-server` cannot be run, fails instead under
+//! `FANOUT_REQUIRE_SERVICES=1`.
+
+#![cfg(feature = "nats")]
+
+#[macro_use]
+mod conformance;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use conformance::faults::free_port;
+use conformance::nats::{test_config_at, unique_prefix, RawClient};
+use conformance::{eventually, skip, Inbox};
+use fanout::bridge::Unacknowledged;
+use fanout::nats::{NatsConfig, NatsPubSub, NatsPubSubError};
+use fanout::{Config, PubSubProvider};
+
+/// A `nats-server` of one test's own; killed when dropped.
+struct PrivateNats {
+    port: u16,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    /// Starts `nats-server` on a free port with `args`, and waits until it answers.
+    async fn start(args: &[&str]) -> Option<PrivateNats> {
+        let mut server = PrivateNats {
+            port: free_port(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            child: None,
+        };
+        if let Err(error) = server.spawn() {
+            return skip(format_args!("cannot run nats-server ({error})"));
+        }
+        server.answering().await;
+        Some(server)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the server accepts a connection.
+    async fn answering(&self) {
+        let address = format!("127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + conformance::WAIT;
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server on {address} never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, and waits until it answers.
+    async fn restart(&mut self) {
+        self.kill();
+        self.spawn().expect("nats-server ran a moment ago");
+        self.answering().await;
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Two started instances on `server`, with quick health checks and reconnects.
+async fn pair(server: &PrivateNats, test: &str, response: Duration) -> (NatsPubSub, NatsPubSub) {
+    let config = test_config_at(&server.url(), &unique_prefix(test))
+        .with_timeouts(Duration::from_millis(500), response);
+    let a = NatsPubSub::with_config(config.clone(), Config::default()).unwrap();
+    let b = NatsPubSub::with_config(config, Config::default()).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    (a, b)
+}
+
+/// Waits until both of A's connections and B's subscription connection are up again, B's
+/// after a reconnect.
+async fn both_back(a: &NatsPubSub, b: &NatsPubSub) {
+    eventually("both instances back", || {
+        let (sa, sb) = (a.nats_stats(), b.nats_stats());
+        sa.connected && sa.publisher_connected && sb.connected && sb.reconnects >= 1
+    })
+    .await;
+}
+
+/// While the server is away, local sessions still receive and broadcasts return within 2 s
+/// with `PublishUnavailable`; once it answers again both instances are back within 5 s, every
+/// topic subscribed again, and messages cross again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_is_survived_and_every_topic_resubscribed() {
+    let Some(mut server) = PrivateNats::start(&[]).await else {
+        return;
+    };
+    let (a, b) = pair(&server, "restart", Duration::from_millis(500)).await;
+    let inbox = Inbox::default();
+    for topic in ["t1", "t2", "t.3"] {
+        b.subscribe_topic("s", topic, inbox.handler("s")).await.unwrap();
+    }
+    a.subscribe_topic("here", "t1", inbox.handler("here"))
+        .await
+        .unwrap();
+    a.broadcast("t1", Bytes::from("before")).await.unwrap();
+    inbox
+        .until("delivery before the restart", |i| {
+            i.has("s", "before") && i.has("here", "before")
+        })
+        .await;
+
+    server.kill();
+    eventually("the outage to be seen by both", || {
+        let (sa, sb) = (a.nats_stats(), b.nats_stats());
+        !sa.connected && !sa.publisher_connected && !sb.connected
+    })
+    .await;
+    let began = Instant::now();
+    let refused = a
+        .broadcast("t1", Bytes::from("during"))
+        .await
+        .expect_err("the server is down");
+    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+    assert!(
+        matches!(
+            NatsPubSubError::of(&refused),
+            Some(NatsPubSubError::PublishUnavailable { .. })
+        ),
+        "{refused:?}"
+    );
+    inbox
+        .until("local delivery while the server is down", |i| {
+            i.has("here", "during")
+        })
+        .await;
+    let unconfirmed = a
+        .subscribe_topic("late", "t2", inbox.handler("late"))
+        .await
+        .expect_err("the server cannot confirm while it is down");
+    assert!(matches!(
+        NatsPubSubError::of(&unconfirmed),
+        Some(NatsPubSubError::SubscribeUnconfirmed)
+    ));
+
+    server.restart().await;
+    let answered = Instant::now();
+    both_back(&a, &b).await;
+    let back_after = answered.elapsed();
+    eprintln!("both instances back {back_after:?} after the server answered");
+    assert!(
+        back_after < Duration::from_secs(5),
+        "back only {back_after:?} after the server answered"
+    );
+    for topic in ["t1", "t2", "t.3"] {
+        a.broadcast(topic, Bytes::from(format!("after {topic}")))
+            .await
+            .unwrap();
+    }
+    b.broadcast("t2", Bytes::from("to late")).await.unwrap();
+    inbox
+        .until("every topic after the restart", |i| {
+            ["t1", "t2", "t.3"]
+                .iter()
+                .all(|topic| i.has("s", &format!("after {topic}")))
+                && i.has("here", "after t1")
+                && i.has("late", "to late")
+        })
+        .await;
+    assert!(!inbox.has("s", "during"), "published while the server was away");
+    for node in [&a, &b] {
+        let stats = node.nats_stats();
+        assert!(stats.outages >= 1 && stats.reconnects >= 1, "{stats:?}");
+        assert!(stats.outage_time > Duration::ZERO, "{stats:?}");
+        node.stop().await.unwrap();
+        assert_eq!(node.running_tasks(), 0);
+    }
+    assert!(a.nats_stats().publisher_outages >= 1);
+}
+
+/// A server that stops answering but keeps its sockets open: an acknowledged broadcast fails
+/// with `TimedOut` after the response timeout (its local sessions have it), the health check
+/// finds the silent subscription connection, and both recover once the server runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_found_and_an_acknowledged_broadcast_times_out() {
+    let Some(server) = PrivateNats::start(&[]).await else {
+        return;
+    };
+    let response = Duration::from_millis(400);
+    let (a, b) = pair(&server, "frozen", response).await;
+    let inbox = Inbox::default();
+    b.subscribe_topic("remote", "t", inbox.handler("remote"))
+        .await
+        .unwrap();
+    a.subscribe_topic("local", "t", inbox.handler("local"))
+        .await
+        .unwrap();
+    a.broadcast_acknowledged("t", Bytes::from("acked")).await.unwrap();
+    assert_eq!(a.nats_stats().published, 1, "acknowledged means published");
+    inbox
+        .until("the acknowledged message", |i| i.has("remote", "acked"))
+        .await;
+
+    server.signal("STOP");
+    let began = Instant::now();
+    let error = a
+        .broadcast_acknowledged("t", Bytes::from("frozen"))
+        .await
+        .expect_err("the server is frozen");
+    let waited = began.elapsed();
+    assert!(
+        matches!(
+            error.broker(),
+            Some(NatsPubSubError::Unacknowledged { why: Unacknowledged::TimedOut { after } })
+                if *after == response
+        ),
+        "{error:?}"
+    );
+    assert!(waited >= response && waited < response * 4, "{waited:?}");
+    inbox.until("the local copy", |i| i.has("local", "frozen")).await;
+    eventually("the health check to find B's silent connection", || {
+        b.nats_stats().outages >= 1
+    })
+    .await;
+
+    server.signal("CONT");
+    both_back(&a, &b).await;
+    a.broadcast("t", Bytes::from("thawed")).await.unwrap();
+    inbox
+        .until("delivery after the thaw", |i| i.has("remote", "thawed"))
+        .await;
+    for node in [&a, &b] {
+        node.stop().await.unwrap();
+        assert_eq!(node.running_tasks(), 0);
+    }
+}
+
+/// User and password, or a token, from the URL go in `CONNECT`; without them `start()` fails
+/// with the server's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_url_are_sent_and_a_refusal_fails_start() {
+    for (args, credentials) in [
+        (
+            &["--user", "fan", "--pass", "p@ss:word"][..],
+            "fan:p%40ss%3Aword@",
+        ),
+        (&["--auth", "s3cret-token"][..], "s3cret-token@"),
+    ] {
+        let Some(server) = PrivateNats::start(args).await else {
+            return;
+        };
+        let prefix = unique_prefix("auth");
+        let anonymous = NatsPubSub::new(test_config_at(&server.url(), &prefix)).unwrap();
+        let error = anonymous
+            .start()
+            .await
+            .expect_err("the server requires credentials");
+        let message = error.to_string();
+        assert!(
+            matches!(NatsPubSubError::of(&error), Some(NatsPubSubError::Connect { .. }))
+                && message.contains("Authorization Violation"),
+            "{message}"
+        );
+        assert_eq!(anonymous.running_tasks(), 0);
+        assert!(RawClient::connect(&server.url()).await.is_err());
+
+        let url = format!("nats://{credentials}127.0.0.1:{}", server.port);
+        let config: NatsConfig = test_config_at(&url, &prefix);
+        let (a, b) = (
+            NatsPubSub::new(config.clone()).unwrap(),
+            NatsPubSub::new(config).unwrap(),
+        );
+        a.start().await.unwrap();
+        b.start().await.unwrap();
+        let inbox = Inbox::default();
+        b.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
+        a.broadcast("t", Bytes::from("signed in")).await.unwrap();
+        inbox
+            .until("delivery with credentials", |i| i.has("s", "signed in"))
+            .await;
+        for node in [&a, &b] {
+            node.stop().await.unwrap();
+        }
+    }
+}
