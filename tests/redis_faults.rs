@@ -281,6 +281,16 @@ async fn while_redis_is_down_local_delivery_goes_on_and_the_remote_part_is_refus
         RedisPubSubError::of(&unconfirmed),
         Some(RedisPubSubError::SubscribeUnconfirmed)
     ));
+    // The same for a pull-form session's subscribe.
+    let mut reader = a.open_session("pull").unwrap();
+    let unconfirmed = reader
+        .subscribe("u-pull")
+        .await
+        .expect_err("redis cannot confirm");
+    assert!(
+        matches!(unconfirmed.broker(), Some(RedisPubSubError::SubscribeUnconfirmed)),
+        "{unconfirmed:?}"
+    );
     assert!(a.redis_stats().unavailable >= 1);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -296,8 +306,14 @@ async fn while_redis_is_down_local_delivery_goes_on_and_the_remote_part_is_refus
         "back only after {:?}",
         at.elapsed()
     );
-    // The subscription made during the outage is on Redis now, and publishing works again.
+    // The subscriptions made during the outage are on Redis now, and publishing works again.
     b.broadcast("u", Bytes::from("to late")).await.unwrap();
+    b.broadcast("u-pull", Bytes::from("to the reader")).await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("the pull session's subscription follows on reconnect")
+        .unwrap();
+    assert_eq!(message.payload(), "to the reader");
     a.broadcast("t", Bytes::from("after")).await.unwrap();
     inbox
         .until("messages after the outage", |i| {
@@ -527,6 +543,20 @@ async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
 
 // ----- acknowledged broadcasts -----
 
+/// A private Redis on a free port, answering, its URL, and an admin connection to it.
+async fn private_redis_with_admin() -> Option<(PrivateRedis, String, redis::aio::MultiplexedConnection)> {
+    let port = free_port();
+    let server = PrivateRedis::start(port)?;
+    server.answering().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    Some((server, url, admin))
+}
+
 /// `broadcast_acknowledged` returns `Ok` once Redis answered the `PUBLISH`; while Redis is
 /// paused (`CLIENT PAUSE`) it returns the typed `Unacknowledged` error within the response
 /// timeout, where a plain `broadcast` returns `Ok` at once. Local sessions have the message
@@ -535,17 +565,9 @@ async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
 async fn an_acknowledged_broadcast_waits_for_redis_and_says_when_it_did_not_answer() {
     // `CLIENT PAUSE` stops every client of the server: a private one, so that no other test
     // is paused with it.
-    let port = free_port();
-    let Some(server) = PrivateRedis::start(port) else {
+    let Some((server, url, mut admin)) = private_redis_with_admin().await else {
         return;
     };
-    server.answering().await;
-    let url = format!("redis://127.0.0.1:{port}");
-    let mut admin = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let response = Duration::from_millis(300);
     let quick = RedisConfig::new(url)
         .with_channel_prefix(unique_prefix("acked"))
@@ -631,17 +653,9 @@ async fn an_acknowledged_broadcast_waits_for_redis_and_says_when_it_did_not_answ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_publish_refuses_its_own_messages_only() {
     // A user with limited rights: on a private server, so the shared one's ACL is untouched.
-    let port = free_port();
-    let Some(server) = PrivateRedis::start(port) else {
+    let Some((server, url, mut admin)) = private_redis_with_admin().await else {
         return;
     };
-    server.answering().await;
-    let url = format!("redis://127.0.0.1:{port}");
-    let mut admin = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let prefix = unique_prefix("refused");
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
@@ -655,7 +669,7 @@ async fn a_refused_publish_refuses_its_own_messages_only() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let limited = RedisConfig::new(format!("redis://limited:secret@127.0.0.1:{port}"))
+    let limited = RedisConfig::new(url.replacen("redis://", "redis://limited:secret@", 1))
         .with_channel_prefix(prefix.clone());
     let a = RedisPubSub::new(limited).unwrap();
     let b = RedisPubSub::new(RedisConfig::new(url).with_channel_prefix(prefix)).unwrap();
@@ -709,5 +723,47 @@ async fn a_refused_publish_refuses_its_own_messages_only() {
     assert!(got.iter().all(|payload| payload.starts_with("open-")), "{got:?}");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+    drop(server);
+}
+
+/// A pause shorter than `response_timeout` is waited out, whatever the `redis` client's own
+/// default cap (500 ms): the acknowledged broadcast returns `Ok` once Redis answers, and the
+/// connection is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_within_the_response_timeout_is_waited_out() {
+    // `CLIENT PAUSE` stops every client of the server: a private one.
+    let Some((server, url, mut admin)) = private_redis_with_admin().await else {
+        return;
+    };
+    let config = RedisConfig::new(url)
+        .with_channel_prefix(unique_prefix("slow-answer"))
+        .with_timeouts(Duration::from_millis(500), Duration::from_secs(3));
+    let a = RedisPubSub::new(config).unwrap();
+    a.start().await.unwrap();
+    a.broadcast_acknowledged("t", Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+
+    let pause = Duration::from_millis(1200);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let began = Instant::now();
+    a.broadcast_acknowledged("t", Bytes::from_static(b"paused"))
+        .await
+        .expect("answered after the pause, within the response timeout");
+    let waited = began.elapsed();
+    assert!(waited >= pause - Duration::from_millis(100), "{waited:?}");
+    let stats = a.broker_stats();
+    assert_eq!(
+        (stats.published, stats.publisher_outages, stats.publish_errors),
+        (2, 0, 0),
+        "{stats:?}"
+    );
+    a.stop().await.unwrap();
     drop(server);
 }

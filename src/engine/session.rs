@@ -105,7 +105,9 @@ pub(crate) struct Session {
     /// [G7]: crate::docs::contract#g7-bounded-memory
     closing: AtomicWaker,
     /// When the close happened: set by the close that wins, before it wakes anyone, so a
-    /// handler's close grace counts from the close, not from when its task saw it.
+    /// handler's close grace counts from the close, not from when its task saw it. A time for
+    /// a timer, not a synchronisation point (a reader that finds it unset counts from its own
+    /// now), so it stays outside the loom switch.
     closed_at: OnceLock<Instant>,
     counters: Arc<Counters>,
 }

@@ -104,7 +104,9 @@ impl SessionHandle {
     /// stopped ([G8]), and with a typed error for a bad topic ([G9]). On a distributed
     /// provider it can also fail with `BrokerError::SubscribeUnconfirmed` (inside
     /// [`PubSubError::Backend`](crate::PubSubError::Backend)): the session is subscribed on
-    /// this instance, and on the broker as soon as the connection is back.
+    /// this instance, and on the broker as soon as the connection is back. The local change is
+    /// made at the first poll: a subscribe dropped while it waits for the broker leaves the
+    /// session subscribed (unsubscribe to undo it).
     ///
     /// [G1]: crate::docs::contract#g1-delivery
     /// [G3]: crate::docs::contract#g3-idempotence

@@ -68,7 +68,8 @@ pub trait TopicObserver: Send + Sync + 'static {
     fn topic_added(&self, topic: &Topic);
     /// `topic` has no subscriber left on this engine.
     fn topic_removed(&self, topic: &Topic);
-    /// What a pull-form subscribe to `topic` waits for once its local change is made: a
+    /// What a subscribe to `topic` waits for once its local change is made (a pull-form
+    /// session's `subscribe`; a distributed provider's `subscribe_topic` waits for it too): a
     /// future that resolves when the observer's mirror of the topic is in place (a broker's
     /// confirmation of its subscription), or with why not. `None`, the default: nothing.
     fn confirmation(&self, topic: &Topic) -> Option<BoxFuture<'static, Result<()>>> {

@@ -89,8 +89,8 @@ pub trait PubSubProvider: Send + Sync {
     /// As [`broadcast`](Self::broadcast), but for a distributed provider `Ok` means the
     /// broker's reply to this message's publish was read (Redis: the `PUBLISH` reply;
     /// PostgreSQL: the statement's completion); a publish that fails, is refused or goes
-    /// unanswered is a [`BrokerError`](crate::bridge::BrokerError) naming what happened (local
-    /// sessions have the message either way). In one process (the default) it is `broadcast`:
+    /// unanswered is a `BrokerError::Unacknowledged` (`PubSubError::broker` finds it) naming
+    /// what happened (local sessions have the message either way). In one process (the default) it is `broadcast`:
     /// `Ok` once every local recipient's mailbox has taken the message or its policy decided.
     async fn broadcast_acknowledged(&self, topic: &str, message: Bytes) -> Result<()> {
         self.broadcast(topic, message).await

@@ -58,12 +58,13 @@ pub(crate) trait Broker: Send + Sync + Sized + 'static {
     fn open_publisher(&self) -> impl Future<Output = Result<Self::Publisher, ConnectError>> + Send;
 
     /// Sends `envelopes` in order, pipelined; resolves once the broker has answered every one,
-    /// with its answer to each, in order, or with why the connection failed.
+    /// with its answer to each, in order, or with why the connection failed and the answers
+    /// read before it did.
     fn publish(
         &self,
         publisher: &mut Self::Publisher,
         envelopes: &[Outgoing<'_>],
-    ) -> impl Future<Output = Result<Answers, Reason>> + Send;
+    ) -> impl Future<Output = Result<Answers, PipelineLost>> + Send;
 
     /// A round trip on an idle publishing connection, so that a silent one is noticed. A
     /// broker with housekeeping to do on its publishing connection does it here.
@@ -113,6 +114,23 @@ pub(crate) trait Subscription: Send + Sync + 'static {
 /// envelope's messages are counted lost; the connection is kept. A failure of the connection
 /// itself is the pipeline's `Err`: it is taken as lost and reconnected.
 pub(crate) type Answers = Vec<Result<(), Reason>>;
+
+/// The connection failed during a pipeline: why, and the broker's answers to the envelopes
+/// before the failure (a prefix of the pipeline, often empty). The rest are unconfirmed.
+pub(crate) struct PipelineLost {
+    pub(crate) answered: Answers,
+    pub(crate) reason: Reason,
+}
+
+impl From<Reason> for PipelineLost {
+    /// Lost with nothing answered.
+    fn from(reason: Reason) -> Self {
+        PipelineLost {
+            answered: Vec::new(),
+            reason,
+        }
+    }
+}
 
 /// Why an inbound message yields no envelope.
 // Redis hands every message's bytes over as they are; PostgreSQL decodes and fetches.

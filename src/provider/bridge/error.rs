@@ -104,8 +104,9 @@ pub enum Unacknowledged {
     /// The publishing connection failed while the message was in flight or queued.
     #[error("the publishing connection was lost: {0}")]
     Lost(String),
-    /// The provider stopped before the message was sent.
-    #[error("the provider stopped before it was sent")]
+    /// The provider stopped before the broker answered: the message was not sent, or was
+    /// sent and its answer did not come before the stop grace ran out.
+    #[error("the provider stopped before the broker answered")]
     Stopped,
 }
 

@@ -38,12 +38,14 @@
 //!
 //! - `Ok(())` from `broadcast`: local sessions have the message (as with
 //!   [`InMemoryPubSub`]) and it is queued for the broker. The brokers' pub/sub is
-//!   fire-and-forget: a message queued when the connection breaks is lost and counted
-//!   ([`BrokerStats::publish_errors`]).
+//!   fire-and-forget: a queued message is lost, and counted ([`BrokerStats::publish_errors`]),
+//!   when the connection breaks, when the broker refuses its publish, or when `stop()` ends the
+//!   flush before it was sent.
 //! - `Ok(())` from `broadcast_acknowledged`: the same, and the broker's reply to this
 //!   message's publish was read. Otherwise [`BrokerError::Unacknowledged`] says what happened
-//!   (refused, unanswered within `response_timeout`, the connection lost); local sessions have
-//!   the message either way. It costs the caller a round trip; other broadcasts are not slowed.
+//!   (refused, unanswered within `response_timeout`, the connection lost, or the provider
+//!   stopped first); local sessions have the message either way. It costs the caller a round
+//!   trip; other broadcasts are not slowed.
 //! - [`BrokerError::PublishUnavailable`] (inside [`PubSubError::Backend`]) when the publishing
 //!   connection is down: local sessions **did** get the message; other instances did not, and
 //!   will not (it is not queued for later). Retrying would deliver it twice locally.
@@ -326,7 +328,8 @@ impl<B: Broker> Bridge<B> {
         match acknowledgement.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(BrokerError::Unacknowledged { why }.into()),
-            // Dropped unanswered: the publisher task ended (aborted by `stop`) with it queued.
+            // Dropped unanswered: `stop` aborted the publisher task (its flush outlived the
+            // grace) before the broker answered.
             Err(_) => Err(BrokerError::Unacknowledged {
                 why: Unacknowledged::Stopped,
             }
@@ -429,7 +432,9 @@ impl<B: Broker> Bridge<B> {
         let tasks = BackgroundTasks {
             shutdown,
             listener: tokio::spawn(listener.run(subscription)),
-            publisher: tokio::spawn(Publisher::new(Arc::clone(shared), outbound, stopping).run(publisher)),
+            publisher: tokio::spawn(
+                Publisher::new(Arc::clone(shared), outbound, stopping, self.flush_grace()).run(publisher),
+            ),
         };
         let mut lifecycle = lock(&self.lifecycle);
         if matches!(*lifecycle, Lifecycle::Stopped) {
@@ -454,20 +459,29 @@ impl<B: Broker> Bridge<B> {
         self.local.stop().await?;
         if let Lifecycle::Running(tasks) = previous {
             let _ = tasks.shutdown.send(true);
-            let grace = self
-                .config()
-                .stop_grace
-                .max(self.shared.settings.response_timeout);
-            for mut task in [tasks.listener, tasks.publisher] {
-                if tokio::time::timeout(grace, &mut task).await.is_err() {
+            // The publisher bounds its own flush by the grace; the margin is for the answer in
+            // flight at its end. Aborting is the last resort: what it drops is not counted.
+            let grace = self.flush_grace();
+            let margin = self.shared.settings.response_timeout;
+            for (mut task, wait) in [(tasks.listener, grace), (tasks.publisher, grace + margin)] {
+                if tokio::time::timeout(wait, &mut task).await.is_err() {
                     tracing::warn!(instance = %self.shared.instance, broker = B::NAME, "a broker task outlived the stop grace period; aborting it");
                     task.abort();
                     let _ = task.await;
+                    self.shared.publisher.set_down();
                 }
             }
             tracing::info!(instance = %self.shared.instance, broker = B::NAME, "provider stopped");
         }
         Ok(())
+    }
+
+    /// How long `stop()` gives the broker tasks: the stop grace, at least one response
+    /// timeout.
+    fn flush_grace(&self) -> std::time::Duration {
+        self.config()
+            .stop_grace
+            .max(self.shared.settings.response_timeout)
     }
 
     pub(crate) fn stats(&self) -> StatsSnapshot {

@@ -52,8 +52,8 @@
 //! # Stop
 //!
 //! On `stop()` the task closes the queue (a racing broadcast is refused with `Stopped`), sends
-//! what is queued once, and ends; after a failure of the connection the rest is counted lost
-//! and not sent.
+//! what is queued once, within the stop grace (no pipeline waits past it), and ends; after a
+//! failure of the connection, or past the grace, the rest is counted lost and not sent.
 //!
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
 
@@ -69,7 +69,7 @@ use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
 use super::backoff::Backoff;
-use super::broker::{Broker, Outgoing, Reason};
+use super::broker::{Broker, Outgoing, PipelineLost, Reason};
 use super::error::Unacknowledged;
 use super::stats::BrokerCounters;
 use super::Shared;
@@ -157,7 +157,7 @@ impl PublisherState {
         self.up.store(true, Ordering::Relaxed);
     }
 
-    fn set_down(&self) {
+    pub(crate) fn set_down(&self) {
         *lock(&self.down_since) = Instant::now();
         self.up.store(false, Ordering::Relaxed);
     }
@@ -198,6 +198,8 @@ pub(crate) struct Publisher<B: Broker> {
     shared: Arc<Shared<B>>,
     queue: mpsc::Receiver<Outbound>,
     shutdown: watch::Receiver<bool>,
+    /// How long the flush at stop may take, from when the task sees the stop.
+    flush_grace: Duration,
 }
 
 impl<B: Broker> Publisher<B> {
@@ -205,11 +207,13 @@ impl<B: Broker> Publisher<B> {
         shared: Arc<Shared<B>>,
         queue: mpsc::Receiver<Outbound>,
         shutdown: watch::Receiver<bool>,
+        flush_grace: Duration,
     ) -> Self {
         Self {
             shared,
             queue,
             shutdown,
+            flush_grace,
         }
     }
 
@@ -242,7 +246,7 @@ impl<B: Broker> Publisher<B> {
                     if received == 0 {
                         break;
                     }
-                    if let Err((reason, unconfirmed)) = self.send(conn, &mut batch).await {
+                    if let Err((reason, unconfirmed)) = self.send(conn, &mut batch, None).await {
                         self.lost(&reason, unconfirmed);
                         connection = None;
                     }
@@ -268,9 +272,14 @@ impl<B: Broker> Publisher<B> {
             }
         }
         self.shared.publisher.set_down();
-        // Stopped: whatever got into the queue after the flush is not sent.
+        // Stopped: whatever is still queued is not sent. After `close`, `recv` also waits for
+        // a broadcast that had already reserved room, then ends.
         self.queue.close();
-        let unsent = self.discard_queued(&Unacknowledged::Stopped);
+        let mut unsent = 0;
+        while let Some(message) = self.queue.recv().await {
+            self.discard(message, &Unacknowledged::Stopped);
+            unsent += 1;
+        }
         tracing::debug!(instance = %self.shared.instance, broker = B::NAME, unsent, "publisher stopped");
     }
 
@@ -278,7 +287,16 @@ impl<B: Broker> Publisher<B> {
     /// envelope), each answered within the response timeout. Envelopes the broker refuses are
     /// counted lost and the rest go on. On a failure of the connection, the batch's messages
     /// not confirmed sent are counted lost, and returned with the reason.
-    async fn send(&self, conn: &mut B::Publisher, batch: &mut [Outbound]) -> Result<(), (Reason, usize)> {
+    ///
+    /// With a `deadline` (the flush at stop), no pipeline waits past it: one still unanswered
+    /// then, and those not yet sent, are counted lost and answered
+    /// [`Stopped`](Unacknowledged::Stopped).
+    async fn send(
+        &self,
+        conn: &mut B::Publisher,
+        batch: &mut [Outbound],
+        deadline: Option<Instant>,
+    ) -> Result<(), (Reason, usize)> {
         let shared = &*self.shared;
         // Acknowledged broadcasts, by their place in the batch (none, the common case, costs
         // no allocation).
@@ -305,29 +323,47 @@ impl<B: Broker> Publisher<B> {
             }
             let messages: usize = records[start..end].iter().sum();
             let pipeline = &envelopes[start..end];
-            match tokio::time::timeout(timeout, shared.broker.publish(conn, pipeline)).await {
-                Ok(Ok(answers)) => {
-                    debug_assert_eq!(answers.len(), pipeline.len(), "one answer per envelope");
+            // At stop, the time left before the deadline, if shorter than the response timeout.
+            let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            let stopping = left.is_some_and(|left| left < timeout);
+            let wait = left.map_or(timeout, |left| left.min(timeout));
+            let failure = match tokio::time::timeout(wait, shared.broker.publish(conn, pipeline)).await {
+                Ok(Ok(answers)) if answers.len() == pipeline.len() => {
                     self.answered(&answers, &records[start..end], confirmed, &mut acks);
+                    None
                 }
-                Ok(Err(reason)) => {
-                    let unconfirmed = self.unconfirmed(batch.len() - confirmed);
-                    acks.answer(confirmed..batch.len(), &Err(Unacknowledged::Lost(reason.clone())));
-                    return Err((reason, unconfirmed));
+                Ok(Ok(answers)) => Some((
+                    format!("{} answers to {} envelopes", answers.len(), pipeline.len()),
+                    Unacknowledged::Lost("the broker's answers did not match the envelopes sent".into()),
+                )),
+                Ok(Err(PipelineLost { answered, reason })) => {
+                    // What the broker answered before the connection failed counts as answered.
+                    let answered = &answered[..answered.len().min(end - start)];
+                    let records = &records[start..start + answered.len()];
+                    self.answered(answered, records, confirmed, &mut acks);
+                    confirmed += records.iter().sum::<usize>();
+                    Some((reason.clone(), Unacknowledged::Lost(reason)))
                 }
-                Err(_) => {
-                    let reason = format!(
+                Err(_) if stopping => Some((
+                    "the provider stopped before the broker answered".into(),
+                    Unacknowledged::Stopped,
+                )),
+                Err(_) => Some((
+                    format!(
                         "no answer to {} envelopes ({messages} messages, {bytes} bytes) within {} ms",
                         pipeline.len(),
                         timeout.as_millis()
-                    );
-                    let unconfirmed = self.unconfirmed(batch.len() - confirmed);
-                    acks.answer(
-                        confirmed..batch.len(),
-                        &Err(Unacknowledged::TimedOut { after: timeout }),
-                    );
-                    return Err((reason, unconfirmed));
-                }
+                    ),
+                    Unacknowledged::TimedOut { after: timeout },
+                )),
+            };
+            if let Some((reason, why)) = failure {
+                // Down and counted before anyone is told, so a caller that reads the stats or
+                // broadcasts again finds the connection down.
+                shared.publisher.set_down();
+                let unconfirmed = self.unconfirmed(batch.len() - confirmed);
+                acks.answer(confirmed..batch.len(), &Err(why));
+                return Err((reason, unconfirmed));
             }
             confirmed += messages;
             start = end;
@@ -378,36 +414,37 @@ impl<B: Broker> Publisher<B> {
         messages
     }
 
-    /// On stop: sends what broadcasts queued before it, once, then gives up. The queue is
-    /// closed first, so a broadcast racing the stop is refused rather than left behind. After
-    /// a failure of the connection the rest is not sent: counted lost, and acknowledgements
-    /// told why.
+    /// On stop: sends what broadcasts queued before it, once, within the flush grace, then
+    /// gives up. The queue is closed first, so a broadcast racing the stop is refused rather
+    /// than left behind. What is not confirmed sent (after a failure of the connection, or
+    /// past the grace) is counted lost, and acknowledgements are told why.
     async fn flush(&mut self, conn: &mut B::Publisher, batch: &mut Vec<Outbound>) {
+        let deadline = Instant::now() + self.flush_grace;
         self.queue.close();
-        while let Ok(message) = self.queue.try_recv() {
+        while let Some(message) = self.queue.recv().await {
             batch.push(message);
         }
         let mut failed: Option<Reason> = None;
         for chunk in batch.chunks_mut(self.shared.settings.max_pipeline) {
-            match &failed {
+            let unsent = match &failed {
+                _ if Instant::now() >= deadline => Unacknowledged::Stopped,
                 None => {
-                    if let Err((reason, _counted)) = self.send(conn, chunk).await {
+                    if let Err((reason, _counted)) = self.send(conn, chunk, Some(deadline)).await {
                         failed = Some(reason);
                     }
+                    continue;
                 }
-                Some(reason) => {
-                    self.unconfirmed(chunk.len());
-                    let why = Unacknowledged::Lost(reason.clone());
-                    Acks::take(chunk).answer(0..chunk.len(), &Err(why));
-                }
-            }
+                Some(reason) => Unacknowledged::Lost(reason.clone()),
+            };
+            self.unconfirmed(chunk.len());
+            Acks::take(chunk).answer(0..chunk.len(), &Err(unsent));
         }
         if let Some(reason) = failed {
             tracing::warn!(
                 instance = %self.shared.instance,
                 broker = B::NAME,
                 reason,
-                "the publishing connection failed while sending what was queued at stop"
+                "sending what was queued at stop failed; the rest is counted lost"
             );
         }
         batch.clear();
@@ -521,6 +558,10 @@ impl<B: Broker> Publisher<B> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "publisher_scripted.rs"]
+mod scripted;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use super::subject::SubjectNames;
 use super::wire::{self, Message};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -116,11 +116,14 @@ impl Broker for NatsBroker {
     /// server would close the connection). The server reports a `PUB` it refuses for
     /// permissions as `-ERR 'Permissions Violation for Publish to "<subject>"'`, before the
     /// `PONG`: every envelope of the pipeline on that subject is answered refused.
+    ///
+    /// A connection lost before the `PONG` leaves every envelope of the pipeline unconfirmed:
+    /// the server does not answer a `PUB`, so nothing tells which of them it processed.
     async fn publish(
         &self,
         publisher: &mut Connection,
         envelopes: &[Outgoing<'_>],
-    ) -> Result<Answers, Reason> {
+    ) -> Result<Answers, PipelineLost> {
         let limit = self.max_payload.load(Relaxed);
         let bytes: usize = envelopes
             .iter()

@@ -22,7 +22,7 @@ use super::config::{shown_url, LargePayloads, PostgresConfig};
 use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -287,7 +287,7 @@ impl Broker for PostgresBroker {
         &self,
         publisher: &mut PostgresPublisher,
         envelopes: &[Outgoing<'_>],
-    ) -> Result<Answers, Reason> {
+    ) -> Result<Answers, PipelineLost> {
         let expiry_due = self.expiry_due(publisher);
         let publisher = &*publisher;
         let (client, notify) = (&publisher.client, &publisher.notify);
@@ -314,10 +314,15 @@ impl Broker for PostgresBroker {
                 Ok(_) => answers.push(Ok(())),
                 // Each statement is its own transaction: the server's refusal of one leaves
                 // the others and the connection as they are.
-                Err(error) if error.as_db_error().is_some() && !error.is_closed() => {
+                Err(error) if refused_on_a_working_connection(&error) => {
                     answers.push(Err(format!("pg_notify refused: {error}")));
                 }
-                Err(error) => return Err(format!("pg_notify failed: {error}")),
+                Err(error) => {
+                    return Err(PipelineLost {
+                        answered: answers,
+                        reason: format!("pg_notify failed: {error}"),
+                    })
+                }
             }
         }
         if let Err(reason) = expired {
@@ -356,6 +361,21 @@ impl Broker for PostgresBroker {
 
     fn publisher_closed(&self, publisher: &PostgresPublisher) -> BoxFuture<'static, ()> {
         publisher.driver.closed()
+    }
+}
+
+/// Whether `error` is the server refusing one statement on a connection that goes on (an
+/// `ERROR`: a full notification queue, a missing table), rather than the connection ending
+/// (closed, an I/O error, or a `FATAL` / `PANIC` such as `admin_shutdown`).
+fn refused_on_a_working_connection(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::Severity;
+    match error.as_db_error() {
+        Some(db) if !error.is_closed() => {
+            !matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic))
+                && !db.code().code().starts_with("08")
+                && !db.code().code().starts_with("57P")
+        }
+        _ => false,
     }
 }
 

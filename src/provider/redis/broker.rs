@@ -11,7 +11,7 @@ use redis::AsyncConnectionConfig;
 use super::config::RedisConfig;
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -68,7 +68,11 @@ impl Broker for RedisBroker {
     /// Opens the publishing connection and names it `fanout-<instance>-publisher` in
     /// `CLIENT LIST`.
     async fn open_publisher(&self) -> Result<MultiplexedConnection, ConnectError> {
-        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(self.config.connect_timeout));
+        // The bridge bounds every command by `response_timeout`; the client's own cap (500 ms
+        // by default) would cut shorter ones off and take the connection as lost.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(None);
         let mut connection = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -88,7 +92,7 @@ impl Broker for RedisBroker {
         &self,
         publisher: &mut MultiplexedConnection,
         envelopes: &[Outgoing<'_>],
-    ) -> Result<Answers, Reason> {
+    ) -> Result<Answers, PipelineLost> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut channel = String::new();
@@ -109,7 +113,8 @@ impl Broker for RedisBroker {
                 "PUBLISH pipeline of {} commands got {} replies",
                 envelopes.len(),
                 replies.len()
-            ));
+            )
+            .into());
         }
         Ok(replies
             .into_iter()

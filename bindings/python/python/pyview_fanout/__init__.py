@@ -1,0 +1,44 @@
+"""fanout's pub/sub for PyView: the design's ``PubSubProvider`` on a Rust engine.
+
+Every session has one bounded mailbox for all its topics and runs its handlers one message at
+a time, in publish order, on the asyncio loop that subscribed it; a policy decides what a full
+mailbox does, and every drop is counted.
+
+    from pyview_fanout import InMemoryPubSub, SessionPubSub
+
+    pubsub = InMemoryPubSub(capacity=256, policy="drop_oldest")
+    await pubsub.start()
+    await pubsub.subscribe_topic("tab-1", "room:lobby", on_message)
+    await pubsub.broadcast("room:lobby", {"text": "hello"})
+"""
+
+from ._errors import (
+    ConfigError,
+    FanoutError,
+    InvalidSessionIdError,
+    InvalidTopicError,
+    PayloadTooLargeError,
+    SessionClosedError,
+    StoppedError,
+)
+from ._memory import Fallback, InMemoryPubSub, Limits, Override, Policy
+from ._protocol import PubSubProvider, TopicHandler
+from ._session import SessionPubSub
+
+__all__ = [
+    "ConfigError",
+    "Fallback",
+    "FanoutError",
+    "InMemoryPubSub",
+    "InvalidSessionIdError",
+    "InvalidTopicError",
+    "Limits",
+    "Override",
+    "PayloadTooLargeError",
+    "Policy",
+    "PubSubProvider",
+    "SessionClosedError",
+    "SessionPubSub",
+    "StoppedError",
+    "TopicHandler",
+]

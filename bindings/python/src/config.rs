@@ -1,0 +1,89 @@
+//! A `fanout::Config` from a TOML file or from keyword arguments.
+//!
+//! Keyword arguments take the file's shape (`policy="drop_newest"`,
+//! `policy={"block": {"timeout_ms": 50, "then": "disconnect"}}`, `overrides=[{...}]`,
+//! `limits={...}`) and go through the same parser and checks as a file, so both accept the
+//! same values and their errors name the same keys.
+
+use fanout::Config;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::errors::{self, ConfigSource};
+
+/// Loads and checks a TOML file.
+pub(crate) fn from_file(py: Python<'_>, path: &str) -> PyResult<Config> {
+    Config::from_toml_file(path).map_err(|error| errors::config(py, &error, ConfigSource::File))
+}
+
+/// Checks keyword arguments, given with the file's key names; `None` values are left out.
+pub(crate) fn from_settings(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
+    let py = settings.py();
+    let table = table(settings, "")?;
+    let source = toml::to_string(&table)
+        .map_err(|error| errors::config_argument(py, "(settings)", &error.to_string()))?;
+    Config::from_toml_str(&source).map_err(|error| errors::config(py, &error, ConfigSource::Arguments))
+}
+
+fn table(dict: &Bound<'_, PyDict>, path: &str) -> PyResult<toml::Table> {
+    let mut table = toml::Table::new();
+    for (key, value) in dict.iter() {
+        let Ok(key) = key.cast::<PyString>() else {
+            let key = key.repr().map_or_else(|_| "?".to_string(), |r| r.to_string());
+            return Err(errors::config_argument(
+                dict.py(),
+                path,
+                &format!("key {key} is not a string"),
+            ));
+        };
+        let key = key.to_str()?;
+        let key_path = if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        };
+        if let Some(value) = toml_value(&value, &key_path)? {
+            table.insert(key.to_string(), value);
+        }
+    }
+    Ok(table)
+}
+
+/// A Python value as a TOML value; `None` is left out (the key keeps its default).
+fn toml_value(value: &Bound<'_, PyAny>, path: &str) -> PyResult<Option<toml::Value>> {
+    let py = value.py();
+    if value.is_none() {
+        return Ok(None);
+    }
+    let converted = if let Ok(flag) = value.cast::<PyBool>() {
+        toml::Value::Boolean(flag.is_true())
+    } else if let Ok(int) = value.cast::<PyInt>() {
+        let int: i64 = int
+            .extract()
+            .map_err(|_| errors::config_argument(py, &errors::argument_key(path), "is out of range"))?;
+        toml::Value::Integer(int)
+    } else if let Ok(float) = value.cast::<PyFloat>() {
+        toml::Value::Float(float.value())
+    } else if let Ok(text) = value.cast::<PyString>() {
+        toml::Value::String(text.to_str()?.to_string())
+    } else if let Ok(dict) = value.cast::<PyDict>() {
+        toml::Value::Table(table(dict, path)?)
+    } else if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        let mut items = Vec::new();
+        for (i, item) in value.try_iter()?.enumerate() {
+            let item_path = format!("{path}[{i}]");
+            if let Some(item) = toml_value(&item?, &item_path)? {
+                items.push(item);
+            }
+        }
+        toml::Value::Array(items)
+    } else {
+        let type_name = value.get_type().name()?;
+        return Err(errors::config_argument(
+            py,
+            &errors::argument_key(path),
+            &format!("a {type_name} is not a config value (numbers, strings, lists and dicts are)"),
+        ));
+    };
+    Ok(Some(converted))
+}
