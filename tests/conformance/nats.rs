@@ -14,16 +14,6 @@ pub fn url() -> String {
     NatsConfig::from_env().url
 }
 
-/// `host:port` of a `nats://host:port` URL without credentials.
-fn address(url: &str) -> String {
-    let rest = url.strip_prefix("nats://").unwrap_or(url);
-    rest.rsplit('@')
-        .next()
-        .unwrap_or(rest)
-        .trim_end_matches('/')
-        .to_string()
-}
-
 /// A plain protocol client, for what the provider must survive: raw publishes onto its
 /// subjects.
 pub struct RawClient {
@@ -33,7 +23,8 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to `url` (no credentials) and completes the handshake.
     pub async fn connect(url: &str) -> std::io::Result<RawClient> {
-        let stream = TcpStream::connect(address(url)).await?;
+        let server = NatsConfig::new(url).server().map_err(std::io::Error::other)?;
+        let stream = TcpStream::connect(server).await?;
         // Each command is written apart from its PING: without this, Nagle's algorithm holds
         // the PING back until the server's delayed ACK.
         stream.set_nodelay(true)?;

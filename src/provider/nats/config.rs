@@ -182,6 +182,12 @@ impl NatsConfig {
         Ok(())
     }
 
+    /// The server the URL names, as `host:port` (no credentials), or why the URL is not
+    /// valid.
+    pub fn server(&self) -> Result<String, ConfigError> {
+        self.endpoint().map(|endpoint| endpoint.target())
+    }
+
     /// The server and credentials the URL names.
     pub(crate) fn endpoint(&self) -> Result<Endpoint, ConfigError> {
         parse_url(&self.url).map_err(|why| {

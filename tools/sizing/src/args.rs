@@ -62,6 +62,10 @@ pub struct Args {
     /// before the workload (its rate is the baseline of the printed ratio); 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     pub redis_benchmark_requests: u64,
+    /// For `--provider nats`: the server (default: the `NATS_URL` environment variable, or
+    /// nats://127.0.0.1:4222).
+    #[arg(long)]
+    pub nats_url: Option<String>,
     /// For `--provider postgres`: the server (default: the `DATABASE_URL` environment variable,
     /// or postgres://postgres@127.0.0.1:5432/test).
     #[arg(long)]
@@ -111,6 +115,8 @@ pub enum ProviderArg {
     /// Two `PostgresPubSub` instances on one PostgreSQL, placed as for `redis`; with
     /// `--baseline-only`, plain tokio-postgres.
     Postgres,
+    /// Two `NatsPubSub` instances on one NATS server, placed as for `redis`.
+    Nats,
 }
 
 /// The server `--provider postgres` uses when neither `--database-url` nor `DATABASE_URL`

@@ -6,11 +6,13 @@
 //! cargo run --release -p fanout-sizing -- --sessions 50000 --topics-per-session 10 --rate 0 --json
 //! cargo run --release -p fanout-sizing -- --provider redis --rate 0   # two instances on REDIS_URL
 //! cargo run --release -p fanout-sizing -- --provider postgres --baseline-only --rate 0 --topics 100
+//! cargo run --release -p fanout-sizing -- --provider nats --rate 0 --topics 100   # NATS_URL
 //! ```
 
 mod alloc;
 mod args;
 mod cpu;
+mod nats_scenario;
 mod postgres_baseline;
 mod postgres_scenario;
 mod redis_benchmark;
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
             ProviderArg::Postgres => postgres_scenario::run_postgres(&args, config)
                 .await
                 .map(Output::Scenario),
+            ProviderArg::Nats => nats_scenario::run_nats(&args, config).await.map(Output::Scenario),
         }
     });
     match output {

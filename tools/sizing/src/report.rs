@@ -29,6 +29,9 @@ pub struct Report {
     /// The PostgreSQL side, for `--provider postgres`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresSection>,
+    /// The NATS side, for `--provider nats`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSection>,
 }
 
 /// Two `RedisPubSub` instances on one Redis: publishers on the first, sessions on the second.
@@ -77,6 +80,31 @@ pub struct PostgresSection {
     pub outages: u64,
     /// CPU the server's processes on this machine used during the run (all of them, not just
     /// this run's backends); `None` when the server is elsewhere.
+    pub server_cpu_seconds: Option<f64>,
+}
+
+/// Two `NatsPubSub` instances on one NATS server: publishers on the first, sessions on the
+/// second.
+#[derive(Debug, Serialize)]
+pub struct NatsSection {
+    /// The server, as `host:port`.
+    pub server: String,
+    /// The subjects' prefix, this run's own.
+    pub subject_prefix: String,
+    /// Messages the publishing instance sent.
+    pub messages_sent: u64,
+    /// `PUB` commands (envelopes) that carried them.
+    pub pub_commands: u64,
+    pub messages_per_pub: f64,
+    /// Messages the receiving instance got from the server and handed to its sessions.
+    pub messages_received: u64,
+    /// `messages_received` over the whole run (publishing and draining).
+    pub cross_instance_messages_per_second: f64,
+    pub publish_errors: u64,
+    pub malformed: u64,
+    pub outages: u64,
+    /// CPU every `nats-server` process on this machine used during the run (the whole
+    /// server, not just this run); `None` when the server is elsewhere.
     pub server_cpu_seconds: Option<f64>,
 }
 
@@ -287,6 +315,9 @@ impl Report {
         if let Some(postgres) = &self.postgres {
             rows.extend(postgres.rows());
         }
+        if let Some(nats) = &self.nats {
+            rows.extend(nats.rows());
+        }
         out.push_str(&rows_table(rows));
         out
     }
@@ -376,29 +407,98 @@ impl RedisSection {
 
 impl PostgresSection {
     fn rows(&self) -> Vec<(&'static str, String)> {
+        BrokerRows {
+            labels: [
+                "postgres: cross-instance",
+                "postgres: publishing",
+                "postgres: faults",
+                "postgres: server",
+            ],
+            received: self.messages_received,
+            per_second: self.cross_instance_messages_per_second,
+            sent: self.messages_sent,
+            commands: self.notify_statements,
+            command: "pg_notify",
+            lost: self.publish_errors,
+            malformed: self.malformed,
+            outages: self.outages,
+            server: format!("{} cpu at {}", seconds(self.server_cpu_seconds), self.server),
+        }
+        .rows()
+    }
+}
+
+impl NatsSection {
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        BrokerRows {
+            labels: [
+                "nats: cross-instance",
+                "nats: publishing",
+                "nats: faults",
+                "nats: server",
+            ],
+            received: self.messages_received,
+            per_second: self.cross_instance_messages_per_second,
+            sent: self.messages_sent,
+            commands: self.pub_commands,
+            command: "PUB",
+            lost: self.publish_errors,
+            malformed: self.malformed,
+            outages: self.outages,
+            server: format!(
+                "{} cpu at {} (subjects {}.*)",
+                seconds(self.server_cpu_seconds),
+                self.server,
+                self.subject_prefix
+            ),
+        }
+        .rows()
+    }
+}
+
+/// The rows every broker's section prints: what crossed, how it was published, faults, and
+/// the server.
+struct BrokerRows {
+    labels: [&'static str; 4],
+    received: u64,
+    per_second: f64,
+    sent: u64,
+    commands: u64,
+    /// The broker's publish command, as the row names it.
+    command: &'static str,
+    lost: u64,
+    malformed: u64,
+    outages: u64,
+    server: String,
+}
+
+impl BrokerRows {
+    fn rows(self) -> Vec<(&'static str, String)> {
+        let [crossed, publishing, faults, server] = self.labels;
         vec![
             (
-                "postgres: cross-instance",
+                crossed,
                 format!(
                     "{} messages received on the other instance ({:.0}/s)",
-                    self.messages_received, self.cross_instance_messages_per_second
+                    self.received, self.per_second
                 ),
             ),
             (
-                "postgres: publishing",
+                publishing,
                 format!(
-                    "{} messages in {} pg_notify ({:.1} per envelope), {} lost",
-                    self.messages_sent, self.notify_statements, self.messages_per_notify, self.publish_errors
+                    "{} messages in {} {} ({:.1} per envelope), {} lost",
+                    self.sent,
+                    self.commands,
+                    self.command,
+                    self.sent as f64 / self.commands.max(1) as f64,
+                    self.lost
                 ),
             ),
             (
-                "postgres: faults",
+                faults,
                 format!("{} malformed, {} outages", self.malformed, self.outages),
             ),
-            (
-                "postgres: server",
-                format!("{} cpu at {}", seconds(self.server_cpu_seconds), self.server),
-            ),
+            (server, self.server),
         ]
     }
 }

@@ -308,5 +308,6 @@ pub async fn measure(
         elapsed_seconds: elapsed.as_secs_f64(),
         redis: None,
         postgres: None,
+        nats: None,
     })
 }

@@ -1,0 +1,81 @@
+//! `--provider nats`: the scenario on two `NatsPubSub` instances sharing one NATS server.
+//!
+//! Placed as for Redis: every session lives on the receiving instance and every publisher on
+//! the other, so every delivery crosses the server (pipelined `PUB`s on one connection, one
+//! `SUB` per topic on another). Both instances run in this process, on one tokio runtime; the
+//! server's own CPU is read from its process when it runs on this machine.
+
+use std::sync::Arc;
+
+use fanout::nats::{NatsConfig, NatsPubSub};
+use fanout::{Config, PubSubProvider};
+
+use crate::args::Args;
+use crate::cpu::cpu_times_named;
+use crate::report::{NatsSection, Report};
+use crate::run::{measure, policy_name, Sides};
+
+/// Runs the scenario on two instances of the NATS provider.
+pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
+    let mut nats = NatsConfig::from_env();
+    if let Some(url) = &args.nats_url {
+        nats.url = url.clone();
+    }
+    let nats = nats.with_subject_prefix(format!("fanout-sizing.{}", std::process::id()));
+    let server = nats.server()?;
+    let capacity = config.capacity;
+    let policy = policy_name(&config);
+    let publishing = Arc::new(NatsPubSub::with_config(nats.clone(), config.clone())?);
+    let receiving = Arc::new(NatsPubSub::with_config(nats, config)?);
+    publishing.start().await?;
+    receiving.start().await?;
+    let sides = Sides {
+        name: "nats",
+        publish: Arc::clone(&publishing) as Arc<dyn PubSubProvider>,
+        receive: Arc::clone(&receiving) as Arc<dyn PubSubProvider>,
+        capacity,
+        policy,
+    };
+    let server_cpu_before = server_cpu();
+    // Drained once everything queued on the publishing side has been sent (or counted lost)
+    // and everything sent has reached the receiving side (or been counted malformed).
+    let drained = || {
+        let (sent, got) = (publishing.nats_stats(), receiving.nats_stats());
+        let broadcasts = publishing.stats().published;
+        sent.published + sent.publish_errors + sent.unavailable >= broadcasts
+            && got.received + got.malformed >= sent.published
+    };
+    let measured = measure(args, &sides, drained).await;
+    let server_cpu_seconds = match (server_cpu_before, server_cpu()) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    let (sent, got) = (publishing.nats_stats(), receiving.nats_stats());
+    publishing.stop().await?;
+    receiving.stop().await?;
+    let mut report = measured?;
+    report.nats = Some(NatsSection {
+        server,
+        subject_prefix: publishing.nats_config().subject_prefix.clone(),
+        messages_sent: sent.published,
+        pub_commands: sent.envelopes_published,
+        messages_per_pub: sent.published as f64 / sent.envelopes_published.max(1) as f64,
+        messages_received: got.received,
+        cross_instance_messages_per_second: got.received as f64 / report.elapsed_seconds,
+        publish_errors: sent.publish_errors + sent.unavailable,
+        malformed: got.malformed,
+        outages: sent.publisher_outages + got.outages,
+        server_cpu_seconds,
+    });
+    Ok(report)
+}
+
+/// Seconds of CPU every `nats-server` process on this machine has used so far; `None` if
+/// there is none (the server runs elsewhere).
+fn server_cpu() -> Option<f64> {
+    let times = cpu_times_named("nats-server");
+    if times.is_empty() {
+        return None;
+    }
+    Some(times.iter().map(|(_, time)| time.as_secs_f64()).sum())
+}
