@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PostgreSQL provider against its baseline: messages per second across instances, as the
+"""The PostgreSQL (or NATS) provider against its baseline: messages per second across instances, as the
 median ratio of alternating runs.
 
 For each topic count (1, 100 and 10,000 by default) it runs `fanout-sizing --provider postgres`
@@ -18,9 +18,13 @@ read the medians.
     scripts/postgres_ratio.py --rate 20000          # latency below saturation
     scripts/postgres_ratio.py -- --publishers 1     # flags after -- go to both sides
 
-The server is `--database-url`, else DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.
+With `--provider nats` it does the same for the NATS provider (two NatsPubSub instances) and its
+baseline (plain protocol connections: `PUB`s back to back on one, every subject subscribed on
+another), on `--nats-url`, else NATS_URL, else nats://127.0.0.1:4222.
+
+The PostgreSQL server is `--database-url`, else DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.
 It builds `cargo build -p fanout-sizing --release` first and runs that binary; `--binary PATH` runs a built one instead.
-Each run's JSON is kept in `--out` (default target/postgres-ratio).
+Each run's JSON is kept in `--out` (default target/<provider>-ratio).
 """
 
 import argparse
@@ -54,10 +58,12 @@ def main():
         default=0,
         help="messages per second for both sides; 0 (the default) is flat out, where latency is mostly queueing",
     )
+    parser.add_argument("--provider", choices=["postgres", "nats"], default="postgres", help="the broker (default postgres)")
     parser.add_argument("--database-url", help="the server (default: DATABASE_URL, else the tool's default)")
+    parser.add_argument("--nats-url", help="the server (default: NATS_URL, else the tool's default)")
     parser.add_argument("--baseline-only", action="store_true", help="run only the baseline")
     parser.add_argument("--binary", help="a built fanout-sizing to run (default: build one)")
-    parser.add_argument("--out", default="target/postgres-ratio", help="where each run's JSON goes")
+    parser.add_argument("--out", help="where each run's JSON goes (default target/<provider>-ratio)")
     parser.add_argument("extra", nargs="*", help="after --: flags for both sides")
     args = parser.parse_args()
     if args.rounds < 1:
@@ -66,7 +72,7 @@ def main():
 
     root = Path(__file__).resolve().parent.parent
     binary = args.binary or build(root)
-    out = Path(args.out)
+    out = Path(args.out or f"target/{args.provider}-ratio")
     if not out.is_absolute():
         out = root / out
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +84,7 @@ def main():
 
     for topics in topic_counts:
         common = [
-            "--provider", "postgres",
+            "--provider", args.provider,
             "--rate", str(args.rate),
             "--duration", f"{args.duration:g}",
             "--message-size", str(args.message_size),
@@ -87,6 +93,8 @@ def main():
         ]
         if args.database_url:
             common += ["--database-url", args.database_url]
+        if args.nats_url:
+            common += ["--nats-url", args.nats_url]
         ours_flags = common + ["--sessions", str(topics), "--topics-per-session", "1"] + args.extra
         baseline_flags = common + ["--baseline-only"] + args.extra
         print(f"\n{topics} topic{'s' if topics != 1 else ''}: {args.rounds} rounds of {args.duration:g} s runs")
@@ -101,7 +109,7 @@ def main():
         for round_ in range(1, args.rounds + 1):
             if not args.baseline_only:
                 report = run(binary, ours_flags, out / f"t{topics}-r{round_}-ours.json")
-                ours.append(ours_figures(report))
+                ours.append(ours_figures(report, args.provider))
             report = run(binary, baseline_flags, out / f"t{topics}-r{round_}-baseline.json")
             baseline.append(baseline_figures(report))
             if args.baseline_only:
@@ -126,12 +134,12 @@ def summary(side, figures):
     )
 
 
-def ours_figures(report):
-    postgres = report.get("postgres")
-    if postgres is None:
-        sys.exit("fanout-sizing reported no postgres section: is it the postgres provider's run?")
+def ours_figures(report, provider):
+    section = report.get(provider)
+    if section is None:
+        sys.exit(f"fanout-sizing reported no {provider} section: is it the {provider} provider's run?")
     latency = report["end_to_end_latency_us"]
-    return postgres["cross_instance_messages_per_second"], latency["p50"], latency["p99"]
+    return section["cross_instance_messages_per_second"], latency["p50"], latency["p99"]
 
 
 def baseline_figures(report):

@@ -71,7 +71,9 @@ pub struct Args {
     #[arg(long)]
     pub database_url: Option<String>,
     /// For `--provider postgres`: run only the baseline (plain tokio-postgres, `pg_notify`
-    /// pipelined to channels another connection listens on) and report it.
+    /// pipelined to channels another connection listens on) and report it. For `--provider
+    /// nats`: plain protocol connections, `PUB`s back to back on one, every subject subscribed
+    /// on another.
     #[arg(long)]
     pub baseline_only: bool,
     /// For `--provider postgres`: carry envelopes over the 7,999-byte notification limit in
@@ -115,7 +117,8 @@ pub enum ProviderArg {
     /// Two `PostgresPubSub` instances on one PostgreSQL, placed as for `redis`; with
     /// `--baseline-only`, plain tokio-postgres.
     Postgres,
-    /// Two `NatsPubSub` instances on one NATS server, placed as for `redis`.
+    /// Two `NatsPubSub` instances on one NATS server, placed as for `redis`; with
+    /// `--baseline-only`, plain protocol connections.
     Nats,
 }
 
@@ -191,8 +194,8 @@ impl Args {
                 self.duration
             ));
         }
-        if self.baseline_only && self.provider != ProviderArg::Postgres {
-            return Err("--baseline-only is a baseline of --provider postgres; add that".into());
+        if self.baseline_only && !matches!(self.provider, ProviderArg::Postgres | ProviderArg::Nats) {
+            return Err("--baseline-only is a baseline of --provider postgres or nats; add one".into());
         }
         if self.pipeline_depth == 0 {
             return Err("--pipeline-depth must be at least 1".into());

@@ -12,6 +12,7 @@
 mod alloc;
 mod args;
 mod cpu;
+mod nats_baseline;
 mod nats_scenario;
 mod postgres_baseline;
 mod postgres_scenario;
@@ -24,7 +25,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use args::{Args, ProviderArg};
-use report::{PostgresBaseline, Report};
+use report::{NatsBaseline, PostgresBaseline, Report};
 
 #[global_allocator]
 static ALLOCATOR: alloc::CountingAllocator = alloc::CountingAllocator;
@@ -54,6 +55,10 @@ fn main() -> std::process::ExitCode {
             ProviderArg::Postgres => postgres_scenario::run_postgres(&args, config)
                 .await
                 .map(Output::Scenario),
+            ProviderArg::Nats if args.baseline_only => nats_baseline::run(&args)
+                .await
+                .map(Output::NatsBaseline)
+                .map_err(|error| error as Box<dyn std::error::Error>),
             ProviderArg::Nats => nats_scenario::run_nats(&args, config).await.map(Output::Scenario),
         }
     });
@@ -73,6 +78,10 @@ fn main() -> std::process::ExitCode {
             print!("{}", baseline.table());
             std::process::ExitCode::SUCCESS
         }
+        Ok(Output::NatsBaseline(baseline)) => {
+            print!("{}", baseline.table());
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("fanout-sizing: {error}");
             std::process::ExitCode::FAILURE
@@ -80,7 +89,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// What a run measured: a scenario on a provider, or the PostgreSQL baseline alone.
+/// What a run measured: a scenario on a provider, or a broker's baseline alone.
 // One per process, printed once: the size of the larger variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Serialize)]
@@ -88,4 +97,5 @@ fn main() -> std::process::ExitCode {
 enum Output {
     Scenario(Report),
     Baseline(PostgresBaseline),
+    NatsBaseline(NatsBaseline),
 }

@@ -108,6 +108,32 @@ pub struct NatsSection {
     pub server_cpu_seconds: Option<f64>,
 }
 
+/// `--provider nats --baseline-only`: plain NATS protocol connections, `PUB`s written back to
+/// back on one, every subject subscribed on another.
+#[derive(Debug, Serialize)]
+pub struct NatsBaseline {
+    /// The server, as `host:port`.
+    pub server: String,
+    /// Subjects subscribed and published to, one per topic.
+    pub topics: usize,
+    pub message_size: usize,
+    pub rate: u64,
+    pub duration_seconds: f64,
+    /// `PUB`s written.
+    pub sent: u64,
+    /// Messages the subscribing connection read.
+    pub received: u64,
+    pub publishing_seconds: f64,
+    /// Publishing, then draining.
+    pub elapsed_seconds: f64,
+    /// `received` over `elapsed_seconds`: the figure the provider's
+    /// `cross_instance_messages_per_second` is compared with.
+    pub messages_per_second: f64,
+    pub latency_us: Percentiles,
+    /// CPU this process used while publishing and draining.
+    pub client_cpu_seconds: Option<f64>,
+}
+
 /// `--provider postgres --baseline-only`: plain tokio-postgres, `pg_notify` pipelined on one
 /// connection to channels another connection `LISTEN`s on.
 #[derive(Debug, Serialize)]
@@ -500,6 +526,40 @@ impl BrokerRows {
             ),
             (server, self.server),
         ]
+    }
+}
+
+impl NatsBaseline {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "nats baseline: plain protocol connections, PUBs back to back on one, {} subjects subscribed on another, {} B messages, {}, {:.1} s",
+            self.topics,
+            self.message_size,
+            if self.rate == 0 { "full speed".to_string() } else { format!("{} msg/s", self.rate) },
+            self.duration_seconds,
+        );
+        let rows = vec![
+            (
+                "received",
+                format!(
+                    "{} of {} sent ({:.0}/s over {:.2} s)",
+                    self.received, self.sent, self.messages_per_second, self.elapsed_seconds
+                ),
+            ),
+            ("latency (us)", pct(&self.latency_us)),
+            (
+                "cpu",
+                format!(
+                    "{} this process, at {}",
+                    seconds(self.client_cpu_seconds),
+                    self.server
+                ),
+            ),
+        ];
+        out.push_str(&rows_table(rows));
+        out
     }
 }
 
