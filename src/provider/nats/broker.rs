@@ -131,26 +131,24 @@ impl Broker for NatsBroker {
             .sum();
         let mut commands = Vec::with_capacity(bytes);
         let mut answers = Vec::with_capacity(envelopes.len());
-        let mut subjects = Vec::with_capacity(envelopes.len());
         for outgoing in envelopes {
-            let subject = self.subjects.subject(outgoing.topic);
             if outgoing.envelope.len() > limit {
                 answers.push(Err(format!(
                     "envelope is {} bytes; the server's max_payload is {limit}",
                     outgoing.envelope.len()
                 )));
             } else {
-                wire::put_pub(&mut commands, &subject, &outgoing.envelope);
+                let subject = |out: &mut Vec<u8>| self.subjects.push_subject(out, outgoing.topic);
+                wire::put_pub(&mut commands, subject, &outgoing.envelope);
                 answers.push(Ok(()));
             }
-            subjects.push(subject);
         }
         let errors = publisher.round_trip(commands).await?;
         for error in errors {
             let refused = refused_subject(&error);
             let mut attributed = false;
-            for (answer, subject) in answers.iter_mut().zip(&subjects) {
-                if refused == Some(subject.as_str()) {
+            for (answer, outgoing) in answers.iter_mut().zip(envelopes) {
+                if refused.is_some_and(|refused| self.subjects.carries(refused, outgoing.topic)) {
                     *answer = Err(format!("PUB refused: {error}"));
                     attributed = true;
                 }
@@ -259,7 +257,7 @@ impl Subscription for NatsSubscription {
     }
 
     fn channel(message: &Message) -> &str {
-        &message.subject
+        message.subject()
     }
 
     async fn envelope<'a>(&'a self, message: &'a Message) -> Result<Cow<'a, [u8]>, Inbound> {

@@ -41,20 +41,31 @@ impl SubjectNames {
 
     /// The subject that carries `topic`.
     pub(crate) fn subject(&self, topic: &str) -> String {
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let mut subject = String::with_capacity(self.prefix.len() + 1 + topic.len());
-        subject.push_str(&self.prefix);
-        subject.push('.');
+        // Every byte `encode` yields is ASCII, so each is the one char it stands for.
+        self.encode(topic, |byte| subject.push(char::from(byte)));
+        subject
+    }
+
+    /// Appends the subject that carries `topic` to `out`, for a command line.
+    pub(crate) fn push_subject(&self, out: &mut Vec<u8>, topic: &str) {
+        self.encode(topic, |byte| out.push(byte));
+    }
+
+    /// Yields the bytes of `topic`'s subject, all printable ASCII, to `push`.
+    fn encode(&self, topic: &str, mut push: impl FnMut(u8)) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        self.prefix.bytes().for_each(&mut push);
+        push(b'.');
         for &byte in topic.as_bytes() {
             if escaped(byte) {
-                subject.push('%');
-                subject.push(char::from(HEX[usize::from(byte >> 4)]));
-                subject.push(char::from(HEX[usize::from(byte & 0xf)]));
+                push(b'%');
+                push(HEX[usize::from(byte >> 4)]);
+                push(HEX[usize::from(byte & 0xf)]);
             } else {
-                subject.push(char::from(byte));
+                push(byte);
             }
         }
-        subject
     }
 
     /// Whether `subject` is the subject of `topic`.
@@ -147,6 +158,9 @@ mod tests {
         ];
         for (topic, subject) in cases {
             assert_eq!(names.subject(topic), subject, "{topic:?}");
+            let mut pushed = b"PUB ".to_vec();
+            names.push_subject(&mut pushed, topic);
+            assert_eq!(pushed, format!("PUB {subject}").into_bytes());
             assert!(names.carries(subject, topic), "{topic:?}");
         }
     }

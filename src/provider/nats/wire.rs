@@ -43,8 +43,9 @@ pub(crate) enum Frame {
 /// A message the server delivered on one of our subscriptions.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Message {
-    /// The subject it was published on; not valid UTF-8 is replaced (no subject of ours is).
-    pub(crate) subject: String,
+    /// The subject it was published on, as the server wrote it (a slice of the frame, like
+    /// the payload: no copy).
+    subject: Bytes,
     /// The subscription it came on.
     pub(crate) sid: u64,
     /// `HMSG`: the payload starts with NATS headers. No instance publishes with headers, so
@@ -52,6 +53,13 @@ pub(crate) struct Message {
     pub(crate) headers: bool,
     /// The payload (for `HMSG`, headers and payload).
     pub(crate) payload: Bytes,
+}
+
+impl Message {
+    /// The subject, or `"\u{FFFD}"` if it is not UTF-8 (no subject of ours is).
+    pub(crate) fn subject(&self) -> &str {
+        std::str::from_utf8(&self.subject).unwrap_or("\u{FFFD}")
+    }
 }
 
 /// Why the server's byte stream cannot be read on.
@@ -96,7 +104,8 @@ pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option
     let (verb, rest) = split_verb(line);
     let frame = if verb.eq_ignore_ascii_case(b"MSG") || verb.eq_ignore_ascii_case(b"HMSG") {
         let headers = verb.len() == 4;
-        let header = message_header(rest, headers, limits)?;
+        let offset = rest.as_ptr() as usize - buffer.as_ptr() as usize;
+        let header = message_header(rest, offset, headers, limits)?;
         let start = line_end + CRLF.len();
         // `header.len` is at most `limits.payload`, a `usize`.
         let end = start + header.len as usize;
@@ -106,14 +115,12 @@ pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option
         if &buffer[end..end + CRLF.len()] != CRLF {
             return Err(WireError::MissingTerminator);
         }
-        let mut frame = buffer.split_to(end + CRLF.len());
-        frame.truncate(end);
-        let payload = frame.split_off(start).freeze();
+        let frame = buffer.split_to(end + CRLF.len()).freeze();
         return Ok(Some(Frame::Msg(Message {
-            subject: header.subject,
+            subject: frame.slice(header.subject),
             sid: header.sid,
             headers,
-            payload,
+            payload: frame.slice(start..end),
         })));
     } else if verb.eq_ignore_ascii_case(b"PING") && rest.is_empty() {
         Frame::Ping
@@ -155,19 +162,34 @@ fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
 }
 
 struct MessageHeader {
-    subject: String,
+    /// Where the subject stands in the buffer.
+    subject: std::ops::Range<usize>,
     sid: u64,
     /// The bytes after the control line, before the closing CRLF.
     len: u64,
 }
 
 /// `MSG <subject> <sid> [reply-to] <len>` or `HMSG <subject> <sid> [reply-to] <hdr-len>
-/// <total-len>`, the verb removed.
-fn message_header(args: &[u8], headers: bool, limits: &WireLimits) -> Result<MessageHeader, WireError> {
-    let fields: Vec<&[u8]> = args
+/// <total-len>`, the verb removed; `args` starts `offset` bytes into the buffer.
+fn message_header(
+    args: &[u8],
+    offset: usize,
+    headers: bool,
+    limits: &WireLimits,
+) -> Result<MessageHeader, WireError> {
+    let mut found: [&[u8]; 5] = [&[]; 5];
+    let mut count = 0;
+    for field in args
         .split(|byte| matches!(byte, b' ' | b'\t'))
         .filter(|field| !field.is_empty())
-        .collect();
+    {
+        let Some(slot) = found.get_mut(count) else {
+            return Err(WireError::Malformed(shown(args)));
+        };
+        *slot = field;
+        count += 1;
+    }
+    let fields = &found[..count];
     let lengths = if headers { 2 } else { 1 };
     if fields.len() != 2 + lengths && fields.len() != 3 + lengths {
         return Err(WireError::Malformed(shown(args)));
@@ -190,8 +212,10 @@ fn message_header(args: &[u8], headers: bool, limits: &WireLimits) -> Result<Mes
             limit: limits.payload,
         });
     }
+    // Both point into the same line: the difference of their addresses is the offset.
+    let start = offset + (fields[0].as_ptr() as usize - args.as_ptr() as usize);
     Ok(MessageHeader {
-        subject: String::from_utf8_lossy(fields[0]).into_owned(),
+        subject: start..start + fields[0].len(),
         sid,
         len,
     })
@@ -206,13 +230,11 @@ fn shown(line: &[u8]) -> String {
     text
 }
 
-/// Appends `PUB <subject> <len>\r\n<payload>\r\n`.
-pub(crate) fn put_pub(out: &mut Vec<u8>, subject: &str, payload: &[u8]) {
+/// Appends `PUB <subject> <len>\r\n<payload>\r\n`, the subject written by `subject`.
+pub(crate) fn put_pub(out: &mut Vec<u8>, subject: impl FnOnce(&mut Vec<u8>), payload: &[u8]) {
     out.extend_from_slice(b"PUB ");
-    out.extend_from_slice(subject.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(payload.len().to_string().as_bytes());
-    out.extend_from_slice(CRLF);
+    subject(out);
+    put_number(out, payload.len() as u64);
     out.extend_from_slice(payload);
     out.extend_from_slice(CRLF);
 }
@@ -221,15 +243,30 @@ pub(crate) fn put_pub(out: &mut Vec<u8>, subject: &str, payload: &[u8]) {
 pub(crate) fn put_sub(out: &mut Vec<u8>, subject: &str, sid: u64) {
     out.extend_from_slice(b"SUB ");
     out.extend_from_slice(subject.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(sid.to_string().as_bytes());
-    out.extend_from_slice(CRLF);
+    put_number(out, sid);
 }
 
 /// Appends `UNSUB <sid>\r\n`.
 pub(crate) fn put_unsub(out: &mut Vec<u8>, sid: u64) {
-    out.extend_from_slice(b"UNSUB ");
-    out.extend_from_slice(sid.to_string().as_bytes());
+    out.extend_from_slice(b"UNSUB");
+    put_number(out, sid);
+}
+
+/// Appends a space, `number` in decimal and CRLF, with no allocation.
+fn put_number(out: &mut Vec<u8>, number: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = number;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.push(b' ');
+    out.extend_from_slice(&digits[at..]);
     out.extend_from_slice(CRLF);
 }
 
@@ -340,7 +377,7 @@ mod tests {
         );
         let message = |subject: &str, sid, headers, payload: &'static [u8]| {
             Frame::Msg(Message {
-                subject: subject.into(),
+                subject: Bytes::copy_from_slice(subject.as_bytes()),
                 sid,
                 headers,
                 payload: Bytes::from_static(payload),
@@ -463,10 +500,14 @@ mod tests {
     #[test]
     fn commands_are_written_as_the_protocol_says() {
         let mut out = Vec::new();
-        put_pub(&mut out, "fanout.a", b"xy");
+        put_pub(&mut out, |out| out.extend_from_slice(b"fanout.a"), b"xy");
         put_sub(&mut out, "fanout.a", 7);
-        put_unsub(&mut out, 7);
-        assert_eq!(out, b"PUB fanout.a 2\r\nxy\r\nSUB fanout.a 7\r\nUNSUB 7\r\n");
+        put_unsub(&mut out, 0);
+        put_sub(&mut out, "b", u64::MAX);
+        assert_eq!(
+            out,
+            b"PUB fanout.a 2\r\nxy\r\nSUB fanout.a 7\r\nUNSUB 0\r\nSUB b 18446744073709551615\r\n"
+        );
     }
 
     #[test]
