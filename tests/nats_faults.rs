@@ -1,6 +1,6 @@
 //! Faults against a NATS server of the test's own (`nats-server` on a free loopback port, never
-//! the shared one other tests use): killed and restarted, frozen (`SIGSTOP`) and thawed, and
-//! requiring credentials. The server is killed by a guard when the test ends, pass or fail.
+//! the shared one other tests use): killed and restarted, frozen (`SIGSTOP`) and thawed,
+//! requiring credentials, and refusing to let a user publish on some subjects. The server is killed by a guard when the test ends, pass or fail.
 //!
 //! Skips with a printed reason when `nats-server` cannot be run, fails instead under
 //! `FANOUT_REQUIRE_SERVICES=1`.
@@ -18,7 +18,7 @@ use conformance::nats::{test_config_at, unique_prefix, RawClient};
 use conformance::{eventually, skip, Inbox};
 use fanout::bridge::Unacknowledged;
 use fanout::nats::{NatsConfig, NatsPubSub, NatsPubSubError};
-use fanout::{Config, PubSubProvider};
+use fanout::PubSubProvider;
 
 /// A `nats-server` of one test's own; killed when dropped.
 struct PrivateNats {
@@ -92,7 +92,29 @@ impl PrivateNats {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{signal} {pid}");
+        if signal == "STOP" {
+            // The signal is delivered to each thread as it next runs: wait until all stand
+            // still, so that nothing sent from now on is processed before `CONT`.
+            let deadline = Instant::now() + conformance::WAIT;
+            while !all_threads_stopped(pid) {
+                assert!(Instant::now() < deadline, "nats-server {pid} did not stop");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.filter_map(Result::ok).all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| Some(stat[stat.rfind(')')? + 2..].starts_with('T')))
+            .unwrap_or(false)
+    })
 }
 
 impl Drop for PrivateNats {
@@ -105,19 +127,24 @@ impl Drop for PrivateNats {
 async fn pair(server: &PrivateNats, test: &str, response: Duration) -> (NatsPubSub, NatsPubSub) {
     let config = test_config_at(&server.url(), &unique_prefix(test))
         .with_timeouts(Duration::from_millis(500), response);
-    let a = NatsPubSub::with_config(config.clone(), Config::default()).unwrap();
-    let b = NatsPubSub::with_config(config, Config::default()).unwrap();
+    started_pair(config).await
+}
+
+/// Two instances with `config`, started.
+async fn started_pair(config: NatsConfig) -> (NatsPubSub, NatsPubSub) {
+    let a = NatsPubSub::new(config.clone()).unwrap();
+    let b = NatsPubSub::new(config).unwrap();
     a.start().await.unwrap();
     b.start().await.unwrap();
     (a, b)
 }
 
-/// Waits until both of A's connections and B's subscription connection are up again, B's
+/// Waits until both connections of both instances are up again, B's subscription connection
 /// after a reconnect.
 async fn both_back(a: &NatsPubSub, b: &NatsPubSub) {
     eventually("both instances back", || {
         let (sa, sb) = (a.nats_stats(), b.nats_stats());
-        sa.connected && sa.publisher_connected && sb.connected && sb.reconnects >= 1
+        sa.connected && sa.publisher_connected && sb.connected && sb.publisher_connected && sb.reconnects >= 1
     })
     .await;
 }
@@ -300,13 +327,7 @@ async fn credentials_from_the_url_are_sent_and_a_refusal_fails_start() {
         assert!(RawClient::connect(&server.url()).await.is_err());
 
         let url = format!("nats://{credentials}127.0.0.1:{}", server.port);
-        let config: NatsConfig = test_config_at(&url, &prefix);
-        let (a, b) = (
-            NatsPubSub::new(config.clone()).unwrap(),
-            NatsPubSub::new(config).unwrap(),
-        );
-        a.start().await.unwrap();
-        b.start().await.unwrap();
+        let (a, b) = started_pair(test_config_at(&url, &prefix)).await;
         let inbox = Inbox::default();
         b.subscribe_topic("s", "t", inbox.handler("s")).await.unwrap();
         a.broadcast("t", Bytes::from("signed in")).await.unwrap();
@@ -316,5 +337,68 @@ async fn credentials_from_the_url_are_sent_and_a_refusal_fails_start() {
         for node in [&a, &b] {
             node.stop().await.unwrap();
         }
+    }
+}
+
+/// A `PUB` the server refuses for permissions is reported by an `-ERR` before the `PONG` of its
+/// batch: the messages on that subject are counted refused (an acknowledged broadcast gets
+/// `Refused`), the others in the same batch are published, and the connection is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_server_refuses_loses_only_its_own_messages() {
+    let prefix = unique_prefix("perm");
+    let config_file = std::env::temp_dir().join(format!("fanout-nats-perm-{}.conf", std::process::id()));
+    // The user may publish anywhere under the prefix but on the topic `closed`.
+    let denied = NatsPubSub::new(NatsConfig::default().with_subject_prefix(&prefix))
+        .unwrap()
+        .channel_for("closed");
+    std::fs::write(
+        &config_file,
+        format!(
+            "authorization {{ users = [ {{ user: app, password: pw, permissions: {{ publish: {{ deny: [\"{denied}\"] }} }} }} ] }}\n"
+        ),
+    )
+    .unwrap();
+    let server = PrivateNats::start(&["-c", config_file.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&config_file);
+    let Some(server) = server else {
+        return;
+    };
+    let url = format!("nats://app:pw@127.0.0.1:{}", server.port);
+    let (a, b) = started_pair(test_config_at(&url, &prefix)).await;
+    let inbox = Inbox::default();
+    for topic in ["open", "closed"] {
+        b.subscribe_topic("s", topic, inbox.handler("s")).await.unwrap();
+    }
+    let error = a
+        .broadcast_acknowledged("closed", Bytes::from("refused"))
+        .await
+        .expect_err("the user may not publish there");
+    assert!(
+        matches!(
+            error.broker(),
+            Some(NatsPubSubError::Unacknowledged { why: Unacknowledged::Refused(reason) })
+                if reason.contains("Permissions Violation")
+        ),
+        "{error:?}"
+    );
+    a.broadcast_acknowledged("open", Bytes::from("accepted"))
+        .await
+        .unwrap();
+    inbox
+        .until("the accepted message", |i| i.has("s", "accepted"))
+        .await;
+    assert!(!inbox.has("s", "refused"));
+    let stats = a.nats_stats();
+    assert_eq!(
+        (stats.publish_refusals, stats.publish_errors, stats.published),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert!(
+        stats.publisher_connected && stats.publisher_outages == 0,
+        "{stats:?}"
+    );
+    for node in [&a, &b] {
+        node.stop().await.unwrap();
     }
 }
