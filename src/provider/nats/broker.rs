@@ -10,9 +10,9 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use super::config::{Endpoint, NatsConfig};
-use super::connection::{Connection, ConnectionSettings};
+use super::connection::{Connection, ConnectionSettings, Delivered};
 use super::subject::SubjectNames;
-use super::wire::{self, Message};
+use super::wire;
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
     Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
@@ -21,8 +21,8 @@ use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::sync::{lock, Mutex};
 
-/// Messages the subscription connection's reader hands on ahead of the listener. Past this it
-/// stops reading and the server holds the backlog (see the module docs of `connection`).
+/// Messages the subscription connection's reader hands on ahead of the listener (beside the
+/// byte bound of `connection`). Past this it stops reading and the server holds the backlog.
 const INBOUND_BACKLOG: usize = 4096;
 
 /// A NATS server, as the bridge sees it.
@@ -57,7 +57,7 @@ impl NatsBroker {
     async fn connect(
         &self,
         role: &'static str,
-        messages: Option<mpsc::Sender<Message>>,
+        messages: Option<mpsc::Sender<Delivered>>,
     ) -> Result<Connection, ConnectError> {
         Connection::open(
             ConnectionSettings {
@@ -189,7 +189,7 @@ pub(crate) struct NatsSubscription {
     connection: Arc<Connection>,
     /// Written by `subscribe` and `unsubscribe` before they write their commands.
     sids: Arc<Mutex<Sids>>,
-    messages: mpsc::Receiver<Message>,
+    messages: mpsc::Receiver<Delivered>,
 }
 
 impl NatsSubscription {
@@ -213,7 +213,7 @@ impl NatsSubscription {
 }
 
 impl Subscription for NatsSubscription {
-    type Message = Message;
+    type Message = Delivered;
 
     fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
         let mut commands = Vec::new();
@@ -252,15 +252,16 @@ impl Subscription for NatsSubscription {
             .boxed()
     }
 
-    async fn next(&mut self) -> Option<Message> {
+    async fn next(&mut self) -> Option<Delivered> {
         self.messages.recv().await
     }
 
-    fn channel(message: &Message) -> &str {
-        message.subject()
+    fn channel(delivered: &Delivered) -> &str {
+        delivered.message.subject()
     }
 
-    async fn envelope<'a>(&'a self, message: &'a Message) -> Result<Cow<'a, [u8]>, Inbound> {
+    async fn envelope<'a>(&'a self, delivered: &'a Delivered) -> Result<Cow<'a, [u8]>, Inbound> {
+        let message = &delivered.message;
         if message.headers {
             return Err(Inbound::Malformed(
                 "a message with NATS headers (no instance publishes with headers)".into(),

@@ -9,7 +9,8 @@
 //! The reader task also answers the server's `PING`s, records `INFO` updates of
 //! `max_payload`, logs `-ERR`s and hands them to the next batch answered (so a publish can
 //! attribute a refusal), and, on the subscription connection, hands messages to the listener
-//! through a bounded channel, in arrival order. When the channel is full it stops reading:
+//! through a bounded channel, in arrival order: at most 4,096 messages and 64 MiB of them (a
+//! single larger message alone). When either bound is reached it stops reading:
 //! the server then holds the backlog, up to its per-client limit (`max_pending`, 64 MB by
 //! default), past which it closes the connection as a slow consumer, which the bridge takes
 //! as an outage.
@@ -27,7 +28,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::config::{Credentials, Endpoint};
@@ -40,6 +41,10 @@ use crate::sync::{lock, Mutex};
 /// The shortest control line the reader accepts from the server; `INFO` lines of a cluster
 /// member list its peers' URLs and can be long.
 const MIN_INBOUND_LINE: usize = 64 * 1024;
+
+/// The bytes of messages (subjects and payloads) the subscription connection's reader may
+/// hand on ahead of the listener; a single larger message goes alone.
+const INBOUND_BYTES: usize = 64 << 20;
 
 /// The most `-ERR` texts kept for the next `PONG`'s waiter; later ones are only logged.
 const MAX_ERRORS_KEPT: usize = 64;
@@ -104,7 +109,7 @@ impl Connection {
     /// `messages` (if given) receives the `MSG`s.
     pub(crate) async fn open(
         settings: ConnectionSettings<'_>,
-        messages: Option<mpsc::Sender<Message>>,
+        messages: Option<mpsc::Sender<Delivered>>,
     ) -> Result<Self, ConnectError> {
         let endpoint = settings.endpoint;
         let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
@@ -201,6 +206,7 @@ impl Connection {
             limits,
             inner: Arc::clone(&inner),
             messages,
+            backlog: Arc::new(Semaphore::new(INBOUND_BYTES)),
             max_payload: settings.max_payload,
             max_inbound_payload: settings.max_inbound_payload,
             instance: settings.instance,
@@ -259,6 +265,13 @@ impl Connection {
     }
 }
 
+/// A message handed to the listener, holding its share of the backlog's byte budget until the
+/// listener drops it.
+pub(crate) struct Delivered {
+    pub(crate) message: Message,
+    _budget: OwnedSemaphorePermit,
+}
+
 /// Stores the server's `max_payload`, saturated to `usize`.
 fn set_max_payload(max_payload: &AtomicUsize, announced: u64) {
     // Relaxed: a lone value read by `check_envelope` and `publish`, which order nothing by it.
@@ -294,7 +307,10 @@ struct Reader {
     buffer: BytesMut,
     limits: WireLimits,
     inner: Arc<Inner>,
-    messages: Option<mpsc::Sender<Message>>,
+    messages: Option<mpsc::Sender<Delivered>>,
+    /// Bytes of messages handed on and not yet dropped by the listener, at most
+    /// [`INBOUND_BYTES`].
+    backlog: Arc<Semaphore>,
     max_payload: Arc<AtomicUsize>,
     /// The configured floor of `limits.payload`.
     max_inbound_payload: usize,
@@ -339,8 +355,18 @@ impl Reader {
         match frame {
             Frame::Msg(message) => {
                 if let Some(messages) = &self.messages {
+                    let bytes = (message.subject().len() + message.payload.len()).min(INBOUND_BYTES);
+                    // Never closed: the semaphore lives as long as this task.
+                    let budget = Arc::clone(&self.backlog)
+                        .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
+                        .await
+                        .map_err(|_| "the backlog budget closed".to_string())?;
+                    let delivered = Delivered {
+                        message,
+                        _budget: budget,
+                    };
                     messages
-                        .send(message)
+                        .send(delivered)
                         .await
                         .map_err(|_| "the listener has gone".to_string())?;
                 }

@@ -3,7 +3,8 @@
 //! of what the server sends, and the commands the client writes.
 //!
 //! The parser takes complete frames off the front of a [`BytesMut`] the connection reads
-//! into, and leaves a partial one there until the rest arrives. It never panics: any input is a
+//! into, and leaves a partial one there until the rest arrives. A message's subject and
+//! payload are copied out into one allocation of their own, so the read buffer is reused. It never panics: any input is a
 //! frame, "not yet complete", or a [`WireError`]. Memory is bounded by the caller's
 //! [`WireLimits`]: a control line longer than `line`, or a message payload larger than
 //! `payload`, is an error as soon as it is announced, before it is buffered.
@@ -43,8 +44,7 @@ pub(crate) enum Frame {
 /// A message the server delivered on one of our subscriptions.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Message {
-    /// The subject it was published on, as the server wrote it (a slice of the frame, like
-    /// the payload: no copy).
+    /// The subject it was published on, as the server wrote it.
     subject: Bytes,
     /// The subscription it came on.
     pub(crate) sid: u64,
@@ -115,12 +115,19 @@ pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option
         if &buffer[end..end + CRLF.len()] != CRLF {
             return Err(WireError::MissingTerminator);
         }
-        let frame = buffer.split_to(end + CRLF.len()).freeze();
+        // Subject and payload copied into one allocation of their own, so that a message
+        // waiting for the listener holds its own bytes only, never the read buffer around it.
+        let subject_len = header.subject.len();
+        let mut owned = Vec::with_capacity(subject_len + (end - start));
+        owned.extend_from_slice(&buffer[header.subject]);
+        owned.extend_from_slice(&buffer[start..end]);
+        buffer.advance(end + CRLF.len());
+        let owned = Bytes::from(owned);
         return Ok(Some(Frame::Msg(Message {
-            subject: frame.slice(header.subject),
+            subject: owned.slice(..subject_len),
             sid: header.sid,
             headers,
-            payload: frame.slice(start..end),
+            payload: owned.slice(subject_len..),
         })));
     } else if verb.eq_ignore_ascii_case(b"PING") && rest.is_empty() {
         Frame::Ping
