@@ -414,6 +414,9 @@ impl<B: Broker> Bridge<B> {
             }
         };
         self.local.start().await?;
+        // Up before `start` returns, not when the task first runs: a broadcast the moment
+        // `start` returned must not find the connection down.
+        shared.publisher.set_up();
         let (shutdown, stopping) = watch::channel(false);
         let listener = Listener::new(
             Arc::clone(shared),
