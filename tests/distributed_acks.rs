@@ -42,10 +42,34 @@ impl Answers {
 }
 
 macro_rules! acknowledgement_tests {
-    ($feature:literal, $module:ident) => {
+    ($feature:literal, $module:ident, $provider:ty) => {
         #[cfg(feature = $feature)]
         mod $module {
             use super::*;
+
+            /// The publishing connection counts as up once `start` returns: an acknowledged
+            /// broadcast at that moment is sent, not refused as `PublishUnavailable`.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_broadcast_the_moment_start_returns_goes_to_the_broker() {
+                if conformance::$module::cluster("start-race", 0, Config::default())
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
+                let prefix = conformance::unique_prefix("start-race");
+                for _ in 0..20 {
+                    let config = conformance::$module::test_config(&prefix);
+                    let provider = <$provider>::with_config(config, Config::default()).unwrap();
+                    provider.start().await.unwrap();
+                    provider
+                        .broadcast_acknowledged("t", Bytes::from_static(b"first"))
+                        .await
+                        .unwrap();
+                    assert_eq!(provider.broker_stats().published, 1);
+                    provider.stop().await.unwrap();
+                }
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn acknowledged_broadcasts_racing_stop_are_each_answered_and_counted() {
@@ -111,6 +135,6 @@ macro_rules! acknowledgement_tests {
     };
 }
 
-acknowledgement_tests!("redis", redis);
-acknowledgement_tests!("postgres", postgres);
-acknowledgement_tests!("nats", nats);
+acknowledgement_tests!("redis", redis, fanout::redis::RedisPubSub);
+acknowledgement_tests!("postgres", postgres, fanout::postgres::PostgresPubSub);
+acknowledgement_tests!("nats", nats, fanout::nats::NatsPubSub);

@@ -414,9 +414,9 @@ impl<B: Broker> Bridge<B> {
             }
         };
         self.local.start().await?;
-        // Both connections are open: up from now, not from when their tasks first run, so a
-        // broadcast the moment `start` returns is queued for the broker rather than refused
-        // with `PublishUnavailable`.
+        // Up before `start` returns, not when the tasks first run: a broadcast the moment
+        // `start` returned must not find the connection down, nor `broker_stats` show either
+        // connection down.
         shared.publisher.set_up();
         shared
             .counters

@@ -217,8 +217,8 @@ impl<B: Broker> Publisher<B> {
         }
     }
 
+    /// Runs the task on `first`, a connection `start` opened (and marked up).
     pub(crate) async fn run(mut self, first: B::Publisher) {
-        self.shared.publisher.set_up();
         let max = self.shared.settings.max_pipeline;
         let idle = self.shared.settings.health_check_interval;
         let mut batch = Vec::with_capacity(max);

@@ -228,6 +228,8 @@ impl Harness {
     }
 
     fn start(&mut self) -> JoinHandle<()> {
+        // As `Bridge::start` does once the connection is open.
+        self.shared.publisher.set_up();
         let publisher = self.publisher.take().unwrap();
         tokio::spawn(publisher.run(()))
     }
