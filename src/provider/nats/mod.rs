@@ -61,6 +61,12 @@
 //!   instance id in the envelope, as with every broker. `no_echo` would not do it: it applies
 //!   per connection, and the publishing and subscribing connections differ, so the server would
 //!   deliver our messages to our subscription connection anyway.
+//! - **Inbound messages** are checked like every broker's (G9): a payload that is not an
+//!   envelope, or an envelope for another topic than its subject's, is counted in
+//!   `malformed` and skipped. Connections say `headers: false`, so the server strips NATS
+//!   headers from what a foreign client publishes with them and delivers the payload alone; a
+//!   reply subject is ignored. A byte stream out of step with the protocol (a length that
+//!   lies, a control line over its bound) closes the connection, which the bridge reconnects.
 //! - **Outages.** A closed connection is noticed at once (its reader sees the end of stream),
 //!   a silent one by a `PING` every `health_check_interval`; the provider reconnects and
 //!   subscribes every topic again. Core NATS is at-most-once: **messages other instances
