@@ -182,6 +182,105 @@ pub(crate) fn read_file<T>(
     })
 }
 
+/// The values a provider's table (`[postgres]`, `[nats]`) gives, with where each stands in
+/// the file, under the key validation names (`<section>.<field>`), so that a validation error
+/// points at the value that broke it and names the key as the file spells it.
+#[cfg(any(feature = "postgres", feature = "nats"))]
+pub(crate) struct ProviderTable {
+    section: &'static str,
+    /// The fields the file gives in milliseconds, under the key `<field>_ms`.
+    millisecond_fields: &'static [&'static str],
+    spans: Vec<(String, Range<usize>)>,
+}
+
+#[cfg(any(feature = "postgres", feature = "nats"))]
+impl ProviderTable {
+    /// The table `section`, standing at `span`.
+    pub(crate) fn new(
+        section: &'static str,
+        millisecond_fields: &'static [&'static str],
+        span: Range<usize>,
+    ) -> Self {
+        Self {
+            section,
+            millisecond_fields,
+            spans: vec![(section.to_string(), span)],
+        }
+    }
+
+    /// No table in the file: validation errors are located nowhere.
+    pub(crate) fn absent(section: &'static str, millisecond_fields: &'static [&'static str]) -> Self {
+        Self {
+            section,
+            millisecond_fields,
+            spans: Vec::new(),
+        }
+    }
+
+    /// Stores `value`, if the file gives it, in `field`.
+    pub(crate) fn take<T>(&mut self, key: &str, value: Option<Spanned<T>>, field: &mut T) {
+        self.take_as(key, value, field, |value| value);
+    }
+
+    /// Stores a `<key>_ms` value, if the file gives it, in the duration `field`.
+    pub(crate) fn take_ms(&mut self, key: &str, value: Option<Spanned<u64>>, field: &mut Duration) {
+        self.take_as(key, value, field, Duration::from_millis);
+    }
+
+    /// Stores `value`, if the file gives it, in `field`, through `convert`.
+    pub(crate) fn take_as<R, T>(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<R>>,
+        field: &mut T,
+        convert: impl FnOnce(R) -> T,
+    ) {
+        if let Some(value) = value {
+            self.spans.push((format!("{}.{key}", self.section), value.span()));
+            *field = convert(value.into_inner());
+        }
+    }
+
+    /// `error` from validating what the table gave, positioned at the value it names (else at
+    /// the table), under the key the file spells: `<section>.<field>_ms` for a duration.
+    pub(crate) fn locate(&self, error: ConfigError, source: &str) -> ConfigError {
+        let mut error = locate(error, source, &self.spans);
+        if let Some(key) = &mut error.key {
+            let field = key
+                .strip_prefix(self.section)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .unwrap_or_default();
+            if self.millisecond_fields.contains(&field) {
+                key.push_str("_ms");
+            }
+        }
+        error
+    }
+}
+
+/// For tests of the provider tables: `parsed` is an error naming `key` at `position` (line and
+/// column) whose message mentions `mentions`.
+#[cfg(all(test, any(feature = "postgres", feature = "nats")))]
+#[track_caller]
+pub(crate) fn assert_error_at<T: std::fmt::Debug>(
+    parsed: Result<T, ConfigError>,
+    key: &str,
+    position: (usize, usize),
+    mentions: &str,
+) {
+    let error = match parsed {
+        Err(error) => error,
+        Ok(config) => panic!("accepted as {config:?}"),
+    };
+    assert_eq!(error.key.as_deref(), Some(key), "key of {error:?}");
+    assert_eq!(error.position, Some(position), "position of {error:?}");
+    assert!(
+        error.message.contains(mentions),
+        "{:?} does not mention {mentions:?}",
+        error.message
+    );
+}
+
 /// Gives a validation error the position of the most specific key it names that `spans`
 /// (dotted keys and where their values stand in `source`) records: the key itself, else the
 /// nearest table holding it.

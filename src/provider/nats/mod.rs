@@ -71,11 +71,13 @@
 //!   a silent one by a `PING` every `health_check_interval`; the provider reconnects and
 //!   subscribes every topic again. Core NATS is at-most-once: **messages other instances
 //!   publish while a connection is down are lost**, nothing is replayed.
+//! - **Configuration files.** `NatsConfig::from_toml_file` (feature `toml`) reads a file that
+//!   holds a `[nats]` table alone; the engine's [`Config`](crate::Config) is a file of its own.
 //!
 //! # Why a protocol client of its own
 //!
 //! The provider speaks the NATS client protocol itself (`wire.rs` and `connection.rs`, about
-//! 520 lines of code without comments and tests) rather than through `async-nats`:
+//! 570 lines of code without comments and tests) rather than through `async-nats`:
 //!
 //! 1. **Order across topics ([G4]).** `async-nats` hands each subscription's messages to a
 //!    channel of its own, so a listener reading many subscriptions cannot tell in which order
@@ -139,6 +141,8 @@
 
 mod broker;
 mod config;
+#[cfg(feature = "toml")]
+mod config_file;
 mod connection;
 mod subject;
 mod wire;

@@ -2,15 +2,13 @@
 //! and bad values are errors that name the key and its line and column, as for the engine's
 //! [`Config`](crate::Config); nothing is silently ignored.
 
-use std::ops::Range;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{LargePayloads, PostgresConfig};
-use crate::config::file::{locate, parse_error, read_file};
+use crate::config::file::{parse_error, read_file, ProviderTable};
 use crate::config::ConfigError;
 
 #[derive(Deserialize)]
@@ -54,36 +52,6 @@ const MILLISECOND_FIELDS: [&str; 6] = [
     "reconnect_backoff_max",
 ];
 
-/// The values read from the file, with where each stands, under the key validation names.
-#[derive(Default)]
-struct Spans(Vec<(String, Range<usize>)>);
-
-impl Spans {
-    /// Stores `value`, if the file gives it, in `field`.
-    fn take<T>(&mut self, key: &str, value: Option<Spanned<T>>, field: &mut T) {
-        self.take_as(key, value, field, |value| value);
-    }
-
-    /// Stores a `<key>_ms` value, if the file gives it, in the duration `field`.
-    fn take_ms(&mut self, key: &str, value: Option<Spanned<u64>>, field: &mut Duration) {
-        self.take_as(key, value, field, Duration::from_millis);
-    }
-
-    /// Stores `value`, if the file gives it, in `field`, through `convert`.
-    fn take_as<R, T>(
-        &mut self,
-        key: &str,
-        value: Option<Spanned<R>>,
-        field: &mut T,
-        convert: impl FnOnce(R) -> T,
-    ) {
-        if let Some(value) = value {
-            self.0.push((format!("postgres.{key}"), value.span()));
-            *field = convert(value.into_inner());
-        }
-    }
-}
-
 impl RawLargePayloads {
     fn into_mode(self) -> LargePayloads {
         match self {
@@ -116,9 +84,9 @@ impl PostgresConfig {
     pub fn from_toml_str(source: &str) -> Result<PostgresConfig, ConfigError> {
         let raw: RawDocument = toml::from_str(source).map_err(|e| parse_error(source, &e))?;
         let mut config = PostgresConfig::default();
-        let mut spans = Spans::default();
+        let mut spans = ProviderTable::absent("postgres", &MILLISECOND_FIELDS);
         if let Some(table) = raw.postgres {
-            spans.0.push(("postgres".to_string(), table.span()));
+            spans = ProviderTable::new("postgres", &MILLISECOND_FIELDS, table.span());
             let raw = table.into_inner();
             let c = &mut config;
             spans.take("url", raw.url, &mut c.url);
@@ -156,9 +124,7 @@ impl PostgresConfig {
                 &mut c.reconnect_backoff_max,
             );
         }
-        config
-            .validate()
-            .map_err(|e| with_file_key(locate(e, source, &spans.0)))?;
+        config.validate().map_err(|e| spans.locate(e, source))?;
         Ok(config)
     }
 
@@ -169,36 +135,17 @@ impl PostgresConfig {
     }
 }
 
-/// A validation error under the key the file spells: `postgres.payload_ttl` is
-/// `postgres.payload_ttl_ms` there.
-fn with_file_key(mut error: ConfigError) -> ConfigError {
-    if let Some(key) = &mut error.key {
-        let field = key.strip_prefix("postgres.").unwrap_or_default();
-        if MILLISECOND_FIELDS.contains(&field) {
-            key.push_str("_ms");
-        }
-    }
-    error
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::file::assert_error_at;
 
     /// Parses `source`, expecting an error naming `key` at `position` and mentioning `mentions`.
     #[track_caller]
     fn parse_error_at(source: &str, key: &str, position: (usize, usize), mentions: &str) {
-        let error = match PostgresConfig::from_toml_str(source) {
-            Err(error) => error,
-            Ok(config) => panic!("accepted {source:?} as {config:?}"),
-        };
-        assert_eq!(error.key.as_deref(), Some(key), "key of {error:?}");
-        assert_eq!(error.position, Some(position), "position of {error:?}");
-        assert!(
-            error.message.contains(mentions),
-            "{:?} does not mention {mentions:?}",
-            error.message
-        );
+        assert_error_at(PostgresConfig::from_toml_str(source), key, position, mentions);
     }
 
     #[test]
