@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -19,7 +18,7 @@ use crate::provider::bridge::broker::{
 };
 use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use crate::sync::{lock, Mutex};
+use crate::sync::{lock, Arc, Mutex};
 
 /// Messages the subscription connection's reader hands on ahead of the listener (beside the
 /// byte bound of `connection`). Past this it stops reading and the server holds the backlog.

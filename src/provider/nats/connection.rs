@@ -20,7 +20,6 @@
 //! connection ends the task and closes the socket.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
@@ -36,7 +35,7 @@ use super::wire::{self, ConnectOptions, Frame, Message, ServerInfo, WireLimits};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{ConnectError, Reason};
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use crate::sync::{lock, Mutex};
+use crate::sync::{lock, Arc, Mutex};
 
 /// The shortest control line the reader accepts from the server; `INFO` lines of a cluster
 /// member list its peers' URLs and can be long.
