@@ -12,7 +12,7 @@ use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSet
 /// The environment variable [`NatsConfig::from_env`] reads the URL from.
 pub const NATS_URL_ENV: &str = "NATS_URL";
 
-/// The URL used when none is given: a NATS server on this machine.
+/// The URL used when none is given: a NATS server on the local machine.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// The port of a URL that names none.

@@ -14,7 +14,7 @@ use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSet
 /// The environment variable [`PostgresConfig::from_env`] reads the URL from.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 
-/// The URL used when none is given: the `test` database of a PostgreSQL on this machine.
+/// The URL used when none is given: the `test` database of a PostgreSQL on the local machine.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// The largest value a `bytea` column holds (1 GiB − 1), and so the largest

@@ -9,7 +9,7 @@ use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSet
 /// The environment variable [`RedisConfig::from_env`] reads the URL from.
 pub const REDIS_URL_ENV: &str = "REDIS_URL";
 
-/// The URL used when none is given: a Redis on this machine.
+/// The URL used when none is given: a Redis on the local machine.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The largest message Redis accepts by default (`proto-max-bulk-len`), and so the largest

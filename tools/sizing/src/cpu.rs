@@ -17,7 +17,7 @@ pub fn cpu_time_of(pid: u32, name: &str) -> Option<Duration> {
     cpu_time(&format!("/proc/{pid}/stat"))
 }
 
-/// The CPU time so far of each process on this machine named `name`, with its id.
+/// The CPU time so far of each process on the local machine named `name`, with its id.
 pub fn cpu_times_named(name: &str) -> Vec<(u32, Duration)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

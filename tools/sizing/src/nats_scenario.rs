@@ -3,7 +3,7 @@
 //! Placed as for Redis: every session lives on the receiving instance and every publisher on
 //! the other, so every delivery crosses the server (pipelined `PUB`s on one connection, one
 //! `SUB` per topic on another). Both instances run in this process, on one tokio runtime; the
-//! server's own CPU is read from its process when it runs on this machine.
+//! server's own CPU is read from its process when it runs on the local machine.
 
 use std::sync::Arc;
 
@@ -70,7 +70,7 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
     Ok(report)
 }
 
-/// Seconds of CPU every `nats-server` process on this machine has used so far; `None` if
+/// Seconds of CPU every `nats-server` process on the local machine has used so far; `None` if
 /// there is none (the server runs elsewhere).
 fn server_cpu() -> Option<f64> {
     let times = cpu_times_named("nats-server");

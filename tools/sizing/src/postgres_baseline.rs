@@ -78,7 +78,7 @@ pub fn server_name(url: &str) -> Result<String, tokio_postgres::Error> {
     Ok(format!("{host}:{port}/{database}"))
 }
 
-/// CPU time of the PostgreSQL server's processes on this machine, by process id.
+/// CPU time of the PostgreSQL server's processes on the local machine, by process id.
 pub struct ServerCpu(Vec<(u32, Duration)>);
 
 impl ServerCpu {

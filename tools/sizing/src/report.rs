@@ -78,7 +78,7 @@ pub struct PostgresSection {
     pub publish_errors: u64,
     pub malformed: u64,
     pub outages: u64,
-    /// CPU the server's processes on this machine used during the run (all of them, not just
+    /// CPU the server's processes on the local machine used during the run (all of them, not just
     /// this run's backends); `None` when the server is elsewhere.
     pub server_cpu_seconds: Option<f64>,
 }
@@ -103,7 +103,7 @@ pub struct NatsSection {
     pub publish_errors: u64,
     pub malformed: u64,
     pub outages: u64,
-    /// CPU every `nats-server` process on this machine used during the run (the whole
+    /// CPU every `nats-server` process on the local machine used during the run (the whole
     /// server, not just this run); `None` when the server is elsewhere.
     pub server_cpu_seconds: Option<f64>,
 }
@@ -175,7 +175,7 @@ pub struct PostgresBaseline {
 }
 
 /// CPU used during a baseline run, from publishing to drained: by this process, and by the
-/// server (each of those `None` when the server is not on this machine).
+/// server (each of those `None` when the server is not on the local machine).
 #[derive(Debug, Serialize)]
 pub struct BaselineCpu {
     /// This process: both connections' client side and the counting task.
@@ -184,7 +184,7 @@ pub struct BaselineCpu {
     pub listener_seconds: Option<f64>,
     /// The backend serving the publishing connection.
     pub publisher_seconds: Option<f64>,
-    /// Every `postgres` process on this machine, these two included.
+    /// Every `postgres` process on the local machine, these two included.
     pub server_seconds: Option<f64>,
 }
 
