@@ -402,3 +402,110 @@ async fn a_publish_the_server_refuses_loses_only_its_own_messages() {
         node.stop().await.unwrap();
     }
 }
+
+/// Starts a private server with `config` (a nats-server configuration file's text).
+async fn private_with_config(name: &str, config: &str) -> Option<PrivateNats> {
+    let path = std::env::temp_dir().join(format!("fanout-nats-{name}-{}.conf", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let server = PrivateNats::start(&["-c", path.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&path);
+    server
+}
+
+/// A `SUB` the server refuses for permissions is not an outage: the topic's subscribe returns
+/// `SubscribeRefused` (subscribed on this instance only), other topics keep working, and the
+/// connection is kept; nothing reconnects for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_server_refuses_is_typed_and_not_an_outage() {
+    let prefix = unique_prefix("sub-perm");
+    let denied = NatsPubSub::new(NatsConfig::default().with_subject_prefix(&prefix))
+        .unwrap()
+        .channel_for("closed");
+    let Some(server) = private_with_config(
+        "sub-perm",
+        &format!(
+            "authorization {{ users = [ {{ user: app, password: pw, permissions: {{ subscribe: {{ deny: [\"{denied}\"] }} }} }} ] }}\n"
+        ),
+    )
+    .await
+    else {
+        return;
+    };
+    let url = format!("nats://app:pw@127.0.0.1:{}", server.port);
+    let (a, b) = started_pair(test_config_at(&url, &prefix)).await;
+    let inbox = Inbox::default();
+    b.subscribe_topic("s", "open", inbox.handler("s")).await.unwrap();
+    let error = b
+        .subscribe_topic("s", "closed", inbox.handler("s"))
+        .await
+        .expect_err("the user may not subscribe there");
+    assert!(
+        matches!(error.broker(), Some(NatsPubSubError::SubscribeRefused { reason }) if reason.contains("Permissions Violation")),
+        "{error:?}"
+    );
+    // Another session on the refused topic is told at once, from what the listener knows.
+    let again = b
+        .subscribe_topic("t", "closed", inbox.handler("t"))
+        .await
+        .expect_err("still refused");
+    assert!(
+        matches!(again.broker(), Some(NatsPubSubError::SubscribeRefused { .. })),
+        "{again:?}"
+    );
+    // Local delivery on the refused topic goes on; the other topic crosses instances.
+    b.broadcast("closed", Bytes::from("local")).await.unwrap();
+    a.broadcast("open", Bytes::from("remote")).await.unwrap();
+    inbox
+        .until("both messages", |i| i.has("s", "local") && i.has("s", "remote"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = b.nats_stats();
+    assert_eq!(
+        (stats.outages, stats.subscribe_refusals, stats.channels),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+    assert!(stats.connected, "{stats:?}");
+    for node in [&a, &b] {
+        node.stop().await.unwrap();
+    }
+}
+
+/// A `SUB` over the server's subscription limit is dropped by the server with an `-ERR` that
+/// names no subject: it is not confirmed (`SubscribeRefused`), never reported as subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_over_the_servers_limit_is_not_confirmed() {
+    let prefix = unique_prefix("sub-limit");
+    let Some(server) = private_with_config("sub-limit", "max_subscriptions: 2\n").await else {
+        return;
+    };
+    let (a, b) = started_pair(test_config_at(&server.url(), &prefix)).await;
+    let inbox = Inbox::default();
+    b.subscribe_topic("s", "t1", inbox.handler("s")).await.unwrap();
+    b.subscribe_topic("s", "t2", inbox.handler("s")).await.unwrap();
+    let error = b
+        .subscribe_topic("s", "t3", inbox.handler("s"))
+        .await
+        .expect_err("over the server's limit");
+    assert!(
+        matches!(error.broker(), Some(NatsPubSubError::SubscribeRefused { .. })),
+        "{error:?}"
+    );
+    for topic in ["t1", "t2"] {
+        a.broadcast(topic, Bytes::from(topic)).await.unwrap();
+    }
+    inbox
+        .until("the confirmed topics' messages", |i| {
+            i.has("s", "t1") && i.has("s", "t2")
+        })
+        .await;
+    let stats = b.nats_stats();
+    assert_eq!(
+        (stats.channels, stats.subscribe_refusals, stats.outages),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+    for node in [&a, &b] {
+        node.stop().await.unwrap();
+    }
+}

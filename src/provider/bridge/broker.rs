@@ -87,8 +87,10 @@ pub(crate) trait Subscription: Send + Sync + 'static {
     /// One inbound message.
     type Message: Send + 'static;
 
-    /// Subscribes `channels`.
-    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>>;
+    /// Subscribes `channels`; resolves once the broker confirmed them, with the ones it
+    /// refused on a connection that goes on (a permissions violation, a subscription limit)
+    /// and why, or with why the connection failed.
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<Refusals, Reason>>;
 
     /// Unsubscribes `channels`.
     fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>>;
@@ -114,6 +116,9 @@ pub(crate) trait Subscription: Send + Sync + 'static {
 /// envelope's messages are counted lost; the connection is kept. A failure of the connection
 /// itself is the pipeline's `Err`: it is taken as lost and reconnected.
 pub(crate) type Answers = Vec<Result<(), Reason>>;
+
+/// Channels a broker refused to subscribe, each with why; the connection goes on.
+pub(crate) type Refusals = Vec<(String, Reason)>;
 
 /// The connection failed during a pipeline: why, and the broker's answers to the envelopes
 /// before the failure (a prefix of the pipeline, often empty). The rest are unconfirmed.

@@ -55,6 +55,15 @@ pub enum BrokerError {
         "the broker is unreachable: the session is subscribed on this instance only until the subscription connection is back"
     )]
     SubscribeUnconfirmed,
+    /// The session is subscribed on this instance, but the broker refused the topic's
+    /// subscription on a working connection (a permissions violation, a subscription limit):
+    /// broadcasts from other instances do not reach it. The provider tries again when the
+    /// topic's subscribers change or the connection is replaced.
+    #[error("the broker refused the topic's subscription ({reason}): the session is subscribed on this instance only")]
+    SubscribeRefused {
+        /// What the broker said.
+        reason: String,
+    },
     /// An acknowledged broadcast (`broadcast_acknowledged`) whose publish the broker did not
     /// acknowledge: it refused it, did not answer within the response timeout, the
     /// connection failed, or the provider stopped first. Local sessions have the message; other instances may or may not.

@@ -52,7 +52,7 @@ use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
 use super::backoff::Backoff;
-use super::broker::{Broker, Inbound, Reason, Subscription};
+use super::broker::{Broker, Inbound, Reason, Refusals, Subscription};
 use super::error::BrokerError;
 use super::stats::BrokerCounters;
 use super::Shared;
@@ -143,6 +143,8 @@ pub(crate) struct Listener<B: Broker> {
     /// Channel → wanted topics it carries (at least 1; absent at 0).
     sharing: HashMap<String, usize>,
     confirmed: HashSet<Topic>,
+    /// Topics whose subscription the broker refused on the current connection, and why.
+    refused: HashMap<Topic, Reason>,
     busy: HashSet<Topic>,
     /// Topics to reconcile against `wanted` at the next chance.
     dirty: HashSet<Topic>,
@@ -170,7 +172,8 @@ enum Command {
 struct Done {
     command: Command,
     topics: Vec<Topic>,
-    result: Result<(), Reason>,
+    /// The channels the broker refused (a subscribe's), or why the connection failed.
+    result: Result<Refusals, Reason>,
 }
 
 /// How many response timeouts a command may wait for its answer while the connection keeps
@@ -197,6 +200,7 @@ impl<B: Broker> Listener<B> {
             wanted: HashSet::new(),
             sharing: HashMap::new(),
             confirmed: HashSet::new(),
+            refused: HashMap::new(),
             busy: HashSet::new(),
             dirty: HashSet::new(),
             parked: HashMap::new(),
@@ -278,7 +282,7 @@ impl<B: Broker> Listener<B> {
                     &self.progress,
                     Command::Ping,
                     Vec::new(),
-                    live.subscription.ping(),
+                    nothing_refused(live.subscription.ping()),
                 )),
             }
         }
@@ -288,6 +292,8 @@ impl<B: Broker> Listener<B> {
     fn take_intake(&mut self, connected: bool) {
         let pending = self.intake.take();
         for (topic, wanted) in pending.changes {
+            // Its subscribers changed: a refusal is tried again.
+            self.refused.remove(&topic);
             if wanted {
                 if self.wanted.insert(topic.clone()) {
                     *self
@@ -314,6 +320,10 @@ impl<B: Broker> Listener<B> {
             if !self.wanted.contains(&topic) || self.is_settled(&topic) {
                 // Confirmed, or no longer wanted (its sessions left again): nothing to wait for.
                 let _ = waiter.send(Ok(()));
+            } else if let Some(reason) = self.refused.get(&topic) {
+                let _ = waiter.send(Err(BrokerError::SubscribeRefused {
+                    reason: reason.clone(),
+                }));
             } else if connected {
                 self.parked.entry(topic).or_default().push(waiter);
             } else {
@@ -358,7 +368,7 @@ impl<B: Broker> Listener<B> {
                     .collect();
                 let sent = match command {
                     Command::Subscribe => live.subscription.subscribe(channels),
-                    _ => live.subscription.unsubscribe(channels),
+                    _ => nothing_refused(live.subscription.unsubscribe(channels)),
                 };
                 live.commands.push(self::command(
                     &self.shared,
@@ -377,12 +387,18 @@ impl<B: Broker> Listener<B> {
         for topic in &done.topics {
             self.busy.remove(topic);
         }
-        done.result?;
-        let counters = &self.shared.counters;
+        let refusals = done.result?;
+        let shared = Arc::clone(&self.shared);
+        let counters = &shared.counters;
         match done.command {
             Command::Ping => {}
             Command::Subscribe => {
                 for topic in done.topics {
+                    let channel = shared.broker.channel(&topic);
+                    if let Some((_, reason)) = refusals.iter().find(|(refused, _)| *refused == channel) {
+                        self.refuse(topic, reason);
+                        continue;
+                    }
                     if self.confirmed.insert(topic.clone()) {
                         BrokerCounters::add(&counters.channels, 1);
                     }
@@ -406,11 +422,34 @@ impl<B: Broker> Listener<B> {
         Ok(())
     }
 
+    /// The broker refused `topic`'s subscription on a working connection: its waiters are told
+    /// why, and it is not tried again until its subscribers change or the connection is
+    /// replaced (a refusal is not an outage: nothing reconnects for it).
+    fn refuse(&mut self, topic: Topic, reason: &str) {
+        let skipped = self.shared.counters.subscribe_refusals.fetch_add(1, Relaxed) + 1;
+        if skipped <= 10 || skipped.is_power_of_two() {
+            tracing::warn!(
+                instance = %self.shared.instance,
+                broker = B::NAME,
+                topic = %topic,
+                reason,
+                "the broker refused a topic's subscription; its sessions receive from this instance only"
+            );
+        }
+        for waiter in self.parked.remove(&topic).into_iter().flatten() {
+            let _ = waiter.send(Err(BrokerError::SubscribeRefused {
+                reason: reason.to_string(),
+            }));
+        }
+        self.refused.insert(topic, reason.to_string());
+    }
+
     fn end_outage_if_recovered(&mut self) {
         let Some(began) = self.outage else {
             return;
         };
-        if !self.busy.is_empty() || !self.wanted.iter().all(|t| self.confirmed.contains(t)) {
+        let settled = |topic: &Topic| self.confirmed.contains(topic) || self.refused.contains_key(topic);
+        if !self.busy.is_empty() || !self.wanted.iter().all(settled) {
             return;
         }
         self.outage = None;
@@ -438,6 +477,8 @@ impl<B: Broker> Listener<B> {
         counters.channels.store(0, Relaxed);
         self.confirmed.clear();
         self.busy.clear();
+        // A new connection tries refused topics again.
+        self.refused.clear();
         self.dirty = self.wanted.clone();
         for (_, waiters) in self.parked.drain() {
             for waiter in waiters {
@@ -557,6 +598,13 @@ impl<B: Broker> Listener<B> {
     }
 }
 
+/// A command that refuses no channel, as a subscribe's result.
+fn nothing_refused(
+    sent: BoxFuture<'static, Result<(), Reason>>,
+) -> BoxFuture<'static, Result<Refusals, Reason>> {
+    sent.map(|done| done.map(|()| Refusals::new())).boxed()
+}
+
 type SubMessage<B> = <<B as Broker>::Subscription as Subscription>::Message;
 
 /// A command in flight, bounded by the response timeout.
@@ -570,7 +618,7 @@ fn command<B: Broker>(
     progress: &Arc<AtomicU64>,
     command: Command,
     topics: Vec<Topic>,
-    mut sent: BoxFuture<'static, Result<(), Reason>>,
+    mut sent: BoxFuture<'static, Result<Refusals, Reason>>,
 ) -> BoxFuture<'static, Done> {
     let timeout = shared.settings.response_timeout;
     let (instance, progress) = (shared.instance, Arc::clone(progress));

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::super::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
 use super::super::error::{BrokerError, Unacknowledged};
 use super::super::settings::BridgeSettings;
@@ -128,7 +128,7 @@ struct NoSubscription;
 impl Subscription for NoSubscription {
     type Message = ();
 
-    fn subscribe(&self, _channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+    fn subscribe(&self, _channels: Vec<String>) -> BoxFuture<'static, Result<Refusals, Reason>> {
         futures_util::future::ready(Err("no subscriptions".into())).boxed()
     }
 

@@ -42,6 +42,11 @@ pub struct BrokerStats {
     /// still works (a full notification queue, a missing table, a channel the user may not
     /// publish on); their messages are in `publish_errors`.
     pub publish_refusals: u64,
+    /// Topic subscriptions the broker refused on a working connection (a permissions
+    /// violation, a subscription limit): those topics' sessions get
+    /// [`SubscribeRefused`](super::BrokerError::SubscribeRefused) and receive from this
+    /// instance only.
+    pub subscribe_refusals: u64,
     /// Broadcasts whose remote part was refused because the publishing connection was down
     /// (they returned [`PublishUnavailable`](super::BrokerError::PublishUnavailable)).
     pub unavailable: u64,
@@ -72,6 +77,7 @@ pub(crate) struct BrokerCounters {
     pub(crate) envelopes_published: AtomicU64,
     pub(crate) publish_errors: AtomicU64,
     pub(crate) publish_refusals: AtomicU64,
+    pub(crate) subscribe_refusals: AtomicU64,
     pub(crate) unavailable: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) envelopes_received: AtomicU64,
@@ -100,6 +106,7 @@ impl BrokerCounters {
             envelopes_published: self.envelopes_published.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
             publish_refusals: self.publish_refusals.load(Relaxed),
+            subscribe_refusals: self.subscribe_refusals.load(Relaxed),
             unavailable: self.unavailable.load(Relaxed),
             received: self.received.load(Relaxed),
             envelopes_received: self.envelopes_received.load(Relaxed),

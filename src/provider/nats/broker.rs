@@ -9,12 +9,12 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use super::config::{Endpoint, NatsConfig};
-use super::connection::{Connection, ConnectionSettings, Delivered};
+use super::connection::{Connection, ConnectionSettings, Delivered, ERRORS_DROPPED};
 use super::subject::SubjectNames;
 use super::wire;
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -143,6 +143,12 @@ impl Broker for NatsBroker {
             }
         }
         let errors = publisher.round_trip(commands).await?;
+        if errors.iter().any(|error| error == ERRORS_DROPPED) {
+            // Some refusals were not kept: none of the batch can be said to be taken.
+            for answer in answers.iter_mut().filter(|answer| answer.is_ok()) {
+                *answer = Err("the server reported more errors for this batch than were kept".into());
+            }
+        }
         for error in errors {
             let refused = refused_subject(&error);
             let mut attributed = false;
@@ -192,43 +198,86 @@ pub(crate) struct NatsSubscription {
 }
 
 impl NatsSubscription {
-    /// Sends `commands` and waits for the round trip; a permissions violation for a
-    /// subscription that the server reported meanwhile fails the command (other `-ERR`s are
-    /// logged by the reader).
-    fn confirm(&self, verb: &'static str, commands: Vec<u8>) -> BoxFuture<'static, Result<(), Reason>> {
-        let round_trip = self.connection.round_trip(commands);
-        async move {
-            let errors = round_trip.await?;
-            match errors
-                .iter()
-                .find(|error| error.starts_with("Permissions Violation for Subscription"))
-            {
-                None => Ok(()),
-                Some(error) => Err(format!("{verb} refused: {error}")),
+    /// Sends `commands` and waits for the round trip; the `-ERR`s the server sent meanwhile
+    /// are logged by the reader and returned.
+    fn confirm(&self, commands: Vec<u8>) -> BoxFuture<'static, Result<Vec<String>, Reason>> {
+        self.connection.round_trip(commands).boxed()
+    }
+}
+
+/// Which of `channels`, just subscribed, the server refused, given the `-ERR`s it sent before
+/// the round trip's `PONG`: a permissions violation names its subject; any other error (a
+/// subscription limit) names none, so every channel not named otherwise is taken as refused by
+/// it, never as confirmed.
+fn refused_channels(channels: &[String], errors: &[String]) -> Refusals {
+    let mut refused = Refusals::new();
+    let mut unnamed: Option<&String> = None;
+    for error in errors {
+        match refused_subscription(error) {
+            Some(subject) => {
+                if let Some(channel) = channels.iter().find(|channel| channel.as_str() == subject) {
+                    refused.push((channel.clone(), format!("SUB refused: {error}")));
+                }
+            }
+            None => unnamed = unnamed.or(Some(error)),
+        }
+    }
+    if let Some(error) = unnamed {
+        for channel in channels {
+            if !refused.iter().any(|(named, _)| named == channel) {
+                refused.push((channel.clone(), format!("SUB not confirmed: {error}")));
             }
         }
-        .boxed()
     }
+    refused
+}
+
+/// The subject of `-ERR 'Permissions Violation for Subscription to "<subject>"'`.
+fn refused_subscription(error: &str) -> Option<&str> {
+    let subject = error.strip_prefix("Permissions Violation for Subscription to \"")?;
+    // The server may add a queue group after the subject: `"<subject>" using queue "<q>"`.
+    subject.split('"').next()
 }
 
 impl Subscription for NatsSubscription {
     type Message = Delivered;
 
-    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+    /// `SUB`s and a round trip. A channel the server refused loses its subscription id (an
+    /// `UNSUB` for it goes out, in case the server kept it), so a later subscribe tries again.
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<Refusals, Reason>> {
         let mut commands = Vec::new();
         {
             let mut sids = lock(&self.sids);
-            for subject in channels {
-                if sids.by_subject.contains_key(&subject) {
+            for subject in &channels {
+                if sids.by_subject.contains_key(subject) {
                     continue;
                 }
                 sids.next += 1;
                 let sid = sids.next;
-                wire::put_sub(&mut commands, &subject, sid);
-                sids.by_subject.insert(subject, sid);
+                wire::put_sub(&mut commands, subject, sid);
+                sids.by_subject.insert(subject.clone(), sid);
             }
         }
-        self.confirm("SUB", commands)
+        let confirmed = self.confirm(commands);
+        let (connection, sids) = (Arc::clone(&self.connection), Arc::clone(&self.sids));
+        async move {
+            let errors = confirmed.await?;
+            let refused = refused_channels(&channels, &errors);
+            if !refused.is_empty() {
+                let mut unsubscribe = Vec::new();
+                {
+                    let mut sids = lock(&sids);
+                    for (channel, _) in &refused {
+                        if let Some(sid) = sids.by_subject.remove(channel) {
+                            wire::put_unsub(&mut unsubscribe, sid);
+                        }
+                    }
+                }
+                connection.round_trip(unsubscribe).await?;
+            }
+            Ok(refused)
+        }
+        .boxed()
     }
 
     fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
@@ -241,7 +290,7 @@ impl Subscription for NatsSubscription {
                 }
             }
         }
-        self.confirm("UNSUB", commands)
+        self.confirm(commands).map(|done| done.map(drop)).boxed()
     }
 
     fn ping(&self) -> BoxFuture<'static, Result<(), Reason>> {

@@ -273,6 +273,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
         if bytes[i] == b'%' {
             let value = bytes
                 .get(i + 1..i + 3)
+                .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|hex| std::str::from_utf8(hex).ok())
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                 .ok_or("a `%` in its credentials is not followed by two hex digits")?;
@@ -286,16 +287,20 @@ fn percent_decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "its credentials are not UTF-8".to_string())
 }
 
-/// A NATS URL with its password or token replaced by `***`, for logs and errors.
+/// A NATS URL with its password or token replaced by `***`, for logs and errors. Everything
+/// up to the last `@` is taken as credentials, so a `/`, `?` or `#` a password forgot to
+/// percent-encode is hidden too; a user name is kept.
 pub(crate) fn shown_url(url: &str) -> String {
-    if let Some(rest) = url.strip_prefix("nats://") {
-        if let Some((userinfo, server)) = rest.rsplit_once('@') {
-            if !userinfo.contains(':') {
-                return format!("nats://***@{server}");
-            }
-        }
+    let Some(rest) = url.strip_prefix("nats://") else {
+        return redact(url);
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, server)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("nats://{user}:***@{server}"),
+            None => format!("nats://***@{server}"),
+        },
+        None => url.to_string(),
     }
-    redact(url)
 }
 
 impl fmt::Debug for NatsConfig {

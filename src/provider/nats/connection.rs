@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::config::{Credentials, Endpoint};
+use super::config::{Credentials, Endpoint, MAX_ENVELOPE_BYTES};
 use super::wire::{self, ConnectOptions, Frame, Message, ServerInfo, WireLimits};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{ConnectError, Reason};
@@ -45,7 +45,11 @@ const MIN_INBOUND_LINE: usize = 64 * 1024;
 /// hand on ahead of the listener; a single larger message goes alone.
 const INBOUND_BYTES: usize = 64 << 20;
 
-/// The most `-ERR` texts kept for the next `PONG`'s waiter; later ones are only logged.
+/// The last of a `PONG`'s errors when more `-ERR`s came than were kept.
+pub(crate) const ERRORS_DROPPED: &str = "more -ERR lines than were kept";
+
+/// The most `-ERR` texts kept for the next `PONG`'s waiter; later ones are only logged (and
+/// [`ERRORS_DROPPED`] says so).
 const MAX_ERRORS_KEPT: usize = 64;
 
 /// Bytes read from the socket at a time.
@@ -273,8 +277,13 @@ pub(crate) struct Delivered {
 
 /// Stores the server's `max_payload`, saturated to `usize`.
 fn set_max_payload(max_payload: &AtomicUsize, announced: u64) {
+    // At most the server's own hard maximum: a larger announcement is not believed, so it
+    // cannot raise what the reader accepts beyond what any real server sends.
+    let announced = usize::try_from(announced)
+        .unwrap_or(usize::MAX)
+        .min(MAX_ENVELOPE_BYTES);
     // Relaxed: a lone value read by `check_envelope` and `publish`, which order nothing by it.
-    max_payload.store(usize::try_from(announced).unwrap_or(usize::MAX), Relaxed);
+    max_payload.store(announced, Relaxed);
 }
 
 /// The largest `MSG` payload the reader accepts: `floor`, or the server's `max_payload` if
@@ -392,6 +401,10 @@ impl Reader {
                 let mut pongs = lock(&self.inner.pongs);
                 if pongs.errors.len() < MAX_ERRORS_KEPT {
                     pongs.errors.push(text);
+                } else if pongs.errors.len() == MAX_ERRORS_KEPT {
+                    // The waiter learns that errors were dropped, so it confirms nothing it
+                    // cannot tell apart from what they named.
+                    pongs.errors.push(ERRORS_DROPPED.to_string());
                 }
             }
             Frame::Info(json) => match ServerInfo::parse(&json) {

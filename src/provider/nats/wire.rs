@@ -107,8 +107,15 @@ pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option
         let offset = rest.as_ptr() as usize - buffer.as_ptr() as usize;
         let header = message_header(rest, offset, headers, limits)?;
         let start = line_end + CRLF.len();
-        // `header.len` is at most `limits.payload`, a `usize`.
-        let end = start + header.len as usize;
+        // Checked: a limit raised by a hostile `INFO` must not make this wrap.
+        let end = usize::try_from(header.len)
+            .ok()
+            .and_then(|len| start.checked_add(len))
+            .filter(|end| end.checked_add(CRLF.len()).is_some())
+            .ok_or(WireError::PayloadTooLarge {
+                len: header.len,
+                limit: limits.payload,
+            })?;
         if buffer.len() < end + CRLF.len() {
             return Ok(None);
         }
@@ -501,6 +508,25 @@ mod tests {
                     Ok(None) | Err(_) => break,
                 }
             }
+        }
+    }
+
+    /// With the payload limit at its widest (as a server's `INFO` once could raise it), a
+    /// length near `u64::MAX` is an error, not an overflow.
+    #[test]
+    fn a_huge_announced_length_is_an_error_whatever_the_limit() {
+        let limits = WireLimits {
+            line: 4096,
+            payload: usize::MAX,
+        };
+        for len in [
+            u64::MAX,
+            u64::MAX - 1,
+            usize::MAX as u64 - 1,
+            usize::MAX as u64 - 20,
+        ] {
+            let mut buffer = BytesMut::from(format!("MSG fanout.t 1 {len}\r\nxy\r\n").as_bytes());
+            assert!(matches!(parse(&mut buffer, &limits), Err(_) | Ok(None)), "{len}");
         }
     }
 

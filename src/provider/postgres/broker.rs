@@ -22,7 +22,7 @@ use super::config::{shown_url, LargePayloads, PostgresConfig};
 use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -474,8 +474,10 @@ impl PostgresSubscription {
 impl Subscription for PostgresSubscription {
     type Message = Notification;
 
-    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<Refusals, Reason>> {
         self.command("LISTEN", channels)
+            .map(|done| done.map(|()| Refusals::new()))
+            .boxed()
     }
 
     fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {

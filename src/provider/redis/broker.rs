@@ -11,7 +11,7 @@ use redis::AsyncConnectionConfig;
 use super::config::RedisConfig;
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -143,11 +143,12 @@ pub(crate) struct RedisSubscription {
 impl Subscription for RedisSubscription {
     type Message = redis::Msg;
 
-    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<Refusals, Reason>> {
         let mut sink = self.sink.clone();
         async move {
             sink.subscribe(&channels)
                 .await
+                .map(|()| Refusals::new())
                 .map_err(|error| format!("SUBSCRIBE failed: {error}"))
         }
         .boxed()
