@@ -1,0 +1,255 @@
+"""RedisPubSub across two instances on the machine's Redis: the contract where it crosses
+processes, the wire encoding of messages, config and lifecycle errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from conftest import Recorder, eventually
+from pyview_fanout import (
+    BrokerError,
+    ConfigError,
+    NotStartedError,
+    PayloadTooLargeError,
+    RedisPubSub,
+    StoppedError,
+)
+from services import REDIS_URL, require
+
+
+@pytest.fixture
+async def make_redis() -> AsyncIterator[Callable[..., Any]]:
+    """Builds started RedisPubSub instances sharing one channel prefix of the test's own, and
+    stops them at the end."""
+    require(REDIS_URL, 6379, "Redis")
+    prefix = f"pyview-fanout-test:{uuid.uuid4().hex}:"
+    made: list[RedisPubSub] = []
+
+    async def make(**kwargs: Any) -> RedisPubSub:
+        kwargs.setdefault("url", REDIS_URL)
+        kwargs.setdefault("channel_prefix", prefix)
+        pubsub = RedisPubSub(**kwargs)
+        made.append(pubsub)
+        await pubsub.start()
+        return pubsub
+
+    yield make
+    for pubsub in made:
+        await pubsub.stop()
+
+
+async def test_a_broadcast_on_one_instance_reaches_a_session_on_the_other(make_redis):
+    # G1 across instances
+    a, b = await make_redis(), await make_redis()
+    on_a, on_b = Recorder(), Recorder()
+    await a.subscribe_topic("tab-a", "room", on_a)
+    await b.subscribe_topic("tab-b", "room", on_b)
+    await a.broadcast("room", {"text": "hello"})
+    await eventually(lambda: on_b.calls and on_a.calls)
+    await asyncio.sleep(0.05)
+    assert on_b.calls == [("room", {"text": "hello"})]
+    assert on_a.calls == [("room", {"text": "hello"})]
+
+
+async def test_one_publishers_order_holds_across_instances_and_topics(make_redis):
+    # G4: one session on b subscribed to two topics gets a's messages in publish order
+    a, b = await make_redis(), await make_redis()
+    recorder = Recorder()
+    await b.subscribe_topic("tab", "left", recorder)
+    await b.subscribe_topic("tab", "right", recorder)
+    sent = [("left" if n % 3 else "right", n) for n in range(300)]
+    for topic, n in sent:
+        await a.broadcast(topic, n)
+    await eventually(lambda: len(recorder.calls) == len(sent))
+    assert recorder.calls == sent
+
+
+async def test_broadcast_from_skips_the_sender_on_every_instance(make_redis):
+    a, b = await make_redis(), await make_redis()
+    sender, local, remote = Recorder(), Recorder(), Recorder()
+    await a.subscribe_topic("sender", "room", sender)
+    await a.subscribe_topic("local", "room", local)
+    await b.subscribe_topic("remote", "room", remote)
+    await a.broadcast_from("sender", "room", "from sender")
+    await a.broadcast("room", "to all")
+    await eventually(lambda: len(local.calls) == 2 and len(remote.calls) == 2 and len(sender.calls) == 1)
+    assert sender.messages == ["to all"]
+    assert local.messages == ["from sender", "to all"]
+    assert remote.messages == ["from sender", "to all"]
+
+
+async def test_broadcast_from_skips_a_sender_on_the_other_instance(make_redis):
+    a, b = await make_redis(), await make_redis()
+    sender, other = Recorder(), Recorder()
+    await b.subscribe_topic("sender", "room", sender)
+    await b.subscribe_topic("other", "room", other)
+    await a.broadcast_from("sender", "room", "skip sender")
+    await a.broadcast("room", "all")
+    await eventually(lambda: len(other.calls) == 2 and len(sender.calls) == 1)
+    assert sender.messages == ["all"]
+
+
+async def test_nothing_arrives_after_unsubscribe_all(make_redis):
+    # G2: a's broadcasts after b's unsubscribe_all returned never reach the session
+    a, b = await make_redis(), await make_redis()
+    recorder, witness = Recorder(), Recorder()
+    await b.subscribe_topic("gone", "room", recorder)
+    await b.subscribe_topic("witness", "room", witness)
+    await a.broadcast("room", "before")
+    await eventually(lambda: recorder.calls and witness.calls)
+    await b.unsubscribe_all("gone")
+    for n in range(20):
+        await a.broadcast("room", n)
+    await eventually(lambda: len(witness.calls) == 21)
+    assert recorder.messages == ["before"]
+    assert b.session_stats("gone") is None
+
+
+async def test_stats_count_each_side(make_redis):
+    a, b = await make_redis(), await make_redis()
+    recorder = Recorder()
+    await b.subscribe_topic("tab", "room", recorder)
+    for n in range(5):
+        await a.broadcast("room", n)
+    await eventually(lambda: len(recorder.calls) == 5)
+    sent, received = a.stats(), b.stats()
+    assert sent["published"] == 5
+    assert sent["broker"]["published"] == 5
+    assert sent["broker"]["connected"] and sent["broker"]["publisher_connected"]
+    assert received["broker"]["received"] == 5
+    assert received["delivered"] == 5
+    assert received["broker"]["channels"] == 1
+    assert received["decode_errors"] == 0
+    await b.unsubscribe_all("tab")
+    await eventually(lambda: b.stats()["broker"]["channels"] == 0)
+    assert b.stats()["sessions"] == 0
+
+
+async def test_bytes_travel_as_bytes_and_other_messages_as_json(make_redis):
+    a, b = await make_redis(), await make_redis()
+    recorder = Recorder()
+    await b.subscribe_topic("tab", "room", recorder)
+    messages = [b"\x00\x01raw", bytearray(b"array"), {"n": 1, "list": [1, "two", None]}, "text", 3.5, None]
+    for message in messages:
+        await a.broadcast("room", message)
+    await eventually(lambda: len(recorder.calls) == len(messages))
+    assert recorder.messages == [b"\x00\x01raw", b"array", {"n": 1, "list": [1, "two", None]}, "text", 3.5, None]
+    assert type(recorder.messages[1]) is bytes
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+async def test_a_message_json_cannot_encode_is_a_type_error_naming_its_type(make_redis):
+    a = await make_redis()
+    recorder = Recorder()
+    await a.subscribe_topic("tab", "room", recorder)
+    with pytest.raises(TypeError, match="Point"):
+        await a.broadcast("room", {"point": Point(1, 2)})
+    with pytest.raises(TypeError, match="Point"):
+        await a.broadcast_from("tab", "room", Point(1, 2))
+    await a.broadcast("room", "after")
+    await eventually(lambda: recorder.calls)
+    assert recorder.messages == ["after"]
+    assert a.stats()["published"] == 1
+
+
+async def test_a_codec_carries_what_json_cannot(make_redis):
+    codec = (pickle.dumps, pickle.loads)
+    a, b = await make_redis(codec=codec), await make_redis(codec=codec)
+    recorder = Recorder()
+    await b.subscribe_topic("tab", "room", recorder)
+    await a.broadcast("room", {"point": Point(1, 2)})
+    await a.broadcast("room", b"still raw")
+    await eventually(lambda: len(recorder.calls) == 2)
+    assert recorder.messages == [{"point": Point(1, 2)}, b"still raw"]
+
+
+async def test_a_codec_that_returns_no_bytes_is_a_type_error(make_redis):
+    a = await make_redis(codec=(str, str))
+    with pytest.raises(TypeError, match="returned a str"):
+        await a.broadcast("room", 1)
+
+
+def test_a_codec_must_be_a_pair_of_callables():
+    with pytest.raises(TypeError, match="pair of callables"):
+        RedisPubSub(codec=(json.dumps,))  # type: ignore[arg-type]
+
+
+async def test_a_message_the_receiver_cannot_decode_is_counted_and_skipped(make_redis, caplog):
+    # G9: the receiving session logs, counts, and goes on
+    a = await make_redis(codec=(lambda message: b"not json", json.loads))
+    b = await make_redis()
+    recorder = Recorder()
+    await b.subscribe_topic("tab", "room", recorder)
+    await a.broadcast("room", {"lost": True})
+    await a.broadcast("room", b"readable")
+    await eventually(lambda: recorder.calls)
+    assert recorder.messages == [b"readable"]
+    assert b.stats()["decode_errors"] == 1
+    assert "cannot decode a message" in caplog.text
+
+
+async def test_an_envelope_over_the_limit_is_refused(make_redis):
+    a = await make_redis(max_envelope_bytes=1024)
+    with pytest.raises(PayloadTooLargeError, match="max_envelope_bytes"):
+        await a.broadcast("room", b"x" * 2048)
+
+
+async def test_operations_before_start_raise_not_started():
+    require(REDIS_URL, 6379, "Redis")
+    pubsub = RedisPubSub(url=REDIS_URL)
+    with pytest.raises(NotStartedError, match="start"):
+        await pubsub.subscribe_topic("tab", "room", Recorder())
+    assert pubsub.stats()["sessions"] == 0
+    await pubsub.stop()
+
+
+async def test_start_without_redis_is_a_broker_error():
+    # Nothing listens on port 1.
+    pubsub = RedisPubSub(url="redis://127.0.0.1:1", connect_timeout_ms=200)
+    with pytest.raises(BrokerError, match="cannot connect"):
+        await pubsub.start()
+    await pubsub.stop()
+
+
+async def test_after_stop_operations_raise_stopped(make_redis):
+    # G8
+    a = await make_redis()
+    await a.subscribe_topic("tab", "room", Recorder())
+    await a.stop()
+    await a.stop()
+    with pytest.raises(StoppedError):
+        await a.broadcast("room", 1)
+    with pytest.raises(StoppedError):
+        await a.subscribe_topic("tab", "room", Recorder())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"url": "http://nowhere"}, "url"),
+        ({"url": 6379}, "url"),
+        ({"connect_timeout_ms": 0}, "connect_timeout_ms"),
+        ({"publish_queue": 0}, "publish_queue"),
+        ({"max_envelope_bytes": -1}, "max_envelope_bytes"),
+        ({"reconnect_backoff_min_ms": 900, "reconnect_backoff_max_ms": 100}, "reconnect_backoff_min_ms"),
+        ({"capacity": 0}, "capacity"),
+    ],
+)
+def test_bad_settings_raise_config_error_naming_the_key(kwargs, key):
+    with pytest.raises(ConfigError) as raised:
+        RedisPubSub(**kwargs)
+    assert raised.value.key == key
+    assert key in str(raised.value)
