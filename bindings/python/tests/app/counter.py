@@ -1,0 +1,64 @@
+"""``SharedCounter``: a LiveView whose count every page shares through the pub/sub provider.
+
+A click increments the process's count and broadcasts the new value on ``counter``; every
+subscribed page, the clicking one included (it receives its own broadcast), shows the value
+it is given. A process that receives a value from another process takes it as its own count,
+so the count is shared across processes too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pyview import LiveView, PyView, is_connected
+from pyview.events import InfoEvent
+from starlette.staticfiles import StaticFiles
+
+from pyview_fanout import PubSubProvider
+from pyview_fanout.pyview import install
+
+TOPIC = "counter"
+
+
+@dataclass
+class Count:
+    """The process's count: the last value broadcast or received."""
+
+    value: int = 0
+
+
+COUNT = Count()
+
+
+@dataclass
+class CounterContext:
+    count: int
+
+
+class SharedCounter(LiveView[CounterContext]):
+    async def mount(self, socket: Any, session: dict[str, Any]) -> None:
+        socket.context = CounterContext(count=COUNT.value)
+        if is_connected(socket):
+            await socket.subscribe(TOPIC)
+
+    async def handle_event(self, event: str, payload: Any, socket: Any) -> None:
+        if event == "increment":
+            COUNT.value += 1
+            await socket.broadcast(TOPIC, COUNT.value)
+
+    async def handle_info(self, event: InfoEvent, socket: Any) -> None:
+        if event.name == TOPIC:
+            COUNT.value = max(COUNT.value, event.payload)
+            socket.context.count = event.payload
+
+
+def make_app(provider: PubSubProvider, **install_options: Any) -> PyView:
+    """The counter at ``/`` and again at ``/again`` (a second LiveView route, for navigation),
+    using ``provider`` (``install_options`` go to ``install``)."""
+    app = PyView()
+    app.mount("/static", StaticFiles(packages=[("pyview", "static")]), name="static")
+    app.add_live_view("/", SharedCounter)
+    app.add_live_view("/again", SharedCounter)
+    install(app, provider, **install_options)
+    return app
