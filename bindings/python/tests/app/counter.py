@@ -8,6 +8,7 @@ so the count is shared across processes too.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +35,13 @@ COUNT = Count()
 @dataclass
 class CounterContext:
     count: int
+    # The server process, shown so that pages of different processes tell themselves apart.
+    process: int
 
 
 class SharedCounter(LiveView[CounterContext]):
     async def mount(self, socket: Any, session: dict[str, Any]) -> None:
-        socket.context = CounterContext(count=COUNT.value)
+        socket.context = CounterContext(count=COUNT.value, process=os.getpid())
         if is_connected(socket):
             await socket.subscribe(TOPIC)
 
