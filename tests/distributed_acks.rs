@@ -47,6 +47,22 @@ macro_rules! acknowledgement_tests {
         mod $module {
             use super::*;
 
+            /// `start()` returns with the publishing connection open: a broadcast made at once,
+            /// before the runtime has run any task the start spawned, is published.
+            #[tokio::test]
+            async fn a_broadcast_right_after_start_is_published() {
+                let Some(nodes) = conformance::$module::cluster("start-publish", 1, Config::default()).await
+                else {
+                    return;
+                };
+                let a = &nodes[0];
+                a.broadcast_acknowledged("t", Bytes::from_static(b"first"))
+                    .await
+                    .expect("published");
+                assert_eq!(a.broker_stats().published, 1);
+                a.stop().await.unwrap();
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn acknowledged_broadcasts_racing_stop_are_each_answered_and_counted() {
                 let Some(nodes) = conformance::$module::cluster("acks-stop", 2, Config::default()).await

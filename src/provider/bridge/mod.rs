@@ -412,6 +412,9 @@ impl<B: Broker> Bridge<B> {
         };
         self.local.start().await?;
         let (shutdown, stopping) = watch::channel(false);
+        // The publishing connection is open: a broadcast from now on queues for it, even one
+        // made before the runtime first polls the publisher task.
+        shared.publisher.set_up();
         let listener = Listener::new(
             Arc::clone(shared),
             Arc::clone(&self.intake),

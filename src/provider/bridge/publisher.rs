@@ -153,7 +153,7 @@ impl PublisherState {
         lock(&self.down_since).elapsed()
     }
 
-    fn set_up(&self) {
+    pub(crate) fn set_up(&self) {
         self.up.store(true, Ordering::Relaxed);
     }
 
@@ -213,8 +213,8 @@ impl<B: Broker> Publisher<B> {
         }
     }
 
+    /// Runs on `first`, which `Bridge::start` has already marked up.
     pub(crate) async fn run(mut self, first: B::Publisher) {
-        self.shared.publisher.set_up();
         let max = self.shared.settings.max_pipeline;
         let idle = self.shared.settings.health_check_interval;
         let mut batch = Vec::with_capacity(max);
