@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use fanout::postgres::{PostgresConfig, PostgresPubSub};
 use fanout::redis::{RedisConfig, RedisPubSub};
 use fanout::{Config, Engine, InMemoryPubSub, PubSubProvider, SessionReceiver, SessionStats};
 
@@ -16,6 +17,8 @@ pub(crate) enum Backend {
     Memory(Arc<InMemoryPubSub>),
     /// Messages are encoded bytes; Redis carries them to other instances.
     Redis(Arc<RedisPubSub>),
+    /// Messages are encoded bytes; PostgreSQL's `NOTIFY` carries them to other instances.
+    Postgres(Arc<PostgresPubSub>),
 }
 
 impl Backend {
@@ -29,11 +32,17 @@ impl Backend {
         RedisPubSub::with_config(redis, config).map(|pubsub| Self::Redis(Arc::new(pubsub)))
     }
 
+    /// A PostgreSQL provider.
+    pub(crate) fn postgres(postgres: PostgresConfig, config: Config) -> Result<Self, fanout::ConfigError> {
+        PostgresPubSub::with_config(postgres, config).map(|pubsub| Self::Postgres(Arc::new(pubsub)))
+    }
+
     /// The provider, for the operations every kind has.
     pub(crate) fn provider(&self) -> Arc<dyn PubSubProvider> {
         match self {
             Self::Memory(pubsub) => Arc::clone(pubsub) as Arc<dyn PubSubProvider>,
             Self::Redis(pubsub) => Arc::clone(pubsub) as Arc<dyn PubSubProvider>,
+            Self::Postgres(pubsub) => Arc::clone(pubsub) as Arc<dyn PubSubProvider>,
         }
     }
 
@@ -47,6 +56,7 @@ impl Backend {
         match self {
             Self::Memory(pubsub) => pubsub.engine(),
             Self::Redis(pubsub) => pubsub.engine(),
+            Self::Postgres(pubsub) => pubsub.engine(),
         }
     }
 
@@ -55,6 +65,7 @@ impl Backend {
         match self {
             Self::Memory(pubsub) => pubsub.open_session(session_id),
             Self::Redis(pubsub) => pubsub.open_session(session_id),
+            Self::Postgres(pubsub) => pubsub.open_session(session_id),
         }
     }
 
@@ -63,6 +74,7 @@ impl Backend {
         match self {
             Self::Memory(pubsub) => pubsub.session_stats(session_id),
             Self::Redis(pubsub) => pubsub.session_stats(session_id),
+            Self::Postgres(pubsub) => pubsub.session_stats(session_id),
         }
     }
 
@@ -71,6 +83,7 @@ impl Backend {
         match self {
             Self::Memory(_) => None,
             Self::Redis(pubsub) => Some(pubsub.broker_stats()),
+            Self::Postgres(pubsub) => Some(pubsub.broker_stats()),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use fanout::postgres::PostgresConfig;
 use fanout::redis::RedisConfig;
 use fanout::Config;
 use pyo3::prelude::*;
@@ -89,6 +90,21 @@ fn toml_value(value: &Bound<'_, PyAny>, path: &str) -> PyResult<Option<toml::Val
         ));
     };
     Ok(Some(converted))
+}
+
+/// A `PostgresConfig` from keyword arguments, which take the names and shapes of its TOML
+/// file's `[postgres]` table (`url`, `channel_prefix`, `large_payloads`, `payload_ttl_ms` …)
+/// and go through its parser; `None` values keep the default. Errors name the key as given.
+pub(crate) fn postgres_from_settings(settings: &Bound<'_, PyDict>) -> PyResult<PostgresConfig> {
+    let py = settings.py();
+    let mut document = toml::Table::new();
+    document.insert("postgres".to_string(), toml::Value::Table(table(settings, "")?));
+    let source = toml::to_string(&document)
+        .map_err(|error| errors::config_argument(py, "(settings)", &error.to_string()))?;
+    PostgresConfig::from_toml_str(&source).map_err(|error| {
+        let key = error.key.as_deref().unwrap_or("(settings)");
+        errors::config_argument(py, key.trim_start_matches("postgres."), &error.message)
+    })
 }
 
 /// The keys of `RedisConfig` given in milliseconds, as keyword arguments name them.

@@ -49,21 +49,24 @@ impl Provider {
     #[staticmethod]
     #[pyo3(signature = (redis, settings, path=None))]
     fn redis(redis: &Bound<'_, PyDict>, settings: &Bound<'_, PyDict>, path: Option<&str>) -> PyResult<Self> {
-        let py = redis.py();
         let redis = config::redis_from_settings(redis)?;
-        let config = match path {
-            Some(path) => config::from_file(py, path)?,
-            None => config::from_settings(settings)?,
-        };
-        let backend = Backend::redis(redis, config).map_err(|error| {
-            let key = error
-                .key
-                .as_deref()
-                .unwrap_or("(settings)")
-                .trim_start_matches("redis.");
-            errors::config_argument(py, key, &error.message)
-        })?;
-        Ok(Self { backend })
+        let config = engine_config(settings, path)?;
+        Self::distributed(settings.py(), Backend::redis(redis, config), "redis.")
+    }
+
+    /// A PostgreSQL provider: `postgres` holds `PostgresConfig`'s settings as its TOML
+    /// table names them; the engine's config comes from the file at `path`, else from
+    /// `settings`.
+    #[staticmethod]
+    #[pyo3(signature = (postgres, settings, path=None))]
+    fn postgres(
+        postgres: &Bound<'_, PyDict>,
+        settings: &Bound<'_, PyDict>,
+        path: Option<&str>,
+    ) -> PyResult<Self> {
+        let postgres = config::postgres_from_settings(postgres)?;
+        let config = engine_config(settings, path)?;
+        Self::distributed(settings.py(), Backend::postgres(postgres, config), "postgres.")
     }
 
     /// Whether messages travel as encoded bytes (a distributed provider) rather than as the
@@ -179,6 +182,20 @@ impl Provider {
 }
 
 impl Provider {
+    /// A distributed provider as made, its config errors named by the keyword argument
+    /// (the key without its `section`).
+    fn distributed(
+        py: Python<'_>,
+        made: Result<Backend, fanout::ConfigError>,
+        section: &str,
+    ) -> PyResult<Self> {
+        let backend = made.map_err(|error| {
+            let key = error.key.as_deref().unwrap_or("(settings)");
+            errors::config_argument(py, key.trim_start_matches(section), &error.message)
+        })?;
+        Ok(Self { backend })
+    }
+
     fn publish<'py>(
         &self,
         py: Python<'py>,
@@ -206,6 +223,14 @@ impl Provider {
                 None => pubsub.broadcast(&name, payload).await,
             }
         })
+    }
+}
+
+/// The engine's config: the TOML file at `path`, else the keyword `settings`.
+fn engine_config(settings: &Bound<'_, PyDict>, path: Option<&str>) -> PyResult<Config> {
+    match path {
+        Some(path) => config::from_file(settings.py(), path),
+        None => config::from_settings(settings),
     }
 }
 

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import pytest
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379"
+DATABASE_URL = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/test"
 
 
 def require(url: str, default_port: int, name: str) -> None:

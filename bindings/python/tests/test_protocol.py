@@ -6,9 +6,9 @@ import inspect
 
 import pytest
 
-from pyview_fanout import InMemoryPubSub, PubSubProvider, RedisPubSub
+from pyview_fanout import InMemoryPubSub, PostgresPubSub, PubSubProvider, RedisPubSub
 
-PROVIDERS = [InMemoryPubSub, RedisPubSub]
+PROVIDERS = [InMemoryPubSub, RedisPubSub, PostgresPubSub]
 METHODS = ["subscribe_topic", "unsubscribe_topic", "unsubscribe_all", "broadcast", "start", "stop"]
 
 

@@ -13,7 +13,16 @@ mailbox does, and every drop is counted.
 """
 
 from ._codec import Codec
-from ._config import EngineSettings, Fallback, Limits, Override, Policy
+from ._config import (
+    BrokerSettings,
+    EngineSettings,
+    Fallback,
+    Limits,
+    Override,
+    Policy,
+    PostgresSettings,
+    RedisSettings,
+)
 from ._errors import (
     BrokerError,
     ConfigError,
@@ -26,12 +35,14 @@ from ._errors import (
     StoppedError,
 )
 from ._memory import InMemoryPubSub
+from ._postgres import PostgresPubSub
 from ._protocol import PubSubProvider, TopicHandler
 from ._redis import RedisPubSub
 from ._session import SessionPubSub
 
 __all__ = [
     "BrokerError",
+    "BrokerSettings",
     "Codec",
     "ConfigError",
     "EngineSettings",
@@ -45,8 +56,11 @@ __all__ = [
     "Override",
     "PayloadTooLargeError",
     "Policy",
+    "PostgresPubSub",
+    "PostgresSettings",
     "PubSubProvider",
     "RedisPubSub",
+    "RedisSettings",
     "SessionClosedError",
     "SessionPubSub",
     "StoppedError",

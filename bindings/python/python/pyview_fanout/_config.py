@@ -42,8 +42,44 @@ class EngineSettings(TypedDict, total=False):
     close_grace_ms: int | None
 
 
+class BrokerSettings(TypedDict, total=False):
+    """The settings every distributed provider has, times in milliseconds (the crate's
+    ``RedisConfig`` / ``PostgresConfig`` fields)."""
+
+    url: str | None
+    channel_prefix: str | None
+    max_envelope_bytes: int | None
+    publish_queue: int | None
+    max_pipeline: int | None
+    connect_timeout_ms: int | None
+    response_timeout_ms: int | None
+    health_check_interval_ms: int | None
+    reconnect_backoff_min_ms: int | None
+    reconnect_backoff_max_ms: int | None
+
+
+class RedisSettings(BrokerSettings, EngineSettings, total=False):
+    """``RedisPubSub``'s keyword settings: Redis's, then the engine's."""
+
+
+class PostgresOnlySettings(TypedDict, total=False):
+    """What PostgreSQL adds to ``BrokerSettings``: where messages over ``NOTIFY``'s limit go."""
+
+    large_payloads: Literal["refuse", "table"] | None
+    payload_table: str | None
+    payload_ttl_ms: int | None
+
+
+class PostgresBrokerSettings(PostgresOnlySettings, BrokerSettings, total=False):
+    """PostgreSQL's settings: the ``[postgres]`` TOML table's keys."""
+
+
+class PostgresSettings(PostgresBrokerSettings, EngineSettings, total=False):
+    """``PostgresPubSub``'s keyword settings: PostgreSQL's, then the engine's."""
+
+
 def engine_settings(
-    config: str | os.PathLike[str] | None, settings: EngineSettings
+    config: str | os.PathLike[str] | None, settings: Mapping[str, Any]
 ) -> tuple[str | None, dict[str, Any]]:
     """The config file's path, or the settings under the file's key names; not both."""
     unknown = sorted(set(settings) - set(EngineSettings.__annotations__))

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _core
+from ._codec import Codec, PayloadCodec
+from ._config import engine_settings
 from ._protocol import TopicHandler
 
 _logger = logging.getLogger("pyview_fanout")
@@ -50,6 +53,26 @@ class Provider:
         self._handler_errors = 0
         self._handlers_cancelled = 0
         self._decode_errors = 0
+
+    def _init_distributed(
+        self,
+        native: Callable[[dict[str, Any], dict[str, Any], str | None], _core.Provider],
+        broker_keys: type,
+        codec: Codec | None,
+        config: str | os.PathLike[str] | None,
+        settings: Mapping[str, Any],
+    ) -> None:
+        """Sets up a distributed provider: ``native`` builds it from the broker's settings
+        (the keys of the TypedDict ``broker_keys``), the engine's (the other keys, or the
+        config file) and the payloads' codec."""
+        payloads = PayloadCodec(codec)
+        broker = {key: value for key, value in settings.items() if key in broker_keys.__annotations__}
+        engine = {key: value for key, value in settings.items() if key not in broker}
+        path, table = engine_settings(config, engine)
+        self._core = native(broker, table, path)
+        self._encode = payloads.encode
+        self._decode = payloads.decode
+        self._init_sessions()
 
     async def subscribe_topic(self, session_id: str, topic: str, handler: TopicHandler) -> None:
         """Subscribes the session to ``topic``; its messages go to ``handler(topic, message)``.

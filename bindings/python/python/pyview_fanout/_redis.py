@@ -6,8 +6,8 @@ import os
 from typing import Unpack
 
 from . import _core
-from ._codec import Codec, PayloadCodec
-from ._config import EngineSettings, engine_settings
+from ._codec import Codec
+from ._config import BrokerSettings, RedisSettings
 from ._provider import Provider
 
 
@@ -40,34 +40,7 @@ class RedisPubSub(Provider):
         self,
         config: str | os.PathLike[str] | None = None,
         *,
-        url: str | None = None,
-        channel_prefix: str | None = None,
-        max_envelope_bytes: int | None = None,
-        publish_queue: int | None = None,
-        max_pipeline: int | None = None,
-        connect_timeout_ms: int | None = None,
-        response_timeout_ms: int | None = None,
-        health_check_interval_ms: int | None = None,
-        reconnect_backoff_min_ms: int | None = None,
-        reconnect_backoff_max_ms: int | None = None,
         codec: Codec | None = None,
-        **settings: Unpack[EngineSettings],
+        **settings: Unpack[RedisSettings],
     ) -> None:
-        payloads = PayloadCodec(codec)
-        redis = {
-            "url": url,
-            "channel_prefix": channel_prefix,
-            "max_envelope_bytes": max_envelope_bytes,
-            "publish_queue": publish_queue,
-            "max_pipeline": max_pipeline,
-            "connect_timeout_ms": connect_timeout_ms,
-            "response_timeout_ms": response_timeout_ms,
-            "health_check_interval_ms": health_check_interval_ms,
-            "reconnect_backoff_min_ms": reconnect_backoff_min_ms,
-            "reconnect_backoff_max_ms": reconnect_backoff_max_ms,
-        }
-        path, table = engine_settings(config, settings)
-        self._core = _core.Provider.redis(redis, table, path)
-        self._encode = payloads.encode
-        self._decode = payloads.decode
-        self._init_sessions()
+        self._init_distributed(_core.Provider.redis, BrokerSettings, codec, config, settings)
