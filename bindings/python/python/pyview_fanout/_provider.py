@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import _core
@@ -53,6 +53,9 @@ class Provider:
         self._handler_errors = 0
         self._handlers_cancelled = 0
         self._decode_errors = 0
+        # Per loop with sessions, the task that finds sessions the engine closed while their
+        # handler runs (see `_watch_closed`).
+        self._watchers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
     def _init_distributed(
         self,
@@ -111,6 +114,30 @@ class Provider:
             self._sessions[session_id] = session
             session.task = session.loop.create_task(session.pump(), name=f"pyview_fanout pump {session_id}")
             self._pumps.add(session.task)
+            if session.loop not in self._watchers:
+                watcher = session.loop.create_task(self._watch_closed(session.loop), name="pyview_fanout watcher")
+                self._watchers[session.loop] = watcher
+
+    async def _watch_closed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bounds the handlers of sessions the engine closed on its own (a ``disconnect``
+        policy's slow consumer) while the handler ran: its pump learns of the close only when
+        the handler returns. Every half close grace (at most 1 s, at least 10 ms) it ends such
+        sessions, which arms their grace, so a stalled handler is cancelled at most that
+        interval later than the grace counted from the close (G7). Runs while the loop has
+        sessions."""
+        interval = min(max(self._core.close_grace / 2, 0.01), 1.0)
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                sessions = [session for session in list(self._sessions.values()) if session.loop is loop]
+                if not sessions:
+                    return
+                for session in sessions:
+                    if session.handling and session.core.closed:
+                        self._end(session)
+        finally:
+            if self._watchers.get(loop) is asyncio.current_task():
+                del self._watchers[loop]
 
     async def unsubscribe_topic(self, session_id: str, topic: str) -> None:
         """Removes one subscription; the session ends with its last (G2, G3)."""
@@ -157,24 +184,36 @@ class Provider:
 
     async def stop(self) -> None:
         """Closes every session (queued messages are discarded and counted), waits up to
-        ``stop_grace_ms`` for handlers still running on this loop, cancels the rest, and waits
-        as long again for them to unwind. Idempotent; later operations raise ``StoppedError``."""
+        ``stop_grace_ms`` for handlers still running, on this loop and on the other loops that
+        subscribed sessions, cancels the rest, and waits as long again for them to unwind.
+        Idempotent; later operations raise ``StoppedError``."""
         pending = self._core.stop()
         self._sessions.clear()
         if pending is not None:
             await pending
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
-        pumps = [pump for pump in self._pumps if pump is not current and not pump.done() and pump.get_loop() is loop]
-        if not pumps:
-            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
+        # A copy: pumps on other threads' loops leave the set as they end.
+        for pump in list(self._pumps):
+            if pump is not current and not pump.done():
+                by_loop.setdefault(pump.get_loop(), []).append(pump)
+        for watcher_loop, watcher in list(self._watchers.items()):
+            if watcher_loop is loop:
+                watcher.cancel()
+            elif not watcher_loop.is_closed():
+                watcher_loop.call_soon_threadsafe(watcher.cancel)
         grace = self._core.stop_grace
-        _, running = await asyncio.wait(pumps, timeout=grace)
-        if running:
-            _logger.warning("stop: cancelling %d handlers still running after the stop grace", len(running))
-            for pump in running:
-                pump.cancel()
-            await asyncio.wait(running, timeout=grace)
+        waits: list[Awaitable[None]] = []
+        for pumps_loop, pumps in by_loop.items():
+            if pumps_loop is loop:
+                waits.append(_wind_down(pumps, grace))
+            elif pumps_loop.is_running():
+                # That loop's own pumps are awaited and cancelled on that loop.
+                done = asyncio.run_coroutine_threadsafe(_wind_down(pumps, grace), pumps_loop)
+                waits.append(asyncio.wrap_future(done))
+        if waits:
+            await asyncio.gather(*waits)
 
     def stats(self) -> dict[str, Any]:
         """The provider's counters: messages published, deliveries, drops by reason, handler
@@ -215,6 +254,17 @@ class Provider:
             del self._sessions[session.core.id]
         if session.task is not None:
             self._pumps.discard(session.task)
+
+
+async def _wind_down(pumps: list[asyncio.Task[None]], grace: float) -> None:
+    """Waits up to ``grace`` for the pumps, on their own loop; cancels those still running
+    and waits as long again for them to unwind."""
+    _, running = await asyncio.wait(pumps, timeout=grace)
+    if running:
+        _logger.warning("stop: cancelling %d handlers still running after the stop grace", len(running))
+        for pump in running:
+            pump.cancel()
+        await asyncio.wait(running, timeout=grace)
 
 
 class _Session:
