@@ -4,6 +4,7 @@ sharing Redis. Each page's screenshot is saved under the workspace's ``target/py
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,6 +157,30 @@ def test_a_click_reaches_a_page_on_another_process_through_redis(serve, browser)
     click_and_see_everywhere([first, second], clicks=3)
     screenshot(first, "redis-process-1-page")
     screenshot(second, "redis-process-2-page")
+
+
+def server_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}stats", timeout=5) as response:
+        stats: dict[str, Any] = json.load(response)
+        return stats
+
+
+def test_a_page_that_navigated_leaves_no_session_when_closed(serve, browser):
+    # PyView 0.9 never closes the socket of the LiveView navigated to; the adapter does.
+    url = serve(FANOUT_PROVIDER="memory")
+    page, witness = open_counter(browser, url), open_counter(browser, url)
+    page.click("#navigate")  # type: ignore[attr-defined]
+    page.wait_for_url(f"{url}again")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-phx-main].phx-connected", timeout=10_000)  # type: ignore[attr-defined]
+    click_and_see_everywhere([page, witness], clicks=1)
+    screenshot(page, "memory-navigated-page")
+    assert server_stats(url)["sessions"] == 2
+    page.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while server_stats(url)["sessions"] != 1:
+        assert time.monotonic() < deadline, server_stats(url)
+        time.sleep(0.05)
+    assert server_stats(url)["subscriptions"] == 1
 
 
 def test_chromium_is_debians(browser):

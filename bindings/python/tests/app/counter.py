@@ -14,6 +14,8 @@ from typing import Any
 
 from pyview import LiveView, PyView, is_connected
 from pyview.events import InfoEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 
 from pyview_fanout import PubSubProvider
@@ -58,9 +60,15 @@ class SharedCounter(LiveView[CounterContext]):
 
 def make_app(provider: PubSubProvider, **install_options: Any) -> PyView:
     """The counter at ``/`` and again at ``/again`` (a second LiveView route, for navigation),
-    using ``provider`` (``install_options`` go to ``install``)."""
+    using ``provider`` (``install_options`` go to ``install``); ``/stats`` is the provider's
+    ``stats()`` as JSON, for tests that watch the server from outside."""
+
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(provider.stats())  # type: ignore[attr-defined]
+
     app = PyView()
     app.mount("/static", StaticFiles(packages=[("pyview", "static")]), name="static")
+    app.add_route("/stats", stats)
     app.add_live_view("/", SharedCounter)
     app.add_live_view("/again", SharedCounter)
     install(app, provider, **install_options)
