@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
 from urllib.parse import urlparse
 
 import pytest
@@ -25,3 +29,45 @@ def require(url: str, default_port: int, name: str) -> None:
             pytest.fail(f"{reason}, and FANOUT_REQUIRE_SERVICES=1")
         print(f"skipping: {reason}")
         pytest.skip(reason)
+
+
+class PrivateRedis:
+    """A redis-server of a test's own on a free loopback port, which the test may pause
+    (SIGSTOP: connections stay open and nothing answers, as with a hung broker) and resume.
+    ``close()`` ends it whatever its state."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            reason = "redis-server is not installed"
+            if os.environ.get("FANOUT_REQUIRE_SERVICES") == "1":
+                pytest.fail(f"{reason}, and FANOUT_REQUIRE_SERVICES=1")
+            print(f"skipping: {reason}")
+            pytest.skip(reason)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the private redis-server did not start"
+                time.sleep(0.02)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        self.resume()
+        self.process.terminate()
+        self.process.wait(timeout=10)

@@ -24,7 +24,7 @@ from pyview_fanout import (
     RedisPubSub,
     StoppedError,
 )
-from services import DATABASE_URL, REDIS_URL, require
+from services import DATABASE_URL, REDIS_URL, PrivateRedis, require
 
 
 BROKERS = {
@@ -304,3 +304,29 @@ async def test_a_message_over_postgres_notify_limit_is_refused():
             await pubsub.broadcast("room", b"x" * 8000)
     finally:
         await pubsub.stop()
+
+
+async def test_a_subscribe_redis_did_not_confirm_stands_locally_and_is_confirmed_later():
+    redis = PrivateRedis()
+    fast = {"url": redis.url, "response_timeout_ms": 300, "health_check_interval_ms": 100}
+    a, b = RedisPubSub(**fast), RedisPubSub(**fast)
+    try:
+        await a.start()
+        await b.start()
+        redis.pause()
+        recorder = Recorder()
+        with pytest.raises(BrokerError, match="subscribed on this instance only"):
+            await a.subscribe_topic("tab", "room", recorder)
+        assert a.stats()["subscriptions"] == 1
+        await a.broadcast_from("other", "room", "local")
+        await eventually(lambda: recorder.messages == ["local"])
+        redis.resume()
+        # Once the connections are back, a's channel is subscribed again and b reaches it.
+        await eventually(lambda: a.stats()["broker"]["connected"] and a.stats()["broker"]["channels"] == 1)
+        await eventually(lambda: b.stats()["broker"]["publisher_connected"])
+        await b.broadcast("room", "remote")
+        await eventually(lambda: recorder.messages == ["local", "remote"])
+    finally:
+        await a.stop()
+        await b.stop()
+        redis.close()

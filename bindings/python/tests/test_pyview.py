@@ -20,7 +20,7 @@ from conftest import Recorder, eventually
 from pyview_client import Page, values
 from pyview_fanout import InMemoryPubSub, RedisPubSub, StoppedError
 from pyview_fanout.pyview import FanoutHub, SocketPubSub, install
-from services import REDIS_URL, require
+from services import REDIS_URL, PrivateRedis, require
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +269,33 @@ def test_a_click_reaches_another_instance_through_redis():
         assert page.pushed_diff() == {"0": "41"}
         page.close()
         client.portal.call(other.stop)
+
+
+def test_pages_keep_working_on_their_instance_while_redis_hangs():
+    redis = PrivateRedis()
+    provider = RedisPubSub(url=redis.url, response_timeout_ms=300, health_check_interval_ms=100)
+    try:
+        with TestClient(make_app(provider)) as client:
+            first, second = Page(client), Page(client)
+            first.join()
+            second.join()
+            redis.pause()
+            # The publisher finds the connection silent within the health check and the
+            # response timeout; from then on broadcasts reach this instance only.
+            wait_until(lambda: not provider.stats()["broker"]["publisher_connected"])
+            first.click("increment")
+            assert first.pushed_diff() == {"0": "1"}
+            assert second.pushed_diff() == {"0": "1"}
+            # A page that joins now is subscribed on this instance, unconfirmed by Redis.
+            third = Page(client)
+            third.join()
+            second.click("increment")
+            assert third.pushed_diff() == {"0": "2"}
+            began = time.monotonic()
+            for page in (first, second, third):
+                page.close()
+            assert time.monotonic() - began < 2.0
+            wait_until(lambda: provider.stats()["sessions"] == 0)
+            assert provider.stats()["broker"]["unavailable"] >= 2
+    finally:
+        redis.close()

@@ -26,6 +26,7 @@ from typing import Any
 from . import _core
 from ._codec import Codec, PayloadCodec
 from ._config import engine_settings
+from ._errors import BrokerError
 from ._protocol import TopicHandler
 
 _logger = logging.getLogger("pyview_fanout")
@@ -81,7 +82,10 @@ class Provider:
         """Subscribes the session to ``topic``; its messages go to ``handler(topic, message)``.
 
         Subscribing again replaces the handler; it stays one subscription (G3). The session's
-        handlers run on the loop of its first subscribe.
+        handlers run on the loop of its first subscribe. On a distributed provider, returns
+        once the broker has confirmed the topic's channel; if it did not (the connection is
+        down), raises ``BrokerError`` and the subscription stands on this instance, confirmed
+        by the provider once the connection is back.
         """
         if not callable(handler):
             raise TypeError(f"the handler must be an async callable (topic, message), not {type(handler).__name__}")
@@ -98,10 +102,16 @@ class Provider:
         previous = session.handlers.get(topic)
         # The handler goes in first: a broadcast that finds the subscription finds it.
         session.handlers[topic] = handler
+        unconfirmed: BrokerError | None = None
         try:
             pending = session.core.subscribe(topic)
             if pending is not None:
                 await pending
+        except BrokerError as error:
+            # The broker did not confirm the channel, but the session is subscribed on this
+            # instance and the provider subscribes at the broker once it is back: it is kept,
+            # and the caller told.
+            unconfirmed = error
         except BaseException:
             if previous is None:
                 session.handlers.pop(topic, None)
@@ -117,6 +127,8 @@ class Provider:
             if session.loop not in self._watchers:
                 watcher = session.loop.create_task(self._watch_closed(session.loop), name="pyview_fanout watcher")
                 self._watchers[session.loop] = watcher
+        if unconfirmed is not None:
+            raise unconfirmed
 
     async def _watch_closed(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bounds the handlers of sessions the engine closed on its own (a ``disconnect``

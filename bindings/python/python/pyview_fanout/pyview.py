@@ -30,6 +30,9 @@ What the adapter does for PyView 0.9's sockets:
   application's own start-up and stops after its shutdown. Where no lifespan runs (uvicorn's
   ``--lifespan off``, a test client not used as a context manager), the provider starts on
   first use, and is never stopped.
+- **A broker that is down** does not break pages: a subscribe the broker did not confirm and
+  a broadcast that reached only this instance are logged as warnings (the provider
+  re-subscribes when the connection is back); the pages of this instance go on working.
 - **The sender receives its own broadcast**, as with PyView's hub: ``broadcast`` goes to every
   subscriber, ``send_others_*`` to all but the socket that sends.
 - The whole hub interface PyView 0.9 has, async and sync (the sync calls schedule the work on
@@ -46,7 +49,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from ._errors import FanoutError
+from ._errors import BrokerError, FanoutError
 from ._protocol import PubSubProvider
 
 _logger = logging.getLogger("pyview_fanout.pyview")
@@ -110,7 +113,12 @@ class FanoutHub:
 
     async def subscribe_topic_async(self, session_id: str, topic: str, handler: Callable[..., Any]) -> None:
         await self._ready()
-        await self.provider.subscribe_topic(session_id, topic, handler)
+        try:
+            await self.provider.subscribe_topic(session_id, topic, handler)
+        except BrokerError as error:
+            # The session is subscribed on this instance, and the provider subscribes at the
+            # broker once its connection is back: the page works, on this instance only.
+            _logger.warning("subscribe of session %r to %r: %s", session_id, topic, error)
 
     async def subscribe_async(self, session_id: str, handler: Callable[[Any], Any]) -> None:
         async def on_message(_topic: str, message: Any) -> None:
@@ -146,14 +154,23 @@ class FanoutHub:
 
     async def send_all_on_topic_async(self, topic: str, message: Any) -> None:
         await self._ready()
-        await self.provider.broadcast(topic, message)
+        await self._local_at_least(self.provider.broadcast(topic, message), topic)
 
     async def send_others_on_topic_async(self, except_session_id: str, topic: str, message: Any) -> None:
         await self._ready()
         broadcast_from = getattr(self.provider, "broadcast_from", None)
         if broadcast_from is None:
             raise TypeError(f"{type(self.provider).__name__} has no broadcast_from: it cannot send to others only")
-        await broadcast_from(except_session_id, topic, message)
+        await self._local_at_least(broadcast_from(except_session_id, topic, message), topic)
+
+    async def _local_at_least(self, broadcast: Coroutine[Any, Any, None], topic: str) -> None:
+        """Runs a broadcast; a broker that is down is logged, not raised: the message reached
+        this instance's sessions, and an event handler that raised would end the page's
+        connection."""
+        try:
+            await broadcast
+        except BrokerError as error:
+            _logger.warning("broadcast on %r: %s", topic, error)
 
     async def send_all_async(self, message: Any) -> None:
         await self.send_all_on_topic_async(ALL_TOPIC, message)
