@@ -1,5 +1,6 @@
 //! The crate's errors as the package's Python exceptions (`pyview_fanout._errors`).
 
+use fanout::bridge::BrokerError;
 use fanout::{ConfigError, PubSubError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -25,9 +26,20 @@ pub(crate) fn pubsub(py: Python<'_>, error: PubSubError) -> PyErr {
         PubSubError::PayloadTooLarge { .. } => "PayloadTooLargeError",
         PubSubError::Stopped => "StoppedError",
         PubSubError::SessionClosed { .. } => "SessionClosedError",
-        _ => "FanoutError",
+        _ => match error.broker() {
+            Some(BrokerError::EnvelopeTooLarge { .. } | BrokerError::NotificationTooLarge { .. }) => {
+                "PayloadTooLargeError"
+            }
+            Some(BrokerError::NotStarted) => "NotStartedError",
+            Some(_) => "BrokerError",
+            None => "FanoutError",
+        },
     };
-    raise(py, name, error.to_string(), None)
+    // A broker's error reads as its own message, without the `Backend` wrapper's prefix.
+    let message = error
+        .broker()
+        .map_or_else(|| error.to_string(), ToString::to_string);
+    raise(py, name, message, None)
 }
 
 /// Where a config came from: the names its errors use for keys and places.

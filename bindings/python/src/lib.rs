@@ -11,6 +11,7 @@
 //! - `call`: how engine calls run (detached; futures polled once, the rest on tokio).
 //! - `provider`, `config`, `errors`: the provider, its config, its exceptions.
 
+mod backend;
 mod call;
 mod config;
 mod errors;

@@ -1,30 +1,30 @@
-//! `_core.Provider`: the in-memory provider under the Python `InMemoryPubSub`.
+//! `_core.Provider`: the provider under the Python `InMemoryPubSub` and `RedisPubSub`.
 
-use std::sync::Arc;
-
-use fanout::{Config, InMemoryPubSub, PubSubProvider, StatsSnapshot};
+use bytes::Bytes;
+use fanout::bridge::BrokerStats;
+use fanout::{Config, StatsSnapshot};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
+use crate::backend::Backend;
 use crate::call::{self, detached};
 use crate::config;
 use crate::errors;
 use crate::payload;
 use crate::session::Session;
 
-/// The engine and its provider; `InMemoryPubSub` (Python) runs the sessions' pumps on top.
+/// A provider; the Python layer (`_provider`) runs the sessions' pumps on top.
 #[pyclass(frozen, module = "pyview_fanout._core")]
 pub(crate) struct Provider {
-    pubsub: Arc<InMemoryPubSub>,
+    backend: Backend,
 }
 
 impl Provider {
     fn new(py: Python<'_>, config: Config) -> PyResult<Self> {
-        let pubsub = InMemoryPubSub::with_config(config)
+        let backend = Backend::memory(config)
             .map_err(|error| errors::config(py, &error, errors::ConfigSource::Arguments))?;
-        Ok(Self {
-            pubsub: Arc::new(pubsub),
-        })
+        Ok(Self { backend })
     }
 }
 
@@ -44,12 +44,44 @@ impl Provider {
         Self::new(settings.py(), config)
     }
 
+    /// A Redis provider: `redis` holds `RedisConfig`'s settings as keyword arguments name
+    /// them; the engine's config comes from the file at `path`, else from `settings`.
+    #[staticmethod]
+    #[pyo3(signature = (redis, settings, path=None))]
+    fn redis(redis: &Bound<'_, PyDict>, settings: &Bound<'_, PyDict>, path: Option<&str>) -> PyResult<Self> {
+        let redis = config::redis_from_settings(redis)?;
+        let config = engine_config(settings, path)?;
+        Self::distributed(settings.py(), Backend::redis(redis, config), "redis.")
+    }
+
+    /// A PostgreSQL provider: `postgres` holds `PostgresConfig`'s settings as its TOML
+    /// table names them; the engine's config comes from the file at `path`, else from
+    /// `settings`.
+    #[staticmethod]
+    #[pyo3(signature = (postgres, settings, path=None))]
+    fn postgres(
+        postgres: &Bound<'_, PyDict>,
+        settings: &Bound<'_, PyDict>,
+        path: Option<&str>,
+    ) -> PyResult<Self> {
+        let postgres = config::postgres_from_settings(postgres)?;
+        let config = engine_config(settings, path)?;
+        Self::distributed(settings.py(), Backend::postgres(postgres, config), "postgres.")
+    }
+
+    /// Whether messages travel as encoded bytes (a distributed provider) rather than as the
+    /// Python objects themselves.
+    #[getter]
+    fn encoded(&self) -> bool {
+        self.backend.encoded()
+    }
+
     /// Opens the pull-form session `session_id`, whose pump runs on `event_loop` (on this
     /// thread).
     fn open_session(&self, py: Python<'_>, session_id: &str, event_loop: Py<PyAny>) -> PyResult<Session> {
-        let receiver = detached(py, || self.pubsub.open_session(session_id))
+        let receiver = detached(py, || self.backend.open_session(session_id))
             .map_err(|error| errors::pubsub(py, error))?;
-        Ok(Session::new(receiver, event_loop))
+        Ok(Session::new(receiver, event_loop, self.backend.encoded()))
     }
 
     /// Delivers `message` to every subscriber of `topic`.
@@ -80,7 +112,7 @@ impl Provider {
         session_id: String,
         topic: String,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let pubsub = Arc::clone(&self.pubsub);
+        let pubsub = self.backend.provider();
         call::run(
             py,
             async move { pubsub.unsubscribe_topic(&session_id, &topic).await },
@@ -93,48 +125,52 @@ impl Provider {
         py: Python<'py>,
         session_id: String,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let pubsub = Arc::clone(&self.pubsub);
+        let pubsub = self.backend.provider();
         call::run(py, async move { pubsub.unsubscribe_all(&session_id).await })
     }
 
     /// Starts the provider's background task (the reaper of disconnected sessions).
     fn start<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let pubsub = Arc::clone(&self.pubsub);
+        let pubsub = self.backend.provider();
         call::run(py, async move { pubsub.start().await })
     }
 
     /// Closes every session and ends the provider's tasks.
     fn stop<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let pubsub = Arc::clone(&self.pubsub);
+        let pubsub = self.backend.provider();
         call::run(py, async move { pubsub.stop().await })
     }
 
     /// Whether `stop` has been called.
     #[getter]
     fn stopped(&self) -> bool {
-        self.pubsub.engine().is_stopped()
+        self.backend.engine().is_stopped()
     }
 
     /// `Config::stop_grace`, in seconds.
     #[getter]
     fn stop_grace(&self) -> f64 {
-        self.pubsub.engine().config().stop_grace.as_secs_f64()
+        self.backend.engine().config().stop_grace.as_secs_f64()
     }
 
     /// `Config::close_grace`, in seconds.
     #[getter]
     fn close_grace(&self) -> f64 {
-        self.pubsub.engine().config().close_grace.as_secs_f64()
+        self.backend.engine().config().close_grace.as_secs_f64()
     }
 
     /// The engine's counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        stats_dict(py, &self.pubsub.stats())
+        let stats = stats_dict(py, &self.backend.engine().stats())?;
+        if let Some(broker) = self.backend.broker_stats() {
+            stats.set_item("broker", broker_stats_dict(py, &broker)?)?;
+        }
+        Ok(stats)
     }
 
     /// Figures for one live session, or `None`.
     fn session_stats<'py>(&self, py: Python<'py>, session_id: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(stats) = self.pubsub.session_stats(session_id) else {
+        let Some(stats) = self.backend.session_stats(session_id) else {
             return Ok(None);
         };
         let dict = PyDict::new(py);
@@ -146,6 +182,20 @@ impl Provider {
 }
 
 impl Provider {
+    /// A distributed provider as made, its config errors named by the keyword argument
+    /// (the key without its `section`).
+    fn distributed(
+        py: Python<'_>,
+        made: Result<Backend, fanout::ConfigError>,
+        section: &str,
+    ) -> PyResult<Self> {
+        let backend = made.map_err(|error| {
+            let key = error.key.as_deref().unwrap_or("(settings)");
+            errors::config_argument(py, key.trim_start_matches(section), &error.message)
+        })?;
+        Ok(Self { backend })
+    }
+
     fn publish<'py>(
         &self,
         py: Python<'py>,
@@ -153,17 +203,34 @@ impl Provider {
         topic: Bound<'py, PyString>,
         message: Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let limits = &self.pubsub.engine().config().limits;
-        payload::check_size(&message, limits).map_err(|error| errors::pubsub(py, error))?;
         let name = topic.to_str()?.to_string();
-        let payload = payload::wrap(topic, message)?;
-        let pubsub = Arc::clone(&self.pubsub);
+        let payload = if self.backend.encoded() {
+            let Ok(encoded) = message.cast::<PyBytes>() else {
+                return Err(PyTypeError::new_err(
+                    "a distributed provider publishes bytes (encoded by _codec)",
+                ));
+            };
+            Bytes::copy_from_slice(encoded.as_bytes())
+        } else {
+            let limits = &self.backend.engine().config().limits;
+            payload::check_size(&message, limits).map_err(|error| errors::pubsub(py, error))?;
+            payload::wrap(topic, message)?
+        };
+        let pubsub = self.backend.provider();
         call::run(py, async move {
             match sender {
                 Some(sender) => pubsub.broadcast_from(&sender, &name, payload).await,
                 None => pubsub.broadcast(&name, payload).await,
             }
         })
+    }
+}
+
+/// The engine's config: the TOML file at `path`, else the keyword `settings`.
+fn engine_config(settings: &Bound<'_, PyDict>, path: Option<&str>) -> PyResult<Config> {
+    match path {
+        Some(path) => config::from_file(settings.py(), path),
+        None => config::from_settings(settings),
     }
 }
 
@@ -187,5 +254,28 @@ fn stats_dict<'py>(py: Python<'py>, stats: &StatsSnapshot) -> PyResult<Bound<'py
     dict.set_item("sessions", stats.sessions)?;
     dict.set_item("topics", stats.topics)?;
     dict.set_item("subscriptions", stats.subscriptions)?;
+    Ok(dict)
+}
+
+/// A distributed provider's broker counters as a dict; `outage_time` in seconds.
+fn broker_stats_dict<'py>(py: Python<'py>, stats: &BrokerStats) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("connected", stats.connected)?;
+    dict.set_item("outages", stats.outages)?;
+    dict.set_item("reconnects", stats.reconnects)?;
+    dict.set_item("outage_time", stats.outage_time.as_secs_f64())?;
+    dict.set_item("publisher_connected", stats.publisher_connected)?;
+    dict.set_item("publisher_outages", stats.publisher_outages)?;
+    dict.set_item("publisher_reconnects", stats.publisher_reconnects)?;
+    dict.set_item("published", stats.published)?;
+    dict.set_item("envelopes_published", stats.envelopes_published)?;
+    dict.set_item("publish_errors", stats.publish_errors)?;
+    dict.set_item("publish_refusals", stats.publish_refusals)?;
+    dict.set_item("unavailable", stats.unavailable)?;
+    dict.set_item("received", stats.received)?;
+    dict.set_item("envelopes_received", stats.envelopes_received)?;
+    dict.set_item("echoes_skipped", stats.echoes_skipped)?;
+    dict.set_item("malformed", stats.malformed)?;
+    dict.set_item("channels", stats.channels)?;
     Ok(dict)
 }

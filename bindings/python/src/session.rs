@@ -7,6 +7,7 @@ use std::task::{Context, Poll, Waker};
 use fanout::{SessionHandle, SessionReceiver};
 use futures_core::Stream;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::call::{self, detached};
 use crate::payload;
@@ -21,16 +22,20 @@ pub(crate) struct Session {
     waker: Arc<SessionWaker>,
     /// `waker` as the engine's mailbox takes it.
     mailbox_waker: Waker,
+    /// Messages are encoded bytes (a distributed provider), handed to the pump as `bytes`
+    /// for the Python layer to decode; else they are payloads of [`payload::wrap`].
+    encoded: bool,
 }
 
 impl Session {
-    pub(crate) fn new(receiver: SessionReceiver, event_loop: Py<PyAny>) -> Self {
+    pub(crate) fn new(receiver: SessionReceiver, event_loop: Py<PyAny>, encoded: bool) -> Self {
         let waker = Arc::new(SessionWaker::new(event_loop));
         Self {
             handle: receiver.handle(),
             receiver: Mutex::new(receiver),
             mailbox_waker: Waker::from(Arc::clone(&waker)),
             waker,
+            encoded,
         }
     }
 }
@@ -59,6 +64,13 @@ impl Session {
                 Pin::new(&mut *receiver).poll_next(&mut Context::from_waker(&self.mailbox_waker))
             });
             match polled {
+                Poll::Ready(Some(message)) if self.encoded => {
+                    let topic = PyString::new(py, message.topic().as_str());
+                    let payload = PyBytes::new(py, message.payload());
+                    return Ok(Some(
+                        PyTuple::new(py, [topic.into_any(), payload.into_any()])?.into_any(),
+                    ));
+                }
                 Poll::Ready(Some(message)) => {
                     if let Some(pair) = payload::unwrap(py, message.payload()) {
                         return Ok(Some(pair.into_any()));

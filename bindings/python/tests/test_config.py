@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import Gate, eventually
-from pyview_fanout import ConfigError, FanoutError, InMemoryPubSub
+from pyview_fanout import ConfigError, FanoutError, InMemoryPubSub, PostgresPubSub, RedisPubSub
 
 
 async def test_keyword_settings_apply(make_pubsub):
@@ -81,3 +81,18 @@ def test_a_missing_file_is_a_config_error(tmp_path):
 def test_a_file_and_settings_together_are_refused(tmp_path):
     with pytest.raises(TypeError, match="capacity"):
         InMemoryPubSub(tmp_path / "fanout.toml", capacity=3)
+
+
+@pytest.mark.parametrize("provider_class", [InMemoryPubSub, RedisPubSub, PostgresPubSub], ids=lambda c: c.__name__)
+def test_an_unknown_keyword_is_a_type_error(provider_class):
+    with pytest.raises(TypeError, match="capacty"):
+        provider_class(capacty=8)
+
+
+@pytest.mark.parametrize("provider_class", [InMemoryPubSub, RedisPubSub, PostgresPubSub], ids=lambda c: c.__name__)
+def test_a_file_and_keyword_settings_together_are_a_type_error(provider_class, tmp_path):
+    path = tmp_path / "fanout.toml"
+    path.write_text("capacity = 8\n")
+    with pytest.raises(TypeError, match="not both"):
+        provider_class(path, capacity=8)
+    assert provider_class(path).stats()["sessions"] == 0

@@ -4,6 +4,7 @@ by the close and stop graces (G7, G8)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -59,6 +60,45 @@ async def test_stop_cancels_a_stalled_handler_after_the_grace(make_pubsub):
     assert pubsub.stats()["handlers_cancelled"] == 1
 
 
+async def test_stop_cancels_a_stalled_handler_on_another_threads_loop(make_pubsub):
+    # G8: stop ends the pumps of every loop, not only the caller's
+    pubsub = make_pubsub(stop_grace_ms=50)
+    ready = threading.Event()
+    other_loop = asyncio.new_event_loop()
+    never = asyncio.Event()
+    entered = threading.Event()
+    pump: list[asyncio.Task[None]] = []
+
+    async def stall(topic: str, message: object) -> None:
+        entered.set()
+        await never.wait()
+
+    async def subscribe_there() -> None:
+        await pubsub.subscribe_topic("elsewhere", "room", stall)
+        pump.extend(task for task in pubsub._pumps if task.get_loop() is other_loop)
+
+    def run_other_loop() -> None:
+        asyncio.set_event_loop(other_loop)
+        other_loop.run_until_complete(subscribe_there())
+        ready.set()
+        other_loop.run_forever()
+
+    thread = threading.Thread(target=run_other_loop, daemon=True)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 5)
+        await pubsub.broadcast("room", 1)
+        assert await asyncio.to_thread(entered.wait, 5)
+        async with asyncio.timeout(5):
+            await pubsub.stop()
+        assert len(pump) == 1 and pump[0].done()
+        assert pubsub.stats()["handlers_cancelled"] == 1
+    finally:
+        other_loop.call_soon_threadsafe(other_loop.stop)
+        thread.join(5)
+        other_loop.close()
+
+
 @pytest.mark.parametrize("close_grace_ms", [0, 50])
 async def test_unsubscribe_all_bounds_a_stalled_handler_by_the_close_grace(make_pubsub, close_grace_ms):
     pubsub = make_pubsub(close_grace_ms=close_grace_ms)
@@ -70,6 +110,28 @@ async def test_unsubscribe_all_bounds_a_stalled_handler_by_the_close_grace(make_
         await pubsub.unsubscribe_all("s")
     await eventually(lambda: not pubsub._pumps, timeout=2)
     assert pubsub.stats()["handlers_cancelled"] == 1
+
+
+async def test_a_slow_consumer_disconnect_bounds_its_stalled_handler_by_the_close_grace(make_pubsub):
+    # G7: the engine closes the session itself (policy disconnect); its handler never returns
+    pubsub = make_pubsub(capacity=1, policy="disconnect", close_grace_ms=50)
+    stalled, other = Gate(), Recorder()
+    await pubsub.subscribe_topic("slow", "room", stalled)
+    await pubsub.subscribe_topic("other", "room", other)
+    await pubsub.broadcast("room", 0)
+    await eventually(lambda: stalled.calls)
+    for n in range(1, 4):
+        await pubsub.broadcast("room", n)
+        # The other session keeps up; the stalled one overflows at the second.
+        await eventually(lambda: other.messages[-1] == n)
+    assert pubsub.stats()["disconnects"] == 1
+    loop = asyncio.get_running_loop()
+    disconnected = loop.time()
+    await eventually(lambda: pubsub.stats()["handlers_cancelled"] == 1, timeout=2)
+    # The grace, plus at most the watcher's interval (half the grace here).
+    assert 0.04 <= loop.time() - disconnected < 1
+    await eventually(lambda: len(pubsub._pumps) == 1)
+    assert other.messages == [0, 1, 2, 3]
 
 
 async def test_a_handler_that_finishes_within_the_close_grace_is_not_cancelled(make_pubsub):

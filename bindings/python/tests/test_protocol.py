@@ -6,9 +6,9 @@ import inspect
 
 import pytest
 
-from pyview_fanout import InMemoryPubSub, PubSubProvider
+from pyview_fanout import InMemoryPubSub, PostgresPubSub, PubSubProvider, RedisPubSub
 
-PROVIDERS = [InMemoryPubSub]
+PROVIDERS = [InMemoryPubSub, RedisPubSub, PostgresPubSub]
 METHODS = ["subscribe_topic", "unsubscribe_topic", "unsubscribe_all", "broadcast", "start", "stop"]
 
 

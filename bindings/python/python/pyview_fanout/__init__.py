@@ -12,31 +12,55 @@ mailbox does, and every drop is counted.
     await pubsub.broadcast("room:lobby", {"text": "hello"})
 """
 
+from ._codec import Codec
+from ._config import (
+    BrokerSettings,
+    EngineSettings,
+    Fallback,
+    Limits,
+    Override,
+    Policy,
+    PostgresSettings,
+    RedisSettings,
+)
 from ._errors import (
+    BrokerError,
     ConfigError,
     FanoutError,
     InvalidSessionIdError,
     InvalidTopicError,
+    NotStartedError,
     PayloadTooLargeError,
     SessionClosedError,
     StoppedError,
 )
-from ._memory import Fallback, InMemoryPubSub, Limits, Override, Policy
+from ._memory import InMemoryPubSub
+from ._postgres import PostgresPubSub
 from ._protocol import PubSubProvider, TopicHandler
+from ._redis import RedisPubSub
 from ._session import SessionPubSub
 
 __all__ = [
+    "BrokerError",
+    "BrokerSettings",
+    "Codec",
     "ConfigError",
+    "EngineSettings",
     "Fallback",
     "FanoutError",
     "InMemoryPubSub",
     "InvalidSessionIdError",
     "InvalidTopicError",
     "Limits",
+    "NotStartedError",
     "Override",
     "PayloadTooLargeError",
     "Policy",
+    "PostgresPubSub",
+    "PostgresSettings",
     "PubSubProvider",
+    "RedisPubSub",
+    "RedisSettings",
     "SessionClosedError",
     "SessionPubSub",
     "StoppedError",

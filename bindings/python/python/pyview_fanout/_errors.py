@@ -39,7 +39,9 @@ class InvalidSessionIdError(FanoutError, ValueError):
 
 
 class PayloadTooLargeError(FanoutError, ValueError):
-    """A ``bytes``, ``bytearray`` or ``str`` message is longer than ``limits.max_payload_bytes``."""
+    """A message is larger than the provider takes: in memory, a ``bytes``, ``bytearray`` or
+    ``str`` longer than ``limits.max_payload_bytes``; on a broker, an encoded message over that
+    limit or an envelope over ``max_envelope_bytes``."""
 
 
 class StoppedError(FanoutError, RuntimeError):
@@ -48,3 +50,12 @@ class StoppedError(FanoutError, RuntimeError):
 
 class SessionClosedError(FanoutError, RuntimeError):
     """The session was closed while the operation ran."""
+
+
+class NotStartedError(FanoutError, RuntimeError):
+    """A distributed provider was used before ``start()``."""
+
+
+class BrokerError(FanoutError, ConnectionError):
+    """The broker could not be reached, or did not confirm a subscription or a publish; the
+    message says which, and what still happened locally."""

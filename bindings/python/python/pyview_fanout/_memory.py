@@ -1,307 +1,35 @@
-"""``InMemoryPubSub``: fanout's in-memory engine, with handlers on asyncio.
-
-Each session has one bounded mailbox in the engine, for all its topics, and one asyncio task,
-its pump, on the loop that first subscribed it. The pump takes one message at a time and
-awaits the handler of its topic before it takes the next (G4): a session's handlers never run
-concurrently, and they see each publisher's messages in publish order. A full mailbox is the
-configured policy's to handle, so a stalled handler holds at most ``capacity`` messages (G7)
-and delays no other session (G5).
-
-A pump that finds its mailbox empty parks on an asyncio future, which the engine call that
-queues the next message resolves (see the native ``wake`` module): no thread hop when the
-broadcast comes from the same loop.
-"""
+"""``InMemoryPubSub``: fanout's in-memory engine, with handlers on asyncio (``_provider``)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Unpack
 
 from . import _core
-from ._protocol import TopicHandler
-
-_logger = logging.getLogger("pyview_fanout")
-
-# Messages a pump handles before it yields to the loop, so that a session fed from other
-# threads does not keep its loop to itself.
-_YIELD_EVERY = 64
-
-Fallback = Literal["drop_newest", "drop_oldest", "disconnect"]
-"""What a ``block`` policy does once its wait times out."""
-
-Policy = Literal["drop_newest", "drop_oldest", "disconnect"] | Mapping[str, Mapping[str, Any]]
-"""An overflow policy: a name, or ``{"block": {"timeout_ms": 50, "then": "disconnect"}}``
-(also ``block_once``)."""
+from ._config import EngineSettings, engine_settings
+from ._provider import Provider
 
 
-class Override(TypedDict, total=False):
-    """Settings for the topics under a prefix (the longest matching prefix wins)."""
-
-    prefix: str
-    policy: Policy
-    max_queued: int
-
-
-class Limits(TypedDict, total=False):
-    """Size limits, in bytes."""
-
-    max_topic_bytes: int
-    max_payload_bytes: int
-    max_session_id_bytes: int
-
-
-class InMemoryPubSub:
+class InMemoryPubSub(Provider):
     """The in-process provider: PyView's ``PubSubProvider`` on fanout's engine.
 
     Configured by a TOML file (``InMemoryPubSub("fanout.toml")``) or by keyword arguments of
-    the same names and shapes; ``None`` keeps the default. Errors raise ``ConfigError``
-    naming the key.
+    the same names and shapes (``capacity``, ``policy``, ``overrides``, ``limits``,
+    ``stop_grace_ms``, ``close_grace_ms``); ``None`` keeps the default. Errors raise
+    ``ConfigError`` naming the key.
 
     Messages are any Python object: every subscriber gets the same object, released once the
     last of them has taken it (or it was dropped by a policy, an unsubscribe or ``stop``).
     """
 
-    def __init__(
-        self,
-        config: str | os.PathLike[str] | None = None,
-        *,
-        capacity: int | None = None,
-        policy: Policy | None = None,
-        overrides: Sequence[Override] | None = None,
-        limits: Limits | None = None,
-        stop_grace_ms: int | None = None,
-        close_grace_ms: int | None = None,
-    ) -> None:
-        settings: dict[str, Any] = {
-            "capacity": capacity,
-            "policy": policy,
-            "override": overrides,
-            "limits": limits,
-            "stop_grace_ms": stop_grace_ms,
-            "close_grace_ms": close_grace_ms,
-        }
-        if config is not None:
-            given = [name for name, value in settings.items() if value is not None]
-            if given:
-                raise TypeError(f"give a config file or keyword settings, not both (got {', '.join(given)})")
-            self._core = _core.Provider.from_file(os.fspath(config))
+    def __init__(self, config: str | os.PathLike[str] | None = None, **settings: Unpack[EngineSettings]) -> None:
+        path, table = engine_settings(config, settings)
+        if path is not None:
+            self._core = _core.Provider.from_file(path)
         else:
-            self._core = _core.Provider.from_settings(settings)
-        self._sessions: dict[str, _Session] = {}
-        self._pumps: set[asyncio.Task[None]] = set()
-        self._handler_errors = 0
-        self._handlers_cancelled = 0
-
-    async def subscribe_topic(self, session_id: str, topic: str, handler: TopicHandler) -> None:
-        """Subscribes the session to ``topic``; its messages go to ``handler(topic, message)``.
-
-        Subscribing again replaces the handler; it stays one subscription (G3). The session's
-        handlers run on the loop of its first subscribe.
-        """
-        if not callable(handler):
-            raise TypeError(f"the handler must be an async callable (topic, message), not {type(handler).__name__}")
-        session = self._sessions.get(session_id)
-        if session is not None and session.core.closed:
-            # Disconnected as a slow consumer, and its pump has not seen it yet.
-            self._end(session)
-            session = None
-        created = session is None
-        if session is None:
-            self._start_lazily()
-            loop = asyncio.get_running_loop()
-            session = _Session(self, self._core.open_session(session_id, loop), loop)
-        previous = session.handlers.get(topic)
-        # The handler goes in first: a broadcast that finds the subscription finds it.
-        session.handlers[topic] = handler
-        try:
-            pending = session.core.subscribe(topic)
-            if pending is not None:
-                await pending
-        except BaseException:
-            if previous is None:
-                session.handlers.pop(topic, None)
-            else:
-                session.handlers[topic] = previous
-            if created:
-                session.core.close()
-            raise
-        if created:
-            self._sessions[session_id] = session
-            session.task = session.loop.create_task(session.pump(), name=f"pyview_fanout pump {session_id}")
-            self._pumps.add(session.task)
-
-    async def unsubscribe_topic(self, session_id: str, topic: str) -> None:
-        """Removes one subscription; the session ends with its last (G2, G3)."""
-        pending = self._core.unsubscribe_topic(session_id, topic)
-        if pending is not None:
-            await pending
-        session = self._sessions.get(session_id)
-        if session is not None and session.handlers.pop(topic, None) is not None and not session.handlers:
-            self._end(session)
-
-    async def unsubscribe_all(self, session_id: str) -> None:
-        """Ends the session: once this returns, none of its handlers starts again, and its
-        queued messages are discarded and counted (G2). A handler still running goes on for
-        up to ``close_grace_ms``, then is cancelled."""
-        pending = self._core.unsubscribe_all(session_id)
-        if pending is not None:
-            await pending
-        session = self._sessions.get(session_id)
-        if session is not None:
-            self._end(session)
-
-    async def broadcast(self, topic: str, message: Any) -> None:
-        """Delivers ``message`` to every subscriber of ``topic`` (G1). Returns once every
-        recipient's mailbox has taken it or its policy has decided (a ``block`` policy waits)."""
-        pending = self._core.broadcast(topic, message)
-        if pending is not None:
-            await pending
-
-    async def broadcast_from(self, session_id: str, topic: str, message: Any) -> None:
-        """As ``broadcast``, skipping the session ``session_id``."""
-        pending = self._core.broadcast_from(session_id, topic, message)
-        if pending is not None:
-            await pending
-
-    async def start(self) -> None:
-        """Starts the provider's background task; raises ``StoppedError`` after ``stop``."""
-        pending = self._core.start()
-        if pending is not None:
-            await pending
-
-    async def stop(self) -> None:
-        """Closes every session (queued messages are discarded and counted), waits up to
-        ``stop_grace_ms`` for handlers still running on this loop, cancels the rest, and waits
-        as long again for them to unwind. Idempotent; later operations raise ``StoppedError``."""
-        pending = self._core.stop()
-        self._sessions.clear()
-        if pending is not None:
-            await pending
-        loop = asyncio.get_running_loop()
-        current = asyncio.current_task()
-        pumps = [pump for pump in self._pumps if pump is not current and not pump.done() and pump.get_loop() is loop]
-        if not pumps:
-            return
-        grace = self._core.stop_grace
-        _, running = await asyncio.wait(pumps, timeout=grace)
-        if running:
-            _logger.warning("stop: cancelling %d handlers still running after the stop grace", len(running))
-            for pump in running:
-                pump.cancel()
-            await asyncio.wait(running, timeout=grace)
-
-    def stats(self) -> dict[str, Any]:
-        """The provider's counters: messages published, deliveries, drops by reason, handler
-        errors and cancellations, live sessions, topics and subscriptions."""
-        stats: dict[str, Any] = self._core.stats()
-        stats["handler_errors"] = self._handler_errors
-        stats["handlers_cancelled"] = self._handlers_cancelled
-        return stats
-
-    def session_stats(self, session_id: str) -> dict[str, int] | None:
-        """``queued``, ``capacity`` and ``topics`` of a live session, or ``None``."""
-        stats: dict[str, int] | None = self._core.session_stats(session_id)
-        return stats
+            self._core = _core.Provider.from_settings(table)
+        self._init_sessions()
 
     def _start_lazily(self) -> None:
         # The engine's start completes at once: the reaper is spawned on the runtime.
         self._core.start()
-
-    def _end(self, session: _Session) -> None:
-        """Forgets a session that is closed or being closed, and bounds its running handler."""
-        if self._sessions.get(session.core.id) is session:
-            del self._sessions[session.core.id]
-        session.core.close()
-        if session.handling:
-            try:
-                running_here = asyncio.get_running_loop() is session.loop
-            except RuntimeError:
-                running_here = False
-            if running_here:
-                session.arm_grace(self._core.close_grace)
-            else:
-                session.loop.call_soon_threadsafe(session.arm_grace, self._core.close_grace)
-
-    def _pump_ended(self, session: _Session) -> None:
-        if self._sessions.get(session.core.id) is session:
-            del self._sessions[session.core.id]
-        if session.task is not None:
-            self._pumps.discard(session.task)
-
-
-class _Session:
-    """A session's handlers and pump."""
-
-    __slots__ = ("core", "grace_timer", "handlers", "handling", "loop", "provider", "task")
-
-    def __init__(self, provider: InMemoryPubSub, core: _core.Session, loop: asyncio.AbstractEventLoop) -> None:
-        self.provider = provider
-        self.core = core
-        self.loop = loop
-        self.handlers: dict[str, TopicHandler] = {}
-        self.task: asyncio.Task[None] | None = None
-        # Whether the pump is awaiting a handler; written by the pump only.
-        self.handling = False
-        self.grace_timer: asyncio.TimerHandle | None = None
-
-    def arm_grace(self, grace: float) -> None:
-        """Cancels the running handler if it still runs ``grace`` seconds from now."""
-        if grace == 0:
-            self._cancel_handler()
-        elif self.grace_timer is None:
-            self.grace_timer = self.loop.call_later(grace, self._cancel_handler)
-
-    def _cancel_handler(self) -> None:
-        if self.handling and self.task is not None:
-            self.task.cancel()
-
-    async def pump(self) -> None:
-        next_message = self.core.next
-        handlers = self.handlers
-        provider = self.provider
-        since_yield = 0
-        try:
-            while True:
-                item = next_message()
-                if item is None:
-                    return
-                if type(item) is not tuple:
-                    since_yield = 0
-                    await item
-                    continue
-                topic, message = item
-                # The pump keeps no reference to a message it has handled.
-                item = None
-                handler = handlers.get(topic)
-                if handler is not None:
-                    self.handling = True
-                    try:
-                        await handler(topic, message)
-                    except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if task is not None and task.cancelling():
-                            # Cancelled by a grace running out: the pump ends here. It returns
-                            # rather than re-raise, so that no traceback keeps the handler's
-                            # frame, and with it the message, alive in the finished task.
-                            provider._handlers_cancelled += 1
-                            return
-                        provider._handler_errors += 1
-                        _logger.exception("handler for topic %r of session %r raised", topic, self.core.id)
-                    except Exception:
-                        provider._handler_errors += 1
-                        _logger.exception("handler for topic %r of session %r raised", topic, self.core.id)
-                    finally:
-                        self.handling = False
-                message = None
-                since_yield += 1
-                if since_yield == _YIELD_EVERY:
-                    since_yield = 0
-                    await asyncio.sleep(0)
-        finally:
-            if self.grace_timer is not None:
-                self.grace_timer.cancel()
-            self.core.close()
-            provider._pump_ended(self)

@@ -1,0 +1,363 @@
+"""The sessions and pumps every provider shares: handlers on asyncio, fed from the engine.
+
+Each session has one bounded mailbox in the engine, for all its topics, and one asyncio task,
+its pump, on the loop that first subscribed it. The pump takes one message at a time and
+awaits the handler of its topic before it takes the next (G4): a session's handlers never run
+concurrently, and they see each publisher's messages in publish order. A full mailbox is the
+configured policy's to handle, so a stalled handler holds at most ``capacity`` messages (G7)
+and delays no other session (G5).
+
+A pump that finds its mailbox empty parks on an asyncio future, which the engine call that
+queues the next message resolves (see the native ``wake`` module): no thread hop when the
+broadcast comes from the same loop.
+
+A distributed provider's messages arrive as bytes and are decoded by the pump, once per
+recipient (``_codec``); in memory they are the broadcast objects themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from . import _core
+from ._codec import Codec, PayloadCodec
+from ._config import engine_settings
+from ._errors import BrokerError
+from ._protocol import TopicHandler
+
+_logger = logging.getLogger("pyview_fanout")
+
+# Messages a pump handles before it yields to the loop, so that a session fed from other
+# threads does not keep its loop to itself.
+_YIELD_EVERY = 64
+
+
+class Provider:
+    """The design's ``PubSubProvider`` operations over a native provider (``_core.Provider``).
+
+    Subclasses build ``_core`` and set ``_encode`` / ``_decode`` when messages travel as bytes.
+    """
+
+    _core: _core.Provider
+    # Turns a broadcast message into the bytes a distributed provider carries; None in memory.
+    _encode: Callable[[Any], bytes] | None = None
+    # Turns received bytes back into a message; None in memory.
+    _decode: Callable[[bytes], Any] | None = None
+
+    def _init_sessions(self) -> None:
+        self._sessions: dict[str, _Session] = {}
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._handler_errors = 0
+        self._handlers_cancelled = 0
+        self._decode_errors = 0
+        # Per loop with sessions, the task that finds sessions the engine closed while their
+        # handler runs (see `_watch_closed`).
+        self._watchers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+
+    def _init_distributed(
+        self,
+        native: Callable[[dict[str, Any], dict[str, Any], str | None], _core.Provider],
+        broker_keys: type,
+        codec: Codec | None,
+        config: str | os.PathLike[str] | None,
+        settings: Mapping[str, Any],
+    ) -> None:
+        """Sets up a distributed provider: ``native`` builds it from the broker's settings
+        (the keys of the TypedDict ``broker_keys``), the engine's (the other keys, or the
+        config file) and the payloads' codec."""
+        payloads = PayloadCodec(codec)
+        broker = {key: value for key, value in settings.items() if key in broker_keys.__annotations__}
+        engine = {key: value for key, value in settings.items() if key not in broker}
+        path, table = engine_settings(config, engine)
+        self._core = native(broker, table, path)
+        self._encode = payloads.encode
+        self._decode = payloads.decode
+        self._init_sessions()
+
+    async def subscribe_topic(self, session_id: str, topic: str, handler: TopicHandler) -> None:
+        """Subscribes the session to ``topic``; its messages go to ``handler(topic, message)``.
+
+        Subscribing again replaces the handler; it stays one subscription (G3). The session's
+        handlers run on the loop of its first subscribe. On a distributed provider, returns
+        once the broker has confirmed the topic's channel; if it did not (the connection is
+        down), raises ``BrokerError`` and the subscription stands on this instance, confirmed
+        by the provider once the connection is back.
+        """
+        if not callable(handler):
+            raise TypeError(f"the handler must be an async callable (topic, message), not {type(handler).__name__}")
+        session = self._sessions.get(session_id)
+        if session is not None and session.core.closed:
+            # Disconnected as a slow consumer, and its pump has not seen it yet.
+            self._end(session)
+            session = None
+        created = session is None
+        if session is None:
+            self._start_lazily()
+            loop = asyncio.get_running_loop()
+            session = _Session(self, self._core.open_session(session_id, loop), loop)
+        previous = session.handlers.get(topic)
+        # The handler goes in first: a broadcast that finds the subscription finds it.
+        session.handlers[topic] = handler
+        unconfirmed: BrokerError | None = None
+        try:
+            pending = session.core.subscribe(topic)
+            if pending is not None:
+                await pending
+        except BrokerError as error:
+            # The broker did not confirm the channel, but the session is subscribed on this
+            # instance and the provider subscribes at the broker once it is back: it is kept,
+            # and the caller told.
+            unconfirmed = error
+        except BaseException:
+            if previous is None:
+                session.handlers.pop(topic, None)
+            else:
+                session.handlers[topic] = previous
+            if created:
+                session.core.close()
+            raise
+        if created:
+            self._sessions[session_id] = session
+            session.task = session.loop.create_task(session.pump(), name=f"pyview_fanout pump {session_id}")
+            self._pumps.add(session.task)
+            if session.loop not in self._watchers:
+                watcher = session.loop.create_task(self._watch_closed(session.loop), name="pyview_fanout watcher")
+                self._watchers[session.loop] = watcher
+        if unconfirmed is not None:
+            raise unconfirmed
+
+    async def _watch_closed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bounds the handlers of sessions the engine closed on its own (a ``disconnect``
+        policy's slow consumer) while the handler ran: its pump learns of the close only when
+        the handler returns. Every half close grace (at most 1 s, at least 10 ms) it ends such
+        sessions, which arms their grace, so a stalled handler is cancelled at most that
+        interval later than the grace counted from the close (G7). Runs while the loop has
+        sessions."""
+        interval = min(max(self._core.close_grace / 2, 0.01), 1.0)
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                sessions = [session for session in list(self._sessions.values()) if session.loop is loop]
+                if not sessions:
+                    return
+                for session in sessions:
+                    if session.handling and session.core.closed:
+                        self._end(session)
+        finally:
+            if self._watchers.get(loop) is asyncio.current_task():
+                del self._watchers[loop]
+
+    async def unsubscribe_topic(self, session_id: str, topic: str) -> None:
+        """Removes one subscription; the session ends with its last (G2, G3)."""
+        pending = self._core.unsubscribe_topic(session_id, topic)
+        if pending is not None:
+            await pending
+        session = self._sessions.get(session_id)
+        if session is not None and session.handlers.pop(topic, None) is not None and not session.handlers:
+            self._end(session)
+
+    async def unsubscribe_all(self, session_id: str) -> None:
+        """Ends the session: once this returns, none of its handlers starts again, and its
+        queued messages are discarded and counted (G2). A handler still running goes on for
+        up to ``close_grace_ms``, then is cancelled."""
+        pending = self._core.unsubscribe_all(session_id)
+        if pending is not None:
+            await pending
+        session = self._sessions.get(session_id)
+        if session is not None:
+            self._end(session)
+
+    async def broadcast(self, topic: str, message: Any) -> None:
+        """Delivers ``message`` to every subscriber of ``topic`` (G1). Returns once every
+        recipient's mailbox has taken it or its policy has decided (a ``block`` policy waits)."""
+        if self._encode is not None:
+            message = self._encode(message)
+        pending = self._core.broadcast(topic, message)
+        if pending is not None:
+            await pending
+
+    async def broadcast_from(self, session_id: str, topic: str, message: Any) -> None:
+        """As ``broadcast``, skipping the session ``session_id``."""
+        if self._encode is not None:
+            message = self._encode(message)
+        pending = self._core.broadcast_from(session_id, topic, message)
+        if pending is not None:
+            await pending
+
+    async def start(self) -> None:
+        """Starts the provider's background task; raises ``StoppedError`` after ``stop``."""
+        pending = self._core.start()
+        if pending is not None:
+            await pending
+
+    async def stop(self) -> None:
+        """Closes every session (queued messages are discarded and counted), waits up to
+        ``stop_grace_ms`` for handlers still running, on this loop and on the other loops that
+        subscribed sessions, cancels the rest, and waits as long again for them to unwind.
+        Idempotent; later operations raise ``StoppedError``."""
+        pending = self._core.stop()
+        self._sessions.clear()
+        if pending is not None:
+            await pending
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
+        # A copy: pumps on other threads' loops leave the set as they end.
+        for pump in list(self._pumps):
+            if pump is not current and not pump.done():
+                by_loop.setdefault(pump.get_loop(), []).append(pump)
+        for watcher_loop, watcher in list(self._watchers.items()):
+            if watcher_loop is loop:
+                watcher.cancel()
+            elif not watcher_loop.is_closed():
+                watcher_loop.call_soon_threadsafe(watcher.cancel)
+        grace = self._core.stop_grace
+        waits: list[Awaitable[None]] = []
+        for pumps_loop, pumps in by_loop.items():
+            if pumps_loop is loop:
+                waits.append(_wind_down(pumps, grace))
+            elif pumps_loop.is_running():
+                # That loop's own pumps are awaited and cancelled on that loop.
+                done = asyncio.run_coroutine_threadsafe(_wind_down(pumps, grace), pumps_loop)
+                waits.append(asyncio.wrap_future(done))
+        if waits:
+            await asyncio.gather(*waits)
+
+    def stats(self) -> dict[str, Any]:
+        """The provider's counters: messages published, deliveries, drops by reason, handler
+        errors and cancellations, live sessions, topics and subscriptions."""
+        stats: dict[str, Any] = self._core.stats()
+        stats["handler_errors"] = self._handler_errors
+        stats["handlers_cancelled"] = self._handlers_cancelled
+        if self._decode is not None:
+            stats["decode_errors"] = self._decode_errors
+        return stats
+
+    def session_stats(self, session_id: str) -> dict[str, int] | None:
+        """``queued``, ``capacity`` and ``topics`` of a live session, or ``None``."""
+        stats: dict[str, int] | None = self._core.session_stats(session_id)
+        return stats
+
+    def _start_lazily(self) -> None:
+        """Called before a session is opened; a provider that must be started first does
+        nothing here, and the engine refuses the subscribe."""
+
+    def _end(self, session: _Session) -> None:
+        """Forgets a session that is closed or being closed, and bounds its running handler."""
+        if self._sessions.get(session.core.id) is session:
+            del self._sessions[session.core.id]
+        session.core.close()
+        if session.handling:
+            try:
+                running_here = asyncio.get_running_loop() is session.loop
+            except RuntimeError:
+                running_here = False
+            if running_here:
+                session.arm_grace(self._core.close_grace)
+            else:
+                session.loop.call_soon_threadsafe(session.arm_grace, self._core.close_grace)
+
+    def _pump_ended(self, session: _Session) -> None:
+        if self._sessions.get(session.core.id) is session:
+            del self._sessions[session.core.id]
+        if session.task is not None:
+            self._pumps.discard(session.task)
+
+
+async def _wind_down(pumps: list[asyncio.Task[None]], grace: float) -> None:
+    """Waits up to ``grace`` for the pumps, on their own loop; cancels those still running
+    and waits as long again for them to unwind."""
+    _, running = await asyncio.wait(pumps, timeout=grace)
+    if running:
+        _logger.warning("stop: cancelling %d handlers still running after the stop grace", len(running))
+        for pump in running:
+            pump.cancel()
+        await asyncio.wait(running, timeout=grace)
+
+
+class _Session:
+    """A session's handlers and pump."""
+
+    __slots__ = ("core", "grace_timer", "handlers", "handling", "loop", "provider", "task")
+
+    def __init__(self, provider: Provider, core: _core.Session, loop: asyncio.AbstractEventLoop) -> None:
+        self.provider = provider
+        self.core = core
+        self.loop = loop
+        self.handlers: dict[str, TopicHandler] = {}
+        self.task: asyncio.Task[None] | None = None
+        # Whether the pump is awaiting a handler; written by the pump only.
+        self.handling = False
+        self.grace_timer: asyncio.TimerHandle | None = None
+
+    def arm_grace(self, grace: float) -> None:
+        """Cancels the running handler if it still runs ``grace`` seconds from now."""
+        if grace == 0:
+            self._cancel_handler()
+        elif self.grace_timer is None:
+            self.grace_timer = self.loop.call_later(grace, self._cancel_handler)
+
+    def _cancel_handler(self) -> None:
+        if self.handling and self.task is not None:
+            self.task.cancel()
+
+    async def pump(self) -> None:
+        next_message = self.core.next
+        handlers = self.handlers
+        provider = self.provider
+        decode = provider._decode
+        since_yield = 0
+        try:
+            while True:
+                item = next_message()
+                if item is None:
+                    return
+                if type(item) is not tuple:
+                    since_yield = 0
+                    await item
+                    continue
+                topic, message = item
+                # The pump keeps no reference to a message it has handled.
+                item = None
+                handler = handlers.get(topic)
+                if handler is not None and decode is not None:
+                    try:
+                        message = decode(message)
+                    except Exception:
+                        # A foreign or corrupt message on the channel (G9): skipped, counted.
+                        provider._decode_errors += 1
+                        _logger.exception("cannot decode a message on topic %r for session %r", topic, self.core.id)
+                        handler = None
+                if handler is not None:
+                    self.handling = True
+                    try:
+                        await handler(topic, message)
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            # Cancelled by a grace running out: the pump ends here. It returns
+                            # rather than re-raise, so that no traceback keeps the handler's
+                            # frame, and with it the message, alive in the finished task.
+                            provider._handlers_cancelled += 1
+                            return
+                        provider._handler_errors += 1
+                        _logger.exception("handler for topic %r of session %r raised", topic, self.core.id)
+                    except Exception:
+                        provider._handler_errors += 1
+                        _logger.exception("handler for topic %r of session %r raised", topic, self.core.id)
+                    finally:
+                        self.handling = False
+                message = None
+                since_yield += 1
+                if since_yield == _YIELD_EVERY:
+                    since_yield = 0
+                    await asyncio.sleep(0)
+        finally:
+            if self.grace_timer is not None:
+                self.grace_timer.cancel()
+            self.core.close()
+            provider._pump_ended(self)
