@@ -105,6 +105,29 @@ impl Provider {
         self.publish(py, Some(session_id), topic, message)
     }
 
+    /// As `broadcast`, but on a distributed provider it returns once the broker answered the
+    /// publish (raising `BrokerError` if it refused it, did not answer, or the connection was
+    /// lost); in one process it is `broadcast`.
+    fn broadcast_acknowledged<'py>(
+        &self,
+        py: Python<'py>,
+        topic: Bound<'py, PyString>,
+        message: Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.publish_acknowledged(py, None, topic, message)
+    }
+
+    /// As `broadcast_from`, acknowledged as `broadcast_acknowledged` is.
+    fn broadcast_from_acknowledged<'py>(
+        &self,
+        py: Python<'py>,
+        session_id: String,
+        topic: Bound<'py, PyString>,
+        message: Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.publish_acknowledged(py, Some(session_id), topic, message)
+    }
+
     /// Removes one subscription; unknown sessions and topics do nothing.
     fn unsubscribe_topic<'py>(
         &self,
@@ -203,6 +226,28 @@ impl Provider {
         topic: Bound<'py, PyString>,
         message: Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.send(py, sender, topic, message, false)
+    }
+
+    fn publish_acknowledged<'py>(
+        &self,
+        py: Python<'py>,
+        sender: Option<String>,
+        topic: Bound<'py, PyString>,
+        message: Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.send(py, sender, topic, message, true)
+    }
+
+    /// A broadcast from `sender` (none: from no session), acknowledged if asked.
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        sender: Option<String>,
+        topic: Bound<'py, PyString>,
+        message: Bound<'py, PyAny>,
+        acknowledged: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let name = topic.to_str()?.to_string();
         let payload = if self.backend.encoded() {
             let Ok(encoded) = message.cast::<PyBytes>() else {
@@ -218,9 +263,11 @@ impl Provider {
         };
         let pubsub = self.backend.provider();
         call::run(py, async move {
-            match sender {
-                Some(sender) => pubsub.broadcast_from(&sender, &name, payload).await,
-                None => pubsub.broadcast(&name, payload).await,
+            match (sender, acknowledged) {
+                (Some(sender), false) => pubsub.broadcast_from(&sender, &name, payload).await,
+                (None, false) => pubsub.broadcast(&name, payload).await,
+                (Some(sender), true) => pubsub.broadcast_from_acknowledged(&sender, &name, payload).await,
+                (None, true) => pubsub.broadcast_acknowledged(&name, payload).await,
             }
         })
     }

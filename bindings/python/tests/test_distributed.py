@@ -22,6 +22,7 @@ from pyview_fanout import (
     PayloadTooLargeError,
     PostgresPubSub,
     RedisPubSub,
+    SessionPubSub,
     StoppedError,
 )
 from services import DATABASE_URL, REDIS_URL, PrivateRedis, require
@@ -145,6 +146,36 @@ async def test_stats_count_each_side(make_instance):
     await b.unsubscribe_all("tab")
     await eventually(lambda: b.stats()["broker"]["channels"] == 0)
     assert b.stats()["sessions"] == 0
+
+
+async def test_an_acknowledged_broadcast_returns_once_the_broker_answered(make_instance):
+    a, b = await make_instance(), await make_instance()
+    recorder = Recorder()
+    await b.subscribe_topic("tab", "room", recorder)
+    await a.broadcast_acknowledged("room", "first")
+    # Counted before the caller is told: no waiting needed.
+    assert a.stats()["broker"]["published"] == 1
+    await SessionPubSub(a, "sender").broadcast_from_acknowledged("room", "second")
+    assert a.stats()["broker"]["published"] == 2
+    await eventually(lambda: recorder.messages == ["first", "second"])
+
+
+async def test_an_unanswered_acknowledged_broadcast_raises_broker_error():
+    redis = PrivateRedis()
+    a = RedisPubSub(url=redis.url, response_timeout_ms=300, health_check_interval_ms=100)
+    try:
+        await a.start()
+        recorder = Recorder()
+        await a.subscribe_topic("tab", "room", recorder)
+        redis.pause()
+        with pytest.raises(BrokerError, match="did not acknowledge"):
+            await a.broadcast_acknowledged("room", "paused")
+        # Local sessions have it either way.
+        await eventually(lambda: recorder.messages == ["paused"])
+    finally:
+        redis.resume()
+        await a.stop()
+        redis.close()
 
 
 async def test_bytes_travel_as_bytes_and_other_messages_as_json(make_instance):

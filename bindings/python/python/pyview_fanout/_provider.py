@@ -188,6 +188,25 @@ class Provider:
         if pending is not None:
             await pending
 
+    async def broadcast_acknowledged(self, topic: str, message: Any) -> None:
+        """As ``broadcast``, but a distributed provider returns once the broker answered the
+        publish, and raises ``BrokerError`` if it refused it, did not answer within the
+        response timeout, or the connection was lost (local sessions have the message either
+        way). In one process it is ``broadcast``."""
+        if self._encode is not None:
+            message = self._encode(message)
+        pending = self._core.broadcast_acknowledged(topic, message)
+        if pending is not None:
+            await pending
+
+    async def broadcast_from_acknowledged(self, session_id: str, topic: str, message: Any) -> None:
+        """As ``broadcast_from``, acknowledged as ``broadcast_acknowledged`` is."""
+        if self._encode is not None:
+            message = self._encode(message)
+        pending = self._core.broadcast_from_acknowledged(session_id, topic, message)
+        if pending is not None:
+            await pending
+
     async def start(self) -> None:
         """Starts the provider's background task; raises ``StoppedError`` after ``stop``."""
         pending = self._core.start()

@@ -38,3 +38,11 @@ class SessionPubSub:
     async def broadcast_from(self, topic: str, message: Any) -> None:
         """Delivers ``message`` to every subscriber of ``topic`` but this session."""
         await self._provider.broadcast_from(self._session_id, topic, message)
+
+    async def broadcast_acknowledged(self, topic: str, message: Any) -> None:
+        """``broadcast``, acknowledged by the broker (see the provider's)."""
+        await self._provider.broadcast_acknowledged(topic, message)
+
+    async def broadcast_from_acknowledged(self, topic: str, message: Any) -> None:
+        """``broadcast_from``, acknowledged by the broker (see the provider's)."""
+        await self._provider.broadcast_from_acknowledged(self._session_id, topic, message)
