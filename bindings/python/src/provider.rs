@@ -91,7 +91,7 @@ impl Provider {
         topic: Bound<'py, PyString>,
         message: Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.publish(py, None, topic, message)
+        self.send(py, None, topic, message, false)
     }
 
     /// Delivers `message` to every subscriber of `topic` but `session_id`.
@@ -102,7 +102,7 @@ impl Provider {
         topic: Bound<'py, PyString>,
         message: Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.publish(py, Some(session_id), topic, message)
+        self.send(py, Some(session_id), topic, message, false)
     }
 
     /// As `broadcast`, but on a distributed provider it returns once the broker answered the
@@ -114,7 +114,7 @@ impl Provider {
         topic: Bound<'py, PyString>,
         message: Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.publish_acknowledged(py, None, topic, message)
+        self.send(py, None, topic, message, true)
     }
 
     /// As `broadcast_from`, acknowledged as `broadcast_acknowledged` is.
@@ -125,7 +125,7 @@ impl Provider {
         topic: Bound<'py, PyString>,
         message: Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.publish_acknowledged(py, Some(session_id), topic, message)
+        self.send(py, Some(session_id), topic, message, true)
     }
 
     /// Removes one subscription; unknown sessions and topics do nothing.
@@ -217,26 +217,6 @@ impl Provider {
             errors::config_argument(py, key.trim_start_matches(section), &error.message)
         })?;
         Ok(Self { backend })
-    }
-
-    fn publish<'py>(
-        &self,
-        py: Python<'py>,
-        sender: Option<String>,
-        topic: Bound<'py, PyString>,
-        message: Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.send(py, sender, topic, message, false)
-    }
-
-    fn publish_acknowledged<'py>(
-        &self,
-        py: Python<'py>,
-        sender: Option<String>,
-        topic: Bound<'py, PyString>,
-        message: Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.send(py, sender, topic, message, true)
     }
 
     /// A broadcast from `sender` (none: from no session), acknowledged if asked.
