@@ -1,36 +1,77 @@
-"""Deliveries per second: pyview_fanout's InMemoryPubSub against PyView's vendored hub.
+"""Deliveries per second: pyview_fanout's InMemoryPubSub, PyView's vendored hub and the design's
+pure-Python InMemoryPubSub (``peers``), in one process.
 
-One topic to 1,000 sessions, each with the same counting async handler; the publisher
-broadcasts and yields to the loop after each broadcast, as an event handler does. Runs
-alternate between the implementations; the median of each is printed. The hub is
-``pyview.vendor.flet.pubsub.PubSubHub`` from ``pyview-web`` (``pip install pyview-web==0.9.0``),
-left out when it is not installed.
+Two scenarios, each session subscribed with the same counting async handler:
 
-    python bench/deliveries.py [--sessions 1000] [--broadcasts 200] [--runs 5]
+- ``one-topic``: one topic to 1,000 sessions, 200 broadcasts;
+- ``5-of-1000``: 10,000 sessions, each on 5 of 1,000 topics (a seeded draw, the same for every
+  implementation), 2,000 broadcasts going round the topics.
+
+The publisher broadcasts and yields to the loop after each broadcast, as an event handler
+does; the clock runs from the first broadcast to the last delivery. Each run measures every
+implementation once, on a fresh event loop, the order rotating from run to run. Printed: the
+median deliveries per second of each, and the median over runs of its ratio to the hub's rate
+in the same run.
+
+    python bench/deliveries.py [--runs 5] [--scale 1.0]
+
+``--scale`` multiplies the broadcast counts (not the sessions).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
+import platform
+import random
 import statistics
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
 
-from pyview_fanout import InMemoryPubSub
+from peers import HUB, Peer, peers
 
-Run = Callable[[int, int], Awaitable[float]]
+# Messages queued per session's mailbox in pyview_fanout; every scenario stays under it, so no
+# policy drops a delivery.
+CAPACITY = 256
+# A run that has not seen every delivery by then has lost some.
+TIMEOUT_S = 300.0
 
 
-async def measure(
-    subscribe: Callable[[str, str, Callable[[str, object], Awaitable[None]]], Awaitable[None]],
-    broadcast: Callable[[str, object], Awaitable[None]],
-    sessions: int,
-    broadcasts: int,
-) -> float:
-    """Deliveries per second: every session subscribed with a counting handler, then
-    ``broadcasts`` messages, the publisher yielding after each, until the last is handled."""
-    expected = sessions * broadcasts
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    sessions: int
+    topics: int
+    topics_per_session: int
+    broadcasts: int
+
+    def subscriptions(self) -> list[list[str]]:
+        """Each session's topics: the same seeded draw for every implementation."""
+        draw = random.Random(25)
+        return [
+            [f"topic:{t}" for t in draw.sample(range(self.topics), self.topics_per_session)]
+            for _ in range(self.sessions)
+        ]
+
+    def published(self) -> list[str]:
+        return [f"topic:{i % self.topics}" for i in range(self.broadcasts)]
+
+
+async def measure(peer: Peer, scenario: Scenario) -> float:
+    subscriptions = scenario.subscriptions()
+    published = scenario.published()
+    subscribers: dict[str, int] = {}
+    for topics in subscriptions:
+        for topic in topics:
+            subscribers[topic] = subscribers.get(topic, 0) + 1
+    expected = sum(subscribers.get(topic, 0) for topic in published)
+    per_session = max(sum(published.count(t) for t in topics) for topics in subscriptions[:100])
+    assert per_session <= CAPACITY, f"{scenario.name}: {per_session} messages per session"
     received = 0
     done = asyncio.Event()
 
@@ -40,50 +81,68 @@ async def measure(
         if received == expected:
             done.set()
 
-    for i in range(sessions):
-        await subscribe(f"s{i}", "room", handler)
+    await peer.start()
+    for i, topics in enumerate(subscriptions):
+        for topic in topics:
+            await peer.subscribe_topic(f"s{i}", topic, handler)
+    gc.collect()
     start = time.perf_counter()
-    for i in range(broadcasts):
-        await broadcast("room", i)
+    for i, topic in enumerate(published):
+        await peer.broadcast(topic, i)
         await asyncio.sleep(0)
-    await done.wait()
-    return expected / (time.perf_counter() - start)
-
-
-async def run_fanout(sessions: int, broadcasts: int) -> float:
-    pubsub = InMemoryPubSub(capacity=256)
-    await pubsub.start()
-    rate = await measure(pubsub.subscribe_topic, pubsub.broadcast, sessions, broadcasts)
-    await pubsub.stop()
+    try:
+        await asyncio.wait_for(done.wait(), TIMEOUT_S)
+    except TimeoutError:
+        raise SystemExit(f"{scenario.name}: {received} of {expected} deliveries after {TIMEOUT_S} s") from None
+    rate = expected / (time.perf_counter() - start)
+    await peer.stop()
     return rate
-
-
-async def run_hub(sessions: int, broadcasts: int) -> float:
-    from pyview.vendor.flet.pubsub import PubSubHub
-
-    hub = PubSubHub()
-    return await measure(hub.subscribe_topic_async, hub.send_all_on_topic_async, sessions, broadcasts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--broadcasts", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the broadcast counts")
     args = parser.parse_args()
-    runs: dict[str, Run] = {"pyview_fanout": run_fanout}
-    try:
-        import pyview.vendor.flet.pubsub  # noqa: F401
+    scenarios = [
+        Scenario("one-topic", sessions=1000, topics=1, topics_per_session=1, broadcasts=round(200 * args.scale)),
+        Scenario("5-of-1000", sessions=10_000, topics=1000, topics_per_session=5, broadcasts=round(2000 * args.scale)),
+    ]
+    factories: dict[str, Callable[[], Peer]] = peers(CAPACITY)
+    names = list(factories)
+    print(
+        f"python {platform.python_version()}, pyview-fanout {metadata.version('pyview-fanout')}, "
+        f"pyview-web {_version('pyview-web')}, {os.cpu_count()} cpus, {args.runs} runs"
+    )
+    for scenario in scenarios:
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        for run in range(args.runs):
+            for k in range(len(names)):
+                name = names[(run + k) % len(names)]
+                rates[name].append(asyncio.run(measure(factories[name](), scenario)))
+                gc.collect()
+        print(
+            f"\n{scenario.name}: {scenario.sessions} sessions, {scenario.topics} topics, "
+            f"{scenario.topics_per_session} per session, {scenario.broadcasts} broadcasts"
+        )
+        print("| implementation | k deliveries/s (median) | × hub (median) | runs (k/s) |")
+        print("| --- | ---: | ---: | --- |")
+        for name in names:
+            ratio = (
+                f"{statistics.median(r / h for r, h in zip(rates[name], rates[HUB])):.2f}"
+                if HUB in rates
+                else "-"
+            )
+            runs = ", ".join(f"{r / 1000:.0f}" for r in rates[name])
+            print(f"| {name} | {statistics.median(rates[name]) / 1000:.0f} | {ratio} | {runs} |")
+        sys.stdout.flush()
 
-        runs["pyview hub"] = run_hub
-    except ImportError:
-        print("pyview-web is not installed: the hub is left out")
-    results: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.runs):
-        for name, run in runs.items():
-            results[name].append(asyncio.run(run(args.sessions, args.broadcasts)))
-    for name, rates in results.items():
-        print(f"{name}: {statistics.median(rates) / 1000:.0f} k deliveries/s (runs: {', '.join(f'{r / 1000:.0f}' for r in rates)})")
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 if __name__ == "__main__":
