@@ -2,9 +2,11 @@
 and the design's pure-Python InMemoryPubSub (``peers``), each in a subprocess of its own.
 
 In each subprocess one session subscribes to one topic with a handler that never returns;
-the peak RSS of the idle process (started, subscribed) is the baseline; then 20,000
-broadcasts of a small dict each, the publisher yielding to the loop after each; then the
-peak RSS again (``ru_maxrss``, which sees Rust's allocations as well as Python's).
+the idle process (started, subscribed) gives the baseline; then 20,000 broadcasts of a small
+dict each, the publisher yielding to the loop after each; then the peak RSS again
+(``ru_maxrss``, which sees Rust's allocations as well as Python's) and the resident set at the
+end (``VmRSS``). The idle peak includes the imports' transients, so the current RSS's growth is
+printed beside the peak's.
 pyview_fanout's mailbox holds ``--capacity`` messages (``drop_oldest``); the hub and the
 design spawn one task per delivery, so every broadcast leaves one more task waiting. Runs
 alternate between the implementations; the medians are printed.
@@ -33,6 +35,13 @@ def peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def current_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 async def stalled(name: str, broadcasts: int, capacity: int) -> dict[str, object]:
     peer = peers(capacity)[name]()
     never = asyncio.Event()
@@ -44,12 +53,17 @@ async def stalled(name: str, broadcasts: int, capacity: int) -> dict[str, object
     await peer.subscribe_topic("stalled", "room", handler)
     await asyncio.sleep(0.05)
     gc.collect()
-    baseline = peak_kib()
+    idle_peak, idle_current = peak_kib(), current_kib()
     for i in range(broadcasts):
         await peer.broadcast("room", {"count": i})
         await asyncio.sleep(0)
     await asyncio.sleep(0.2)
-    result: dict[str, object] = {"baseline_kib": baseline, "peak_kib": peak_kib()}
+    result: dict[str, object] = {
+        "idle_peak_kib": idle_peak,
+        "peak_kib": peak_kib(),
+        "idle_current_kib": idle_current,
+        "current_kib": current_kib(),
+    }
     stats = getattr(peer, "stats", None)
     if stats is not None:
         snapshot = stats()
@@ -84,13 +98,20 @@ def main() -> None:
         f"{args.broadcasts} broadcasts to one stalled session; pyview_fanout's mailbox "
         f"{args.capacity} messages, drop_oldest; {args.runs} runs"
     )
-    print("| implementation | peak RSS MiB (median) | growth over idle MiB (median) | growth per broadcast |")
-    print("| --- | ---: | ---: | ---: |")
+    print("Medians, MiB: the peak RSS (idle and at the end), and the current RSS's growth over idle.")
+    print("| implementation | idle peak | peak | peak's growth | current RSS's growth | per broadcast |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in names:
-        peaks = [int(r["peak_kib"]) for r in results[name]]
-        growth = [int(r["peak_kib"]) - int(r["baseline_kib"]) for r in results[name]]
-        per = statistics.median(growth) * 1024 / args.broadcasts
-        print(f"| {name} | {statistics.median(peaks) / 1024:.1f} | {statistics.median(growth) / 1024:.1f} | {per:.0f} B |")
+        runs = results[name]
+        idle = statistics.median(int(r["idle_peak_kib"]) for r in runs)
+        peak = statistics.median(int(r["peak_kib"]) for r in runs)
+        peak_growth = statistics.median(int(r["peak_kib"]) - int(r["idle_peak_kib"]) for r in runs)
+        growth = statistics.median(int(r["current_kib"]) - int(r["idle_current_kib"]) for r in runs)
+        per = growth * 1024 / args.broadcasts
+        print(
+            f"| {name} | {idle / 1024:.1f} | {peak / 1024:.1f} | {peak_growth / 1024:.2f} "
+            f"| {growth / 1024:.2f} | {per:.0f} B |"
+        )
     for name in names:
         dropped = [r["dropped"] for r in results[name] if "dropped" in r]
         if dropped:
