@@ -139,6 +139,15 @@ struct Database {
 }
 
 impl Database {
+    /// Drops the payload table `name` under the providers that use it, so that the server
+    /// refuses their next stored payload.
+    async fn drop_table(&self, name: &str) {
+        self.admin
+            .batch_execute(&format!("DROP TABLE {}", quoted(name)))
+            .await
+            .unwrap();
+    }
+
     /// Connects, or `None` after printing why the test is skipped.
     async fn connect() -> Option<Database> {
         Some(Database {
@@ -1174,10 +1183,7 @@ async fn a_refused_publish_is_counted_and_keeps_the_connection() {
     let [a, b] = &nodes;
     let received = Received::default();
     received.subscribe(b, "b", "t").await;
-    db.admin
-        .batch_execute(&format!("DROP TABLE {}", quoted(&table)))
-        .await
-        .unwrap();
+    db.drop_table(&table).await;
     a.broadcast("t", Bytes::from(vec![b'x'; 16 * 1024]))
         .await
         .unwrap();
@@ -1199,6 +1205,18 @@ async fn a_refused_publish_is_counted_and_keeps_the_connection() {
     db.finish(&nodes).await;
 }
 
+/// `error` is an acknowledged broadcast's: the server refused its `pg_notify` statement.
+fn assert_refused_statement(error: &fanout::PubSubError) {
+    assert!(
+        matches!(
+            error.broker(),
+            Some(BrokerError::Unacknowledged { why: Unacknowledged::Refused(reason) })
+                if reason.contains("pg_notify refused")
+        ),
+        "{error:?}"
+    );
+}
+
 /// Each statement of a pipeline is answered on its own: a stored payload the server refuses
 /// (the table was dropped) fails its own acknowledged broadcast, while the small ones
 /// pipelined with it are acknowledged and delivered, and the connection is kept.
@@ -1211,10 +1229,7 @@ async fn a_refused_statement_refuses_its_own_messages_only() {
     let [a, b] = &nodes;
     let received = Received::default();
     received.subscribe(b, "b", "t").await;
-    db.admin
-        .batch_execute(&format!("DROP TABLE {}", quoted(&table)))
-        .await
-        .unwrap();
+    db.drop_table(&table).await;
     // Enough at once that the refused one shares a pipeline with accepted ones.
     let small: Vec<_> = (0..40)
         .map(|i| a.broadcast_acknowledged("t", Bytes::from(format!("small-{i}"))))
@@ -1225,14 +1240,7 @@ async fn a_refused_statement_refuses_its_own_messages_only() {
         assert!(result.is_ok(), "small-{i}: {result:?}");
     }
     let error = large.expect_err("the table is gone");
-    assert!(
-        matches!(
-            error.broker(),
-            Some(BrokerError::Unacknowledged { why: Unacknowledged::Refused(reason) })
-                if reason.contains("pg_notify refused")
-        ),
-        "{error:?}"
-    );
+    assert_refused_statement(&error);
     received
         .until("every small message", |r| r.count("b") >= 40)
         .await;
@@ -1272,22 +1280,12 @@ async fn an_acknowledged_broadcast_waits_for_the_server_and_names_a_refusal() {
         .unwrap();
     received.until("both", |r| r.count("b") == 2).await;
 
-    db.admin
-        .batch_execute(&format!("DROP TABLE {}", quoted(&table)))
-        .await
-        .unwrap();
+    db.drop_table(&table).await;
     let error = a
         .broadcast_acknowledged("t", Bytes::from(vec![b'x'; 16 * 1024]))
         .await
         .expect_err("the table is gone");
-    assert!(
-        matches!(
-            error.broker(),
-            Some(BrokerError::Unacknowledged { why: Unacknowledged::Refused(reason) })
-                if reason.contains("pg_notify refused")
-        ),
-        "{error:?}"
-    );
+    assert_refused_statement(&error);
     // Small messages still go through, acknowledged.
     a.broadcast_acknowledged("t", Bytes::from_static(b"small"))
         .await

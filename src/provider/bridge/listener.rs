@@ -35,6 +35,7 @@
 //! published by other instances in between are lost: the brokers' pub/sub is at-most-once.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,12 +92,19 @@ impl Intake {
         }
     }
 
-    /// Asks the task to report when `topic` is confirmed by the broker.
-    pub(crate) fn wait_for(&self, topic: Topic) -> oneshot::Receiver<Result<(), BrokerError>> {
+    /// Asks the task to report when `topic` is confirmed by the broker (at once if it already
+    /// is); the future ends with the broker's refusal or unconfirmed state, or `Stopped` if
+    /// the task ends first. The request is made now, not when the future is first polled.
+    pub(crate) fn confirmed(&self, topic: Topic) -> impl Future<Output = crate::Result<()>> + Send + 'static {
         let (waiter, confirmed) = oneshot::channel();
         lock(&self.pending).waiters.push((topic, waiter));
         self.wake.notify_one();
-        confirmed
+        async move {
+            match confirmed.await {
+                Ok(confirmed) => confirmed.map_err(Into::into),
+                Err(_) => Err(PubSubError::Stopped),
+            }
+        }
     }
 
     fn change(&self, topic: &Topic, wanted: bool) {
@@ -120,16 +128,7 @@ impl TopicObserver for Intake {
 
     /// The broker's confirmation of `topic`'s channel; `Stopped` if the listener ends first.
     fn confirmation(&self, topic: &Topic) -> Option<BoxFuture<'static, crate::Result<()>>> {
-        let confirmed = self.wait_for(topic.clone());
-        Some(
-            async move {
-                match confirmed.await {
-                    Ok(confirmed) => confirmed.map_err(Into::into),
-                    Err(_) => Err(PubSubError::Stopped),
-                }
-            }
-            .boxed(),
-        )
+        Some(self.confirmed(topic.clone()).boxed())
     }
 }
 

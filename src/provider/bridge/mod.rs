@@ -106,7 +106,7 @@ use self::publisher::{Outbound, Publisher, PublisherState};
 use self::settings::BridgeSettings;
 use self::stats::BrokerCounters;
 use crate::config::{Config, ConfigError};
-use crate::engine::{Engine, Notice, SessionReceiver, TopicObserver};
+use crate::engine::{Engine, Notice, SessionReceiver};
 use crate::envelope::{single_encoded_len, EnvelopeLimits, Record};
 use crate::error::{PubSubError, Result};
 use crate::handler::Handler;
@@ -351,10 +351,7 @@ impl<B: Broker> Bridge<B> {
 
     /// Waits until the broker has confirmed `topic`'s channel (at once if it already has).
     async fn confirmed(&self, topic: &str) -> Result<()> {
-        match self.intake.confirmation(&Topic::from(topic)) {
-            Some(confirmed) => confirmed.await,
-            None => Ok(()),
-        }
+        self.intake.confirmed(Topic::from(topic)).await
     }
 
     /// Opens a pull-form session on this instance; its `subscribe` waits for the broker.
