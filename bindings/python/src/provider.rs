@@ -1,5 +1,7 @@
 //! `_core.Provider`: the provider under the Python `InMemoryPubSub` and `RedisPubSub`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use fanout::bridge::BrokerStats;
 use fanout::{Config, StatsSnapshot};
@@ -12,6 +14,7 @@ use crate::call::{self, detached};
 use crate::config;
 use crate::errors;
 use crate::payload;
+use crate::pump::Pump;
 use crate::session::Session;
 
 /// A provider; the Python layer (`_provider`) runs the sessions' pumps on top.
@@ -76,12 +79,16 @@ impl Provider {
         self.backend.encoded()
     }
 
-    /// Opens the pull-form session `session_id`, whose pump runs on `event_loop` (on this
-    /// thread).
-    fn open_session(&self, py: Python<'_>, session_id: &str, event_loop: Py<PyAny>) -> PyResult<Session> {
+    /// Opens the pull-form session `session_id`, whose handlers run on `pump`.
+    fn open_session(&self, py: Python<'_>, session_id: &str, pump: &Pump) -> PyResult<Session> {
         let receiver = detached(py, || self.backend.open_session(session_id))
             .map_err(|error| errors::pubsub(py, error))?;
-        Ok(Session::new(receiver, event_loop, self.backend.encoded()))
+        Ok(Session::new(
+            py,
+            receiver,
+            Arc::clone(pump.queue()),
+            self.backend.encoded(),
+        ))
     }
 
     /// Delivers `message` to every subscriber of `topic`.

@@ -1,42 +1,94 @@
-//! `_core.Session`: a pull-form session of the engine, read by its pump on an asyncio loop.
+//! `_core.Session`: a pull-form session of the engine, whose handlers its loop's pump runs.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use fanout::{SessionHandle, SessionReceiver};
+use fanout::{Message, SessionHandle, SessionReceiver};
 use futures_core::Stream;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::call::{self, detached};
-use crate::payload;
-use crate::wake::SessionWaker;
+use crate::handlers::HandlerTable;
+use crate::wake::{self, ReadyQueue, SessionSlot};
 
-/// One session: its receiver, read by one pump, and a handle that subscribes meanwhile.
-#[pyclass(frozen, module = "pyview_fanout._core")]
-pub(crate) struct Session {
-    /// Read only by the session's pump, one `next` at a time.
+/// Keys of sessions, never reused in a process.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// What the pump reads and runs of one session.
+pub(crate) struct SessionCore {
+    /// How the pump names the session to the Python layer.
+    pub(crate) key: u64,
+    /// Read only by the session's pump, one poll at a time.
     receiver: Mutex<SessionReceiver>,
     handle: SessionHandle,
-    waker: Arc<SessionWaker>,
-    /// `waker` as the engine's mailbox takes it.
+    /// The session's handlers, looked up by the pump for each message.
+    handlers: Mutex<HandlerTable>,
+    /// Messages are encoded bytes (a distributed provider), for the pump to decode; else
+    /// they are payloads of [`crate::payload::wrap`].
+    pub(crate) encoded: bool,
+    /// Set while a handler of the session that awaited something runs on a task of its own:
+    /// the pump takes no message of the session meanwhile (G4).
+    pub(crate) busy: AtomicBool,
+    pub(crate) slot: Arc<SessionSlot>,
+    /// `slot` as the engine's mailbox takes it.
     mailbox_waker: Waker,
-    /// Messages are encoded bytes (a distributed provider), handed to the pump as `bytes`
-    /// for the Python layer to decode; else they are payloads of [`payload::wrap`].
-    encoded: bool,
+}
+
+impl SessionCore {
+    /// The next message, if the mailbox has one; `Ready(None)` once the session is closed.
+    /// Never waits; a `Pending` poll leaves the slot's waker with the mailbox.
+    pub(crate) fn poll(&self) -> Poll<Option<Message>> {
+        let mut receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
+        Pin::new(&mut *receiver).poll_next(&mut Context::from_waker(&self.mailbox_waker))
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        self.handle.id()
+    }
+
+    fn handlers(&self) -> MutexGuard<'_, HandlerTable> {
+        self.handlers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The handler of `topic`, if the session has one.
+    pub(crate) fn handler(&self, py: Python<'_>, topic: &str) -> Option<Py<PyAny>> {
+        self.handlers().get(py, topic)
+    }
+}
+
+/// One session, as the Python layer holds it.
+#[pyclass(frozen, module = "pyview_fanout._core")]
+pub(crate) struct Session {
+    pub(crate) core: Arc<SessionCore>,
 }
 
 impl Session {
-    pub(crate) fn new(receiver: SessionReceiver, event_loop: Py<PyAny>, encoded: bool) -> Self {
-        let waker = Arc::new(SessionWaker::new(event_loop));
-        Self {
-            handle: receiver.handle(),
-            receiver: Mutex::new(receiver),
-            mailbox_waker: Waker::from(Arc::clone(&waker)),
-            waker,
-            encoded,
-        }
+    /// A session read by the pump of `queue`, with no handler yet, queued there at once so that its first poll
+    /// leaves its waker with the mailbox.
+    pub(crate) fn new(
+        py: Python<'_>,
+        receiver: SessionReceiver,
+        queue: Arc<ReadyQueue>,
+        encoded: bool,
+    ) -> Self {
+        let core = Arc::new_cyclic(|session| {
+            let slot = Arc::new(SessionSlot::new(session.clone(), queue));
+            SessionCore {
+                key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+                handle: receiver.handle(),
+                receiver: Mutex::new(receiver),
+                handlers: Mutex::default(),
+                encoded,
+                busy: AtomicBool::new(false),
+                mailbox_waker: Waker::from(Arc::clone(&slot)),
+                slot,
+            }
+        });
+        core.slot.queue();
+        wake::resolve_ready(py);
+        Self { core }
     }
 }
 
@@ -45,56 +97,54 @@ impl Session {
     /// The session's id.
     #[getter]
     fn id(&self) -> &str {
-        self.handle.id()
+        self.core.id()
+    }
+
+    /// The key the pump reports the session by: unique in the process.
+    #[getter]
+    fn key(&self) -> u64 {
+        self.core.key
     }
 
     /// Whether the session is closed (unsubscribed from everything, disconnected as a slow
     /// consumer, or stopped).
     #[getter]
     fn closed(&self) -> bool {
-        self.handle.is_closed()
-    }
-
-    /// The next message as `(topic, message)`; else an asyncio future that is done when
-    /// there may be one (await it, then call again); else `None`: the session is closed.
-    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        loop {
-            let polled = detached(py, || {
-                let mut receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
-                Pin::new(&mut *receiver).poll_next(&mut Context::from_waker(&self.mailbox_waker))
-            });
-            match polled {
-                Poll::Ready(Some(message)) if self.encoded => {
-                    let topic = PyString::new(py, message.topic().as_str());
-                    let payload = PyBytes::new(py, message.payload());
-                    return Ok(Some(
-                        PyTuple::new(py, [topic.into_any(), payload.into_any()])?.into_any(),
-                    ));
-                }
-                Poll::Ready(Some(message)) => {
-                    if let Some(pair) = payload::unwrap(py, message.payload()) {
-                        return Ok(Some(pair.into_any()));
-                    }
-                }
-                Poll::Ready(None) => return Ok(None),
-                Poll::Pending => {
-                    if let Some(waiter) = self.waker.park(py)? {
-                        return Ok(Some(waiter));
-                    }
-                }
-            }
-        }
+        self.core.handle.is_closed()
     }
 
     /// Subscribes the session to `topic`; returns an awaitable if the engine has to wait.
     fn subscribe<'py>(&self, py: Python<'py>, topic: String) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let handle = self.handle.clone();
+        let handle = self.core.handle.clone();
         call::run(py, async move { handle.subscribe(&topic).await })
     }
 
     /// Closes the session and unsubscribes it from everything; what it still holds is
     /// discarded and counted.
     fn close(&self, py: Python<'_>) {
-        detached(py, || self.handle.close());
+        detached(py, || self.core.handle.close());
+    }
+
+    /// Sets the handler of `topic`; returns the one it replaces.
+    fn set_handler(&self, topic: &str, handler: Py<PyAny>) -> Option<Py<PyAny>> {
+        self.core.handlers().insert(topic, handler)
+    }
+
+    /// Removes the handler of `topic`; returns it.
+    fn remove_handler(&self, topic: &str) -> Option<Py<PyAny>> {
+        self.core.handlers().remove(topic)
+    }
+
+    /// How many topics the session has a handler for.
+    #[getter]
+    fn handler_count(&self) -> usize {
+        self.core.handlers().len()
+    }
+
+    /// Hands the session back to its pump after a handler that ran on a task of its own.
+    fn release(&self, py: Python<'_>) {
+        self.core.busy.store(false, Ordering::Release);
+        self.core.slot.queue();
+        wake::resolve_ready(py);
     }
 }

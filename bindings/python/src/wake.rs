@@ -1,24 +1,36 @@
-//! Waking a session's pump, a task on an asyncio loop, when its mailbox gains a message or
-//! its session closes, without touching Python on the waking thread.
+//! The ready queue of one asyncio loop's pump: the sessions whose mailbox may hold a message
+//! or whose session closed, and waking the pump when it is parked, without touching Python on
+//! the waking thread.
 //!
-//! A pump that finds its mailbox empty parks on an asyncio future ([`SessionWaker::park`]).
-//! The engine wakes the session's waker from wherever the push or the close happens:
+//! Invariants:
 //!
-//! - **On the loop's own thread** (a broadcast, unsubscribe or `stop` made from that loop,
-//!   the common case): the future goes on the thread's [`READY`] list, and the engine call
-//!   that woke it resolves it as it returns, attached ([`resolve_ready`]). No system call and
-//!   no wait for the GIL inside the engine.
-//! - **On another thread** (a tokio worker finishing a `block` broadcast, a broadcast from
-//!   another thread's loop): a blocking-pool thread attaches and hands the future to the loop
-//!   with `call_soon_threadsafe`. That thread holds no engine lock, so its wait for the GIL
-//!   cannot deadlock with a Python thread in an engine call.
+//! - **A session is in the queue at most once.** Its `queued` flag is set by whoever pushes
+//!   it and cleared by the pump as it pops it, before it polls the mailbox. A wake that comes
+//!   after that clear pushes it again, so no wake is lost; one that comes before is already
+//!   covered by the poll to come.
+//! - **The pump parks only on an empty queue.** It makes its future outside the lock, then
+//!   stores it only if the queue is still empty and the pump not stopped; a push takes the
+//!   stored future and resolves it. So a push either lands before the check (the pump goes
+//!   on) or finds the future (and resolves it).
+//! - **Resolving.** On the loop's own thread (a broadcast, unsubscribe or `stop` made from
+//!   that loop, the common case) the future goes on the thread's [`READY`] list, and the
+//!   engine call that woke it resolves it as it returns, attached ([`resolve_ready`]): no
+//!   system call and no wait for the GIL inside the engine. On another thread (a tokio worker
+//!   finishing a `block` broadcast, a broadcast from another thread's loop) a blocking-pool
+//!   thread attaches and hands the future to the loop with `call_soon_threadsafe`; that
+//!   thread holds no engine lock, so its wait for the GIL cannot deadlock with a Python
+//!   thread in an engine call.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Wake;
 use std::thread::{self, ThreadId};
 
 use pyo3::prelude::*;
+
+use crate::session::SessionCore;
 
 thread_local! {
     /// Futures of pumps on this thread's loop, woken during an engine call made on this
@@ -52,62 +64,98 @@ pub(crate) fn resolve_waiter(waiter: &Bound<'_, PyAny>) {
     resolve(waiter);
 }
 
-/// One session's waker: what the engine's mailbox calls, and where its pump parks.
-pub(crate) struct SessionWaker {
-    /// The thread running the session's loop.
+/// One loop's ready queue.
+pub(crate) struct ReadyQueue {
+    /// The thread running the loop.
     owner: ThreadId,
     event_loop: Py<PyAny>,
-    parked: Mutex<Parked>,
+    state: Mutex<QueueState>,
 }
 
 #[derive(Default)]
-struct Parked {
-    /// The future the pump awaits, set by `park`, taken by the first wake.
+struct QueueState {
+    ready: VecDeque<Arc<SessionSlot>>,
+    /// The future the parked pump awaits, taken by the first push.
     waiter: Option<Py<PyAny>>,
-    /// A wake found no future: the pump was between its poll and its park.
-    woken: bool,
+    stopped: bool,
 }
 
-impl SessionWaker {
-    /// A waker for a pump on `event_loop`, which runs on the calling thread.
+/// What the pump finds when it asks for the next session.
+pub(crate) enum Next<'py> {
+    Session(Arc<SessionSlot>),
+    /// The queue is empty: await this future, then ask again.
+    Park(Bound<'py, PyAny>),
+    Stopped,
+}
+
+impl ReadyQueue {
+    /// The queue of a pump on `event_loop`, which runs on the calling thread.
     pub(crate) fn new(event_loop: Py<PyAny>) -> Self {
         Self {
             owner: thread::current().id(),
             event_loop,
-            parked: Mutex::new(Parked::default()),
+            state: Mutex::new(QueueState::default()),
         }
     }
 
-    fn parked(&self) -> MutexGuard<'_, Parked> {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Parks the pump after a poll found nothing: returns the future to await, or `None` if a
-    /// wake came since that poll (poll again).
-    pub(crate) fn park<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let waiter = self.event_loop.bind(py).call_method0("create_future")?;
-        let mut parked = self.parked();
-        if std::mem::take(&mut parked.woken) {
-            return Ok(None);
+    /// Queues `slot` unless it is queued already; wakes the pump if it is parked.
+    pub(crate) fn push(self: &Arc<Self>, slot: &Arc<SessionSlot>) {
+        if slot.queued.swap(true, Ordering::AcqRel) {
+            return;
         }
-        parked.waiter = Some(waiter.clone().unbind());
-        Ok(Some(waiter))
-    }
-}
-
-impl Wake for SessionWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
         let waiter = {
-            let mut parked = self.parked();
-            let waiter = parked.waiter.take();
-            parked.woken = waiter.is_none();
-            waiter
+            let mut state = self.state();
+            if state.stopped {
+                return;
+            }
+            state.ready.push_back(Arc::clone(slot));
+            state.waiter.take()
         };
-        let Some(waiter) = waiter else { return };
+        if let Some(waiter) = waiter {
+            self.wake(waiter);
+        }
+    }
+
+    /// The next session to visit, its `queued` flag cleared; else a future to park on.
+    pub(crate) fn next<'py>(&self, py: Python<'py>) -> PyResult<Next<'py>> {
+        loop {
+            {
+                let mut state = self.state();
+                if state.stopped {
+                    return Ok(Next::Stopped);
+                }
+                if let Some(slot) = state.ready.pop_front() {
+                    slot.queued.store(false, Ordering::Release);
+                    return Ok(Next::Session(slot));
+                }
+            }
+            let waiter = self.event_loop.bind(py).call_method0("create_future")?;
+            let mut state = self.state();
+            if state.ready.is_empty() && !state.stopped {
+                state.waiter = Some(waiter.clone().unbind());
+                return Ok(Next::Park(waiter));
+            }
+        }
+    }
+
+    /// Ends the pump: its next ask finds it stopped. Wakes it if it is parked.
+    pub(crate) fn stop(self: &Arc<Self>) {
+        let (waiter, ready) = {
+            let mut state = self.state();
+            state.stopped = true;
+            (state.waiter.take(), std::mem::take(&mut state.ready))
+        };
+        drop(ready);
+        if let Some(waiter) = waiter {
+            self.wake(waiter);
+        }
+    }
+
+    fn wake(self: &Arc<Self>, waiter: Py<PyAny>) {
         if thread::current().id() == self.owner {
             READY.with(|ready| ready.borrow_mut().push(waiter));
             return;
@@ -115,8 +163,7 @@ impl Wake for SessionWaker {
         let this = Arc::clone(self);
         pyo3_async_runtimes::tokio::get_runtime().spawn_blocking(move || {
             Python::attach(|py| {
-                let callback = wrap_pyfunction!(resolve_waiter, py);
-                if let Ok(callback) = callback {
+                if let Ok(callback) = wrap_pyfunction!(resolve_waiter, py) {
                     // A closed loop refuses: its pump is gone.
                     let _ = this
                         .event_loop
@@ -125,5 +172,42 @@ impl Wake for SessionWaker {
                 }
             });
         });
+    }
+}
+
+/// A session's place in its pump's queue, and its waker as the engine's mailbox takes it.
+///
+/// It holds the session weakly (the session owns its mailbox, which owns this waker), and a
+/// wake never upgrades it: the pump does, on its loop's thread, so that the last reference to
+/// a session, and the Python objects it holds, is never dropped inside an engine call.
+pub(crate) struct SessionSlot {
+    /// Set while the slot is in the queue.
+    queued: AtomicBool,
+    pub(crate) session: Weak<SessionCore>,
+    queue: Arc<ReadyQueue>,
+}
+
+impl SessionSlot {
+    pub(crate) fn new(session: Weak<SessionCore>, queue: Arc<ReadyQueue>) -> Self {
+        Self {
+            queued: AtomicBool::new(false),
+            session,
+            queue,
+        }
+    }
+
+    /// Queues the session on its pump (the pump polls it next time round).
+    pub(crate) fn queue(self: &Arc<Self>) {
+        self.queue.push(self);
+    }
+}
+
+impl Wake for SessionSlot {
+    fn wake(self: Arc<Self>) {
+        self.queue();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue();
     }
 }

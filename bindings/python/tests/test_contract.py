@@ -114,7 +114,7 @@ async def test_the_last_unsubscribe_ends_the_session(make_pubsub):
     await pubsub.unsubscribe_all("s2")
     stats = pubsub.stats()
     assert (stats["sessions"], stats["topics"], stats["subscriptions"]) == (0, 0, 0)
-    await eventually(lambda: not pubsub._pumps)
+    await eventually(lambda: not pubsub._live())
 
 
 async def test_subscribing_twice_is_one_subscription_with_the_newer_handler(make_pubsub):
@@ -281,7 +281,7 @@ async def test_stop_is_idempotent_and_later_calls_raise_stopped(make_pubsub):
     await pubsub.subscribe_topic("s", "room", Recorder())
     await pubsub.stop()
     await pubsub.stop()
-    assert not pubsub._pumps
+    assert not pubsub._live()
     for call in (
         pubsub.subscribe_topic("s", "room", Recorder()),
         pubsub.unsubscribe_topic("s", "room"),

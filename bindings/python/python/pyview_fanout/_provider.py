@@ -1,18 +1,7 @@
-"""The sessions and pumps every provider shares: handlers on asyncio, fed from the engine.
+"""The design's provider operations, over a native provider, for every provider class.
 
-Each session has one bounded mailbox in the engine, for all its topics, and one asyncio task,
-its pump, on the loop that first subscribed it. The pump takes one message at a time and
-awaits the handler of its topic before it takes the next (G4): a session's handlers never run
-concurrently, and they see each publisher's messages in publish order. A full mailbox is the
-configured policy's to handle, so a stalled handler holds at most ``capacity`` messages (G7)
-and delays no other session (G5).
-
-A pump that finds its mailbox empty parks on an asyncio future, which the engine call that
-queues the next message resolves (see the native ``wake`` module): no thread hop when the
-broadcast comes from the same loop.
-
-A distributed provider's messages arrive as bytes and are decoded by the pump, once per
-recipient (``_codec``); in memory they are the broadcast objects themselves.
+Sessions live in the engine (``_core``); their handlers run on the pump of the loop that first
+subscribed them (``_pump``).
 """
 
 from __future__ import annotations
@@ -28,12 +17,9 @@ from ._codec import Codec, PayloadCodec
 from ._config import engine_settings
 from ._errors import BrokerError
 from ._protocol import TopicHandler
+from ._pump import _Pump, _Session
 
 _logger = logging.getLogger("pyview_fanout")
-
-# Messages a pump handles before it yields to the loop, so that a session fed from other
-# threads does not keep its loop to itself.
-_YIELD_EVERY = 64
 
 
 class Provider:
@@ -50,7 +36,8 @@ class Provider:
 
     def _init_sessions(self) -> None:
         self._sessions: dict[str, _Session] = {}
-        self._pumps: set[asyncio.Task[None]] = set()
+        # One pump per loop that subscribed sessions.
+        self._pumps: dict[asyncio.AbstractEventLoop, _Pump] = {}
         self._handler_errors = 0
         self._handlers_cancelled = 0
         self._decode_errors = 0
@@ -97,11 +84,9 @@ class Provider:
         created = session is None
         if session is None:
             self._start_lazily()
-            loop = asyncio.get_running_loop()
-            session = _Session(self, self._core.open_session(session_id, loop), loop)
-        previous = session.handlers.get(topic)
+            session = _Session(self, self._pump(), session_id)
         # The handler goes in first: a broadcast that finds the subscription finds it.
-        session.handlers[topic] = handler
+        previous = session.core.set_handler(topic, handler)
         unconfirmed: BrokerError | None = None
         try:
             pending = session.core.subscribe(topic)
@@ -114,16 +99,14 @@ class Provider:
             unconfirmed = error
         except BaseException:
             if previous is None:
-                session.handlers.pop(topic, None)
+                session.core.remove_handler(topic)
             else:
-                session.handlers[topic] = previous
+                session.core.set_handler(topic, previous)
             if created:
                 session.core.close()
             raise
         if created:
             self._sessions[session_id] = session
-            session.task = session.loop.create_task(session.pump(), name=f"pyview_fanout pump {session_id}")
-            self._pumps.add(session.task)
             if session.loop not in self._watchers:
                 watcher = session.loop.create_task(self._watch_closed(session.loop), name="pyview_fanout watcher")
                 self._watchers[session.loop] = watcher
@@ -157,7 +140,7 @@ class Provider:
         if pending is not None:
             await pending
         session = self._sessions.get(session_id)
-        if session is not None and session.handlers.pop(topic, None) is not None and not session.handlers:
+        if session is not None and session.core.remove_handler(topic) is not None and not session.core.handler_count:
             self._end(session)
 
     async def unsubscribe_all(self, session_id: str) -> None:
@@ -225,10 +208,11 @@ class Provider:
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
-        # A copy: pumps on other threads' loops leave the set as they end.
-        for pump in list(self._pumps):
-            if pump is not current and not pump.done():
-                by_loop.setdefault(pump.get_loop(), []).append(pump)
+        for pump_loop, pump in list(self._pumps.items()):
+            # A copy: handlers on other threads' loops leave the set as they end.
+            running = [task for task in list(pump.handler_tasks) if task is not current and not task.done()]
+            if running:
+                by_loop[pump_loop] = running
         for watcher_loop, watcher in list(self._watchers.items()):
             if watcher_loop is loop:
                 watcher.cancel()
@@ -236,15 +220,18 @@ class Provider:
                 watcher_loop.call_soon_threadsafe(watcher.cancel)
         grace = self._core.stop_grace
         waits: list[Awaitable[None]] = []
-        for pumps_loop, pumps in by_loop.items():
-            if pumps_loop is loop:
-                waits.append(_wind_down(pumps, grace))
-            elif pumps_loop.is_running():
-                # That loop's own pumps are awaited and cancelled on that loop.
-                done = asyncio.run_coroutine_threadsafe(_wind_down(pumps, grace), pumps_loop)
+        for tasks_loop, tasks in by_loop.items():
+            if tasks_loop is loop:
+                waits.append(_wind_down(tasks, grace))
+            elif tasks_loop.is_running():
+                # That loop's own tasks are awaited and cancelled on that loop.
+                done = asyncio.run_coroutine_threadsafe(_wind_down(tasks, grace), tasks_loop)
                 waits.append(asyncio.wrap_future(done))
         if waits:
             await asyncio.gather(*waits)
+        for pump in self._pumps.values():
+            pump.core.stop()
+        self._pumps.clear()
 
     def stats(self) -> dict[str, Any]:
         """The provider's counters: messages published, deliveries, drops by reason, handler
@@ -280,103 +267,36 @@ class Provider:
             else:
                 session.loop.call_soon_threadsafe(session.arm_grace, self._core.close_grace)
 
-    def _pump_ended(self, session: _Session) -> None:
+    def _pump(self) -> _Pump:
+        """The running loop's pump, made with the loop's first session."""
+        loop = asyncio.get_running_loop()
+        pump = self._pumps.get(loop)
+        if pump is None:
+            for closed in [other for other in self._pumps if other.is_closed()]:
+                self._pumps.pop(closed).core.stop()
+            pump = self._pumps[loop] = _Pump(self, loop, self._decode)
+        elif pump.task.done():
+            # Cancelled from outside: its sessions wait for it.
+            pump.start()
+        return pump
+
+    def _session_ended(self, session: _Session) -> None:
+        """Its pump saw ``session`` end."""
         if self._sessions.get(session.core.id) is session:
             del self._sessions[session.core.id]
-        if session.task is not None:
-            self._pumps.discard(session.task)
+
+    def _live(self) -> int:
+        """Sessions and running handlers the pumps still have (for tests)."""
+        return sum(pump.live() for pump in self._pumps.values())
 
 
-async def _wind_down(pumps: list[asyncio.Task[None]], grace: float) -> None:
-    """Waits up to ``grace`` for the pumps, on their own loop; cancels those still running
-    and waits as long again for them to unwind."""
-    _, running = await asyncio.wait(pumps, timeout=grace)
+async def _wind_down(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Waits up to ``grace`` for the handlers' tasks, on their own loop; cancels those still
+    running and waits as long again for them to unwind."""
+    _, running = await asyncio.wait(tasks, timeout=grace)
     if running:
         _logger.warning("stop: cancelling %d handlers still running after the stop grace", len(running))
-        for pump in running:
-            pump.cancel()
+        for task in running:
+            task.cancel()
         await asyncio.wait(running, timeout=grace)
 
-
-class _Session:
-    """A session's handlers and pump."""
-
-    __slots__ = ("core", "grace_timer", "handlers", "handling", "loop", "provider", "task")
-
-    def __init__(self, provider: Provider, core: _core.Session, loop: asyncio.AbstractEventLoop) -> None:
-        self.provider = provider
-        self.core = core
-        self.loop = loop
-        self.handlers: dict[str, TopicHandler] = {}
-        self.task: asyncio.Task[None] | None = None
-        # Whether the pump is awaiting a handler; written by the pump only.
-        self.handling = False
-        self.grace_timer: asyncio.TimerHandle | None = None
-
-    def arm_grace(self, grace: float) -> None:
-        """Cancels the running handler if it still runs ``grace`` seconds from now."""
-        if grace == 0:
-            self._cancel_handler()
-        elif self.grace_timer is None:
-            self.grace_timer = self.loop.call_later(grace, self._cancel_handler)
-
-    def _cancel_handler(self) -> None:
-        if self.handling and self.task is not None:
-            self.task.cancel()
-
-    async def pump(self) -> None:
-        next_message = self.core.next
-        handlers = self.handlers
-        provider = self.provider
-        decode = provider._decode
-        since_yield = 0
-        try:
-            while True:
-                item = next_message()
-                if item is None:
-                    return
-                if type(item) is not tuple:
-                    since_yield = 0
-                    await item
-                    continue
-                topic, message = item
-                # The pump keeps no reference to a message it has handled.
-                item = None
-                handler = handlers.get(topic)
-                if handler is not None and decode is not None:
-                    try:
-                        message = decode(message)
-                    except Exception:
-                        # A foreign or corrupt message on the channel (G9): skipped, counted.
-                        provider._decode_errors += 1
-                        _logger.exception("cannot decode a message on topic %r for session %r", topic, self.core.id)
-                        handler = None
-                if handler is not None:
-                    self.handling = True
-                    try:
-                        await handler(topic, message)
-                    except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if task is not None and task.cancelling():
-                            # Cancelled by a grace running out: the pump ends here. It returns
-                            # rather than re-raise, so that no traceback keeps the handler's
-                            # frame, and with it the message, alive in the finished task.
-                            provider._handlers_cancelled += 1
-                            return
-                        provider._handler_errors += 1
-                        _logger.exception("handler for topic %r of session %r raised", topic, self.core.id)
-                    except Exception:
-                        provider._handler_errors += 1
-                        _logger.exception("handler for topic %r of session %r raised", topic, self.core.id)
-                    finally:
-                        self.handling = False
-                message = None
-                since_yield += 1
-                if since_yield == _YIELD_EVERY:
-                    since_yield = 0
-                    await asyncio.sleep(0)
-        finally:
-            if self.grace_timer is not None:
-                self.grace_timer.cancel()
-            self.core.close()
-            provider._pump_ended(self)

@@ -1,0 +1,182 @@
+"""The pumps: one per asyncio loop, running the handlers of that loop's sessions.
+
+Each session has one bounded mailbox in the engine, for all its topics. The sessions of one
+loop share that loop's pump (``_core.Pump``): when a mailbox gains a message, its session is
+queued on the pump, and the pump takes the session's messages one at a time, in order, and
+runs the handler of each before it takes the next (G4). A full mailbox is the configured
+policy's to handle, so a stalled handler holds at most ``capacity`` messages (G7).
+
+A handler's first step runs inside the pump, called from native code: a handler that returns
+without awaiting anything not ready costs no task of its own. One that does await keeps the
+task it started in, which was the pump's, for the rest of its run; a new task takes the pump
+over, so other sessions go on (G5) while that session's next message waits for the handler.
+A handler therefore runs in one task from start to end: ``asyncio.current_task()``,
+``asyncio.timeout`` and cancellation act on it. Context variables are the pump task's: a
+value a handler sets is seen by handlers that run after it in the same task.
+
+A distributed provider's messages arrive as bytes and are decoded by the pump, once per
+recipient (``_codec``); in memory they are the broadcast objects themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from . import _core
+
+if TYPE_CHECKING:
+    from ._provider import Provider
+
+_logger = logging.getLogger("pyview_fanout")
+
+
+class _Pump:
+    """One loop's pump for one provider, and the tasks of its handlers that awaited."""
+
+    def __init__(self, provider: Provider, loop: asyncio.AbstractEventLoop, decode: Callable[[bytes], Any] | None) -> None:
+        self.provider = provider
+        self.loop = loop
+        self.core = _core.Pump(loop, decode)
+        # The sessions on this pump, by their core's key.
+        self.sessions: dict[int, _Session] = {}
+        # Tasks running a handler that awaited.
+        self.handler_tasks: set[asyncio.Task[None]] = set()
+        self.start()
+
+    def start(self) -> None:
+        """Starts a task that steps the pump."""
+        self.task = self.loop.create_task(self._run(), name="pyview_fanout pump")
+
+    async def _run(self) -> None:
+        step = self.core.step
+        while True:
+            outcome = step(self)
+            if outcome is None:
+                return
+            if outcome is True:
+                await asyncio.sleep(0)
+            elif type(outcome) is tuple:
+                # A handler awaited: this task goes on with it; a new one with the pump.
+                self.start()
+                await self._finish(*outcome)
+                return
+            else:
+                await outcome
+
+    async def _finish(self, key: int, topic: str, iterator: Any, yielded: Any) -> None:
+        """Runs the rest of session ``key``'s handler for ``topic``, then hands the session
+        back to the pump."""
+        session = self.sessions[key]
+        task = asyncio.current_task()
+        assert task is not None
+        session.task = task
+        session.handling = True
+        self.handler_tasks.add(task)
+        try:
+            await _Resumed(iterator, yielded)
+        except asyncio.CancelledError:
+            if task.cancelling():
+                # Cancelled by a grace running out; its session is closed. The task returns
+                # rather than re-raise, so that no traceback keeps the handler's frame, and
+                # with it the message, alive in the finished task.
+                self.provider._handlers_cancelled += 1
+            else:
+                self._failed(key, topic, None, False)
+        except Exception:
+            self._failed(key, topic, None, False)
+        finally:
+            session.handling = False
+            session.task = None
+            self.handler_tasks.discard(task)
+            session.core.release()
+
+    def _failed(self, key: int, topic: str, error: BaseException | None, decoding: bool) -> None:
+        """A handler raised (``error``, or the exception being handled), or a message did not
+        decode (G9: skipped). Counted and logged; the session goes on."""
+        session = self.sessions.get(key)
+        session_id = session.core.id if session is not None else None
+        exc_info: BaseException | bool = error if error is not None else True
+        if decoding:
+            self.provider._decode_errors += 1
+            _logger.error("cannot decode a message on topic %r for session %r", topic, session_id, exc_info=exc_info)
+        else:
+            self.provider._handler_errors += 1
+            _logger.error("handler for topic %r of session %r raised", topic, session_id, exc_info=exc_info)
+
+    def _ended(self, key: int) -> None:
+        """Session ``key`` is closed and the pump has seen its end."""
+        session = self.sessions.pop(key, None)
+        if session is not None:
+            if session.grace_timer is not None:
+                session.grace_timer.cancel()
+            self.provider._session_ended(session)
+
+    def live(self) -> int:
+        """Sessions and handler tasks this pump still has."""
+        return len(self.sessions) + len(self.handler_tasks)
+
+
+class _Resumed:
+    """A handler's awaitable whose first step yielded ``yielded``: awaiting it goes on as
+    ``await`` would have, from that point."""
+
+    __slots__ = ("iterator", "yielded")
+
+    def __init__(self, iterator: Any, yielded: Any) -> None:
+        self.iterator = iterator
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _resume(self.iterator, self.yielded)
+
+
+def _resume(iterator: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Hands ``yielded`` to the task, then each value the task sends (or exception it throws)
+    to ``iterator``, and each value ``iterator`` yields to the task, until it returns."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            iterator.close()
+            raise
+        except BaseException as error:
+            try:
+                yielded = iterator.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                yielded = iterator.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
+class _Session:
+    """A session's handlers, as the provider and its pump hold them."""
+
+    __slots__ = ("core", "grace_timer", "handling", "loop", "pump", "task")
+
+    def __init__(self, provider: Provider, pump: _Pump, session_id: str) -> None:
+        self.pump = pump
+        self.loop = pump.loop
+        # Its handlers by topic are the core's (`set_handler`, `remove_handler`).
+        self.core: _core.Session = provider._core.open_session(session_id, pump.core)
+        pump.sessions[self.core.key] = self
+        # The task running a handler of the session that awaited; written by the pump.
+        self.task: asyncio.Task[None] | None = None
+        self.handling = False
+        self.grace_timer: asyncio.TimerHandle | None = None
+
+    def arm_grace(self, grace: float) -> None:
+        """Cancels the running handler if it still runs ``grace`` seconds from now."""
+        if grace == 0:
+            self._cancel_handler()
+        elif self.grace_timer is None:
+            self.grace_timer = self.loop.call_later(grace, self._cancel_handler)
+
+    def _cancel_handler(self) -> None:
+        if self.handling and self.task is not None:
+            self.task.cancel()

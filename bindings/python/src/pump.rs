@@ -1,0 +1,291 @@
+//! `_core.Pump`: one asyncio loop's runner of its sessions' handlers.
+//!
+//! Each loop that subscribes sessions has one pump, a task on that loop (the Python layer's
+//! `_Pump`) that calls [`Pump::step`] until it parks. A step visits the sessions of the
+//! loop's [ready queue](crate::wake), takes each one's messages in mailbox order and runs the
+//! handler of each: it calls the coroutine function and drives the coroutine's first step
+//! right here, with `PyIter_Send`. A handler that returns without awaiting anything that is
+//! not ready costs no task, no future and no trip through the loop.
+//!
+//! Invariants:
+//!
+//! - **One handler of a session at a time, in mailbox order (G4).** A session's messages are
+//!   taken only by the pump, one after another. A handler that does await something not
+//!   ready is handed to the Python layer with what it yielded: the session is `busy`, the
+//!   pump takes none of its messages, and the task that was the pump goes on as that
+//!   handler's task while a new task takes the pump over. When the handler ends, the Python
+//!   layer releases the session ([`crate::session::Session::release`]) and it is queued
+//!   again.
+//! - **A stalled session delays no other (G5).** Only a busy session's own messages wait; a
+//!   step visits at most [`VISIT_BUDGET`] messages of a session before the next session's
+//!   turn, and at most [`STEP_BUDGET`] in all before the loop's other callbacks run.
+//! - **A handler runs in one task from start to end.** Its first step runs in the pump's
+//!   task; if it awaits, that task becomes its own. So `asyncio.current_task()` and what
+//!   binds to it (`asyncio.timeout`, cancellation) act on the task running the handler, as
+//!   with a task per handler.
+//! - **Nothing lost, nothing kept.** Each message taken is handled, or skipped and counted
+//!   by the Python layer (a failed decode), or reported as a handler error; the pump keeps
+//!   no reference to a message once its handler returned or was handed over.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+
+use fanout::Message;
+use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyString, PyTuple, PyType};
+use pyo3::{ffi, intern};
+
+use crate::payload;
+use crate::session::SessionCore;
+use crate::wake::{self, Next, ReadyQueue};
+
+/// Messages one visit takes from a session before the next session's turn.
+const VISIT_BUDGET: usize = 64;
+
+/// Messages one step takes before it returns, so that the loop's other callbacks run.
+const STEP_BUDGET: usize = 1024;
+
+/// One loop's pump.
+#[pyclass(frozen, module = "pyview_fanout._core")]
+pub(crate) struct Pump {
+    queue: Arc<ReadyQueue>,
+    /// Turns received bytes into the handler's message; `None` in memory.
+    decode: Option<Py<PyAny>>,
+    coroutine_type: Py<PyType>,
+    cancelled_error: Py<PyType>,
+}
+
+/// A handler that awaited something not ready: its awaitable's iterator and what it yielded.
+struct Suspended<'py> {
+    topic: Bound<'py, PyAny>,
+    iterator: Bound<'py, PyAny>,
+    yielded: Bound<'py, PyAny>,
+}
+
+impl Pump {
+    pub(crate) fn queue(&self) -> &Arc<ReadyQueue> {
+        &self.queue
+    }
+
+    /// Runs `session`'s handler for `message`. A handler's error, and a payload that does
+    /// not decode, are reported to `events`; only a `BaseException` that is not an
+    /// `Exception` (`KeyboardInterrupt`, `SystemExit`) comes back as an error.
+    fn deliver<'py>(
+        &self,
+        py: Python<'py>,
+        session: &SessionCore,
+        message: &Message,
+        events: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Suspended<'py>>> {
+        let Some(handler) = session.handler(py, message.topic().as_str()) else {
+            return Ok(None);
+        };
+        let handler = handler.into_bound(py);
+        let args = if session.encoded {
+            let topic = PyString::new(py, message.topic().as_str());
+            let payload = PyBytes::new(py, message.payload());
+            let decoded = match &self.decode {
+                Some(decode) => match decode.bind(py).call1((payload,)) {
+                    Ok(decoded) => decoded,
+                    Err(error) => {
+                        report(events, session, topic.as_any(), error, true)?;
+                        return Ok(None);
+                    }
+                },
+                None => payload.into_any(),
+            };
+            PyTuple::new(py, [topic.into_any(), decoded])?
+        } else {
+            let Some(pair) = payload::unwrap(py, message.payload()) else {
+                return Ok(None);
+            };
+            pair
+        };
+        let started = handler
+            .call1(&args)
+            .and_then(|awaitable| self.iterator(awaitable));
+        let iterator = match started {
+            Ok(iterator) => iterator,
+            Err(error) => return self.failed(events, session, &args, error),
+        };
+        let mut result = std::ptr::null_mut();
+        // SAFETY: `iterator` is a coroutine or an iterator (checked by `iterator`), and
+        // `result` receives a new reference unless the call fails.
+        let status = unsafe { ffi::PyIter_Send(iterator.as_ptr(), ffi::Py_None(), &raw mut result) };
+        match status {
+            ffi::PySendResult::PYGEN_RETURN => {
+                // SAFETY: on return, `result` is a new reference to the return value.
+                drop(unsafe { Bound::from_owned_ptr(py, result) });
+                Ok(None)
+            }
+            ffi::PySendResult::PYGEN_NEXT => Ok(Some(Suspended {
+                topic: args.get_item(0)?,
+                iterator,
+                // SAFETY: on a yield, `result` is a new reference to the yielded value.
+                yielded: unsafe { Bound::from_owned_ptr(py, result) },
+            })),
+            ffi::PySendResult::PYGEN_ERROR => self.failed(events, session, &args, PyErr::fetch(py)),
+        }
+    }
+
+    /// What `await awaitable` iterates: a coroutine itself, else what its `__await__` gives.
+    fn iterator<'py>(&self, awaitable: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = awaitable.py();
+        if awaitable.get_type().is(self.coroutine_type.bind(py)) {
+            return Ok(awaitable);
+        }
+        let type_name = || {
+            awaitable
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_owned(), |name| name.to_string())
+        };
+        let Ok(method) = awaitable.getattr(intern!(py, "__await__")) else {
+            return Err(PyTypeError::new_err(format!(
+                "object {} can't be used in 'await' expression",
+                type_name()
+            )));
+        };
+        let iterator = method.call0()?;
+        // SAFETY: `iterator` is a live object.
+        if unsafe { ffi::PyIter_Check(iterator.as_ptr()) } == 0 {
+            return Err(PyTypeError::new_err(format!(
+                "__await__() of {} returned a non-iterator",
+                type_name()
+            )));
+        }
+        Ok(iterator)
+    }
+
+    /// Reports a handler's error to `events`; a `BaseException` that is neither an
+    /// `Exception` nor a `CancelledError` is returned, to end the step.
+    fn failed<'py>(
+        &self,
+        events: &Bound<'py, PyAny>,
+        session: &SessionCore,
+        args: &Bound<'py, PyTuple>,
+        error: PyErr,
+    ) -> PyResult<Option<Suspended<'py>>> {
+        let py = events.py();
+        if !error.is_instance_of::<PyException>(py) && !error.is_instance(py, self.cancelled_error.bind(py)) {
+            return Err(error);
+        }
+        report(events, session, &args.get_item(0)?, error, false)?;
+        Ok(None)
+    }
+}
+
+/// `events._failed(key, topic, error, decoding)`: the Python layer counts and logs it.
+fn report(
+    events: &Bound<'_, PyAny>,
+    session: &SessionCore,
+    topic: &Bound<'_, PyAny>,
+    error: PyErr,
+    decoding: bool,
+) -> PyResult<()> {
+    let py = events.py();
+    events.call_method1(
+        intern!(py, "_failed"),
+        (session.key, topic, error.into_value(py), decoding),
+    )?;
+    Ok(())
+}
+
+#[pymethods]
+impl Pump {
+    /// A pump for `event_loop`, which runs on the calling thread; `decode` turns a
+    /// distributed provider's bytes into messages.
+    #[new]
+    #[pyo3(signature = (event_loop, decode = None))]
+    fn new(py: Python<'_>, event_loop: Py<PyAny>, decode: Option<Py<PyAny>>) -> PyResult<Self> {
+        let coroutine_type = py
+            .import("types")?
+            .getattr("CoroutineType")?
+            .cast_into::<PyType>()?;
+        let cancelled_error = py
+            .import("asyncio")?
+            .getattr("CancelledError")?
+            .cast_into::<PyType>()?;
+        Ok(Self {
+            queue: Arc::new(ReadyQueue::new(event_loop)),
+            decode,
+            coroutine_type: coroutine_type.unbind(),
+            cancelled_error: cancelled_error.unbind(),
+        })
+    }
+
+    /// Runs the handlers of the sessions that are ready. Returns `True` when it stopped for
+    /// the loop's other callbacks (call again after a turn of the loop); a future when no
+    /// session is ready (await it, then call again); `(key, topic, iterator, yielded)` when
+    /// the handler of session `key` for `topic` awaited something not ready (the caller goes on with it, as
+    /// `await` would have, and a new task goes on with the pump); `None` once stopped.
+    /// Reports to `events`: `_failed(key, topic, error, decoding)` for a handler that raised
+    /// or a message that did not decode, `_ended(key)` for a session closed.
+    fn step<'py>(&self, py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut budget = STEP_BUDGET;
+        loop {
+            let slot = match self.queue.next(py)? {
+                Next::Session(slot) => slot,
+                Next::Park(waiter) => return Ok(Some(waiter)),
+                Next::Stopped => return Ok(None),
+            };
+            let Some(session) = slot.session.upgrade() else {
+                continue;
+            };
+            if session.busy.load(Ordering::Acquire) {
+                continue;
+            }
+            let limit = VISIT_BUDGET.min(budget);
+            let mut taken = 0;
+            while taken < limit {
+                match session.poll() {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => {
+                        events.call_method1(intern!(py, "_ended"), (session.key,))?;
+                        break;
+                    }
+                    Poll::Ready(Some(message)) => {
+                        taken += 1;
+                        let suspended = self.deliver(py, &session, &message, events)?;
+                        drop(message);
+                        if let Some(Suspended {
+                            topic,
+                            iterator,
+                            yielded,
+                        }) = suspended
+                        {
+                            session.busy.store(true, Ordering::Release);
+                            let key = session.key.into_pyobject(py)?.into_any();
+                            return Ok(Some(
+                                PyTuple::new(py, [key, topic, iterator, yielded])?.into_any(),
+                            ));
+                        }
+                    }
+                }
+            }
+            if taken == limit {
+                // Messages may remain: the session's turn comes again.
+                slot.queue();
+            }
+            budget -= taken;
+            if budget == 0 {
+                return Ok(Some(PyBool::new(py, true).to_owned().into_any()));
+            }
+        }
+    }
+
+    /// Ends the pump: its step returns `None` from now on. Any thread.
+    fn stop(&self, py: Python<'_>) {
+        self.queue.stop();
+        wake::resolve_ready(py);
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        // Queued slots refer to the queue: emptying it frees both.
+        self.queue.stop();
+    }
+}

@@ -1,0 +1,172 @@
+"""How the pump runs handlers: in one task from start to end, whatever they return."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from conftest import Recorder, eventually
+
+
+async def test_a_handler_that_awaits_keeps_its_task_and_its_timeout(make_pubsub):
+    # asyncio.timeout binds to the task that enters it: the handler's, before and after it awaits.
+    pubsub = make_pubsub()
+    tasks: list[tuple[asyncio.Task[Any] | None, asyncio.Task[Any] | None]] = []
+    timed_out: list[Any] = []
+    other = Recorder()
+
+    async def handler(topic: str, message: Any) -> None:
+        before = asyncio.current_task()
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            timed_out.append(message)
+        tasks.append((before, asyncio.current_task()))
+
+    await pubsub.subscribe_topic("waits", "room", handler)
+    await pubsub.subscribe_topic("other", "room", other)
+    for n in range(3):
+        await pubsub.broadcast("room", n)
+    await eventually(lambda: len(timed_out) == 3)
+    assert timed_out == [0, 1, 2]
+    assert all(before is after and before is not None for before, after in tasks)
+    # The other session was not held up by the timeouts (G5).
+    assert other.messages == [0, 1, 2]
+    assert pubsub.stats()["handler_errors"] == 0
+
+
+async def test_handlers_that_return_at_once_run_without_a_task_of_their_own(make_pubsub):
+    pubsub = make_pubsub()
+    seen: list[asyncio.Task[Any] | None] = []
+
+    async def handler(topic: str, message: Any) -> None:
+        seen.append(asyncio.current_task())
+
+    for i in range(20):
+        await pubsub.subscribe_topic(f"s{i}", "room", handler)
+    await pubsub.broadcast("room", 1)
+    await eventually(lambda: len(seen) == 20)
+    # Every one ran inside the loop's pump: one task, and not the publisher's.
+    assert len({id(task) for task in seen}) == 1
+    assert seen[0] is not asyncio.current_task()
+
+
+class _Awaitable:
+    """An awaitable that is not a coroutine: ``__await__`` returns a generator."""
+
+    def __init__(self, log: list[Any], message: Any, suspend: bool) -> None:
+        self.log, self.message, self.suspend = log, message, suspend
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self.suspend:
+            yield None
+        self.log.append(self.message)
+
+
+@pytest.mark.parametrize("suspend", [False, True])
+async def test_any_awaitable_a_handler_returns_is_awaited(make_pubsub, suspend):
+    pubsub = make_pubsub()
+    log: list[Any] = []
+    await pubsub.subscribe_topic("s", "room", lambda topic, message: _Awaitable(log, message, suspend))
+    for n in range(3):
+        await pubsub.broadcast("room", n)
+    await eventually(lambda: log == [0, 1, 2])
+    assert pubsub.stats()["handler_errors"] == 0
+
+
+async def test_a_handler_that_returns_no_awaitable_is_an_error_and_the_session_goes_on(make_pubsub, caplog):
+    pubsub = make_pubsub()
+    calls: list[Any] = []
+
+    def not_async(topic: str, message: Any) -> None:
+        calls.append(message)
+
+    class BadAwait:
+        def __await__(self) -> int:
+            return 1
+
+    await pubsub.subscribe_topic("plain", "room", not_async)
+    await pubsub.subscribe_topic("bad", "room", lambda topic, message: BadAwait())
+    with caplog.at_level(logging.ERROR, logger="pyview_fanout"):
+        await pubsub.broadcast("room", 1)
+        await pubsub.broadcast("room", 2)
+        await eventually(lambda: pubsub.stats()["handler_errors"] == 4)
+    assert calls == [1, 2]
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("session 'plain'" in message for message in messages) == 2
+    assert any("can't be used in 'await' expression" in str(record.exc_info[1]) for record in caplog.records)
+    assert any("non-iterator" in str(record.exc_info[1]) for record in caplog.records)
+
+
+async def test_handlers_that_raise_before_or_after_awaiting_are_counted(make_pubsub, caplog):
+    pubsub = make_pubsub()
+    handled: list[Any] = []
+
+    async def handler(topic: str, message: Any) -> None:
+        if message == "late":
+            await asyncio.sleep(0)
+        if message in ("early", "late"):
+            raise ValueError(message)
+        handled.append(message)
+
+    await pubsub.subscribe_topic("s", "room", handler)
+    with caplog.at_level(logging.ERROR, logger="pyview_fanout"):
+        for message in ("early", 1, "late", 2):
+            await pubsub.broadcast("room", message)
+        await eventually(lambda: handled == [1, 2])
+    assert pubsub.stats()["handler_errors"] == 2
+    raised = [str(record.exc_info[1]) for record in caplog.records if record.exc_info]
+    assert raised == ["early", "late"]
+
+
+async def test_a_session_with_many_topics_finds_each_handler(make_pubsub):
+    # Past 16 topics a session's handlers are kept in a hash map.
+    pubsub = make_pubsub()
+    recorders = {f"t{i}": Recorder() for i in range(40)}
+    for topic, recorder in recorders.items():
+        await pubsub.subscribe_topic("s", topic, recorder)
+    await pubsub.unsubscribe_topic("s", "t7")
+    for topic in recorders:
+        await pubsub.broadcast(topic, topic)
+    await eventually(lambda: all(r.calls for t, r in recorders.items() if t != "t7"))
+    await asyncio.sleep(0.01)
+    assert all(recorder.calls == [(topic, topic)] for topic, recorder in recorders.items() if topic != "t7")
+    assert recorders["t7"].calls == []
+    assert pubsub.stats()["subscriptions"] == 39
+
+
+async def test_a_long_backlog_does_not_hold_up_other_sessions(make_pubsub):
+    # G5: the pump takes a bounded number of one session's messages before the next's turn.
+    pubsub = make_pubsub(capacity=4096)
+    order: list[str] = []
+
+    async def busy(topic: str, message: Any) -> None:
+        order.append("busy")
+
+    async def quiet(topic: str, message: Any) -> None:
+        order.append("quiet")
+
+    await pubsub.subscribe_topic("busy", "flood", busy)
+    await pubsub.subscribe_topic("quiet", "ping", quiet)
+    for n in range(2000):
+        await pubsub.broadcast("flood", n)
+    await pubsub.broadcast("ping", 0)
+    await eventually(lambda: "quiet" in order and len(order) == 2001)
+    assert order.index("quiet") < 200
+
+
+async def test_a_pump_cancelled_from_outside_is_restarted_by_the_next_subscribe(make_pubsub):
+    pubsub = make_pubsub()
+    first, second = Recorder(), Recorder()
+    await pubsub.subscribe_topic("a", "room", first)
+    pump = pubsub._pumps[asyncio.get_running_loop()]
+    pump.task.cancel()
+    await eventually(lambda: pump.task.done())
+    await pubsub.subscribe_topic("b", "room", second)
+    await pubsub.broadcast("room", 1)
+    await eventually(lambda: first.messages == [1] and second.messages == [1])
