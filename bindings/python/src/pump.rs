@@ -227,7 +227,14 @@ impl Pump {
         let mut budget = STEP_BUDGET;
         loop {
             let slot = match self.queue.next(py)? {
-                Next::Session(slot) => slot,
+                Next::Session(slot, next) => {
+                    // The next session's own lines were asked for a turn ago; now its
+                    // handlers' (with many sessions, a cold line each).
+                    if let Some(next) = next.and_then(|next| next.session.upgrade()) {
+                        next.prefetch_handlers();
+                    }
+                    slot
+                }
                 Next::Park(waiter) => return Ok(Some(waiter)),
                 Next::Stopped => return Ok(None),
             };

@@ -52,6 +52,11 @@ impl SessionCore {
         self.handlers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Asks the CPU for the memory [`SessionCore::handler`] reads.
+    pub(crate) fn prefetch_handlers(&self) {
+        self.handlers().prefetch();
+    }
+
     /// The handler of `topic`, if the session has one.
     pub(crate) fn handler(&self, py: Python<'_>, topic: &str) -> Option<Py<PyAny>> {
         self.handlers().get(py, topic)

@@ -82,7 +82,8 @@ struct QueueState {
 
 /// What the pump finds when it asks for the next session.
 pub(crate) enum Next<'py> {
-    Session(Arc<SessionSlot>),
+    /// A session to visit, and the one queued after it, if any.
+    Session(Arc<SessionSlot>, Option<Arc<SessionSlot>>),
     /// The queue is empty: await this future, then ask again.
     Park(Bound<'py, PyAny>),
     Stopped,
@@ -133,9 +134,9 @@ impl ReadyQueue {
                     // The session after next: its lines are likely cold (many sessions, each
                     // with a message now and then), and on their way in by its turn.
                     if let Some(later) = state.ready.get(1) {
-                        prefetch(later.session.as_ptr().cast());
+                        prefetch(later.session.as_ptr().cast(), 4);
                     }
-                    return Ok(Next::Session(slot));
+                    return Ok(Next::Session(slot, state.ready.front().cloned()));
                 }
             }
             let waiter = self.event_loop.bind(py).call_method0("create_future")?;
@@ -217,10 +218,10 @@ impl Wake for SessionSlot {
     }
 }
 
-/// Asks the CPU to load the four cache lines from `at` (a hint; nothing on other targets).
-fn prefetch(at: *const u8) {
+/// Asks the CPU to load `lines` cache lines from `at` (a hint; nothing on other targets).
+pub(crate) fn prefetch(at: *const u8, lines: usize) {
     #[cfg(target_arch = "x86_64")]
-    for line in 0..4 {
+    for line in 0..lines {
         // SAFETY: a prefetch never faults, whatever the address.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
