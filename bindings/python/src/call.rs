@@ -11,13 +11,13 @@ use crate::errors;
 use crate::wake;
 
 /// Runs `call` detached (other Python threads run meanwhile, and the engine never waits for
-/// the GIL), then resolves the pumps it woke here.
+/// the GIL), then queues the sessions it woke here and resolves the pumps they woke.
 pub(crate) fn detached<T, F>(py: Python<'_>, call: F) -> T
 where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    let out = py.detach(call);
+    let out = py.detach(|| wake::deferring(call));
     wake::resolve_ready(py);
     out
 }

@@ -33,9 +33,38 @@ use pyo3::prelude::*;
 use crate::session::SessionCore;
 
 thread_local! {
+    /// Slots woken on this thread during [`deferring`]'s call, queued when it returns; `None`
+    /// outside such a call.
+    static DEFERRED: RefCell<Option<Vec<Arc<SessionSlot>>>> = const { RefCell::new(None) };
+
     /// Futures of pumps on this thread's loop, woken during an engine call made on this
     /// thread and resolved when it returns. Pushed while detached (no refcount changes).
     static READY: RefCell<Vec<Py<PyAny>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `call`, an engine call made from Python on this thread, queuing the sessions it wakes
+/// here once it returns (or unwinds), their slots fetched together.
+pub(crate) fn deferring<T>(call: impl FnOnce() -> T) -> T {
+    struct Flush;
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            let slots = DEFERRED
+                .with(|deferred| deferred.borrow_mut().take())
+                .unwrap_or_default();
+            for slot in &slots {
+                prefetch(Arc::as_ptr(slot).cast(), 1);
+            }
+            for slot in slots {
+                slot.queue();
+            }
+        }
+    }
+    let outermost = DEFERRED.with(|deferred| {
+        let mut deferred = deferred.borrow_mut();
+        deferred.is_none() && deferred.replace(Vec::new()).is_none()
+    });
+    let _flush = outermost.then_some(Flush);
+    call()
 }
 
 /// Resolves the futures woken on this thread. Called, attached, after every engine call.
@@ -209,8 +238,23 @@ impl SessionSlot {
 }
 
 impl Wake for SessionSlot {
+    /// During an engine call made from Python on this thread ([`deferring`]) the slot is only
+    /// noted, without reading it: a broadcast wakes many sessions, each slot a cold line with
+    /// many sessions, and [`deferring`]'s end reads them all with their loads overlapped.
     fn wake(self: Arc<Self>) {
-        self.queue();
+        let this = DEFERRED.with(|deferred| {
+            let mut deferred = deferred.borrow_mut();
+            match deferred.as_mut() {
+                Some(slots) => {
+                    slots.push(self);
+                    None
+                }
+                None => Some(self),
+            }
+        });
+        if let Some(this) = this {
+            this.queue();
+        }
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
