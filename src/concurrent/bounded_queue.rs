@@ -441,6 +441,13 @@ impl<T: PointerItem, H, C> BoundedQueue<T, H, C> {
         crate::sync::prefetch_for_write(&self.producers.tail);
     }
 
+    /// Starts loading the consumers' line, which a pop compare-and-swaps (see
+    /// `crate::sync::prefetch_for_write`).
+    #[inline(always)]
+    pub fn prefetch_pop(&self) {
+        crate::sync::prefetch_for_write(&self.consumers.head);
+    }
+
     /// Removes the oldest item, or returns `None` if the head slot holds nothing yet (see
     /// "Hand-over" in the module docs).
     #[inline]

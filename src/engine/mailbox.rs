@@ -246,6 +246,13 @@ impl Mailbox {
         self.queue.prefetch_claim();
     }
 
+    /// Starts loading what the consumer's next pop reads and writes first; a hint, see
+    /// `crate::sync::prefetch_for_write`.
+    #[inline(always)]
+    pub(crate) fn prefetch_pop(&self) {
+        self.queue.prefetch_pop();
+    }
+
     #[inline]
     fn wake_consumer(&self) {
         // Pairs with the fence in `poll_pop` ("No lost wake-up" above), and with the one in

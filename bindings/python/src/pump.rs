@@ -228,10 +228,10 @@ impl Pump {
         loop {
             let slot = match self.queue.next(py)? {
                 Next::Session(slot, next) => {
-                    // The next session's own lines were asked for a turn ago; now its
-                    // handlers' (with many sessions, a cold line each).
+                    // The next session's own lines were asked for a turn ago; now those it
+                    // points to (with many sessions, a cold line each).
                     if let Some(next) = next.and_then(|next| next.session.upgrade()) {
-                        next.prefetch_handlers();
+                        next.prefetch();
                     }
                     slot
                 }

@@ -52,9 +52,11 @@ impl SessionCore {
         self.handlers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Asks the CPU for the memory [`SessionCore::handler`] reads.
-    pub(crate) fn prefetch_handlers(&self) {
+    /// Asks the CPU for the memory the pump's next visit reads: the handler table, and the
+    /// mailbox's consumer side.
+    pub(crate) fn prefetch(&self) {
         self.handlers().prefetch();
+        self.handle.prefetch_receive();
     }
 
     /// The handler of `topic`, if the session has one.
