@@ -79,14 +79,21 @@ impl Provider {
         self.backend.encoded()
     }
 
-    /// Opens the pull-form session `session_id`, whose handlers run on `pump`.
-    fn open_session(&self, py: Python<'_>, session_id: &str, pump: &Pump) -> PyResult<Session> {
+    /// Opens the pull-form session `session_id`, whose handlers run on `pump`, in `context`
+    /// (a `contextvars.Context`).
+    fn open_session(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        pump: &Pump,
+        context: Py<PyAny>,
+    ) -> PyResult<Session> {
         let receiver = detached(py, || self.backend.open_session(session_id))
             .map_err(|error| errors::pubsub(py, error))?;
         Ok(Session::new(
-            py,
             receiver,
             Arc::clone(pump.queue()),
+            context,
             self.backend.encoded(),
         ))
     }

@@ -32,14 +32,15 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use fanout::Message;
-use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple, PyType};
 use pyo3::{ffi, intern};
 
 use crate::payload;
 use crate::session::SessionCore;
-use crate::wake::{self, Next, ReadyQueue};
+use crate::wake::{Next, ReadyQueue};
 
 /// Messages one visit takes from a session before the next session's turn.
 const VISIT_BUDGET: usize = 64;
@@ -53,8 +54,10 @@ pub(crate) struct Pump {
     queue: Arc<ReadyQueue>,
     /// Turns received bytes into the handler's message; `None` in memory.
     decode: Option<Py<PyAny>>,
-    coroutine_type: Py<PyType>,
-    cancelled_error: Py<PyType>,
+    /// `contextvars.Context.run`, called with a session's context and [`start_handler`].
+    context_run: Py<PyAny>,
+    /// [`start_handler`], as a Python callable.
+    start: Py<PyAny>,
 }
 
 /// A handler that awaited something not ready: its awaitable's iterator and what it yielded.
@@ -103,64 +106,27 @@ impl Pump {
             };
             pair
         };
-        let started = handler
-            .call1(&args)
-            .and_then(|awaitable| self.iterator(awaitable));
-        let iterator = match started {
-            Ok(iterator) => iterator,
-            Err(error) => return self.failed(events, session, &args, error),
-        };
-        let mut result = std::ptr::null_mut();
-        // SAFETY: `iterator` is a coroutine or an iterator (checked by `iterator`), and
-        // `result` receives a new reference unless the call fails.
-        let status = unsafe { ffi::PyIter_Send(iterator.as_ptr(), ffi::Py_None(), &raw mut result) };
-        match status {
-            ffi::PySendResult::PYGEN_RETURN => {
-                // SAFETY: on return, `result` is a new reference to the return value.
-                drop(unsafe { Bound::from_owned_ptr(py, result) });
-                Ok(None)
+        let context = session.context.bind(py);
+        let outcome = self
+            .context_run
+            .bind(py)
+            .call1((context, self.start.bind(py), handler, &args));
+        match outcome {
+            Ok(outcome) if outcome.is_none() => Ok(None),
+            Ok(outcome) => {
+                let (iterator, yielded) = outcome.extract()?;
+                Ok(Some(Suspended {
+                    topic: args.get_item(0)?,
+                    iterator,
+                    yielded,
+                }))
             }
-            ffi::PySendResult::PYGEN_NEXT => Ok(Some(Suspended {
-                topic: args.get_item(0)?,
-                iterator,
-                // SAFETY: on a yield, `result` is a new reference to the yielded value.
-                yielded: unsafe { Bound::from_owned_ptr(py, result) },
-            })),
-            ffi::PySendResult::PYGEN_ERROR => self.failed(events, session, &args, PyErr::fetch(py)),
+            Err(error) => self.failed(events, session, &args, error),
         }
     }
 
-    /// What `await awaitable` iterates: a coroutine itself, else what its `__await__` gives.
-    fn iterator<'py>(&self, awaitable: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let py = awaitable.py();
-        if awaitable.get_type().is(self.coroutine_type.bind(py)) {
-            return Ok(awaitable);
-        }
-        let type_name = || {
-            awaitable
-                .get_type()
-                .name()
-                .map_or_else(|_| "?".to_owned(), |name| name.to_string())
-        };
-        let Ok(method) = awaitable.getattr(intern!(py, "__await__")) else {
-            return Err(PyTypeError::new_err(format!(
-                "object {} can't be used in 'await' expression",
-                type_name()
-            )));
-        };
-        let iterator = method.call0()?;
-        // SAFETY: `iterator` is a live object.
-        if unsafe { ffi::PyIter_Check(iterator.as_ptr()) } == 0 {
-            return Err(PyTypeError::new_err(format!(
-                "__await__() of {} returned a non-iterator",
-                type_name()
-            )));
-        }
-        Ok(iterator)
-    }
-
-    /// Reports a handler's error to `events`; a `BaseException` that is neither an
-    /// `Exception` nor a `CancelledError` is returned, to end the step.
+    /// Reports a handler's error to `events`; a `KeyboardInterrupt` or `SystemExit` is
+    /// returned instead, to end the step.
     fn failed<'py>(
         &self,
         events: &Bound<'py, PyAny>,
@@ -169,12 +135,83 @@ impl Pump {
         error: PyErr,
     ) -> PyResult<Option<Suspended<'py>>> {
         let py = events.py();
-        if !error.is_instance_of::<PyException>(py) && !error.is_instance(py, self.cancelled_error.bind(py)) {
+        if error.is_instance_of::<PyKeyboardInterrupt>(py) || error.is_instance_of::<PySystemExit>(py) {
             return Err(error);
         }
         report(events, session, &args.get_item(0)?, error, false)?;
         Ok(None)
     }
+}
+
+/// Calls `handler(*args)` and runs the first step of what it returns, as `await` would:
+/// `None` if it returned, else `(iterator, yielded)`. Called by the pump inside the session's
+/// context (`Context.run`), so that the handler's code runs there.
+#[pyfunction]
+pub(crate) fn start_handler<'py>(
+    handler: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let py = handler.py();
+    let iterator = awaited(handler.call1(args)?)?;
+    let mut result = std::ptr::null_mut();
+    // SAFETY: `iterator` is a coroutine, a generator or an iterator (see `awaited`), and
+    // `result` receives a new reference unless the call fails.
+    let status = unsafe { ffi::PyIter_Send(iterator.as_ptr(), ffi::Py_None(), &raw mut result) };
+    match status {
+        ffi::PySendResult::PYGEN_RETURN => {
+            // SAFETY: on return, `result` is a new reference to the return value.
+            drop(unsafe { Bound::from_owned_ptr(py, result) });
+            Ok(None)
+        }
+        ffi::PySendResult::PYGEN_NEXT => {
+            // SAFETY: on a yield, `result` is a new reference to the yielded value.
+            let yielded = unsafe { Bound::from_owned_ptr(py, result) };
+            Ok(Some(PyTuple::new(py, [iterator, yielded])?))
+        }
+        ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
+    }
+}
+
+/// What `await awaitable` iterates: a coroutine, or a generator-based one
+/// (`@types.coroutine`), itself; else what its `__await__` gives.
+fn awaited(awaitable: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    static COROUTINE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static GENERATOR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    /// `CO_ITERABLE_COROUTINE`: a generator that `types.coroutine` made awaitable.
+    const ITERABLE_COROUTINE: u32 = 0x100;
+    let py = awaitable.py();
+    let kind = awaitable.get_type();
+    if kind.is(COROUTINE.import(py, "types", "CoroutineType")?) {
+        return Ok(awaitable);
+    }
+    if kind.is(GENERATOR.import(py, "types", "GeneratorType")?) {
+        let flags: u32 = awaitable
+            .getattr(intern!(py, "gi_code"))?
+            .getattr(intern!(py, "co_flags"))?
+            .extract()?;
+        if flags & ITERABLE_COROUTINE != 0 {
+            return Ok(awaitable);
+        }
+    }
+    let type_name = || {
+        kind.name()
+            .map_or_else(|_| "?".to_owned(), |name| name.to_string())
+    };
+    let Ok(method) = awaitable.getattr(intern!(py, "__await__")) else {
+        return Err(PyTypeError::new_err(format!(
+            "object {} can't be used in 'await' expression",
+            type_name()
+        )));
+    };
+    let iterator = method.call0()?;
+    // SAFETY: `iterator` is a live object.
+    if unsafe { ffi::PyIter_Check(iterator.as_ptr()) } == 0 {
+        return Err(PyTypeError::new_err(format!(
+            "__await__() of {} returned a non-iterator",
+            type_name()
+        )));
+    }
+    Ok(iterator)
 }
 
 /// `events._failed(key, topic, error, decoding)`: the Python layer counts and logs it.
@@ -200,19 +237,12 @@ impl Pump {
     #[new]
     #[pyo3(signature = (event_loop, decode = None))]
     fn new(py: Python<'_>, event_loop: Py<PyAny>, decode: Option<Py<PyAny>>) -> PyResult<Self> {
-        let coroutine_type = py
-            .import("types")?
-            .getattr("CoroutineType")?
-            .cast_into::<PyType>()?;
-        let cancelled_error = py
-            .import("asyncio")?
-            .getattr("CancelledError")?
-            .cast_into::<PyType>()?;
+        let context_run = py.import("contextvars")?.getattr("Context")?.getattr("run")?;
         Ok(Self {
             queue: Arc::new(ReadyQueue::new(event_loop)),
             decode,
-            coroutine_type: coroutine_type.unbind(),
-            cancelled_error: cancelled_error.unbind(),
+            context_run: context_run.unbind(),
+            start: wrap_pyfunction!(start_handler, py)?.into_any().unbind(),
         })
     }
 
@@ -255,7 +285,15 @@ impl Pump {
                     }
                     Poll::Ready(Some(message)) => {
                         taken += 1;
-                        let suspended = self.deliver(py, &session, &message, events)?;
+                        let suspended = match self.deliver(py, &session, &message, events) {
+                            Ok(suspended) => suspended,
+                            Err(error) => {
+                                // The step ends here; the session's later messages wait for
+                                // the next.
+                                slot.queue();
+                                return Err(error);
+                            }
+                        };
                         drop(message);
                         if let Some(Suspended {
                             topic,
@@ -284,9 +322,8 @@ impl Pump {
     }
 
     /// Ends the pump: its step returns `None` from now on. Any thread.
-    fn stop(&self, py: Python<'_>) {
+    fn stop(&self) {
         self.queue.stop();
-        wake::resolve_ready(py);
     }
 }
 

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 
 use crate::call::{self, detached};
 use crate::handlers::HandlerTable;
-use crate::wake::{self, ReadyQueue, SessionSlot};
+use crate::wake::{ReadyQueue, SessionSlot};
 
 /// Keys of sessions, never reused in a process.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -25,6 +25,9 @@ pub(crate) struct SessionCore {
     handle: SessionHandle,
     /// The session's handlers, looked up by the pump for each message.
     handlers: Mutex<HandlerTable>,
+    /// The `contextvars.Context` the session's handlers run in: a copy of the one its first
+    /// subscribe ran in, as a task of its own would have.
+    pub(crate) context: Py<PyAny>,
     /// Messages are encoded bytes (a distributed provider), for the pump to decode; else
     /// they are payloads of [`crate::payload::wrap`].
     pub(crate) encoded: bool,
@@ -75,9 +78,9 @@ impl Session {
     /// A session read by the pump of `queue`, with no handler yet, queued there at once so that its first poll
     /// leaves its waker with the mailbox.
     pub(crate) fn new(
-        py: Python<'_>,
         receiver: SessionReceiver,
         queue: Arc<ReadyQueue>,
+        context: Py<PyAny>,
         encoded: bool,
     ) -> Self {
         let core = Arc::new_cyclic(|session| {
@@ -87,6 +90,7 @@ impl Session {
                 handle: receiver.handle(),
                 receiver: Mutex::new(receiver),
                 handlers: Mutex::default(),
+                context,
                 encoded,
                 busy: AtomicBool::new(false),
                 mailbox_waker: Waker::from(Arc::clone(&slot)),
@@ -94,7 +98,6 @@ impl Session {
             }
         });
         core.slot.queue();
-        wake::resolve_ready(py);
         Self { core }
     }
 }
@@ -111,6 +114,12 @@ impl Session {
     #[getter]
     fn key(&self) -> u64 {
         self.core.key
+    }
+
+    /// The `contextvars.Context` the session's handlers run in.
+    #[getter]
+    fn context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.core.context.clone_ref(py)
     }
 
     /// Whether the session is closed (unsubscribed from everything, disconnected as a slow
@@ -149,9 +158,8 @@ impl Session {
     }
 
     /// Hands the session back to its pump after a handler that ran on a task of its own.
-    fn release(&self, py: Python<'_>) {
+    fn release(&self) {
         self.core.busy.store(false, Ordering::Release);
         self.core.slot.queue();
-        wake::resolve_ready(py);
     }
 }

@@ -21,7 +21,7 @@
 //!   thread holds no engine lock, so its wait for the GIL cannot deadlock with a Python
 //!   thread in an engine call.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -33,6 +33,9 @@ use pyo3::prelude::*;
 use crate::session::SessionCore;
 
 thread_local! {
+    /// Whether this thread is inside [`deferring`]'s call, its flush included.
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+
     /// Slots woken on this thread during [`deferring`]'s call, queued when it returns; `None`
     /// outside such a call.
     static DEFERRED: RefCell<Option<Vec<Arc<SessionSlot>>>> = const { RefCell::new(None) };
@@ -57,12 +60,16 @@ pub(crate) fn deferring<T>(call: impl FnOnce() -> T) -> T {
             for slot in slots {
                 slot.queue();
             }
+            IN_CALL.set(false);
         }
     }
     let outermost = DEFERRED.with(|deferred| {
         let mut deferred = deferred.borrow_mut();
         deferred.is_none() && deferred.replace(Vec::new()).is_none()
     });
+    if outermost {
+        IN_CALL.set(true);
+    }
     let _flush = outermost.then_some(Flush);
     call()
 }
@@ -192,7 +199,14 @@ impl ReadyQueue {
 
     fn wake(self: &Arc<Self>, waiter: Py<PyAny>) {
         if thread::current().id() == self.owner {
-            READY.with(|ready| ready.borrow_mut().push(waiter));
+            if IN_CALL.get() {
+                // Resolved, attached, when the engine call returns.
+                READY.with(|ready| ready.borrow_mut().push(waiter));
+            } else {
+                // The loop's thread outside an engine call runs Python code: it is attached
+                // (a release, a session dropped, the pump's own drop).
+                Python::attach(|py| resolve(waiter.bind(py)));
+            }
             return;
         }
         let this = Arc::clone(self);

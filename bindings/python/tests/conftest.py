@@ -36,6 +36,15 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
         await asyncio.sleep(0.001)
 
 
+async def settled(pubsub: Any, event: asyncio.Event, handlers_cancelled: int) -> None:
+    """Waits for ``event``, then for ``pubsub`` to hold no session or running handler, and
+    checks how many handlers it cancelled."""
+    async with asyncio.timeout(5):
+        await event.wait()
+    await eventually(lambda: not pubsub._live())
+    assert pubsub.stats()["handlers_cancelled"] == handlers_cancelled
+
+
 class Recorder:
     """A handler that records what it is given."""
 

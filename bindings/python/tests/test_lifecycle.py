@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from conftest import Gate, Recorder, eventually
+from conftest import Gate, Recorder, eventually, settled
 
 
 async def test_unsubscribe_all_from_the_sessions_own_handler(make_pubsub):
@@ -60,8 +61,10 @@ async def test_stop_cancels_a_stalled_handler_after_the_grace(make_pubsub):
     assert pubsub.stats()["handlers_cancelled"] == 1
 
 
-async def test_stop_cancels_a_stalled_handler_on_another_threads_loop(make_pubsub):
-    # G8: stop ends the pumps of every loop, not only the caller's
+@pytest.mark.parametrize("first_step_s", [0, 0.3])
+async def test_stop_cancels_a_stalled_handler_on_another_threads_loop(make_pubsub, first_step_s):
+    # G8: stop ends the handlers of every loop, not only the caller's; also one still in its
+    # first step (synchronous work, the GIL released) when stop begins
     pubsub = make_pubsub(stop_grace_ms=50)
     ready = threading.Event()
     other_loop = asyncio.new_event_loop()
@@ -70,8 +73,9 @@ async def test_stop_cancels_a_stalled_handler_on_another_threads_loop(make_pubsu
     handler_tasks: list[asyncio.Task[None]] = []
 
     async def stall(topic: str, message: object) -> None:
-        handler_tasks.append(asyncio.current_task())
         entered.set()
+        time.sleep(first_step_s)
+        handler_tasks.append(asyncio.current_task())
         await never.wait()
 
     async def subscribe_there() -> None:
@@ -146,10 +150,7 @@ async def test_a_handler_that_finishes_within_the_close_grace_is_not_cancelled(m
     await pubsub.broadcast("room", 1)
     await asyncio.sleep(0.01)
     await pubsub.unsubscribe_all("s")
-    async with asyncio.timeout(5):
-        await finished.wait()
-    await eventually(lambda: not pubsub._live())
-    assert pubsub.stats()["handlers_cancelled"] == 0
+    await settled(pubsub, finished, handlers_cancelled=0)
 
 
 async def test_many_sessions_unsubscribe_while_broadcasts_run(make_pubsub):

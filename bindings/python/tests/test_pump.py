@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import sys
+import types
 from collections.abc import Generator
 from typing import Any
 
 import pytest
 
-from conftest import Recorder, eventually
+from conftest import Recorder, eventually, settled
+from pyview_fanout import InMemoryPubSub, StoppedError
 
 
 async def test_a_handler_that_awaits_keeps_its_task_and_its_timeout(make_pubsub):
@@ -99,8 +103,9 @@ async def test_a_handler_that_returns_no_awaitable_is_an_error_and_the_session_g
     assert calls == [1, 2]
     messages = [record.getMessage() for record in caplog.records]
     assert sum("session 'plain'" in message for message in messages) == 2
-    assert any("can't be used in 'await' expression" in str(record.exc_info[1]) for record in caplog.records)
-    assert any("non-iterator" in str(record.exc_info[1]) for record in caplog.records)
+    raised = [str(record.exc_info[1]) for record in caplog.records if record.exc_info]
+    assert any("can't be used in 'await' expression" in message for message in raised)
+    assert any("non-iterator" in message for message in raised)
 
 
 async def test_handlers_that_raise_before_or_after_awaiting_are_counted(make_pubsub, caplog):
@@ -160,13 +165,163 @@ async def test_a_long_backlog_does_not_hold_up_other_sessions(make_pubsub):
     assert order.index("quiet") < 200
 
 
-async def test_a_pump_cancelled_from_outside_is_restarted_by_the_next_subscribe(make_pubsub):
+async def test_a_pump_cancelled_from_outside_ends_its_sessions(make_pubsub):
+    # As a session's own task ending would: the session ends, nothing is left behind, and
+    # its id subscribes again on a new pump.
     pubsub = make_pubsub()
     first, second = Recorder(), Recorder()
     await pubsub.subscribe_topic("a", "room", first)
     pump = pubsub._pumps[asyncio.get_running_loop()]
     pump.task.cancel()
     await eventually(lambda: pump.task.done())
-    await pubsub.subscribe_topic("b", "room", second)
+    await eventually(lambda: pubsub.stats()["sessions"] == 0)
+    await pubsub.subscribe_topic("a", "room", second)
     await pubsub.broadcast("room", 1)
-    await eventually(lambda: first.messages == [1] and second.messages == [1])
+    await eventually(lambda: second.messages == [1])
+    assert first.messages == []
+    assert pubsub._pumps[asyncio.get_running_loop()] is not pump
+
+
+async def test_a_handler_that_ends_its_session_in_its_first_step_is_bounded_by_the_grace(make_pubsub):
+    # G7: the close grace starts when the handler is handed to a task of its own.
+    pubsub = make_pubsub(close_grace_ms=50)
+    cancelled = asyncio.Event()
+
+    async def handler(topic: str, message: Any) -> None:
+        await pubsub.unsubscribe_all("s")  # done at once, inside the pump
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    await pubsub.subscribe_topic("s", "room", handler)
+    await pubsub.broadcast("room", 1)
+    await settled(pubsub, cancelled, handlers_cancelled=1)
+
+
+def test_a_session_id_reused_on_a_new_loop_receives_there(make_pubsub):
+    # The first loop's pump ended with its loop; its sessions are closed, not left deaf.
+    pubsub = InMemoryPubSub()
+    received: list[Any] = []
+
+    async def handler(topic: str, message: Any) -> None:
+        received.append(message)
+
+    async def first() -> None:
+        await pubsub.subscribe_topic("s", "room", handler)
+        await pubsub.broadcast("room", "first")
+        await eventually(lambda: received == ["first"])
+
+    async def second() -> None:
+        assert pubsub.stats()["sessions"] == 0
+        await pubsub.subscribe_topic("s", "room", handler)
+        await pubsub.broadcast("room", "second")
+        await eventually(lambda: received == ["first", "second"])
+        await pubsub.stop()
+
+    asyncio.run(first())
+    asyncio.run(second())
+
+
+async def test_a_handler_raising_a_base_exception_is_counted_and_others_go_on(make_pubsub):
+    class Abort(BaseException):
+        pass
+
+    pubsub = make_pubsub()
+    good = Recorder()
+
+    async def bad(topic: str, message: Any) -> None:
+        raise Abort
+
+    await pubsub.subscribe_topic("bad", "room", bad)
+    await pubsub.subscribe_topic("good", "room", good)
+    for n in range(3):
+        await pubsub.broadcast("room", n)
+    await eventually(lambda: good.messages == [0, 1, 2])
+    assert pubsub.stats()["handler_errors"] == 3
+
+
+async def test_each_session_runs_in_its_own_context(make_pubsub):
+    # As in a task made by its first subscribe: that context's values, and its own changes.
+    pubsub = make_pubsub()
+    user: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="-")
+    counter: contextvars.ContextVar[int] = contextvars.ContextVar("counter", default=0)
+    seen: list[tuple[str, str, int]] = []
+
+    async def handler(topic: str, message: Any) -> None:
+        if message == "wait":
+            await asyncio.sleep(0)
+        counter.set(counter.get() + 1)
+        seen.append((topic, user.get(), counter.get()))
+
+    async def subscribe(name: str) -> None:
+        user.set(name)
+        await pubsub.subscribe_topic(name, name, handler)
+
+    await asyncio.gather(subscribe("alice"), subscribe("bob"))
+    for message in ("now", "wait", "now"):
+        await pubsub.broadcast("alice", message)
+        await pubsub.broadcast("bob", message)
+    await eventually(lambda: len(seen) == 6)
+    assert sorted(seen) == [("alice", "alice", n) for n in (1, 2, 3)] + [("bob", "bob", n) for n in (1, 2, 3)]
+    assert user.get() == "-" and counter.get() == 0
+
+
+async def test_a_resumed_handler_sees_no_exception_of_the_pump(make_pubsub):
+    pubsub = make_pubsub()
+    seen: list[Any] = []
+
+    async def handler(topic: str, message: Any) -> None:
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            pass
+        seen.append(sys.exc_info()[1])
+
+    await pubsub.subscribe_topic("s", "room", handler)
+    await pubsub.broadcast("room", 1)
+    await eventually(lambda: seen == [None])
+
+
+async def test_plain_iterators_and_generator_coroutines_are_awaited(make_pubsub):
+    pubsub = make_pubsub()
+    log: list[Any] = []
+
+    class PlainIterator:
+        def __init__(self, message: Any) -> None:
+            self.message, self.steps = message, 0
+
+        def __await__(self) -> PlainIterator:
+            return self
+
+        def __iter__(self) -> PlainIterator:
+            return self
+
+        def __next__(self) -> None:
+            self.steps += 1
+            if self.steps == 1:
+                return None
+            log.append(("plain", self.message))
+            raise StopIteration
+
+    @types.coroutine
+    def generator_based(topic: str, message: Any) -> Generator[None, None, None]:
+        yield None
+        log.append(("generator", message))
+
+    await pubsub.subscribe_topic("plain", "room", lambda topic, message: PlainIterator(message))
+    await pubsub.subscribe_topic("generator", "room", generator_based)
+    await pubsub.broadcast("room", 1)
+    await eventually(lambda: sorted(log) == [("generator", 1), ("plain", 1)])
+    assert pubsub.stats()["handler_errors"] == 0
+
+
+async def test_a_subscribe_refused_after_stop_leaves_no_pump(make_pubsub):
+    pubsub = make_pubsub()
+    await pubsub.stop()
+    with pytest.raises(StoppedError):
+        await pubsub.subscribe_topic("s", "room", Recorder())
+    assert not pubsub._pumps
+    assert [task for task in asyncio.all_tasks() if task.get_name() == "pyview_fanout pump"] == []

@@ -7,7 +7,6 @@ subscribed them (``_pump``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,7 +18,6 @@ from ._errors import BrokerError
 from ._protocol import TopicHandler
 from ._pump import _Pump, _Session
 
-_logger = logging.getLogger("pyview_fanout")
 
 
 class Provider:
@@ -77,14 +75,15 @@ class Provider:
         if not callable(handler):
             raise TypeError(f"the handler must be an async callable (topic, message), not {type(handler).__name__}")
         session = self._sessions.get(session_id)
-        if session is not None and session.core.closed:
-            # Disconnected as a slow consumer, and its pump has not seen it yet.
+        if session is not None and (session.core.closed or session.pump.abandoned):
+            # Disconnected as a slow consumer, and its pump has not seen it yet; or its
+            # loop's pump is gone (the loop ended).
             self._end(session)
             session = None
         created = session is None
         if session is None:
             self._start_lazily()
-            session = _Session(self, self._pump(), session_id)
+            session = self._open(session_id)
         # The handler goes in first: a broadcast that finds the subscription finds it.
         previous = session.core.set_handler(topic, handler)
         unconfirmed: BrokerError | None = None
@@ -206,13 +205,7 @@ class Provider:
         if pending is not None:
             await pending
         loop = asyncio.get_running_loop()
-        current = asyncio.current_task()
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
-        for pump_loop, pump in list(self._pumps.items()):
-            # A copy: handlers on other threads' loops leave the set as they end.
-            running = [task for task in list(pump.handler_tasks) if task is not current and not task.done()]
-            if running:
-                by_loop[pump_loop] = running
+        caller = asyncio.current_task()
         for watcher_loop, watcher in list(self._watchers.items()):
             if watcher_loop is loop:
                 watcher.cancel()
@@ -220,16 +213,18 @@ class Provider:
                 watcher_loop.call_soon_threadsafe(watcher.cancel)
         grace = self._core.stop_grace
         waits: list[Awaitable[None]] = []
-        for tasks_loop, tasks in by_loop.items():
-            if tasks_loop is loop:
-                waits.append(_wind_down(tasks, grace))
-            elif tasks_loop.is_running():
-                # That loop's own tasks are awaited and cancelled on that loop.
-                done = asyncio.run_coroutine_threadsafe(_wind_down(tasks, grace), tasks_loop)
+        pumps = list(self._pumps.values())
+        for pump in pumps:
+            # Each loop's handlers are awaited and cancelled on that loop, and listed there,
+            # once no handler there is in its first step.
+            if pump.loop is loop:
+                waits.append(pump.wind_down(grace, caller))
+            elif pump.loop.is_running():
+                done = asyncio.run_coroutine_threadsafe(pump.wind_down(grace, caller), pump.loop)
                 waits.append(asyncio.wrap_future(done))
         if waits:
             await asyncio.gather(*waits)
-        for pump in self._pumps.values():
+        for pump in pumps:
             pump.core.stop()
         self._pumps.clear()
 
@@ -267,18 +262,29 @@ class Provider:
             else:
                 session.loop.call_soon_threadsafe(session.arm_grace, self._core.close_grace)
 
-    def _pump(self) -> _Pump:
-        """The running loop's pump, made with the loop's first session."""
+    def _open(self, session_id: str) -> _Session:
+        """Opens session ``session_id`` on the running loop's pump, which is made with the
+        loop's first session."""
         loop = asyncio.get_running_loop()
         pump = self._pumps.get(loop)
+        if pump is not None and pump.abandoned:
+            pump = None
+        made = pump is None
         if pump is None:
-            for closed in [other for other in self._pumps if other.is_closed()]:
-                self._pumps.pop(closed).core.stop()
-            pump = self._pumps[loop] = _Pump(self, loop, self._decode)
-        elif pump.task.done():
-            # Cancelled from outside: its sessions wait for it.
-            pump.start()
-        return pump
+            for other in list(self._pumps.values()):
+                if other.loop.is_closed():
+                    other.abandon()
+                    del self._pumps[other.loop]
+            pump = _Pump(self, loop, self._decode)
+        try:
+            session = _Session(self, pump, session_id)
+        except BaseException:
+            if made:
+                pump.core.stop()
+            raise
+        if made:
+            self._pumps[loop] = pump
+        return session
 
     def _session_ended(self, session: _Session) -> None:
         """Its pump saw ``session`` end."""
@@ -287,16 +293,4 @@ class Provider:
 
     def _live(self) -> int:
         """Sessions and running handlers the pumps still have (for tests)."""
-        return sum(pump.live() for pump in self._pumps.values())
-
-
-async def _wind_down(tasks: list[asyncio.Task[None]], grace: float) -> None:
-    """Waits up to ``grace`` for the handlers' tasks, on their own loop; cancels those still
-    running and waits as long again for them to unwind."""
-    _, running = await asyncio.wait(tasks, timeout=grace)
-    if running:
-        _logger.warning("stop: cancelling %d handlers still running after the stop grace", len(running))
-        for task in running:
-            task.cancel()
-        await asyncio.wait(running, timeout=grace)
-
+        return sum(pump.live() for pump in list(self._pumps.values()))

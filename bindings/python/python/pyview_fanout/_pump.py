@@ -11,8 +11,9 @@ without awaiting anything not ready costs no task of its own. One that does awai
 task it started in, which was the pump's, for the rest of its run; a new task takes the pump
 over, so other sessions go on (G5) while that session's next message waits for the handler.
 A handler therefore runs in one task from start to end: ``asyncio.current_task()``,
-``asyncio.timeout`` and cancellation act on it. Context variables are the pump task's: a
-value a handler sets is seen by handlers that run after it in the same task.
+``asyncio.timeout`` and cancellation act on it. It runs in its session's context, a copy of
+the context of the session's first subscribe, as in a task made there: a context variable a
+handler sets is seen by the session's later handlers and by no other session's.
 
 A distributed provider's messages arrive as bytes and are decoded by the pump, once per
 recipient (``_codec``); in memory they are the broadcast objects themselves.
@@ -21,6 +22,7 @@ recipient (``_codec``); in memory they are the broadcast objects themselves.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -44,11 +46,25 @@ class _Pump:
         self.sessions: dict[int, _Session] = {}
         # Tasks running a handler that awaited.
         self.handler_tasks: set[asyncio.Task[None]] = set()
+        # Set once the pump's task ended other than by `stop`: its sessions are ended too.
+        self.abandoned = False
         self.start()
 
     def start(self) -> None:
-        """Starts a task that steps the pump."""
-        self.task = self.loop.create_task(self._run(), name="pyview_fanout pump")
+        """Starts a task that steps the pump. Never eager (a loop's eager task factory would
+        run it inside the step that hands a handler over), and in a context of its own: each
+        handler runs in its session's."""
+        self.task: asyncio.Task[None] = asyncio.Task(
+            self._run(), loop=self.loop, name="pyview_fanout pump", context=contextvars.Context()
+        )
+        self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # Cancelled (its loop shutting down, or by hand), perhaps before it first ran, or
+        # ended by KeyboardInterrupt or SystemExit from a handler: no task steps the pump any
+        # more, so its sessions end, as their own tasks' ends would have ended them.
+        if task is self.task and (task.cancelled() or task.exception() is not None):
+            self.abandon()
 
     async def _run(self) -> None:
         step = self.core.step
@@ -66,6 +82,16 @@ class _Pump:
             else:
                 await outcome
 
+    def abandon(self) -> None:
+        """Stops the pump and ends its sessions: their handlers no longer run."""
+        self.abandoned = True
+        self.core.stop()
+        sessions = list(self.sessions.values())
+        self.sessions.clear()
+        for session in sessions:
+            # Closed; the engine forgets it with its last reference.
+            self.provider._end(session)
+
     async def _finish(self, key: int, topic: str, iterator: Any, yielded: Any) -> None:
         """Runs the rest of session ``key``'s handler for ``topic``, then hands the session
         back to the pump."""
@@ -75,8 +101,11 @@ class _Pump:
         session.task = task
         session.handling = True
         self.handler_tasks.add(task)
+        if session.core.closed:
+            # Ended while its handler's first step ran: the close grace starts now.
+            self.provider._end(session)
         try:
-            await _Resumed(iterator, yielded)
+            await _Resumed(iterator, yielded, session.core.context)
         except asyncio.CancelledError:
             if task.cancelling():
                 # Cancelled by a grace running out; its session is closed. The task returns
@@ -85,7 +114,9 @@ class _Pump:
                 self.provider._handlers_cancelled += 1
             else:
                 self._failed(key, topic, None, False)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
             self._failed(key, topic, None, False)
         finally:
             session.handling = False
@@ -118,40 +149,67 @@ class _Pump:
         """Sessions and handler tasks this pump still has."""
         return len(self.sessions) + len(self.handler_tasks)
 
+    async def wind_down(self, grace: float, caller: asyncio.Task[Any] | None) -> None:
+        """Waits up to ``grace`` for the handlers running on this pump's loop but ``caller``
+        (called there, so no handler is in its first step), cancels those still running and
+        waits as long again for them to unwind."""
+        tasks = [task for task in self.handler_tasks if task is not caller and not task.done()]
+        if not tasks:
+            return
+        _, running = await asyncio.wait(tasks, timeout=grace)
+        if running:
+            _logger.warning("stop: cancelling %d handlers still running after the stop grace", len(running))
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=grace)
+
 
 class _Resumed:
     """A handler's awaitable whose first step yielded ``yielded``: awaiting it goes on as
-    ``await`` would have, from that point."""
+    ``await`` would have, from that point, in the session's context."""
 
-    __slots__ = ("iterator", "yielded")
+    __slots__ = ("context", "iterator", "yielded")
 
-    def __init__(self, iterator: Any, yielded: Any) -> None:
+    def __init__(self, iterator: Any, yielded: Any, context: contextvars.Context) -> None:
         self.iterator = iterator
         self.yielded = yielded
+        self.context = context
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        return _resume(self.iterator, self.yielded)
+        return _resume(self.iterator, self.yielded, self.context)
 
 
-def _resume(iterator: Any, yielded: Any) -> Generator[Any, Any, Any]:
+def _resume(iterator: Any, yielded: Any, context: contextvars.Context) -> Generator[Any, Any, Any]:
     """Hands ``yielded`` to the task, then each value the task sends (or exception it throws)
-    to ``iterator``, and each value ``iterator`` yields to the task, until it returns."""
+    to ``iterator``, run in ``context``, and each value ``iterator`` yields to the task, until
+    it returns: ``yield from``'s rules, an iterator without ``send`` or ``throw`` included."""
+    run = context.run
+    send = getattr(iterator, "send", None)
     while True:
+        thrown: BaseException | None = None
         try:
             sent = yield yielded
         except GeneratorExit:
-            iterator.close()
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                run(close)
             raise
         except BaseException as error:
-            try:
-                yielded = iterator.throw(error)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                yielded = iterator.send(sent)
-            except StopIteration as done:
-                return done.value
+            thrown = error
+        try:
+            if thrown is not None:
+                throw = getattr(iterator, "throw", None)
+                if throw is None:
+                    raise thrown
+                yielded = run(throw, thrown)
+            elif send is not None:
+                yielded = run(send, sent)
+            else:
+                yielded = run(next, iterator)
+        except StopIteration as done:
+            return done.value
+        finally:
+            thrown = None
 
 
 class _Session:
@@ -162,8 +220,9 @@ class _Session:
     def __init__(self, provider: Provider, pump: _Pump, session_id: str) -> None:
         self.pump = pump
         self.loop = pump.loop
-        # Its handlers by topic are the core's (`set_handler`, `remove_handler`).
-        self.core: _core.Session = provider._core.open_session(session_id, pump.core)
+        # Its handlers by topic are the core's (`set_handler`, `remove_handler`); they run in
+        # a copy of this context, as they would in a task made here.
+        self.core: _core.Session = provider._core.open_session(session_id, pump.core, contextvars.copy_context())
         pump.sessions[self.core.key] = self
         # The task running a handler of the session that awaited; written by the pump.
         self.task: asyncio.Task[None] | None = None
