@@ -9,6 +9,7 @@
 //! - `session`: a pull-form session, polled by its loop's pump.
 //! - `handlers`: a session's handlers by topic.
 //! - `pump`: one loop's runner of its sessions' handlers, in mailbox order.
+//! - `start`: a handler's call and first step, in its session's context.
 //! - `wake`: a pump's ready queue, and waking a parked pump without touching Python on the
 //!   waking thread.
 //! - `call`: how engine calls run (detached; futures polled once, the rest on tokio).
@@ -23,6 +24,7 @@ mod payload;
 mod provider;
 mod pump;
 mod session;
+mod start;
 mod wake;
 
 use pyo3::prelude::*;

@@ -32,14 +32,14 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use fanout::Message;
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyString, PyTuple, PyType};
-use pyo3::{ffi, intern};
+use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use crate::payload;
 use crate::session::SessionCore;
+use crate::start;
 use crate::wake::{Next, ReadyQueue};
 
 /// Messages one visit takes from a session before the next session's turn.
@@ -54,10 +54,6 @@ pub(crate) struct Pump {
     queue: Arc<ReadyQueue>,
     /// Turns received bytes into the handler's message; `None` in memory.
     decode: Option<Py<PyAny>>,
-    /// `contextvars.Context.run`, called with a session's context and [`start_handler`].
-    context_run: Py<PyAny>,
-    /// [`start_handler`], as a Python callable.
-    start: Py<PyAny>,
 }
 
 /// A handler that awaited something not ready: its awaitable's iterator and what it yielded.
@@ -106,21 +102,13 @@ impl Pump {
             };
             pair
         };
-        let context = session.context.bind(py);
-        let outcome = self
-            .context_run
-            .bind(py)
-            .call1((context, self.start.bind(py), handler, &args));
-        match outcome {
-            Ok(outcome) if outcome.is_none() => Ok(None),
-            Ok(outcome) => {
-                let (iterator, yielded) = outcome.extract()?;
-                Ok(Some(Suspended {
-                    topic: args.get_item(0)?,
-                    iterator,
-                    yielded,
-                }))
-            }
+        match start::first_step(session.context.bind(py), &handler, &args) {
+            Ok(None) => Ok(None),
+            Ok(Some((iterator, yielded))) => Ok(Some(Suspended {
+                topic: args.get_item(0)?,
+                iterator,
+                yielded,
+            })),
             Err(error) => self.failed(events, session, &args, error),
         }
     }
@@ -141,77 +129,6 @@ impl Pump {
         report(events, session, &args.get_item(0)?, error, false)?;
         Ok(None)
     }
-}
-
-/// Calls `handler(*args)` and runs the first step of what it returns, as `await` would:
-/// `None` if it returned, else `(iterator, yielded)`. Called by the pump inside the session's
-/// context (`Context.run`), so that the handler's code runs there.
-#[pyfunction]
-pub(crate) fn start_handler<'py>(
-    handler: &Bound<'py, PyAny>,
-    args: &Bound<'py, PyTuple>,
-) -> PyResult<Option<Bound<'py, PyTuple>>> {
-    let py = handler.py();
-    let iterator = awaited(handler.call1(args)?)?;
-    let mut result = std::ptr::null_mut();
-    // SAFETY: `iterator` is a coroutine, a generator or an iterator (see `awaited`), and
-    // `result` receives a new reference unless the call fails.
-    let status = unsafe { ffi::PyIter_Send(iterator.as_ptr(), ffi::Py_None(), &raw mut result) };
-    match status {
-        ffi::PySendResult::PYGEN_RETURN => {
-            // SAFETY: on return, `result` is a new reference to the return value.
-            drop(unsafe { Bound::from_owned_ptr(py, result) });
-            Ok(None)
-        }
-        ffi::PySendResult::PYGEN_NEXT => {
-            // SAFETY: on a yield, `result` is a new reference to the yielded value.
-            let yielded = unsafe { Bound::from_owned_ptr(py, result) };
-            Ok(Some(PyTuple::new(py, [iterator, yielded])?))
-        }
-        ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
-    }
-}
-
-/// What `await awaitable` iterates: a coroutine, or a generator-based one
-/// (`@types.coroutine`), itself; else what its `__await__` gives.
-fn awaited(awaitable: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
-    static COROUTINE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    static GENERATOR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    /// `CO_ITERABLE_COROUTINE`: a generator that `types.coroutine` made awaitable.
-    const ITERABLE_COROUTINE: u32 = 0x100;
-    let py = awaitable.py();
-    let kind = awaitable.get_type();
-    if kind.is(COROUTINE.import(py, "types", "CoroutineType")?) {
-        return Ok(awaitable);
-    }
-    if kind.is(GENERATOR.import(py, "types", "GeneratorType")?) {
-        let flags: u32 = awaitable
-            .getattr(intern!(py, "gi_code"))?
-            .getattr(intern!(py, "co_flags"))?
-            .extract()?;
-        if flags & ITERABLE_COROUTINE != 0 {
-            return Ok(awaitable);
-        }
-    }
-    let type_name = || {
-        kind.name()
-            .map_or_else(|_| "?".to_owned(), |name| name.to_string())
-    };
-    let Ok(method) = awaitable.getattr(intern!(py, "__await__")) else {
-        return Err(PyTypeError::new_err(format!(
-            "object {} can't be used in 'await' expression",
-            type_name()
-        )));
-    };
-    let iterator = method.call0()?;
-    // SAFETY: `iterator` is a live object.
-    if unsafe { ffi::PyIter_Check(iterator.as_ptr()) } == 0 {
-        return Err(PyTypeError::new_err(format!(
-            "__await__() of {} returned a non-iterator",
-            type_name()
-        )));
-    }
-    Ok(iterator)
 }
 
 /// `events._failed(key, topic, error, decoding)`: the Python layer counts and logs it.
@@ -236,14 +153,11 @@ impl Pump {
     /// distributed provider's bytes into messages.
     #[new]
     #[pyo3(signature = (event_loop, decode = None))]
-    fn new(py: Python<'_>, event_loop: Py<PyAny>, decode: Option<Py<PyAny>>) -> PyResult<Self> {
-        let context_run = py.import("contextvars")?.getattr("Context")?.getattr("run")?;
-        Ok(Self {
+    fn new(event_loop: Py<PyAny>, decode: Option<Py<PyAny>>) -> Self {
+        Self {
             queue: Arc::new(ReadyQueue::new(event_loop)),
             decode,
-            context_run: context_run.unbind(),
-            start: wrap_pyfunction!(start_handler, py)?.into_any().unbind(),
-        })
+        }
     }
 
     /// Runs the handlers of the sessions that are ready. Returns `True` when it stopped for

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 
 use crate::call::{self, detached};
 use crate::handlers::HandlerTable;
-use crate::wake::{ReadyQueue, SessionSlot};
+use crate::wake::{self, ReadyQueue, SessionSlot};
 
 /// Keys of sessions, never reused in a process.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -55,11 +55,12 @@ impl SessionCore {
         self.handlers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Asks the CPU for the memory the pump's next visit reads: the handler table, and the
-    /// mailbox's consumer side.
+    /// Asks the CPU for the memory the pump's next visit reads: the handler table, the
+    /// mailbox's consumer side, and the context object it enters.
     pub(crate) fn prefetch(&self) {
         self.handlers().prefetch();
         self.handle.prefetch_receive();
+        wake::prefetch(self.context.as_ptr().cast(), 1);
     }
 
     /// The handler of `topic`, if the session has one.
