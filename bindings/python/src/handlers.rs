@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use fanout::Topic;
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::wake;
 
@@ -79,6 +80,19 @@ impl HandlerTable {
             }
             Self::Many(entries) => entries.remove(topic),
         }
+    }
+
+    /// Visits the handlers, for the cycle collector.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Self::Few(entries) => entries.iter().try_for_each(|(_, handler)| visit.call(handler)),
+            Self::Many(entries) => entries.values().try_for_each(|handler| visit.call(handler)),
+        }
+    }
+
+    /// Removes every handler; returns the table as it was.
+    pub(crate) fn take(&mut self) -> Self {
+        std::mem::take(self)
     }
 
     pub(crate) fn len(&self) -> usize {

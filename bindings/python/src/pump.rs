@@ -33,9 +33,9 @@ use std::task::Poll;
 
 use fanout::Message;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::payload;
 use crate::session::SessionCore;
@@ -233,6 +233,15 @@ impl Pump {
                 return Ok(Some(PyBool::new(py, true).to_owned().into_any()));
             }
         }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.decode)?;
+        self.queue.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.queue.clear();
     }
 
     /// Ends the pump: its step returns `None` from now on. Any thread.

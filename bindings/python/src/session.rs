@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use fanout::{Message, SessionHandle, SessionReceiver};
 use futures_core::Stream;
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::call::{self, detached};
 use crate::handlers::HandlerTable;
@@ -105,6 +106,22 @@ impl Session {
 
 #[pymethods]
 impl Session {
+    /// The core is this object's alone among Python objects (the pump holds it only while it
+    /// runs a step), so what it holds is visited here.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.core.context)?;
+        // Held only briefly, never across Python code: a collection cannot find it locked.
+        if let Ok(handlers) = self.core.handlers.try_lock() {
+            handlers.traverse(&visit)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let handlers = self.core.handlers().take();
+        drop(handlers);
+    }
+
     /// The session's id.
     #[getter]
     fn id(&self) -> &str {

@@ -29,6 +29,7 @@ use std::task::Wake;
 use std::thread::{self, ThreadId};
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::session::SessionCore;
 
@@ -182,6 +183,22 @@ impl ReadyQueue {
                 return Ok(Next::Park(waiter));
             }
         }
+    }
+
+    /// Visits the Python objects the queue holds, for the cycle collector.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        // Held only briefly, never across Python code: a collection cannot find it locked.
+        if let Ok(state) = self.state.try_lock() {
+            visit.call(&state.waiter)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the parked pump's future: what a cycle through it (future, task, pump) holds.
+    pub(crate) fn clear(&self) {
+        let waiter = self.state().waiter.take();
+        drop(waiter);
     }
 
     /// Ends the pump: its next ask finds it stopped. Wakes it if it is parked.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import sys
 import types
+import weakref
 from collections.abc import Generator
 from typing import Any
 
@@ -325,3 +327,31 @@ async def test_a_subscribe_refused_after_stop_leaves_no_pump(make_pubsub):
         await pubsub.subscribe_topic("s", "room", Recorder())
     assert not pubsub._pumps
     assert [task for task in asyncio.all_tasks() if task.get_name() == "pyview_fanout pump"] == []
+
+
+def test_a_provider_in_a_cycle_through_its_handlers_is_collected():
+    # A LiveView-like object holds the provider, and its bound method is the handler: the
+    # cycles run through the sessions' and the pump's native parts (the parked pump's future,
+    # its task, the pump), which the cycle collector sees.
+    class View:
+        def __init__(self, pubsub: InMemoryPubSub) -> None:
+            self.pubsub = pubsub
+
+        async def handle(self, topic: str, message: Any) -> None:
+            pass
+
+    refs: list[weakref.ref[InMemoryPubSub]] = []
+
+    async def main() -> None:
+        pubsub = InMemoryPubSub()
+        refs.append(weakref.ref(pubsub))
+        await pubsub.subscribe_topic("s", "room", View(pubsub).handle)
+        await asyncio.sleep(0.01)  # the pump parks
+
+    # A loop closed with its tasks pending (not `asyncio.run`, which would end the pump).
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    del loop
+    gc.collect()
+    assert refs[0]() is None

@@ -130,7 +130,8 @@ class Provider:
                     if session.handling and session.core.closed:
                         self._end(session)
         finally:
-            if self._watchers.get(loop) is asyncio.current_task():
+            # Closed by the collector, with no loop running, its entry goes with the provider.
+            if loop.is_running() and self._watchers.get(loop) is asyncio.current_task():
                 del self._watchers[loop]
 
     async def unsubscribe_topic(self, session_id: str, topic: str) -> None:
