@@ -95,6 +95,11 @@ impl Pump {
                 },
                 None => payload.into_any(),
             };
+            if session.is_closed() {
+                // The decoder is Python code: another thread may have ended the session
+                // meanwhile, and its handlers must not start after that (G2).
+                return Ok(None);
+            }
             PyTuple::new(py, [topic.into_any(), decoded])?
         } else {
             let Some(pair) = payload::unwrap(py, message.payload()) else {

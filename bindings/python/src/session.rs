@@ -52,6 +52,10 @@ impl SessionCore {
         self.handle.id()
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     fn handlers(&self) -> MutexGuard<'_, HandlerTable> {
         self.handlers.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -144,7 +148,7 @@ impl Session {
     /// consumer, or stopped).
     #[getter]
     fn closed(&self) -> bool {
-        self.core.handle.is_closed()
+        self.core.is_closed()
     }
 
     /// Subscribes the session to `topic`; returns an awaitable if the engine has to wait.
