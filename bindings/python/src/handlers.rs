@@ -31,12 +31,13 @@ impl Default for HandlerTable {
 }
 
 impl HandlerTable {
-    /// The handler of `topic`, if the session has one.
-    pub(crate) fn get(&self, py: Python<'_>, topic: &str) -> Option<Py<PyAny>> {
+    /// The handler of `topic`, if the session has one. Topics compare as the engine's do:
+    /// a short name as whole words.
+    pub(crate) fn get(&self, py: Python<'_>, topic: &Topic) -> Option<Py<PyAny>> {
         let handler = match self {
             Self::Few(entries) => entries
                 .iter()
-                .find(|(entry, _)| entry.as_str() == topic)
+                .find(|(entry, _)| entry == topic)
                 .map(|(_, handler)| handler),
             Self::Many(entries) => entries.get(topic),
         };

@@ -78,7 +78,7 @@ impl Pump {
         message: &Message,
         events: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Suspended<'py>>> {
-        let Some(handler) = session.handler(py, message.topic().as_str()) else {
+        let Some(handler) = session.handler(py, message.topic()) else {
             return Ok(None);
         };
         let handler = handler.into_bound(py);

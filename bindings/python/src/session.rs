@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use fanout::{Message, SessionHandle, SessionReceiver};
+use fanout::{Message, SessionHandle, SessionReceiver, Topic};
 use futures_core::Stream;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
@@ -69,7 +69,7 @@ impl SessionCore {
     }
 
     /// The handler of `topic`, if the session has one.
-    pub(crate) fn handler(&self, py: Python<'_>, topic: &str) -> Option<Py<PyAny>> {
+    pub(crate) fn handler(&self, py: Python<'_>, topic: &Topic) -> Option<Py<PyAny>> {
         self.handlers().get(py, topic)
     }
 }
