@@ -17,9 +17,15 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    let out = py.detach(|| wake::deferring(call));
-    wake::resolve_ready(py);
-    out
+    /// Resolves the woken pumps also when the call unwinds.
+    struct Resolve<'py>(Python<'py>);
+    impl Drop for Resolve<'_> {
+        fn drop(&mut self) {
+            wake::resolve_ready(self.0);
+        }
+    }
+    let _resolve = Resolve(py);
+    py.detach(|| wake::deferring(call))
 }
 
 /// Runs an engine future. It is polled once, detached and inside the tokio runtime's context:

@@ -249,6 +249,12 @@ impl Pump {
         self.queue.clear();
     }
 
+    /// Whether the pump was stopped.
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.queue.is_stopped()
+    }
+
     /// Ends the pump: its step returns `None` from now on. Any thread.
     fn stop(&self) {
         self.queue.stop();

@@ -74,6 +74,18 @@ impl SessionCore {
     }
 }
 
+impl Drop for SessionCore {
+    /// A session still open is closed here, as a pump's call into the engine is: the wakes
+    /// of the close are queued after it, so no Python code runs while the engine holds the
+    /// session's locks.
+    fn drop(&mut self) {
+        if !self.handle.is_closed() {
+            wake::deferring(|| self.handle.close());
+            Python::attach(wake::resolve_ready);
+        }
+    }
+}
+
 /// One session, as the Python layer holds it.
 #[pyclass(frozen, module = "pyview_fanout._core")]
 pub(crate) struct Session {

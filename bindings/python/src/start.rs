@@ -4,6 +4,8 @@
 //! The context is entered with `PyContext_Enter` / `PyContext_Exit`: public CPython functions
 //! since 3.7 with an unchanged signature, though not in the limited API. `Context.run` does
 //! the same through a Python call, which cost a fifth of a delivery's time with many sessions.
+//! CPython's shared library exports them on Linux and macOS; Windows's `python3.dll` (the
+//! abi3 import library) does not, so the package does not build there.
 
 use std::os::raw::c_int;
 
@@ -12,6 +14,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
 use pyo3::{ffi, intern};
+
+#[cfg(windows)]
+compile_error!("pyview-fanout enters contexts with PyContext_Enter, which python3.dll does not export");
 
 unsafe extern "C" {
     fn PyContext_Enter(context: *mut ffi::PyObject) -> c_int;

@@ -201,6 +201,10 @@ impl ReadyQueue {
         drop(waiter);
     }
 
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.state().stopped
+    }
+
     /// Ends the pump: its next ask finds it stopped. Wakes it if it is parked.
     pub(crate) fn stop(self: &Arc<Self>) {
         let (waiter, ready) = {

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import Gate, Recorder, eventually, settled
+from pyview_fanout import InMemoryPubSub
 
 
 async def test_unsubscribe_all_from_the_sessions_own_handler(make_pubsub):
@@ -182,3 +183,54 @@ async def test_many_sessions_unsubscribe_while_broadcasts_run(make_pubsub):
     assert (stats["sessions"], stats["topics"], stats["subscriptions"]) == (0, 0, 0)
     assert handled > 0
     assert stats["recipients"] == stats["delivered"] + sum(stats["dropped"].values())
+
+
+async def test_stop_from_a_handler_outlasts_the_close_grace(make_pubsub):
+    # The handler running stop() is bounded by the stop grace, not by the close grace the
+    # stop's own close of its session would arm.
+    pubsub = make_pubsub(close_grace_ms=50, stop_grace_ms=300)
+    outcome: list[str] = []
+
+    async def stalled(topic: str, message: Any) -> None:
+        await asyncio.sleep(3600)
+
+    async def admin(topic: str, message: Any) -> None:
+        await pubsub.stop()
+        outcome.append("stopped")
+
+    await pubsub.subscribe_topic("worker", "jobs", stalled)
+    await pubsub.broadcast("jobs", 1)
+    await pubsub.subscribe_topic("admin", "control", admin)
+    await pubsub.broadcast("control", "shutdown")
+    await eventually(lambda: outcome == ["stopped"], timeout=3)
+    assert pubsub.stats()["handlers_cancelled"] == 1
+    assert not pubsub._pumps
+    await eventually(lambda: not [task for task in asyncio.all_tasks() if task.get_name().startswith("pyview_fanout")])
+
+
+def test_a_session_id_reused_after_its_loop_closed_with_tasks_pending(make_pubsub):
+    # Not asyncio.run: the first loop is closed with its pump still parked.
+    pubsub = InMemoryPubSub()
+    got: list[tuple[str, Any]] = []
+
+    async def first(topic: str, message: Any) -> None:
+        got.append(("first", message))
+
+    async def second(topic: str, message: Any) -> None:
+        got.append(("second", message))
+
+    async def before() -> None:
+        await pubsub.subscribe_topic("s", "room", first)
+        await pubsub.broadcast("room", 1)
+        await eventually(lambda: got == [("first", 1)])
+
+    async def after() -> None:
+        await pubsub.subscribe_topic("s", "room", second)
+        await pubsub.broadcast("room", 2)
+        await eventually(lambda: got == [("first", 1), ("second", 2)])
+        await pubsub.stop()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(before())
+    loop.close()
+    asyncio.run(after())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _core
@@ -75,7 +75,7 @@ class Provider:
         if not callable(handler):
             raise TypeError(f"the handler must be an async callable (topic, message), not {type(handler).__name__}")
         session = self._sessions.get(session_id)
-        if session is not None and (session.core.closed or session.pump.abandoned):
+        if session is not None and (session.core.closed or session.pump.abandoned or session.loop.is_closed()):
             # Disconnected as a slow consumer, and its pump has not seen it yet; or its
             # loop's pump is gone (the loop ended).
             self._end(session)
@@ -213,21 +213,27 @@ class Provider:
             elif not watcher_loop.is_closed():
                 watcher_loop.call_soon_threadsafe(watcher.cancel)
         grace = self._core.stop_grace
-        waits: list[Awaitable[None]] = []
+        waits: list[asyncio.Future[None]] = []
         pumps = list(self._pumps.values())
-        for pump in pumps:
-            # Each loop's handlers are awaited and cancelled on that loop, and listed there,
-            # once no handler there is in its first step.
-            if pump.loop is loop:
-                waits.append(pump.wind_down(grace, caller))
-            elif pump.loop.is_running():
-                done = asyncio.run_coroutine_threadsafe(pump.wind_down(grace, caller), pump.loop)
-                waits.append(asyncio.wrap_future(done))
-        if waits:
-            await asyncio.gather(*waits)
-        for pump in pumps:
-            pump.core.stop()
-        self._pumps.clear()
+        try:
+            for pump in pumps:
+                # Each loop's handlers are awaited and cancelled on that loop, and listed
+                # there, once no handler there is in its first step.
+                if pump.loop is loop:
+                    waits.append(asyncio.ensure_future(pump.wind_down(grace, caller)))
+                elif pump.loop.is_running():
+                    done = asyncio.run_coroutine_threadsafe(pump.wind_down(grace, caller), pump.loop)
+                    waits.append(asyncio.wrap_future(done))
+            if waits:
+                # Bounded: another loop may stop before it runs its part.
+                _, late = await asyncio.wait(waits, timeout=2 * grace + 1.0)
+                for wait in late:
+                    wait.cancel()
+        finally:
+            # Also when this call is cancelled: no pump outlives the stop.
+            for pump in pumps:
+                pump.core.stop()
+            self._pumps.clear()
 
     def stats(self) -> dict[str, Any]:
         """The provider's counters: messages published, deliveries, drops by reason, handler
@@ -253,7 +259,7 @@ class Provider:
         if self._sessions.get(session.core.id) is session:
             del self._sessions[session.core.id]
         session.core.close()
-        if session.handling:
+        if session.handling and not session.loop.is_closed():
             try:
                 running_here = asyncio.get_running_loop() is session.loop
             except RuntimeError:
@@ -261,7 +267,10 @@ class Provider:
             if running_here:
                 session.arm_grace(self._core.close_grace)
             else:
-                session.loop.call_soon_threadsafe(session.arm_grace, self._core.close_grace)
+                try:
+                    session.loop.call_soon_threadsafe(session.arm_grace, self._core.close_grace)
+                except RuntimeError:
+                    pass  # its loop closed meanwhile, and the handler with it
 
     def _open(self, session_id: str) -> _Session:
         """Opens session ``session_id`` on the running loop's pump, which is made with the

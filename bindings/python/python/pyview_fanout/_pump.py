@@ -60,11 +60,27 @@ class _Pump:
         self.task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        # Cancelled (its loop shutting down, or by hand), perhaps before it first ran, or
-        # ended by KeyboardInterrupt or SystemExit from a handler: no task steps the pump any
-        # more, so its sessions end, as their own tasks' ends would have ended them.
-        if task is self.task and (task.cancelled() or task.exception() is not None):
+        if task is not self.task or self.core.stopped:
+            return
+        if task.cancelled() and self._loop_goes_on(task):
+            # Cancelled by hand (a handler that returned at once saw the pump's task as its
+            # own): the pump goes on in a new task.
+            self.start()
+        elif task.cancelled() or task.exception() is not None:
+            # Its loop shutting down, or KeyboardInterrupt or SystemExit from a handler: no
+            # task steps the pump any more, so its sessions end, as their own tasks' ends
+            # would have ended them.
             self.abandon()
+
+    def _loop_goes_on(self, task: asyncio.Task[None]) -> bool:
+        """Whether the loop runs on: some other task of it is neither done nor being
+        cancelled (a loop shutting down cancels all of its tasks)."""
+        if self.loop.is_closed():
+            return False
+        return any(
+            other is not task and not other.done() and not other.cancelling()
+            for other in asyncio.all_tasks(self.loop)
+        )
 
     async def _run(self) -> None:
         step = self.core.step
@@ -90,7 +106,10 @@ class _Pump:
         self.sessions.clear()
         for session in sessions:
             # Closed; the engine forgets it with its last reference.
-            self.provider._end(session)
+            try:
+                self.provider._end(session)
+            except Exception:
+                _logger.exception("cannot end session %r of a pump that ended", session.core.id)
 
     async def _finish(self, key: int, topic: str, iterator: Any, yielded: Any) -> None:
         """Runs the rest of session ``key``'s handler for ``topic``, then hands the session
@@ -101,8 +120,9 @@ class _Pump:
         session.task = task
         session.handling = True
         self.handler_tasks.add(task)
-        if session.core.closed:
-            # Ended while its handler's first step ran: the close grace starts now.
+        if session.core.closed and not self.provider._core.stopped:
+            # Ended while its handler's first step ran: the close grace starts now. (A stop
+            # bounds its handlers by the stop grace, and may be what this handler runs.)
             self.provider._end(session)
         try:
             await _Resumed(iterator, yielded, session.core.context)
@@ -114,7 +134,7 @@ class _Pump:
                 self.provider._handlers_cancelled += 1
             else:
                 self._failed(key, topic, None, False)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except BaseException:
             self._failed(key, topic, None, False)
