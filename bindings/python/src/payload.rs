@@ -12,6 +12,7 @@
 //! `str`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -23,10 +24,36 @@ use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 /// inserted before its `Bytes` reaches the engine and removed by its token's drop, so a
 /// `Bytes` that is alive finds its entry. Its values are dropped outside the lock: a release
 /// may run Python code (`__del__`) that broadcasts again.
-static LIVE: LazyLock<Mutex<HashMap<usize, Py<PyTuple>>>> = LazyLock::new(Default::default);
+static LIVE: LazyLock<Mutex<LiveMap>> = LazyLock::new(Default::default);
 
-fn live() -> MutexGuard<'static, HashMap<usize, Py<PyTuple>>> {
+/// Keyed by addresses, which need no hashing against collisions chosen by an attacker: one
+/// multiplication spreads them (every recipient of a message looks it up).
+type LiveMap = HashMap<usize, Py<PyTuple>, BuildHasherDefault<AddressHasher>>;
+
+fn live() -> MutexGuard<'static, LiveMap> {
     LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Hashes an address by one multiplication (Fibonacci hashing), its high bits folded onto
+/// the low ones the table's buckets are chosen by (an aligned address's low bits are zero).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        let spread = (address as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = spread ^ (spread >> 32);
+    }
 }
 
 /// Owned by a message's `Bytes`; its address is the message's key in [`LIVE`].
