@@ -4,8 +4,10 @@
 //! `_Pump`) that calls [`Pump::step`] until it parks. A step visits the sessions of the
 //! loop's [ready queue](crate::wake), takes each one's messages in mailbox order and runs the
 //! handler of each: it calls the coroutine function and drives the coroutine's first step
-//! right here, with `PyIter_Send`. A handler that returns without awaiting anything that is
-//! not ready costs no task, no future and no trip through the loop.
+//! right here, with `PyIter_Send`, in the session's context ([`crate::start`]). A handler that
+//! returns without awaiting anything that is not ready costs no task, no future and no trip
+//! through the loop. While it runs the handler of one session, the pump asks the CPU for the
+//! memory of the next two (with many sessions, each one's lines are cold).
 //!
 //! Invariants:
 //!
@@ -19,10 +21,14 @@
 //! - **A stalled session delays no other (G5).** Only a busy session's own messages wait; a
 //!   step visits at most [`VISIT_BUDGET`] messages of a session before the next session's
 //!   turn, and at most [`STEP_BUDGET`] in all before the loop's other callbacks run.
-//! - **A handler runs in one task from start to end.** Its first step runs in the pump's
-//!   task; if it awaits, that task becomes its own. So `asyncio.current_task()` and what
-//!   binds to it (`asyncio.timeout`, cancellation) act on the task running the handler, as
-//!   with a task per handler.
+//! - **A handler runs in one task from start to end, in its session's context.** Its first
+//!   step runs in the pump's task; if it awaits, that task becomes its own. So
+//!   `asyncio.current_task()` and what binds to it (`asyncio.timeout`, cancellation) act on
+//!   the task running the handler, as with a task per handler. Every step runs in the
+//!   session's `contextvars.Context`, as in a task made by the session's first subscribe.
+//! - **A session is never left without a pump.** A step that ends in an error queues its
+//!   session again; a pump task cancelled while its loop goes on is replaced, and one whose
+//!   loop shuts down ends its sessions (the Python layer's `_Pump`).
 //! - **Nothing lost, nothing kept.** Each message taken is handled, or skipped and counted
 //!   by the Python layer (a failed decode), or reported as a handler error; the pump keeps
 //!   no reference to a message once its handler returned or was handed over.

@@ -7,15 +7,25 @@
 //! - **A session is in the queue at most once.** Its `queued` flag is set by whoever pushes
 //!   it and cleared by the pump as it pops it, before it polls the mailbox. A wake that comes
 //!   after that clear pushes it again, so no wake is lost; one that comes before is already
-//!   covered by the poll to come.
+//!   covered by the poll to come. The flag only removes duplicates: what a poll sees is the
+//!   mailbox's own protocol (a consumer that finds nothing leaves its waker, and a later push
+//!   wakes it), and the mailbox wakes a registered waker once. The clear precedes the poll
+//!   that registers the waker, which precedes the wake that takes it, so that wake's swap
+//!   reads the clear (or a later push) and queues the session.
+//! - **Wakes during an engine call from Python are queued when it returns** ([`deferring`]):
+//!   the engine wakes by value, so noting the slot reads nothing of it, and the return fetches
+//!   all the slots together before queuing them. A wake on any other thread is queued at
+//!   once.
 //! - **The pump parks only on an empty queue.** It makes its future outside the lock, then
 //!   stores it only if the queue is still empty and the pump not stopped; a push takes the
 //!   stored future and resolves it. So a push either lands before the check (the pump goes
 //!   on) or finds the future (and resolves it).
-//! - **Resolving.** On the loop's own thread (a broadcast, unsubscribe or `stop` made from
-//!   that loop, the common case) the future goes on the thread's [`READY`] list, and the
-//!   engine call that woke it resolves it as it returns, attached ([`resolve_ready`]): no
-//!   system call and no wait for the GIL inside the engine. On another thread (a tokio worker
+//! - **Resolving.** On the loop's own thread during an engine call (a broadcast, unsubscribe
+//!   or `stop` made from that loop, the common case) the future goes on the thread's
+//!   [`READY`] list, and the engine call that woke it resolves it as it returns, attached
+//!   ([`resolve_ready`]): no system call and no wait for the GIL inside the engine. On the
+//!   loop's thread outside an engine call (a handler handing its session back, the pump's
+//!   stop) it is resolved at once. On another thread (a tokio worker
 //!   finishing a `block` broadcast, a broadcast from another thread's loop) a blocking-pool
 //!   thread attaches and hands the future to the loop with `call_soon_threadsafe`; that
 //!   thread holds no engine lock, so its wait for the GIL cannot deadlock with a Python
