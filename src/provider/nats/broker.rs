@@ -1,7 +1,6 @@
 //! NATS as the bridge's broker: subjects, the two connections, `PUB` pipelines and `SUB` /
 //! `UNSUB`, each batch confirmed by a `PING` / `PONG` round trip.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use futures_util::future::BoxFuture;
@@ -14,7 +13,8 @@ use super::subject::SubjectNames;
 use super::wire;
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
+    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
+    Subscription,
 };
 use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -308,13 +308,13 @@ impl Subscription for NatsSubscription {
         delivered.message.subject()
     }
 
-    async fn envelope<'a>(&'a self, delivered: &'a Delivered) -> Result<Cow<'a, [u8]>, Inbound> {
+    async fn envelope<'a>(&'a self, delivered: &'a Delivered) -> Result<EnvelopeBytes<'a>, Inbound> {
         let message = &delivered.message;
         if message.headers {
             return Err(Inbound::Malformed(
                 "a message with NATS headers (no instance publishes with headers)".into(),
             ));
         }
-        Ok(Cow::Borrowed(&message.payload))
+        Ok(EnvelopeBytes::Shared(message.payload.clone()))
     }
 }
