@@ -26,7 +26,7 @@ pub(crate) type Reason = String;
 /// One envelope for the broker: the topic it is on and its encoded bytes.
 pub(crate) struct Outgoing<'a> {
     pub(crate) topic: &'a Topic,
-    pub(crate) envelope: Vec<u8>,
+    pub(crate) envelope: &'a [u8],
 }
 
 /// A message broker the bridge can carry envelopes over.

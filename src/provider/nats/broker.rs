@@ -138,7 +138,7 @@ impl Broker for NatsBroker {
                 )));
             } else {
                 let subject = |out: &mut Vec<u8>| self.subjects.push_subject(out, outgoing.topic);
-                wire::put_pub(&mut commands, subject, &outgoing.envelope);
+                wire::put_pub(&mut commands, subject, outgoing.envelope);
                 answers.push(Ok(()));
             }
         }

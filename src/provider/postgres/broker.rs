@@ -296,11 +296,11 @@ impl Broker for PostgresBroker {
             let channel = self.names.channel(outgoing.topic);
             let send = match &publisher.store {
                 Some(store) if outgoing.envelope.len() > self.inline_limit => {
-                    let body: &[u8] = &outgoing.envelope;
+                    let body: &[u8] = outgoing.envelope;
                     async move { client.execute(store, &[&channel, &body]).await }.boxed()
                 }
                 _ => {
-                    let text = wire::encode_inline(&outgoing.envelope);
+                    let text = wire::encode_inline(outgoing.envelope);
                     async move { client.execute(notify, &[&channel, &text]).await }.boxed()
                 }
             };

@@ -99,9 +99,7 @@ impl Broker for RedisBroker {
             channel.clear();
             channel.push_str(&self.config.channel_prefix);
             channel.push_str(outgoing.topic);
-            pipe.cmd("PUBLISH")
-                .arg(channel.as_bytes())
-                .arg(&outgoing.envelope[..]);
+            pipe.cmd("PUBLISH").arg(channel.as_bytes()).arg(outgoing.envelope);
         }
         let replies: Vec<redis::Value> = pipe
             .query_async(publisher)
