@@ -102,8 +102,9 @@
 //! - **One server.** No cluster server list and no discovery of cluster members from `INFO`:
 //!   the provider reconnects to the server its URL names.
 //! - **Memory.** The subscription connection's reader hands up to 4,096 messages and 64 MiB
-//!   of them (a single larger one alone) ahead of the listener, each in an allocation of its
-//!   own; past that it stops reading and the server holds the backlog, up to its
+//!   of them ahead of the listener, each in an allocation of its own, in batches of up to
+//!   256 messages and about 1 MiB (a batch over 64 MiB, which only a message near the
+//!   server's largest can make, goes alone); past that it stops reading and the server holds the backlog, up to its
 //!   per-client `max_pending` (64 MB by default), beyond which the server closes the
 //!   connection as a slow consumer: an outage, counted and reconnected like any other.
 //!
