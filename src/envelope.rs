@@ -186,9 +186,28 @@ pub fn single_encoded_len(topic: &str, record: &Record<'_>) -> usize {
 /// The writer does not check limits: the provider checks each broadcast against them when it
 /// is made, and bounds how many records it appends with [`encoded_len`](Self::encoded_len) and
 /// [`Record::encoded_len`].
+///
+/// [`append_to`](Self::append_to) writes after what a buffer already holds, so that a batch of
+/// envelopes can share one allocation:
+///
+/// ```
+/// use fanout::envelope::{Envelope, EnvelopeLimits, EnvelopeWriter, InstanceId};
+///
+/// let mut writer = EnvelopeWriter::new(InstanceId(1), "a");
+/// writer.push(None, b"1");
+/// let first = writer.finish();
+/// let mut writer = EnvelopeWriter::append_to(first, InstanceId(1), "b");
+/// writer.push(None, b"2");
+/// let (start, both) = (writer.start(), writer.finish());
+/// let second = Envelope::decode(&both[start..], &EnvelopeLimits::default()).unwrap();
+/// assert_eq!(second.topic, "b");
+/// assert_eq!(Envelope::decode(&both[..start], &EnvelopeLimits::default()).unwrap().topic, "a");
+/// ```
 #[derive(Debug)]
 pub struct EnvelopeWriter {
     bytes: Vec<u8>,
+    /// Where this envelope begins in `bytes`.
+    start: usize,
     count: u32,
 }
 
@@ -199,15 +218,31 @@ impl EnvelopeWriter {
     ///
     /// If `topic` is longer than `u32::MAX` bytes (providers check limits far below that first).
     pub fn new(origin: InstanceId, topic: &str) -> Self {
-        let mut bytes = Vec::with_capacity(HEADER_BYTES + topic.len() + RECORD_HEADER_BYTES + 64);
-        bytes.extend_from_slice(&MAGIC);
-        bytes.push(VERSION);
-        bytes.push(0);
-        bytes.extend_from_slice(&origin.0.to_be_bytes());
-        bytes.extend_from_slice(&len32(topic.len()).to_be_bytes());
-        bytes.extend_from_slice(&0u32.to_be_bytes());
-        bytes.extend_from_slice(topic.as_bytes());
-        Self { bytes, count: 0 }
+        let bytes = Vec::with_capacity(HEADER_BYTES + topic.len() + RECORD_HEADER_BYTES + 64);
+        Self::append_to(bytes, origin, topic)
+    }
+
+    /// An envelope from `origin` on `topic`, with no record yet, written after what `buffer`
+    /// already holds; [`finish`](Self::finish) returns the whole buffer.
+    ///
+    /// # Panics
+    ///
+    /// If `topic` is longer than `u32::MAX` bytes (providers check limits far below that first).
+    pub fn append_to(mut buffer: Vec<u8>, origin: InstanceId, topic: &str) -> Self {
+        let start = buffer.len();
+        buffer.reserve(HEADER_BYTES + topic.len());
+        buffer.extend_from_slice(&MAGIC);
+        buffer.push(VERSION);
+        buffer.push(0);
+        buffer.extend_from_slice(&origin.0.to_be_bytes());
+        buffer.extend_from_slice(&len32(topic.len()).to_be_bytes());
+        buffer.extend_from_slice(&0u32.to_be_bytes());
+        buffer.extend_from_slice(topic.as_bytes());
+        Self {
+            bytes: buffer,
+            start,
+            count: 0,
+        }
     }
 
     /// Appends one record. A `Some("")` sender is written as no sender (session ids are never
@@ -227,9 +262,9 @@ impl EnvelopeWriter {
         self.count = self.count.checked_add(1).expect("at most u32::MAX records");
     }
 
-    /// Bytes written so far (the envelope's size if finished now).
+    /// Bytes of this envelope written so far (its size if finished now).
     pub fn encoded_len(&self) -> usize {
-        self.bytes.len()
+        self.bytes.len() - self.start
     }
 
     /// Records appended so far.
@@ -237,10 +272,17 @@ impl EnvelopeWriter {
         self.count as usize
     }
 
-    /// The finished envelope. One without records is not valid: decoders refuse it as
-    /// [`EnvelopeError::Empty`].
+    /// Where this envelope begins in the buffer [`finish`](Self::finish) returns: 0 unless it
+    /// was [appended](Self::append_to) to a buffer that held something.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The buffer with the finished envelope at its end (from [`start`](Self::start)). One
+    /// without records is not valid: decoders refuse it as [`EnvelopeError::Empty`].
     pub fn finish(mut self) -> Vec<u8> {
-        self.bytes[COUNT_AT..COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
+        let count_at = self.start + COUNT_AT;
+        self.bytes[count_at..count_at + 4].copy_from_slice(&self.count.to_be_bytes());
         self.bytes
     }
 }

@@ -6,8 +6,10 @@
 //! log; the bridge bounds each by [`response_timeout`](super::settings::BridgeSettings) and
 //! takes any failure of a command on a connection as the loss of that connection.
 
-use std::borrow::Cow;
 use std::future::Future;
+use std::ops::Deref;
+
+use bytes::Bytes;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -24,7 +26,7 @@ pub(crate) type Reason = String;
 /// One envelope for the broker: the topic it is on and its encoded bytes.
 pub(crate) struct Outgoing<'a> {
     pub(crate) topic: &'a Topic,
-    pub(crate) envelope: Vec<u8>,
+    pub(crate) envelope: &'a [u8],
 }
 
 /// A message broker the bridge can carry envelopes over.
@@ -108,7 +110,27 @@ pub(crate) trait Subscription: Send + Sync + 'static {
     fn envelope<'a>(
         &'a self,
         message: &'a Self::Message,
-    ) -> impl Future<Output = Result<Cow<'a, [u8]>, Inbound>> + Send + 'a;
+    ) -> impl Future<Output = Result<EnvelopeBytes<'a>, Inbound>> + Send + 'a;
+}
+
+/// The bytes of an inbound message's envelope.
+pub(crate) enum EnvelopeBytes<'a> {
+    /// Borrowed from the message: each record delivered is copied out.
+    Borrowed(&'a [u8]),
+    /// An allocation of their own: a record that is a large part of them is delivered as a
+    /// slice of it, without a copy (see the listener).
+    Shared(Bytes),
+}
+
+impl Deref for EnvelopeBytes<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            EnvelopeBytes::Borrowed(bytes) => bytes,
+            EnvelopeBytes::Shared(bytes) => bytes,
+        }
+    }
 }
 
 /// The broker's answer to each envelope of a pipeline, in order: `Ok` if it took it, or why

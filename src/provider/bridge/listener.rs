@@ -53,7 +53,7 @@ use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
 
 use super::backoff::Backoff;
-use super::broker::{Broker, Inbound, Reason, Refusals, Subscription};
+use super::broker::{Broker, EnvelopeBytes, Inbound, Reason, Refusals, Subscription};
 use super::error::BrokerError;
 use super::stats::BrokerCounters;
 use super::Shared;
@@ -562,8 +562,7 @@ impl<B: Broker> Listener<B> {
         BrokerCounters::add(&shared.counters.envelopes_received, 1);
         let mut received = 0;
         for record in envelope.records() {
-            // One small copy per message, so that a queued message never pins the whole batch.
-            let payload = Bytes::copy_from_slice(record.payload);
+            let payload = record_payload(&bytes, record.payload);
             let delivered = match record.sender {
                 Some(sender) => self.engine.broadcast_from(sender, envelope.topic, payload).await,
                 None => self.engine.broadcast(envelope.topic, payload).await,
@@ -594,6 +593,17 @@ impl<B: Broker> Listener<B> {
         } else {
             tracing::debug!(channel, reason = %reason, skipped_total = skipped, "skipped a malformed message from the broker");
         }
+    }
+}
+
+/// A record's payload for the engine: a slice of the envelope's own allocation when the
+/// record is at least a quarter of it (a lone message, the common case with many topics),
+/// so a queued message holds at most four times its own bytes; otherwise a copy, so that a
+/// small message queued long never pins a whole batch.
+fn record_payload(envelope: &EnvelopeBytes<'_>, payload: &[u8]) -> Bytes {
+    match envelope {
+        EnvelopeBytes::Shared(all) if payload.len().saturating_mul(4) >= all.len() => all.slice_ref(payload),
+        _ => Bytes::copy_from_slice(payload),
     }
 }
 
@@ -664,4 +674,28 @@ fn command<B: Broker>(
         }
     }
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shares(envelope: &Bytes, payload: &Bytes) -> bool {
+        let range = envelope.as_ptr_range();
+        range.contains(&payload.as_ptr())
+    }
+
+    #[test]
+    fn a_record_of_a_quarter_of_its_envelope_shares_it_and_a_smaller_one_is_copied() {
+        let all = Bytes::from(vec![7u8; 400]);
+        let shared = EnvelopeBytes::Shared(all.clone());
+        let quarter = record_payload(&shared, &all[300..]);
+        assert!(shares(&all, &quarter));
+        assert_eq!(&quarter[..], &all[300..]);
+        let smaller = record_payload(&shared, &all[301..]);
+        assert!(!shares(&all, &smaller));
+        assert_eq!(&smaller[..], &all[301..]);
+        let borrowed = record_payload(&EnvelopeBytes::Borrowed(&all), &all[..]);
+        assert!(!shares(&all, &borrowed));
+    }
 }

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
-use crate::envelope::{EnvelopeWriter, Record};
+use crate::envelope::{single_encoded_len, EnvelopeWriter, Record};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{lock, Mutex};
 use crate::topic::Topic;
@@ -96,14 +96,35 @@ impl Outbound {
     }
 }
 
+/// A batch's envelopes, encoded one after another in one buffer.
+pub(crate) struct Coalesced<'a> {
+    bytes: Vec<u8>,
+    /// (topic, where its envelope stands in `bytes`, records), in queue order.
+    envelopes: Vec<(&'a Topic, std::ops::Range<usize>, usize)>,
+}
+
+impl Coalesced<'_> {
+    /// (topic, envelope, records), in queue order.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&Topic, &[u8], usize)> + '_ {
+        self.envelopes
+            .iter()
+            .map(|(topic, range, records)| (*topic, &self.bytes[range.clone()], *records))
+    }
+}
+
 /// Encodes `batch` as envelopes: each run of consecutive messages on one topic becomes one
-/// envelope, split where it would exceed `max_envelope_bytes`. Returns (topic, envelope,
-/// records) in queue order.
+/// envelope, split where it would exceed `max_envelope_bytes`; all of them in one allocation.
 pub(crate) fn coalesce(
     batch: &[Outbound],
     origin: crate::envelope::InstanceId,
     max_envelope_bytes: usize,
-) -> Vec<(&Topic, Vec<u8>, usize)> {
+) -> Coalesced<'_> {
+    // Enough for every message in an envelope of its own: one allocation for the batch.
+    let capacity = batch
+        .iter()
+        .map(|message| single_encoded_len(&message.topic, &message.record()))
+        .sum();
+    let mut bytes = Vec::with_capacity(capacity);
     let mut envelopes = Vec::new();
     let mut open: Option<(&Topic, EnvelopeWriter)> = None;
     for message in batch {
@@ -113,19 +134,23 @@ pub(crate) fn coalesce(
         });
         if !joins {
             if let Some((topic, writer)) = open.take() {
-                let records = writer.record_count();
-                envelopes.push((topic, writer.finish(), records));
+                let (start, records) = (writer.start(), writer.record_count());
+                bytes = writer.finish();
+                envelopes.push((topic, start..bytes.len(), records));
             }
         }
-        let (_, writer) =
-            open.get_or_insert_with(|| (&message.topic, EnvelopeWriter::new(origin, &message.topic)));
+        let (_, writer) = open.get_or_insert_with(|| {
+            let writer = EnvelopeWriter::append_to(std::mem::take(&mut bytes), origin, &message.topic);
+            (&message.topic, writer)
+        });
         writer.push(record.sender, record.payload);
     }
     if let Some((topic, writer)) = open {
-        let records = writer.record_count();
-        envelopes.push((topic, writer.finish(), records));
+        let (start, records) = (writer.start(), writer.record_count());
+        bytes = writer.finish();
+        envelopes.push((topic, start..bytes.len(), records));
     }
-    envelopes
+    Coalesced { bytes, envelopes }
 }
 
 /// Whether the publishing connection is up, read by every broadcast.
@@ -303,14 +328,14 @@ impl<B: Broker> Publisher<B> {
         let mut acks = Acks::take(batch);
         let batch = &*batch;
         let mut records = Vec::new();
-        let envelopes: Vec<Outgoing<'_>> =
-            coalesce(batch, shared.instance, shared.settings.batch_envelope_bytes)
-                .into_iter()
-                .map(|(topic, envelope, count)| {
-                    records.push(count);
-                    Outgoing { topic, envelope }
-                })
-                .collect();
+        let coalesced = coalesce(batch, shared.instance, shared.settings.batch_envelope_bytes);
+        let envelopes: Vec<Outgoing<'_>> = coalesced
+            .iter()
+            .map(|(topic, envelope, count)| {
+                records.push(count);
+                Outgoing { topic, envelope }
+            })
+            .collect();
         let timeout = shared.settings.response_timeout;
         // `start..end`: the pipeline's envelopes; `confirmed`: the batch's messages before it.
         let (mut start, mut confirmed) = (0, 0);
@@ -582,15 +607,12 @@ mod tests {
     type Record = (Option<String>, String);
 
     /// (topic, [(sender, payload)]) for each envelope.
-    fn shape(envelopes: &[(&Topic, Vec<u8>, usize)]) -> Vec<(String, Vec<Record>)> {
+    fn shape(envelopes: &Coalesced<'_>) -> Vec<(String, Vec<Record>)> {
         envelopes
             .iter()
             .map(|(topic, bytes, count)| {
                 let envelope = Envelope::decode(bytes, &EnvelopeLimits::default()).unwrap();
-                assert_eq!(
-                    (envelope.topic, envelope.record_count()),
-                    (topic.as_str(), *count)
-                );
+                assert_eq!((envelope.topic, envelope.record_count()), (topic.as_str(), count));
                 let records = envelope
                     .records()
                     .map(|r| {
@@ -633,7 +655,7 @@ mod tests {
         // Room for two records per envelope, not three.
         let limit = one + batch[0].record().encoded_len();
         let envelopes = coalesce(&batch, InstanceId(1), limit);
-        let counts: Vec<usize> = envelopes.iter().map(|(_, _, n)| *n).collect();
+        let counts: Vec<usize> = envelopes.iter().map(|(_, _, n)| n).collect();
         assert_eq!(counts, [2, 2, 1]);
         assert!(envelopes.iter().all(|(_, bytes, _)| bytes.len() <= limit));
         let payloads: Vec<String> = shape(&envelopes)
@@ -645,6 +667,6 @@ mod tests {
 
     #[test]
     fn coalesce_of_nothing_is_nothing() {
-        assert!(coalesce(&[], InstanceId(1), usize::MAX).is_empty());
+        assert_eq!(coalesce(&[], InstanceId(1), usize::MAX).iter().len(), 0);
     }
 }

@@ -1,7 +1,6 @@
 //! The publisher task against a scripted broker: every way a pipeline can end, and what each
 //! acknowledged broadcast is told, checked against the counters.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::super::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
+    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
+    Subscription,
 };
 use super::super::error::{BrokerError, Unacknowledged};
 use super::super::settings::BridgeSettings;
@@ -148,7 +148,7 @@ impl Subscription for NoSubscription {
         ""
     }
 
-    async fn envelope<'a>(&'a self, _message: &'a ()) -> Result<Cow<'a, [u8]>, Inbound> {
+    async fn envelope<'a>(&'a self, _message: &'a ()) -> Result<EnvelopeBytes<'a>, Inbound> {
         Err(Inbound::Malformed("no messages".into()))
     }
 }

@@ -1,7 +1,6 @@
 //! NATS as the bridge's broker: subjects, the two connections, `PUB` pipelines and `SUB` /
 //! `UNSUB`, each batch confirmed by a `PING` / `PONG` round trip.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use futures_util::future::BoxFuture;
@@ -9,19 +8,22 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use super::config::{Endpoint, NatsConfig};
-use super::connection::{Connection, ConnectionSettings, Delivered, ERRORS_DROPPED};
+use super::connection::{Connection, ConnectionSettings, Delivered, DELIVERED_MESSAGES, ERRORS_DROPPED};
 use super::subject::SubjectNames;
-use super::wire;
+use super::wire::{self, Message};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
+    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
+    Subscription,
 };
 use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::sync::{lock, Arc, Mutex};
 
 /// Messages the subscription connection's reader hands on ahead of the listener (beside the
-/// byte bound of `connection`). Past this it stops reading and the server holds the backlog.
+/// byte bound of `connection`), in batches of at most [`DELIVERED_MESSAGES`], the one the
+/// listener is taking from included. Past this it stops reading and the server holds the
+/// backlog.
 const INBOUND_BACKLOG: usize = 4096;
 
 /// A NATS server, as the bridge sees it.
@@ -96,12 +98,13 @@ impl Broker for NatsBroker {
     }
 
     async fn open_subscription(&self) -> Result<NatsSubscription, ConnectError> {
-        let (forward, messages) = mpsc::channel(INBOUND_BACKLOG);
+        let (forward, messages) = mpsc::channel(INBOUND_BACKLOG / DELIVERED_MESSAGES - 1);
         let connection = self.connect("subscribe", Some(forward)).await?;
         Ok(NatsSubscription {
             connection: Arc::new(connection),
             sids: Arc::new(Mutex::new(Sids::default())),
             messages,
+            taking: None,
         })
     }
 
@@ -138,7 +141,7 @@ impl Broker for NatsBroker {
                 )));
             } else {
                 let subject = |out: &mut Vec<u8>| self.subjects.push_subject(out, outgoing.topic);
-                wire::put_pub(&mut commands, subject, &outgoing.envelope);
+                wire::put_pub(&mut commands, subject, outgoing.envelope);
                 answers.push(Ok(()));
             }
         }
@@ -195,6 +198,9 @@ pub(crate) struct NatsSubscription {
     /// Written by `subscribe` and `unsubscribe` before they write their commands.
     sids: Arc<Mutex<Sids>>,
     messages: mpsc::Receiver<Delivered>,
+    /// The batch the listener takes messages from; dropped, and its budget given back, once
+    /// the listener asks for the message after its last.
+    taking: Option<Delivered>,
 }
 
 impl NatsSubscription {
@@ -240,7 +246,7 @@ fn refused_subscription(error: &str) -> Option<&str> {
 }
 
 impl Subscription for NatsSubscription {
-    type Message = Delivered;
+    type Message = Message;
 
     /// `SUB`s and a round trip. A channel the server refused loses its subscription id (an
     /// `UNSUB` for it goes out, in case the server kept it), so a later subscribe tries again.
@@ -300,21 +306,28 @@ impl Subscription for NatsSubscription {
             .boxed()
     }
 
-    async fn next(&mut self) -> Option<Delivered> {
-        self.messages.recv().await
+    /// Cancel-safe: nothing is taken before the one wait, on the channel.
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            if let Some(message) = self.taking.as_mut().and_then(|batch| batch.messages.next()) {
+                return Some(message);
+            }
+            // The batch is taken: its budget goes back before the wait for the next.
+            self.taking = None;
+            self.taking = Some(self.messages.recv().await?);
+        }
     }
 
-    fn channel(delivered: &Delivered) -> &str {
-        delivered.message.subject()
+    fn channel(message: &Message) -> &str {
+        message.subject()
     }
 
-    async fn envelope<'a>(&'a self, delivered: &'a Delivered) -> Result<Cow<'a, [u8]>, Inbound> {
-        let message = &delivered.message;
+    async fn envelope<'a>(&'a self, message: &'a Message) -> Result<EnvelopeBytes<'a>, Inbound> {
         if message.headers {
             return Err(Inbound::Malformed(
                 "a message with NATS headers (no instance publishes with headers)".into(),
             ));
         }
-        Ok(Cow::Borrowed(&message.payload))
+        Ok(EnvelopeBytes::Shared(message.payload.clone()))
     }
 }

@@ -9,11 +9,13 @@
 //! The reader task also answers the server's `PING`s, records `INFO` updates of
 //! `max_payload`, logs `-ERR`s and hands them to the next batch answered (so a publish can
 //! attribute a refusal), and, on the subscription connection, hands messages to the listener
-//! through a bounded channel, in arrival order: at most 4,096 messages and 64 MiB of them (a
-//! single larger message alone). When either bound is reached it stops reading:
-//! the server then holds the backlog, up to its per-client limit (`max_pending`, 64 MB by
-//! default), past which it closes the connection as a slow consumer, which the bridge takes
-//! as an outage.
+//! through a bounded channel, in arrival order: the messages parsed from what one read
+//! brought, up to [`DELIVERED_MESSAGES`] at a time (one channel send and one wakeup for them
+//! all), and always those before any other frame before that frame is handled. At most
+//! 4,096 messages and 64 MiB of them (a larger batch alone) are ahead of the listener. When
+//! either bound is reached it stops reading: the server then holds the backlog, up to its
+//! per-client limit (`max_pending`, 64 MB by default), past which it closes the connection as
+//! a slow consumer, which the bridge takes as an outage.
 //!
 //! The task ends on end of stream, a read error or a protocol error; then every waiting batch
 //! fails, later ones fail at once, and [`Connection::closed`] resolves. Dropping the
@@ -54,6 +56,12 @@ const MAX_ERRORS_KEPT: usize = 64;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Most messages handed to the listener at once.
+pub(crate) const DELIVERED_MESSAGES: usize = 256;
+
+/// Bytes of messages after which the reader hands on what it holds, however many.
+const DELIVERED_BYTES: usize = 1 << 20;
 
 /// What one connection needs to know of the provider.
 pub(crate) struct ConnectionSettings<'a> {
@@ -209,6 +217,8 @@ impl Connection {
             limits,
             inner: Arc::clone(&inner),
             messages,
+            held: Vec::new(),
+            held_bytes: 0,
             backlog: Arc::new(Semaphore::new(INBOUND_BYTES)),
             max_payload: settings.max_payload,
             max_inbound_payload: settings.max_inbound_payload,
@@ -268,10 +278,10 @@ impl Connection {
     }
 }
 
-/// A message handed to the listener, holding its share of the backlog's byte budget until the
-/// listener drops it.
+/// Messages handed to the listener at once, in arrival order, holding their share of the
+/// backlog's byte budget until the listener drops them (when it has taken the last).
 pub(crate) struct Delivered {
-    pub(crate) message: Message,
+    pub(crate) messages: std::vec::IntoIter<Message>,
     _budget: OwnedSemaphorePermit,
 }
 
@@ -316,6 +326,9 @@ struct Reader {
     limits: WireLimits,
     inner: Arc<Inner>,
     messages: Option<mpsc::Sender<Delivered>>,
+    /// Messages parsed and not yet handed on, in arrival order, and their bytes.
+    held: Vec<Message>,
+    held_bytes: usize,
     /// Bytes of messages handed on and not yet dropped by the listener, at most
     /// [`INBOUND_BYTES`].
     backlog: Arc<Semaphore>,
@@ -340,15 +353,23 @@ impl Reader {
     async fn read_all(&mut self) -> String {
         loop {
             loop {
-                match wire::parse(&mut self.buffer, &self.limits) {
-                    Ok(Some(frame)) => {
-                        if let Err(why) = self.handle(frame).await {
-                            return why;
-                        }
-                    }
+                let handled = match wire::parse(&mut self.buffer, &self.limits) {
+                    Ok(Some(Frame::Msg(message))) => self.hold(message).await,
+                    // The messages before any other frame are handed on before it is handled.
+                    Ok(Some(frame)) => match self.hand_on().await {
+                        Ok(()) => self.handle(frame).await,
+                        Err(why) => Err(why),
+                    },
                     Ok(None) => break,
                     Err(error) => return error.to_string(),
+                };
+                if let Err(why) = handled {
+                    return why;
                 }
+            }
+            // Nothing waits for more bytes: what was parsed goes on now.
+            if let Err(why) = self.hand_on().await {
+                return why;
             }
             self.buffer.reserve(READ_CHUNK);
             match self.read.read_buf(&mut self.buffer).await {
@@ -359,26 +380,51 @@ impl Reader {
         }
     }
 
+    /// Keeps `message` for the listener (the publishing connection drops it), and hands on
+    /// what is held once it reaches [`DELIVERED_MESSAGES`] or [`DELIVERED_BYTES`].
+    async fn hold(&mut self, message: Message) -> Result<(), String> {
+        if self.messages.is_none() {
+            return Ok(());
+        }
+        self.held_bytes += message.len();
+        self.held.push(message);
+        if self.held.len() >= DELIVERED_MESSAGES || self.held_bytes >= DELIVERED_BYTES {
+            self.hand_on().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the held messages to the listener, once their bytes fit the backlog's budget (a
+    /// batch larger than all of it waits for all of it).
+    async fn hand_on(&mut self) -> Result<(), String> {
+        let Some(messages) = &self.messages else {
+            return Ok(());
+        };
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.held_bytes).min(INBOUND_BYTES);
+        // Never closed: the semaphore lives as long as this task.
+        let budget = Arc::clone(&self.backlog)
+            .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| "the backlog budget closed".to_string())?;
+        // The next batch is likely the size of this one.
+        let next = Vec::with_capacity(self.held.len());
+        let delivered = Delivered {
+            messages: std::mem::replace(&mut self.held, next).into_iter(),
+            _budget: budget,
+        };
+        messages
+            .send(delivered)
+            .await
+            .map_err(|_| "the listener has gone".to_string())
+    }
+
     async fn handle(&mut self, frame: Frame) -> Result<(), String> {
         match frame {
-            Frame::Msg(message) => {
-                if let Some(messages) = &self.messages {
-                    let bytes = (message.subject().len() + message.payload.len()).min(INBOUND_BYTES);
-                    // Never closed: the semaphore lives as long as this task.
-                    let budget = Arc::clone(&self.backlog)
-                        .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
-                        .await
-                        .map_err(|_| "the backlog budget closed".to_string())?;
-                    let delivered = Delivered {
-                        message,
-                        _budget: budget,
-                    };
-                    messages
-                        .send(delivered)
-                        .await
-                        .map_err(|_| "the listener has gone".to_string())?;
-                }
-            }
+            // `read_all` holds messages for the listener; none comes here.
+            Frame::Msg(_) => {}
             Frame::Ping => {
                 let mut writer = self.inner.writer.lock().await;
                 writer

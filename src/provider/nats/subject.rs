@@ -47,21 +47,32 @@ impl SubjectNames {
         subject
     }
 
-    /// Appends the subject that carries `topic` to `out`, for a command line.
+    /// Appends the subject that carries `topic` to `out`, for a command line: the same bytes
+    /// as [`subject`](Self::subject), each run of bytes kept as they are copied at once.
     pub(crate) fn push_subject(&self, out: &mut Vec<u8>, topic: &str) {
-        self.encode(topic, |byte| out.push(byte));
+        let topic = topic.as_bytes();
+        out.reserve(self.prefix.len() + 1 + topic.len());
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.push(b'.');
+        // Where the run of bytes written as they are begins.
+        let mut kept = 0;
+        for (at, &byte) in topic.iter().enumerate() {
+            if escaped(byte) {
+                out.extend_from_slice(&topic[kept..at]);
+                out.extend_from_slice(&percent(byte));
+                kept = at + 1;
+            }
+        }
+        out.extend_from_slice(&topic[kept..]);
     }
 
     /// Yields the bytes of `topic`'s subject, all printable ASCII, to `push`.
     fn encode(&self, topic: &str, mut push: impl FnMut(u8)) {
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         self.prefix.bytes().for_each(&mut push);
         push(b'.');
         for &byte in topic.as_bytes() {
             if escaped(byte) {
-                push(b'%');
-                push(HEX[usize::from(byte >> 4)]);
-                push(HEX[usize::from(byte & 0xf)]);
+                percent(byte).into_iter().for_each(&mut push);
             } else {
                 push(byte);
             }
@@ -102,6 +113,12 @@ impl SubjectNames {
             .saturating_add(1)
             .saturating_add(max_topic_bytes.saturating_mul(3))
     }
+}
+
+/// `byte` written as `%XY`, upper-case hex.
+fn percent(byte: u8) -> [u8; 3] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    [b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]
 }
 
 /// The byte `%XY` stands for, upper-case hex only (the only form [`SubjectNames::subject`]
@@ -183,6 +200,26 @@ mod tests {
         assert!(!names.carries("pa", "a"));
         assert!(!names.carries("p.a%2eb", "a.b"), "lower-case hex is not ours");
         assert!(!names.carries("p.%", "%"));
+    }
+
+    #[test]
+    fn a_command_line_gets_the_same_subject() {
+        let names = SubjectNames::new("p.q");
+        let all: String = (0..=127u8).map(char::from).chain(['é', '€']).collect();
+        for topic in [
+            "a",
+            "a.b",
+            "%",
+            "a b",
+            "é",
+            "x.*.>",
+            "plain:topic-1",
+            all.as_str(),
+        ] {
+            let mut line = b"PUB ".to_vec();
+            names.push_subject(&mut line, topic);
+            assert_eq!(&line[4..], names.subject(topic).as_bytes(), "{topic:?}");
+        }
     }
 
     #[test]

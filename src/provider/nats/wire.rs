@@ -60,6 +60,11 @@ impl Message {
     pub(crate) fn subject(&self) -> &str {
         std::str::from_utf8(&self.subject).unwrap_or("\u{FFFD}")
     }
+
+    /// The bytes it holds: subject and payload.
+    pub(crate) fn len(&self) -> usize {
+        self.subject.len() + self.payload.len()
+    }
 }
 
 /// Why the server's byte stream cannot be read on.

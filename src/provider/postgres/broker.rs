@@ -6,7 +6,6 @@
 //! table's statements (its configured name) — quote them with
 //! [`quote_identifier`](super::channel::quote_identifier).
 
-use std::borrow::Cow;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +21,8 @@ use super::config::{shown_url, LargePayloads, PostgresConfig};
 use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
+    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
+    Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -296,11 +296,11 @@ impl Broker for PostgresBroker {
             let channel = self.names.channel(outgoing.topic);
             let send = match &publisher.store {
                 Some(store) if outgoing.envelope.len() > self.inline_limit => {
-                    let body: &[u8] = &outgoing.envelope;
+                    let body: &[u8] = outgoing.envelope;
                     async move { client.execute(store, &[&channel, &body]).await }.boxed()
                 }
                 _ => {
-                    let text = wire::encode_inline(&outgoing.envelope);
+                    let text = wire::encode_inline(outgoing.envelope);
                     async move { client.execute(notify, &[&channel, &text]).await }.boxed()
                 }
             };
@@ -504,9 +504,9 @@ impl Subscription for PostgresSubscription {
         message.channel()
     }
 
-    async fn envelope<'a>(&'a self, message: &'a Notification) -> Result<Cow<'a, [u8]>, Inbound> {
+    async fn envelope<'a>(&'a self, message: &'a Notification) -> Result<EnvelopeBytes<'a>, Inbound> {
         match wire::decode(message.payload()) {
-            Ok(wire::Notification::Inline(envelope)) => Ok(Cow::Owned(envelope)),
+            Ok(wire::Notification::Inline(envelope)) => Ok(EnvelopeBytes::Shared(envelope.into())),
             Ok(wire::Notification::Stored(id)) => {
                 let Some(fetcher) = &self.fetch else {
                     return Err(Inbound::Malformed(
@@ -525,7 +525,7 @@ impl Subscription for PostgresSubscription {
                 match fetched {
                     Ok(Some(row)) => row
                         .try_get::<_, Vec<u8>>(0)
-                        .map(Cow::Owned)
+                        .map(|envelope| EnvelopeBytes::Shared(envelope.into()))
                         .map_err(|error| Inbound::Malformed(format!("stored payload {id}: {error}"))),
                     Ok(None) => Err(Inbound::Malformed(format!(
                         "stored payload {id} is gone (deleted after payload_ttl)"

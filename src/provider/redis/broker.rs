@@ -1,8 +1,6 @@
 //! Redis as the bridge's broker: channel names, the two connections, `PUBLISH` pipelines and
 //! `SUBSCRIBE` / `UNSUBSCRIBE` on the RESP2 pub/sub connection.
 
-use std::borrow::Cow;
-
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -11,7 +9,8 @@ use redis::AsyncConnectionConfig;
 use super::config::RedisConfig;
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
+    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
+    Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -100,9 +99,7 @@ impl Broker for RedisBroker {
             channel.clear();
             channel.push_str(&self.config.channel_prefix);
             channel.push_str(outgoing.topic);
-            pipe.cmd("PUBLISH")
-                .arg(channel.as_bytes())
-                .arg(&outgoing.envelope[..]);
+            pipe.cmd("PUBLISH").arg(channel.as_bytes()).arg(outgoing.envelope);
         }
         let replies: Vec<redis::Value> = pipe
             .query_async(publisher)
@@ -183,7 +180,7 @@ impl Subscription for RedisSubscription {
         message.get_channel_name()
     }
 
-    async fn envelope<'a>(&'a self, message: &'a redis::Msg) -> Result<Cow<'a, [u8]>, Inbound> {
-        Ok(Cow::Borrowed(message.get_payload_bytes()))
+    async fn envelope<'a>(&'a self, message: &'a redis::Msg) -> Result<EnvelopeBytes<'a>, Inbound> {
+        Ok(EnvelopeBytes::Borrowed(message.get_payload_bytes()))
     }
 }
