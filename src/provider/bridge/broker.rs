@@ -115,10 +115,12 @@ pub(crate) trait Subscription: Send + Sync + 'static {
 
 /// The bytes of an inbound message's envelope.
 pub(crate) enum EnvelopeBytes<'a> {
-    /// Borrowed from the message: each record delivered is copied out.
+    /// Borrowed from the message: each record delivered is copied out. (The Redis client's.)
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Borrowed(&'a [u8]),
     /// An allocation of their own: a record that is a large part of them is delivered as a
-    /// slice of it, without a copy (see the listener).
+    /// slice of it, without a copy (see the listener). (The PostgreSQL and NATS clients'.)
+    #[cfg_attr(not(any(feature = "postgres", feature = "nats")), allow(dead_code))]
     Shared(Bytes),
 }
 

@@ -155,12 +155,15 @@ mod config_file;
 mod connection;
 mod subject;
 mod wire;
+mod wire_check;
 
 pub use self::config::{
     NatsConfig, DEFAULT_MAX_CONTROL_LINE, DEFAULT_NATS_PORT, DEFAULT_NATS_URL, MAX_ENVELOPE_BYTES,
     NATS_URL_ENV,
 };
 pub use self::subject::DEFAULT_SUBJECT_PREFIX;
+#[doc(hidden)]
+pub use self::wire_check::check_parser;
 pub use crate::provider::bridge::{BrokerError as NatsPubSubError, BrokerStats as NatsStats, InstanceId};
 
 use self::broker::NatsBroker;

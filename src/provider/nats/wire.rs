@@ -61,6 +61,11 @@ impl Message {
         std::str::from_utf8(&self.subject).unwrap_or("\u{FFFD}")
     }
 
+    /// The subject as the server wrote it.
+    pub(crate) fn subject_bytes(&self) -> &[u8] {
+        &self.subject
+    }
+
     /// The bytes it holds: subject and payload.
     pub(crate) fn len(&self) -> usize {
         self.subject.len() + self.payload.len()
