@@ -58,7 +58,9 @@ fn main() -> std::process::ExitCode {
         return match runtime.block_on(worker::run(&args, config, index)) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("fanout-sizing: instance {index}: {error}");
+                // One write, so that the instances' lines do not interleave.
+                let line = format!("fanout-sizing: instance {index}: {error}\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
                 std::process::ExitCode::FAILURE
             }
         };
