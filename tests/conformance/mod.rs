@@ -32,7 +32,6 @@ pub mod postgres;
 pub mod redis;
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -144,38 +143,11 @@ macro_rules! distributed_backend {
 
 // ----- services -----
 
-/// Whether backend tests must fail, rather than skip, when their service is unreachable.
-pub fn services_required() -> bool {
-    std::env::var("FANOUT_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Ends a test whose service is missing: `None` after printing `skipping: {why}`, or, under
-/// `FANOUT_REQUIRE_SERVICES=1`, a panic.
-pub fn skip<T>(why: impl Display) -> Option<T> {
-    if services_required() {
-        panic!("{why}, and FANOUT_REQUIRE_SERVICES=1");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
-/// What `attempt` to reach `service` at `url` yields, or, when it fails or takes over 3 s,
-/// [`skip`] with the reason and `remedy` (how to make the service reachable).
-pub async fn reach<T, E: Display>(
-    service: &str,
-    url: &str,
-    remedy: &str,
-    attempt: impl Future<Output = Result<T, E>>,
-) -> Option<T> {
-    let reason = match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-        Ok(Ok(reached)) => return Some(reached),
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => "no answer within 3 s".to_string(),
-    };
-    skip(format_args!(
-        "{service} at {url} is unreachable ({reason}); {remedy}"
-    ))
-}
+// Shared with the sizing tool's tests, which are another package's.
+#[path = "../support/services.rs"]
+mod services;
+#[allow(unused_imports)]
+pub use services::{reach, services_required, skip};
 
 /// A channel prefix no other test (or test run) shares, within PostgreSQL's 30-byte bound
 /// for prefixes: `t`, up to six letters and digits of `test`, then hex digits.

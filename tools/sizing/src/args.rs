@@ -83,6 +83,22 @@ pub struct Args {
     /// For `--baseline-only`: `pg_notify` statements in flight at once.
     #[arg(long, default_value_t = 1024)]
     pub pipeline_depth: usize,
+    /// For `--provider redis`, `postgres` and `nats`: run the workload on this many server
+    /// processes (this program, started again) on the one broker, as a deployment runs:
+    /// session `s` and publisher `p` on instance `s % N` and `p % N`; `--publishers` and
+    /// `--rate` count all instances together.
+    #[arg(long)]
+    pub instances: Option<usize>,
+    /// Runs as instance K of an `--instances` run, told when to publish on standard input and
+    /// reporting on standard output; it exits when standard input closes.
+    #[arg(long, hide = true, requires = "instances")]
+    pub worker: Option<usize>,
+    /// For `--worker`: the run's channel namespace (the parent's process id).
+    #[arg(long, hide = true, requires = "worker")]
+    pub run_id: Option<u32>,
+    /// For `--worker`: the run's clock, in microseconds since the Unix epoch.
+    #[arg(long, hide = true, requires = "worker")]
+    pub epoch_us: Option<u64>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +136,18 @@ pub enum ProviderArg {
     /// Two `NatsPubSub` instances on one NATS server, placed as for `redis`; with
     /// `--baseline-only`, plain protocol connections.
     Nats,
+}
+
+impl ProviderArg {
+    /// The provider's name, as reports give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderArg::Memory => "memory",
+            ProviderArg::Redis => "redis",
+            ProviderArg::Postgres => "postgres",
+            ProviderArg::Nats => "nats",
+        }
+    }
 }
 
 /// The server `--provider postgres` uses when neither `--database-url` nor `DATABASE_URL`
@@ -163,6 +191,12 @@ impl Args {
         Ok(config)
     }
 
+    /// The namespace of this run's channels: the parent's process id for an `--instances`
+    /// worker, this process's otherwise.
+    pub fn run_id(&self) -> u32 {
+        self.run_id.unwrap_or_else(std::process::id)
+    }
+
     /// `--database-url`, else `DATABASE_URL`, else [`DEFAULT_DATABASE_URL`].
     pub fn database_url(&self) -> String {
         self.database_url
@@ -202,6 +236,30 @@ impl Args {
         }
         if self.publishers == Some(0) {
             return Err("--publishers must be at least 1".into());
+        }
+        if let Some(instances) = self.instances {
+            self.check_instances(instances)?;
+        }
+        Ok(())
+    }
+
+    fn check_instances(&self, instances: usize) -> Result<(), String> {
+        if !(2..=256).contains(&instances) {
+            return Err(format!("--instances is {instances}; it must be in [2, 256]"));
+        }
+        if self.provider == ProviderArg::Memory || self.baseline_only || self.large_payloads_table {
+            return Err(
+                "--instances runs --provider redis, postgres or nats, without --baseline-only or --large-payloads-table"
+                    .into(),
+            );
+        }
+        if self.publishers.is_some_and(|publishers| publishers < instances) {
+            return Err(format!(
+                "--publishers counts all instances' publishers; it must be at least --instances ({instances})"
+            ));
+        }
+        if self.worker.is_some_and(|worker| worker >= instances) {
+            return Err(format!("--worker must be below --instances ({instances})"));
         }
         Ok(())
     }

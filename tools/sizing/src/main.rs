@@ -7,11 +7,14 @@
 //! cargo run --release -p fanout-sizing -- --provider redis --rate 0   # two instances on REDIS_URL
 //! cargo run --release -p fanout-sizing -- --provider postgres --baseline-only --rate 0 --topics 100
 //! cargo run --release -p fanout-sizing -- --provider nats --rate 0 --topics 100   # NATS_URL
+//! cargo run --release -p fanout-sizing -- --provider redis --instances 3 --rate 0   # 3 processes
 //! ```
 
 mod alloc;
 mod args;
 mod cpu;
+mod instance;
+mod instances;
 mod nats_baseline;
 mod nats_scenario;
 mod postgres_baseline;
@@ -20,6 +23,8 @@ mod redis_benchmark;
 mod redis_scenario;
 mod report;
 mod run;
+mod tally;
+mod worker;
 
 use clap::Parser;
 use serde::Serialize;
@@ -39,10 +44,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let (Some(instances), None) = (args.instances, args.worker) {
+        return print(
+            &args,
+            instances::run(&args, &config, instances).map(Output::Scenario),
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(index) = args.worker {
+        return match runtime.block_on(worker::run(&args, config, index)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                // One write, so that the instances' lines do not interleave.
+                let line = format!("fanout-sizing: instance {index}: {error}\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let output = runtime.block_on(async {
         match args.provider {
             ProviderArg::Memory => run::run_memory(&args, config).await.map(Output::Scenario),
@@ -62,6 +84,11 @@ fn main() -> std::process::ExitCode {
             ProviderArg::Nats => nats_scenario::run_nats(&args, config).await.map(Output::Scenario),
         }
     });
+    print(&args, output)
+}
+
+/// Prints what a run measured, as `--json` asks, or why it failed.
+fn print(args: &Args, output: Result<Output, Box<dyn std::error::Error>>) -> std::process::ExitCode {
     match output {
         Ok(output) if args.json => {
             println!(

@@ -7,21 +7,18 @@
 
 use std::sync::Arc;
 
-use fanout::nats::{NatsConfig, NatsPubSub};
+use fanout::nats::NatsPubSub;
 use fanout::{Config, PubSubProvider};
 
 use crate::args::Args;
 use crate::cpu::cpu_times_named;
+use crate::instance::nats_config;
 use crate::report::{NatsSection, Report};
-use crate::run::{measure, policy_name, Sides};
+use crate::run::{measure, policy_name, Placement, Sides};
 
 /// Runs the scenario on two instances of the NATS provider.
 pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
-    let mut nats = NatsConfig::from_env();
-    if let Some(url) = &args.nats_url {
-        nats.url = url.clone();
-    }
-    let nats = nats.with_subject_prefix(format!("fanout-sizing.{}", std::process::id()));
+    let nats = nats_config(args);
     let server = nats.server()?;
     let capacity = config.capacity;
     let policy = policy_name(&config);
@@ -39,13 +36,13 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
     let server_cpu_before = server_cpu();
     // Drained once everything queued on the publishing side has been sent (or counted lost)
     // and everything sent has reached the receiving side (or been counted malformed).
-    let drained = || {
+    let drained = |_: &[u64]| {
         let (sent, got) = (publishing.nats_stats(), receiving.nats_stats());
         let broadcasts = publishing.stats().published;
         sent.published + sent.publish_errors + sent.unavailable >= broadcasts
             && got.received + got.malformed >= sent.published
     };
-    let measured = measure(args, &sides, drained).await;
+    let measured = measure(args, &sides, Placement::alone(1), drained).await;
     let server_cpu_seconds = match (server_cpu_before, server_cpu()) {
         (Some(before), Some(after)) => Some(after - before),
         _ => None,
@@ -53,7 +50,7 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
     let (sent, got) = (publishing.nats_stats(), receiving.nats_stats());
     publishing.stop().await?;
     receiving.stop().await?;
-    let mut report = measured?;
+    let mut report = sides.report(args, measured?);
     report.nats = Some(NatsSection {
         server,
         subject_prefix: publishing.nats_config().subject_prefix.clone(),

@@ -32,7 +32,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::args::Args;
-use crate::cpu::{cpu_time_of, cpu_times_named, process_cpu_time};
+use crate::cpu::{cpu_time_of, process_cpu_time, ServerCpu};
 use crate::report::{BaselineCpu, Percentiles, PostgresBaseline};
 use crate::run::{new_histogram, Rng};
 
@@ -46,10 +46,10 @@ const LISTENS_PER_QUERY: usize = 1000;
 /// Hexadecimal digits of the send time at the head of each payload.
 const TIME_DIGITS: usize = 16;
 
-/// The prefix of this process's channel names: runs in other processes on the same server
-/// neither hear nor count each other's notifications.
-pub fn channel_prefix() -> String {
-    format!("fanout-sizing:{}:", std::process::id())
+/// The prefix of run `run_id`'s channel names (a process id): runs in other processes on the
+/// same server neither hear nor count each other's notifications.
+pub fn channel_prefix(run_id: u32) -> String {
+    format!("fanout-sizing:{run_id}:")
 }
 
 /// The characters of the provider's notification payload for one `message_size` message on
@@ -78,34 +78,6 @@ pub fn server_name(url: &str) -> Result<String, tokio_postgres::Error> {
     Ok(format!("{host}:{port}/{database}"))
 }
 
-/// CPU time of the PostgreSQL server's processes on the local machine, by process id.
-pub struct ServerCpu(Vec<(u32, Duration)>);
-
-impl ServerCpu {
-    /// Every `postgres` process now (none where the server is elsewhere).
-    pub fn now() -> Self {
-        ServerCpu(cpu_times_named("postgres"))
-    }
-
-    /// Seconds of CPU the server's processes used from `self` to `later`, counting a process
-    /// absent from `self` (a backend that started in between) from zero; `None` if there were
-    /// no `postgres` processes to read.
-    pub fn seconds_until(&self, later: &ServerCpu) -> Option<f64> {
-        if later.0.is_empty() {
-            return None;
-        }
-        let used = later.0.iter().map(|(pid, after)| {
-            let before = self
-                .0
-                .iter()
-                .find(|(p, _)| p == pid)
-                .map_or(Duration::ZERO, |(_, d)| *d);
-            after.saturating_sub(before)
-        });
-        Some(used.sum::<Duration>().as_secs_f64())
-    }
-}
-
 /// Runs the baseline with the workload flags of `args` against `args.database_url()`.
 pub async fn run(args: &Args) -> Result<PostgresBaseline, Box<dyn std::error::Error>> {
     let url = args.database_url();
@@ -116,7 +88,7 @@ pub async fn run(args: &Args) -> Result<PostgresBaseline, Box<dyn std::error::Er
             .map_err(|error| format!("cannot reach postgres at {server}: {error}"))?;
         Ok::<_, String>((client, connection))
     };
-    let prefix = channel_prefix();
+    let prefix = channel_prefix(args.run_id());
     let topics: Vec<String> = (0..args.topics).map(|t| format!("room:{t}")).collect();
     let channels: Vec<String> = topics.iter().map(|topic| format!("{prefix}{topic}")).collect();
     let payload_chars: Vec<usize> = topics
@@ -183,7 +155,7 @@ pub async fn run(args: &Args) -> Result<PostgresBaseline, Box<dyn std::error::Er
     let publisher_pid = backend_pid(&publisher).await?;
     let listener_cpu_before = cpu_time_of(listener_pid, "postgres");
     let publisher_cpu_before = cpu_time_of(publisher_pid, "postgres");
-    let server_cpu_before = ServerCpu::now();
+    let server_cpu_before = ServerCpu::named("postgres");
     let client_cpu_before = process_cpu_time();
 
     let depth = args.pipeline_depth;
@@ -235,7 +207,7 @@ pub async fn run(args: &Args) -> Result<PostgresBaseline, Box<dyn std::error::Er
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let server_cpu = server_cpu_before.seconds_until(&ServerCpu::now());
+    let server_cpu = server_cpu_before.seconds_until(&ServerCpu::named("postgres"));
     let client_cpu = match (client_cpu_before, process_cpu_time()) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
         _ => None,

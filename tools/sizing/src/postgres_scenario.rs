@@ -18,17 +18,17 @@ use fanout::Config;
 pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
     use std::sync::Arc;
 
-    use fanout::postgres::{PostgresConfig, PostgresPubSub};
+    use fanout::postgres::PostgresPubSub;
     use fanout::PubSubProvider;
 
-    use crate::postgres_baseline::{channel_prefix, server_name, ServerCpu};
+    use crate::cpu::ServerCpu;
+    use crate::instance::postgres_config;
+    use crate::postgres_baseline::server_name;
     use crate::report::PostgresSection;
-    use crate::run::{measure, policy_name, Sides};
+    use crate::run::{measure, policy_name, Placement, Sides};
 
-    let mut postgres = PostgresConfig::from_env();
-    postgres.url = args.database_url();
+    let mut postgres = postgres_config(args);
     let server = server_name(&postgres.url).map_err(|error| format!("--database-url: {error}"))?;
-    let mut postgres = postgres.with_channel_prefix(channel_prefix());
     if args.large_payloads_table {
         postgres = postgres
             .with_large_payloads(fanout::postgres::LargePayloads::Table)
@@ -54,17 +54,17 @@ pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn
         capacity,
         policy,
     };
-    let server_cpu_before = ServerCpu::now();
+    let server_cpu_before = ServerCpu::named("postgres");
     // Drained once everything queued on the publishing side has been sent (or counted lost)
     // and everything sent has reached the receiving side (or been counted malformed).
-    let drained = || {
+    let drained = |_: &[u64]| {
         let (sent, got) = (publishing.broker_stats(), receiving.broker_stats());
         let broadcasts = publishing.stats().published;
         sent.published + sent.publish_errors + sent.unavailable >= broadcasts
             && got.received + got.malformed >= sent.published
     };
-    let measured = measure(args, &sides, drained).await;
-    let server_cpu = server_cpu_before.seconds_until(&ServerCpu::now());
+    let measured = measure(args, &sides, Placement::alone(1), drained).await;
+    let server_cpu = server_cpu_before.seconds_until(&ServerCpu::named("postgres"));
     let (sent, got) = (publishing.broker_stats(), receiving.broker_stats());
     publishing.stop().await?;
     receiving.stop().await?;
@@ -78,7 +78,7 @@ pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn
             .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
             .await?;
     }
-    let mut report = measured?;
+    let mut report = sides.report(args, measured?);
 
     report.postgres = Some(PostgresSection {
         server,

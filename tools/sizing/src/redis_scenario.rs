@@ -13,22 +13,19 @@
 use std::sync::Arc;
 
 use fanout::envelope::{single_encoded_len, Record};
-use fanout::redis::{RedisConfig, RedisPubSub};
+use fanout::redis::RedisPubSub;
 use fanout::{Config, PubSubProvider};
 
 use crate::args::Args;
+use crate::instance::redis_config;
 use crate::redis_benchmark;
 use crate::report::{RedisSection, Report};
-use crate::run::{measure, policy_name, Sides};
+use crate::run::{measure, policy_name, Placement, Sides};
 
 /// Runs the scenario on two instances of the Redis provider.
 pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
-    let mut redis = RedisConfig::from_env();
-    if let Some(url) = &args.redis_url {
-        redis.url = url.clone();
-    }
-    let prefix = format!("fanout-sizing:{}:", std::process::id());
-    let redis = redis.with_channel_prefix(&prefix);
+    let redis = redis_config(args);
+    let prefix = redis.channel_prefix.clone();
     let client = ::redis::Client::open(redis.url.as_str())?;
     let server = client.get_connection_info().addr().to_string();
     let mut admin = client
@@ -73,18 +70,18 @@ pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn st
     let server_before = server_figures(&mut admin).await;
     // Drained once everything queued on the publishing side has been sent (or counted lost)
     // and everything sent has reached the receiving side (or been counted malformed).
-    let drained = || {
+    let drained = |_: &[u64]| {
         let (sent, got) = (publishing.redis_stats(), receiving.redis_stats());
         let broadcasts = publishing.stats().published;
         sent.published + sent.publish_errors + sent.unavailable >= broadcasts
             && got.received + got.malformed >= sent.published
     };
-    let measured = measure(args, &sides, drained).await;
+    let measured = measure(args, &sides, Placement::alone(1), drained).await;
     let server_after = server_figures(&mut admin).await;
     let (sent, got) = (publishing.redis_stats(), receiving.redis_stats());
     publishing.stop().await?;
     receiving.stop().await?;
-    let mut report = measured?;
+    let mut report = sides.report(args, measured?);
 
     let per_second = got.received as f64 / report.elapsed_seconds;
     let ratio = benchmark

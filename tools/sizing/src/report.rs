@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::tally::Tally;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -13,9 +15,15 @@ pub struct Report {
     pub recipients: u64,
     pub delivered: u64,
     pub deliveries_per_second: f64,
+    /// Deliveries of messages published on another instance than the session's (every
+    /// delivery of the in-process distributed scenarios; none of `memory`).
+    pub cross_instance_delivered: u64,
+    pub cross_instance_deliveries_per_second: f64,
     pub publishes_per_second: f64,
     pub publish_latency_us: Percentiles,
     pub end_to_end_latency_us: Percentiles,
+    /// `end_to_end_latency_us` of the cross-instance deliveries alone.
+    pub cross_instance_latency_us: Percentiles,
     pub dropped: Dropped,
     pub disconnects: u64,
     pub block: Block,
@@ -32,6 +40,109 @@ pub struct Report {
     /// The NATS side, for `--provider nats`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsSection>,
+    /// Each server process and the broker's, for `--instances`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstancesSection>,
+}
+
+impl Report {
+    /// The report of `tally`, with no provider's section.
+    pub fn new(provider: &'static str, scenario: Scenario, tally: Tally) -> Report {
+        let per_second = |count: u64| count as f64 / tally.elapsed_seconds;
+        Report {
+            provider,
+            scenario,
+            published: tally.published,
+            recipients: tally.recipients,
+            delivered: tally.delivered,
+            deliveries_per_second: per_second(tally.delivered),
+            cross_instance_delivered: tally.cross_instance_delivered,
+            cross_instance_deliveries_per_second: per_second(tally.cross_instance_delivered),
+            publishes_per_second: per_second(tally.published),
+            publish_latency_us: Percentiles::of(&tally.publish_latency.0),
+            end_to_end_latency_us: Percentiles::of(&tally.end_to_end_latency.0),
+            cross_instance_latency_us: Percentiles::of(&tally.cross_instance_latency.0),
+            dropped: tally.dropped,
+            disconnects: tally.disconnects,
+            block: tally.block,
+            handler_panics: tally.handler_panics,
+            memory: tally.memory,
+            cpu: Cpu {
+                seconds: tally.cpu_seconds,
+                cores_busy: tally.cpu_seconds / tally.elapsed_seconds,
+            },
+            elapsed_seconds: tally.elapsed_seconds,
+            redis: None,
+            postgres: None,
+            nats: None,
+            instances: None,
+        }
+    }
+}
+
+/// `--instances N`: N server processes on one broker, sessions and publishers spread over them.
+#[derive(Debug, Serialize)]
+pub struct InstancesSection {
+    /// The server processes, in instance order.
+    pub per_instance: Vec<InstanceFigures>,
+    /// The broker's server process(es) on the local machine, if found.
+    pub broker: BrokerCpu,
+    /// From the go to publish to the last instance's last delivery, as the parent timed it.
+    pub wall_seconds: f64,
+}
+
+/// One server process of an `--instances` run.
+#[derive(Debug, Serialize)]
+pub struct InstanceFigures {
+    pub instance: usize,
+    pub pid: u32,
+    pub sessions: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub cross_instance_delivered: u64,
+    pub broker: BrokerFigures,
+    pub dropped: Dropped,
+    /// User plus system CPU from its first broadcast to drained (its `/proc/<pid>/stat`).
+    pub cpu_seconds: f64,
+    /// `cpu_seconds` per wall second of the same span.
+    pub cores_busy: f64,
+    pub elapsed_seconds: f64,
+}
+
+/// One instance's broker-side counters at the end of its run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BrokerFigures {
+    /// Messages sent to the broker.
+    pub sent: u64,
+    /// Messages received from it (other instances' only).
+    pub received: u64,
+    /// Messages not sent: the connection failed or the broker refused them.
+    pub lost: u64,
+    /// Envelopes received that did not decode.
+    pub malformed: u64,
+    /// Times a connection to the broker was lost.
+    pub outages: u64,
+}
+
+/// The broker server's CPU over an `--instances` run.
+#[derive(Debug, Serialize)]
+pub struct BrokerCpu {
+    /// The server, as the URL names it.
+    pub server: String,
+    /// How its processes were found: the process listening on the server's port (from
+    /// `/proc/net/tcp{,6}` and `/proc/*/fd`) and its descendants (PostgreSQL's backends).
+    /// Empty when the server is not on the local machine.
+    pub processes: Vec<BrokerProcess>,
+    pub cpu_seconds: Option<f64>,
+    /// `cpu_seconds` per wall second.
+    pub cores_busy: Option<f64>,
+}
+
+/// A process of the broker's server.
+#[derive(Debug, Serialize)]
+pub struct BrokerProcess {
+    pub pid: u32,
+    pub name: String,
 }
 
 /// Two `RedisPubSub` instances on one Redis: publishers on the first, sessions on the second.
@@ -231,7 +342,7 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Dropped {
     pub drop_newest: u64,
     pub drop_oldest: u64,
@@ -240,17 +351,38 @@ pub struct Dropped {
     pub stopped: u64,
 }
 
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "drop_newest {}, drop_oldest {}, slow_consumer {}, unsubscribed {}, stopped {}",
+            self.drop_newest, self.drop_oldest, self.slow_consumer, self.unsubscribed, self.stopped
+        )
+    }
+}
+
+impl Dropped {
+    /// Adds `other`'s counts, reason by reason.
+    pub fn add(&mut self, other: &Dropped) {
+        self.drop_newest += other.drop_newest;
+        self.drop_oldest += other.drop_oldest;
+        self.slow_consumer += other.slow_consumer;
+        self.unsubscribed += other.unsubscribed;
+        self.stopped += other.stopped;
+    }
+}
+
 /// The `block` policy's waits: how many broadcasts waited for a full mailbox, how many of those
 /// waits timed out, and how many full mailboxes were not waited for (the session had timed out
 /// before and read nothing since).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Block {
     pub waits: u64,
     pub timeouts: u64,
     pub skips: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Memory {
     pub bytes_per_session: f64,
     pub bytes_per_subscription: f64,
@@ -297,17 +429,7 @@ impl Report {
             ),
             ("publish latency (us)", pct(&self.publish_latency_us)),
             ("end-to-end latency (us)", pct(&self.end_to_end_latency_us)),
-            (
-                "dropped",
-                format!(
-                    "drop_newest {}, drop_oldest {}, slow_consumer {}, unsubscribed {}, stopped {}",
-                    self.dropped.drop_newest,
-                    self.dropped.drop_oldest,
-                    self.dropped.slow_consumer,
-                    self.dropped.unsubscribed,
-                    self.dropped.stopped
-                ),
-            ),
+            ("dropped", self.dropped.to_string()),
             ("disconnects", self.disconnects.to_string()),
             (
                 "block",
@@ -335,6 +457,19 @@ impl Report {
                 ),
             ),
         ];
+        if self.provider != "memory" {
+            rows.insert(
+                2,
+                (
+                    "cross-instance",
+                    format!(
+                        "{} deliveries ({:.0}/s)",
+                        self.cross_instance_delivered, self.cross_instance_deliveries_per_second
+                    ),
+                ),
+            );
+            rows.insert(5, ("cross-instance (us)", pct(&self.cross_instance_latency_us)));
+        }
         if let Some(redis) = &self.redis {
             rows.extend(redis.rows(s.rate));
         }
@@ -343,6 +478,9 @@ impl Report {
         }
         if let Some(nats) = &self.nats {
             rows.extend(nats.rows());
+        }
+        if let Some(instances) = &self.instances {
+            rows.extend(instances.rows());
         }
         out.push_str(&rows_table(rows));
         out
@@ -479,6 +617,63 @@ impl NatsSection {
             ),
         }
         .rows()
+    }
+}
+
+impl InstancesSection {
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        let mut rows: Vec<(&'static str, String)> = self
+            .per_instance
+            .iter()
+            .map(|i| {
+                (
+                    "instance",
+                    format!(
+                        "{} (pid {}): {} sessions, {} published, {} delivered ({} cross-instance), {:.2} s cpu ({:.2} cores busy); broker: {} sent, {} received, {} lost, {} malformed, {} outages; dropped: {}",
+                        i.instance,
+                        i.pid,
+                        i.sessions,
+                        i.published,
+                        i.delivered,
+                        i.cross_instance_delivered,
+                        i.cpu_seconds,
+                        i.cores_busy,
+                        i.broker.sent,
+                        i.broker.received,
+                        i.broker.lost,
+                        i.broker.malformed,
+                        i.broker.outages,
+                        i.dropped
+                    ),
+                )
+            })
+            .collect();
+        let b = &self.broker;
+        let processes = match b.processes.as_slice() {
+            [] => "no local process listens on its port".to_string(),
+            [first, rest @ ..] => format!(
+                "{} pid {}{}, found by its listening port",
+                first.name,
+                first.pid,
+                if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {} descendants", rest.len())
+                }
+            ),
+        };
+        rows.push((
+            "broker",
+            format!(
+                "{} cpu ({} cores busy) over {:.2} s at {}: {}",
+                seconds(b.cpu_seconds),
+                b.cores_busy.map_or("?".to_string(), |c| format!("{c:.2}")),
+                self.wall_seconds,
+                b.server,
+                processes
+            ),
+        ));
+        rows
     }
 }
 

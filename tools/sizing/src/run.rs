@@ -1,4 +1,8 @@
 //! Running a scenario on a provider and measuring it.
+//!
+//! Every payload opens with a [`stamp`]: the publishing instance and its send time on a
+//! clock all instances of a run share, so each delivery yields its end-to-end latency and
+//! whether it crossed from another instance.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,11 +16,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::alloc::{live_bytes, peak_bytes, reset_peak};
 use crate::args::Args;
 use crate::cpu::process_cpu_time;
-use crate::report::{Block, Cpu, Dropped, Memory, Percentiles, Report, Scenario};
+use crate::report::{Block, Dropped, Memory, Report, Scenario};
+use crate::tally::{Latency, Tally};
 
-/// End-to-end latencies, one histogram per thread that runs handlers (no contention while
-/// recording), merged at the end.
-type Shard = Arc<Mutex<Histogram<u64>>>;
+/// End-to-end latencies, one pair per thread that runs handlers (no contention while
+/// recording), merged at the end: every delivery, and those from another instance.
+type Shard = Arc<Mutex<(Histogram<u64>, Histogram<u64>)>>;
 
 fn latency_shards() -> &'static Mutex<Vec<Shard>> {
     static SHARDS: OnceLock<Mutex<Vec<Shard>>> = OnceLock::new();
@@ -28,22 +33,41 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-fn record_latency(micros: u64) {
+fn record_latency(micros: u64, cross_instance: bool) {
     thread_local! {
         static LOCAL: RefCell<Option<Shard>> = const { RefCell::new(None) };
     }
     LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         let shard = local.get_or_insert_with(|| {
-            let shard = Arc::new(Mutex::new(new_histogram()));
+            let shard = Arc::new(Mutex::new((new_histogram(), new_histogram())));
             latency_shards().lock().expect("shards").push(Arc::clone(&shard));
             shard
         });
-        let _ = shard.lock().expect("shard").record(micros.max(1));
+        let mut shard = shard.lock().expect("shard");
+        let _ = shard.0.record(micros.max(1));
+        if cross_instance {
+            let _ = shard.1.record(micros.max(1));
+        }
     });
 }
 
-fn topic_of(session: usize, k: usize, topics: usize) -> usize {
+/// Bits of a stamp that hold the send time; the instance's index sits above them.
+const TIME_BITS: u32 = 48;
+
+/// The first 8 bytes of every payload, little-endian: the publishing instance's index above
+/// [`TIME_BITS`] bits of microseconds since the run's clock started (eight years).
+pub fn stamp(instance: usize, micros: u64) -> u64 {
+    ((instance as u64) << TIME_BITS) | (micros & ((1 << TIME_BITS) - 1))
+}
+
+/// The instance and send time a [`stamp`] holds.
+pub fn unstamp(stamp: u64) -> (usize, u64) {
+    ((stamp >> TIME_BITS) as usize, stamp & ((1 << TIME_BITS) - 1))
+}
+
+/// The `k`th topic of session `session`.
+pub fn topic_of(session: usize, k: usize, topics: usize) -> usize {
     (session * 7 + k * 13) % topics
 }
 
@@ -85,9 +109,9 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
         capacity,
         policy,
     };
-    let report = measure(args, &sides, || true).await;
+    let measured = measure(args, &sides, Placement::alone(0), |_| true).await;
     provider.stop().await?;
-    report
+    Ok(sides.report(args, measured?))
 }
 
 /// Where the workload runs: publishers call `publish`, sessions live on `receive` (the same
@@ -100,26 +124,103 @@ pub struct Sides {
     pub policy: String,
 }
 
-/// Subscribes the sessions on `sides.receive`, publishes on `sides.publish` for the duration,
-/// waits until every delivery is made or dropped (and `drained` holds), and reports. Stops
-/// neither provider.
+impl Sides {
+    /// The report of a run of this process alone.
+    pub fn report(&self, args: &Args, tally: Tally) -> Report {
+        let scenario = scenario(args, self.capacity, self.policy.clone(), tally.subscriptions);
+        Report::new(self.name, scenario, tally)
+    }
+}
+
+/// The workload's shape, as the report states it.
+pub fn scenario(args: &Args, capacity: usize, policy: String, subscriptions: u64) -> Scenario {
+    Scenario {
+        sessions: args.sessions,
+        topics: args.topics,
+        topics_per_session: args.topics_per_session,
+        subscriptions,
+        publishers: publishers(args),
+        rate: args.rate,
+        message_size: args.message_size,
+        capacity,
+        policy,
+        duration_seconds: args.duration,
+        handler_work_us: args.handler_work_us,
+    }
+}
+
+/// Publisher tasks in all: `--publishers`, else one per core (and at least one per instance).
+pub fn publishers(args: &Args) -> usize {
+    args.publishers.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.max(args.instances.unwrap_or(1))
+    })
+}
+
+/// Which part of the workload runs here, and how it meets the other instances'.
+pub struct Placement<'a> {
+    /// The index of the instance `Sides::publish` is; stamped into every payload.
+    pub publisher: usize,
+    /// The index of the instance `Sides::receive` is: deliveries stamped otherwise crossed.
+    pub receiver: usize,
+    /// How many instances share the workload: session `s` and publisher `p` run on instance
+    /// `s % instances` and `p % instances`, and this process runs the receiver's share.
+    pub instances: usize,
+    /// The run's clock: stamps count microseconds from it, in every instance alike.
+    pub clock: Instant,
+    /// Runs once the sessions are subscribed, before publishing; returns when publishing may
+    /// begin.
+    pub ready: Box<dyn FnOnce() + 'a>,
+}
+
+impl Placement<'static> {
+    /// Every session and publisher in this process, `publisher` the stamp's index and `0` the
+    /// receiver's.
+    pub fn alone(publisher: usize) -> Self {
+        Placement {
+            publisher,
+            receiver: 0,
+            instances: 1,
+            clock: Instant::now(),
+            ready: Box::new(|| ()),
+        }
+    }
+}
+
+/// Subscribes this placement's sessions on `sides.receive`, publishes on `sides.publish` for
+/// the duration, waits until every delivery is made or dropped (and `drained` holds), and
+/// tallies. Stops neither provider. `drained` reads how many broadcasts were made on each topic
+/// so far.
 pub async fn measure(
     args: &Args,
     sides: &Sides,
-    drained: impl Fn() -> bool,
-) -> Result<Report, Box<dyn std::error::Error>> {
-    let clock = Instant::now();
-    let publishers = args
-        .publishers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    placement: Placement<'_>,
+    mut drained: impl FnMut(&[u64]) -> bool,
+) -> Result<Tally, Box<dyn std::error::Error>> {
+    let Placement {
+        publisher: here,
+        receiver: receiving,
+        instances,
+        clock,
+        ready,
+    } = placement;
+    let publishers = publishers(args);
     let receiver = Arc::clone(&sides.receive);
+    let cross = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handler = {
         let work = Duration::from_micros(args.handler_work_us);
+        let cross = Arc::clone(&cross);
         Handler::new(move |_topic, message: Bytes| {
             let mut sent = [0u8; 8];
             sent.copy_from_slice(&message[..8]);
             let now = clock.elapsed().as_micros() as u64;
-            record_latency(now.saturating_sub(u64::from_le_bytes(sent)));
+            let (from, sent) = unstamp(u64::from_le_bytes(sent));
+            let crossed = from != receiving;
+            if crossed {
+                // Read once, after every handler has run: any ordering will do.
+                cross.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            record_latency(now.saturating_sub(sent), crossed);
             if !work.is_zero() {
                 let until = Instant::now() + work;
                 while Instant::now() < until {
@@ -133,15 +234,21 @@ pub async fn measure(
     // Memory: sessions with their first subscription, then the remaining subscriptions.
     let base = live_bytes();
     let topic_names: Vec<String> = (0..args.topics).map(|t| format!("room:{t}")).collect();
-    let session_names: Vec<String> = (0..args.sessions).map(|s| format!("session-{s}")).collect();
+    let session_names: Vec<(usize, String)> = (0..args.sessions)
+        .filter(|s| s % instances == receiving % instances)
+        .map(|s| (s, format!("session-{s}")))
+        .collect();
+    let sessions = session_names.len();
     let names_bytes = live_bytes() - base;
-    for (s, name) in session_names.iter().enumerate() {
+    for (s, name) in &session_names {
+        let s = *s;
         receiver
             .subscribe_topic(name, &topic_names[topic_of(s, 0, args.topics)], handler.clone())
             .await?;
     }
     let after_sessions = live_bytes();
-    for (s, name) in session_names.iter().enumerate() {
+    for (s, name) in &session_names {
+        let s = *s;
         for k in 1..args.topics_per_session {
             receiver
                 .subscribe_topic(name, &topic_names[topic_of(s, k, args.topics)], handler.clone())
@@ -150,17 +257,19 @@ pub async fn measure(
     }
     let after_all = live_bytes();
     let subscriptions = receiver.stats().subscriptions;
-    let extra = subscriptions.saturating_sub(args.sessions as u64);
+    let extra = subscriptions.saturating_sub(sessions as u64);
     let per_subscription = if extra > 0 {
         (after_all - after_sessions) as f64 / extra as f64
     } else {
         0.0
     };
-    let per_session = (after_sessions - base - names_bytes) as f64 / args.sessions as f64 - per_subscription;
+    let per_session =
+        (after_sessions - base - names_bytes) as f64 / sessions.max(1) as f64 - per_subscription;
+    ready();
 
     // Publish.
     let duration = Duration::from_secs_f64(args.duration);
-    let progress = if args.quiet || args.json {
+    let progress = if args.quiet || args.json || args.worker.is_some() {
         ProgressBar::hidden()
     } else {
         let bar = ProgressBar::new(duration.as_millis() as u64);
@@ -175,10 +284,13 @@ pub async fn measure(
     let started = Instant::now();
     let deadline = started + duration;
     let per_publisher_rate = args.rate as f64 / publishers as f64;
+    let per_topic: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..args.topics).map(|_| Default::default()).collect());
     let mut tasks = Vec::with_capacity(publishers);
-    for p in 0..publishers {
+    for p in (0..publishers).filter(|p| p % instances == here % instances) {
         let pubsub = Arc::clone(&sides.publish);
         let topics = topic_names.clone();
+        let per_topic = Arc::clone(&per_topic);
         let size = args.message_size;
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (p as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9));
@@ -195,15 +307,17 @@ pub async fn measure(
                     sent + 64
                 };
                 while sent < due {
-                    let topic = &topics[(rng.next() % topics.len() as u64) as usize];
+                    let t = (rng.next() % topics.len() as u64) as usize;
                     let mut payload = BytesMut::with_capacity(size);
-                    payload.put_u64_le(clock.elapsed().as_micros() as u64);
+                    payload.put_u64_le(stamp(here, clock.elapsed().as_micros() as u64));
                     payload.resize(size, b'x');
                     let t0 = Instant::now();
                     pubsub
-                        .broadcast(topic, payload.freeze())
+                        .broadcast(&topics[t], payload.freeze())
                         .await
                         .expect("broadcast");
+                    // Read after the publishers have ended: any ordering will do.
+                    per_topic[t].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = latencies.record((t0.elapsed().as_micros() as u64).max(1));
                     sent += 1;
                 }
@@ -234,10 +348,14 @@ pub async fn measure(
         publish_latency.add(task.await?)?;
     }
     // Drain: wait until every (broadcast, recipient) pair is delivered or dropped.
+    let per_topic: Vec<u64> = per_topic
+        .iter()
+        .map(|count| count.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
     let drain_limit = Instant::now() + Duration::from_secs(60);
     loop {
         let s = receiver.stats();
-        let done = s.delivered + s.dropped.total() >= s.recipients && drained();
+        let done = s.delivered + s.dropped.total() >= s.recipients && drained(&per_topic);
         if done || Instant::now() > drain_limit {
             break;
         }
@@ -250,37 +368,30 @@ pub async fn measure(
     };
     ticker.abort();
     progress.finish_and_clear();
-    let published = sides.publish.stats().published;
+    // Not `sides.publish.stats().published`: a distributed engine counts what it received
+    // from other instances there too.
+    let published = per_topic.iter().sum();
     let stats = receiver.stats();
     let total_bytes = live_bytes() - base;
     let peak_bytes = peak_bytes() - base;
 
     let mut end_to_end = new_histogram();
+    let mut cross_end_to_end = new_histogram();
     for shard in latency_shards().lock().expect("shards").iter() {
-        end_to_end.add(&*shard.lock().expect("shard"))?;
+        let shard = shard.lock().expect("shard");
+        end_to_end.add(&shard.0)?;
+        cross_end_to_end.add(&shard.1)?;
     }
-    Ok(Report {
-        provider: sides.name,
-        scenario: Scenario {
-            sessions: args.sessions,
-            topics: args.topics,
-            topics_per_session: args.topics_per_session,
-            subscriptions,
-            publishers,
-            rate: args.rate,
-            message_size: args.message_size,
-            capacity: sides.capacity,
-            policy: sides.policy.clone(),
-            duration_seconds: args.duration,
-            handler_work_us: args.handler_work_us,
-        },
+    Ok(Tally {
+        sessions,
+        subscriptions,
         published,
         recipients: stats.recipients,
         delivered: stats.delivered,
-        deliveries_per_second: stats.delivered as f64 / elapsed.as_secs_f64(),
-        publishes_per_second: published as f64 / elapsed.as_secs_f64(),
-        publish_latency_us: Percentiles::of(&publish_latency),
-        end_to_end_latency_us: Percentiles::of(&end_to_end),
+        cross_instance_delivered: cross.load(std::sync::atomic::Ordering::Relaxed),
+        publish_latency: Latency(publish_latency),
+        end_to_end_latency: Latency(end_to_end),
+        cross_instance_latency: Latency(cross_end_to_end),
         dropped: Dropped {
             drop_newest: stats.dropped.drop_newest,
             drop_oldest: stats.dropped.drop_oldest,
@@ -301,13 +412,7 @@ pub async fn measure(
             total_bytes,
             peak_bytes,
         },
-        cpu: Cpu {
-            seconds: cpu.as_secs_f64(),
-            cores_busy: cpu.as_secs_f64() / elapsed.as_secs_f64(),
-        },
+        cpu_seconds: cpu.as_secs_f64(),
         elapsed_seconds: elapsed.as_secs_f64(),
-        redis: None,
-        postgres: None,
-        nats: None,
     })
 }
