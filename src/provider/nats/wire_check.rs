@@ -60,12 +60,18 @@ pub fn check_parser(data: &[u8]) {
             ),
         }
     }
-    assert_eq!(frames, whole_frames, "the frames depend on how the bytes were read");
+    assert_eq!(
+        frames, whole_frames,
+        "the frames depend on how the bytes were read"
+    );
     assert_eq!(end, whole_end, "the end depends on how the bytes were read");
 
     for frame in &frames {
         if let Frame::Msg(message) = frame {
-            assert!(message.payload.len() <= limits.payload, "a payload past the limit");
+            assert!(
+                message.payload.len() <= limits.payload,
+                "a payload past the limit"
+            );
             let mut written = BytesMut::new();
             let verb = if message.headers { "HMSG" } else { "MSG" };
             written.extend_from_slice(format!("{verb} ").as_bytes());
