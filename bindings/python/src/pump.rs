@@ -182,14 +182,7 @@ impl Pump {
         let mut budget = STEP_BUDGET;
         loop {
             let slot = match self.queue.next(py)? {
-                Next::Session(slot, next) => {
-                    // The next session's own lines were asked for a turn ago; now those it
-                    // points to (with many sessions, a cold line each).
-                    if let Some(next) = next.and_then(|next| next.session.upgrade()) {
-                        next.prefetch();
-                    }
-                    slot
-                }
+                Next::Session(slot) => slot,
                 Next::Park(waiter) => return Ok(Some(waiter)),
                 Next::Stopped => return Ok(None),
             };
@@ -201,8 +194,10 @@ impl Pump {
             }
             let limit = VISIT_BUDGET.min(budget);
             let mut taken = 0;
+            // Held for the visit, handlers included: only the pump reads a receiver.
+            let mut receiver = session.receiver();
             while taken < limit {
-                match session.poll() {
+                match session.poll(&mut receiver) {
                     Poll::Pending => break,
                     Poll::Ready(None) => {
                         events.call_method1(intern!(py, "_ended"), (session.key,))?;

@@ -41,11 +41,16 @@ pub(crate) struct SessionCore {
 }
 
 impl SessionCore {
-    /// The next message, if the mailbox has one; `Ready(None)` once the session is closed.
-    /// Never waits; a `Pending` poll leaves the slot's waker with the mailbox.
-    pub(crate) fn poll(&self) -> Poll<Option<Message>> {
-        let mut receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
-        Pin::new(&mut *receiver).poll_next(&mut Context::from_waker(&self.mailbox_waker))
+    /// The receiver, for a visit of the pump: the only code that locks it.
+    pub(crate) fn receiver(&self) -> MutexGuard<'_, SessionReceiver> {
+        self.receiver.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next message of `receiver` (this session's), if the mailbox has one;
+    /// `Ready(None)` once the session is closed. Never waits; a `Pending` poll leaves the
+    /// slot's waker with the mailbox.
+    pub(crate) fn poll(&self, receiver: &mut SessionReceiver) -> Poll<Option<Message>> {
+        Pin::new(receiver).poll_next(&mut Context::from_waker(&self.mailbox_waker))
     }
 
     pub(crate) fn id(&self) -> &str {

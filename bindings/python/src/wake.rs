@@ -68,8 +68,14 @@ pub(crate) fn deferring<T>(call: impl FnOnce() -> T) -> T {
             for slot in &slots {
                 prefetch(Arc::as_ptr(slot).cast(), 1);
             }
-            for slot in slots {
-                slot.queue();
+            // A broadcast's recipients are mostly on one loop: one lock per run of them.
+            let mut slots = slots.into_iter().peekable();
+            while let Some(first) = slots.next() {
+                let queue = Arc::clone(&first.queue);
+                let run = std::iter::once(first).chain(std::iter::from_fn(|| {
+                    slots.next_if(|slot| Arc::ptr_eq(&slot.queue, &queue))
+                }));
+                queue.push_all(run);
             }
             IN_CALL.set(false);
         }
@@ -129,8 +135,8 @@ struct QueueState {
 
 /// What the pump finds when it asks for the next session.
 pub(crate) enum Next<'py> {
-    /// A session to visit, and the one queued after it, if any.
-    Session(Arc<SessionSlot>, Option<Arc<SessionSlot>>),
+    /// A session to visit.
+    Session(Arc<SessionSlot>),
     /// The queue is empty: await this future, then ask again.
     Park(Bound<'py, PyAny>),
     Stopped,
@@ -168,6 +174,28 @@ impl ReadyQueue {
         }
     }
 
+    /// Queues each of `slots` that is not queued already; wakes the pump once if it is
+    /// parked.
+    fn push_all(self: &Arc<Self>, slots: impl Iterator<Item = Arc<SessionSlot>>) {
+        let waiter = {
+            let mut state = self.state();
+            if state.stopped {
+                return;
+            }
+            let before = state.ready.len();
+            state
+                .ready
+                .extend(slots.filter(|slot| !slot.queued.swap(true, Ordering::AcqRel)));
+            if state.ready.len() == before {
+                return;
+            }
+            state.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            self.wake(waiter);
+        }
+    }
+
     /// The next session to visit, its `queued` flag cleared; else a future to park on.
     pub(crate) fn next<'py>(&self, py: Python<'py>) -> PyResult<Next<'py>> {
         loop {
@@ -183,7 +211,11 @@ impl ReadyQueue {
                     if let Some(later) = state.ready.get(1) {
                         prefetch(later.session.as_ptr().cast(), 4);
                     }
-                    return Ok(Next::Session(slot, state.ready.front().cloned()));
+                    // The next one's lines were asked for a turn ago; now those it points to.
+                    if let Some(following) = state.ready.front() {
+                        following.prefetch_session(py);
+                    }
+                    return Ok(Next::Session(slot));
                 }
             }
             let waiter = self.event_loop.bind(py).call_method0("create_future")?;
@@ -279,6 +311,18 @@ impl SessionSlot {
     /// Queues the session on its pump (the pump polls it next time round).
     pub(crate) fn queue(self: &Arc<Self>) {
         self.queue.push(self);
+    }
+
+    /// Asks the CPU for the memory of the session's next visit ([`SessionCore::prefetch`]),
+    /// if the session is alive. Attached: a session is dropped only with the GIL held (its
+    /// Python object's deallocation, or the pump's own reference), so one alive now stays
+    /// alive while this runs no Python code, and needs no reference counted to read.
+    fn prefetch_session(&self, _attached: Python<'_>) {
+        if self.session.strong_count() > 0 {
+            // SAFETY: alive, as above; `prefetch` only reads addresses and takes the
+            // handler table's lock, running no Python code.
+            unsafe { (*self.session.as_ptr()).prefetch() };
+        }
     }
 }
 
