@@ -172,20 +172,30 @@ impl Pump {
     }
 
     /// Runs the handlers of the sessions that are ready. Returns `True` when it stopped for
-    /// the loop's other callbacks (call again after a turn of the loop); a future when no
-    /// session is ready (await it, then call again); `(key, topic, iterator, yielded)` when
-    /// the handler of session `key` for `topic` awaited something not ready (the caller goes on with it, as
-    /// `await` would have, and a new task goes on with the pump); `None` once stopped.
-    /// Reports to `events`: `_failed(key, topic, error, decoding)` for a handler that raised
-    /// or a message that did not decode, `_ended(key)` for a session closed.
-    fn step<'py>(&self, py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    /// the loop's other callbacks, or ran out of sessions with `park` false after running
+    /// some (call again after a turn of the loop); `False` when it found none and `park` is
+    /// false; a future when no session is ready and `park` is true (await it, then call
+    /// again); `(key, topic, iterator, yielded)` when the handler of session `key` for
+    /// `topic` awaited something not ready (the caller goes on with it, as `await` would
+    /// have, and a new task goes on with the pump); `None` once stopped. Reports to
+    /// `events`: `_failed(key, topic, error, decoding)` for a handler that raised or a
+    /// message that did not decode, `_ended(key)` for a session closed.
+    fn step<'py>(
+        &self,
+        py: Python<'py>,
+        events: &Bound<'py, PyAny>,
+        park: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let mut budget = STEP_BUDGET;
+        let mut visited = false;
         loop {
-            let slot = match self.queue.next(py)? {
+            let slot = match self.queue.next(py, park)? {
                 Next::Session(slot) => slot,
                 Next::Park(waiter) => return Ok(Some(waiter)),
+                Next::Empty => return Ok(Some(PyBool::new(py, visited).to_owned().into_any())),
                 Next::Stopped => return Ok(None),
             };
+            visited = true;
             let Some(session) = slot.session.upgrade() else {
                 continue;
             };

@@ -139,6 +139,8 @@ pub(crate) enum Next<'py> {
     Session(Arc<SessionSlot>),
     /// The queue is empty: await this future, then ask again.
     Park(Bound<'py, PyAny>),
+    /// The queue is empty, and the pump asked not to park.
+    Empty,
     Stopped,
 }
 
@@ -196,8 +198,9 @@ impl ReadyQueue {
         }
     }
 
-    /// The next session to visit, its `queued` flag cleared; else a future to park on.
-    pub(crate) fn next<'py>(&self, py: Python<'py>) -> PyResult<Next<'py>> {
+    /// The next session to visit, its `queued` flag cleared; else, if `park`, a future to
+    /// park on.
+    pub(crate) fn next<'py>(&self, py: Python<'py>, park: bool) -> PyResult<Next<'py>> {
         loop {
             {
                 let mut state = self.state();
@@ -217,6 +220,9 @@ impl ReadyQueue {
                     }
                     return Ok(Next::Session(slot));
                 }
+            }
+            if !park {
+                return Ok(Next::Empty);
             }
             let waiter = self.event_loop.bind(py).call_method0("create_future")?;
             let mut state = self.state();

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger("pyview_fanout")
 
+# How many turns of the loop an idle pump looks for ready sessions before it parks.
+_IDLE_TURNS = 2
+
 
 class _Pump:
     """One loop's pump for one provider, and the tasks of its handlers that awaited."""
@@ -84,11 +87,18 @@ class _Pump:
 
     async def _run(self) -> None:
         step = self.core.step
+        # Turns of the loop in a row that found no session ready; past _IDLE_TURNS the pump
+        # parks on a future, which costs more than a turn when a broadcast follows at once.
+        idle = 0
         while True:
-            outcome = step(self)
+            outcome = step(self, idle >= _IDLE_TURNS)
             if outcome is None:
                 return
             if outcome is True:
+                idle = 0
+                await asyncio.sleep(0)
+            elif outcome is False:
+                idle += 1
                 await asyncio.sleep(0)
             elif type(outcome) is tuple:
                 # A handler awaited: this task goes on with it; a new one with the pump.
@@ -96,6 +106,7 @@ class _Pump:
                 await self._finish(*outcome)
                 return
             else:
+                idle = 0
                 await outcome
 
     def abandon(self) -> None:
