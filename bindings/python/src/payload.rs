@@ -100,6 +100,29 @@ pub(crate) fn unwrap<'py>(py: Python<'py>, payload: &Bytes) -> Option<Bound<'py,
         .map(|pair| pair.bind(py).clone())
 }
 
+/// [`unwrap`] with a memory of the last payload: a broadcast's recipients are visited one
+/// after another, and all but the first find its tuple here without the live map's lock. The
+/// payload is kept with it (a copy of the `Bytes`), so its address names no other message
+/// meanwhile; it is released when the next payload comes, or with this.
+#[derive(Default)]
+pub(crate) struct Unwrapper<'py> {
+    last: Option<(Bytes, Bound<'py, PyTuple>)>,
+}
+
+impl<'py> Unwrapper<'py> {
+    pub(crate) fn unwrap(&mut self, py: Python<'py>, payload: &Bytes) -> Option<Bound<'py, PyTuple>> {
+        if let Some((bytes, pair)) = &self.last {
+            if bytes.as_ptr() == payload.as_ptr() {
+                return Some(pair.clone());
+            }
+        }
+        let pair = unwrap(py, payload)?;
+        // The previous payload, if this held its last copy, is released here, attached.
+        self.last = Some((payload.clone(), pair.clone()));
+        Some(pair)
+    }
+}
+
 /// How many messages broadcast from Python are still held somewhere in the engine (queued,
 /// or taken and not yet dropped), across every provider of the process.
 #[pyfunction]

@@ -31,7 +31,8 @@
 //!   loop shuts down ends its sessions (the Python layer's `_Pump`).
 //! - **Nothing lost, nothing kept.** Each message taken is handled, or skipped and counted
 //!   by the Python layer (a failed decode), or reported as a handler error; the pump keeps
-//!   no reference to a message once its handler returned or was handed over.
+//!   no reference to a message past the step that handled it (within the step, the last
+//!   payload for its next recipient, [`Unwrapper`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::payload;
+use crate::payload::Unwrapper;
 use crate::session::SessionCore;
 use crate::start;
 use crate::wake::{Next, ReadyQueue};
@@ -82,6 +83,7 @@ impl Pump {
         py: Python<'py>,
         session: &SessionCore,
         message: &Message,
+        unwrapper: &mut Unwrapper<'py>,
         events: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Suspended<'py>>> {
         let Some(handler) = session.handler(py, message.topic()) else {
@@ -108,7 +110,7 @@ impl Pump {
             }
             PyTuple::new(py, [topic.into_any(), decoded])?
         } else {
-            let Some(pair) = payload::unwrap(py, message.payload()) else {
+            let Some(pair) = unwrapper.unwrap(py, message.payload()) else {
                 return Ok(None);
             };
             pair
@@ -188,6 +190,7 @@ impl Pump {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let mut budget = STEP_BUDGET;
         let mut visited = false;
+        let mut unwrapper = Unwrapper::default();
         loop {
             let slot = match self.queue.next(py, park)? {
                 Next::Session(slot) => slot,
@@ -215,7 +218,7 @@ impl Pump {
                     }
                     Poll::Ready(Some(message)) => {
                         taken += 1;
-                        let suspended = match self.deliver(py, &session, &message, events) {
+                        let suspended = match self.deliver(py, &session, &message, &mut unwrapper, events) {
                             Ok(suspended) => suspended,
                             Err(error) => {
                                 // The step ends here; the session's later messages wait for
