@@ -31,7 +31,7 @@
 //!   thread holds no engine lock, so its wait for the GIL cannot deadlock with a Python
 //!   thread in an engine call.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -44,11 +44,8 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::session::SessionCore;
 
 thread_local! {
-    /// Whether this thread is inside [`deferring`]'s call, its flush included.
-    static IN_CALL: Cell<bool> = const { Cell::new(false) };
-
     /// Slots woken on this thread during [`deferring`]'s call, queued when it returns; `None`
-    /// outside such a call.
+    /// outside such a call (its flush included).
     static DEFERRED: RefCell<Option<Vec<Arc<SessionSlot>>>> = const { RefCell::new(None) };
 
     /// Futures of pumps on this thread's loop, woken during an engine call made on this
@@ -62,33 +59,45 @@ pub(crate) fn deferring<T>(call: impl FnOnce() -> T) -> T {
     struct Flush;
     impl Drop for Flush {
         fn drop(&mut self) {
-            let slots = DEFERRED
-                .with(|deferred| deferred.borrow_mut().take())
-                .unwrap_or_default();
-            for slot in &slots {
-                prefetch(Arc::as_ptr(slot).cast(), 1);
+            // Until the queue is empty: queuing wakes no session, but a slot noted meanwhile
+            // would otherwise wait for the next call.
+            loop {
+                let slots = DEFERRED.with(|deferred| deferred.borrow_mut().as_mut().map(std::mem::take));
+                let slots = slots.unwrap_or_default();
+                if slots.is_empty() {
+                    break;
+                }
+                for slot in &slots {
+                    prefetch(Arc::as_ptr(slot).cast(), 1);
+                }
+                // A broadcast's recipients are mostly on one loop: one lock per run of them.
+                let mut slots = slots.into_iter().peekable();
+                while let Some(first) = slots.next() {
+                    let queue = Arc::clone(&first.queue);
+                    let run = std::iter::once(first).chain(std::iter::from_fn(|| {
+                        slots.next_if(|slot| Arc::ptr_eq(&slot.queue, &queue))
+                    }));
+                    queue.push_claimed(run.filter(|slot| slot.claim()));
+                }
             }
-            // A broadcast's recipients are mostly on one loop: one lock per run of them.
-            let mut slots = slots.into_iter().peekable();
-            while let Some(first) = slots.next() {
-                let queue = Arc::clone(&first.queue);
-                let run = std::iter::once(first).chain(std::iter::from_fn(|| {
-                    slots.next_if(|slot| Arc::ptr_eq(&slot.queue, &queue))
-                }));
-                queue.push_all(run);
-            }
-            IN_CALL.set(false);
+            DEFERRED.with(|deferred| *deferred.borrow_mut() = None);
         }
     }
     let outermost = DEFERRED.with(|deferred| {
         let mut deferred = deferred.borrow_mut();
-        deferred.is_none() && deferred.replace(Vec::new()).is_none()
+        let outermost = deferred.is_none();
+        if outermost {
+            *deferred = Some(Vec::new());
+        }
+        outermost
     });
-    if outermost {
-        IN_CALL.set(true);
-    }
     let _flush = outermost.then_some(Flush);
     call()
+}
+
+/// Whether this thread is inside [`deferring`]'s call (its flush included).
+fn in_call() -> bool {
+    DEFERRED.with(|deferred| deferred.borrow().is_some())
 }
 
 /// Resolves the futures woken on this thread. Called, attached, after every engine call.
@@ -160,34 +169,21 @@ impl ReadyQueue {
 
     /// Queues `slot` unless it is queued already; wakes the pump if it is parked.
     pub(crate) fn push(self: &Arc<Self>, slot: &Arc<SessionSlot>) {
-        if slot.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let waiter = {
-            let mut state = self.state();
-            if state.stopped {
-                return;
-            }
-            state.ready.push_back(Arc::clone(slot));
-            state.waiter.take()
-        };
-        if let Some(waiter) = waiter {
-            self.wake(waiter);
+        if slot.claim() {
+            self.push_claimed(std::iter::once(Arc::clone(slot)));
         }
     }
 
-    /// Queues each of `slots` that is not queued already; wakes the pump once if it is
-    /// parked.
-    fn push_all(self: &Arc<Self>, slots: impl Iterator<Item = Arc<SessionSlot>>) {
+    /// Queues `slots`, each claimed by its caller ([`SessionSlot::claim`]); wakes the pump
+    /// once if it is parked.
+    fn push_claimed(self: &Arc<Self>, slots: impl Iterator<Item = Arc<SessionSlot>>) {
         let waiter = {
             let mut state = self.state();
             if state.stopped {
                 return;
             }
             let before = state.ready.len();
-            state
-                .ready
-                .extend(slots.filter(|slot| !slot.queued.swap(true, Ordering::AcqRel)));
+            state.ready.extend(slots);
             if state.ready.len() == before {
                 return;
             }
@@ -268,7 +264,7 @@ impl ReadyQueue {
 
     fn wake(self: &Arc<Self>, waiter: Py<PyAny>) {
         if thread::current().id() == self.owner {
-            if IN_CALL.get() {
+            if in_call() {
                 // Resolved, attached, when the engine call returns.
                 READY.with(|ready| ready.borrow_mut().push(waiter));
             } else {
@@ -312,6 +308,11 @@ impl SessionSlot {
             session,
             queue,
         }
+    }
+
+    /// Marks the slot queued; `false` if it was already.
+    fn claim(&self) -> bool {
+        !self.queued.swap(true, Ordering::AcqRel)
     }
 
     /// Queues the session on its pump (the pump polls it next time round).
