@@ -7,7 +7,6 @@
 //! takes any failure of a command on a connection as the loss of that connection.
 
 use std::future::Future;
-use std::ops::Deref;
 
 use bytes::Bytes;
 
@@ -110,29 +109,7 @@ pub(crate) trait Subscription: Send + Sync + 'static {
     fn envelope<'a>(
         &'a self,
         message: &'a Self::Message,
-    ) -> impl Future<Output = Result<EnvelopeBytes<'a>, Inbound>> + Send + 'a;
-}
-
-/// The bytes of an inbound message's envelope.
-pub(crate) enum EnvelopeBytes<'a> {
-    /// Borrowed from the message: each record delivered is copied out. (The Redis client's.)
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Borrowed(&'a [u8]),
-    /// An allocation of their own: a record that is a large part of them is delivered as a
-    /// slice of it, without a copy (see the listener). (The PostgreSQL and NATS clients'.)
-    #[cfg_attr(not(any(feature = "postgres", feature = "nats")), allow(dead_code))]
-    Shared(Bytes),
-}
-
-impl Deref for EnvelopeBytes<'_> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            EnvelopeBytes::Borrowed(bytes) => bytes,
-            EnvelopeBytes::Shared(bytes) => bytes,
-        }
-    }
+    ) -> impl Future<Output = Result<Bytes, Inbound>> + Send + 'a;
 }
 
 /// The broker's answer to each envelope of a pipeline, in order: `Ok` if it took it, or why

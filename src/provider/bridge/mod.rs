@@ -85,6 +85,8 @@
 mod backoff;
 pub(crate) mod broker;
 mod error;
+#[cfg(any(feature = "nats", feature = "redis"))]
+pub(crate) mod handoff;
 mod listener;
 mod publisher;
 pub(crate) mod settings;

@@ -13,8 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::super::broker::{
-    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
-    Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
 use super::super::error::{BrokerError, Unacknowledged};
 use super::super::settings::BridgeSettings;
@@ -148,7 +147,7 @@ impl Subscription for NoSubscription {
         ""
     }
 
-    async fn envelope<'a>(&'a self, _message: &'a ()) -> Result<EnvelopeBytes<'a>, Inbound> {
+    async fn envelope<'a>(&'a self, _message: &'a ()) -> Result<Bytes, Inbound> {
         Err(Inbound::Malformed("no messages".into()))
     }
 }

@@ -3,28 +3,22 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 
 use super::config::{Endpoint, NatsConfig};
-use super::connection::{Connection, ConnectionSettings, Delivered, DELIVERED_MESSAGES, ERRORS_DROPPED};
+use super::connection::{Connection, ConnectionSettings, ERRORS_DROPPED};
 use super::subject::SubjectNames;
 use super::wire::{self, Message};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
-    Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
+use crate::provider::bridge::handoff::{handoff, Handoff, Taker};
 use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::sync::{lock, Arc, Mutex};
-
-/// Messages the subscription connection's reader hands on ahead of the listener (beside the
-/// byte bound of `connection`), in batches of at most [`DELIVERED_MESSAGES`], the one the
-/// listener is taking from included. Past this it stops reading and the server holds the
-/// backlog.
-const INBOUND_BACKLOG: usize = 4096;
 
 /// A NATS server, as the bridge sees it.
 pub(crate) struct NatsBroker {
@@ -58,7 +52,7 @@ impl NatsBroker {
     async fn connect(
         &self,
         role: &'static str,
-        messages: Option<mpsc::Sender<Delivered>>,
+        messages: Option<Handoff<Message>>,
     ) -> Result<Connection, ConnectError> {
         Connection::open(
             ConnectionSettings {
@@ -98,13 +92,12 @@ impl Broker for NatsBroker {
     }
 
     async fn open_subscription(&self) -> Result<NatsSubscription, ConnectError> {
-        let (forward, messages) = mpsc::channel(INBOUND_BACKLOG / DELIVERED_MESSAGES - 1);
+        let (forward, messages) = handoff();
         let connection = self.connect("subscribe", Some(forward)).await?;
         Ok(NatsSubscription {
             connection: Arc::new(connection),
             sids: Arc::new(Mutex::new(Sids::default())),
             messages,
-            taking: None,
         })
     }
 
@@ -197,10 +190,7 @@ pub(crate) struct NatsSubscription {
     connection: Arc<Connection>,
     /// Written by `subscribe` and `unsubscribe` before they write their commands.
     sids: Arc<Mutex<Sids>>,
-    messages: mpsc::Receiver<Delivered>,
-    /// The batch the listener takes messages from; dropped, and its budget given back, once
-    /// the listener asks for the message after its last.
-    taking: Option<Delivered>,
+    messages: Taker<Message>,
 }
 
 impl NatsSubscription {
@@ -306,28 +296,21 @@ impl Subscription for NatsSubscription {
             .boxed()
     }
 
-    /// Cancel-safe: nothing is taken before the one wait, on the channel.
+    /// Cancel-safe, as the hand-off's `take`.
     async fn next(&mut self) -> Option<Message> {
-        loop {
-            if let Some(message) = self.taking.as_mut().and_then(|batch| batch.messages.next()) {
-                return Some(message);
-            }
-            // The batch is taken: its budget goes back before the wait for the next.
-            self.taking = None;
-            self.taking = Some(self.messages.recv().await?);
-        }
+        self.messages.take().await
     }
 
     fn channel(message: &Message) -> &str {
         message.subject()
     }
 
-    async fn envelope<'a>(&'a self, message: &'a Message) -> Result<EnvelopeBytes<'a>, Inbound> {
+    async fn envelope<'a>(&'a self, message: &'a Message) -> Result<Bytes, Inbound> {
         if message.headers {
             return Err(Inbound::Malformed(
                 "a message with NATS headers (no instance publishes with headers)".into(),
             ));
         }
-        Ok(EnvelopeBytes::Shared(message.payload.clone()))
+        Ok(message.payload.clone())
     }
 }

@@ -9,13 +9,11 @@
 //! The reader task also answers the server's `PING`s, records `INFO` updates of
 //! `max_payload`, logs `-ERR`s and hands them to the next batch answered (so a publish can
 //! attribute a refusal), and, on the subscription connection, hands messages to the listener
-//! through a bounded channel, in arrival order: the messages parsed from what one read
-//! brought, up to [`DELIVERED_MESSAGES`] at a time (one channel send and one wakeup for them
-//! all), and always those before any other frame before that frame is handled. At most
-//! 4,096 messages and 64 MiB of them (a larger batch alone) are ahead of the listener. When
-//! either bound is reached it stops reading: the server then holds the backlog, up to its
-//! per-client limit (`max_pending`, 64 MB by default), past which it closes the connection as
-//! a slow consumer, which the bridge takes as an outage.
+//! through the bridge's bounded [hand-off](crate::provider::bridge::handoff), in arrival order,
+//! always those before any other frame before that frame is handled. Past the hand-off's bounds
+//! it stops reading: the server then holds the backlog, up to its per-client limit
+//! (`max_pending`, 64 MB by default), past which it closes the connection as a slow consumer,
+//! which the bridge takes as an outage.
 //!
 //! The task ends on end of stream, a read error or a protocol error; then every waiting batch
 //! fails, later ones fail at once, and [`Connection::closed`] resolves. Dropping the
@@ -29,23 +27,20 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::config::{Credentials, Endpoint, MAX_ENVELOPE_BYTES};
 use super::wire::{self, ConnectOptions, Frame, Message, ServerInfo, WireLimits};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{ConnectError, Reason};
+use crate::provider::bridge::handoff::Handoff;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::sync::{lock, Arc, Mutex};
 
 /// The shortest control line the reader accepts from the server; `INFO` lines of a cluster
 /// member list its peers' URLs and can be long.
 const MIN_INBOUND_LINE: usize = 64 * 1024;
-
-/// The bytes of messages (subjects and payloads) the subscription connection's reader may
-/// hand on ahead of the listener; a single larger message goes alone.
-const INBOUND_BYTES: usize = 64 << 20;
 
 /// The last of a `PONG`'s errors when more `-ERR`s came than were kept.
 pub(crate) const ERRORS_DROPPED: &str = "more -ERR lines than were kept";
@@ -56,12 +51,6 @@ const MAX_ERRORS_KEPT: usize = 64;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Most messages handed to the listener at once.
-pub(crate) const DELIVERED_MESSAGES: usize = 256;
-
-/// Bytes of messages after which the reader hands on what it holds, however many.
-const DELIVERED_BYTES: usize = 1 << 20;
 
 /// What one connection needs to know of the provider.
 pub(crate) struct ConnectionSettings<'a> {
@@ -120,7 +109,7 @@ impl Connection {
     /// `messages` (if given) receives the `MSG`s.
     pub(crate) async fn open(
         settings: ConnectionSettings<'_>,
-        messages: Option<mpsc::Sender<Delivered>>,
+        messages: Option<Handoff<Message>>,
     ) -> Result<Self, ConnectError> {
         let endpoint = settings.endpoint;
         let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
@@ -217,9 +206,6 @@ impl Connection {
             limits,
             inner: Arc::clone(&inner),
             messages,
-            held: Vec::new(),
-            held_bytes: 0,
-            backlog: Arc::new(Semaphore::new(INBOUND_BYTES)),
             max_payload: settings.max_payload,
             max_inbound_payload: settings.max_inbound_payload,
             instance: settings.instance,
@@ -278,13 +264,6 @@ impl Connection {
     }
 }
 
-/// Messages handed to the listener at once, in arrival order, holding their share of the
-/// backlog's byte budget until the listener drops them (when it has taken the last).
-pub(crate) struct Delivered {
-    pub(crate) messages: std::vec::IntoIter<Message>,
-    _budget: OwnedSemaphorePermit,
-}
-
 /// Stores the server's `max_payload`, saturated to `usize`.
 fn set_max_payload(max_payload: &AtomicUsize, announced: u64) {
     // At most the server's own hard maximum: a larger announcement is not believed, so it
@@ -325,13 +304,8 @@ struct Reader {
     buffer: BytesMut,
     limits: WireLimits,
     inner: Arc<Inner>,
-    messages: Option<mpsc::Sender<Delivered>>,
-    /// Messages parsed and not yet handed on, in arrival order, and their bytes.
-    held: Vec<Message>,
-    held_bytes: usize,
-    /// Bytes of messages handed on and not yet dropped by the listener, at most
-    /// [`INBOUND_BYTES`].
-    backlog: Arc<Semaphore>,
+    /// The subscription connection's: where its messages go.
+    messages: Option<Handoff<Message>>,
     max_payload: Arc<AtomicUsize>,
     /// The configured floor of `limits.payload`.
     max_inbound_payload: usize,
@@ -380,45 +354,23 @@ impl Reader {
         }
     }
 
-    /// Keeps `message` for the listener (the publishing connection drops it), and hands on
-    /// what is held once it reaches [`DELIVERED_MESSAGES`] or [`DELIVERED_BYTES`].
+    /// Keeps `message` for the listener (the publishing connection drops it).
     async fn hold(&mut self, message: Message) -> Result<(), String> {
-        if self.messages.is_none() {
-            return Ok(());
+        match &mut self.messages {
+            Some(messages) => {
+                let bytes = message.len();
+                messages.hold(message, bytes).await
+            }
+            None => Ok(()),
         }
-        self.held_bytes += message.len();
-        self.held.push(message);
-        if self.held.len() >= DELIVERED_MESSAGES || self.held_bytes >= DELIVERED_BYTES {
-            self.hand_on().await?;
-        }
-        Ok(())
     }
 
-    /// Hands the held messages to the listener, once their bytes fit the backlog's budget (a
-    /// batch larger than all of it waits for all of it).
+    /// Hands the held messages to the listener.
     async fn hand_on(&mut self) -> Result<(), String> {
-        let Some(messages) = &self.messages else {
-            return Ok(());
-        };
-        if self.held.is_empty() {
-            return Ok(());
+        match &mut self.messages {
+            Some(messages) => messages.hand_on().await,
+            None => Ok(()),
         }
-        let bytes = std::mem::take(&mut self.held_bytes).min(INBOUND_BYTES);
-        // Never closed: the semaphore lives as long as this task.
-        let budget = Arc::clone(&self.backlog)
-            .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| "the backlog budget closed".to_string())?;
-        // The next batch is likely the size of this one.
-        let next = Vec::with_capacity(self.held.len());
-        let delivered = Delivered {
-            messages: std::mem::replace(&mut self.held, next).into_iter(),
-            _budget: budget,
-        };
-        messages
-            .send(delivered)
-            .await
-            .map_err(|_| "the listener has gone".to_string())
     }
 
     async fn handle(&mut self, frame: Frame) -> Result<(), String> {

@@ -10,6 +10,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
@@ -21,8 +22,7 @@ use super::config::{shown_url, LargePayloads, PostgresConfig};
 use super::wire::{self, NOTIFY_PAYLOAD_LIMIT};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
-    Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
 use crate::provider::bridge::BrokerError;
 
@@ -504,9 +504,9 @@ impl Subscription for PostgresSubscription {
         message.channel()
     }
 
-    async fn envelope<'a>(&'a self, message: &'a Notification) -> Result<EnvelopeBytes<'a>, Inbound> {
+    async fn envelope<'a>(&'a self, message: &'a Notification) -> Result<Bytes, Inbound> {
         match wire::decode(message.payload()) {
-            Ok(wire::Notification::Inline(envelope)) => Ok(EnvelopeBytes::Shared(envelope.into())),
+            Ok(wire::Notification::Inline(envelope)) => Ok(envelope.into()),
             Ok(wire::Notification::Stored(id)) => {
                 let Some(fetcher) = &self.fetch else {
                     return Err(Inbound::Malformed(
@@ -525,7 +525,7 @@ impl Subscription for PostgresSubscription {
                 match fetched {
                     Ok(Some(row)) => row
                         .try_get::<_, Vec<u8>>(0)
-                        .map(|envelope| EnvelopeBytes::Shared(envelope.into()))
+                        .map(Bytes::from)
                         .map_err(|error| Inbound::Malformed(format!("stored payload {id}: {error}"))),
                     Ok(None) => Err(Inbound::Malformed(format!(
                         "stored payload {id} is gone (deleted after payload_ttl)"

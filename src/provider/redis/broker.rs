@@ -1,45 +1,74 @@
 //! Redis as the bridge's broker: channel names, the two connections, `PUBLISH` pipelines and
-//! `SUBSCRIBE` / `UNSUBSCRIBE` on the RESP2 pub/sub connection.
+//! `SUBSCRIBE` / `UNSUBSCRIBE` on the RESP2 pub/sub connection, through a protocol client of
+//! the provider's own ([`connection`](super::connection), [`wire`](super::wire)).
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::AsyncConnectionConfig;
+use futures_util::FutureExt;
 
 use super::config::RedisConfig;
+use super::connection::{Connection, ConnectionSettings, Endpoint, Pushed, Replies};
+use super::wire::{self, Message};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
-    Answers, Broker, ConnectError, EnvelopeBytes, Inbound, Outgoing, PipelineLost, Reason, Refusals,
-    Subscription,
+    Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
+use crate::provider::bridge::handoff::{handoff, Handoff, Taker};
 use crate::provider::bridge::BrokerError;
+use crate::sync::Arc;
 
 /// A Redis server, as the bridge sees it.
 pub(crate) struct RedisBroker {
     pub(crate) config: RedisConfig,
-    client: redis::Client,
-    /// Names the publishing connection in `CLIENT LIST`.
+    endpoint: Endpoint,
+    /// Names the connections in `CLIENT LIST`.
     instance: InstanceId,
 }
 
 impl RedisBroker {
-    pub(crate) fn new(config: RedisConfig, client: redis::Client, instance: InstanceId) -> Self {
+    pub(crate) fn new(config: RedisConfig, endpoint: Endpoint, instance: InstanceId) -> Self {
         Self {
             config,
-            client,
+            endpoint,
             instance,
         }
     }
+
+    async fn connect(
+        &self,
+        role: &'static str,
+        pushed: Option<Handoff<Pushed>>,
+    ) -> Result<Connection, ConnectError> {
+        let settings = ConnectionSettings {
+            endpoint: &self.endpoint,
+            instance: self.instance,
+            role,
+            max_bulk: self.config.max_envelope_bytes.max(INBOUND_BULK),
+        };
+        tokio::time::timeout(self.config.connect_timeout, Connection::open(settings, pushed))
+            .await
+            .map_err(|_| {
+                format!(
+                    "no connection within {} ms",
+                    self.config.connect_timeout.as_millis()
+                )
+            })?
+    }
 }
+
+/// The longest message read whatever `max_envelope_bytes` says, so that another client's large
+/// message on one of our channels is read and skipped, not taken for a broken stream: Redis's
+/// own default `proto-max-bulk-len`.
+const INBOUND_BULK: usize = super::config::MAX_ENVELOPE_BYTES;
 
 impl Broker for RedisBroker {
     type Subscription = RedisSubscription;
-    type Publisher = MultiplexedConnection;
+    type Publisher = Connection;
 
     const NAME: &'static str = "redis";
 
     fn target(&self) -> String {
-        self.client.get_connection_info().addr().to_string()
+        self.endpoint.target()
     }
 
     /// The configured prefix followed by the topic, subscribed with `SUBSCRIBE` (never
@@ -60,127 +89,157 @@ impl Broker for RedisBroker {
     }
 
     async fn open_subscription(&self) -> Result<RedisSubscription, ConnectError> {
-        let (sink, stream) = self.client.get_async_pubsub().await?.split();
-        Ok(RedisSubscription { sink, stream })
+        let (forward, pushed) = handoff();
+        let connection = self.connect("subscriber", Some(forward)).await?;
+        Ok(RedisSubscription {
+            connection: Arc::new(connection),
+            pushed,
+            instance: self.instance,
+        })
     }
 
-    /// Opens the publishing connection and names it `fanout-<instance>-publisher` in
-    /// `CLIENT LIST`.
-    async fn open_publisher(&self) -> Result<MultiplexedConnection, ConnectError> {
-        // The bridge bounds every command by `response_timeout`; the client's own cap (500 ms
-        // by default) would cut shorter ones off and take the connection as lost.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(None);
-        let mut connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        redis::cmd("CLIENT")
-            .arg("SETNAME")
-            .arg(format!("fanout-{}-publisher", self.instance))
-            .exec_async(&mut connection)
-            .await?;
-        Ok(connection)
+    /// Opens the publishing connection, named `fanout-<instance>-publisher` in `CLIENT LIST`.
+    async fn open_publisher(&self) -> Result<Connection, ConnectError> {
+        self.connect("publisher", None).await
     }
 
-    /// One `PUBLISH` per envelope, pipelined, each reply read on its own: a command the server
-    /// refuses (say, `NOPERM` for a channel the user may not publish on) refuses its envelope
-    /// alone.
+    /// One `PUBLISH` per envelope, in one write, each reply read on its own: a command the
+    /// server refuses (say, `NOPERM` for a channel the user may not publish on) refuses its
+    /// envelope alone.
     async fn publish(
         &self,
-        publisher: &mut MultiplexedConnection,
+        publisher: &mut Connection,
         envelopes: &[Outgoing<'_>],
     ) -> Result<Answers, PipelineLost> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let mut channel = String::new();
+        let prefix = self.config.channel_prefix.as_bytes();
+        let bytes: usize = envelopes
+            .iter()
+            .map(|outgoing| outgoing.envelope.len() + outgoing.topic.len() + prefix.len() + 48)
+            .sum();
+        let mut commands = Vec::with_capacity(bytes);
         for outgoing in envelopes {
-            channel.clear();
-            channel.push_str(&self.config.channel_prefix);
-            channel.push_str(outgoing.topic);
-            pipe.cmd("PUBLISH").arg(channel.as_bytes()).arg(outgoing.envelope);
+            wire::put_publish(
+                &mut commands,
+                b"PUBLISH",
+                prefix,
+                outgoing.topic.as_bytes(),
+                outgoing.envelope,
+            );
         }
-        let replies: Vec<redis::Value> = pipe
-            .query_async(publisher)
-            .await
-            .map_err(|error| format!("PUBLISH failed: {error}"))?;
-        if replies.len() != envelopes.len() {
-            return Err(format!(
-                "PUBLISH pipeline of {} commands got {} replies",
-                envelopes.len(),
-                replies.len()
-            )
-            .into());
-        }
-        Ok(replies
-            .into_iter()
-            .map(|reply| match reply {
-                redis::Value::ServerError(error) => Err(format!("PUBLISH refused: {error}")),
-                _ => Ok(()),
-            })
-            .collect())
+        let replies = publisher.round_trip(commands, envelopes.len()).await?;
+        Ok(answers(replies, "PUBLISH"))
     }
 
-    async fn ping_publisher(&self, publisher: &mut MultiplexedConnection) -> Result<(), Reason> {
-        redis::cmd("PING")
-            .exec_async(publisher)
+    async fn ping_publisher(&self, publisher: &mut Connection) -> Result<(), Reason> {
+        publisher
+            .query(&[b"PING"])
             .await
+            .map(drop)
             .map_err(|error| format!("PING failed: {error}"))
+    }
+
+    fn publisher_closed(&self, publisher: &Connection) -> BoxFuture<'static, ()> {
+        publisher.closed()
     }
 }
 
-/// The RESP2 pub/sub connection: commands go through the sink, messages come from the stream,
-/// which ends when the connection does.
+/// Each reply as the answer to the command it replies to: refused with the server's error, or
+/// taken.
+pub(crate) fn answers(replies: Replies, verb: &str) -> Answers {
+    replies
+        .into_iter()
+        .map(|reply| {
+            reply
+                .map(drop)
+                .map_err(|error| format!("{verb} refused: {error}"))
+        })
+        .collect()
+}
+
+/// The RESP2 pub/sub connection: `SUBSCRIBE` / `UNSUBSCRIBE` one channel per command, each
+/// confirmed by its reply, and the messages its reader hands on, in arrival order.
 pub(crate) struct RedisSubscription {
-    sink: PubSubSink,
-    stream: PubSubStream,
+    connection: Arc<Connection>,
+    pushed: Taker<Pushed>,
+    instance: InstanceId,
+}
+
+/// `verb` for each of `channels`, one command each, so that each draws one reply.
+pub(crate) fn per_channel(verb: &[u8], channels: &[String]) -> Vec<u8> {
+    let mut commands = Vec::with_capacity(channels.iter().map(|channel| channel.len() + 32).sum());
+    for channel in channels {
+        wire::put_command(&mut commands, &[verb, channel.as_bytes()]);
+    }
+    commands
+}
+
+/// The channels whose `SUBSCRIBE` the server refused, with why.
+pub(crate) fn refusals(channels: Vec<String>, replies: Replies, verb: &str) -> Refusals {
+    channels
+        .into_iter()
+        .zip(replies)
+        .filter_map(|(channel, reply)| {
+            reply
+                .err()
+                .map(|error| (channel, format!("{verb} refused: {error}")))
+        })
+        .collect()
 }
 
 impl Subscription for RedisSubscription {
-    type Message = redis::Msg;
+    type Message = Message;
 
     fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<Refusals, Reason>> {
-        let mut sink = self.sink.clone();
+        let confirmed = self
+            .connection
+            .round_trip(per_channel(b"SUBSCRIBE", &channels), channels.len());
         async move {
-            sink.subscribe(&channels)
-                .await
-                .map(|()| Refusals::new())
-                .map_err(|error| format!("SUBSCRIBE failed: {error}"))
+            let replies = confirmed.await?;
+            Ok(refusals(channels, replies, "SUBSCRIBE"))
         }
         .boxed()
     }
 
     fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<(), Reason>> {
-        let mut sink = self.sink.clone();
-        async move {
-            sink.unsubscribe(&channels)
-                .await
-                .map_err(|error| format!("UNSUBSCRIBE failed: {error}"))
-        }
-        .boxed()
+        let commands = per_channel(b"UNSUBSCRIBE", &channels);
+        self.connection
+            .unsubscribe(commands, channels)
+            .map(|done| done.map(drop))
+            .boxed()
     }
 
+    /// `PING`: on a connection with subscriptions Redis answers `pong` as a push-like array,
+    /// which is its reply all the same.
     fn ping(&self) -> BoxFuture<'static, Result<(), Reason>> {
-        let mut sink = self.sink.clone();
-        async move {
-            sink.ping::<redis::Value>()
-                .await
-                .map(drop)
-                .map_err(|error| format!("PING failed: {error}"))
+        let mut command = Vec::new();
+        wire::put_command(&mut command, &[b"PING"]);
+        self.connection
+            .round_trip(command, 1)
+            .map(|answered| match answered?.pop() {
+                Some(Err(error)) => Err(format!("PING failed: {error}")),
+                _ => Ok(()),
+            })
+            .boxed()
+    }
+
+    /// Cancel-safe, as the hand-off's `take`.
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            match self.pushed.take().await? {
+                Pushed::Message(message) => return Some(message),
+                // A single server ends a subscription only when asked to.
+                Pushed::Unsubscribed(channel) => {
+                    tracing::warn!(instance = %self.instance, channel, "redis ended a subscription nobody asked to end");
+                }
+            }
         }
-        .boxed()
     }
 
-    async fn next(&mut self) -> Option<redis::Msg> {
-        self.stream.next().await
+    fn channel(message: &Message) -> &str {
+        message.channel()
     }
 
-    fn channel(message: &redis::Msg) -> &str {
-        message.get_channel_name()
-    }
-
-    async fn envelope<'a>(&'a self, message: &'a redis::Msg) -> Result<EnvelopeBytes<'a>, Inbound> {
-        Ok(EnvelopeBytes::Borrowed(message.get_payload_bytes()))
+    async fn envelope<'a>(&'a self, message: &'a Message) -> Result<Bytes, Inbound> {
+        Ok(message.payload.clone())
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::connection::{Address, Endpoint};
 use crate::config::ConfigError;
 use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSettings};
 
@@ -90,12 +91,7 @@ impl RedisConfig {
 
     /// Checks every value; the error names the key and the bound it broke.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Err(error) = redis::Client::open(self.url.as_str()) {
-            return Err(ConfigError::at_key(
-                "redis.url",
-                format!("`{}` is not a valid redis URL: {error}", redact(&self.url)),
-            ));
-        }
+        self.endpoint()?;
         if self.max_envelope_bytes < crate::envelope::HEADER_BYTES + 1
             || self.max_envelope_bytes > MAX_ENVELOPE_BYTES
         {
@@ -109,6 +105,33 @@ impl RedisConfig {
             ));
         }
         self.bridge_settings().validate("redis")
+    }
+
+    /// The server and credentials the URL names. The database number is not used: Redis
+    /// pub/sub channels do not belong to a database.
+    pub(crate) fn endpoint(&self) -> Result<Endpoint, ConfigError> {
+        let invalid = |why: String| {
+            ConfigError::at_key(
+                "redis.url",
+                format!("`{}` is not a valid redis URL: {why}", redact(&self.url)),
+            )
+        };
+        let client = redis::Client::open(self.url.as_str()).map_err(|error| invalid(error.to_string()))?;
+        let info = client.get_connection_info();
+        let address = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Address::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
+            redis::ConnectionAddr::Unix(path) => Address::Unix(path.clone()),
+            _ => return Err(invalid("TLS is not supported".into())),
+        };
+        let settings = info.redis_settings();
+        Ok(Endpoint {
+            address,
+            username: settings.username().map(str::to_string),
+            password: settings.password().map(str::to_string),
+        })
     }
 
     /// The broker-independent part, for the bridge.

@@ -31,26 +31,33 @@
 //! - **Channels.** A topic's channel is the configured prefix followed by the topic,
 //!   subscribed with `SUBSCRIBE` (never `PSUBSCRIBE`), so `*`, `?`, `[`, `]` and `\` in a topic
 //!   stay literal ([G6]).
-//! - **Connections.** One RESP2 pub/sub connection subscribes; one multiplexed connection
-//!   publishes, named `fanout-<instance>-publisher` in `CLIENT LIST`, sending each batch as
-//!   pipelined `PUBLISH` commands. A silent connection is found by `PING`; the publishing
-//!   connection's close, which the client does not report, by the next `PUBLISH` or `PING`
-//!   (a broadcast queued in between is lost and counted).
+//! - **Connections.** Two connections, through a RESP2 client of the provider's own (the
+//!   `redis` crate only reads the URL): one subscribes, one publishes, named
+//!   `fanout-<instance>-subscriber` and `fanout-<instance>-publisher` in `CLIENT LIST`. A
+//!   batch of broadcasts goes out as pipelined `PUBLISH` commands in one write; each reply is
+//!   read without an allocation, and each pushed message into one allocation holding its
+//!   channel and payload. A silent connection is found by `PING`, a closed one at once.
 //! - **Envelopes** are at most [`RedisConfig::max_envelope_bytes`]; a broadcast whose envelope
 //!   would be larger is refused with [`RedisPubSubError::EnvelopeTooLarge`] before anything is
 //!   delivered.
 //! - **Outages.** Redis pub/sub is at-most-once: messages other instances publish while a
 //!   connection is down are lost, nothing is replayed.
-//! - **Memory.** The `redis` client reads the subscription connection as fast as Redis sends,
-//!   into a buffer of its own with no bound: while the listener waits (a `block` policy, for at
-//!   most its timeout per message), a backlog grows in this process, not in Redis.
+//! - **Memory.** The subscription connection's reader keeps at most 4,096 messages and
+//!   64 MiB of them ahead of the listener; past that it stops reading, and Redis holds the
+//!   backlog up to its `client-output-buffer-limit pubsub` (32 MB by default), past which
+//!   it closes the connection: an outage, counted and reconnected.
 //!
 //! [G6]: crate::docs::contract#g6-topic-isolation
 
 mod broker;
 mod config;
+mod connection;
+mod wire;
+mod wire_check;
 
 pub use self::config::{RedisConfig, DEFAULT_REDIS_URL, MAX_ENVELOPE_BYTES, REDIS_URL_ENV};
+#[doc(hidden)]
+pub use self::wire_check::check_parser;
 pub use crate::provider::bridge::{BrokerError as RedisPubSubError, BrokerStats as RedisStats, InstanceId};
 
 use self::broker::RedisBroker;
@@ -73,11 +80,10 @@ impl RedisPubSub {
     /// validated; nothing connects until [`start`](crate::PubSubProvider::start).
     pub fn with_config(redis: RedisConfig, config: Config) -> std::result::Result<Self, ConfigError> {
         redis.validate()?;
-        let client = redis::Client::open(redis.url.as_str())
-            .map_err(|error| ConfigError::at_key("redis.url", error.to_string()))?;
+        let endpoint = redis.endpoint()?;
         let instance = InstanceId::random();
         let settings = redis.bridge_settings();
-        let broker = RedisBroker::new(redis, client, instance);
+        let broker = RedisBroker::new(redis, endpoint, instance);
         Ok(Self {
             bridge: Bridge::new(instance, broker, settings, config)?,
         })

@@ -1,0 +1,124 @@
+//! The bounded hand-off from a subscription connection's reader task to the listener, for the
+//! brokers whose client is the provider's own (NATS, Redis).
+//!
+//! The reader [`hold`](Handoff::hold)s each inbound message as it parses it, and hands what it
+//! holds on at once when it has [`DELIVERED_MESSAGES`] or [`DELIVERED_BYTES`] of them, and
+//! otherwise when it is about to wait for more bytes or to handle a frame that must come after
+//! them: one channel send and one wakeup for everything one read brought. The listener
+//! [`take`](Taker::take)s them one by one, in arrival order.
+//!
+//! At most [`INBOUND_BACKLOG`] messages (in batches, the one being taken included) and
+//! [`INBOUND_BYTES`] of them (a larger batch alone) are ahead of the listener. When either
+//! bound is reached the reader waits, so it stops reading the socket and the server holds the
+//! backlog, up to its own per-client limit, past which it closes the connection: an outage
+//! the bridge counts and reconnects.
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::sync::Arc;
+
+/// Most messages handed to the listener at once.
+pub(crate) const DELIVERED_MESSAGES: usize = 256;
+
+/// Bytes of messages after which the reader hands on what it holds, however many.
+pub(crate) const DELIVERED_BYTES: usize = 1 << 20;
+
+/// Messages ahead of the listener, in batches of at most [`DELIVERED_MESSAGES`], the one it is
+/// taking from included.
+pub(crate) const INBOUND_BACKLOG: usize = 4096;
+
+/// Bytes of messages ahead of the listener; a single larger batch goes alone.
+pub(crate) const INBOUND_BYTES: usize = 64 << 20;
+
+/// Messages handed on at once, in arrival order, holding their share of the byte budget until
+/// the listener has taken the last of them.
+struct Delivered<T> {
+    items: std::vec::IntoIter<T>,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// A connected hand-off: the reader's end and the listener's.
+pub(crate) fn handoff<T>() -> (Handoff<T>, Taker<T>) {
+    let (sender, receiver) = mpsc::channel(INBOUND_BACKLOG / DELIVERED_MESSAGES - 1);
+    let handoff = Handoff {
+        sender,
+        held: Vec::new(),
+        held_bytes: 0,
+        backlog: Arc::new(Semaphore::new(INBOUND_BYTES)),
+    };
+    let taker = Taker {
+        receiver,
+        taking: None,
+    };
+    (handoff, taker)
+}
+
+/// The reader's end.
+pub(crate) struct Handoff<T> {
+    sender: mpsc::Sender<Delivered<T>>,
+    /// Messages parsed and not yet handed on, in arrival order, and their bytes.
+    held: Vec<T>,
+    held_bytes: usize,
+    /// Bytes handed on and not yet taken, at most [`INBOUND_BYTES`].
+    backlog: Arc<Semaphore>,
+}
+
+impl<T> Handoff<T> {
+    /// Keeps `item`, of `bytes`, and hands on what is held once that reaches
+    /// [`DELIVERED_MESSAGES`] or [`DELIVERED_BYTES`]. Fails once the listener has gone.
+    pub(crate) async fn hold(&mut self, item: T, bytes: usize) -> Result<(), String> {
+        self.held_bytes += bytes;
+        self.held.push(item);
+        if self.held.len() >= DELIVERED_MESSAGES || self.held_bytes >= DELIVERED_BYTES {
+            self.hand_on().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands on what is held, once its bytes fit the budget (a batch larger than all of it
+    /// waits for all of it). Fails once the listener has gone.
+    pub(crate) async fn hand_on(&mut self) -> Result<(), String> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.held_bytes).min(INBOUND_BYTES);
+        // Never closed: the semaphore lives as long as this end.
+        let budget = Arc::clone(&self.backlog)
+            .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| "the backlog budget closed".to_string())?;
+        // The next batch is likely the size of this one.
+        let next = Vec::with_capacity(self.held.len());
+        let delivered = Delivered {
+            items: std::mem::replace(&mut self.held, next).into_iter(),
+            _budget: budget,
+        };
+        self.sender
+            .send(delivered)
+            .await
+            .map_err(|_| "the listener has gone".to_string())
+    }
+}
+
+/// The listener's end.
+pub(crate) struct Taker<T> {
+    receiver: mpsc::Receiver<Delivered<T>>,
+    /// The batch being taken from; dropped, and its budget given back, once the one after its
+    /// last is asked for.
+    taking: Option<Delivered<T>>,
+}
+
+impl<T> Taker<T> {
+    /// The next message; `None` once the reader has ended and everything is taken.
+    /// Cancel-safe: nothing is taken before the one wait, on the channel.
+    pub(crate) async fn take(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.taking.as_mut().and_then(|batch| batch.items.next()) {
+                return Some(item);
+            }
+            // The batch is taken: its budget goes back before the wait for the next.
+            self.taking = None;
+            self.taking = Some(self.receiver.recv().await?);
+        }
+    }
+}
