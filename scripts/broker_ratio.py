@@ -12,11 +12,11 @@ median ratio against the target (ours at least 80% of the baseline) and the medi
 p50 and p99 of each side. A single run moves by up to 2x from one process to the next here:
 read the medians.
 
-    scripts/postgres_ratio.py                       # 5 rounds of 3 s runs at 1, 100, 10000 topics
-    scripts/postgres_ratio.py --rounds 7 --duration 5 --topics 100
-    scripts/postgres_ratio.py --baseline-only       # the baseline alone (no provider build needed)
-    scripts/postgres_ratio.py --rate 20000          # latency below saturation
-    scripts/postgres_ratio.py -- --publishers 1     # flags after -- go to both sides
+    scripts/broker_ratio.py                       # 5 rounds of 3 s runs at 1, 100, 10000 topics
+    scripts/broker_ratio.py --rounds 7 --duration 5 --topics 100
+    scripts/broker_ratio.py --baseline-only       # the baseline alone (no provider build needed)
+    scripts/broker_ratio.py --rate 20000          # latency below saturation
+    scripts/broker_ratio.py -- --publishers 1     # flags after -- go to both sides
 
 With `--provider nats` it does the same for the NATS provider (two NatsPubSub instances) and its
 baseline (plain protocol connections: `PUB`s back to back on one, every subject subscribed on
