@@ -114,8 +114,8 @@
 //! 2 cores, shared with other builds: load average 4 to 5), every session on the receiving
 //! instance, 64-byte messages, a random topic per message; against a baseline of plain
 //! protocol connections (`PUB`s back to back on one, every subject subscribed on another, the
-//! same payload sizes). `scripts/postgres_ratio.py --provider nats` (flat out) and
-//! `scripts/postgres_ratio.py --provider nats --rate 20000` at commit `271270c`, medians of
+//! same payload sizes). `scripts/broker_ratio.py --provider nats` (flat out) and
+//! `scripts/broker_ratio.py --provider nats --rate 20000` at commit `271270c`, medians of
 //! five alternating 3-second runs:
 //!
 //! | topics | flat out: ours | baseline | ratio | at 20,000/s: p50 / p99, ours | baseline |

@@ -90,7 +90,7 @@
 //! Two instances in one process on one PostgreSQL 15 server (AMD EPYC, 2 cores), every
 //! session on the receiving one, 64-byte messages, a random topic per message; against a
 //! plain tokio-postgres loop of pipelined `pg_notify` with one connection listening on every
-//! channel. `scripts/postgres_ratio.py` (flat out) and `scripts/postgres_ratio.py --rate
+//! channel. `scripts/broker_ratio.py` (flat out) and `scripts/broker_ratio.py --rate
 //! 20000` at commit `2bd3b0d`, medians of five alternating 3-second runs, while other builds
 //! shared the machine:
 //!

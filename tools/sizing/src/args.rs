@@ -58,10 +58,10 @@ pub struct Args {
     /// redis://127.0.0.1:6379).
     #[arg(long)]
     pub redis_url: Option<String>,
-    /// For `--provider redis`: requests for the `redis-benchmark` run against the same server
-    /// before the workload (its rate is the baseline of the printed ratio); 0 skips it.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub redis_benchmark_requests: u64,
+    /// For `--provider redis --baseline-only`: redis-benchmark's `-n`, rounded up to a multiple
+    /// of 16 (default: as many as last about `--duration` at the rate of a calibration run).
+    #[arg(long)]
+    pub redis_benchmark_requests: Option<u64>,
     /// For `--provider nats`: the server (default: the `NATS_URL` environment variable, or
     /// nats://127.0.0.1:4222).
     #[arg(long)]
@@ -73,7 +73,8 @@ pub struct Args {
     /// For `--provider postgres`: run only the baseline (plain tokio-postgres, `pg_notify`
     /// pipelined to channels another connection listens on) and report it. For `--provider
     /// nats`: plain protocol connections, `PUB`s back to back on one, every subject subscribed
-    /// on another.
+    /// on another. For `--provider redis`: `redis-benchmark -P 16 -r <topics> publish` flat out
+    /// (`--rate 0`), every channel subscribed on a plain connection.
     #[arg(long)]
     pub baseline_only: bool,
     /// For `--provider postgres`: carry envelopes over the 7,999-byte notification limit in
@@ -228,8 +229,16 @@ impl Args {
                 self.duration
             ));
         }
-        if self.baseline_only && !matches!(self.provider, ProviderArg::Postgres | ProviderArg::Nats) {
-            return Err("--baseline-only is a baseline of --provider postgres or nats; add one".into());
+        if self.baseline_only && self.provider == ProviderArg::Memory {
+            return Err(
+                "--baseline-only is a baseline of --provider redis, postgres or nats; add one".into(),
+            );
+        }
+        if self.baseline_only && self.provider == ProviderArg::Redis && self.rate > 0 {
+            return Err(format!(
+                "--rate is {}; the redis baseline publishes flat out: add --rate 0",
+                self.rate
+            ));
         }
         if self.pipeline_depth == 0 {
             return Err("--pipeline-depth must be at least 1".into());

@@ -5,6 +5,7 @@
 //! cargo run --release -p fanout-sizing                      # the default scenario: 10 s of publishing
 //! cargo run --release -p fanout-sizing -- --sessions 50000 --topics-per-session 10 --rate 0 --json
 //! cargo run --release -p fanout-sizing -- --provider redis --rate 0   # two instances on REDIS_URL
+//! cargo run --release -p fanout-sizing -- --provider redis --baseline-only --rate 0 --topics 100
 //! cargo run --release -p fanout-sizing -- --provider postgres --baseline-only --rate 0 --topics 100
 //! cargo run --release -p fanout-sizing -- --provider nats --rate 0 --topics 100   # NATS_URL
 //! cargo run --release -p fanout-sizing -- --provider redis --instances 3 --rate 0   # 3 processes
@@ -19,7 +20,7 @@ mod nats_baseline;
 mod nats_scenario;
 mod postgres_baseline;
 mod postgres_scenario;
-mod redis_benchmark;
+mod redis_baseline;
 mod redis_scenario;
 mod report;
 mod run;
@@ -30,7 +31,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use args::{Args, ProviderArg};
-use report::{NatsBaseline, PostgresBaseline, Report};
+use report::{NatsBaseline, PostgresBaseline, RedisBaseline, Report};
 
 #[global_allocator]
 static ALLOCATOR: alloc::CountingAllocator = alloc::CountingAllocator;
@@ -68,6 +69,10 @@ fn main() -> std::process::ExitCode {
     let output = runtime.block_on(async {
         match args.provider {
             ProviderArg::Memory => run::run_memory(&args, config).await.map(Output::Scenario),
+            ProviderArg::Redis if args.baseline_only => redis_baseline::run(&args)
+                .await
+                .map(Output::RedisBaseline)
+                .map_err(|error| error as Box<dyn std::error::Error>),
             ProviderArg::Redis => redis_scenario::run_redis(&args, config)
                 .await
                 .map(Output::Scenario),
@@ -97,16 +102,8 @@ fn print(args: &Args, output: Result<Output, Box<dyn std::error::Error>>) -> std
             );
             std::process::ExitCode::SUCCESS
         }
-        Ok(Output::Scenario(report)) => {
-            print!("{}", report.table());
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(Output::Baseline(baseline)) => {
-            print!("{}", baseline.table());
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(Output::NatsBaseline(baseline)) => {
-            print!("{}", baseline.table());
+        Ok(output) => {
+            print!("{}", output.table());
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {
@@ -125,4 +122,16 @@ enum Output {
     Scenario(Report),
     Baseline(PostgresBaseline),
     NatsBaseline(NatsBaseline),
+    RedisBaseline(RedisBaseline),
+}
+
+impl Output {
+    fn table(&self) -> String {
+        match self {
+            Output::Scenario(report) => report.table(),
+            Output::Baseline(baseline) => baseline.table(),
+            Output::NatsBaseline(baseline) => baseline.table(),
+            Output::RedisBaseline(baseline) => baseline.table(),
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! The figure to compare is `cross_instance_messages_per_second` against the baseline's
 //! `messages_per_second` ([`postgres_baseline`](crate::postgres_baseline), `--baseline-only`)
 //! with the same workload flags, on the same server, alternated run by run as separate
-//! processes: `scripts/postgres_ratio.py` does that.
+//! processes: `scripts/broker_ratio.py` does that.
 
 use crate::args::Args;
 use crate::report::Report;

@@ -5,54 +5,28 @@
 //! split between instances, the local share would be delivered in-process, at the memory
 //! provider's rate). Both instances run in this process, on one tokio runtime, so the CPU
 //! figure is both instances together; the Redis server's own CPU is reported beside it.
-//!
-//! Before the workload, `redis-benchmark` publishes to the same server, pipelined 16 deep, with
-//! messages the size of one of ours as a lone envelope; the report prints the ratio of the
-//! messages per second that crossed between the instances to its requests per second.
+//! `--baseline-only` runs the baseline this is compared with instead
+//! ([`redis_baseline`](crate::redis_baseline)).
 
 use std::sync::Arc;
 
-use fanout::envelope::{single_encoded_len, Record};
 use fanout::redis::RedisPubSub;
 use fanout::{Config, PubSubProvider};
 
 use crate::args::Args;
 use crate::instance::redis_config;
-use crate::redis_benchmark;
 use crate::report::{RedisSection, Report};
 use crate::run::{measure, policy_name, Placement, Sides};
 
 /// Runs the scenario on two instances of the Redis provider.
 pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
     let redis = redis_config(args);
-    let prefix = redis.channel_prefix.clone();
     let client = ::redis::Client::open(redis.url.as_str())?;
     let server = client.get_connection_info().addr().to_string();
     let mut admin = client
         .get_multiplexed_async_connection()
         .await
         .map_err(|error| format!("cannot reach redis at {server}: {error}"))?;
-
-    let benchmark = if args.redis_benchmark_requests > 0 {
-        // One message of ours, alone in its envelope, on a topic like the scenario's.
-        let message_bytes = single_encoded_len(
-            &format!("room:{}", args.topics.saturating_sub(1)),
-            &Record {
-                sender: None,
-                payload: &vec![0; args.message_size],
-            },
-        );
-        let channel = format!("{prefix}benchmark-nobody");
-        match redis_benchmark::run(&redis.url, &channel, message_bytes, args.redis_benchmark_requests) {
-            Ok(benchmark) => Some(benchmark),
-            Err(error) => {
-                eprintln!("fanout-sizing: {error}; no baseline");
-                None
-            }
-        }
-    } else {
-        None
-    };
 
     let capacity = config.capacity;
     let policy = policy_name(&config);
@@ -83,10 +57,6 @@ pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn st
     receiving.stop().await?;
     let mut report = sides.report(args, measured?);
 
-    let per_second = got.received as f64 / report.elapsed_seconds;
-    let ratio = benchmark
-        .as_ref()
-        .map(|benchmark| per_second / benchmark.requests_per_second);
     let (cpu, commands) = match (server_before, server_after) {
         (Some(before), Some(after)) => (
             Some(after.cpu_seconds - before.cpu_seconds),
@@ -100,25 +70,26 @@ pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn st
         publish_commands: sent.envelopes_published,
         messages_per_publish: sent.published as f64 / sent.envelopes_published.max(1) as f64,
         messages_received: got.received,
-        cross_instance_messages_per_second: per_second,
+        cross_instance_messages_per_second: got.received as f64 / report.elapsed_seconds,
         publish_errors: sent.publish_errors + sent.unavailable,
         malformed: got.malformed,
         outages: sent.publisher_outages + got.outages,
         server_cpu_seconds: cpu,
         server_commands: commands,
-        benchmark,
-        ratio_to_benchmark: ratio,
     });
     Ok(report)
 }
 
-struct ServerFigures {
-    cpu_seconds: f64,
-    commands: u64,
+/// The Redis server's counters at one moment.
+pub struct ServerFigures {
+    /// `used_cpu_sys` plus `used_cpu_user`.
+    pub cpu_seconds: f64,
+    /// `total_commands_processed`.
+    pub commands: u64,
 }
 
 /// The server's CPU time and commands processed so far, from `INFO`; `None` if unavailable.
-async fn server_figures(admin: &mut ::redis::aio::MultiplexedConnection) -> Option<ServerFigures> {
+pub async fn server_figures(admin: &mut ::redis::aio::MultiplexedConnection) -> Option<ServerFigures> {
     let info: String = ::redis::cmd("INFO").arg("all").query_async(admin).await.ok()?;
     let field = |name: &str| {
         info.lines()

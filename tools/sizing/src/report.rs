@@ -166,9 +166,6 @@ pub struct RedisSection {
     pub server_cpu_seconds: Option<f64>,
     /// Commands the Redis server processed during the run (`INFO stats`; the whole server).
     pub server_commands: Option<u64>,
-    pub benchmark: Option<Benchmark>,
-    /// `cross_instance_messages_per_second` over the benchmark's requests per second.
-    pub ratio_to_benchmark: Option<f64>,
 }
 
 /// Two `PostgresPubSub` instances on one PostgreSQL: publishers on the first, sessions on the
@@ -299,10 +296,47 @@ pub struct BaselineCpu {
     pub server_seconds: Option<f64>,
 }
 
-/// `redis-benchmark` run against the same server, just before the workload.
+/// `--provider redis --baseline-only`: `redis-benchmark` publishing, a channel drawn at random
+/// per message, while a plain connection subscribed to every channel receives each message.
+#[derive(Debug, Serialize)]
+pub struct RedisBaseline {
+    /// The server, as `host:port`.
+    pub server: String,
+    /// Channels subscribed and published to.
+    pub topics: usize,
+    pub message_size: usize,
+    /// Bytes of each published message: the provider's envelope for one `message_size`
+    /// message.
+    pub message_bytes: usize,
+    pub duration_seconds: f64,
+    /// The subscriber's rate in the calibration run that set `-n`; `None` when
+    /// `--redis-benchmark-requests` did.
+    pub calibration_messages_per_second: Option<f64>,
+    pub benchmark: Benchmark,
+    /// Messages redis-benchmark published: one per request.
+    pub sent: u64,
+    /// Messages the subscriber received.
+    pub received: u64,
+    /// `sent` less `received`.
+    pub missing: u64,
+    /// From redis-benchmark's start to the subscriber's having every message.
+    pub elapsed_seconds: f64,
+    /// `received` over `elapsed_seconds`: the figure the provider's
+    /// `cross_instance_messages_per_second` is compared with.
+    pub messages_per_second: f64,
+    /// CPU the Redis server used over the run (`INFO cpu`; the whole server).
+    pub server_cpu_seconds: Option<f64>,
+    /// Commands the Redis server processed over the run (`INFO stats`; the whole server).
+    pub server_commands: Option<u64>,
+    /// CPU this process (the subscriber) used over the run.
+    pub client_cpu_seconds: Option<f64>,
+}
+
+/// A `redis-benchmark` run.
 #[derive(Debug, Serialize)]
 pub struct Benchmark {
     pub command: String,
+    /// redis-benchmark's own figure: requests answered per second.
     pub requests_per_second: f64,
 }
 
@@ -471,7 +505,7 @@ impl Report {
             rows.insert(5, ("cross-instance (us)", pct(&self.cross_instance_latency_us)));
         }
         if let Some(redis) = &self.redis {
-            rows.extend(redis.rows(s.rate));
+            rows.extend(redis.rows());
         }
         if let Some(postgres) = &self.postgres {
             rows.extend(postgres.rows());
@@ -508,8 +542,8 @@ fn pct(p: &Percentiles) -> String {
 }
 
 impl RedisSection {
-    fn rows(&self, rate: u64) -> Vec<(&'static str, String)> {
-        let mut rows = vec![
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        vec![
             (
                 "redis: cross-instance",
                 format!(
@@ -538,34 +572,7 @@ impl RedisSection {
                     self.server_commands.map_or("?".to_string(), |n| n.to_string())
                 ),
             ),
-        ];
-        match (&self.benchmark, self.ratio_to_benchmark) {
-            (Some(benchmark), Some(ratio)) => {
-                rows.push((
-                    "redis-benchmark",
-                    format!(
-                        "{:.0} req/s: {}",
-                        benchmark.requests_per_second, benchmark.command
-                    ),
-                ));
-                rows.push((
-                    "ratio",
-                    format!(
-                        "{:.0} / {:.0} = {:.0}% of redis-benchmark{}",
-                        self.cross_instance_messages_per_second,
-                        benchmark.requests_per_second,
-                        100.0 * ratio,
-                        if rate > 0 {
-                            " (publishing was capped by --rate; use --rate 0 to measure throughput)"
-                        } else {
-                            ""
-                        }
-                    ),
-                ));
-            }
-            _ => rows.push(("redis-benchmark", "not run".to_string())),
-        }
-        rows
+        ]
     }
 }
 
@@ -750,6 +757,56 @@ impl NatsBaseline {
                     "{} this process, at {}",
                     seconds(self.client_cpu_seconds),
                     self.server
+                ),
+            ),
+        ];
+        out.push_str(&rows_table(rows));
+        out
+    }
+}
+
+impl RedisBaseline {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "redis baseline: redis-benchmark publishing {} B messages ({} B payloads in an envelope) to {} channel{}, all subscribed on one plain connection, {:.1} s",
+            self.message_bytes,
+            self.message_size,
+            self.topics,
+            if self.topics == 1 { "" } else { "s" },
+            self.duration_seconds,
+        );
+        let rows = vec![
+            (
+                "received",
+                format!(
+                    "{} of {} sent, {} missing ({:.0}/s over {:.2} s)",
+                    self.received, self.sent, self.missing, self.messages_per_second, self.elapsed_seconds
+                ),
+            ),
+            (
+                "redis-benchmark",
+                format!(
+                    "{:.0} req/s: {}",
+                    self.benchmark.requests_per_second, self.benchmark.command
+                ),
+            ),
+            (
+                "calibration",
+                self.calibration_messages_per_second
+                    .map_or("none: -n from --redis-benchmark-requests".to_string(), |rate| {
+                        format!("{rate:.0} msg/s set -n")
+                    }),
+            ),
+            (
+                "cpu",
+                format!(
+                    "{} this process; server {} at {}, {} commands",
+                    seconds(self.client_cpu_seconds),
+                    seconds(self.server_cpu_seconds),
+                    self.server,
+                    self.server_commands.map_or("?".to_string(), |n| n.to_string())
                 ),
             ),
         ];

@@ -3,30 +3,13 @@
 //! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`). Without it the tests print why
 //! and pass, unless `FANOUT_REQUIRE_SERVICES=1`, when they fail.
 
-#[path = "../../../tests/support/services.rs"]
-mod services;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
-}
-
-/// Redis at `REDIS_URL`, or `None` after saying why the test skips.
-async fn redis() -> Option<String> {
-    let url = redis_url();
-    let ping = async {
-        let client = redis::Client::open(url.as_str())?;
-        let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await
-    };
-    services::reach("redis", &url, "set REDIS_URL or start redis-server", ping).await?;
-    Some(url)
-}
+use redis_server::redis;
 
 /// The tool on Redis with a small workload: `instances` processes, `duration` seconds.
 fn sizing(url: &str, instances: usize, duration: &str) -> Command {
