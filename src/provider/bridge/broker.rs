@@ -23,6 +23,7 @@ pub(crate) type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Reason = String;
 
 /// One envelope for the broker: the topic it is on and its encoded bytes.
+#[derive(Clone, Copy)]
 pub(crate) struct Outgoing<'a> {
     pub(crate) topic: &'a Topic,
     pub(crate) envelope: &'a [u8],

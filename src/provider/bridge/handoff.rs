@@ -63,6 +63,19 @@ pub(crate) struct Handoff<T> {
     backlog: Arc<Semaphore>,
 }
 
+/// Another reader's end into the same listener (a connection per cluster node): its own
+/// held messages, the same channel and budget.
+impl<T> Clone for Handoff<T> {
+    fn clone(&self) -> Self {
+        Handoff {
+            sender: self.sender.clone(),
+            held: Vec::new(),
+            held_bytes: 0,
+            backlog: Arc::clone(&self.backlog),
+        }
+    }
+}
+
 impl<T> Handoff<T> {
     /// Keeps `item`, of `bytes`, and hands on what is held once that reaches
     /// [`DELIVERED_MESSAGES`] or [`DELIVERED_BYTES`]. Fails once the listener has gone.

@@ -71,6 +71,14 @@ impl Endpoint {
             Address::Unix(path) => path.display().to_string(),
         }
     }
+
+    /// The same credentials at another address (a cluster's other nodes).
+    pub(crate) fn at(&self, host: String, port: u16) -> Endpoint {
+        Endpoint {
+            address: Address::Tcp { host, port },
+            ..self.clone()
+        }
+    }
 }
 
 /// What one connection needs to know of the provider.

@@ -50,8 +50,10 @@
 //! [G6]: crate::docs::contract#g6-topic-isolation
 
 mod broker;
+mod cluster;
 mod config;
 mod connection;
+mod slot;
 mod wire;
 mod wire_check;
 
