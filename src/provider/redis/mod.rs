@@ -40,6 +40,8 @@
 //! - **Envelopes** are at most [`RedisConfig::max_envelope_bytes`]; a broadcast whose envelope
 //!   would be larger is refused with [`RedisPubSubError::EnvelopeTooLarge`] before anything is
 //!   delivered.
+//! - **Redis Cluster.** Pointed at any node of a cluster, the provider uses sharded pub/sub
+//!   (see [below](#redis-cluster)).
 //! - **Outages.** Redis pub/sub is at-most-once: messages other instances publish while a
 //!   connection is down are lost, nothing is replayed.
 //! - **Memory.** The subscription connection's reader keeps at most 4,096 messages and
@@ -47,6 +49,29 @@
 //!   backlog up to its `client-output-buffer-limit pubsub` (32 MB by default), past which
 //!   it closes the connection: an outage, counted and reconnected.
 //!
+//! # Redis Cluster
+//!
+//! Each connection starts with `CLUSTER SLOTS`. Against a cluster (Redis 7 or later) the
+//! provider keeps a publishing and a subscribing connection to every primary and uses sharded
+//! pub/sub: a topic's channel is published with `SPUBLISH` to, and subscribed with `SSUBSCRIBE`
+//! on, the primary that owns its slot, so a message travels only within that shard rather than
+//! to every node. No hash tags are added: a topic's slot is its own (a topic that contains a
+//! `{tag}` lands where the tag says, as for any Redis client).
+//!
+//! - **Slots that move.** A primary that no longer owns a slot answers a publish with `-MOVED`;
+//!   the provider reads the map again and sends those messages to the new owner, in order
+//!   (Redis did not take them, so nothing is duplicated). A subscription whose slot moves (a
+//!   migration, or a failover that demotes its primary) is ended by the server; the provider
+//!   then subscribes every channel again on the new map. Messages published in that gap are
+//!   lost, as in any outage.
+//! - **A failed primary.** Its connections close; the provider reconnects as after any outage,
+//!   asking the configured node and then every node it last saw, and reaches the promoted
+//!   replica once the cluster has agreed on it.
+//! - **Order.** Topics on different shards travel over different connections, so one
+//!   publisher's order holds per topic, not across topics on different shards (the [G4]
+//!   relaxation); within one instance it holds whole.
+//!
+//! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
 //! [G6]: crate::docs::contract#g6-topic-isolation
 
 mod broker;
