@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::future::{join_all, select_all, BoxFuture};
 use futures_util::FutureExt;
 
-use super::cluster::{moved, not_a_cluster, Topology};
+use super::cluster::{moved, transient, Topology};
 use super::config::RedisConfig;
 use super::connection::{Connection, ConnectionSettings, Endpoint, Pushed, Replies};
 use super::wire::{self, Message};
@@ -33,11 +33,6 @@ pub(crate) struct RedisBroker {
     /// be the node that failed).
     known_nodes: Mutex<Vec<Endpoint>>,
 }
-
-/// The longest message read whatever `max_envelope_bytes` says, so that another client's large
-/// message on one of our channels is read and skipped, not taken for a broken stream: Redis's
-/// own default `proto-max-bulk-len`.
-const INBOUND_BULK: usize = super::config::MAX_ENVELOPE_BYTES;
 
 /// What a server turned out to be when first connected to.
 enum Found {
@@ -71,7 +66,8 @@ impl RedisBroker {
             endpoint,
             instance: self.instance,
             role,
-            max_bulk: self.config.max_envelope_bytes.max(INBOUND_BULK),
+            // At least enough for any reply (a `CLUSTER SLOTS` node id, an error's text).
+            max_bulk: self.config.max_envelope_bytes.max(64 * 1024),
         };
         let timeout = self.config.connect_timeout;
         tokio::time::timeout(timeout, Connection::open(settings, pushed))
@@ -121,19 +117,15 @@ impl RedisBroker {
             .await
             .map_err(|_| format!("no answer to CLUSTER SLOTS within {} ms", timeout.as_millis()))?;
         match answer {
-            Err(error) if not_a_cluster(&error) => Ok(Found::Server(connection)),
-            Err(error) => Err(format!("CLUSTER SLOTS failed: {error}").into()),
+            // Cluster support disabled, or no `CLUSTER` for this user (an ACL, a renamed
+            // command, a proxy): a server to use as one.
+            Err(error) => {
+                tracing::debug!(instance = %self.instance, server = at.target(), error, "not a cluster");
+                Ok(Found::Server(connection))
+            }
             Ok(reply) => {
-                let host = match &at.address {
-                    super::connection::Address::Tcp { host, .. } => host.as_str(),
-                    super::connection::Address::Unix(_) => "127.0.0.1",
-                };
-                let topology = Topology::parse(&reply, host)?;
-                *lock(&self.known_nodes) = topology
-                    .nodes()
-                    .iter()
-                    .map(|(host, port)| self.endpoint.at(host.clone(), *port))
-                    .collect();
+                let topology = Topology::parse(&reply, at.host())?;
+                self.remember(&topology);
                 Ok(Found::Cluster {
                     topology,
                     at: at.clone(),
@@ -208,10 +200,7 @@ impl Broker for RedisBroker {
                 let connections = self
                     .connect_primaries(&topology, &at, connection, "subscriber", Some(&forward))
                     .await?;
-                Nodes::Cluster(Arc::new(Cluster {
-                    topology,
-                    connections,
-                }))
+                Nodes::Cluster(Arc::new(Cluster::new(topology, connections)))
             }
         };
         // The readers hold the only senders: the hand-off ends when they all have.
@@ -237,10 +226,7 @@ impl Broker for RedisBroker {
                 let connections = self
                     .connect_primaries(&topology, &at, connection, "publisher", None)
                     .await?;
-                RedisPublisher::Cluster(Cluster {
-                    topology,
-                    connections,
-                })
+                RedisPublisher::Cluster(Cluster::new(topology, connections))
             }
         })
     }
@@ -261,23 +247,46 @@ impl Broker for RedisBroker {
                 Ok(answers(replies, "PUBLISH"))
             }
             RedisPublisher::Cluster(cluster) => {
-                let mut answers = cluster.publish(prefix, envelopes).await?;
+                let (mut answers, mut failure) = cluster.publish(prefix, envelopes).await;
                 let moved: Vec<usize> = (0..envelopes.len())
-                    .filter(|&i| matches!(&answers[i], Err(error) if moved(error)))
+                    .filter(|&i| matches!(&answers[i], Some(Err(error)) if moved(error)))
                     .collect();
-                if !moved.is_empty() {
-                    // The map changed: read it again, and send those again to their owners.
-                    self.refresh(cluster).await?;
-                    let again: Vec<Outgoing<'_>> = moved.iter().map(|&i| envelopes[i]).collect();
-                    let retried = cluster.publish(prefix, &again).await?;
-                    for (i, answer) in moved.into_iter().zip(retried) {
-                        answers[i] = answer;
+                if failure.is_none() && !moved.is_empty() {
+                    // The map changed: read it again, and send those again, in order, to
+                    // their owners (Redis did not take them).
+                    match self.refresh(cluster).await {
+                        Ok(()) => {
+                            let again: Vec<Outgoing<'_>> = moved.iter().map(|&i| envelopes[i]).collect();
+                            let (retried, retry_failure) = cluster.publish(prefix, &again).await;
+                            for (i, answer) in moved.into_iter().zip(retried) {
+                                answers[i] = answer;
+                            }
+                            failure = retry_failure;
+                        }
+                        Err(reason) => {
+                            for i in moved {
+                                answers[i] = None;
+                            }
+                            failure = Some(reason);
+                        }
                     }
                 }
-                Ok(answers
-                    .into_iter()
-                    .map(|answer| answer.map_err(|error| format!("SPUBLISH refused: {error}")))
-                    .collect())
+                let refused =
+                    |answer: Result<(), Reason>| answer.map_err(|error| format!("SPUBLISH refused: {error}"));
+                match failure {
+                    None => Ok(answers
+                        .into_iter()
+                        .map(|answer| refused(answer.unwrap_or_else(|| Err("unanswered".into()))))
+                        .collect()),
+                    Some(reason) => Err(PipelineLost {
+                        // The answers before the first envelope left unanswered.
+                        answered: answers
+                            .into_iter()
+                            .map_while(|answer| answer.map(refused))
+                            .collect(),
+                        reason,
+                    }),
+                }
             }
         }
     }
@@ -308,15 +317,25 @@ impl Broker for RedisBroker {
 }
 
 impl RedisBroker {
-    /// Reads a cluster's map again, on any of its connections, and connects to primaries it
-    /// did not know.
-    async fn refresh(&self, cluster: &mut Cluster) -> Result<(), PipelineLost> {
-        let reply = cluster.connections[0]
-            .query(&[b"CLUSTER", b"SLOTS"])
-            .await
-            .map_err(|error| format!("CLUSTER SLOTS failed: {error}"))?;
-        let topology = Topology::parse(&reply, "127.0.0.1")?;
+    /// Reads a cluster's map again, on the first of its connections that answers, and
+    /// connects to primaries it did not know. Connections to nodes that are no longer
+    /// primaries are kept (retired) until the publisher reconnects, so that their closing is
+    /// not taken for an outage.
+    async fn refresh(&self, cluster: &mut Cluster) -> Result<(), Reason> {
         let old = cluster.topology.endpoints(&self.endpoint);
+        let mut last_error = "no connection to ask".to_string();
+        let mut topology = None;
+        for (connection, endpoint) in cluster.connections.iter().zip(&old) {
+            match connection.query(&[b"CLUSTER", b"SLOTS"]).await {
+                Ok(reply) => {
+                    topology = Some(Topology::parse(&reply, endpoint.host())?);
+                    break;
+                }
+                Err(error) => last_error = format!("CLUSTER SLOTS failed: {error}"),
+            }
+        }
+        let topology = topology.ok_or(last_error)?;
+        self.remember(&topology);
         let mut connections = Vec::new();
         for endpoint in topology.endpoints(&self.endpoint) {
             match old.iter().position(|known| *known == endpoint) {
@@ -328,11 +347,26 @@ impl RedisBroker {
                 )),
             }
         }
-        *cluster = Cluster {
-            topology,
-            connections,
-        };
+        for connection in std::mem::replace(&mut cluster.connections, connections) {
+            if !cluster
+                .connections
+                .iter()
+                .any(|kept| Arc::ptr_eq(kept, &connection))
+            {
+                cluster.retired.push(connection);
+            }
+        }
+        cluster.topology = topology;
         Ok(())
+    }
+
+    /// Keeps the nodes of `topology`, to ask for the map when the configured node is down.
+    fn remember(&self, topology: &Topology) {
+        *lock(&self.known_nodes) = topology
+            .nodes()
+            .iter()
+            .map(|(host, port)| self.endpoint.at(host.clone(), *port))
+            .collect();
     }
 }
 
@@ -382,22 +416,47 @@ pub(crate) enum RedisPublisher {
 pub(crate) struct Cluster {
     topology: Topology,
     connections: Vec<Arc<Connection>>,
+    /// Connections to nodes that stopped being primaries since the map was first read.
+    retired: Vec<Arc<Connection>>,
 }
 
 impl Cluster {
-    /// `SPUBLISH`es each envelope to its slot's primary, the primaries' pipelines in parallel;
-    /// the answers in the envelopes' order, with the server's errors as they are.
-    async fn publish(&self, prefix: &[u8], envelopes: &[Outgoing<'_>]) -> Result<Answers, PipelineLost> {
+    fn new(topology: Topology, connections: Vec<Arc<Connection>>) -> Self {
+        Cluster {
+            topology,
+            connections,
+            retired: Vec::new(),
+        }
+    }
+
+    /// `SPUBLISH`es each envelope to its slot's primary, the primaries' pipelines in parallel:
+    /// each envelope's answer, with the server's errors as they are (an envelope whose slot
+    /// has no primary is refused unsent), and why a connection failed, if one did (its
+    /// envelopes are then unanswered).
+    async fn publish(
+        &self,
+        prefix: &[u8],
+        envelopes: &[Outgoing<'_>],
+    ) -> (Vec<Option<Result<(), Reason>>>, Option<Reason>) {
+        let mut answers: Vec<Option<Result<(), Reason>>> = vec![None; envelopes.len()];
         let mut owners = Vec::with_capacity(envelopes.len());
         let mut channel = Vec::new();
-        for outgoing in envelopes {
+        for (i, outgoing) in envelopes.iter().enumerate() {
             channel.clear();
             channel.extend_from_slice(prefix);
             channel.extend_from_slice(outgoing.topic.as_bytes());
-            owners.push(self.topology.owner(&channel)?);
+            match self.topology.owner(&channel) {
+                Ok(owner) => owners.push(Some(owner)),
+                Err(why) => {
+                    owners.push(None);
+                    answers[i] = Some(Err(why));
+                }
+            }
         }
         let sent = (0..self.connections.len()).filter_map(|node| {
-            let mine: Vec<usize> = (0..envelopes.len()).filter(|&i| owners[i] == node).collect();
+            let mine: Vec<usize> = (0..envelopes.len())
+                .filter(|&i| owners[i] == Some(node))
+                .collect();
             if mine.is_empty() {
                 return None;
             }
@@ -405,7 +464,6 @@ impl Cluster {
             let replies = self.connections[node].round_trip(commands, mine.len());
             Some(replies.map(move |replies| (mine, replies)))
         });
-        let mut answers: Vec<Option<Result<(), Reason>>> = vec![None; envelopes.len()];
         let mut failure = None;
         for (mine, replies) in join_all(sent).await {
             match replies {
@@ -417,17 +475,7 @@ impl Cluster {
                 Err(reason) => failure = Some(reason),
             }
         }
-        match failure {
-            None => Ok(answers
-                .into_iter()
-                .map(|answer| answer.unwrap_or(Ok(())))
-                .collect()),
-            Some(reason) => Err(PipelineLost {
-                // The answers before the first envelope left unanswered.
-                answered: answers.into_iter().map_while(|answer| answer).collect(),
-                reason,
-            }),
-        }
+        (answers, failure)
     }
 
     fn any_closed(&self) -> BoxFuture<'static, ()> {
@@ -487,14 +535,18 @@ fn refusals(channels: Vec<String>, replies: Replies, verb: &str) -> Refusals {
         .collect()
 }
 
-/// `channels` grouped by the index of their slot's primary.
-fn by_owner(cluster: &Cluster, channels: Vec<String>) -> Result<Vec<Vec<String>>, Reason> {
+/// `channels` grouped by the index of their slot's primary, and those whose slot has none,
+/// with why.
+fn by_owner(cluster: &Cluster, channels: Vec<String>) -> (Vec<Vec<String>>, Refusals) {
     let mut groups = vec![Vec::new(); cluster.connections.len()];
+    let mut unowned = Refusals::new();
     for channel in channels {
-        let owner = cluster.topology.owner(channel.as_bytes())?;
-        groups[owner].push(channel);
+        match cluster.topology.owner(channel.as_bytes()) {
+            Ok(owner) => groups[owner].push(channel),
+            Err(why) => unowned.push((channel, why)),
+        }
     }
-    Ok(groups)
+    (groups, unowned)
 }
 
 impl Subscription for RedisSubscription {
@@ -511,20 +563,22 @@ impl Subscription for RedisSubscription {
             Nodes::Cluster(cluster) => {
                 let cluster = Arc::clone(cluster);
                 async move {
-                    let groups = by_owner(&cluster, channels)?;
+                    let (groups, mut refused) = by_owner(&cluster, channels);
                     let sent = groups.into_iter().enumerate().map(|(node, group)| {
                         let confirmed = cluster.connections[node]
                             .round_trip(per_channel(b"SSUBSCRIBE", &group), group.len());
                         async move { confirmed.await.map(|replies| (group, replies)) }
                     });
-                    let mut refused = Refusals::new();
                     for confirmed in join_all(sent).await {
                         let (group, replies) = confirmed?;
-                        if let Some(Err(error)) = replies
+                        // A stale map, or a cluster that cannot serve it for now: not a
+                        // refusal of the channel. The subscription is made again on the map
+                        // read anew.
+                        let again = replies
                             .iter()
-                            .find(|reply| matches!(reply, Err(error) if moved(error)))
-                        {
-                            return Err(format!("SSUBSCRIBE answered {error}: the cluster's map changed"));
+                            .find(|reply| matches!(reply, Err(error) if moved(error) || transient(error)));
+                        if let Some(Err(error)) = again {
+                            return Err(format!("SSUBSCRIBE answered {error}"));
                         }
                         refused.extend(refusals(group, replies, "SSUBSCRIBE"));
                     }
@@ -547,7 +601,8 @@ impl Subscription for RedisSubscription {
             Nodes::Cluster(cluster) => {
                 let cluster = Arc::clone(cluster);
                 async move {
-                    let groups = by_owner(&cluster, channels)?;
+                    // A channel whose slot has no primary has no subscription to end.
+                    let (groups, _) = by_owner(&cluster, channels);
                     let sent = groups.into_iter().enumerate().map(|(node, group)| {
                         let commands = per_channel(b"SUNSUBSCRIBE", &group);
                         cluster.connections[node].unsubscribe(commands, group)
@@ -613,6 +668,11 @@ impl Subscription for RedisSubscription {
     }
 
     async fn envelope<'a>(&'a self, message: &'a Message) -> Result<Bytes, Inbound> {
-        Ok(message.payload.clone())
+        match message.oversized {
+            Some(len) => Err(Inbound::Malformed(format!(
+                "a message of {len} bytes, past max_envelope_bytes, discarded unread"
+            ))),
+            None => Ok(message.payload.clone()),
+        }
     }
 }

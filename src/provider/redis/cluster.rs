@@ -75,15 +75,25 @@ impl Topology {
             if start > end {
                 return Err(bad("a range that ends before it starts"));
             }
-            let primary = node(primary, asked_host).ok_or_else(|| bad("a node without host and port"))?;
+            let primary = match node(primary, asked_host) {
+                Node::At(primary) => primary,
+                // Its address is not known yet: the range stays unowned for now.
+                Node::Unknown => continue,
+                Node::Unreadable => return Err(bad("a node without host and port")),
+            };
             let next = u16::try_from(topology.primaries.len()).map_err(|_| bad("too many primaries"))?;
             let owner = *index.entry(primary.clone()).or_insert_with(|| {
                 topology.primaries.push(primary.clone());
                 next
             });
             topology.owners[usize::from(start)..=usize::from(end)].fill(owner);
-            let members = std::iter::once(primary)
-                .chain(replicas.iter().filter_map(|replica| node(replica, asked_host)));
+            let replicas = replicas
+                .iter()
+                .filter_map(|replica| match node(replica, asked_host) {
+                    Node::At(replica) => Some(replica),
+                    Node::Unknown | Node::Unreadable => None,
+                });
+            let members = std::iter::once(primary).chain(replicas);
             for member in members {
                 if !topology.nodes.contains(&member) {
                     topology.nodes.push(member);
@@ -129,27 +139,43 @@ fn slot_number(n: i64) -> Option<u16> {
     u16::try_from(n).ok().filter(|&slot| slot < SLOTS)
 }
 
-/// `[host, port, …]` of a node in `CLUSTER SLOTS`.
-fn node(value: &Value, asked_host: &str) -> Option<(String, u16)> {
-    let [host, port, ..] = value.as_array()? else {
-        return None;
+/// A node as `CLUSTER SLOTS` names it.
+enum Node {
+    At((String, u16)),
+    /// `?`: a node whose address is not known yet.
+    Unknown,
+    Unreadable,
+}
+
+/// `[host, port, …]` of a node in `CLUSTER SLOTS`. An empty or null host is the one asked
+/// (`cluster-preferred-endpoint-type unknown-endpoint` sends null).
+fn node(value: &Value, asked_host: &str) -> Node {
+    let Some([host, Value::Integer(port), ..]) = value.as_array() else {
+        return Node::Unreadable;
     };
-    let host = std::str::from_utf8(host.as_bytes()?).ok()?;
-    let Value::Integer(port) = port else {
-        return None;
+    let Some(port) = u16::try_from(*port).ok().filter(|&port| port != 0) else {
+        return Node::Unreadable;
     };
-    let port = u16::try_from(*port).ok().filter(|&port| port != 0)?;
-    // An empty host is the one asked; `?` is a node whose address is not known yet.
+    let host = match host {
+        Value::Bulk(None) => "",
+        other => match other.as_bytes().map(std::str::from_utf8) {
+            Some(Ok(host)) => host,
+            _ => return Node::Unreadable,
+        },
+    };
     match host {
-        "?" => None,
-        "" => Some((asked_host.to_string(), port)),
-        host => Some((host.to_string(), port)),
+        "?" => Node::Unknown,
+        "" => Node::At((asked_host.to_string(), port)),
+        host => Node::At((host.to_string(), port)),
     }
 }
 
-/// Whether an error reply says the server is not a cluster.
-pub(crate) fn not_a_cluster(error: &str) -> bool {
-    error.contains("cluster support disabled")
+/// Whether an error reply says the cluster cannot serve the command for now (down, a
+/// migration under way, a node loading): worth trying again, not a refusal.
+pub(crate) fn transient(error: &str) -> bool {
+    ["CLUSTERDOWN", "TRYAGAIN", "LOADING"]
+        .iter()
+        .any(|kind| error.starts_with(kind))
 }
 
 /// Whether an error reply says the slot is served elsewhere (`MOVED`, or `ASK` during a
@@ -213,6 +239,22 @@ mod tests {
             Value::Array(Some(vec![Value::Array(Some(vec![Value::Integer(0)]))])),
         ] {
             assert!(Topology::parse(&reply, "seed").is_err(), "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn a_null_host_is_the_one_asked_and_an_unknown_one_leaves_its_range_unowned() {
+        let null_host = Value::Array(Some(vec![Value::Bulk(None), Value::Integer(7001), bulk("id")]));
+        let reply = Value::Array(Some(vec![
+            range(0, 8191, vec![null_host]),
+            range(8192, 16383, vec![member("?", 7002)]),
+        ]));
+        let topology = Topology::parse(&reply, "seed").unwrap();
+        assert_eq!(topology.primaries(), &[("seed".to_string(), 7001)]);
+        for n in 0..100 {
+            let channel = format!("c{n}");
+            let owned = slot(channel.as_bytes()) < 8192;
+            assert_eq!(topology.owner(channel.as_bytes()).is_ok(), owned, "{channel}");
         }
     }
 

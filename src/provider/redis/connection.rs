@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -69,6 +69,14 @@ impl Endpoint {
             Address::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
             Address::Tcp { host, port } => format!("{host}:{port}"),
             Address::Unix(path) => path.display().to_string(),
+        }
+    }
+
+    /// The host, for a cluster node named without one (a Unix socket's is the loopback).
+    pub(crate) fn host(&self) -> &str {
+        match &self.address {
+            Address::Tcp { host, .. } => host,
+            Address::Unix(_) => "127.0.0.1",
         }
     }
 
@@ -140,8 +148,32 @@ pub(crate) struct Connection {
 }
 
 impl Drop for Connection {
+    /// Ends the reader task, and fails the batches still waiting (a batch's future may outlive
+    /// the connection).
     fn drop(&mut self) {
         self.reader.abort();
+        close(&self.inner, "the connection was closed");
+    }
+}
+
+/// Marks the connection gone: the batches waiting fail, later ones fail at once.
+fn close(inner: &Inner, why: &str) {
+    let mut batches = lock(&inner.batches);
+    batches.closed.get_or_insert_with(|| why.to_string());
+    // Dropping the senders fails the batches that wait.
+    batches.waiting.clear();
+}
+
+/// Closes the connection if dropped armed: a write that failed or was cut short (its future
+/// dropped) may have left part of a command on the wire, after which no reply can be trusted
+/// to answer the batch it would be given to.
+struct WriteGuard<'a>(Option<&'a Inner>);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0 {
+            close(inner, "a write to the server failed or was cut short");
+        }
     }
 }
 
@@ -185,7 +217,7 @@ impl Connection {
                     return Err(format!("the server refused {step}: {text}{advice}").into());
                 }
                 Frame::Value(_) => {}
-                Frame::Message(_) => {
+                Frame::Message(_) | Frame::Oversized { .. } => {
                     return Err(format!("the server sent a message before answering {step}").into())
                 }
             }
@@ -202,6 +234,7 @@ impl Connection {
             limits,
             inner: Arc::clone(&inner),
             pushed,
+            skipping: 0,
             instance: settings.instance,
             role: settings.role,
         };
@@ -262,10 +295,12 @@ impl Connection {
                         answer,
                     });
                 }
+                let mut guard = WriteGuard(Some(&inner));
                 writer
                     .write_all(&commands)
                     .await
                     .map_err(|error| format!("writing to the server failed: {error}"))?;
+                guard.0 = None;
                 answered
             };
             answered.await.map_err(|_| {
@@ -322,6 +357,8 @@ struct Reader {
     inner: Arc<Inner>,
     /// The subscription connection's: where its pushes go.
     pushed: Option<Handoff<Pushed>>,
+    /// Bytes still to discard: the rest of an oversized message.
+    skipping: usize,
     instance: InstanceId,
     role: &'static str,
 }
@@ -330,18 +367,33 @@ impl Reader {
     async fn run(mut self) {
         let why = self.read_all().await;
         tracing::debug!(instance = %self.instance, role = self.role, reason = why, "redis connection ended");
-        let mut batches = lock(&self.inner.batches);
-        batches.closed = Some(why);
-        // Dropping the senders fails the batches that wait.
-        batches.waiting.clear();
+        close(&self.inner, &why);
     }
 
     /// Reads and handles frames until the connection ends; returns why it did.
     async fn read_all(&mut self) -> String {
         loop {
             loop {
+                if self.skipping > 0 {
+                    let discard = self.skipping.min(self.buffer.len());
+                    self.buffer.advance(discard);
+                    self.skipping -= discard;
+                    if self.skipping > 0 {
+                        break;
+                    }
+                }
                 let handled = match wire::parse(&mut self.buffer, &self.limits) {
                     Ok(Some(Frame::Message(message))) => self.hold(Pushed::Message(message)).await,
+                    Ok(Some(Frame::Oversized {
+                        channel,
+                        sharded,
+                        skip,
+                    })) => {
+                        // Handed on for the listener to count and skip; its bytes are not kept.
+                        self.skipping = skip;
+                        self.hold(Pushed::Message(Message::oversized(channel, sharded, skip - 2)))
+                            .await
+                    }
                     Ok(Some(Frame::Value(value))) => self.reply(value).await,
                     Ok(None) => break,
                     Err(error) => return error.to_string(),

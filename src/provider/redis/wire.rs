@@ -11,7 +11,10 @@
 //! It never panics: any input is a frame, "not yet complete", or a [`WireError`]. Memory is
 //! bounded by the caller's [`WireLimits`]: a line longer than `line`, a bulk string longer
 //! than `bulk`, an array of more than `elements` (counted over all its levels) or nested
-//! deeper than [`MAX_DEPTH`] is an error as soon as it is announced, before it is buffered.
+//! deeper than [`MAX_DEPTH`] is an error as soon as it is announced, before it is buffered;
+//! except a pub/sub message's payload, which is announced as [`Frame::Oversized`] for the
+//! caller to discard as it arrives, so that another client's large message on one of our
+//! channels is skipped, not taken for a broken stream.
 //!
 //! An error means the byte stream can no longer be trusted to be in step with the protocol: the
 //! connection that read it is closed, and the bridge reconnects.
@@ -38,11 +41,23 @@ pub(crate) struct Message {
     /// `smessage`: delivered by sharded pub/sub.
     pub(crate) sharded: bool,
     channel: Bytes,
-    /// The payload, in the same allocation as the channel.
+    /// The payload, in the same allocation as the channel; empty for an oversized message.
     pub(crate) payload: Bytes,
+    /// For a message whose payload was past the limit and discarded: its length.
+    pub(crate) oversized: Option<usize>,
 }
 
 impl Message {
+    /// A message whose `len`-byte payload was past the limit and discarded.
+    pub(crate) fn oversized(channel: Bytes, sharded: bool, len: usize) -> Message {
+        Message {
+            sharded,
+            channel,
+            payload: Bytes::new(),
+            oversized: Some(len),
+        }
+    }
+
     /// The channel, or `"\u{FFFD}"` if it is not UTF-8 (no channel of ours is).
     pub(crate) fn channel(&self) -> &str {
         std::str::from_utf8(&self.channel).unwrap_or("\u{FFFD}")
@@ -98,6 +113,14 @@ impl Value {
 pub(crate) enum Frame {
     /// `message` or `smessage`: a message on a subscribed channel.
     Message(Message),
+    /// The start of a `message` or `smessage` whose payload is longer than the limit: its
+    /// channel, and the bytes that follow (the payload and its CRLF), which the caller
+    /// discards as they arrive rather than buffering them.
+    Oversized {
+        channel: Bytes,
+        sharded: bool,
+        skip: usize,
+    },
     /// Anything else: a reply, or a push such as a subscription's confirmation.
     Value(Value),
 }
@@ -146,10 +169,34 @@ fn parse_message(
     sharded: bool,
     limits: &WireLimits,
 ) -> Result<Option<Frame>, WireError> {
+    // What `scan` would check of the array itself.
+    if limits.elements < 3 {
+        return Err(error(format!(
+            "a frame of more than {} elements",
+            limits.elements
+        )));
+    }
     let Some((channel, after_channel)) = bulk_at(buffer, start, limits)? else {
         return Ok(None);
     };
-    let Some((payload, end)) = bulk_at(buffer, after_channel, limits)? else {
+    let Some((line, after_header)) = line_at(buffer, after_channel, limits)? else {
+        return Ok(None);
+    };
+    if line.first() != Some(&b'$') {
+        return Err(error("a pub/sub message's element is not a bulk string"));
+    }
+    let len = length(&line[1..], usize::MAX >> 1, "bulk string")?
+        .ok_or_else(|| error("a pub/sub message's element is null"))?;
+    if len > limits.bulk {
+        let channel = Bytes::copy_from_slice(&buffer[channel]);
+        buffer.advance(after_header);
+        return Ok(Some(Frame::Oversized {
+            channel,
+            sharded,
+            skip: len + 2,
+        }));
+    }
+    let Some((payload, end)) = complete_bulk(buffer, after_header, len)? else {
         return Ok(None);
     };
     let mut data = Vec::with_capacity(channel.len() + payload.len());
@@ -162,6 +209,7 @@ fn parse_message(
         sharded,
         channel: data.slice(..split),
         payload: data.slice(split..),
+        oversized: None,
     })))
 }
 

@@ -12,9 +12,10 @@
 //!   what a frame at the limits can be: a longer line, a longer bulk string, more elements or
 //!   deeper nesting is an error as soon as it is announced.
 //! - **Messages round-trip.** A pub/sub message written back as a `message` (or `smessage`)
-//!   push and parsed again is the same message, within the limit.
+//!   push and parsed again is the same message, within the limit; one past the limit is
+//!   announced as oversized, and its payload discarded as it arrives, never held.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::wire::{parse, Frame, WireError, WireLimits, MAX_DEPTH};
 
@@ -22,8 +23,9 @@ use super::wire::{parse, Frame, WireError, WireLimits, MAX_DEPTH};
 #[derive(Debug, PartialEq, Eq)]
 enum End {
     Error(WireError),
-    /// Waiting for more bytes, holding these.
-    Waiting(Vec<u8>),
+    /// Waiting for more bytes, holding these, with this many still to discard (the rest of
+    /// an oversized message).
+    Waiting(Vec<u8>, usize),
 }
 
 /// Checks the parser's properties on `data` (see the module docs); panics on a violation.
@@ -40,22 +42,23 @@ pub fn check_parser(data: &[u8]) {
     let read_size = 1 + usize::from(*reads) % 32;
 
     let mut whole = BytesMut::from(stream);
-    let (whole_frames, whole_end) = drain(&mut whole, &limits);
+    let (whole_frames, whole_end) = drain(&mut whole, &limits, &mut 0);
 
     // A frame at the limits: each of its elements a line and a bulk string, every array's
     // header a line.
     let largest = (limits.elements + MAX_DEPTH + 1) * (limits.line + limits.bulk + 2);
     let mut buffer = BytesMut::new();
     let mut frames = Vec::new();
-    let mut end = End::Waiting(Vec::new());
+    let mut end = End::Waiting(Vec::new(), 0);
+    let mut skipping = 0;
     for read in stream.chunks(read_size) {
         buffer.extend_from_slice(read);
-        let (more, ended) = drain(&mut buffer, &limits);
+        let (more, ended) = drain(&mut buffer, &limits, &mut skipping);
         frames.extend(more);
         end = ended;
         match &end {
             End::Error(_) => break,
-            End::Waiting(held) => assert!(
+            End::Waiting(held, _) => assert!(
                 held.len() < largest,
                 "{} bytes held waiting, past a frame at the limits ({largest})",
                 held.len(),
@@ -69,6 +72,12 @@ pub fn check_parser(data: &[u8]) {
     assert_eq!(end, whole_end, "the end depends on how the bytes were read");
 
     for frame in &frames {
+        if let Frame::Oversized { skip, .. } = frame {
+            assert!(
+                *skip > limits.bulk + 2,
+                "a payload within the limit announced as oversized"
+            );
+        }
         if let Frame::Message(message) = frame {
             assert!(message.payload.len() <= limits.bulk, "a payload past the limit");
             let kind: &[u8] = if message.sharded { b"smessage" } else { b"message" };
@@ -86,13 +95,26 @@ pub fn check_parser(data: &[u8]) {
     }
 }
 
-/// Takes every complete frame off `buffer`; then how it stopped.
-fn drain(buffer: &mut BytesMut, limits: &WireLimits) -> (Vec<Frame>, End) {
+/// Takes every complete frame off `buffer`, discarding oversized payloads as the connection's
+/// reader does (`skipping` carries what is left to discard from one read to the next); then
+/// how it stopped.
+fn drain(buffer: &mut BytesMut, limits: &WireLimits, skipping: &mut usize) -> (Vec<Frame>, End) {
     let mut frames = Vec::new();
     loop {
+        let discard = (*skipping).min(buffer.len());
+        buffer.advance(discard);
+        *skipping -= discard;
+        if *skipping > 0 {
+            return (frames, End::Waiting(buffer.to_vec(), *skipping));
+        }
         match parse(buffer, limits) {
-            Ok(Some(frame)) => frames.push(frame),
-            Ok(None) => return (frames, End::Waiting(buffer.to_vec())),
+            Ok(Some(frame)) => {
+                if let Frame::Oversized { skip, .. } = &frame {
+                    *skipping = *skip;
+                }
+                frames.push(frame);
+            }
+            Ok(None) => return (frames, End::Waiting(buffer.to_vec(), *skipping)),
             Err(error) => return (frames, End::Error(error)),
         }
     }
