@@ -153,6 +153,9 @@ pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option
             return parse_message(buffer, prefix.len(), sharded, limits);
         }
     }
+    if buffer.first() == Some(&b':') {
+        return parse_integer(buffer, limits);
+    }
     let mut elements = 0;
     let Some(end) = scan(buffer, 0, limits, 0, &mut elements)? else {
         return Ok(None);
@@ -160,6 +163,16 @@ pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option
     let mut frame = buffer.split_to(end);
     let value = read(&mut frame);
     Ok(Some(Frame::Value(value)))
+}
+
+/// An integer reply (the answer to each `PUBLISH`), read in place: no split of `buffer`.
+fn parse_integer(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option<Frame>, WireError> {
+    let Some((line, after)) = line_at(buffer, 0, limits)? else {
+        return Ok(None);
+    };
+    let value = integer(&line[1..]).ok_or_else(|| error("an unreadable integer"))?;
+    buffer.advance(after);
+    Ok(Some(Frame::Value(Value::Integer(value))))
 }
 
 /// A `message` / `smessage` push whose first `start` bytes have been recognised.
