@@ -147,19 +147,20 @@ impl ServerCpu {
         ServerCpu(cpu_times_named(name))
     }
 
-    /// The processes of [`server_processes`]`(server)` now.
-    pub fn listening(server: SocketAddr) -> Self {
+    /// The processes of [`server_processes`] of each of `servers` now (the nodes of a cluster,
+    /// or one server), a process found twice counted once.
+    pub fn listening(servers: &[SocketAddr]) -> Self {
+        let mut pids: Vec<u32> = servers
+            .iter()
+            .flat_map(|server| server_processes(*server))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
         ServerCpu(
-            server_processes(server)
-                .into_iter()
+            pids.into_iter()
                 .filter_map(|pid| Some((pid, cpu_time(&format!("/proc/{pid}/stat"))?)))
                 .collect(),
         )
-    }
-
-    /// The processes read, by id.
-    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().map(|(pid, _)| *pid)
     }
 
     /// Seconds of CPU the server's processes used from `self` to `later`, counting a process

@@ -1,8 +1,9 @@
 //! One distributed provider on the run's broker, whichever the broker: how every scenario
 //! names its channels, and what a server process of an `--instances` run holds.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fanout::bridge::BrokerStats;
 use fanout::nats::{NatsConfig, NatsPubSub};
@@ -11,6 +12,7 @@ use fanout::redis::{RedisConfig, RedisPubSub};
 use fanout::{Config, PubSubProvider};
 
 use crate::args::{Args, ProviderArg};
+use crate::cluster_nodes::node_addresses;
 use crate::postgres_baseline::{channel_prefix, server_name};
 
 /// `RedisConfig` from the environment and `--redis-url`, on the run's channels.
@@ -56,6 +58,31 @@ pub fn broker_server(args: &Args) -> Result<(String, Option<SocketAddr>), Box<dy
         .ok()
         .and_then(|mut addresses| addresses.next());
     Ok((server, address))
+}
+
+/// The addresses of the broker's server processes, `address` being the one the URL names:
+/// every node of a Redis Cluster, as `CLUSTER NODES` lists them, primaries and replicas, in
+/// address order; else `address` alone.
+pub fn broker_nodes(args: &Args, address: SocketAddr) -> Vec<SocketAddr> {
+    let cluster = match args.provider {
+        ProviderArg::Redis => redis_cluster_nodes(args, address.ip()),
+        ProviderArg::Postgres | ProviderArg::Nats | ProviderArg::Memory => None,
+    };
+    cluster
+        .filter(|nodes| !nodes.is_empty())
+        .unwrap_or_else(|| vec![address])
+}
+
+/// The nodes of the Redis Cluster the URL's server belongs to, `host` standing for a node that
+/// does not know its own ip; `None` when the server is not a cluster node (it answers
+/// `CLUSTER NODES` with an error) or cannot be asked.
+fn redis_cluster_nodes(args: &Args, host: IpAddr) -> Option<Vec<SocketAddr>> {
+    let client = ::redis::Client::open(redis_config(args).url.as_str()).ok()?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_secs(5)).ok()?;
+    let reply: String = ::redis::cmd("CLUSTER").arg("NODES").query(&mut connection).ok()?;
+    let mut nodes = node_addresses(&reply, host);
+    nodes.sort_unstable();
+    Some(nodes)
 }
 
 /// A started provider of `--provider`, with its broker-side counters.

@@ -3,8 +3,8 @@
 //! This process starts N workers (itself again, with `--worker K` and the same flags; see
 //! [`worker`](crate::worker)), lets them subscribe, tells them all to publish at once, hands
 //! each the others' per-topic counts so it knows when it has everything, and adds up their
-//! tallies. The broker's CPU is read from the process listening on its port, with its
-//! descendants. Workers are killed and reaped when this process is done with them, whether
+//! tallies. The broker's CPU is that of the process listening on its port, with its
+//! descendants, summed over every node of a Redis Cluster (one node for any other broker). Workers are killed and reaped when this process is done with them, whether
 //! the run succeeded or not, and exit by themselves when it dies (their standard input closes).
 
 use std::io::{BufRead, BufReader, Write};
@@ -15,9 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fanout::Config;
 
 use crate::args::Args;
-use crate::cpu::{process_name, ServerCpu};
-use crate::instance::broker_server;
-use crate::report::{BrokerCpu, BrokerFigures, BrokerProcess, InstanceFigures, InstancesSection, Report};
+use crate::cpu::{process_name, server_processes, ServerCpu};
+use crate::instance::{broker_nodes, broker_server};
+use crate::report::{
+    BrokerCpu, BrokerFigures, BrokerNode, BrokerProcess, InstanceFigures, InstancesSection, Report,
+};
 use crate::run::{policy_name, scenario};
 use crate::tally::Tally;
 use crate::worker::{ParentMessage, WorkerMessage};
@@ -25,12 +27,13 @@ use crate::worker::{ParentMessage, WorkerMessage};
 /// Runs `args` on `instances` worker processes and reports their sum.
 pub fn run(args: &Args, config: &Config, instances: usize) -> Result<Report, Box<dyn std::error::Error>> {
     let (server, address) = broker_server(args)?;
+    let nodes = address.map_or_else(Vec::new, |address| broker_nodes(args, address));
     let mut workers = Workers::start(instances)?;
     workers.gather("ready", Duration::from_secs(120), |message| {
         matches!(message, WorkerMessage::Ready).then_some(())
     })?;
 
-    let broker_before = address.map(ServerCpu::listening);
+    let broker_before = ServerCpu::listening(&nodes);
     let started = Instant::now();
     workers.tell(&ParentMessage::Go)?;
     let published = workers.gather(
@@ -53,21 +56,23 @@ pub fn run(args: &Args, config: &Config, instances: usize) -> Result<Report, Box
         _ => None,
     })?;
     let wall_seconds = started.elapsed().as_secs_f64();
-    let broker_after = address.map(ServerCpu::listening);
+    let broker_after = ServerCpu::listening(&nodes);
     let pids = workers.finish();
 
-    let broker_cpu = match (&broker_before, &broker_after) {
-        (Some(before), Some(after)) => before.seconds_until(after),
-        _ => None,
-    };
+    let broker_cpu = broker_before.seconds_until(&broker_after);
     let broker = BrokerCpu {
         server,
-        processes: broker_after
+        nodes: nodes
             .iter()
-            .flat_map(ServerCpu::pids)
-            .map(|pid| BrokerProcess {
-                pid,
-                name: process_name(pid).unwrap_or_default(),
+            .map(|node| BrokerNode {
+                address: node.to_string(),
+                processes: server_processes(*node)
+                    .into_iter()
+                    .map(|pid| BrokerProcess {
+                        pid,
+                        name: process_name(pid).unwrap_or_default(),
+                    })
+                    .collect(),
             })
             .collect(),
         cpu_seconds: broker_cpu,

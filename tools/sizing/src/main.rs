@@ -13,6 +13,7 @@
 
 mod alloc;
 mod args;
+mod cluster_nodes;
 mod cpu;
 mod instance;
 mod instances;

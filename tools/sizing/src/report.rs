@@ -129,13 +129,23 @@ pub struct BrokerFigures {
 pub struct BrokerCpu {
     /// The server, as the URL names it.
     pub server: String,
-    /// How its processes were found: the process listening on the server's port (from
-    /// `/proc/net/tcp{,6}` and `/proc/*/fd`) and its descendants (PostgreSQL's backends).
-    /// Empty when the server is not on the local machine.
-    pub processes: Vec<BrokerProcess>,
+    /// Its nodes: every node of a Redis Cluster (from `CLUSTER NODES`), else the server alone.
+    pub nodes: Vec<BrokerNode>,
+    /// CPU of every node's processes together.
     pub cpu_seconds: Option<f64>,
     /// `cpu_seconds` per wall second.
     pub cores_busy: Option<f64>,
+}
+
+/// A node of the broker and its processes on the local machine.
+#[derive(Debug, Serialize)]
+pub struct BrokerNode {
+    /// As `ip:port`.
+    pub address: String,
+    /// The process listening on the node's port (from `/proc/net/tcp{,6}` and `/proc/*/fd`),
+    /// then its descendants (PostgreSQL's backends); empty when the node is not on the local
+    /// machine.
+    pub processes: Vec<BrokerProcess>,
 }
 
 /// A process of the broker's server.
@@ -656,23 +666,42 @@ impl InstancesSection {
             })
             .collect();
         let b = &self.broker;
-        let processes = match b.processes.as_slice() {
-            [] => "no local process listens on its port".to_string(),
-            [first, rest @ ..] => format!(
-                "{} pid {}{}, found by its listening port",
-                first.name,
-                first.pid,
-                if rest.is_empty() {
-                    String::new()
-                } else {
-                    format!(" and {} descendants", rest.len())
-                }
-            ),
+        let found: Vec<String> = b
+            .nodes
+            .iter()
+            .filter_map(|node| match node.processes.as_slice() {
+                [] => None,
+                [first, rest @ ..] => Some(format!(
+                    "{} pid {}{}{}",
+                    first.name,
+                    first.pid,
+                    if b.nodes.len() > 1 {
+                        format!(" at {}", node.address)
+                    } else {
+                        String::new()
+                    },
+                    if rest.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and {} descendants", rest.len())
+                    }
+                )),
+            })
+            .collect();
+        let processes = match found.len() {
+            0 => "no local process listens on its port".to_string(),
+            1 => format!("{}, found by its listening port", found[0]),
+            _ => format!("{}, found by their listening ports", found.join(", ")),
+        };
+        let cluster = if b.nodes.len() > 1 {
+            format!("Redis Cluster, {} nodes: ", b.nodes.len())
+        } else {
+            String::new()
         };
         rows.push((
             "broker",
             format!(
-                "{} cpu ({} cores busy) over {:.2} s at {}: {}",
+                "{cluster}{} cpu ({} cores busy) over {:.2} s at {}: {}",
                 seconds(b.cpu_seconds),
                 b.cores_busy.map_or("?".to_string(), |c| format!("{c:.2}")),
                 self.wall_seconds,
