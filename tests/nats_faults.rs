@@ -509,3 +509,71 @@ async fn a_subscription_over_the_servers_limit_is_not_confirmed() {
         node.stop().await.unwrap();
     }
 }
+
+/// A slow consumer: B's only session blocks the listener (a `block_once` policy waiting 3 s on
+/// a stalled handler), so B's reader stops at its backlog bound, the server's buffer for B
+/// passes its `max_pending` and the server closes the connection, without saying why. B counts
+/// the stall and the outage as a slow consumer's, reconnects, and delivers again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_counted_as_such_and_recovers() {
+    let prefix = unique_prefix("slow");
+    let Some(server) = private_with_config("slow", "max_pending: 262144\nmax_payload: 65536\n").await else {
+        return;
+    };
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let a = NatsPubSub::new(test_config_at(&url, &prefix)).unwrap();
+    let slow = fanout::Config::default()
+        .with_capacity(1)
+        .with_policy(fanout::OverflowPolicy::BlockOnce {
+            timeout: Duration::from_secs(3),
+            then: fanout::Fallback::DropNewest,
+        });
+    let b = NatsPubSub::with_config(test_config_at(&url, &prefix), slow).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = {
+        let (gate, received) = (std::sync::Arc::clone(&gate), std::sync::Arc::clone(&received));
+        fanout::Handler::new(move |_topic, message: Bytes| {
+            let (gate, received) = (std::sync::Arc::clone(&gate), std::sync::Arc::clone(&received));
+            async move {
+                if &message[..] == b"after" {
+                    received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                let _ = gate.acquire().await;
+            }
+        })
+    };
+    b.subscribe_topic("s", "t", handler).await.unwrap();
+    // 1 KiB messages, far more than the backlog bound and `max_pending` hold.
+    let payload = Bytes::from(vec![b'x'; 1024]);
+    for _ in 0..20_000 {
+        if a.broadcast("t", payload.clone()).await.is_err() {
+            break;
+        }
+    }
+    eventually("B's slow-consumer outage", || {
+        b.nats_stats().slow_consumer_outages >= 1
+    })
+    .await;
+    gate.add_permits(1 << 20);
+    let stats = b.nats_stats();
+    assert!(stats.inbound_stalls >= 1, "{stats:?}");
+    assert!(stats.outages >= stats.slow_consumer_outages, "{stats:?}");
+    eventually("B reconnected", || {
+        let stats = b.nats_stats();
+        stats.connected && stats.reconnects >= 1
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "nothing delivered after the reconnect");
+        a.broadcast("t", "after".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in [&a, &b] {
+        node.stop().await.unwrap();
+    }
+}

@@ -74,6 +74,12 @@ pub(crate) trait Broker: Send + Sync + Sized + 'static {
         &self,
         publisher: &mut Self::Publisher,
     ) -> impl Future<Output = Result<(), Reason>> + Send;
+    /// The stalls of the subscription connections' readers, for a broker whose client hands
+    /// messages on through the bridge's [hand-off](super::handoff).
+    fn inbound_pressure(&self) -> Option<&super::handoff::Pressure> {
+        None
+    }
+
     /// Resolves once `publisher`'s connection is known to have closed, so that an idle one is
     /// noticed at once rather than at its next use. A client that does not tell never
     /// resolves it; its loss is found by the next send or ping.

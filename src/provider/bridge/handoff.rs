@@ -12,10 +12,18 @@
 //! bound is reached the reader waits, so it stops reading the socket and the server holds the
 //! backlog, up to its own per-client limit, past which it closes the connection: an outage
 //! the bridge counts and reconnects.
+//!
+//! Each such wait is a *stall*, counted in the broker's [`Pressure`], which outlives the
+//! connections: the bridge reports the stalls, and takes a connection lost during a stall,
+//! or within [`STALL_MEMORY`] of one, for one the server closed because this instance was a
+//! slow consumer (servers close those without saying so).
+
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::sync::Arc;
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use crate::sync::{lock, Arc, Mutex};
 
 /// Most messages handed to the listener at once.
 pub(crate) const DELIVERED_MESSAGES: usize = 256;
@@ -30,6 +38,42 @@ pub(crate) const INBOUND_BACKLOG: usize = 4096;
 /// Bytes of messages ahead of the listener; a single larger batch goes alone.
 pub(crate) const INBOUND_BYTES: usize = 64 << 20;
 
+/// How long after a stall a lost connection is still put down to it.
+pub(crate) const STALL_MEMORY: Duration = Duration::from_secs(1);
+
+/// Stalls of a broker's subscription connections: how many, and whether one is under way or
+/// recent. Shared by the reader tasks (which write it) and the bridge (which reads it).
+#[derive(Default)]
+pub(crate) struct Pressure {
+    stalls: AtomicU64,
+    stalled: AtomicBool,
+    /// When the last stall ended.
+    last_ended: Mutex<Option<Instant>>,
+}
+
+impl Pressure {
+    /// Stalls so far.
+    pub(crate) fn stalls(&self) -> u64 {
+        self.stalls.load(Relaxed)
+    }
+
+    /// Whether a reader is stalled now, or was within [`STALL_MEMORY`].
+    pub(crate) fn stalled_recently(&self) -> bool {
+        self.stalled.load(Relaxed)
+            || lock(&self.last_ended).is_some_and(|ended| ended.elapsed() < STALL_MEMORY)
+    }
+
+    fn begin(&self) {
+        self.stalls.fetch_add(1, Relaxed);
+        self.stalled.store(true, Relaxed);
+    }
+
+    fn end(&self) {
+        *lock(&self.last_ended) = Some(Instant::now());
+        self.stalled.store(false, Relaxed);
+    }
+}
+
 /// Messages handed on at once, in arrival order, holding their share of the byte budget until
 /// the listener has taken the last of them.
 struct Delivered<T> {
@@ -37,14 +81,16 @@ struct Delivered<T> {
     _budget: OwnedSemaphorePermit,
 }
 
-/// A connected hand-off: the reader's end and the listener's.
-pub(crate) fn handoff<T>() -> (Handoff<T>, Taker<T>) {
+/// A connected hand-off: the reader's end and the listener's. Stalls are counted in
+/// `pressure`.
+pub(crate) fn handoff<T>(pressure: Arc<Pressure>) -> (Handoff<T>, Taker<T>) {
     let (sender, receiver) = mpsc::channel(INBOUND_BACKLOG / DELIVERED_MESSAGES - 1);
     let handoff = Handoff {
         sender,
         held: Vec::new(),
         held_bytes: 0,
         backlog: Arc::new(Semaphore::new(INBOUND_BYTES)),
+        pressure,
     };
     let taker = Taker {
         receiver,
@@ -61,6 +107,7 @@ pub(crate) struct Handoff<T> {
     held_bytes: usize,
     /// Bytes handed on and not yet taken, at most [`INBOUND_BYTES`].
     backlog: Arc<Semaphore>,
+    pressure: Arc<Pressure>,
 }
 
 /// Another reader's end into the same listener (a connection per cluster node): its own
@@ -72,6 +119,7 @@ impl<T> Clone for Handoff<T> {
             held: Vec::new(),
             held_bytes: 0,
             backlog: Arc::clone(&self.backlog),
+            pressure: Arc::clone(&self.pressure),
         }
     }
 }
@@ -94,22 +142,42 @@ impl<T> Handoff<T> {
         if self.held.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::take(&mut self.held_bytes).min(INBOUND_BYTES);
-        // Never closed: the semaphore lives as long as this end.
-        let budget = Arc::clone(&self.backlog)
-            .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| "the backlog budget closed".to_string())?;
+        let bytes =
+            u32::try_from(std::mem::take(&mut self.held_bytes).min(INBOUND_BYTES)).unwrap_or(u32::MAX);
+        let gone = || "the listener has gone".to_string();
+        let (budget, slot) = match (
+            Arc::clone(&self.backlog).try_acquire_many_owned(bytes),
+            self.sender.try_reserve(),
+        ) {
+            (Ok(budget), Ok(slot)) => (budget, slot),
+            (_, Err(mpsc::error::TrySendError::Closed(()))) => return Err(gone()),
+            (budget, _) => {
+                // The listener is a backlog behind: wait for it, not reading meanwhile.
+                self.pressure.begin();
+                let waited = async {
+                    let budget = match budget {
+                        Ok(budget) => budget,
+                        // Never closed: the semaphore lives as long as this end.
+                        Err(_) => Arc::clone(&self.backlog)
+                            .acquire_many_owned(bytes)
+                            .await
+                            .map_err(|_| "the backlog budget closed".to_string())?,
+                    };
+                    let slot = self.sender.reserve().await.map_err(|_| gone())?;
+                    Ok::<_, String>((budget, slot))
+                }
+                .await;
+                self.pressure.end();
+                waited?
+            }
+        };
         // The next batch is likely the size of this one.
         let next = Vec::with_capacity(self.held.len());
-        let delivered = Delivered {
+        slot.send(Delivered {
             items: std::mem::replace(&mut self.held, next).into_iter(),
             _budget: budget,
-        };
-        self.sender
-            .send(delivered)
-            .await
-            .map_err(|_| "the listener has gone".to_string())
+        });
+        Ok(())
     }
 }
 

@@ -472,6 +472,20 @@ impl<B: Broker> Listener<B> {
     fn lost(&mut self, reason: &str) {
         let counters = &self.shared.counters;
         BrokerCounters::add(&counters.outages, 1);
+        let behind = self
+            .shared
+            .broker
+            .inbound_pressure()
+            .is_some_and(|pressure| pressure.stalled_recently());
+        if behind {
+            BrokerCounters::add(&counters.slow_consumer_outages, 1);
+            tracing::warn!(
+                instance = %self.shared.instance,
+                broker = B::NAME,
+                slow_consumer_outages = counters.slow_consumer_outages.load(Relaxed),
+                "the subscription connection was lost while this instance was a full backlog behind: most likely the server closed it as a slow consumer"
+            );
+        }
         counters.connected.store(false, Relaxed);
         counters.channels.store(0, Relaxed);
         self.confirmed.clear();

@@ -85,7 +85,8 @@
 mod backoff;
 pub(crate) mod broker;
 mod error;
-#[cfg(any(feature = "nats", feature = "redis"))]
+// The brokers whose client is the provider's own use it; the trait names its `Pressure`.
+#[cfg_attr(not(any(feature = "nats", feature = "redis")), allow(dead_code))]
 pub(crate) mod handoff;
 mod listener;
 mod publisher;
@@ -137,6 +138,12 @@ impl<B: Broker> Shared<B> {
 
     async fn open_publisher(&self) -> std::result::Result<B::Publisher, ConnectError> {
         within(self.settings.connect_timeout, self.broker.open_publisher()).await
+    }
+
+    /// The broker-side counters, now.
+    fn stats(&self) -> BrokerStats {
+        let stalls = self.broker.inbound_pressure().map_or(0, |pressure| pressure.stalls());
+        self.counters.snapshot(self.publisher.is_up(), stalls)
     }
 }
 
@@ -233,7 +240,7 @@ impl<B: Broker> Bridge<B> {
     }
 
     pub(crate) fn broker_stats(&self) -> BrokerStats {
-        self.shared.counters.snapshot(self.shared.publisher.is_up())
+        self.shared.stats()
     }
 
     pub(crate) fn session_stats(&self, session_id: &str) -> Option<SessionStats> {

@@ -234,7 +234,7 @@ impl Harness {
     }
 
     fn stats(&self) -> BrokerStats {
-        self.shared.counters.snapshot(self.shared.publisher.is_up())
+        self.shared.stats()
     }
 }
 

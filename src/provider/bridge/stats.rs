@@ -62,6 +62,14 @@ pub struct BrokerStats {
     pub malformed: u64,
     /// Broker channels currently subscribed (one per topic with a local subscriber).
     pub channels: u64,
+    /// Times the subscription connection's reader stopped reading because this instance was a
+    /// full backlog (4,096 messages or 64 MiB) behind: the server holds what follows, up to
+    /// its limit for a client. (NATS and Redis; PostgreSQL's client reads on regardless.)
+    pub inbound_stalls: u64,
+    /// Outages of the subscription connection that began while its reader was stalled, or
+    /// within a second of a stall: most likely the server closing a slow consumer (it does not
+    /// say so). Also counted in `outages`.
+    pub slow_consumer_outages: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +92,7 @@ pub(crate) struct BrokerCounters {
     pub(crate) echoes_skipped: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) channels: AtomicU64,
+    pub(crate) slow_consumer_outages: AtomicU64,
 }
 
 impl BrokerCounters {
@@ -93,7 +102,7 @@ impl BrokerCounters {
         }
     }
 
-    pub(crate) fn snapshot(&self, publisher_connected: bool) -> BrokerStats {
+    pub(crate) fn snapshot(&self, publisher_connected: bool, inbound_stalls: u64) -> BrokerStats {
         BrokerStats {
             outages: self.outages.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
@@ -113,6 +122,8 @@ impl BrokerCounters {
             echoes_skipped: self.echoes_skipped.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             channels: self.channels.load(Relaxed),
+            inbound_stalls,
+            slow_consumer_outages: self.slow_consumer_outages.load(Relaxed),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
     Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
-use crate::provider::bridge::handoff::{handoff, Handoff, Taker};
+use crate::provider::bridge::handoff::{handoff, Handoff, Pressure, Taker};
 use crate::provider::bridge::BrokerError;
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::sync::{lock, Arc, Mutex};
@@ -30,6 +30,8 @@ pub(crate) struct NatsBroker {
     /// `max_envelope_bytes` before the first). Written by the connections; read relaxed by
     /// `check_envelope` and `publish`, a lone value ordering nothing else.
     max_payload: Arc<AtomicUsize>,
+    /// The stalls of the subscription connections' readers.
+    pressure: Arc<Pressure>,
 }
 
 impl NatsBroker {
@@ -37,6 +39,7 @@ impl NatsBroker {
         Self {
             subjects: SubjectNames::new(&config.subject_prefix),
             max_payload: Arc::new(AtomicUsize::new(config.max_envelope_bytes)),
+            pressure: Arc::new(Pressure::default()),
             endpoint,
             instance,
             config,
@@ -92,7 +95,7 @@ impl Broker for NatsBroker {
     }
 
     async fn open_subscription(&self) -> Result<NatsSubscription, ConnectError> {
-        let (forward, messages) = handoff();
+        let (forward, messages) = handoff(Arc::clone(&self.pressure));
         let connection = self.connect("subscribe", Some(forward)).await?;
         Ok(NatsSubscription {
             connection: Arc::new(connection),
@@ -163,6 +166,10 @@ impl Broker for NatsBroker {
 
     async fn ping_publisher(&self, publisher: &mut Connection) -> Result<(), Reason> {
         publisher.round_trip(Vec::new()).await.map(drop)
+    }
+
+    fn inbound_pressure(&self) -> Option<&Pressure> {
+        Some(&self.pressure)
     }
 
     fn publisher_closed(&self, publisher: &Connection) -> BoxFuture<'static, ()> {

@@ -106,7 +106,12 @@
 //!   256 messages and about 1 MiB (a batch over 64 MiB, which only a message near the
 //!   server's largest can make, goes alone); past that it stops reading and the server holds the backlog, up to its
 //!   per-client `max_pending` (64 MB by default), beyond which the server closes the
-//!   connection as a slow consumer: an outage, counted and reconnected like any other.
+//!   connection as a slow consumer: an outage, reconnected like any other. Each time the
+//!   reader stops so is counted ([`NatsStats::inbound_stalls`]); the server closes a slow
+//!   consumer without saying why, so an outage that begins while the reader is stalled, or
+//!   within a second of a stall, is counted as a slow consumer's
+//!   ([`NatsStats::slow_consumer_outages`]) and logged as such, its length logged on the
+//!   reconnect like every outage's.
 //!
 //! # Measured
 //!

@@ -18,7 +18,7 @@ use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{
     Answers, Broker, ConnectError, Inbound, Outgoing, PipelineLost, Reason, Refusals, Subscription,
 };
-use crate::provider::bridge::handoff::{handoff, Handoff, Taker};
+use crate::provider::bridge::handoff::{handoff, Handoff, Pressure, Taker};
 use crate::provider::bridge::BrokerError;
 use crate::sync::{lock, Arc, Mutex};
 
@@ -32,6 +32,8 @@ pub(crate) struct RedisBroker {
     /// A cluster's nodes as last seen, asked for the map after the configured one (which may
     /// be the node that failed).
     known_nodes: Mutex<Vec<Endpoint>>,
+    /// The stalls of the subscription connections' readers.
+    pressure: Arc<Pressure>,
 }
 
 /// What a server turned out to be when first connected to.
@@ -53,6 +55,7 @@ impl RedisBroker {
             endpoint,
             instance,
             known_nodes: Mutex::new(Vec::new()),
+            pressure: Arc::new(Pressure::default()),
         }
     }
 
@@ -189,7 +192,7 @@ impl Broker for RedisBroker {
     }
 
     async fn open_subscription(&self) -> Result<RedisSubscription, ConnectError> {
-        let (forward, pushed) = handoff();
+        let (forward, pushed) = handoff(Arc::clone(&self.pressure));
         let nodes = match self.find("subscriber", Some(&forward)).await? {
             Found::Server(connection) => Nodes::Server(Arc::new(connection)),
             Found::Cluster {
@@ -306,6 +309,10 @@ impl Broker for RedisBroker {
             answer.map_err(|error| format!("PING failed: {error}"))?;
         }
         Ok(())
+    }
+
+    fn inbound_pressure(&self) -> Option<&Pressure> {
+        Some(&self.pressure)
     }
 
     fn publisher_closed(&self, publisher: &RedisPublisher) -> BoxFuture<'static, ()> {
