@@ -142,7 +142,10 @@ impl<B: Broker> Shared<B> {
 
     /// The broker-side counters, now.
     fn stats(&self) -> BrokerStats {
-        let stalls = self.broker.inbound_pressure().map_or(0, |pressure| pressure.stalls());
+        let stalls = self
+            .broker
+            .inbound_pressure()
+            .map_or(0, |pressure| pressure.stalls());
         self.counters.snapshot(self.publisher.is_up(), stalls)
     }
 }

@@ -182,13 +182,9 @@ fn parse_message(
     sharded: bool,
     limits: &WireLimits,
 ) -> Result<Option<Frame>, WireError> {
-    // What `scan` would check of the array itself.
-    if limits.elements < 3 {
-        return Err(error(format!(
-            "a frame of more than {} elements",
-            limits.elements
-        )));
-    }
+    // What `scan` checks of the array and its first element, with the same errors.
+    length(b"3", limits.elements, "array")?;
+    length(if sharded { b"8" } else { b"7" }, limits.bulk, "bulk string")?;
     let Some((channel, after_channel)) = bulk_at(buffer, start, limits)? else {
         return Ok(None);
     };
