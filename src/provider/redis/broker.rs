@@ -213,6 +213,7 @@ impl Broker for RedisBroker {
             nodes,
             pushed,
             any_closed,
+            unsubscribed: Arc::new(Mutex::new(std::collections::HashSet::new())),
             instance: self.instance,
         })
     }
@@ -517,8 +518,16 @@ pub(crate) struct RedisSubscription {
     /// Resolves once any of the connections has closed. In a mutex only to be `Sync`: it is
     /// polled through `&mut self`, never locked.
     any_closed: std::sync::Mutex<BoxFuture<'static, ()>>,
+    /// Channels this subscription was asked to end, not subscribed again since: a cluster
+    /// node's `sunsubscribe` for one of them is no news (it may even be the reply to our own
+    /// `SUNSUBSCRIBE`, the server's push having taken the reply's place). At most
+    /// [`UNSUBSCRIBED_KEPT`]; past that it is cleared, and such a push costs a resubscribe.
+    unsubscribed: Arc<Mutex<std::collections::HashSet<String>>>,
     instance: InstanceId,
 }
+
+/// The most channels [`RedisSubscription::unsubscribed`] keeps.
+const UNSUBSCRIBED_KEPT: usize = 4096;
 
 /// `verb` for each of `channels`, one command each, so that each draws one reply.
 fn per_channel(verb: &[u8], channels: &[String]) -> Vec<u8> {
@@ -568,6 +577,12 @@ impl Subscription for RedisSubscription {
                 async move { Ok(refusals(channels, confirmed.await?, "SUBSCRIBE")) }.boxed()
             }
             Nodes::Cluster(cluster) => {
+                {
+                    let mut unsubscribed = lock(&self.unsubscribed);
+                    for channel in &channels {
+                        unsubscribed.remove(channel);
+                    }
+                }
                 let cluster = Arc::clone(cluster);
                 async move {
                     let (groups, mut refused) = by_owner(&cluster, channels);
@@ -606,6 +621,13 @@ impl Subscription for RedisSubscription {
                     .boxed()
             }
             Nodes::Cluster(cluster) => {
+                {
+                    let mut unsubscribed = lock(&self.unsubscribed);
+                    if unsubscribed.len() + channels.len() > UNSUBSCRIBED_KEPT {
+                        unsubscribed.clear();
+                    }
+                    unsubscribed.extend(channels.iter().cloned());
+                }
                 let cluster = Arc::clone(cluster);
                 async move {
                     // A channel whose slot has no primary has no subscription to end.
@@ -657,6 +679,7 @@ impl Subscription for RedisSubscription {
             match pushed {
                 Pushed::Message(message) => return Some(message),
                 Pushed::Unsubscribed(channel) => match &self.nodes {
+                    Nodes::Cluster(_) if lock(&self.unsubscribed).contains(&channel) => {}
                     Nodes::Cluster(_) => {
                         tracing::info!(instance = %self.instance, channel, "a cluster node ended a subscription (its slot moved); resubscribing");
                         return None;
