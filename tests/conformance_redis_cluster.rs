@@ -57,11 +57,14 @@ async fn instances(n: usize, config: fanout::Config) -> Option<Vec<conformance::
     Some(nodes)
 }
 
-struct RedisCluster2;
+/// The cluster as a backend: on two instances, or (`distributed: false`) on one.
+struct ClusterBackend {
+    distributed: bool,
+}
 
-impl conformance::Backend for RedisCluster2 {
+impl conformance::Backend for ClusterBackend {
     fn distributed(&self) -> bool {
-        true
+        self.distributed
     }
 
     fn keeps_order_across_topics(&self) -> bool {
@@ -77,31 +80,11 @@ impl conformance::Backend for RedisCluster2 {
     }
 }
 
-conformance_suite!(RedisCluster2);
+conformance_suite!(ClusterBackend { distributed: true });
 
 /// The same checks on one instance alone.
 mod single_instance {
-    use super::conformance;
+    use super::{conformance, ClusterBackend};
 
-    struct RedisCluster1;
-
-    impl conformance::Backend for RedisCluster1 {
-        fn distributed(&self) -> bool {
-            false
-        }
-
-        fn keeps_order_across_topics(&self) -> bool {
-            false
-        }
-
-        fn cluster(
-            &self,
-            n: usize,
-            config: fanout::Config,
-        ) -> conformance::BoxFuture<'_, Option<Vec<conformance::Instance>>> {
-            Box::pin(super::instances(n, config))
-        }
-    }
-
-    conformance_suite!(RedisCluster1);
+    conformance_suite!(ClusterBackend { distributed: false });
 }
