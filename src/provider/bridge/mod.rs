@@ -89,6 +89,11 @@ mod error;
 #[cfg_attr(not(any(feature = "nats", feature = "redis")), allow(dead_code))]
 pub(crate) mod handoff;
 mod listener;
+// The brokers whose client is the provider's own connect through it; each uses a part only
+// it needs (NATS answers the server's keep-alive, Redis reaches Unix sockets).
+#[cfg(any(feature = "nats", feature = "redis"))]
+#[cfg_attr(not(all(feature = "nats", feature = "redis")), allow(dead_code))]
+pub(crate) mod pipeline;
 mod publisher;
 pub(crate) mod settings;
 mod stats;
