@@ -15,28 +15,22 @@
 //! (`max_pending`, 64 MB by default), past which it closes the connection as a slow consumer,
 //! which the bridge takes as an outage.
 //!
-//! The task ends on end of stream, a read error or a protocol error; then every waiting batch
-//! fails, later ones fail at once, and [`Connection::closed`] resolves. Dropping the
-//! connection ends the task and closes the socket.
-
-use std::collections::VecDeque;
+//! The connection is a [pipeline](crate::provider::bridge::pipeline), which says how it
+//! closes: a batch whose write fails or is cut short closes it, since the server would read
+//! the rest of the next write as the end of a half-written command.
 
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
 use super::config::{Credentials, Endpoint, MAX_ENVELOPE_BYTES};
-use super::wire::{self, ConnectOptions, Frame, Message, ServerInfo, WireLimits};
+use super::wire::{self, ConnectOptions, Frame, Message, ServerInfo, WireError, WireLimits};
 use crate::envelope::InstanceId;
 use crate::provider::bridge::broker::{ConnectError, Reason};
 use crate::provider::bridge::handoff::Handoff;
+use crate::provider::bridge::pipeline::{Handled, Handshake, Parsed, Pipeline, Protocol, Replied, Socket};
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::Arc;
 
 /// The shortest control line the reader accepts from the server; `INFO` lines of a cluster
 /// member list its peers' URLs and can be long.
@@ -48,9 +42,6 @@ pub(crate) const ERRORS_DROPPED: &str = "more -ERR lines than were kept";
 /// The most `-ERR` texts kept for the next `PONG`'s waiter; later ones are only logged (and
 /// [`ERRORS_DROPPED`] says so).
 const MAX_ERRORS_KEPT: usize = 64;
-
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// What one connection needs to know of the provider.
 pub(crate) struct ConnectionSettings<'a> {
@@ -69,38 +60,83 @@ pub(crate) struct ConnectionSettings<'a> {
     pub(crate) max_payload: Arc<AtomicUsize>,
 }
 
-/// Who waits for which `PONG`, and the errors the server sent since the last one.
-#[derive(Default)]
-struct Pongs {
-    /// In the order their `PING`s were written.
-    waiting: VecDeque<oneshot::Sender<Vec<String>>>,
-    /// `-ERR` texts since the last `PONG`, handed to its waiter.
+/// The NATS side of a connection's reader: what it parses, and the errors the server sent
+/// since the last `PONG`.
+struct NatsProtocol {
+    limits: WireLimits,
+    /// `-ERR` texts since the last `PONG`, handed to its batch.
     errors: Vec<String>,
-    /// Set by the reader task as it ends: why the connection is gone.
-    closed: Option<String>,
+    max_payload: Arc<AtomicUsize>,
+    /// The configured floor of `limits.payload`.
+    max_inbound_payload: usize,
+    instance: InstanceId,
+    role: &'static str,
 }
 
-/// What the connection's users and its reader task share.
-struct Inner {
-    /// Held for each whole write, so that batches do not interleave and the order of
-    /// `waiting` is the order of the `PING`s on the wire.
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    /// Pushed to under `writer`; popped by the reader task.
-    pongs: Mutex<Pongs>,
+impl Protocol for NatsProtocol {
+    type Frame = Frame;
+    type Pushed = Message;
+    /// The `-ERR` texts a `PONG` answers with.
+    type Reply = Vec<String>;
+    /// A batch waits for one `PONG`.
+    type Batch = ();
+    type Answer = Vec<String>;
+    type WireError = WireError;
+
+    const NAME: &'static str = "nats";
+
+    fn parse(&mut self, buffer: &mut BytesMut) -> Result<Option<Parsed<Self>>, WireError> {
+        Ok(wire::parse(buffer, &self.limits)?.map(|frame| match frame {
+            Frame::Msg(message) => {
+                let bytes = message.len();
+                Parsed::Push(message, bytes)
+            }
+            other => Parsed::Frame(other),
+        }))
+    }
+
+    fn handle(&mut self, frame: Frame) -> Handled<Self> {
+        match frame {
+            Frame::Ping => return Handled::Respond(wire::PONG),
+            Frame::Pong => return Handled::Reply(std::mem::take(&mut self.errors)),
+            Frame::Err(text) => {
+                tracing::warn!(instance = %self.instance, role = self.role, error = text, "nats server error");
+                if self.errors.len() < MAX_ERRORS_KEPT {
+                    self.errors.push(text);
+                } else if self.errors.len() == MAX_ERRORS_KEPT {
+                    // The batch learns that errors were dropped, so it confirms nothing it
+                    // cannot tell apart from what they named.
+                    self.errors.push(ERRORS_DROPPED.to_string());
+                }
+            }
+            Frame::Info(json) => match ServerInfo::parse(&json) {
+                Ok(info) => {
+                    if let Some(max_payload) = info.max_payload {
+                        set_max_payload(&self.max_payload, max_payload);
+                        self.limits.payload = inbound_payload(self.max_inbound_payload, &self.max_payload);
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(instance = %self.instance, role = self.role, reason = why, "ignored an unreadable INFO");
+                }
+            },
+            // `parse` hands messages on as pushes; none comes here.
+            Frame::Msg(_) | Frame::Ok => {}
+        }
+        Handled::Done
+    }
+
+    fn reply(&mut self, oldest: Option<&mut ()>, errors: Vec<String>) -> Replied<Self> {
+        match oldest {
+            Some(()) => Replied::Complete(errors),
+            None => Replied::Unexpected("the server sent a PONG nobody waited for".into()),
+        }
+    }
 }
 
 /// An open connection.
 pub(crate) struct Connection {
-    inner: Arc<Inner>,
-    reader: JoinHandle<()>,
-    /// Its sender is dropped when the reader task ends.
-    closed: watch::Receiver<()>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
+    pipeline: Pipeline<NatsProtocol>,
 }
 
 impl Connection {
@@ -112,17 +148,27 @@ impl Connection {
         messages: Option<Handoff<Message>>,
     ) -> Result<Self, ConnectError> {
         let endpoint = settings.endpoint;
-        let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
-        stream.set_nodelay(true)?;
-        let (mut read, mut write) = stream.into_split();
-        let mut limits = WireLimits {
-            line: MIN_INBOUND_LINE.max(settings.max_control_line.saturating_mul(2)),
-            payload: settings.max_inbound_payload,
-        };
-        let mut buffer = BytesMut::with_capacity(READ_CHUNK);
-        let info = match next_frame(&mut read, &mut buffer, &limits).await? {
-            Frame::Info(json) => ServerInfo::parse(&json)?,
-            other => return Err(format!("the server sent {other:?} before INFO").into()),
+        let socket = Socket::tcp(&endpoint.host, endpoint.port).await?;
+        let mut handshake = Handshake::new(
+            socket,
+            NatsProtocol {
+                limits: WireLimits {
+                    line: MIN_INBOUND_LINE.max(settings.max_control_line.saturating_mul(2)),
+                    payload: settings.max_inbound_payload,
+                },
+                errors: Vec::new(),
+                max_payload: Arc::clone(&settings.max_payload),
+                max_inbound_payload: settings.max_inbound_payload,
+                instance: settings.instance,
+                role: settings.role,
+            },
+        );
+        let info = match handshake.next_frame().await? {
+            Parsed::Frame(Frame::Info(json)) => ServerInfo::parse(&json)?,
+            Parsed::Frame(other) => return Err(format!("the server sent {other:?} before INFO").into()),
+            Parsed::Push(message, _) => {
+                return Err(format!("the server sent {:?} before INFO", Frame::Msg(message)).into())
+            }
         };
         if info.tls_required {
             return Err("the server requires TLS, which this provider does not support".into());
@@ -164,12 +210,12 @@ impl Connection {
             },
         );
         hello.extend_from_slice(wire::PING);
-        write.write_all(&hello).await?;
+        handshake.write(&hello).await?;
         loop {
-            match next_frame(&mut read, &mut buffer, &limits).await? {
-                Frame::Pong => break,
-                Frame::Ping => write.write_all(wire::PONG).await?,
-                Frame::Err(text) => {
+            match handshake.next_frame().await? {
+                Parsed::Frame(Frame::Pong) => break,
+                Parsed::Frame(Frame::Ping) => handshake.write(wire::PONG).await?,
+                Parsed::Frame(Frame::Err(text)) => {
                     let advice = if info.auth_required && endpoint.credentials == Credentials::None {
                         " (the server requires credentials: put them in the URL)"
                     } else {
@@ -177,12 +223,12 @@ impl Connection {
                     };
                     return Err(format!("the server refused the connection: {text}{advice}").into());
                 }
-                Frame::Info(json) => {
+                Parsed::Frame(Frame::Info(json)) => {
                     if let Some(max_payload) = ServerInfo::parse(&json)?.max_payload {
                         set_max_payload(&settings.max_payload, max_payload);
                     }
                 }
-                Frame::Ok | Frame::Msg(_) => {}
+                Parsed::Frame(Frame::Ok | Frame::Msg(_)) | Parsed::Push(..) => {}
             }
         }
         tracing::debug!(
@@ -194,32 +240,10 @@ impl Connection {
             headers = info.headers,
             "nats connection open"
         );
-        limits.payload = inbound_payload(settings.max_inbound_payload, &settings.max_payload);
-        let inner = Arc::new(Inner {
-            writer: tokio::sync::Mutex::new(write),
-            pongs: Mutex::new(Pongs::default()),
-        });
-        let (closing, closed) = watch::channel(());
-        let reader = Reader {
-            read,
-            buffer,
-            limits,
-            inner: Arc::clone(&inner),
-            messages,
-            max_payload: settings.max_payload,
-            max_inbound_payload: settings.max_inbound_payload,
-            instance: settings.instance,
-            role: settings.role,
-        };
-        let reader = tokio::spawn(async move {
-            // Dropped when the task ends, however it ends: tells `closed`.
-            let _closing = closing;
-            reader.run().await;
-        });
+        handshake.protocol().limits.payload =
+            inbound_payload(settings.max_inbound_payload, &settings.max_payload);
         Ok(Self {
-            inner,
-            reader,
-            closed,
+            pipeline: handshake.start(messages, settings.instance, settings.role),
         })
     }
 
@@ -227,40 +251,14 @@ impl Connection {
     /// server's `-ERR` texts that arrived since the previous `PONG`: by then the server has
     /// processed every command written before the `PING`.
     pub(crate) fn round_trip(&self, commands: Vec<u8>) -> BoxFuture<'static, Result<Vec<String>, Reason>> {
-        let inner = Arc::clone(&self.inner);
-        async move {
-            let mut commands = commands;
-            commands.extend_from_slice(wire::PING);
-            let answered = {
-                let mut writer = inner.writer.lock().await;
-                let (answer, answered) = oneshot::channel();
-                {
-                    let mut pongs = lock(&inner.pongs);
-                    if let Some(why) = &pongs.closed {
-                        return Err(why.clone());
-                    }
-                    pongs.waiting.push_back(answer);
-                }
-                writer
-                    .write_all(&commands)
-                    .await
-                    .map_err(|error| format!("writing to the server failed: {error}"))?;
-                answered
-            };
-            answered.await.map_err(|_| {
-                lock(&inner.pongs)
-                    .closed
-                    .clone()
-                    .unwrap_or_else(|| "the connection closed".to_string())
-            })
-        }
-        .boxed()
+        let mut commands = commands;
+        commands.extend_from_slice(wire::PING);
+        self.pipeline.round_trip(commands, ()).boxed()
     }
 
     /// Resolves once the reader task has ended (the connection is gone).
     pub(crate) fn closed(&self) -> BoxFuture<'static, ()> {
-        let mut closed = self.closed.clone();
-        async move { while closed.changed().await.is_ok() {} }.boxed()
+        self.pipeline.closed().boxed()
     }
 }
 
@@ -281,143 +279,86 @@ fn inbound_payload(floor: usize, max_payload: &AtomicUsize) -> usize {
     floor.max(max_payload.load(Relaxed))
 }
 
-/// Reads until `buffer` holds a whole frame, during the handshake.
-async fn next_frame(
-    read: &mut OwnedReadHalf,
-    buffer: &mut BytesMut,
-    limits: &WireLimits,
-) -> Result<Frame, ConnectError> {
-    loop {
-        if let Some(frame) = wire::parse(buffer, limits)? {
-            return Ok(frame);
-        }
-        buffer.reserve(READ_CHUNK);
-        if read.read_buf(buffer).await? == 0 {
-            return Err("the server closed the connection during the handshake".into());
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-/// The reader task of one connection.
-struct Reader {
-    read: OwnedReadHalf,
-    buffer: BytesMut,
-    limits: WireLimits,
-    inner: Arc<Inner>,
-    /// The subscription connection's: where its messages go.
-    messages: Option<Handoff<Message>>,
-    max_payload: Arc<AtomicUsize>,
-    /// The configured floor of `limits.payload`.
-    max_inbound_payload: usize,
-    instance: InstanceId,
-    role: &'static str,
-}
+    use futures_util::FutureExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::timeout;
 
-impl Reader {
-    async fn run(mut self) {
-        let why = self.read_all().await;
-        tracing::debug!(instance = %self.instance, role = self.role, reason = why, "nats connection ended");
-        let mut pongs = lock(&self.inner.pongs);
-        pongs.closed = Some(why);
-        // Dropping the senders fails the round trips that wait.
-        pongs.waiting.clear();
+    use super::*;
+
+    /// A server that answers the handshake and then reads nothing more, so that a large
+    /// write fills the socket's buffers and waits.
+    async fn deaf_server(listener: TcpListener) -> TcpStream {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket
+            .write_all(b"INFO {\"proto\":1,\"max_payload\":1048576}\r\n")
+            .await
+            .unwrap();
+        let mut hello = Vec::new();
+        while !hello.ends_with(wire::PING) {
+            let mut chunk = [0; 4096];
+            let read = socket.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "the client closed during the handshake");
+            hello.extend_from_slice(&chunk[..read]);
+        }
+        socket.write_all(wire::PONG).await.unwrap();
+        socket
     }
 
-    /// Reads and handles frames until the connection ends; returns why it did.
-    async fn read_all(&mut self) -> String {
-        loop {
-            loop {
-                let handled = match wire::parse(&mut self.buffer, &self.limits) {
-                    Ok(Some(Frame::Msg(message))) => self.hold(message).await,
-                    // The messages before any other frame are handed on before it is handled.
-                    Ok(Some(frame)) => match self.hand_on().await {
-                        Ok(()) => self.handle(frame).await,
-                        Err(why) => Err(why),
-                    },
-                    Ok(None) => break,
-                    Err(error) => return error.to_string(),
-                };
-                if let Err(why) = handled {
-                    return why;
-                }
-            }
-            // Nothing waits for more bytes: what was parsed goes on now.
-            if let Err(why) = self.hand_on().await {
-                return why;
-            }
-            self.buffer.reserve(READ_CHUNK);
-            match self.read.read_buf(&mut self.buffer).await {
-                Ok(0) => return "the server closed the connection".into(),
-                Ok(_) => {}
-                Err(error) => return format!("reading from the server failed: {error}"),
-            }
-        }
-    }
+    #[tokio::test]
+    async fn a_write_cut_short_fails_the_batches_waiting_and_closes_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(deaf_server(listener));
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            credentials: Credentials::None,
+        };
+        let settings = ConnectionSettings {
+            endpoint: &endpoint,
+            instance: InstanceId::random(),
+            role: "publish",
+            max_control_line: 4096,
+            max_inbound_payload: 1 << 20,
+            max_payload: Arc::new(AtomicUsize::new(1 << 20)),
+        };
+        let connection = Connection::open(settings, None).await.unwrap();
+        // Held open to the end: nothing but the cut-short write closes the connection.
+        let _server = server.await.unwrap();
 
-    /// Keeps `message` for the listener (the publishing connection drops it).
-    async fn hold(&mut self, message: Message) -> Result<(), String> {
-        match &mut self.messages {
-            Some(messages) => {
-                let bytes = message.len();
-                messages.hold(message, bytes).await
-            }
-            None => Ok(()),
-        }
-    }
+        // Written whole on its first poll; no `PONG` ever answers it.
+        let mut waiting = connection.round_trip(b"PUB a 1\r\nx\r\n".to_vec());
+        assert!((&mut waiting).now_or_never().is_none());
 
-    /// Hands the held messages to the listener.
-    async fn hand_on(&mut self) -> Result<(), String> {
-        match &mut self.messages {
-            Some(messages) => messages.hand_on().await,
-            None => Ok(()),
-        }
-    }
+        // Far more than the socket's buffers hold: its write cannot finish, and the timeout
+        // drops it midway.
+        let mut large = b"PUB a 33554432\r\n".to_vec();
+        large.resize(large.len() + (32 << 20), b'x');
+        large.extend_from_slice(b"\r\n");
+        let cut = timeout(Duration::from_millis(200), connection.round_trip(large)).await;
+        assert!(cut.is_err(), "the large write finished: {cut:?}");
 
-    async fn handle(&mut self, frame: Frame) -> Result<(), String> {
-        match frame {
-            // `read_all` holds messages for the listener; none comes here.
-            Frame::Msg(_) => {}
-            Frame::Ping => {
-                let mut writer = self.inner.writer.lock().await;
-                writer
-                    .write_all(wire::PONG)
-                    .await
-                    .map_err(|error| format!("writing to the server failed: {error}"))?;
-            }
-            Frame::Pong => {
-                let mut pongs = lock(&self.inner.pongs);
-                let errors = std::mem::take(&mut pongs.errors);
-                match pongs.waiting.pop_front() {
-                    Some(waiter) => {
-                        let _ = waiter.send(errors);
-                    }
-                    None => return Err("the server sent a PONG nobody waited for".into()),
-                }
-            }
-            Frame::Err(text) => {
-                tracing::warn!(instance = %self.instance, role = self.role, error = text, "nats server error");
-                let mut pongs = lock(&self.inner.pongs);
-                if pongs.errors.len() < MAX_ERRORS_KEPT {
-                    pongs.errors.push(text);
-                } else if pongs.errors.len() == MAX_ERRORS_KEPT {
-                    // The waiter learns that errors were dropped, so it confirms nothing it
-                    // cannot tell apart from what they named.
-                    pongs.errors.push(ERRORS_DROPPED.to_string());
-                }
-            }
-            Frame::Info(json) => match ServerInfo::parse(&json) {
-                Ok(info) => {
-                    if let Some(max_payload) = info.max_payload {
-                        set_max_payload(&self.max_payload, max_payload);
-                        self.limits.payload = inbound_payload(self.max_inbound_payload, &self.max_payload);
-                    }
-                }
-                Err(why) => {
-                    tracing::warn!(instance = %self.instance, role = self.role, reason = why, "ignored an unreadable INFO");
-                }
-            },
-            Frame::Ok => {}
-        }
-        Ok(())
+        let failed = timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the batch waiting was not failed");
+        assert_eq!(
+            failed,
+            Err("a write to the server failed or was cut short".to_string())
+        );
+        let later = timeout(Duration::from_secs(5), connection.round_trip(Vec::new()))
+            .await
+            .expect("a later round trip was not failed at once");
+        assert_eq!(
+            later,
+            Err("a write to the server failed or was cut short".to_string())
+        );
+        timeout(Duration::from_secs(5), connection.closed())
+            .await
+            .expect("the connection did not close");
     }
 }
