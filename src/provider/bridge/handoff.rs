@@ -74,6 +74,23 @@ impl Pressure {
     }
 }
 
+/// A stall under way, until dropped: the wait it covers may be cut short (a closed
+/// connection aborts its reader task), and the stall still ends.
+struct Stall<'a>(&'a Pressure);
+
+impl Stall<'_> {
+    fn begin(pressure: &Pressure) -> Stall<'_> {
+        pressure.begin();
+        Stall(pressure)
+    }
+}
+
+impl Drop for Stall<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// Messages handed on at once, in arrival order, holding their share of the byte budget until
 /// the listener has taken the last of them.
 struct Delivered<T> {
@@ -153,7 +170,7 @@ impl<T> Handoff<T> {
             (_, Err(mpsc::error::TrySendError::Closed(()))) => return Err(gone()),
             (budget, _) => {
                 // The listener is a backlog behind: wait for it, not reading meanwhile.
-                self.pressure.begin();
+                let stall = Stall::begin(&self.pressure);
                 let waited = async {
                     let budget = match budget {
                         Ok(budget) => budget,
@@ -167,7 +184,7 @@ impl<T> Handoff<T> {
                     Ok::<_, String>((budget, slot))
                 }
                 .await;
-                self.pressure.end();
+                drop(stall);
                 waited?
             }
         };
@@ -201,5 +218,25 @@ impl<T> Taker<T> {
             self.taking = None;
             self.taking = Some(self.receiver.recv().await?);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stall_cut_short_still_ends() {
+        let pressure = Arc::new(Pressure::default());
+        let (mut handoff, _taker) = handoff::<u32>(Arc::clone(&pressure));
+        // The whole byte budget, handed on at once and never taken.
+        handoff.hold(1, INBOUND_BYTES).await.unwrap();
+        handoff.hold(2, 1).await.unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(50), handoff.hand_on()).await;
+        assert!(cut.is_err(), "the hand-off did not wait: {cut:?}");
+        assert_eq!(pressure.stalls(), 1);
+        assert!(!pressure.stalled.load(Relaxed), "the stall outlived its wait");
     }
 }
