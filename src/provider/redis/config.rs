@@ -47,7 +47,9 @@ pub struct RedisConfig {
     /// Consecutive messages on one topic among them share one envelope and one `PUBLISH`.
     /// Default 1024.
     pub max_pipeline: usize,
-    /// How long one connection attempt may take. Default 2 s.
+    /// How long connecting may take: each attempt, and each connection or reconnection as a
+    /// whole (on a cluster: finding a node that answers, then connecting to every primary).
+    /// Default 2 s.
     pub connect_timeout: Duration,
     /// How long Redis may take to answer a command (a pipeline, a `SUBSCRIBE`, a `PING`) before
     /// the connection is taken as lost. Default 2 s.
