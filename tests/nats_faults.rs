@@ -13,7 +13,7 @@ mod conformance;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::faults::free_port;
+use conformance::faults::{assert_local_only_while_down, free_port};
 use conformance::nats::{test_config_at, unique_prefix, RawClient};
 use conformance::{eventually, skip, Inbox};
 use fanout::bridge::Unacknowledged;
@@ -178,32 +178,7 @@ async fn a_server_restart_is_survived_and_every_topic_resubscribed() {
         !sa.connected && !sa.publisher_connected && !sb.connected
     })
     .await;
-    let began = Instant::now();
-    let refused = a
-        .broadcast("t1", Bytes::from("during"))
-        .await
-        .expect_err("the server is down");
-    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
-    assert!(
-        matches!(
-            NatsPubSubError::of(&refused),
-            Some(NatsPubSubError::PublishUnavailable { .. })
-        ),
-        "{refused:?}"
-    );
-    inbox
-        .until("local delivery while the server is down", |i| {
-            i.has("here", "during")
-        })
-        .await;
-    let unconfirmed = a
-        .subscribe_topic("late", "t2", inbox.handler("late"))
-        .await
-        .expect_err("the server cannot confirm while it is down");
-    assert!(matches!(
-        NatsPubSubError::of(&unconfirmed),
-        Some(NatsPubSubError::SubscribeUnconfirmed)
-    ));
+    assert_local_only_while_down(&a, &inbox, ("t1", "here"), "t2").await;
 
     server.restart().await;
     let answered = Instant::now();

@@ -8,20 +8,25 @@
 //!   shard resumes within 5 s of the cluster agreeing, and no broadcast waits longer than 2 s
 //!   meanwhile;
 //! - a busy topic's slot migrated to another primary while it is published on: delivery
-//!   resumes within 5 s, nothing is duplicated, order is kept.
+//!   resumes within 5 s, nothing is duplicated, order is kept;
+//! - a seed node that takes connections and never answers: an instance whose connections are
+//!   cut reconnects through the nodes it last saw, sooner than its connect timeout.
 //!
 //! Each test starts a cluster of its own (about 2 s). Skips with a printed reason when
 //! `redis-server` cannot be run, fails instead under `FANOUT_REQUIRE_SERVICES=1`.
 
 #![cfg(all(feature = "redis", unix))]
 
+mod conformance;
 mod support;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::faults::Proxy;
 use fanout::redis::{RedisConfig, RedisPubSub, RedisPubSubError};
 use fanout::{Bytes, Handler, PubSubProvider};
 use support::redis_cluster::{command, RedisCluster, Reply};
@@ -342,6 +347,63 @@ async fn a_busy_topics_slot_migrates_without_duplicates() {
             .unwrap(),
     );
     assert_eq!(counts, vec![1]);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// A seed that takes connections and never answers (a hung node, a path that drops packets)
+/// keeps no reconnection from the nodes last seen: it costs a stagger, not the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_seed_leaves_reconnection_to_the_nodes_last_seen() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let primaries = cluster.primaries();
+    let seed = Proxy::start(SocketAddr::from(([127, 0, 0, 1], primaries[0].port))).await;
+    let prefix = prefix("silent-seed");
+    let (a, b) = (
+        provider(&format!("redis://{}", seed.addr), &prefix).await,
+        provider(&cluster.primary_urls()[1], &prefix).await,
+    );
+    let topics = topics_on_every_primary(&cluster, &prefix);
+    let (on_a, on_b) = (Received::default(), Received::default());
+    for (topic, _) in &topics {
+        a.subscribe_topic("tab", topic, on_a.handler()).await.unwrap();
+        b.subscribe_topic("tab", topic, on_b.handler()).await.unwrap();
+    }
+    until_every_topic_receives(&b, &on_a, &topics, "from b", Instant::now()).await;
+    until_every_topic_receives(&a, &on_b, &topics, "from a", Instant::now()).await;
+
+    // The seed falls silent, then every connection of A's (and B's) is cut.
+    seed.silence();
+    for primary in &primaries {
+        let pubsub = command(primary.port, ["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+        let normal = command(
+            primary.port,
+            ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+        )
+        .await;
+        assert!(pubsub.is_ok() && normal.is_ok(), "{pubsub:?} {normal:?}");
+    }
+    let cut = Instant::now();
+    // A's subscription is back (B's broadcasts reach it), and so is its publisher.
+    until_every_topic_receives(&b, &on_a, &topics, "from b, after", cut).await;
+    until_every_topic_receives(&a, &on_b, &topics, "from a, after", cut).await;
+    let stats = a.redis_stats();
+    assert!(
+        stats.reconnects >= 1 && stats.publisher_reconnects >= 1,
+        "{stats:?}"
+    );
+    let connect_timeout = a.redis_config().connect_timeout;
+    assert!(
+        stats.outage_time < connect_timeout,
+        "A's subscription was out for {:?}, past the {connect_timeout:?} connect timeout",
+        stats.outage_time
+    );
+    println!(
+        "with a silent seed, A's subscription came back {:?} after its connections were cut",
+        stats.outage_time
+    );
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

@@ -150,20 +150,12 @@ async fn failover_swaps_a_primary_and_its_replica() {
     let Some(mut cluster) = RedisCluster::start().await else {
         return;
     };
-    let before = cluster.primaries()[1].clone();
-    let replica = replica_of(&cluster, 1);
-    let channel = channel_on(&cluster, 1);
-    let mut on_primary = ssubscribed(before.port, &channel).await;
-    let mut on_replica = ssubscribed(replica.port, &channel).await;
+    let mut shard = Takeover::watch(&cluster, 1).await;
+    let before = shard.before.clone();
 
     cluster.failover(1).await;
 
-    let after = cluster.primaries()[1].clone();
-    assert_eq!(
-        (after.port, &after.id, &after.slots),
-        (replica.port, &replica.id, &before.slots)
-    );
-    assert_eq!(role(after.port).await, "master");
+    let after = shard.assert_replica_promoted(&cluster).await;
     assert_eq!(role(before.port).await, "slave");
     assert_eq!(replica_of(&cluster, 1).port, before.port);
     assert_eq!(cluster.replicas().len(), 3);
@@ -171,15 +163,10 @@ async fn failover_swaps_a_primary_and_its_replica() {
     assert_every_node_agrees(&cluster).await;
 
     assert_eq!(
-        next(&mut on_primary).await.unwrap(),
-        push("sunsubscribe", &channel, Reply::Integer(0))
+        next(&mut shard.on_primary).await.unwrap(),
+        push("sunsubscribe", &shard.channel, Reply::Integer(0))
     );
-    let published = command(after.port, ["SPUBLISH", channel.as_str(), "after"]).await;
-    assert_eq!(published.unwrap(), Reply::Integer(1));
-    assert_eq!(
-        next(&mut on_replica).await.unwrap(),
-        push("smessage", &channel, Reply::bulk("after"))
-    );
+    shard.assert_replica_receives(&after).await;
 }
 
 /// The killed primary's port stops answering and every survivor flags it `fail`; its replica
@@ -189,20 +176,12 @@ async fn kill_primary_promotes_its_replica() {
     let Some(mut cluster) = RedisCluster::start().await else {
         return;
     };
-    let before = cluster.primaries()[2].clone();
-    let replica = replica_of(&cluster, 2);
-    let channel = channel_on(&cluster, 2);
-    let mut on_primary = ssubscribed(before.port, &channel).await;
-    let mut on_replica = ssubscribed(replica.port, &channel).await;
+    let mut shard = Takeover::watch(&cluster, 2).await;
+    let before = shard.before.clone();
 
     cluster.kill_primary(2).await;
 
-    let after = cluster.primaries()[2].clone();
-    assert_eq!(
-        (after.port, &after.id, &after.slots),
-        (replica.port, &replica.id, &before.slots)
-    );
-    assert_eq!(role(after.port).await, "master");
+    let after = shard.assert_replica_promoted(&cluster).await;
     let replicated: Vec<usize> = cluster
         .replicas()
         .iter()
@@ -219,7 +198,7 @@ async fn kill_primary_promotes_its_replica() {
     }
     assert_every_node_agrees(&cluster).await;
 
-    let closed = next(&mut on_primary).await.unwrap_err();
+    let closed = next(&mut shard.on_primary).await.unwrap_err();
     assert!(
         matches!(
             closed.kind(),
@@ -227,12 +206,7 @@ async fn kill_primary_promotes_its_replica() {
         ),
         "{closed:?}"
     );
-    let published = command(after.port, ["SPUBLISH", channel.as_str(), "after"]).await;
-    assert_eq!(published.unwrap(), Reply::Integer(1));
-    assert_eq!(
-        next(&mut on_replica).await.unwrap(),
-        push("smessage", &channel, Reply::bulk("after"))
-    );
+    shard.assert_replica_receives(&after).await;
 }
 
 /// One slot, and only it, changes primary on every node. Subscribers to a channel of it on the
@@ -318,6 +292,56 @@ async fn a_panicking_test_leaves_no_node_and_no_directory() {
 // ----- helpers -----
 
 /// The ports of the live nodes.
+/// A shard whose replica is about to take over: its primary and replica as they were, a
+/// channel of its slots, and a subscriber to that channel on each.
+struct Takeover {
+    index: usize,
+    before: Primary,
+    replica: Replica,
+    channel: String,
+    on_primary: RespConnection,
+    on_replica: RespConnection,
+}
+
+impl Takeover {
+    async fn watch(cluster: &RedisCluster, index: usize) -> Takeover {
+        let before = cluster.primaries()[index].clone();
+        let replica = replica_of(cluster, index);
+        let channel = channel_on(cluster, index);
+        let on_primary = ssubscribed(before.port, &channel).await;
+        let on_replica = ssubscribed(replica.port, &channel).await;
+        Takeover {
+            index,
+            before,
+            replica,
+            channel,
+            on_primary,
+            on_replica,
+        }
+    }
+
+    /// The shard's primary is now the replica, with the old primary's slots, and says so.
+    async fn assert_replica_promoted(&self, cluster: &RedisCluster) -> Primary {
+        let after = cluster.primaries()[self.index].clone();
+        assert_eq!(
+            (after.port, &after.id, &after.slots),
+            (self.replica.port, &self.replica.id, &self.before.slots)
+        );
+        assert_eq!(role(after.port).await, "master");
+        after
+    }
+
+    /// A message published on the new primary `after` reaches the subscriber on it.
+    async fn assert_replica_receives(&mut self, after: &Primary) {
+        let published = command(after.port, ["SPUBLISH", self.channel.as_str(), "after"]).await;
+        assert_eq!(published.unwrap(), Reply::Integer(1));
+        assert_eq!(
+            next(&mut self.on_replica).await.unwrap(),
+            push("smessage", &self.channel, Reply::bulk("after"))
+        );
+    }
+}
+
 fn live_ports(cluster: &RedisCluster) -> Vec<u16> {
     let primaries = cluster.primaries().into_iter().map(|primary| primary.port);
     primaries

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use conformance::faults::{
-    assert_increasing, assert_not_started, flow_between, free_port, hostile_envelopes, mutations,
-    proxied_pair, seqs, stranger_envelope, until_flowing_again,
+    assert_increasing, assert_local_only_while_down, assert_not_started, flow_between, free_port,
+    hostile_envelopes, mutations, proxied_pair, seqs, stranger_envelope, until_flowing_again,
 };
 use conformance::redis::{admin, cluster, test_config};
 use conformance::{eventually, skip, unique_prefix, Inbox};
@@ -255,32 +255,7 @@ async fn while_redis_is_down_local_delivery_goes_on_and_the_remote_part_is_refus
         !s.connected && !s.publisher_connected
     })
     .await;
-    let refused = a
-        .broadcast("t", Bytes::from("during"))
-        .await
-        .expect_err("the remote part is refused");
-    assert!(
-        matches!(
-            RedisPubSubError::of(&refused),
-            Some(RedisPubSubError::PublishUnavailable { .. })
-        ),
-        "{refused:?}"
-    );
-    assert!(
-        refused.to_string().contains("reached local sessions only"),
-        "{refused}"
-    );
-    inbox
-        .until("local delivery during the outage", |i| i.has("local", "during"))
-        .await;
-    let unconfirmed = a
-        .subscribe_topic("late", "u", inbox.handler("late"))
-        .await
-        .expect_err("redis cannot confirm");
-    assert!(matches!(
-        RedisPubSubError::of(&unconfirmed),
-        Some(RedisPubSubError::SubscribeUnconfirmed)
-    ));
+    assert_local_only_while_down(&a, &inbox, ("t", "local"), "u").await;
     // The same for a pull-form session's subscribe.
     let mut reader = a.open_session("pull").unwrap();
     let unconfirmed = reader

@@ -182,13 +182,74 @@ pub(crate) fn read_file<T>(
     })
 }
 
+/// The settings every provider's table shares that a file gives in milliseconds, under the key
+/// `<field>_ms`.
+#[cfg(any(feature = "postgres", feature = "nats"))]
+const SHARED_MILLISECOND_FIELDS: [&str; 5] = [
+    "connect_timeout",
+    "response_timeout",
+    "health_check_interval",
+    "reconnect_backoff_min",
+    "reconnect_backoff_max",
+];
+
+/// A provider's table as a file gives it (`[nats]`, `[postgres]`): the struct with the fields
+/// given, each an `Option<Spanned<_>>`, then those of the settings every provider's config has
+/// (`max_envelope_bytes`, `publish_queue`, `max_pipeline`, and the durations of
+/// `provider_config!` in milliseconds under `<field>_ms`); and `take_shared`, which stores
+/// those the file gives in a `$config`. serde cannot `flatten` a struct of the shared keys
+/// into a table that denies unknown keys, hence one definition expanded in each table.
+#[cfg(any(feature = "postgres", feature = "nats"))]
+macro_rules! provider_table {
+    (
+        $(#[$meta:meta])*
+        struct $raw:ident for $config:ty {
+            $($field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        struct $raw {
+            $($field: Option<toml::Spanned<$ty>>,)*
+            max_envelope_bytes: Option<toml::Spanned<usize>>,
+            publish_queue: Option<toml::Spanned<usize>>,
+            max_pipeline: Option<toml::Spanned<usize>>,
+            connect_timeout_ms: Option<toml::Spanned<u64>>,
+            response_timeout_ms: Option<toml::Spanned<u64>>,
+            health_check_interval_ms: Option<toml::Spanned<u64>>,
+            reconnect_backoff_min_ms: Option<toml::Spanned<u64>>,
+            reconnect_backoff_max_ms: Option<toml::Spanned<u64>>,
+        }
+
+        impl $raw {
+            /// Stores the shared settings the table gives in `config`.
+            fn take_shared(&mut self, table: &mut $crate::config::file::ProviderTable, config: &mut $config) {
+                let c = config;
+                table.take("max_envelope_bytes", self.max_envelope_bytes.take(), &mut c.max_envelope_bytes);
+                table.take("publish_queue", self.publish_queue.take(), &mut c.publish_queue);
+                table.take("max_pipeline", self.max_pipeline.take(), &mut c.max_pipeline);
+                table.take_ms("connect_timeout", self.connect_timeout_ms.take(), &mut c.connect_timeout);
+                table.take_ms("response_timeout", self.response_timeout_ms.take(), &mut c.response_timeout);
+                let interval = &mut c.health_check_interval;
+                table.take_ms("health_check_interval", self.health_check_interval_ms.take(), interval);
+                let min = &mut c.reconnect_backoff_min;
+                table.take_ms("reconnect_backoff_min", self.reconnect_backoff_min_ms.take(), min);
+                let max = &mut c.reconnect_backoff_max;
+                table.take_ms("reconnect_backoff_max", self.reconnect_backoff_max_ms.take(), max);
+            }
+        }
+    };
+}
+#[cfg(any(feature = "postgres", feature = "nats"))]
+pub(crate) use provider_table;
+
 /// The values a provider's table (`[postgres]`, `[nats]`) gives, with where each stands in
 /// the file, under the key validation names (`<section>.<field>`), so that a validation error
 /// points at the value that broke it and names the key as the file spells it.
 #[cfg(any(feature = "postgres", feature = "nats"))]
 pub(crate) struct ProviderTable {
     section: &'static str,
-    /// The fields the file gives in milliseconds, under the key `<field>_ms`.
+    /// The provider's own fields the file gives in milliseconds, under the key `<field>_ms`
+    /// (beside [`SHARED_MILLISECOND_FIELDS`]).
     millisecond_fields: &'static [&'static str],
     spans: Vec<(String, Range<usize>)>,
 }
@@ -250,7 +311,7 @@ impl ProviderTable {
                 .strip_prefix(self.section)
                 .and_then(|rest| rest.strip_prefix('.'))
                 .unwrap_or_default();
-            if self.millisecond_fields.contains(&field) {
+            if self.millisecond_fields.contains(&field) || SHARED_MILLISECOND_FIELDS.contains(&field) {
                 key.push_str("_ms");
             }
         }

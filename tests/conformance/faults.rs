@@ -151,6 +151,43 @@ pub async fn assert_not_started(provider: &impl PubSubProvider) {
     }
 }
 
+/// While `provider`'s broker is out of reach: a broadcast of `during` on `topic` returns
+/// within 2 s, refused with `PublishUnavailable` (saying it reached local sessions only), and
+/// the local session `local` receives it; subscribing a new session, `late`, to `late_topic`
+/// is refused with `SubscribeUnconfirmed` (the session stays subscribed on this instance).
+pub async fn assert_local_only_while_down(
+    provider: &impl PubSubProvider,
+    inbox: &Inbox,
+    (topic, local): (&str, &str),
+    late_topic: &str,
+) {
+    let began = std::time::Instant::now();
+    let refused = provider
+        .broadcast(topic, Bytes::from("during"))
+        .await
+        .expect_err("the remote part is refused");
+    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+    let Some(BrokerError::PublishUnavailable { .. }) = BrokerError::of(&refused) else {
+        panic!("not PublishUnavailable: {refused:?}");
+    };
+    assert!(
+        refused.to_string().contains("reached local sessions only"),
+        "{refused}"
+    );
+    inbox
+        .until("local delivery while the broker is away", |i| {
+            i.has(local, "during")
+        })
+        .await;
+    let unconfirmed = provider
+        .subscribe_topic("late", late_topic, inbox.handler("late"))
+        .await
+        .expect_err("the broker cannot confirm while it is away");
+    let Some(BrokerError::SubscribeUnconfirmed) = BrokerError::of(&unconfirmed) else {
+        panic!("not SubscribeUnconfirmed: {unconfirmed:?}");
+    };
+}
+
 // ----- a path to the server we can cut -----
 
 /// A TCP proxy to `upstream` that can fall silent (every connection stays open, but no byte

@@ -32,6 +32,110 @@ pub(crate) struct BridgeSettings {
     pub(crate) reconnect_backoff_max: Duration,
 }
 
+/// A distributed provider's config: the struct with the fields given (each with its default
+/// after `=`), then the settings every broker's connections share, `publish_queue` to
+/// `reconnect_backoff_max`, with their documentation and defaults; its `Default`; and, for the
+/// config's own code, `bridge_settings_with` and `debug_bridge_fields`. The shared fields'
+/// documentation takes the broker's terms: what messages batched in one pipeline share
+/// (`pipeline_shares`), the whole of `connect_timeout`'s and `response_timeout`'s, and how an
+/// idle connection is checked (`health_check`).
+///
+/// One definition keeps the shared fields, their bounds and defaults the same for every
+/// provider; the fields stay the config's own (`RedisConfig::publish_queue`), as flat public
+/// fields.
+macro_rules! provider_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty = $default:expr,)*
+        }
+        pipeline_shares: $pipeline_shares:literal,
+        connect_timeout: $connect_timeout:literal,
+        response_timeout: $response_timeout:literal,
+        health_check: $health_check:literal $(,)?
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+            /// Messages waiting for the publishing connection; a broadcast that finds the queue
+            /// full waits for room. Default 8192.
+            pub publish_queue: usize,
+            #[doc = concat!(
+                "Most queued messages the publisher takes for one pipeline (one round trip to the ",
+                "server). Consecutive messages on one topic among them share ",
+                $pipeline_shares,
+                ". Default 1024."
+            )]
+            pub max_pipeline: usize,
+            #[doc = concat!($connect_timeout, " Default 2 s.")]
+            pub connect_timeout: std::time::Duration,
+            #[doc = concat!($response_timeout, " Default 2 s.")]
+            pub response_timeout: std::time::Duration,
+            #[doc = concat!(
+                "How often an idle connection is checked ",
+                $health_check,
+                ", so that a silent network cut is noticed. Default 1 s."
+            )]
+            pub health_check_interval: std::time::Duration,
+            /// Delay before the second reconnection attempt (the first is immediate); it
+            /// doubles after each failure. Default 20 ms.
+            pub reconnect_backoff_min: std::time::Duration,
+            /// The cap of the reconnection delay. Default 500 ms, so a restarted server is
+            /// found again within about half a second of answering.
+            pub reconnect_backoff_max: std::time::Duration,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    $($field: $default,)*
+                    publish_queue: 8192,
+                    max_pipeline: 1024,
+                    connect_timeout: std::time::Duration::from_secs(2),
+                    response_timeout: std::time::Duration::from_secs(2),
+                    health_check_interval: std::time::Duration::from_secs(1),
+                    reconnect_backoff_min: std::time::Duration::from_millis(20),
+                    reconnect_backoff_max: std::time::Duration::from_millis(500),
+                }
+            }
+        }
+
+        impl $name {
+            /// The settings the bridge runs with, with the envelope sizes the broker allows.
+            fn bridge_settings_with(
+                &self,
+                max_envelope_bytes: usize,
+                batch_envelope_bytes: usize,
+            ) -> $crate::provider::bridge::settings::BridgeSettings {
+                $crate::provider::bridge::settings::BridgeSettings {
+                    max_envelope_bytes,
+                    batch_envelope_bytes,
+                    publish_queue: self.publish_queue,
+                    max_pipeline: self.max_pipeline,
+                    connect_timeout: self.connect_timeout,
+                    response_timeout: self.response_timeout,
+                    health_check_interval: self.health_check_interval,
+                    reconnect_backoff_min: self.reconnect_backoff_min,
+                    reconnect_backoff_max: self.reconnect_backoff_max,
+                }
+            }
+
+            /// Adds the shared settings to the config's `Debug`.
+            fn debug_bridge_fields(&self, debug: &mut std::fmt::DebugStruct<'_, '_>) {
+                debug
+                    .field("publish_queue", &self.publish_queue)
+                    .field("max_pipeline", &self.max_pipeline)
+                    .field("connect_timeout", &self.connect_timeout)
+                    .field("response_timeout", &self.response_timeout)
+                    .field("health_check_interval", &self.health_check_interval)
+                    .field("reconnect_backoff_min", &self.reconnect_backoff_min)
+                    .field("reconnect_backoff_max", &self.reconnect_backoff_max);
+            }
+        }
+    };
+}
+pub(crate) use provider_config;
+
 /// The constructors, and the builder methods of the settings every distributed provider's
 /// config has as fields of its own (`url`, `channel_prefix`, `publish_queue`, the timeouts, the
 /// backoff), for the config's `impl` block. `$env` is the constant naming the environment
@@ -132,6 +236,20 @@ impl BridgeSettings {
         }
         Ok(())
     }
+}
+
+/// Checks a config's `max_envelope_bytes`: room for the envelope's header and one byte, and
+/// at most `max`, the largest message the broker takes. The error names the key as
+/// `<section>.max_envelope_bytes`.
+pub(crate) fn check_max_envelope_bytes(section: &str, value: usize, max: usize) -> Result<(), ConfigError> {
+    let least = crate::envelope::HEADER_BYTES + 1;
+    if !(least..=max).contains(&value) {
+        return Err(ConfigError::at_key(
+            format!("{section}.max_envelope_bytes"),
+            format!("is {value}; it must be between {least} and {max}"),
+        ));
+    }
+    Ok(())
 }
 
 fn within(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {

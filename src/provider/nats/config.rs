@@ -2,12 +2,13 @@
 //! the timings of the connections.
 
 use std::fmt;
-use std::time::Duration;
 
 use super::subject::{check_prefix, SubjectNames, DEFAULT_SUBJECT_PREFIX};
 use super::wire::COMMAND_OVERHEAD;
 use crate::config::{ConfigError, Limits};
-use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSettings};
+use crate::provider::bridge::settings::{
+    check_max_envelope_bytes, provider_config, redact, shared_config_methods, BridgeSettings,
+};
 
 /// The environment variable [`NatsConfig::from_env`] reads the URL from.
 pub const NATS_URL_ENV: &str = "NATS_URL";
@@ -29,76 +30,44 @@ pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024 * 1024;
 /// default `max_payload` (1 MiB), so a batch is never refused for its size.
 const BATCH_ENVELOPE_BYTES: usize = 64 * 1024;
 
-/// Settings of the NATS side of a [`NatsPubSub`](super::NatsPubSub). The local side (mailboxes,
-/// policies, limits) is a [`Config`](crate::Config), as for the in-memory provider.
-///
-/// ```
-/// use std::time::Duration;
-/// use fanout::nats::NatsConfig;
-///
-/// let config = NatsConfig::new("nats://user:secret@127.0.0.1:4222")
-///     .with_subject_prefix("myapp.pubsub")
-///     .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500));
-/// config.validate().unwrap();
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct NatsConfig {
-    /// The server, as `nats://[user:password@]host[:port]` or `nats://token@host[:port]`
-    /// (percent-encoded where needed). Default [`DEFAULT_NATS_URL`].
-    pub url: String,
-    /// The subjects' first tokens: a topic's subject is `<prefix>.<topic as one token>`, so
-    /// several applications can share a server. Default `"fanout"`. Every instance of one
-    /// application must use the same prefix.
-    pub subject_prefix: String,
-    /// The server's `max_control_line` (4096 unless the server's configuration changes it; it
-    /// is not announced in `INFO`). The server closes a connection that sends a longer command
-    /// line, so the provider refuses at construction a configuration in which the longest
-    /// topic's `SUB` or `PUB` line could exceed it. Default [`DEFAULT_MAX_CONTROL_LINE`].
-    pub max_control_line: usize,
-    /// Largest encoded envelope sent or accepted (header, topic, sender id and payload). The
-    /// server's `max_payload`, learned at each connection, lowers it further. Default 1 MiB
-    /// (the server's default `max_payload`), at most [`MAX_ENVELOPE_BYTES`].
-    pub max_envelope_bytes: usize,
-    /// Messages waiting for the publishing connection; a broadcast that finds the queue full
-    /// waits for room. Default 8192.
-    pub publish_queue: usize,
-    /// Most queued messages the publisher takes for one pipeline (one round trip to the
-    /// server). Consecutive messages on one topic among them share one envelope and one `PUB`.
-    /// Default 1024.
-    pub max_pipeline: usize,
-    /// How long one connection attempt (TCP, `INFO`, `CONNECT`, the first `PONG`) may take.
-    /// Default 2 s.
-    pub connect_timeout: Duration,
-    /// How long the server may take to answer a `PING` sent after commands (a pipeline of
-    /// `PUB`s, `SUB`s, a health check) before the connection is taken as lost. Default 2 s.
-    pub response_timeout: Duration,
-    /// How often an idle connection is checked with `PING`, so that a silent network cut is
-    /// noticed. Default 1 s.
-    pub health_check_interval: Duration,
-    /// Delay before the second reconnection attempt (the first is immediate); it doubles after
-    /// each failure. Default 20 ms.
-    pub reconnect_backoff_min: Duration,
-    /// The cap of the reconnection delay. Default 500 ms, so a restarted server is found again
-    /// within about half a second of answering.
-    pub reconnect_backoff_max: Duration,
-}
-
-impl Default for NatsConfig {
-    fn default() -> Self {
-        Self {
-            url: DEFAULT_NATS_URL.to_string(),
-            subject_prefix: DEFAULT_SUBJECT_PREFIX.to_string(),
-            max_control_line: DEFAULT_MAX_CONTROL_LINE,
-            max_envelope_bytes: 1024 * 1024,
-            publish_queue: 8192,
-            max_pipeline: 1024,
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-            health_check_interval: Duration::from_secs(1),
-            reconnect_backoff_min: Duration::from_millis(20),
-            reconnect_backoff_max: Duration::from_millis(500),
-        }
+provider_config! {
+    /// Settings of the NATS side of a [`NatsPubSub`](super::NatsPubSub). The local side (mailboxes,
+    /// policies, limits) is a [`Config`](crate::Config), as for the in-memory provider.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fanout::nats::NatsConfig;
+    ///
+    /// let config = NatsConfig::new("nats://user:secret@127.0.0.1:4222")
+    ///     .with_subject_prefix("myapp.pubsub")
+    ///     .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500));
+    /// config.validate().unwrap();
+    /// ```
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct NatsConfig {
+        /// The server, as `nats://[user:password@]host[:port]` or `nats://token@host[:port]`
+        /// (percent-encoded where needed). Default [`DEFAULT_NATS_URL`].
+        pub url: String = DEFAULT_NATS_URL.to_string(),
+        /// The subjects' first tokens: a topic's subject is `<prefix>.<topic as one token>`, so
+        /// several applications can share a server. Default `"fanout"`. Every instance of one
+        /// application must use the same prefix.
+        pub subject_prefix: String = DEFAULT_SUBJECT_PREFIX.to_string(),
+        /// The server's `max_control_line` (4096 unless the server's configuration changes it; it
+        /// is not announced in `INFO`). The server closes a connection that sends a longer command
+        /// line, so the provider refuses at construction a configuration in which the longest
+        /// topic's `SUB` or `PUB` line could exceed it. Default [`DEFAULT_MAX_CONTROL_LINE`].
+        pub max_control_line: usize = DEFAULT_MAX_CONTROL_LINE,
+        /// Largest encoded envelope sent or accepted (header, topic, sender id and payload). The
+        /// server's `max_payload`, learned at each connection, lowers it further. Default 1 MiB
+        /// (the server's default `max_payload`), at most [`MAX_ENVELOPE_BYTES`].
+        pub max_envelope_bytes: usize = 1024 * 1024,
     }
+    pipeline_shares: "one envelope and one `PUB`",
+    connect_timeout: "How long one connection attempt (TCP, `INFO`, `CONNECT`, the first `PONG`) \
+        may take.",
+    response_timeout: "How long the server may take to answer a `PING` sent after commands (a \
+        pipeline of `PUB`s, `SUB`s, a health check) before the connection is taken as lost.",
+    health_check: "with `PING`",
 }
 
 /// Where to connect and with which credentials, read from [`NatsConfig::url`].
@@ -147,18 +116,7 @@ impl NatsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.endpoint()?;
         check_prefix(&self.subject_prefix)?;
-        if self.max_envelope_bytes < crate::envelope::HEADER_BYTES + 1
-            || self.max_envelope_bytes > MAX_ENVELOPE_BYTES
-        {
-            return Err(ConfigError::at_key(
-                "nats.max_envelope_bytes",
-                format!(
-                    "is {}; it must be between {} and {MAX_ENVELOPE_BYTES}",
-                    self.max_envelope_bytes,
-                    crate::envelope::HEADER_BYTES + 1
-                ),
-            ));
-        }
+        check_max_envelope_bytes("nats", self.max_envelope_bytes, MAX_ENVELOPE_BYTES)?;
         self.bridge_settings().validate("nats")
     }
 
@@ -200,17 +158,10 @@ impl NatsConfig {
 
     /// The broker-independent part, for the bridge.
     pub(crate) fn bridge_settings(&self) -> BridgeSettings {
-        BridgeSettings {
-            max_envelope_bytes: self.max_envelope_bytes,
-            batch_envelope_bytes: self.max_envelope_bytes.min(BATCH_ENVELOPE_BYTES),
-            publish_queue: self.publish_queue,
-            max_pipeline: self.max_pipeline,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-            health_check_interval: self.health_check_interval,
-            reconnect_backoff_min: self.reconnect_backoff_min,
-            reconnect_backoff_max: self.reconnect_backoff_max,
-        }
+        self.bridge_settings_with(
+            self.max_envelope_bytes,
+            self.max_envelope_bytes.min(BATCH_ENVELOPE_BYTES),
+        )
     }
 }
 
@@ -305,19 +256,14 @@ pub(crate) fn shown_url(url: &str) -> String {
 
 impl fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsConfig")
+        let mut debug = f.debug_struct("NatsConfig");
+        debug
             .field("url", &shown_url(&self.url))
             .field("subject_prefix", &self.subject_prefix)
             .field("max_control_line", &self.max_control_line)
-            .field("max_envelope_bytes", &self.max_envelope_bytes)
-            .field("publish_queue", &self.publish_queue)
-            .field("max_pipeline", &self.max_pipeline)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("health_check_interval", &self.health_check_interval)
-            .field("reconnect_backoff_min", &self.reconnect_backoff_min)
-            .field("reconnect_backoff_max", &self.reconnect_backoff_max)
-            .finish()
+            .field("max_envelope_bytes", &self.max_envelope_bytes);
+        self.debug_bridge_fields(&mut debug);
+        debug.finish()
     }
 }
 

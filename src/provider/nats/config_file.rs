@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::NatsConfig;
-use crate::config::file::{parse_error, read_file, ProviderTable};
+use crate::config::file::{parse_error, provider_table, read_file, ProviderTable};
 use crate::config::ConfigError;
 
 #[derive(Deserialize)]
@@ -17,30 +17,15 @@ struct RawDocument {
     nats: Option<Spanned<RawNats>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table of nats settings")]
-struct RawNats {
-    url: Option<Spanned<String>>,
-    subject_prefix: Option<Spanned<String>>,
-    max_control_line: Option<Spanned<usize>>,
-    max_envelope_bytes: Option<Spanned<usize>>,
-    publish_queue: Option<Spanned<usize>>,
-    max_pipeline: Option<Spanned<usize>>,
-    connect_timeout_ms: Option<Spanned<u64>>,
-    response_timeout_ms: Option<Spanned<u64>>,
-    health_check_interval_ms: Option<Spanned<u64>>,
-    reconnect_backoff_min_ms: Option<Spanned<u64>>,
-    reconnect_backoff_max_ms: Option<Spanned<u64>>,
+provider_table! {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, expecting = "a table of nats settings")]
+    struct RawNats for NatsConfig {
+        url: String,
+        subject_prefix: String,
+        max_control_line: usize,
+    }
 }
-
-/// The fields a file gives in milliseconds, under the key `<field>_ms`.
-const MILLISECOND_FIELDS: [&str; 5] = [
-    "connect_timeout",
-    "response_timeout",
-    "health_check_interval",
-    "reconnect_backoff_min",
-    "reconnect_backoff_max",
-];
 
 impl NatsConfig {
     /// Parses the `[nats]` table of a TOML document; the document holds nothing else. Keys
@@ -64,33 +49,15 @@ impl NatsConfig {
     pub fn from_toml_str(source: &str) -> Result<NatsConfig, ConfigError> {
         let raw: RawDocument = toml::from_str(source).map_err(|e| parse_error(source, &e))?;
         let mut config = NatsConfig::default();
-        let mut table = ProviderTable::absent("nats", &MILLISECOND_FIELDS);
+        let mut table = ProviderTable::absent("nats", &[]);
         if let Some(spanned) = raw.nats {
-            table = ProviderTable::new("nats", &MILLISECOND_FIELDS, spanned.span());
-            let raw = spanned.into_inner();
+            table = ProviderTable::new("nats", &[], spanned.span());
+            let mut raw = spanned.into_inner();
+            raw.take_shared(&mut table, &mut config);
             let c = &mut config;
             table.take("url", raw.url, &mut c.url);
             table.take("subject_prefix", raw.subject_prefix, &mut c.subject_prefix);
             table.take("max_control_line", raw.max_control_line, &mut c.max_control_line);
-            table.take(
-                "max_envelope_bytes",
-                raw.max_envelope_bytes,
-                &mut c.max_envelope_bytes,
-            );
-            table.take("publish_queue", raw.publish_queue, &mut c.publish_queue);
-            table.take("max_pipeline", raw.max_pipeline, &mut c.max_pipeline);
-            table.take_ms("connect_timeout", raw.connect_timeout_ms, &mut c.connect_timeout);
-            table.take_ms(
-                "response_timeout",
-                raw.response_timeout_ms,
-                &mut c.response_timeout,
-            );
-            let interval = &mut c.health_check_interval;
-            table.take_ms("health_check_interval", raw.health_check_interval_ms, interval);
-            let min = &mut c.reconnect_backoff_min;
-            table.take_ms("reconnect_backoff_min", raw.reconnect_backoff_min_ms, min);
-            let max = &mut c.reconnect_backoff_max;
-            table.take_ms("reconnect_backoff_max", raw.reconnect_backoff_max_ms, max);
         }
         config.validate().map_err(|e| table.locate(e, source))?;
         Ok(config)

@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::channel::{fnv1a_128, quote_identifier, validate_prefix, ChannelNames};
 use super::wire::{max_inline_envelope, NOTIFY_PAYLOAD_LIMIT};
 use crate::config::ConfigError;
-use crate::envelope::HEADER_BYTES;
-use crate::provider::bridge::settings::{redact, shared_config_methods, BridgeSettings};
+use crate::provider::bridge::settings::{
+    check_max_envelope_bytes, provider_config, redact, shared_config_methods, BridgeSettings,
+};
 
 /// The environment variable [`PostgresConfig::from_env`] reads the URL from.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
@@ -51,70 +52,58 @@ impl LargePayloads {
     }
 }
 
-/// Settings of the PostgreSQL side of a `PostgresPubSub`. The local side (mailboxes, policies,
-/// limits) is a [`Config`](crate::Config), as for the in-memory provider.
-///
-/// ```
-/// use std::time::Duration;
-/// use fanout::postgres::{LargePayloads, PostgresConfig};
-///
-/// let config = PostgresConfig::new("postgres://app:secret@db.internal:5432/app")
-///     .with_channel_prefix("myapp:")
-///     .with_large_payloads(LargePayloads::Table)
-///     .with_payload_ttl(Duration::from_secs(30));
-/// config.validate().unwrap();
-/// assert!(!format!("{config:?}").contains("secret"));
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct PostgresConfig {
-    /// The server, as a `postgres://` or `postgresql://` URL; user, password, database and
-    /// options (`?sslmode=…`) go in it. Default [`DEFAULT_DATABASE_URL`].
-    pub url: String,
-    /// Starts every channel name, so several applications can share a database. Non-empty
-    /// printable ASCII of at most
-    /// [`MAX_CHANNEL_PREFIX_BYTES`](super::MAX_CHANNEL_PREFIX_BYTES) (30) bytes. A topic's
-    /// channel is the prefix and the topic when that fits PostgreSQL's 63-byte identifiers and
-    /// the topic is printable ASCII, else the prefix and a hash of the topic. Default
-    /// `"fanout:"`. Every instance of one application must use the same prefix.
-    pub channel_prefix: String,
-    /// What an envelope too large for a notification does. Default
-    /// [`LargePayloads::Refuse`].
-    pub large_payloads: LargePayloads,
-    /// The table [`LargePayloads::Table`] stores envelopes in. One identifier of at most 63
-    /// bytes, quoted in SQL and so used exactly as written: case and every character kept, a
-    /// `.` part of the name rather than a schema separator (the schema is the first of the
-    /// connection's `search_path`). Default `"fanout_payloads"`.
-    pub payload_table: String,
-    /// How long a stored envelope is kept. Default 60 s, at most [`MAX_PAYLOAD_TTL`].
-    pub payload_ttl: Duration,
-    /// Largest encoded envelope sent or accepted (header, topic, sender id and payload) with
-    /// [`LargePayloads::Table`]. Default 8 MiB + 64 KiB, at most [`MAX_ENVELOPE_BYTES`]. With
-    /// [`LargePayloads::Refuse`] the limit is what fits in a notification, 5997 bytes, and this
-    /// value is not used.
-    pub max_envelope_bytes: usize,
-    /// Messages waiting for the publishing connection; a broadcast that finds the queue full
-    /// waits for room. Default 8192.
-    pub publish_queue: usize,
-    /// Most queued messages the publisher takes for one pipeline (one round trip to the
-    /// server). Consecutive messages on one topic among them share one envelope. Default 1024.
-    pub max_pipeline: usize,
-    /// How long one connection attempt may take. Default 2 s.
-    pub connect_timeout: Duration,
-    /// How long the server may take to answer a statement before the connection is taken as
-    /// lost. Default 2 s.
-    pub response_timeout: Duration,
-    /// How often an idle connection is checked, so that a silent network cut is noticed.
-    /// Default 1 s.
-    pub health_check_interval: Duration,
-    /// Delay before the second reconnection attempt (the first is immediate); it doubles after
-    /// each failure. Default 20 ms.
-    pub reconnect_backoff_min: Duration,
-    /// The cap of the reconnection delay. Default 500 ms.
-    pub reconnect_backoff_max: Duration,
-    /// The hash of the channels' hashed form. Not a setting: tests replace it with
-    /// [`with_channel_hash`](Self::with_channel_hash) to force two topics onto one channel.
-    #[doc(hidden)]
-    pub channel_hash: ChannelHash,
+provider_config! {
+    /// Settings of the PostgreSQL side of a `PostgresPubSub`. The local side (mailboxes, policies,
+    /// limits) is a [`Config`](crate::Config), as for the in-memory provider.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fanout::postgres::{LargePayloads, PostgresConfig};
+    ///
+    /// let config = PostgresConfig::new("postgres://app:secret@db.internal:5432/app")
+    ///     .with_channel_prefix("myapp:")
+    ///     .with_large_payloads(LargePayloads::Table)
+    ///     .with_payload_ttl(Duration::from_secs(30));
+    /// config.validate().unwrap();
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct PostgresConfig {
+        /// The server, as a `postgres://` or `postgresql://` URL; user, password, database and
+        /// options (`?sslmode=…`) go in it. Default [`DEFAULT_DATABASE_URL`].
+        pub url: String = DEFAULT_DATABASE_URL.to_string(),
+        /// Starts every channel name, so several applications can share a database. Non-empty
+        /// printable ASCII of at most
+        /// [`MAX_CHANNEL_PREFIX_BYTES`](super::MAX_CHANNEL_PREFIX_BYTES) (30) bytes. A topic's
+        /// channel is the prefix and the topic when that fits PostgreSQL's 63-byte identifiers and
+        /// the topic is printable ASCII, else the prefix and a hash of the topic. Default
+        /// `"fanout:"`. Every instance of one application must use the same prefix.
+        pub channel_prefix: String = "fanout:".to_string(),
+        /// What an envelope too large for a notification does. Default
+        /// [`LargePayloads::Refuse`].
+        pub large_payloads: LargePayloads = LargePayloads::Refuse,
+        /// The table [`LargePayloads::Table`] stores envelopes in. One identifier of at most 63
+        /// bytes, quoted in SQL and so used exactly as written: case and every character kept, a
+        /// `.` part of the name rather than a schema separator (the schema is the first of the
+        /// connection's `search_path`). Default `"fanout_payloads"`.
+        pub payload_table: String = "fanout_payloads".to_string(),
+        /// How long a stored envelope is kept. Default 60 s, at most [`MAX_PAYLOAD_TTL`].
+        pub payload_ttl: Duration = Duration::from_secs(60),
+        /// Largest encoded envelope sent or accepted (header, topic, sender id and payload) with
+        /// [`LargePayloads::Table`]. Default 8 MiB + 64 KiB, at most [`MAX_ENVELOPE_BYTES`]. With
+        /// [`LargePayloads::Refuse`] the limit is what fits in a notification, 5997 bytes, and this
+        /// value is not used.
+        pub max_envelope_bytes: usize = 8 * 1024 * 1024 + 64 * 1024,
+        /// The hash of the channels' hashed form. Not a setting: tests replace it with
+        /// [`with_channel_hash`](Self::with_channel_hash) to force two topics onto one channel.
+        #[doc(hidden)]
+        pub channel_hash: ChannelHash = ChannelHash::default(),
+    }
+    pipeline_shares: "one envelope",
+    connect_timeout: "How long one connection attempt may take.",
+    response_timeout: "How long the server may take to answer a statement before the connection \
+        is taken as lost.",
+    health_check: "with a query",
 }
 
 /// The hash of a [`PostgresConfig`]'s hashed channels: [`fnv1a_128`] unless a test replaced
@@ -141,27 +130,6 @@ impl Eq for ChannelHash {}
 impl fmt::Debug for ChannelHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ChannelHash")
-    }
-}
-
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        Self {
-            url: DEFAULT_DATABASE_URL.to_string(),
-            channel_prefix: "fanout:".to_string(),
-            large_payloads: LargePayloads::Refuse,
-            payload_table: "fanout_payloads".to_string(),
-            payload_ttl: Duration::from_secs(60),
-            max_envelope_bytes: 8 * 1024 * 1024 + 64 * 1024,
-            publish_queue: 8192,
-            max_pipeline: 1024,
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-            health_check_interval: Duration::from_secs(1),
-            reconnect_backoff_min: Duration::from_millis(20),
-            reconnect_backoff_max: Duration::from_millis(500),
-            channel_hash: ChannelHash::default(),
-        }
     }
 }
 
@@ -216,16 +184,7 @@ impl PostgresConfig {
                 ),
             ));
         }
-        if !(HEADER_BYTES + 1..=MAX_ENVELOPE_BYTES).contains(&self.max_envelope_bytes) {
-            return Err(ConfigError::at_key(
-                "postgres.max_envelope_bytes",
-                format!(
-                    "is {}; it must be between {} and {MAX_ENVELOPE_BYTES}",
-                    self.max_envelope_bytes,
-                    HEADER_BYTES + 1
-                ),
-            ));
-        }
+        check_max_envelope_bytes("postgres", self.max_envelope_bytes, MAX_ENVELOPE_BYTES)?;
         self.bridge_settings().validate("postgres")
     }
 
@@ -258,18 +217,8 @@ impl PostgresConfig {
             LargePayloads::Refuse => max_inline_envelope(NOTIFY_PAYLOAD_LIMIT),
             LargePayloads::Table => self.max_envelope_bytes,
         };
-        BridgeSettings {
-            max_envelope_bytes,
-            // Batches stay inline: only a single large message takes the table's slower path.
-            batch_envelope_bytes: max_inline_envelope(NOTIFY_PAYLOAD_LIMIT),
-            publish_queue: self.publish_queue,
-            max_pipeline: self.max_pipeline,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-            health_check_interval: self.health_check_interval,
-            reconnect_backoff_min: self.reconnect_backoff_min,
-            reconnect_backoff_max: self.reconnect_backoff_max,
-        }
+        // Batches stay inline: only a single large message takes the table's slower path.
+        self.bridge_settings_with(max_envelope_bytes, max_inline_envelope(NOTIFY_PAYLOAD_LIMIT))
     }
 
     /// The channel naming of this config's prefix and hash.
@@ -290,27 +239,23 @@ pub(crate) fn shown_url(url: &str) -> String {
 
 impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
+        let mut debug = f.debug_struct("PostgresConfig");
+        debug
             .field("url", &shown_url(&self.url))
             .field("channel_prefix", &self.channel_prefix)
             .field("large_payloads", &self.large_payloads)
             .field("payload_table", &self.payload_table)
             .field("payload_ttl", &self.payload_ttl)
-            .field("max_envelope_bytes", &self.max_envelope_bytes)
-            .field("publish_queue", &self.publish_queue)
-            .field("max_pipeline", &self.max_pipeline)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("health_check_interval", &self.health_check_interval)
-            .field("reconnect_backoff_min", &self.reconnect_backoff_min)
-            .field("reconnect_backoff_max", &self.reconnect_backoff_max)
-            .finish_non_exhaustive()
+            .field("max_envelope_bytes", &self.max_envelope_bytes);
+        self.debug_bridge_fields(&mut debug);
+        debug.finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::HEADER_BYTES;
 
     /// Expects `config` to be refused with an error naming `key` and mentioning `mentions`.
     #[track_caller]

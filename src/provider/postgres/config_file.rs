@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{LargePayloads, PostgresConfig};
-use crate::config::file::{parse_error, read_file, ProviderTable};
+use crate::config::file::{parse_error, provider_table, read_file, ProviderTable};
 use crate::config::ConfigError;
 
 #[derive(Deserialize)]
@@ -17,22 +17,16 @@ struct RawDocument {
     postgres: Option<Spanned<RawPostgres>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table of postgres settings")]
-struct RawPostgres {
-    url: Option<Spanned<String>>,
-    channel_prefix: Option<Spanned<String>>,
-    large_payloads: Option<Spanned<RawLargePayloads>>,
-    payload_table: Option<Spanned<String>>,
-    payload_ttl_ms: Option<Spanned<u64>>,
-    max_envelope_bytes: Option<Spanned<usize>>,
-    publish_queue: Option<Spanned<usize>>,
-    max_pipeline: Option<Spanned<usize>>,
-    connect_timeout_ms: Option<Spanned<u64>>,
-    response_timeout_ms: Option<Spanned<u64>>,
-    health_check_interval_ms: Option<Spanned<u64>>,
-    reconnect_backoff_min_ms: Option<Spanned<u64>>,
-    reconnect_backoff_max_ms: Option<Spanned<u64>>,
+provider_table! {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, expecting = "a table of postgres settings")]
+    struct RawPostgres for PostgresConfig {
+        url: String,
+        channel_prefix: String,
+        large_payloads: RawLargePayloads,
+        payload_table: String,
+        payload_ttl_ms: u64,
+    }
 }
 
 #[derive(Deserialize)]
@@ -42,15 +36,8 @@ enum RawLargePayloads {
     Table,
 }
 
-/// The fields a file gives in milliseconds, under the key `<field>_ms`.
-const MILLISECOND_FIELDS: [&str; 6] = [
-    "payload_ttl",
-    "connect_timeout",
-    "response_timeout",
-    "health_check_interval",
-    "reconnect_backoff_min",
-    "reconnect_backoff_max",
-];
+/// The table's own fields a file gives in milliseconds, under the key `<field>_ms`.
+const MILLISECOND_FIELDS: [&str; 1] = ["payload_ttl"];
 
 impl RawLargePayloads {
     fn into_mode(self) -> LargePayloads {
@@ -87,7 +74,8 @@ impl PostgresConfig {
         let mut spans = ProviderTable::absent("postgres", &MILLISECOND_FIELDS);
         if let Some(table) = raw.postgres {
             spans = ProviderTable::new("postgres", &MILLISECOND_FIELDS, table.span());
-            let raw = table.into_inner();
+            let mut raw = table.into_inner();
+            raw.take_shared(&mut spans, &mut config);
             let c = &mut config;
             spans.take("url", raw.url, &mut c.url);
             spans.take("channel_prefix", raw.channel_prefix, &mut c.channel_prefix);
@@ -95,34 +83,6 @@ impl PostgresConfig {
             spans.take_as("large_payloads", raw.large_payloads, &mut c.large_payloads, mode);
             spans.take("payload_table", raw.payload_table, &mut c.payload_table);
             spans.take_ms("payload_ttl", raw.payload_ttl_ms, &mut c.payload_ttl);
-            spans.take(
-                "max_envelope_bytes",
-                raw.max_envelope_bytes,
-                &mut c.max_envelope_bytes,
-            );
-            spans.take("publish_queue", raw.publish_queue, &mut c.publish_queue);
-            spans.take("max_pipeline", raw.max_pipeline, &mut c.max_pipeline);
-            spans.take_ms("connect_timeout", raw.connect_timeout_ms, &mut c.connect_timeout);
-            spans.take_ms(
-                "response_timeout",
-                raw.response_timeout_ms,
-                &mut c.response_timeout,
-            );
-            spans.take_ms(
-                "health_check_interval",
-                raw.health_check_interval_ms,
-                &mut c.health_check_interval,
-            );
-            spans.take_ms(
-                "reconnect_backoff_min",
-                raw.reconnect_backoff_min_ms,
-                &mut c.reconnect_backoff_min,
-            );
-            spans.take_ms(
-                "reconnect_backoff_max",
-                raw.reconnect_backoff_max_ms,
-                &mut c.reconnect_backoff_max,
-            );
         }
         config.validate().map_err(|e| spans.locate(e, source))?;
         Ok(config)

@@ -6,9 +6,12 @@
 //! as one server (`PUBLISH`, `SUBSCRIBE`); a cluster with sharded pub/sub on every primary
 //! (`SPUBLISH`, `SSUBSCRIBE`; see [`cluster`](super::cluster)).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::future::{join_all, select_all, BoxFuture};
-use futures_util::FutureExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 
 use super::cluster::{moved, transient, Topology};
 use super::config::RedisConfig;
@@ -22,6 +25,21 @@ use crate::provider::bridge::handoff::{handoff, Handoff, Pressure, Taker};
 use crate::provider::bridge::BrokerError;
 use crate::sync::{lock, Arc, Mutex};
 
+/// How long [`RedisBroker::find`] waits for an attempt before starting the next candidate
+/// beside it, the "connection attempt delay" RFC 8305 recommends.
+const CONNECT_STAGGER: Duration = Duration::from_millis(250);
+
+/// The delay between the starts of `candidates` connection attempts within `budget`:
+/// [`CONNECT_STAGGER`], or less when there are so many candidates that the last would start
+/// after half the budget, so that each has at least half of it to answer.
+fn stagger(budget: Duration, candidates: usize) -> Duration {
+    match u32::try_from(candidates.saturating_sub(1)) {
+        Ok(0) => CONNECT_STAGGER,
+        Ok(later) => CONNECT_STAGGER.min(budget / 2 / later),
+        Err(_) => Duration::ZERO,
+    }
+}
+
 /// A Redis server or cluster, as the bridge sees it.
 pub(crate) struct RedisBroker {
     pub(crate) config: RedisConfig,
@@ -29,8 +47,8 @@ pub(crate) struct RedisBroker {
     endpoint: Endpoint,
     /// Names the connections in `CLIENT LIST`.
     instance: InstanceId,
-    /// A cluster's nodes as last seen, asked for the map after the configured one (which may
-    /// be the node that failed).
+    /// A cluster's nodes as last seen, asked for the map beside the configured one (which may
+    /// be the node that failed; see [`find`](Self::find)).
     known_nodes: Mutex<Vec<Endpoint>>,
     /// The stalls of the subscription connections' readers.
     pressure: Arc<Pressure>,
@@ -84,8 +102,16 @@ impl RedisBroker {
             })?
     }
 
-    /// Connects to the configured server, or failing that to a cluster node last seen, and
-    /// asks `CLUSTER SLOTS`.
+    /// Connects to the configured server or to a cluster node last seen, whichever answers
+    /// first, and asks `CLUSTER SLOTS`.
+    ///
+    /// The candidates are tried in a staggered race (RFC 8305's "happy eyeballs"): the
+    /// configured server first, then each node last seen ([`remember`](Self::remember)), the
+    /// next one starting as soon as an attempt fails or once the latest has gone
+    /// [`stagger`] without an answer. The first to answer wins and the other attempts are
+    /// dropped, closing their sockets. So a configured node that takes connections but never
+    /// answers (a host that drops packets, a hung process) costs the others one stagger, not
+    /// the whole connect budget, while a healthy one is still preferred.
     async fn find(
         &self,
         role: &'static str,
@@ -98,14 +124,31 @@ impl RedisBroker {
                 .filter(|node| **node != self.endpoint)
                 .cloned(),
         );
-        let mut last_error: ConnectError = "no server to connect to".into();
-        for candidate in candidates {
-            match self.ask(&candidate, role, pushed.cloned()).await {
-                Ok(found) => return Ok(found),
-                Err(error) => last_error = format!("{}: {error}", candidate.target()).into(),
+        let stagger = stagger(self.config.connect_timeout, candidates.len());
+        let mut waiting = candidates.iter();
+        let mut attempts = FuturesUnordered::new();
+        let mut failures = Vec::new();
+        loop {
+            if let Some(candidate) = waiting.next() {
+                attempts.push(async move { (candidate, self.ask(candidate, role, pushed.cloned()).await) });
+            }
+            let next_start = tokio::time::sleep(stagger);
+            tokio::pin!(next_start);
+            // Until an attempt ends, or the stagger passes with a candidate still to start.
+            let ended = tokio::select! {
+                ended = attempts.next() => ended,
+                () = &mut next_start, if waiting.len() > 0 => continue,
+            };
+            match ended {
+                Some((_, Ok(found))) => return Ok(found),
+                Some((candidate, Err(error))) => failures.push(format!("{}: {error}", candidate.target())),
+                None => break,
             }
         }
-        Err(last_error)
+        if failures.is_empty() {
+            return Err("no server to connect to".into());
+        }
+        Err(failures.join("; ").into())
     }
 
     async fn ask(
@@ -704,5 +747,28 @@ impl Subscription for RedisSubscription {
             ))),
             None => Ok(message.payload.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_candidate_starts_within_half_the_budget() {
+        for budget_ms in [1, 100, 500, 2_000, 10_000] {
+            let budget = Duration::from_millis(budget_ms);
+            for candidates in 2..=64u32 {
+                let step = stagger(budget, candidates as usize);
+                assert!(step <= CONNECT_STAGGER);
+                assert!(
+                    step * (candidates - 1) <= budget / 2,
+                    "{candidates} candidates in {budget:?}: {step:?} apart"
+                );
+            }
+        }
+        // A small cluster in the default budget is raced at the full stagger.
+        assert_eq!(stagger(Duration::from_secs(2), 4), CONNECT_STAGGER);
+        assert_eq!(stagger(Duration::from_secs(2), 1), CONNECT_STAGGER);
     }
 }

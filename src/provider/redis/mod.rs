@@ -67,8 +67,14 @@
 //!   then subscribes every channel again on the new map. Messages published in that gap are
 //!   lost, as in any outage.
 //! - **A failed primary.** Its connections close; the provider reconnects as after any outage,
-//!   asking the configured node and then every node it last saw, and reaches the promoted
-//!   replica once the cluster has agreed on it.
+//!   and reaches the promoted replica once the cluster has agreed on it.
+//! - **Which node is asked.** A reconnection asks for the map on the configured node and on
+//!   every node last seen, in a staggered race: the configured node first, the next one as
+//!   soon as an attempt fails or after 250 ms without an answer (less when there are many
+//!   nodes, so that all have started within half of [`RedisConfig::connect_timeout`]), the
+//!   first to answer used and the others closed. A configured node that is down, or takes
+//!   connections and never answers, delays the reconnection by about 250 ms rather than
+//!   using up the connect timeout.
 //! - **Order.** Topics on different shards travel over different connections, so one
 //!   publisher's order holds per topic, not across topics on different shards (the [G4]
 //!   relaxation); within one instance it holds whole.

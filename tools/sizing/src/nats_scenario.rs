@@ -13,8 +13,8 @@ use fanout::{Config, PubSubProvider};
 use crate::args::Args;
 use crate::cpu::cpu_times_named;
 use crate::instance::nats_config;
-use crate::report::{NatsSection, Report};
-use crate::run::{measure, policy_name, Placement, Sides};
+use crate::report::{per_command, Crossing, NatsSection, Report};
+use crate::run::{both_sides_drained, measure, policy_name, Placement, Sides};
 
 /// Runs the scenario on two instances of the NATS provider.
 pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
@@ -34,13 +34,9 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
         policy,
     };
     let server_cpu_before = server_cpu();
-    // Drained once everything queued on the publishing side has been sent (or counted lost)
-    // and everything sent has reached the receiving side (or been counted malformed).
     let drained = |_: &[u64]| {
         let (sent, got) = (publishing.nats_stats(), receiving.nats_stats());
-        let broadcasts = publishing.stats().published;
-        sent.published + sent.publish_errors + sent.unavailable >= broadcasts
-            && got.received + got.malformed >= sent.published
+        both_sides_drained(&sent, &got, publishing.stats().published)
     };
     let measured = measure(args, &sides, Placement::alone(1), drained).await;
     let server_cpu_seconds = match (server_cpu_before, server_cpu()) {
@@ -56,12 +52,8 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
         subject_prefix: publishing.nats_config().subject_prefix.clone(),
         messages_sent: sent.published,
         pub_commands: sent.envelopes_published,
-        messages_per_pub: sent.published as f64 / sent.envelopes_published.max(1) as f64,
-        messages_received: got.received,
-        cross_instance_messages_per_second: got.received as f64 / report.elapsed_seconds,
-        publish_errors: sent.publish_errors + sent.unavailable,
-        malformed: got.malformed,
-        outages: sent.publisher_outages + got.outages,
+        messages_per_pub: per_command(sent.published, sent.envelopes_published),
+        crossing: Crossing::of(&sent, &got, report.elapsed_seconds),
         server_cpu_seconds,
     });
     Ok(report)

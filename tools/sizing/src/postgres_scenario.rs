@@ -24,8 +24,8 @@ pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn
     use crate::cpu::ServerCpu;
     use crate::instance::postgres_config;
     use crate::postgres_baseline::server_name;
-    use crate::report::PostgresSection;
-    use crate::run::{measure, policy_name, Placement, Sides};
+    use crate::report::{per_command, Crossing, PostgresSection};
+    use crate::run::{both_sides_drained, measure, policy_name, Placement, Sides};
 
     let mut postgres = postgres_config(args);
     let server = server_name(&postgres.url).map_err(|error| format!("--database-url: {error}"))?;
@@ -55,13 +55,9 @@ pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn
         policy,
     };
     let server_cpu_before = ServerCpu::named("postgres");
-    // Drained once everything queued on the publishing side has been sent (or counted lost)
-    // and everything sent has reached the receiving side (or been counted malformed).
     let drained = |_: &[u64]| {
         let (sent, got) = (publishing.broker_stats(), receiving.broker_stats());
-        let broadcasts = publishing.stats().published;
-        sent.published + sent.publish_errors + sent.unavailable >= broadcasts
-            && got.received + got.malformed >= sent.published
+        both_sides_drained(&sent, &got, publishing.stats().published)
     };
     let measured = measure(args, &sides, Placement::alone(1), drained).await;
     let server_cpu = server_cpu_before.seconds_until(&ServerCpu::named("postgres"));
@@ -84,12 +80,8 @@ pub async fn run_postgres(args: &Args, config: Config) -> Result<Report, Box<dyn
         server,
         messages_sent: sent.published,
         notify_statements: sent.envelopes_published,
-        messages_per_notify: sent.published as f64 / sent.envelopes_published.max(1) as f64,
-        messages_received: got.received,
-        cross_instance_messages_per_second: got.received as f64 / report.elapsed_seconds,
-        publish_errors: sent.publish_errors + sent.unavailable,
-        malformed: got.malformed,
-        outages: sent.publisher_outages + got.outages,
+        messages_per_notify: per_command(sent.published, sent.envelopes_published),
+        crossing: Crossing::of(&sent, &got, report.elapsed_seconds),
         server_cpu_seconds: server_cpu,
     });
     Ok(report)

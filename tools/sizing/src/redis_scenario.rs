@@ -15,8 +15,8 @@ use fanout::{Config, PubSubProvider};
 
 use crate::args::Args;
 use crate::instance::redis_config;
-use crate::report::{RedisSection, Report};
-use crate::run::{measure, policy_name, Placement, Sides};
+use crate::report::{per_command, Crossing, RedisSection, Report};
+use crate::run::{both_sides_drained, measure, policy_name, Placement, Sides};
 
 /// Runs the scenario on two instances of the Redis provider.
 pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn std::error::Error>> {
@@ -42,13 +42,9 @@ pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn st
         policy,
     };
     let server_before = server_figures(&mut admin).await;
-    // Drained once everything queued on the publishing side has been sent (or counted lost)
-    // and everything sent has reached the receiving side (or been counted malformed).
     let drained = |_: &[u64]| {
         let (sent, got) = (publishing.redis_stats(), receiving.redis_stats());
-        let broadcasts = publishing.stats().published;
-        sent.published + sent.publish_errors + sent.unavailable >= broadcasts
-            && got.received + got.malformed >= sent.published
+        both_sides_drained(&sent, &got, publishing.stats().published)
     };
     let measured = measure(args, &sides, Placement::alone(1), drained).await;
     let server_after = server_figures(&mut admin).await;
@@ -68,12 +64,8 @@ pub async fn run_redis(args: &Args, config: Config) -> Result<Report, Box<dyn st
         server,
         messages_sent: sent.published,
         publish_commands: sent.envelopes_published,
-        messages_per_publish: sent.published as f64 / sent.envelopes_published.max(1) as f64,
-        messages_received: got.received,
-        cross_instance_messages_per_second: got.received as f64 / report.elapsed_seconds,
-        publish_errors: sent.publish_errors + sent.unavailable,
-        malformed: got.malformed,
-        outages: sent.publisher_outages + got.outages,
+        messages_per_publish: per_command(sent.published, sent.envelopes_published),
+        crossing: Crossing::of(&sent, &got, report.elapsed_seconds),
         server_cpu_seconds: cpu,
         server_commands: commands,
     });

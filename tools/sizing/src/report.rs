@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use fanout::bridge::BrokerStats;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +156,37 @@ pub struct BrokerProcess {
     pub name: String,
 }
 
+/// What crossed the broker between the two instances of a provider's scenario, and what was
+/// lost on the way: the figures every broker's section has, in the same place.
+#[derive(Debug, Serialize)]
+pub struct Crossing {
+    /// Messages the receiving instance got from the broker and handed to its sessions.
+    pub messages_received: u64,
+    /// `messages_received` over the whole run (publishing and draining).
+    pub cross_instance_messages_per_second: f64,
+    /// Messages the publishing instance did not send: refused, lost with a connection, or
+    /// broadcast while its connection was down.
+    pub publish_errors: u64,
+    /// Envelopes the receiving instance could not read.
+    pub malformed: u64,
+    /// Connections lost, on both instances.
+    pub outages: u64,
+}
+
+impl Crossing {
+    /// The figures of a run of `elapsed_seconds`, from the publishing instance's broker
+    /// counters (`sent`) and the receiving instance's (`got`) at its end.
+    pub fn of(sent: &BrokerStats, got: &BrokerStats, elapsed_seconds: f64) -> Crossing {
+        Crossing {
+            messages_received: got.received,
+            cross_instance_messages_per_second: got.received as f64 / elapsed_seconds,
+            publish_errors: sent.publish_errors + sent.unavailable,
+            malformed: got.malformed,
+            outages: sent.publisher_outages + got.outages,
+        }
+    }
+}
+
 /// Two `RedisPubSub` instances on one Redis: publishers on the first, sessions on the second.
 #[derive(Debug, Serialize)]
 pub struct RedisSection {
@@ -165,13 +197,8 @@ pub struct RedisSection {
     /// `PUBLISH` commands (envelopes) that carried them.
     pub publish_commands: u64,
     pub messages_per_publish: f64,
-    /// Messages the receiving instance got from Redis and handed to its sessions.
-    pub messages_received: u64,
-    /// `messages_received` over the whole run (publishing and draining).
-    pub cross_instance_messages_per_second: f64,
-    pub publish_errors: u64,
-    pub malformed: u64,
-    pub outages: u64,
+    #[serde(flatten)]
+    pub crossing: Crossing,
     /// CPU the Redis server used during the run (`INFO cpu`; the whole server, not just us).
     pub server_cpu_seconds: Option<f64>,
     /// Commands the Redis server processed during the run (`INFO stats`; the whole server).
@@ -189,13 +216,8 @@ pub struct PostgresSection {
     /// `pg_notify` statements (envelopes) that carried them.
     pub notify_statements: u64,
     pub messages_per_notify: f64,
-    /// Messages the receiving instance got from PostgreSQL and handed to its sessions.
-    pub messages_received: u64,
-    /// `messages_received` over the whole run (publishing and draining).
-    pub cross_instance_messages_per_second: f64,
-    pub publish_errors: u64,
-    pub malformed: u64,
-    pub outages: u64,
+    #[serde(flatten)]
+    pub crossing: Crossing,
     /// CPU the server's processes on the local machine used during the run (all of them, not just
     /// this run's backends); `None` when the server is elsewhere.
     pub server_cpu_seconds: Option<f64>,
@@ -214,13 +236,8 @@ pub struct NatsSection {
     /// `PUB` commands (envelopes) that carried them.
     pub pub_commands: u64,
     pub messages_per_pub: f64,
-    /// Messages the receiving instance got from the server and handed to its sessions.
-    pub messages_received: u64,
-    /// `messages_received` over the whole run (publishing and draining).
-    pub cross_instance_messages_per_second: f64,
-    pub publish_errors: u64,
-    pub malformed: u64,
-    pub outages: u64,
+    #[serde(flatten)]
+    pub crossing: Crossing,
     /// CPU every `nats-server` process on the local machine used during the run (the whole
     /// server, not just this run); `None` when the server is elsewhere.
     pub server_cpu_seconds: Option<f64>,
@@ -553,36 +570,26 @@ fn pct(p: &Percentiles) -> String {
 
 impl RedisSection {
     fn rows(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
+        BrokerRows {
+            labels: [
                 "redis: cross-instance",
-                format!(
-                    "{} messages received on the other instance ({:.0}/s)",
-                    self.messages_received, self.cross_instance_messages_per_second
-                ),
-            ),
-            (
                 "redis: publishing",
-                format!(
-                    "{} messages in {} PUBLISH ({:.1} per envelope), {} lost",
-                    self.messages_sent, self.publish_commands, self.messages_per_publish, self.publish_errors
-                ),
-            ),
-            (
                 "redis: faults",
-                format!("{} malformed, {} outages", self.malformed, self.outages),
-            ),
-            (
                 "redis: server",
-                format!(
-                    "{} at {}, {} commands",
-                    self.server_cpu_seconds
-                        .map_or("cpu unknown".to_string(), |s| format!("{s:.2} s cpu")),
-                    self.server,
-                    self.server_commands.map_or("?".to_string(), |n| n.to_string())
-                ),
+            ],
+            crossing: &self.crossing,
+            sent: self.messages_sent,
+            commands: self.publish_commands,
+            command: "PUBLISH",
+            server: format!(
+                "{} at {}, {} commands",
+                self.server_cpu_seconds
+                    .map_or("cpu unknown".to_string(), |s| format!("{s:.2} s cpu")),
+                self.server,
+                self.server_commands.map_or("?".to_string(), |n| n.to_string())
             ),
-        ]
+        }
+        .rows()
     }
 }
 
@@ -595,14 +602,10 @@ impl PostgresSection {
                 "postgres: faults",
                 "postgres: server",
             ],
-            received: self.messages_received,
-            per_second: self.cross_instance_messages_per_second,
+            crossing: &self.crossing,
             sent: self.messages_sent,
             commands: self.notify_statements,
             command: "pg_notify",
-            lost: self.publish_errors,
-            malformed: self.malformed,
-            outages: self.outages,
             server: format!("{} cpu at {}", seconds(self.server_cpu_seconds), self.server),
         }
         .rows()
@@ -618,14 +621,10 @@ impl NatsSection {
                 "nats: faults",
                 "nats: server",
             ],
-            received: self.messages_received,
-            per_second: self.cross_instance_messages_per_second,
+            crossing: &self.crossing,
             sent: self.messages_sent,
             commands: self.pub_commands,
             command: "PUB",
-            lost: self.publish_errors,
-            malformed: self.malformed,
-            outages: self.outages,
             server: format!(
                 "{} cpu at {} (subjects {}.*)",
                 seconds(self.server_cpu_seconds),
@@ -715,29 +714,26 @@ impl InstancesSection {
 
 /// The rows every broker's section prints: what crossed, how it was published, faults, and
 /// the server.
-struct BrokerRows {
+struct BrokerRows<'a> {
     labels: [&'static str; 4],
-    received: u64,
-    per_second: f64,
+    crossing: &'a Crossing,
     sent: u64,
     commands: u64,
     /// The broker's publish command, as the row names it.
     command: &'static str,
-    lost: u64,
-    malformed: u64,
-    outages: u64,
     server: String,
 }
 
-impl BrokerRows {
+impl BrokerRows<'_> {
     fn rows(self) -> Vec<(&'static str, String)> {
         let [crossed, publishing, faults, server] = self.labels;
+        let c = self.crossing;
         vec![
             (
                 crossed,
                 format!(
                     "{} messages received on the other instance ({:.0}/s)",
-                    self.received, self.per_second
+                    c.messages_received, c.cross_instance_messages_per_second
                 ),
             ),
             (
@@ -747,17 +743,22 @@ impl BrokerRows {
                     self.sent,
                     self.commands,
                     self.command,
-                    self.sent as f64 / self.commands.max(1) as f64,
-                    self.lost
+                    per_command(self.sent, self.commands),
+                    c.publish_errors
                 ),
             ),
             (
                 faults,
-                format!("{} malformed, {} outages", self.malformed, self.outages),
+                format!("{} malformed, {} outages", c.malformed, c.outages),
             ),
             (server, self.server),
         ]
     }
+}
+
+/// Messages per publish command: `sent` over `commands`, 0 when nothing was sent.
+pub fn per_command(sent: u64, commands: u64) -> f64 {
+    sent as f64 / commands.max(1) as f64
 }
 
 impl NatsBaseline {

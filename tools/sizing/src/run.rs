@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use fanout::bridge::BrokerStats;
 use fanout::{Config, Handler, InMemoryPubSub, OverflowPolicy, PubSubProvider};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -112,6 +113,14 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
     let measured = measure(args, &sides, Placement::alone(0), |_| true).await;
     provider.stop().await?;
     Ok(sides.report(args, measured?))
+}
+
+/// Whether a two-instance run has drained: everything the publishing instance was given
+/// (`broadcasts`) sent or counted lost (its broker counters `sent`), and everything sent
+/// received or counted malformed on the other instance (`got`).
+pub fn both_sides_drained(sent: &BrokerStats, got: &BrokerStats, broadcasts: u64) -> bool {
+    sent.published + sent.publish_errors + sent.unavailable >= broadcasts
+        && got.received + got.malformed >= sent.published
 }
 
 /// Where the workload runs: publishers call `publish`, sessions live on `receive` (the same
