@@ -128,14 +128,17 @@ def main():
             print(f"  {'round':>5}  {'ours msg/s':>10}  {'baseline msg/s':>14}  {'ratio':>6}{columns}")
         ours, baseline, ratios = [], [], []
         for round_ in range(1, args.rounds + 1):
+            lost = ""
             if not args.baseline_only:
                 report = run(binary, ours_flags + ["--rate", str(args.rate)], out / f"t{topics}-r{round_}-ours.json")
                 ours.append(ours_figures(report, args.provider))
+                lost = losses(report[args.provider])
             report = run(binary, baseline_flags, out / f"t{topics}-r{round_}-baseline.json")
             baseline.append(baseline_figures(report))
             extra = ""
             if benchmark:
                 extra = f"  {report['benchmark']['requests_per_second']:>15.0f}"
+            extra += lost
             if report.get("missing"):
                 extra += f"  ({report['missing']} of {report['sent']} messages missing)"
             if args.baseline_only:
@@ -164,7 +167,7 @@ def latency_at(binary, ours_flags, rate, args, keep):
         report = run(binary, ours_flags + ["--rate", str(rate)], Path(f"{keep}-r{round_}-ours.json"))
         figures.append(ours_figures(report, args.provider))
         achieved, p50, p99 = figures[-1]
-        print(f"  {round_:>5}  {achieved:>10.0f}  {p50:>8}  {p99:>8}")
+        print(f"  {round_:>5}  {achieved:>10.0f}  {p50:>8}  {p99:>8}{losses(report[args.provider])}")
     summary("at half", figures)
 
 
@@ -186,6 +189,17 @@ def ours_figures(report, provider):
         sys.exit(f"fanout-sizing reported no {provider} section: is it the {provider} provider's run?")
     latency = report["end_to_end_latency_us"]
     return section["cross_instance_messages_per_second"], latency["p50"], latency["p99"]
+
+
+def losses(section):
+    """A note of what our run lost in the broker, if anything."""
+    lost = section.get("lost_in_broker", 0)
+    if not lost:
+        return ""
+    return (
+        f"  (ours: {lost} messages lost in the broker, {section['outages']} outages, "
+        f"{section['slow_consumer_outages']} of a slow consumer)"
+    )
 
 
 def baseline_figures(report):

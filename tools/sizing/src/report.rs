@@ -171,6 +171,14 @@ pub struct Crossing {
     pub malformed: u64,
     /// Connections lost, on both instances.
     pub outages: u64,
+    /// Of the receiving instance's subscription outages, those that followed its reader
+    /// stalling on a full hand-off to the listener: most likely closed by the server for
+    /// falling behind (Redis's `client-output-buffer-limit pubsub`, a NATS slow consumer).
+    pub slow_consumer_outages: u64,
+    /// Messages the broker took from the publishing instance that the receiving one never
+    /// got: dropped with a subscription the server closed, or in flight when a connection
+    /// was lost (these brokers deliver at most once).
+    pub lost_in_broker: u64,
 }
 
 impl Crossing {
@@ -183,6 +191,8 @@ impl Crossing {
             publish_errors: sent.publish_errors + sent.unavailable,
             malformed: got.malformed,
             outages: sent.publisher_outages + got.outages,
+            slow_consumer_outages: got.slow_consumer_outages,
+            lost_in_broker: sent.published.saturating_sub(got.received + got.malformed),
         }
     }
 }
@@ -749,7 +759,10 @@ impl BrokerRows<'_> {
             ),
             (
                 faults,
-                format!("{} malformed, {} outages", c.malformed, c.outages),
+                format!(
+                    "{} malformed, {} outages ({} of a slow consumer), {} messages lost in the broker",
+                    c.malformed, c.outages, c.slow_consumer_outages, c.lost_in_broker
+                ),
             ),
             (server, self.server),
         ]

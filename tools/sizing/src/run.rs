@@ -356,21 +356,33 @@ pub async fn measure(
     for task in tasks {
         publish_latency.add(task.await?)?;
     }
-    // Drain: wait until every (broadcast, recipient) pair is delivered or dropped.
+    // Drain: wait until every (broadcast, recipient) pair is delivered or dropped; or until
+    // nothing has been delivered or dropped for `STALLED`, as after a broker dropped messages
+    // with a subscription it closed (they never come). The run's time ends at its last
+    // delivery, so a stall does not count in its rates.
     let per_topic: Vec<u64> = per_topic
         .iter()
         .map(|count| count.load(std::sync::atomic::Ordering::Relaxed))
         .collect();
+    const STALLED: Duration = Duration::from_secs(2);
     let drain_limit = Instant::now() + Duration::from_secs(60);
+    let (mut settled, mut progressed) = (u64::MAX, Instant::now());
     loop {
         let s = receiver.stats();
         let done = s.delivered + s.dropped.total() >= s.recipients && drained(&per_topic);
-        if done || Instant::now() > drain_limit {
+        let now = Instant::now();
+        if done || now > drain_limit || now - progressed > STALLED {
             break;
+        }
+        if s.delivered + s.dropped.total() != settled {
+            (settled, progressed) = (s.delivered + s.dropped.total(), now);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let elapsed = started.elapsed();
+    let elapsed = match Instant::now() - progressed > STALLED {
+        true => progressed - started,
+        false => started.elapsed(),
+    };
     let cpu = match (cpu_before, process_cpu_time()) {
         (Some(before), Some(after)) => after.saturating_sub(before),
         _ => Duration::ZERO,
