@@ -47,9 +47,11 @@
 //! - **Memory.** The subscription connection's reader keeps at most 4,096 messages and
 //!   64 MiB of them ahead of the listener; past that it stops reading, and Redis holds the
 //!   backlog up to its `client-output-buffer-limit pubsub` (32 MB by default), past which
-//!   it closes the connection: an outage, counted and reconnected. Stalls and the outages
-//!   that begin during one are counted ([`RedisStats::inbound_stalls`],
-//!   [`RedisStats::slow_consumer_outages`]).
+//!   it closes the connection: an outage, counted and reconnected, and what it held is lost.
+//!   Stalls and the outages that begin during one are counted ([`RedisStats::inbound_stalls`],
+//!   [`RedisStats::slow_consumer_outages`]). An instance whose sessions cannot take what the
+//!   others publish, for longer than that backlog lasts, is such a slow consumer: the sizing
+//!   tool (`tools/sizing`) reports the messages lost this way for a workload.
 //!
 //! # Redis Cluster
 //!
