@@ -46,17 +46,36 @@ struct Blocked {
     sessions: SmallVec<[Arc<Session>; 4]>,
 }
 
+/// A broadcast's payload, made a [`Bytes`] only if the topic has subscribers here: a borrowed
+/// one is cloned then, so a broadcast no local session receives (one for other instances)
+/// costs no clone, and no promotion of a `Vec`-backed payload to a shared one.
+pub(crate) trait Payload: AsRef<[u8]> {
+    fn into_bytes(self) -> Bytes;
+}
+
+impl Payload for Bytes {
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
+impl Payload for &Bytes {
+    fn into_bytes(self) -> Bytes {
+        self.clone()
+    }
+}
+
 impl Engine {
     pub(super) async fn publish(
         &self,
         topic: &str,
-        payload: Bytes,
+        payload: impl Payload,
         sender: Option<&Arc<Session>>,
     ) -> Result<Fanout> {
         self.check_running()?;
         let limits = &self.inner.config.limits;
         check_topic(topic, limits)?;
-        check_payload(&payload, limits)?;
+        check_payload(payload.as_ref(), limits)?;
         let mut publication = Publication {
             counters: &self.inner.counters,
             tally: Tally::default(),
@@ -88,7 +107,7 @@ impl Engine {
     fn fan_out(
         &self,
         topic: &str,
-        payload: Bytes,
+        payload: impl Payload,
         sender: Option<&Arc<Session>>,
         tally: &mut Tally,
     ) -> Option<Blocked> {
@@ -102,7 +121,7 @@ impl Engine {
                 let mut broadcast = Prepaid::new(
                     Broadcast {
                         topic: entry.name.clone(),
-                        payload,
+                        payload: payload.into_bytes(),
                     },
                     entry.subscribers.len(),
                 );

@@ -93,6 +93,7 @@ use crate::sync::atomic::{fence, AtomicBool, Ordering};
 use crate::sync::{lock, Arc, AtomicWaker, ConcurrentMap, Mutex, MutexGuard, SegQueue};
 use crate::topic::{check_session_id, check_topic, Topic};
 
+pub(crate) use broadcast::Payload;
 pub use receiver::{Closed, SessionReceiver, TryRecvError};
 use session::{Placement, Session, SessionId, SessionWriter};
 pub use session_handle::SessionHandle;
@@ -259,9 +260,25 @@ impl Engine {
 
     /// As [`broadcast`](Self::broadcast), but skips the session `session_id`.
     pub async fn broadcast_from(&self, session_id: &str, topic: &str, payload: Bytes) -> Result<Fanout> {
-        check_session_id(session_id, &self.inner.config.limits)?;
-        let sender = self.inner.sessions.get(session_id);
-        self.publish(topic, payload, sender.as_ref()).await
+        self.broadcast_payload(Some(session_id), topic, payload).await
+    }
+
+    /// A broadcast from `sender` (skipped) if given, of a payload taken only if the topic has
+    /// a subscriber here (see [`Payload`]).
+    pub(crate) async fn broadcast_payload(
+        &self,
+        sender: Option<&str>,
+        topic: &str,
+        payload: impl Payload,
+    ) -> Result<Fanout> {
+        match sender {
+            Some(session_id) => {
+                check_session_id(session_id, &self.inner.config.limits)?;
+                let sender = self.inner.sessions.get(session_id);
+                self.publish(topic, payload, sender.as_ref()).await
+            }
+            None => self.publish(topic, payload, None).await,
+        }
     }
 
     /// Closes the session `session_id` and removes every subscription it has ([G2]): once this

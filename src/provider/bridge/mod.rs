@@ -301,11 +301,11 @@ impl<B: Broker> Bridge<B> {
         self.shared
             .broker
             .check_envelope(single_encoded_len(topic, &record))?;
-        let engine = self.local.engine();
-        match sender {
-            Some(sender) => engine.broadcast_from(sender, topic, payload.clone()).await?,
-            None => engine.broadcast(topic, payload.clone()).await?,
-        };
+        // Borrowed: cloned only if a session here is on the topic.
+        self.local
+            .engine()
+            .broadcast_payload(sender, topic, &payload)
+            .await?;
         let publisher = &self.shared.publisher;
         if !publisher.is_up() {
             BrokerCounters::add(&self.shared.counters.unavailable, 1);
