@@ -1,10 +1,20 @@
 //! A global allocator that counts live heap bytes, so the tool can report memory per session
 //! and per subscription without guessing, and the peak reached while messages are queued.
+//!
+//! Under the count, mimalloc: a server whose worker threads free what other threads allocated
+//! (a message is allocated where it is read and freed where its last session took it) should
+//! not run on glibc's malloc, whose arenas then contend on their locks. Built with the feature
+//! `system-allocator`, the tool runs on the system's allocator instead, for comparison.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+#[cfg(not(feature = "system-allocator"))]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "system-allocator")]
+static ALLOCATOR: std::alloc::System = std::alloc::System;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-/// Counts bytes currently allocated through it, then defers to the system allocator.
+/// Counts bytes currently allocated through it, then defers to [`ALLOCATOR`].
 pub struct CountingAllocator;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
@@ -21,12 +31,12 @@ fn grow(delta: isize) {
     }
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// `GlobalAlloc` contract is `System`'s; the counter is bookkeeping only.
+// SAFETY: every method forwards to `ALLOCATOR` with the caller's arguments unchanged, so the
+// `GlobalAlloc` contract is `ALLOCATOR`'s; the counter is bookkeeping only.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { ALLOCATOR.alloc(layout) };
         if !ptr.is_null() {
             grow(layout.size() as isize);
         }
@@ -35,13 +45,13 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as is; `ptr` came from `alloc` with this `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { ALLOCATOR.dealloc(ptr, layout) };
         LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { ALLOCATOR.alloc_zeroed(layout) };
         if !ptr.is_null() {
             grow(layout.size() as isize);
         }
@@ -50,7 +60,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { ALLOCATOR.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             grow(new_size as isize - layout.size() as isize);
         }
