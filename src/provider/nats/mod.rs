@@ -146,13 +146,14 @@
 //! session task's wakeup, the handler's boxed future), the boxed future of a call through
 //! `dyn PubSubProvider`, and the copy of each message out of the read buffer.
 //!
-//! At `e11b848`, with the load average near 1.5 (the same command, flat out): 0.60x on one
-//! topic (1,361,765 against 2,275,456 messages a second), 0.41x on 100 (887,776 against
-//! 2,187,798) and 0.50x on 10,000 (312,674 against 707,017). On one topic and on 100, 80% of
-//! that baseline is more than the engine alone delivers on the same two cores with no broker:
-//! the in-memory provider with the same workload (`fanout-sizing --topics 100 --sessions 100
-//! --topics-per-session 1 --rate 0 --duration 3`) gave 1.62 million messages a second on one
-//! topic and between 1.15 and 2.04 million on 100, in consecutive runs.
+//! At `90001c9` (the tool on mimalloc), with the load average near 2 (the same command, flat
+//! out): 0.64x on one topic (1,593,919 against 2,568,486 messages a second), 0.45x on 100
+//! (1,002,329 against 2,241,316) and 0.54x on 10,000 (419,398 against 732,502). On one topic
+//! and on 100, 80% of that baseline (2.05 and 1.79 million) is more than the engine alone
+//! delivers on the same two cores with no broker: the in-memory provider with the same
+//! workload (`fanout-sizing --topics N --sessions N --topics-per-session 1 --rate 0 --duration
+//! 3`) gave 0.85 to 1.67 million messages a second on one topic and 1.33 to 2.66 million on
+//! 100 (medians of three runs 0.96 and 1.33 million).
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
