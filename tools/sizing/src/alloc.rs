@@ -1,7 +1,7 @@
 //! A global allocator that counts live heap bytes, so the tool can report memory per session
 //! and per subscription without guessing, and the peak reached while messages are queued.
 //!
-//! Under the count, mimalloc: a server whose worker threads free what other threads allocated
+//! Under the count, jemalloc: a server whose worker threads free what other threads allocated
 //! (a message is allocated where it is read and freed where its last session took it) should
 //! not run on glibc's malloc, whose arenas then contend on their locks. Built with the feature
 //! `system-allocator`, the tool runs on the system's allocator instead, for comparison.
@@ -9,7 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 #[cfg(not(feature = "system-allocator"))]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(feature = "system-allocator")]
 static ALLOCATOR: std::alloc::System = std::alloc::System;
 use std::sync::atomic::{AtomicIsize, Ordering};
