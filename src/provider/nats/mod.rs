@@ -146,14 +146,13 @@
 //! session task's wakeup, the handler's boxed future), the boxed future of a call through
 //! `dyn PubSubProvider`, and the copy of each message out of the read buffer.
 //!
-//! At `90001c9` (the tool on mimalloc), with the load average near 2 (the same command, flat
-//! out): 0.64x on one topic (1,593,919 against 2,568,486 messages a second), 0.45x on 100
-//! (1,002,329 against 2,241,316) and 0.54x on 10,000 (419,398 against 732,502). On one topic
-//! and on 100, 80% of that baseline (2.05 and 1.79 million) is more than the engine alone
-//! delivers on the same two cores with no broker: the in-memory provider with the same
-//! workload (`fanout-sizing --topics N --sessions N --topics-per-session 1 --rate 0 --duration
-//! 3`) gave 0.85 to 1.67 million messages a second on one topic and 1.33 to 2.66 million on
-//! 100 (medians of three runs 0.96 and 1.33 million).
+//! At `1ab8c36` (the tool on jemalloc), with the load average near 2 (the same command, flat
+//! out): 0.67x on one topic (1,562,825 against 2,302,182 messages a second), 0.46x on 100
+//! (1,016,015 against 2,212,604) and 0.56x on 10,000 (453,706 against 680,252). The engine
+//! alone (the in-memory provider, same workload) delivered about 1.9 million messages a
+//! second on one topic and 2.9 million on 100 on the same two cores: the gap is in the
+//! crossing (the bridge on both instances and `nats-server` on the same cores), not in the
+//! engine.
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
