@@ -110,17 +110,44 @@ pub async fn run_memory(args: &Args, config: Config) -> Result<Report, Box<dyn s
         capacity,
         policy,
     };
-    let measured = measure(args, &sides, Placement::alone(0), |_| true).await;
+    let measured = measure(args, &sides, Placement::alone(0), |_| Drain::Done).await;
     provider.stop().await?;
     Ok(sides.report(args, measured?))
 }
 
-/// Whether a two-instance run has drained: everything the publishing instance was given
+/// Where the broker's part of a run's drain stands.
+pub enum Drain {
+    /// Everything the other instances published for this one has been handed over.
+    Done,
+    /// Messages are still on their way.
+    Pending,
+    /// Messages are still on their way, but this instance's subscription was lost meanwhile:
+    /// what the broker dropped with it never comes, so a drain that stops progressing is over.
+    PendingAfterOutage,
+}
+
+impl Drain {
+    /// `Done` once `received` reaches `expected`, else pending, after an outage of the
+    /// receiving instance's subscription if `got` counts one.
+    pub fn of(received: u64, expected: u64, got: &BrokerStats) -> Drain {
+        if received >= expected {
+            Drain::Done
+        } else if got.outages > 0 {
+            Drain::PendingAfterOutage
+        } else {
+            Drain::Pending
+        }
+    }
+}
+
+/// How far a two-instance run has drained: everything the publishing instance was given
 /// (`broadcasts`) sent or counted lost (its broker counters `sent`), and everything sent
 /// received or counted malformed on the other instance (`got`).
-pub fn both_sides_drained(sent: &BrokerStats, got: &BrokerStats, broadcasts: u64) -> bool {
-    sent.published + sent.publish_errors + sent.unavailable >= broadcasts
-        && got.received + got.malformed >= sent.published
+pub fn both_sides_drained(sent: &BrokerStats, got: &BrokerStats, broadcasts: u64) -> Drain {
+    if sent.published + sent.publish_errors + sent.unavailable < broadcasts {
+        return Drain::Pending;
+    }
+    Drain::of(got.received + got.malformed, sent.published, got)
 }
 
 /// Where the workload runs: publishers call `publish`, sessions live on `receive` (the same
@@ -197,14 +224,14 @@ impl Placement<'static> {
 }
 
 /// Subscribes this placement's sessions on `sides.receive`, publishes on `sides.publish` for
-/// the duration, waits until every delivery is made or dropped (and `drained` holds), and
-/// tallies. Stops neither provider. `drained` reads how many broadcasts were made on each topic
-/// so far.
+/// the duration, waits until every delivery is made or dropped (and `drained` says
+/// [`Drain::Done`]), and tallies. Stops neither provider. `drained` reads how many broadcasts
+/// were made on each topic so far.
 pub async fn measure(
     args: &Args,
     sides: &Sides,
     placement: Placement<'_>,
-    mut drained: impl FnMut(&[u64]) -> bool,
+    mut drained: impl FnMut(&[u64]) -> Drain,
 ) -> Result<Tally, Box<dyn std::error::Error>> {
     let Placement {
         publisher: here,
@@ -356,30 +383,35 @@ pub async fn measure(
     for task in tasks {
         publish_latency.add(task.await?)?;
     }
-    // Drain: wait until every (broadcast, recipient) pair is delivered or dropped; or until
-    // nothing has been delivered or dropped for `STALLED`, as after a broker dropped messages
-    // with a subscription it closed (they never come). The run's time ends at its last
-    // delivery, so a stall does not count in its rates.
+    // Drain: wait until every (broadcast, recipient) pair is delivered or dropped and the
+    // broker has handed everything over; or, once the broker lost messages with a subscription
+    // it closed (they never come), until nothing has been delivered or dropped for `STALLED`.
+    // A run's time then ends at its last delivery, so the wait does not count in its rates.
     let per_topic: Vec<u64> = per_topic
         .iter()
         .map(|count| count.load(std::sync::atomic::Ordering::Relaxed))
         .collect();
     const STALLED: Duration = Duration::from_secs(2);
     let drain_limit = Instant::now() + Duration::from_secs(60);
-    let (mut settled, mut progressed) = (u64::MAX, Instant::now());
-    loop {
+    let (mut settled, mut progressed) = (0, Instant::now());
+    let stalled = loop {
         let s = receiver.stats();
-        let done = s.delivered + s.dropped.total() >= s.recipients && drained(&per_topic);
         let now = Instant::now();
-        if done || now > drain_limit || now - progressed > STALLED {
-            break;
+        let taken = s.delivered + s.dropped.total();
+        if taken != settled {
+            (settled, progressed) = (taken, now);
         }
-        if s.delivered + s.dropped.total() != settled {
-            (settled, progressed) = (s.delivered + s.dropped.total(), now);
+        let drain = match taken >= s.recipients {
+            true => drained(&per_topic),
+            false => Drain::Pending,
+        };
+        let stalled = matches!(drain, Drain::PendingAfterOutage) && now - progressed > STALLED;
+        if matches!(drain, Drain::Done) || stalled || now > drain_limit {
+            break stalled;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let elapsed = match Instant::now() - progressed > STALLED {
+    };
+    let elapsed = match stalled {
         true => progressed - started,
         false => started.elapsed(),
     };

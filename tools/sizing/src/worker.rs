@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::Args;
 use crate::instance::Instance;
 use crate::report::BrokerFigures;
-use crate::run::{measure, policy_name, topic_of, Placement, Sides};
+use crate::run::{measure, policy_name, topic_of, Drain, Placement, Sides};
 use crate::tally::Tally;
 
 /// A line from a worker to the parent.
@@ -90,20 +90,23 @@ pub async fn run(args: &Args, config: Config, index: usize) -> Result<(), Box<dy
             let sent = instance.broker_stats();
             let broadcasts: u64 = per_topic.iter().sum();
             if sent.published + sent.publish_errors + sent.unavailable < broadcasts {
-                return false;
+                return Drain::Pending;
             }
             send(&WorkerMessage::Published(per_topic.to_vec()));
             published_sent = true;
         }
         if expected.is_none() {
             let Ok(ParentMessage::Totals(totals)) = inbox.try_recv() else {
-                return false;
+                return Drain::Pending;
             };
             let others = |t: usize| totals.get(t).copied().unwrap_or(0).saturating_sub(per_topic[t]);
             expected = Some(topics.iter().map(|&t| others(t)).sum::<u64>());
         }
+        let Some(expected) = expected else {
+            return Drain::Pending;
+        };
         let got = instance.broker_stats();
-        Some(got.received + got.malformed) >= expected
+        Drain::of(got.received + got.malformed, expected, &got)
     };
     let tally = measure(args, &sides, placement, drained).await?;
     let stats = instance.broker_stats();
