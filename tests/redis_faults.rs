@@ -9,6 +9,8 @@
 
 #[macro_use]
 mod conformance;
+#[path = "support/private_redis.rs"]
+mod private_redis;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use conformance::{eventually, skip, unique_prefix, Inbox};
 use fanout::bridge::Unacknowledged;
 use fanout::redis::{RedisConfig, RedisPubSub, RedisPubSubError};
 use fanout::{Config, PubSubError, PubSubProvider};
+use private_redis::PrivateRedis;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -379,69 +382,34 @@ async fn an_outsized_broadcast_is_refused_before_anything_is_delivered() {
     provider.stop().await.unwrap();
 }
 
-/// A private `redis-server` on a free port, so restarting it touches no other test.
-struct PrivateRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Option<PrivateRedis> {
-        let spawned = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(child) => Some(PrivateRedis {
-                port,
-                child: Some(child),
-            }),
-            Err(error) => skip(format_args!("cannot run redis-server ({error})")),
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn answering(&self) {
-        let url = format!("redis://127.0.0.1:{}", self.port);
-        eventually("the private redis-server to answer", || {
-            redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        })
-        .await;
+/// A private `redis-server` on `port`, or `None` after saying why the test skips.
+fn start_private(port: u16) -> Option<PrivateRedis> {
+    match PrivateRedis::start(port, &[]) {
+        Ok(server) => Some(server),
+        Err(error) => skip(format_args!("cannot run redis-server ({error})")),
     }
 }
 
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Waits until `server` answers a `PING`.
+async fn answering(server: &PrivateRedis) {
+    let url = server.url();
+    eventually("the private redis-server to answer", || {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
     let _serial = SERIAL.lock().await;
     let port = free_port();
-    let Some(mut server) = PrivateRedis::start(port) else {
+    let Some(mut server) = start_private(port) else {
         return;
     };
-    server.answering().await;
+    answering(&server).await;
     let config = RedisConfig::new(format!("redis://127.0.0.1:{port}"))
         .with_channel_prefix(unique_prefix("restart"))
         .with_health_check_interval(Duration::from_millis(250))
@@ -481,8 +449,8 @@ async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
         .until("local delivery while redis is down", |i| i.has("here", "during"))
         .await;
 
-    let mut server = PrivateRedis::start(port).expect("redis-server ran a moment ago");
-    server.answering().await;
+    let mut server = start_private(port).expect("redis-server ran a moment ago");
+    answering(&server).await;
     let answered = Instant::now();
     eventually("both instances back", || {
         let (sa, sb) = (a.redis_stats(), b.redis_stats());
@@ -518,8 +486,8 @@ async fn a_redis_restart_is_survived_and_every_topic_resubscribed() {
 /// A private Redis on a free port, answering, its URL, and an admin connection to it.
 async fn private_redis_with_admin() -> Option<(PrivateRedis, String, redis::aio::MultiplexedConnection)> {
     let port = free_port();
-    let server = PrivateRedis::start(port)?;
-    server.answering().await;
+    let server = start_private(port)?;
+    answering(&server).await;
     let url = format!("redis://127.0.0.1:{port}");
     let admin = redis::Client::open(url.as_str())
         .unwrap()

@@ -6,67 +6,44 @@
 //! 256 KiB), stopped in a guard, pass or fail. Without `redis-server` on the `PATH` the test
 //! prints why and passes, unless `FANOUT_REQUIRE_SERVICES=1`, when it fails.
 
+#[path = "../../../tests/support/private_redis.rs"]
+mod private_redis;
 #[path = "../../../tests/support/services.rs"]
 mod services;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A `redis-server` of the test's own, killed when dropped.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-}
+use private_redis::PrivateRedis;
 
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A private server whose subscribers are closed past `pubsub_limit` of output, answering, or
+/// `None` after saying why the test skips.
+fn start_private(pubsub_limit: &str) -> Option<PrivateRedis> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let limit = format!("pubsub {pubsub_limit} 0 0");
+    let server = match PrivateRedis::start(port, &["--client-output-buffer-limit", &limit]) {
+        Ok(server) => server,
+        Err(error) => return services::skip(format_args!("cannot run redis-server ({error})")),
+    };
+    let answering = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < answering,
+            "the private redis-server did not answer within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-impl PrivateRedis {
-    /// Starts one whose subscribers are closed past `pubsub_limit` of output, or `None` after
-    /// saying why the test skips.
-    fn start(pubsub_limit: &str) -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args([
-                "--client-output-buffer-limit",
-                &format!("pubsub {pubsub_limit} 0 0"),
-            ])
-            .stdout(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            return services::skip("redis-server is not on the PATH");
-        };
-        let server = PrivateRedis { child, port };
-        let answering = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < answering,
-                "the private redis-server did not answer within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
+    Some(server)
 }
 
 #[test]
 fn a_subscription_the_server_closes_is_reported_as_lost_messages() {
-    let Some(server) = PrivateRedis::start("256kb") else {
+    let Some(server) = start_private("256kb") else {
         return;
     };
     // One session on 1,000 topics whose handler takes a millisecond, behind a `block` policy
