@@ -528,3 +528,38 @@ impl AsyncWrite for WriteHalf {
         }
     }
 }
+
+/// A non-empty run of ASCII digits as a number, as the text protocols write lengths and ids
+/// in their control lines; `None` for any other byte or a number past `u64`.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |number, &byte| {
+        let digit = byte.checked_sub(b'0').filter(|digit| *digit <= 9)?;
+        number.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_reads_digits_up_to_u64_and_nothing_else() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"1048576"), Some(1_048_576));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"-1",
+            b"+1",
+            b"1 ",
+            b"1a",
+            b"\xff",
+        ] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
+    }
+}

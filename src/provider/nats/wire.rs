@@ -15,6 +15,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::provider::bridge::pipeline::decimal;
+
 /// What the parser accepts from the server.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WireLimits {
@@ -103,8 +105,7 @@ const CRLF: &[u8] = b"\r\n";
 /// Takes the next complete frame off the front of `buffer`: `Ok(None)` if more bytes are
 /// needed, and then `buffer` is left as it was.
 pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option<Frame>, WireError> {
-    let search = &buffer[..buffer.len().min(limits.line)];
-    let Some(line_end) = search.windows(2).position(|pair| pair == CRLF) else {
+    let Some(line_end) = find_crlf(&buffer[..buffer.len().min(limits.line)]) else {
         if buffer.len() >= limits.line {
             return Err(WireError::LineTooLong { limit: limits.line });
         }
@@ -171,16 +172,26 @@ pub(crate) fn parse(buffer: &mut BytesMut, limits: &WireLimits) -> Result<Option
     Ok(Some(frame))
 }
 
+/// Where the first CRLF in `bytes` starts.
+fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(found) = memchr::memchr(b'\n', &bytes[from..]) {
+        let newline = from + found;
+        if newline > 0 && bytes[newline - 1] == b'\r' {
+            return Some(newline - 1);
+        }
+        from = newline + 1;
+    }
+    None
+}
+
 /// The operation name and the arguments after it (leading whitespace removed).
 fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
-    let end = line
-        .iter()
-        .position(|byte| matches!(byte, b' ' | b'\t'))
-        .unwrap_or(line.len());
+    let end = line.iter().position(|&byte| is_blank(byte)).unwrap_or(line.len());
     let rest = &line[end..];
     let start = rest
         .iter()
-        .position(|byte| !matches!(byte, b' ' | b'\t'))
+        .position(|&byte| !is_blank(byte))
         .unwrap_or(rest.len());
     (&line[..end], &rest[start..])
 }
@@ -203,15 +214,23 @@ fn message_header(
 ) -> Result<MessageHeader, WireError> {
     let mut found: [&[u8]; 5] = [&[]; 5];
     let mut count = 0;
-    for field in args
-        .split(|byte| matches!(byte, b' ' | b'\t'))
-        .filter(|field| !field.is_empty())
-    {
+    let mut rest = args;
+    loop {
+        let start = rest
+            .iter()
+            .position(|&byte| !is_blank(byte))
+            .unwrap_or(rest.len());
+        rest = &rest[start..];
+        if rest.is_empty() {
+            break;
+        }
+        let end = rest.iter().position(|&byte| is_blank(byte)).unwrap_or(rest.len());
         let Some(slot) = found.get_mut(count) else {
             return Err(WireError::Malformed(shown(args)));
         };
-        *slot = field;
+        *slot = &rest[..end];
         count += 1;
+        rest = &rest[end..];
     }
     let fields = &found[..count];
     let lengths = if headers { 2 } else { 1 };
@@ -219,11 +238,7 @@ fn message_header(
         return Err(WireError::Malformed(shown(args)));
     }
     let number = |field: &[u8]| -> Result<u64, WireError> {
-        std::str::from_utf8(field)
-            .ok()
-            .filter(|digits| digits.bytes().all(|byte| byte.is_ascii_digit()))
-            .and_then(|digits| digits.parse().ok())
-            .ok_or_else(|| WireError::Malformed(shown(args)))
+        decimal(field).ok_or_else(|| WireError::Malformed(shown(args)))
     };
     let sid = number(fields[1])?;
     let len = number(fields[fields.len() - 1])?;
@@ -243,6 +258,11 @@ fn message_header(
         sid,
         len,
     })
+}
+
+/// A field of a control line separates from the next by spaces or tabs.
+fn is_blank(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t')
 }
 
 /// A control line for an error message: lossy UTF-8, at most 128 bytes of it.

@@ -21,6 +21,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::provider::bridge::pipeline::decimal;
+
 /// The deepest nesting of arrays accepted (`CLUSTER SLOTS` needs three).
 pub(crate) const MAX_DEPTH: usize = 8;
 
@@ -287,21 +289,11 @@ fn length(digits: &[u8], max: usize, what: &str) -> Result<Option<usize>, WireEr
     Ok(Some(len as usize))
 }
 
-/// Digits only, no sign, at most 18 of them (no overflow).
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 18 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &digit| {
-        digit.is_ascii_digit().then(|| n * 10 + u64::from(digit - b'0'))
-    })
-}
-
 /// A signed integer reply.
 fn integer(digits: &[u8]) -> Option<i64> {
     match digits.split_first() {
-        Some((b'-', rest)) => decimal(rest).map(|n| -(n as i64)),
-        _ => decimal(digits).map(|n| n as i64),
+        Some((b'-', rest)) => decimal(rest).and_then(|n| i64::try_from(n).ok()).map(|n| -n),
+        _ => decimal(digits).and_then(|n| i64::try_from(n).ok()),
     }
 }
 
