@@ -21,7 +21,8 @@ one process to the next here: read the medians.
 The baselines:
 - postgres: plain tokio-postgres, pipelined `pg_notify` to channels another connection LISTENs on;
   the server is `--database-url`, else DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.
-- nats: plain protocol connections, `PUB`s back to back on one, every subject subscribed on another;
+- nats: plain async-nats, `Client::publish` on one client, a subscription per subject on another
+  (`--nats-baseline protocol`: the protocol written and read directly, a ceiling for any client);
   `--nats-url`, else NATS_URL, else nats://127.0.0.1:4222.
 - redis: `redis-benchmark -P 16 -r <topics> publish <prefix>__rand_int__ <message>` while a plain
   connection subscribed to every channel receives each message; `--redis-url`, else REDIS_URL, else
@@ -75,6 +76,12 @@ def main():
     parser.add_argument("--redis-url", help="the server (default: REDIS_URL, else the tool's default)")
     parser.add_argument("--baseline-only", action="store_true", help="run only the baseline")
     parser.add_argument(
+        "--nats-baseline",
+        choices=["async-nats", "protocol"],
+        default="async-nats",
+        help="the NATS baseline's client (default async-nats)",
+    )
+    parser.add_argument(
         "--latency-at-half",
         action="store_true",
         help="then run ours at half its median rate and report its p50 and p99",
@@ -116,6 +123,8 @@ def main():
                 common += ["--" + flag.replace("_", "-"), getattr(args, flag)]
         ours_flags = common + ["--sessions", str(topics), "--topics-per-session", "1"] + args.extra
         baseline_flags = common + ["--rate", str(args.rate), "--baseline-only"] + args.extra
+        if args.provider == "nats":
+            baseline_flags += ["--nats-baseline", args.nats_baseline]
         print(f"\n{topics} topic{'s' if topics != 1 else ''}: {args.rounds} rounds of {args.duration:g} s runs; {load()}")
         if not args.baseline_only:
             print(f"  ours:     {binary} {' '.join(ours_flags + ['--rate', str(args.rate)])}")

@@ -72,11 +72,14 @@ pub struct Args {
     pub database_url: Option<String>,
     /// For `--provider postgres`: run only the baseline (plain tokio-postgres, `pg_notify`
     /// pipelined to channels another connection listens on) and report it. For `--provider
-    /// nats`: plain protocol connections, `PUB`s back to back on one, every subject subscribed
-    /// on another. For `--provider redis`: `redis-benchmark -P 16 -r <topics> publish` flat out
+    /// nats`: the client `--nats-baseline` names publishing on one connection, every subject
+    /// subscribed on another. For `--provider redis`: `redis-benchmark -P 16 -r <topics> publish` flat out
     /// (`--rate 0`), every channel subscribed on a plain connection.
     #[arg(long)]
     pub baseline_only: bool,
+    /// For `--provider nats --baseline-only`: the client of the baseline.
+    #[arg(long, value_enum, default_value_t = NatsBaselineArg::AsyncNats)]
+    pub nats_baseline: NatsBaselineArg,
     /// For `--provider postgres`: carry envelopes over the 7,999-byte notification limit in
     /// the provider's table (`large_payloads = "table"`) instead of refusing them.
     #[arg(long)]
@@ -135,8 +138,18 @@ pub enum ProviderArg {
     /// `--baseline-only`, plain tokio-postgres.
     Postgres,
     /// Two `NatsPubSub` instances on one NATS server, placed as for `redis`; with
-    /// `--baseline-only`, plain protocol connections.
+    /// `--baseline-only`, the client of `--nats-baseline`.
     Nats,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum NatsBaselineArg {
+    /// `async-nats` with its default options: `Client::publish` on one client, a subscription
+    /// per subject on another, read in one task.
+    AsyncNats,
+    /// The client protocol written and read directly, `PUB`s back to back: a ceiling for any
+    /// client library.
+    Protocol,
 }
 
 impl ProviderArg {

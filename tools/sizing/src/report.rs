@@ -257,6 +257,8 @@ pub struct NatsSection {
 /// back on one, every subject subscribed on another.
 #[derive(Debug, Serialize)]
 pub struct NatsBaseline {
+    /// `async-nats` or `protocol` (`--nats-baseline`).
+    pub client: &'static str,
     /// The server, as `host:port`.
     pub server: String,
     /// Subjects subscribed and published to, one per topic.
@@ -268,6 +270,8 @@ pub struct NatsBaseline {
     pub sent: u64,
     /// Messages the subscribing connection read.
     pub received: u64,
+    /// Sent and never read: dropped by the server or the client as a slow consumer.
+    pub missing: u64,
     pub publishing_seconds: f64,
     /// Publishing, then draining.
     pub elapsed_seconds: f64,
@@ -779,7 +783,8 @@ impl NatsBaseline {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "nats baseline: plain protocol connections, PUBs back to back on one, {} subjects subscribed on another, {} B messages, {}, {:.1} s",
+            "nats baseline: {} publishing on one connection, {} subjects subscribed on another, {} B messages, {}, {:.1} s",
+            self.client,
             self.topics,
             self.message_size,
             if self.rate == 0 { "full speed".to_string() } else { format!("{} msg/s", self.rate) },

@@ -1,34 +1,19 @@
-//! The baseline `--provider nats` is measured against: the same traffic over plain NATS
-//! protocol connections, with no fanout in the way.
-//!
-//! One connection subscribes to every subject (one per topic, named as the provider names
-//! them) and reads the messages in one task; another publishes, a random topic per message,
-//! each `PUB` written into one 64 KiB buffer that goes out whenever it fills (and every
-//! millisecond at a set `--rate`). Each payload is as long as the provider's envelope for one
-//! `--message-size` message on its topic and starts with its send time, for the end-to-end
-//! latency. It reports the messages received per second over publishing and draining, as the
-//! provider's cross-instance rate is counted.
+//! `--nats-baseline protocol`: plain NATS protocol connections. One subscribes to every
+//! subject and reads the messages in one task; the other writes `PUB`s into one 64 KiB buffer
+//! that goes out whenever it fills (and every millisecond at a set `--rate`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fanout::envelope::{single_encoded_len, Record};
-use fanout::nats::NatsConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
+use super::{record_latency, Error, Measured, Pace, Workload, TIME_BYTES};
 use crate::args::Args;
 use crate::cpu::process_cpu_time;
 use crate::postgres_baseline::DRAIN_LIMIT;
-use crate::report::{NatsBaseline, Percentiles};
-use crate::run::{new_histogram, Rng};
-
-/// Bytes of the send time (microseconds since the run began, big-endian) at the head of
-/// each payload.
-const TIME_BYTES: usize = 8;
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use crate::run::new_histogram;
 
 /// A connection after the handshake: `CONNECT`, then `PING` answered.
 async fn connect(server: &str) -> Result<BufReader<TcpStream>, Error> {
@@ -69,36 +54,15 @@ async fn until_pong(stream: &mut BufReader<TcpStream>) -> Result<(), Error> {
     }
 }
 
-/// Runs the baseline with the workload flags of `args` against the server of `--nats-url`.
-pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
-    let mut nats = NatsConfig::from_env();
-    if let Some(url) = &args.nats_url {
-        nats.url = url.clone();
-    }
-    let server = nats.server()?;
-    let prefix = format!("fanout-sizing-baseline.{}", std::process::id());
-    let topics: Vec<String> = (0..args.topics).map(|t| format!("room:{t}")).collect();
-    let subjects: Vec<String> = topics.iter().map(|topic| format!("{prefix}.{topic}")).collect();
-    let payload_bytes: Vec<usize> = topics
-        .iter()
-        .map(|topic| {
-            let record = Record {
-                sender: None,
-                payload: &vec![0; args.message_size],
-            };
-            single_encoded_len(topic, &record).max(TIME_BYTES)
-        })
-        .collect();
-    let clock = Instant::now();
-
-    let mut subscriber = connect(&server).await?;
+pub(super) async fn run(args: &Args, workload: &Workload) -> Result<Measured, Error> {
+    let mut subscriber = connect(&workload.server).await?;
     let mut subscribe = Vec::new();
-    for (sid, subject) in subjects.iter().enumerate() {
+    for (sid, subject) in workload.subjects.iter().enumerate() {
         subscribe.extend_from_slice(format!("SUB {subject} {}\r\n", sid + 1).as_bytes());
     }
     // Published last: the server delivers one connection's messages in order, so it arrives
     // after every other.
-    let end = format!("{prefix}.end");
+    let end = &workload.end;
     subscribe.extend_from_slice(format!("SUB {end} 0\r\nPING\r\n").as_bytes());
     subscriber.get_mut().write_all(&subscribe).await?;
     until_pong(&mut subscriber).await?;
@@ -106,6 +70,7 @@ pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
     let reader = {
         let received = Arc::clone(&received);
         let end = end.clone();
+        let clock = workload.clock;
         tokio::spawn(async move {
             let mut latency = new_histogram();
             let mut line = String::new();
@@ -132,11 +97,7 @@ pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
                 }
                 payload.resize(len + 2, 0);
                 subscriber.read_exact(&mut payload).await?;
-                if let Some(time) = payload.get(..TIME_BYTES) {
-                    let sent = u64::from_be_bytes(time.try_into().expect("8 bytes"));
-                    let now = clock.elapsed().as_micros() as u64;
-                    let _ = latency.record(now.saturating_sub(sent).max(1));
-                }
+                record_latency(clock, &mut latency, &payload);
                 // Relaxed: a count read for progress; the histogram comes back through join.
                 received.fetch_add(1, Ordering::Relaxed);
             }
@@ -144,27 +105,22 @@ pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
         })
     };
 
-    let mut publisher = connect(&server).await?;
+    let mut publisher = connect(&workload.server).await?;
     let client_cpu_before = process_cpu_time();
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.duration);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut pace = Pace::new(args);
     let mut sent = 0u64;
     let mut command = Vec::new();
     {
         let mut out = BufWriter::with_capacity(64 * 1024, publisher.get_mut());
-        while Instant::now() < deadline {
-            let due = if args.rate > 0 {
-                (started.elapsed().as_secs_f64() * args.rate as f64) as u64
-            } else {
-                sent + 1024
-            };
+        while pace.publishing() {
+            let due = pace.due(sent);
             while sent < due {
-                let t = (rng.next() % topics.len() as u64) as usize;
+                let t = pace.next_subject(workload.subjects.len());
+                let len = workload.payload_bytes[t];
                 command.clear();
-                command.extend_from_slice(format!("PUB {} {}\r\n", subjects[t], payload_bytes[t]).as_bytes());
-                command.extend_from_slice(&(clock.elapsed().as_micros() as u64).to_be_bytes());
-                command.resize(command.len() + payload_bytes[t] - TIME_BYTES, b'x');
+                command.extend_from_slice(format!("PUB {} {len}\r\n", workload.subjects[t]).as_bytes());
+                command.extend_from_slice(&workload.now_micros().to_be_bytes());
+                command.resize(command.len() + len - TIME_BYTES, b'x');
                 command.extend_from_slice(b"\r\n");
                 out.write_all(&command).await?;
                 sent += 1;
@@ -179,7 +135,7 @@ pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
         out.flush().await?;
     }
     until_pong(&mut publisher).await?;
-    let publishing_seconds = started.elapsed().as_secs_f64();
+    let publishing_seconds = pace.started.elapsed().as_secs_f64();
 
     let latency = match tokio::time::timeout(DRAIN_LIMIT, reader).await {
         Ok(read) => read??,
@@ -192,24 +148,17 @@ pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
             .into())
         }
     };
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_seconds = pace.started.elapsed().as_secs_f64();
     let client_cpu_seconds = match (client_cpu_before, process_cpu_time()) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
         _ => None,
     };
-    let received = received.load(Ordering::Relaxed);
-    Ok(NatsBaseline {
-        server,
-        topics: args.topics,
-        message_size: args.message_size,
-        rate: args.rate,
-        duration_seconds: args.duration,
+    Ok(Measured {
         sent,
-        received,
+        received: received.load(Ordering::Relaxed),
         publishing_seconds,
-        elapsed_seconds: elapsed,
-        messages_per_second: received as f64 / elapsed,
-        latency_us: Percentiles::of(&latency),
+        elapsed_seconds,
+        latency,
         client_cpu_seconds,
     })
 }
