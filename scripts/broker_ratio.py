@@ -30,8 +30,9 @@ The baselines:
   latency: `--latency-at-half` gives ours.
 
 With `--latency-at-half`, after a topic count's rounds it runs ours `--rounds` more times at half its
-median rate (`--rate` of half the median cross-instance messages per second) and prints each run's
-achieved rate, p50 and p99, and their medians.
+median rate (`--rate` of half the median cross-instance messages per second), alternating with the
+baseline at the same rate (not for redis, whose baseline publishes flat out only), and prints each
+run's achieved rate, p50 and p99, and their medians.
 
 It builds `cargo build -p fanout-sizing --release` first and runs that binary; `--binary PATH` runs a built one instead.
 Each run's JSON is kept in `--out` (default target/<provider>-ratio).
@@ -164,20 +165,34 @@ def main():
         summary("baseline", baseline)
         if args.latency_at_half:
             half = int(statistics.median(rate for rate, _, _ in ours) / 2)
-            latency_at(binary, ours_flags, half, args, out / f"t{topics}-half")
+            latency_at(binary, ours_flags, baseline_flags, half, args, out / f"t{topics}-half")
 
 
-def latency_at(binary, ours_flags, rate, args, keep):
-    """Runs ours `--rounds` times at `rate` and prints each run's achieved rate, p50 and p99."""
-    print(f"  ours at half its median rate, --rate {rate}:")
-    print(f"  {'round':>5}  {'ours msg/s':>10}  {'p50 us':>8}  {'p99 us':>8}")
-    figures = []
+def latency_at(binary, ours_flags, baseline_flags, rate, args, keep):
+    """Runs ours `--rounds` times at `rate` and prints each run's achieved rate, p50 and p99; and,
+    alternately, the baseline at the same rate where it takes one (not redis-benchmark)."""
+    paced_baseline = args.provider != "redis"
+    print(f"  at half ours' median rate, --rate {rate}{' (ours, then the baseline)' if paced_baseline else ''}:")
+    print(f"  {'round':>5}  {'ours msg/s':>10}  {'p50 us':>8}  {'p99 us':>8}", end="")
+    print(f"  {'baseline msg/s':>14}  {'p50 us':>8}  {'p99 us':>8}" if paced_baseline else "")
+    figures, baselines = [], []
     for round_ in range(1, args.rounds + 1):
         report = run(binary, ours_flags + ["--rate", str(rate)], Path(f"{keep}-r{round_}-ours.json"))
         figures.append(ours_figures(report, args.provider))
         achieved, p50, p99 = figures[-1]
-        print(f"  {round_:>5}  {achieved:>10.0f}  {p50:>8}  {p99:>8}{losses(report[args.provider])}")
-    summary("at half", figures)
+        line = f"  {round_:>5}  {achieved:>10.0f}  {p50:>8}  {p99:>8}"
+        lost = losses(report[args.provider])
+        if paced_baseline:
+            flags = list(baseline_flags)
+            flags[flags.index("--rate") + 1] = str(rate)
+            report = run(binary, flags, Path(f"{keep}-r{round_}-baseline.json"))
+            baselines.append(baseline_figures(report))
+            achieved, p50, p99 = baselines[-1]
+            line += f"  {achieved:>14.0f}  {micros(p50):>8}  {micros(p99):>8}"
+        print(line + lost)
+    summary("ours", figures)
+    if baselines:
+        summary("baseline", baselines)
 
 
 def summary(side, figures):

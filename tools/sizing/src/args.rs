@@ -147,8 +147,8 @@ pub enum NatsBaselineArg {
     /// `async-nats` with its default options: `Client::publish` on one client, a subscription
     /// per subject on another, read in one task.
     AsyncNats,
-    /// The client protocol written and read directly, `PUB`s back to back: a ceiling for any
-    /// client library.
+    /// The client protocol written and read directly, `PUB`s back to back, with no client
+    /// library in between.
     Protocol,
 }
 

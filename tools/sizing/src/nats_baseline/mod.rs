@@ -5,8 +5,8 @@
 //!   without fanout: one client publishing, a random topic per message, and another with a
 //!   subscription on every subject, read together in one task.
 //! - `--nats-baseline protocol`: the client protocol spoken directly, `PUB`s written back to
-//!   back into a 64 KiB buffer on one connection and every subject subscribed on another. No
-//!   client library does less per message: its rate is a ceiling for any of them.
+//!   back into a 64 KiB buffer on one connection and every subject subscribed on another, with no
+//!   client library in between: a stricter bar than `async-nats`.
 //!
 //! Both publish the same workload: one subject per topic (named as the provider names them),
 //! each payload as long as the provider's envelope for one `--message-size` message on its
