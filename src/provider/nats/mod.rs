@@ -115,44 +115,42 @@
 //!
 //! # Measured
 //!
-//! Two instances in one process on one NATS 2.9.10 server on the same machine (Intel Xeon,
-//! 2 cores, shared with other builds: load average 4 to 5), every session on the receiving
-//! instance, 64-byte messages, a random topic per message; against a baseline of plain
-//! protocol connections (`PUB`s back to back on one, every subject subscribed on another, the
-//! same payload sizes). `scripts/broker_ratio.py --provider nats` (flat out) and
-//! `scripts/broker_ratio.py --provider nats --rate 20000` at commit `271270c`, medians of
-//! five alternating 3-second runs:
+//! Two instances in one process on one NATS 2.9.10 server on the same 2-core machine, every
+//! session on the receiving instance (one per topic), 64-byte messages, a random topic per
+//! message, flat out; against the same traffic through a plain client with no fanout, on the
+//! same server, run alternately with ours. Medians of five 3-second runs of each side:
 //!
-//! | topics | flat out: ours | baseline | ratio | at 20,000/s: p50 / p99, ours | baseline |
-//! | --- | --- | --- | --- | --- | --- |
-//! | 1 | 694,000/s | 925,000/s | 0.77x | 0.14 / 2.8 ms | 0.12 / 3.7 ms |
-//! | 100 | 292,000/s | 857,000/s | 0.35x | 0.16 / 2.4 ms | 0.07 / 0.9 ms |
-//! | 10,000 | 143,000/s | 375,000/s | 0.38x | 0.35 / 5.4 ms | 0.29 / 3.6 ms |
+//! - against `async-nats` 0.52 with its default options (`Client::publish` on one client, a
+//!   subscription per subject on another): `scripts/broker_ratio.py --provider nats --rounds 5
+//!   --latency-at-half` at `14c1fd9`;
+//! - against the client protocol written and read directly (no client library in between):
+//!   `scripts/broker_ratio.py --provider nats --rounds 5 --nats-baseline protocol` at
+//!   `2962074`.
 //!
-//! Below saturation both sides carry the offered 20,000 messages a second with sub-millisecond
-//! medians. Flat out, the server is no longer the bound: one busy topic gains from batching
-//! (343 to 375 messages per `PUB` in three flat-out runs of `fanout-sizing --provider nats`
-//! at `28650ef`), but with many topics each message is its own envelope
-//! and crosses the bridge's publish queue, the listener and the receiving engine's session
-//! tasks, which the baseline does not have; the target of 80% of the baseline is not met
-//! there. With 100 or 10,000 topics, the two instances and the benchmark's publishers make 7
-//! allocations per message at `2094c64` against 10 at `abe94fa`, and run about a fifth fewer
-//! instructions (10,200 against 12,700 per message at 100 topics):
-//! `valgrind --tool=callgrind` on `fanout-sizing --provider nats --rate 20000 --message-size
-//! 64 --topics 100 --sessions 100 --topics-per-session 1`, the difference between a 3-second
-//! and a 1-second run. Flat-out ratios on the machine above move by more than that from one
-//! run to the next (0.73x, 0.37x and 0.34x at `2094c64`, five runs each under a load average
-//! above 4). What remains per message is mostly the engine's delivery (its shared message, a
-//! session task's wakeup, the handler's boxed future), the boxed future of a call through
-//! `dyn PubSubProvider`, and the copy of each message out of the read buffer.
+//! | topics | ours | `async-nats` | ratio | ours | protocol | ratio | ours at half its rate: p50 / p99 |
+//! | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+//! | 1 | 1,047,461/s | 629,148/s | **1.66x** | 1,378,889/s | 1,707,777/s | 0.79x | 0.39 / 2.2 ms |
+//! | 100 | 809,151/s | 648,202/s | **1.15x** | 813,342/s | 1,709,964/s | 0.50x | 1.2 / 8.7 ms |
+//! | 10,000 | 252,666/s | 145,036/s | **1.74x** | 257,505/s | 400,244/s | 0.64x | 0.99 / 8.5 ms |
 //!
-//! At `1ab8c36` (the tool on jemalloc), with the load average near 2 (the same command, flat
-//! out): 0.67x on one topic (1,562,825 against 2,302,182 messages a second), 0.46x on 100
-//! (1,016,015 against 2,212,604) and 0.56x on 10,000 (453,706 against 680,252). The engine
-//! alone (the in-memory provider, same workload) delivered about 1.9 million messages a
-//! second on one topic and 2.9 million on 100 on the same two cores: the gap is in the
-//! crossing (the bridge on both instances and `nats-server` on the same cores), not in the
-//! engine.
+//! "Ours" counts the messages that crossed to the receiving instance. With 100 and 10,000
+//! topics each of them reached its session's handler. With one topic the one receiving
+//! session is the bottleneck under a flat-out flood: its handler ran for 28% to 35% of the
+//! messages that crossed (312,783 a second, median), and its `drop_oldest` policy (the tool's
+//! default) dropped the rest: 0.50x the rate at which `async-nats`'s reader took messages.
+//!
+//! `async-nats` gives each subscription a channel of its own, which one reader drains: flat
+//! out on one subject it dropped 16% to 39% of about 2.6 million messages as a slow consumer
+//! (its rate counts those it delivered), and with 100 or 10,000 subjects its messages waited
+//! in those channels (p50 1.0 s and 4.3 s). The provider lost none. The protocol spoken
+//! directly is a stricter bar: one task reading one connection, with nothing per subject.
+//! Against it the provider's gap is in the crossing: with many topics each message is an
+//! envelope of its own that crosses the bridge's publish queue, the listener, and a session
+//! task of the receiving engine, on the two cores `nats-server` also runs on. In the protocol
+//! runs' reports at 100 topics (medians), our process used 1.4 µs of CPU per message and the
+//! server 0.95 µs, against 0.39 µs for the baseline's process; at 10,000, 4.2 µs and 4.0 µs
+//! against 0.67 µs. One busy topic is batched, about
+//! 160 to 180 messages per `PUB`.
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time

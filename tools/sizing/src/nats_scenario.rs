@@ -61,7 +61,7 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
 
 /// Seconds of CPU every `nats-server` process on the local machine has used so far; `None` if
 /// there is none (the server runs elsewhere).
-fn server_cpu() -> Option<f64> {
+pub fn server_cpu() -> Option<f64> {
     let times = cpu_times_named("nats-server");
     if times.is_empty() {
         return None;

@@ -253,8 +253,8 @@ pub struct NatsSection {
     pub server_cpu_seconds: Option<f64>,
 }
 
-/// `--provider nats --baseline-only`: plain NATS protocol connections, `PUB`s written back to
-/// back on one, every subject subscribed on another.
+/// `--provider nats --baseline-only`: the client of `--nats-baseline` publishing on one
+/// connection, every subject subscribed on another.
 #[derive(Debug, Serialize)]
 pub struct NatsBaseline {
     /// `async-nats` or `protocol` (`--nats-baseline`).
@@ -281,6 +281,9 @@ pub struct NatsBaseline {
     pub latency_us: Percentiles,
     /// CPU this process used while publishing and draining.
     pub client_cpu_seconds: Option<f64>,
+    /// CPU every `nats-server` process on the local machine used over the run (subscribing,
+    /// publishing and draining); `None` for a server elsewhere.
+    pub server_cpu_seconds: Option<f64>,
 }
 
 /// `--provider postgres --baseline-only`: plain tokio-postgres, `pg_notify` pipelined on one
@@ -802,8 +805,9 @@ impl NatsBaseline {
             (
                 "cpu",
                 format!(
-                    "{} this process, at {}",
+                    "{} this process, {} the server at {}",
                     seconds(self.client_cpu_seconds),
+                    seconds(self.server_cpu_seconds),
                     self.server
                 ),
             ),

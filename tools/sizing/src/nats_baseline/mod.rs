@@ -24,6 +24,7 @@ use fanout::nats::NatsConfig;
 use hdrhistogram::Histogram;
 
 use crate::args::{Args, NatsBaselineArg};
+use crate::nats_scenario::server_cpu;
 use crate::report::{NatsBaseline, Percentiles};
 use crate::run::Rng;
 
@@ -147,9 +148,14 @@ struct Measured {
 /// server of `--nats-url`.
 pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
     let workload = Workload::of(args)?;
+    let server_cpu_before = server_cpu();
     let (client, measured) = match args.nats_baseline {
         NatsBaselineArg::AsyncNats => ("async-nats", async_nats_client::run(args, &workload).await?),
         NatsBaselineArg::Protocol => ("protocol", protocol::run(args, &workload).await?),
+    };
+    let server_cpu_seconds = match (server_cpu_before, server_cpu()) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
     };
     Ok(NatsBaseline {
         client,
@@ -166,5 +172,6 @@ pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
         messages_per_second: measured.received as f64 / measured.elapsed_seconds,
         latency_us: Percentiles::of(&measured.latency),
         client_cpu_seconds: measured.client_cpu_seconds,
+        server_cpu_seconds,
     })
 }
