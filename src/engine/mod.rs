@@ -98,7 +98,7 @@ pub use receiver::{Closed, SessionReceiver, TryRecvError};
 use session::{Placement, Session, SessionId, SessionWriter};
 pub use session_handle::SessionHandle;
 use session_task::CancelLog;
-pub(crate) use session_task::SessionTask;
+pub(crate) use session_task::{SessionTask, BATCH as SESSION_TURN};
 pub use topic_registry::TopicObserver;
 use topic_registry::TopicRegistry;
 

@@ -54,7 +54,7 @@ use super::session::{InvokingGuard, Session};
 use super::{Engine, Notice};
 
 /// Messages a session task handles before yielding to the scheduler.
-const BATCH: u32 = 64;
+pub(crate) const BATCH: u32 = 64;
 
 /// The task of a handler-form session that a subscribe has just created, to be spawned by the
 /// provider.

@@ -109,6 +109,13 @@ pub(crate) trait Subscription: Send + Sync + 'static {
     /// The next inbound message; `None` once the connection has closed.
     fn next(&mut self) -> impl Future<Output = Option<Self::Message>> + Send;
 
+    /// How far the listener is behind this connection's reader: bytes of messages read from
+    /// the broker and not yet taken. `None` if the subscription cannot tell; the listener then
+    /// never gives way to the sessions it wakes (see the listener's `give_way`).
+    fn behind(&self) -> Option<usize> {
+        None
+    }
+
     /// The channel `message` came on.
     fn channel(message: &Self::Message) -> &str;
 

@@ -102,16 +102,18 @@ struct Delivered<T> {
 /// `pressure`.
 pub(crate) fn handoff<T>(pressure: Arc<Pressure>) -> (Handoff<T>, Taker<T>) {
     let (sender, receiver) = mpsc::channel(INBOUND_BACKLOG / DELIVERED_MESSAGES - 1);
+    let backlog = Arc::new(Semaphore::new(INBOUND_BYTES));
+    let taker = Taker {
+        receiver,
+        backlog: Arc::clone(&backlog),
+        taking: None,
+    };
     let handoff = Handoff {
         sender,
         held: Vec::new(),
         held_bytes: 0,
-        backlog: Arc::new(Semaphore::new(INBOUND_BYTES)),
+        backlog,
         pressure,
-    };
-    let taker = Taker {
-        receiver,
-        taking: None,
     };
     (handoff, taker)
 }
@@ -201,12 +203,20 @@ impl<T> Handoff<T> {
 /// The listener's end.
 pub(crate) struct Taker<T> {
     receiver: mpsc::Receiver<Delivered<T>>,
+    /// The reader's budget of bytes ahead of the listener, read to tell how far behind it is.
+    backlog: Arc<Semaphore>,
     /// The batch being taken from; dropped, and its budget given back, once the one after its
     /// last is asked for.
     taking: Option<Delivered<T>>,
 }
 
 impl<T> Taker<T> {
+    /// Bytes of messages handed on and not yet taken, the batch being taken from included:
+    /// how far the listener is behind the reader.
+    pub(crate) fn behind(&self) -> usize {
+        INBOUND_BYTES.saturating_sub(self.backlog.available_permits())
+    }
+
     /// The next message; `None` once the reader has ended and everything is taken.
     /// Cancel-safe: nothing is taken before the one wait, on the channel.
     pub(crate) async fn take(&mut self) -> Option<T> {

@@ -22,6 +22,14 @@
 //! - `parked`: waiters for topics not yet confirmed, answered when the topic is confirmed (and
 //!   not busy), or with an error when the connection is lost.
 //!
+//! # Delivery
+//!
+//! Each envelope's records go to the engine in order. While the listener keeps up with the
+//! broker it yields every 32 records of an envelope, so a session on a busy topic drains its
+//! mailbox between the listener's turns and a burst of envelopes larger than the mailbox
+//! reaches a session that keeps up; once 256 KiB of messages wait for it, it delivers without
+//! yielding, and sessions that fall behind drop by their policies (see [`give_way`]).
+//!
 //! # Connection loss
 //!
 //! The stream ending, a command failing, or a command or ping left unanswered past the
@@ -45,7 +53,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::engine::{Engine, TopicObserver};
+use crate::engine::{Engine, TopicObserver, SESSION_TURN};
 use crate::envelope::Envelope;
 use crate::error::PubSubError;
 use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -63,6 +71,13 @@ const CHANNELS_PER_COMMAND: usize = 1024;
 
 /// Inbound messages handled before the task looks at its other inputs again.
 const INBOUND_BATCH: usize = 64;
+
+/// Records the listener delivers between yields while it keeps up: half a session's turn.
+const GIVE_WAY_EVERY: u32 = SESSION_TURN / 2;
+
+/// How far behind its connection's reader the listener still gives way to sessions: bytes of
+/// messages read and not yet taken (about 3,300 records of 64-byte messages).
+const GIVE_WAY_WITHIN: usize = 256 << 10;
 
 /// Told by `subscribe_topic` once its topic is confirmed by the broker (or not).
 pub(crate) type Waiter = oneshot::Sender<Result<(), BrokerError>>;
@@ -545,7 +560,11 @@ impl<B: Broker> Listener<B> {
     /// One message from the broker: decode (the whole envelope is checked before any record
     /// is delivered), skip our own, deliver each record to local sessions in order. An error
     /// means the connection is lost.
-    async fn inbound(&self, subscription: &B::Subscription, message: SubMessage<B>) -> Result<(), Reason> {
+    async fn inbound(
+        &mut self,
+        subscription: &B::Subscription,
+        message: SubMessage<B>,
+    ) -> Result<(), Reason> {
         self.progress.fetch_add(1, Relaxed);
         let shared = &*self.shared;
         let channel = <B::Subscription as Subscription>::channel(&message);
@@ -575,6 +594,7 @@ impl<B: Broker> Listener<B> {
         }
         BrokerCounters::add(&shared.counters.envelopes_received, 1);
         let mut received = 0;
+        let mut since_yield = 0;
         for record in envelope.records() {
             let payload = record_payload(&bytes, record.payload);
             let delivered = match record.sender {
@@ -586,6 +606,7 @@ impl<B: Broker> Listener<B> {
                 Err(PubSubError::Stopped) => break,
                 Err(error) => self.skip(channel, &error),
             }
+            give_way(&mut since_yield, subscription).await;
         }
         BrokerCounters::add(&shared.counters.received, received);
         Ok(())
@@ -607,6 +628,33 @@ impl<B: Broker> Listener<B> {
         } else {
             tracing::debug!(channel, reason = %reason, skipped_total = skipped, "skipped a malformed message from the broker");
         }
+    }
+}
+
+/// Yields to the scheduler every [`GIVE_WAY_EVERY`] records of an envelope delivered, while
+/// less than [`GIVE_WAY_WITHIN`] bytes of messages read from the broker wait for the listener.
+///
+/// A busy topic's records come in envelopes of hundreds, and a read often brings several:
+/// delivered back to back they would fill a session's mailbox in one go, past its capacity,
+/// and the session's policy would drop messages it keeps up with. Yielding lets the sessions
+/// it woke take their turn first; a session takes up to [`SESSION_TURN`] messages a turn,
+/// more than the listener queues between yields, so a session that keeps up stays ahead.
+/// An envelope of a few records (many topics, each message its own) never yields. Further
+/// behind, the listener takes what waits without giving way: sessions that cannot keep up
+/// drop by their policies, the messages that reach them wait behind at most about
+/// [`GIVE_WAY_WITHIN`] of others, and the backlog does not grow in front of the listener,
+/// where the broker would close the whole connection as a slow consumer.
+async fn give_way(since_yield: &mut u32, subscription: &impl Subscription) {
+    *since_yield += 1;
+    if *since_yield < GIVE_WAY_EVERY {
+        return;
+    }
+    *since_yield = 0;
+    if subscription
+        .behind()
+        .is_some_and(|behind| behind < GIVE_WAY_WITHIN)
+    {
+        tokio::task::yield_now().await;
     }
 }
 

@@ -308,6 +308,10 @@ impl Subscription for NatsSubscription {
         self.messages.take().await
     }
 
+    fn behind(&self) -> Option<usize> {
+        Some(self.messages.behind())
+    }
+
     fn channel(message: &Message) -> &str {
         message.subject()
     }

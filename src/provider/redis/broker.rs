@@ -706,6 +706,10 @@ impl Subscription for RedisSubscription {
         .boxed()
     }
 
+    fn behind(&self) -> Option<usize> {
+        Some(self.pushed.behind())
+    }
+
     /// Cancel-safe, as the hand-off's `take`. Ends when a connection does, or when a cluster
     /// node ends a subscription on its own (the channel's slot moved).
     async fn next(&mut self) -> Option<Message> {
