@@ -109,9 +109,10 @@ pub(crate) trait Subscription: Send + Sync + 'static {
     /// The next inbound message; `None` once the connection has closed.
     fn next(&mut self) -> impl Future<Output = Option<Self::Message>> + Send;
 
-    /// How far the listener is behind this connection's reader: bytes of messages read from
-    /// the broker and not yet taken. `None` if the subscription cannot tell; the listener then
-    /// never gives way to the sessions it wakes (see the listener's `give_way`).
+    /// How far the listener is behind the subscription's readers: bytes of messages read from
+    /// the broker that wait after those being taken. `None` if the subscription cannot tell;
+    /// the listener then never gives way to the sessions it wakes (see the listener's
+    /// `give_way`).
     fn behind(&self) -> Option<usize> {
         None
     }

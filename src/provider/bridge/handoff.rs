@@ -95,7 +95,7 @@ impl Drop for Stall<'_> {
 /// the listener has taken the last of them.
 struct Delivered<T> {
     items: std::vec::IntoIter<T>,
-    _budget: OwnedSemaphorePermit,
+    budget: OwnedSemaphorePermit,
 }
 
 /// A connected hand-off: the reader's end and the listener's. Stalls are counted in
@@ -194,7 +194,7 @@ impl<T> Handoff<T> {
         let next = Vec::with_capacity(self.held.len());
         slot.send(Delivered {
             items: std::mem::replace(&mut self.held, next).into_iter(),
-            _budget: budget,
+            budget,
         });
         Ok(())
     }
@@ -211,10 +211,13 @@ pub(crate) struct Taker<T> {
 }
 
 impl<T> Taker<T> {
-    /// Bytes of messages handed on and not yet taken, the batch being taken from included:
-    /// how far the listener is behind the reader.
+    /// Bytes of the messages handed on after the batch being taken from: how far the listener
+    /// is behind the readers.
     pub(crate) fn behind(&self) -> usize {
-        INBOUND_BYTES.saturating_sub(self.backlog.available_permits())
+        let taking = self.taking.as_ref().map_or(0, |batch| batch.budget.num_permits());
+        INBOUND_BYTES
+            .saturating_sub(self.backlog.available_permits())
+            .saturating_sub(taking)
     }
 
     /// The next message; `None` once the reader has ended and everything is taken.

@@ -75,8 +75,9 @@ const INBOUND_BATCH: usize = 64;
 /// Records the listener delivers between yields while it keeps up: half a session's turn.
 const GIVE_WAY_EVERY: u32 = SESSION_TURN / 2;
 
-/// How far behind its connection's reader the listener still gives way to sessions: bytes of
-/// messages read and not yet taken (about 3,300 records of 64-byte messages).
+/// How far behind the subscription's readers the listener still gives way to sessions: bytes
+/// of messages read and waiting after the batch it takes from (about 3,300 records of 64-byte
+/// messages).
 const GIVE_WAY_WITHIN: usize = 256 << 10;
 
 /// Told by `subscribe_topic` once its topic is confirmed by the broker (or not).
@@ -560,11 +561,7 @@ impl<B: Broker> Listener<B> {
     /// One message from the broker: decode (the whole envelope is checked before any record
     /// is delivered), skip our own, deliver each record to local sessions in order. An error
     /// means the connection is lost.
-    async fn inbound(
-        &mut self,
-        subscription: &B::Subscription,
-        message: SubMessage<B>,
-    ) -> Result<(), Reason> {
+    async fn inbound(&self, subscription: &B::Subscription, message: SubMessage<B>) -> Result<(), Reason> {
         self.progress.fetch_add(1, Relaxed);
         let shared = &*self.shared;
         let channel = <B::Subscription as Subscription>::channel(&message);
@@ -639,11 +636,14 @@ impl<B: Broker> Listener<B> {
 /// and the session's policy would drop messages it keeps up with. Yielding lets the sessions
 /// it woke take their turn first; a session takes up to [`SESSION_TURN`] messages a turn,
 /// more than the listener queues between yields, so a session that keeps up stays ahead.
-/// An envelope of a few records (many topics, each message its own) never yields. Further
-/// behind, the listener takes what waits without giving way: sessions that cannot keep up
-/// drop by their policies, the messages that reach them wait behind at most about
-/// [`GIVE_WAY_WITHIN`] of others, and the backlog does not grow in front of the listener,
-/// where the broker would close the whole connection as a slow consumer.
+/// A session's mailbox must hold at least [`GIVE_WAY_EVERY`] messages for this to help. An
+/// envelope of fewer records (many topics, each message its own) never yields.
+///
+/// Once [`GIVE_WAY_WITHIN`] bytes wait after the batch being taken, the listener takes what
+/// waits without giving way: sessions that cannot keep up drop by their policies, and the
+/// backlog in front of the listener, where the broker would end up closing the whole
+/// connection as a slow consumer, stops growing for the sessions' sake. A burst of more than
+/// that many bytes (large payloads) is delivered without giving way too.
 async fn give_way(since_yield: &mut u32, subscription: &impl Subscription) {
     *since_yield += 1;
     if *since_yield < GIVE_WAY_EVERY {
