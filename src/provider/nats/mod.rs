@@ -117,40 +117,41 @@
 //!
 //! Two instances in one process on one NATS 2.9.10 server on the same 2-core machine, every
 //! session on the receiving instance (one per topic), 64-byte messages, a random topic per
-//! message, flat out; against the same traffic through a plain client with no fanout, on the
-//! same server, run alternately with ours. Medians of five 3-second runs of each side:
+//! message; against the same traffic through a plain client with no fanout, on the same
+//! server, run alternately with ours. Medians of five 3-second runs of each side:
 //!
 //! - against `async-nats` 0.52 with its default options (`Client::publish` on one client, a
-//!   subscription per subject on another): `scripts/broker_ratio.py --provider nats --rounds 5
-//!   --latency-at-half` at `14c1fd9`;
+//!   subscription per subject on another, read in one task): `scripts/broker_ratio.py
+//!   --provider nats --rounds 5 --latency-at-half` at `871e02f`, flat out, then both sides at
+//!   half ours' median rate;
 //! - against the client protocol written and read directly (no client library in between):
 //!   `scripts/broker_ratio.py --provider nats --rounds 5 --nats-baseline protocol` at
-//!   `2962074`.
+//!   `2962074`, flat out.
 //!
-//! | topics | ours | `async-nats` | ratio | ours | protocol | ratio | ours at half its rate: p50 / p99 |
-//! | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
-//! | 1 | 1,047,461/s | 629,148/s | **1.66x** | 1,378,889/s | 1,707,777/s | 0.79x | 0.39 / 2.2 ms |
-//! | 100 | 809,151/s | 648,202/s | **1.15x** | 813,342/s | 1,709,964/s | 0.50x | 1.2 / 8.7 ms |
-//! | 10,000 | 252,666/s | 145,036/s | **1.74x** | 257,505/s | 400,244/s | 0.64x | 0.99 / 8.5 ms |
+//! | topics | ours | `async-nats` | ratio | at half ours' rate, p50 / p99: ours | `async-nats` | ratio to protocol |
+//! | ---: | ---: | ---: | ---: | --- | --- | ---: |
+//! | 1 | 1,263,057/s | 614,713/s | **1.61x** | 0.81 / 6.2 ms | 2.3 / 14 ms | 0.79x |
+//! | 100 | 711,989/s | 641,043/s | **1.16x** | 0.92 / 10 ms | 1.7 / 11 ms | 0.50x |
+//! | 10,000 | 241,719/s | 144,228/s | **1.64x** | 0.98 / 13 ms | 2.8 / 31 ms | 0.64x |
 //!
 //! "Ours" counts the messages that crossed to the receiving instance. With 100 and 10,000
-//! topics each of them reached its session's handler. With one topic the one receiving
-//! session is the bottleneck under a flat-out flood: its handler ran for 28% to 35% of the
-//! messages that crossed (312,783 a second, median), and its `drop_oldest` policy (the tool's
-//! default) dropped the rest: 0.50x the rate at which `async-nats`'s reader took messages.
+//! topics each of them reached its session's handler, flat out and at half rate. One topic,
+//! flat out, is a flood of one session: its handler ran for 33% to 37% of the messages that
+//! crossed (457,962 a second, median), its `drop_oldest` policy (the tool's default) dropping
+//! the rest, which is 0.58x the rate `async-nats`'s reader took messages at (it dropped 20% to
+//! 44% of them as a slow consumer). At half ours' rate (631,528 a second offered to both)
+//! the session handled 96.7% to 98.5% of them and `async-nats` all.
 //!
-//! `async-nats` gives each subscription a channel of its own, which one reader drains: flat
-//! out on one subject it dropped 16% to 39% of about 2.6 million messages as a slow consumer
-//! (its rate counts those it delivered), and with 100 or 10,000 subjects its messages waited
-//! in those channels (p50 1.0 s and 4.3 s). The provider lost none. The protocol spoken
-//! directly is a stricter bar: one task reading one connection, with nothing per subject.
-//! Against it the provider's gap is in the crossing: with many topics each message is an
-//! envelope of its own that crosses the bridge's publish queue, the listener, and a session
-//! task of the receiving engine, on the two cores `nats-server` also runs on. In the protocol
-//! runs' reports at 100 topics (medians), our process used 1.4 µs of CPU per message and the
-//! server 0.95 µs, against 0.39 µs for the baseline's process; at 10,000, 4.2 µs and 4.0 µs
-//! against 0.67 µs. One busy topic is batched, about
-//! 160 to 180 messages per `PUB`.
+//! `async-nats` gives each subscription a channel of its own, which one reader drains: with
+//! 100 or 10,000 subjects flat out its messages waited in those channels (p50 1.5 s and
+//! 4.0 s). The protocol spoken directly is a stricter bar: one task reading one connection,
+//! with nothing per subject. Against it the provider's gap is in the crossing: with many
+//! topics each message is an envelope of its own that crosses the bridge's publish queue,
+//! the listener, and a session task of the receiving engine, on the two cores `nats-server`
+//! also runs on. In the protocol runs' reports at 100 topics (medians), our process used
+//! 1.4 µs of CPU per message and the server 0.95 µs, against 0.39 µs for the baseline's
+//! process; at 10,000, 4.2 µs and 4.0 µs against 0.67 µs. One busy topic is batched, about
+//! 150 to 190 messages per `PUB`.
 //!
 //! [G1]: crate::docs::contract#g1-delivery
 //! [G4]: crate::docs::contract#g4-per-session-order-one-at-a-time
