@@ -27,8 +27,9 @@
 //! Each envelope's records go to the engine in order. While the listener keeps up with the
 //! broker it yields every 32 records of an envelope, so a session on a busy topic drains its
 //! mailbox between the listener's turns and a burst of envelopes larger than the mailbox
-//! reaches a session that keeps up; once 256 KiB of messages wait for it, it delivers without
-//! yielding, and sessions that fall behind drop by their policies (see [`give_way`]).
+//! reaches a session that keeps up; once 256 KiB of messages wait after the batch it takes
+//! from, it delivers without yielding, and sessions that fall behind drop by their policies
+//! (see [`give_way`]).
 //!
 //! # Connection loss
 //!
