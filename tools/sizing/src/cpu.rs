@@ -9,6 +9,12 @@ pub fn process_cpu_time() -> Option<Duration> {
     cpu_time("/proc/self/stat")
 }
 
+/// Seconds of CPU this process has used since `before` (a [`process_cpu_time`]), if both
+/// readings could be taken.
+pub fn process_cpu_seconds_since(before: Option<Duration>) -> Option<f64> {
+    Some(process_cpu_time()?.saturating_sub(before?).as_secs_f64())
+}
+
 /// User plus system CPU time of process `pid` so far, if it is a process named `name` on this
 /// machine; `None` otherwise (gone, another program, or no `/proc`).
 pub fn cpu_time_of(pid: u32, name: &str) -> Option<Duration> {

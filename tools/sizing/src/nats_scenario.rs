@@ -11,7 +11,7 @@ use fanout::nats::NatsPubSub;
 use fanout::{Config, PubSubProvider};
 
 use crate::args::Args;
-use crate::cpu::cpu_times_named;
+use crate::cpu::ServerCpu;
 use crate::instance::nats_config;
 use crate::report::{per_command, Crossing, NatsSection, Report};
 use crate::run::{both_sides_drained, measure, policy_name, Placement, Sides};
@@ -33,16 +33,13 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
         capacity,
         policy,
     };
-    let server_cpu_before = server_cpu();
+    let server_cpu_before = ServerCpu::named(NATS_SERVER);
     let drained = |_: &[u64]| {
         let (sent, got) = (publishing.nats_stats(), receiving.nats_stats());
         both_sides_drained(&sent, &got, publishing.stats().published)
     };
     let measured = measure(args, &sides, Placement::alone(1), drained).await;
-    let server_cpu_seconds = match (server_cpu_before, server_cpu()) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
+    let server_cpu_seconds = server_cpu_before.seconds_until(&ServerCpu::named(NATS_SERVER));
     let (sent, got) = (publishing.nats_stats(), receiving.nats_stats());
     publishing.stop().await?;
     receiving.stop().await?;
@@ -59,12 +56,5 @@ pub async fn run_nats(args: &Args, config: Config) -> Result<Report, Box<dyn std
     Ok(report)
 }
 
-/// Seconds of CPU every `nats-server` process on the local machine has used so far; `None` if
-/// there is none (the server runs elsewhere).
-pub fn server_cpu() -> Option<f64> {
-    let times = cpu_times_named("nats-server");
-    if times.is_empty() {
-        return None;
-    }
-    Some(times.iter().map(|(_, time)| time.as_secs_f64()).sum())
-}
+/// The server's process name, whose CPU is read when it runs on the local machine.
+pub const NATS_SERVER: &str = "nats-server";

@@ -32,7 +32,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::args::Args;
-use crate::cpu::{cpu_time_of, process_cpu_time, ServerCpu};
+use crate::cpu::{cpu_time_of, process_cpu_seconds_since, process_cpu_time, ServerCpu};
 use crate::report::{BaselineCpu, Percentiles, PostgresBaseline};
 use crate::run::{new_histogram, Rng};
 
@@ -208,10 +208,7 @@ pub async fn run(args: &Args) -> Result<PostgresBaseline, Box<dyn std::error::Er
     }
     let elapsed = started.elapsed().as_secs_f64();
     let server_cpu = server_cpu_before.seconds_until(&ServerCpu::named("postgres"));
-    let client_cpu = match (client_cpu_before, process_cpu_time()) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-        _ => None,
-    };
+    let client_cpu = process_cpu_seconds_since(client_cpu_before);
     let backend_cpu = |pid, before: Option<Duration>| {
         Some((cpu_time_of(pid, "postgres")?.saturating_sub(before?)).as_secs_f64())
     };

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::args::Args;
-use crate::cpu::process_cpu_time;
+use crate::cpu::{process_cpu_seconds_since, process_cpu_time};
 use crate::instance::redis_config;
 use crate::postgres_baseline::DRAIN_LIMIT;
 use crate::redis_scenario::server_figures;
@@ -121,10 +121,7 @@ pub async fn run(args: &Args) -> Result<RedisBaseline, Error> {
     let server_before = server_figures(&mut subscription.admin).await;
     let client_cpu_before = process_cpu_time();
     let measured = subscription.round(requests).await;
-    let client_cpu_seconds = match (client_cpu_before, process_cpu_time()) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-        _ => None,
-    };
+    let client_cpu_seconds = process_cpu_seconds_since(client_cpu_before);
     let server_after = server_figures(&mut subscription.admin).await;
     reader.abort();
     let measured = measured?;

@@ -4,9 +4,12 @@
 //! Needs NATS at `NATS_URL` (default `nats://127.0.0.1:4222`). Without it the tests print why
 //! and pass, unless `FANOUT_REQUIRE_SERVICES=1`, when they fail.
 
+#[path = "support/report.rs"]
+mod report;
 #[path = "../../../tests/support/services.rs"]
 mod services;
 
+use report::json_report;
 use std::process::Command;
 
 /// NATS at `NATS_URL`, or `None` after saying why the test skips.
@@ -33,13 +36,7 @@ fn baseline(url: &str, client: &str, topics: usize) -> serde_json::Value {
         .args(["--rate", "4000", "--duration", "0.5", "--json", "--quiet"])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "fanout-sizing failed: {}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    json_report(&output)
 }
 
 #[tokio::test]

@@ -7,10 +7,13 @@
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/report.rs"]
+mod report;
 
 use std::process::Command;
 
 use redis_server::{redis, services};
+use report::json_report;
 
 /// The baseline on Redis at `url` with `topics` topics, or `None` after saying why the test
 /// skips.
@@ -31,13 +34,7 @@ fn baseline(url: &str, topics: usize, flags: &[&str]) -> Option<serde_json::Valu
         .args(flags)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "fanout-sizing failed: {}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(serde_json::from_slice(&output.stdout).unwrap())
+    Some(json_report(&output))
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@
 
 #[path = "../../../tests/support/private_redis.rs"]
 mod private_redis;
+#[path = "support/report.rs"]
+mod report;
 #[path = "../../../tests/support/services.rs"]
 mod services;
 
@@ -16,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use private_redis::PrivateRedis;
+use report::json_report;
 
 /// A private server whose subscribers are closed past `pubsub_limit` of output, answering, or
 /// `None` after saying why the test skips.
@@ -69,13 +72,7 @@ fn a_subscription_the_server_closes_is_reported_as_lost_messages() {
         .output()
         .unwrap();
     let took = began.elapsed();
-    assert!(
-        output.status.success(),
-        "fanout-sizing failed: {}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_report(&output);
     let redis = &report["redis"];
     let lost = redis["lost_in_broker"].as_u64().unwrap();
     let (sent, received) = (

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use futures_util::stream::{select_all, StreamExt};
 
-use super::{record_latency, Error, Measured, Pace, Workload};
+use super::{drained, record_latency, Error, Measured, Pace, Workload};
 use crate::args::Args;
-use crate::cpu::process_cpu_time;
-use crate::postgres_baseline::DRAIN_LIMIT;
+use crate::cpu::{process_cpu_seconds_since, process_cpu_time};
 use crate::run::new_histogram;
 
 /// How long the reader waits for messages after the end message, once none arrive.
@@ -113,21 +112,8 @@ pub(super) async fn run(args: &Args, workload: &Workload) -> Result<Measured, Er
     publisher.flush().await?;
     let publishing_seconds = pace.started.elapsed().as_secs_f64();
 
-    let (latency, last) = match tokio::time::timeout(DRAIN_LIMIT, reader).await {
-        Ok(read) => read??,
-        Err(_) => {
-            return Err(format!(
-                "the subscriber had {} of {sent} messages {} s after publishing ended",
-                received.load(Ordering::Relaxed),
-                DRAIN_LIMIT.as_secs()
-            )
-            .into())
-        }
-    };
-    let client_cpu_seconds = match (client_cpu_before, process_cpu_time()) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-        _ => None,
-    };
+    let (latency, last) = drained(reader, &received, sent).await?;
+    let client_cpu_seconds = process_cpu_seconds_since(client_cpu_before);
     Ok(Measured {
         sent,
         received: received.load(Ordering::Relaxed),

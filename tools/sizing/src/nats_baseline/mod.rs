@@ -17,14 +17,18 @@
 mod async_nats_client;
 mod protocol;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fanout::envelope::{single_encoded_len, Record};
 use fanout::nats::NatsConfig;
 use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
 
 use crate::args::{Args, NatsBaselineArg};
-use crate::nats_scenario::server_cpu;
+use crate::cpu::ServerCpu;
+use crate::nats_scenario::NATS_SERVER;
+use crate::postgres_baseline::DRAIN_LIMIT;
 use crate::report::{NatsBaseline, Percentiles};
 use crate::run::Rng;
 
@@ -144,19 +148,34 @@ struct Measured {
     client_cpu_seconds: Option<f64>,
 }
 
+/// What the subscribing task returned, once it has every message or within [`DRAIN_LIMIT`]
+/// of the end of publishing; `received` and `sent` say how far it got if not.
+async fn drained<T>(
+    reader: JoinHandle<Result<T, Error>>,
+    received: &AtomicU64,
+    sent: u64,
+) -> Result<T, Error> {
+    match tokio::time::timeout(DRAIN_LIMIT, reader).await {
+        Ok(read) => read?,
+        Err(_) => Err(format!(
+            "the subscriber had {} of {sent} messages {} s after publishing ended",
+            received.load(Ordering::Relaxed),
+            DRAIN_LIMIT.as_secs()
+        )
+        .into()),
+    }
+}
+
 /// Runs the baseline `--nats-baseline` names with the workload flags of `args` against the
 /// server of `--nats-url`.
 pub async fn run(args: &Args) -> Result<NatsBaseline, Error> {
     let workload = Workload::of(args)?;
-    let server_cpu_before = server_cpu();
+    let server_cpu_before = ServerCpu::named(NATS_SERVER);
     let (client, measured) = match args.nats_baseline {
         NatsBaselineArg::AsyncNats => ("async-nats", async_nats_client::run(args, &workload).await?),
         NatsBaselineArg::Protocol => ("protocol", protocol::run(args, &workload).await?),
     };
-    let server_cpu_seconds = match (server_cpu_before, server_cpu()) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
+    let server_cpu_seconds = server_cpu_before.seconds_until(&ServerCpu::named(NATS_SERVER));
     Ok(NatsBaseline {
         client,
         server: workload.server,

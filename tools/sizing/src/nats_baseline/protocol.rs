@@ -9,10 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
-use super::{record_latency, Error, Measured, Pace, Workload, TIME_BYTES};
+use super::{drained, record_latency, Error, Measured, Pace, Workload, TIME_BYTES};
 use crate::args::Args;
-use crate::cpu::process_cpu_time;
-use crate::postgres_baseline::DRAIN_LIMIT;
+use crate::cpu::{process_cpu_seconds_since, process_cpu_time};
 use crate::run::new_histogram;
 
 /// A connection after the handshake: `CONNECT`, then `PING` answered.
@@ -137,22 +136,9 @@ pub(super) async fn run(args: &Args, workload: &Workload) -> Result<Measured, Er
     until_pong(&mut publisher).await?;
     let publishing_seconds = pace.started.elapsed().as_secs_f64();
 
-    let latency = match tokio::time::timeout(DRAIN_LIMIT, reader).await {
-        Ok(read) => read??,
-        Err(_) => {
-            return Err(format!(
-                "the subscriber had {} of {sent} messages {} s after publishing ended",
-                received.load(Ordering::Relaxed),
-                DRAIN_LIMIT.as_secs()
-            )
-            .into())
-        }
-    };
+    let latency = drained(reader, &received, sent).await?;
     let elapsed_seconds = pace.started.elapsed().as_secs_f64();
-    let client_cpu_seconds = match (client_cpu_before, process_cpu_time()) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-        _ => None,
-    };
+    let client_cpu_seconds = process_cpu_seconds_since(client_cpu_before);
     Ok(Measured {
         sent,
         received: received.load(Ordering::Relaxed),
